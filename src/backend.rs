@@ -1,0 +1,99 @@
+//! The only file that names burn backends. Everything else is generic over
+//! `B: AutodiffBackend`; a command hands a [`BackendTask`] to [`dispatch`], which picks the
+//! backend for the requested device once.
+
+use anyhow::{Result, bail};
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+
+/// A device as the user names it: `cpu`, `ndarray`, `cuda`, `cuda:1`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    NdArray,
+    Cuda(usize),
+}
+
+impl DeviceChoice {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "cpu" | "flex" => Ok(DeviceChoice::Cpu),
+            "ndarray" => Ok(DeviceChoice::NdArray),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(DeviceChoice::Cuda(i)),
+                _ => Err(format!(
+                    "unknown device `{other}` (expected cpu, ndarray, cuda or cuda:N)"
+                )),
+            },
+        }
+    }
+
+    /// Backend and device as recorded in run.json.
+    pub fn describe(&self) -> String {
+        match self {
+            DeviceChoice::Cpu => "cpu (burn-flex)".into(),
+            DeviceChoice::NdArray => "cpu (burn-ndarray)".into(),
+            DeviceChoice::Cuda(i) => format!("cuda:{i} (burn-cuda)"),
+        }
+    }
+}
+
+/// Work that runs on whichever backend the device needs.
+pub trait BackendTask {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Number of CPU worker threads; burn-flex parallelises with rayon's global pool.
+pub fn set_cpu_threads(threads: Option<usize>) {
+    if let Some(n) = threads {
+        // Fails only if the pool already exists, which leaves the earlier setting in place.
+        let _ = rayon_pool(n);
+    }
+}
+
+fn rayon_pool(n: usize) -> Result<()> {
+    // SAFETY-free way to size rayon's global pool: the env var is read when the pool starts.
+    // Setting it before any parallel work is the documented approach.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+    Ok(())
+}
+
+pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Output> {
+    match device {
+        DeviceChoice::Cpu => Ok(task.run::<Autodiff<burn::backend::Flex>>(Default::default())),
+        #[cfg(feature = "ndarray")]
+        DeviceChoice::NdArray => Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default())),
+        #[cfg(not(feature = "ndarray"))]
+        DeviceChoice::NdArray => bail!(
+            "this pipe was built without the ndarray backend; rebuild with `cargo build --release --features ndarray`"
+        ),
+        #[cfg(feature = "cuda")]
+        DeviceChoice::Cuda(i) => {
+            probe_cuda()?;
+            Ok(task.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(*i)))
+        }
+        #[cfg(not(feature = "cuda"))]
+        DeviceChoice::Cuda(_) => bail!(
+            "this pipe was built without CUDA; rebuild with `cargo build --release --features cuda` (needs an NVIDIA driver at run time, no toolkit at build time)"
+        ),
+    }
+}
+
+/// A missing driver otherwise shows up as a panic in a device thread.
+#[cfg(feature = "cuda")]
+fn probe_cuda() -> Result<()> {
+    let found = ["libcuda.so.1", "libcuda.so"].iter().any(|lib| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("ldconfig -p 2>/dev/null | grep -q {lib}"))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    if !found {
+        bail!("--device cuda: no NVIDIA driver found (libcuda.so.1 is not in the loader cache)");
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! `pipe check SPEC`: validate and resolve, report every problem at once.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{Overrides, load_plan};
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+pub fn run(args: CheckArgs) -> Result<i32> {
+    let (loaded, plan) = match load_plan(&args.spec, &args.overrides.sets, true) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let spec = &loaded.spec;
+    println!("{}: ok — pipeline `{}`", args.spec.display(), spec.name);
+    println!(
+        "  vectorizer {} → input {}",
+        spec.vectorizer.type_name(),
+        plan.inputs[0].1
+    );
+    for l in &plan.layers {
+        println!("  {:<28} {:<30} {:>12} params", l.name, format!("{}", l.outputs[0].1), l.params);
+    }
+    println!(
+        "  {} parameters ({} trainable), {} classes",
+        plan.total_params(),
+        plan.trainable_params(),
+        plan.num_classes
+    );
+    for (i, s) in spec.stages.iter().enumerate() {
+        println!(
+            "  stage {}: {} epoch(s), batch {}, {} lr {}{}",
+            s.name_or_default(i),
+            s.epochs,
+            s.batch_size,
+            s.optimizer.type_name(),
+            s.optimizer.learning_rate(),
+            if s.freeze.is_empty() { String::new() } else { format!(", frozen: {}", s.freeze.join(", ")) }
+        );
+    }
+    Ok(0)
+}

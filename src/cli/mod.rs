@@ -1,0 +1,87 @@
+//! The command line: one file per verb. `main.rs` parses and calls [`main`].
+
+pub mod check;
+pub mod eval;
+pub mod predict;
+pub mod progress;
+pub mod run;
+pub mod schema;
+pub mod summary;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Diagnostics;
+use crate::graph::{Plan, plan};
+use crate::spec::{LoadedSpec, load_spec};
+
+/// Exit codes: 0 success, 1 a failure while running, 2 an invalid spec or arguments,
+/// 130 interrupted (Ctrl-C), as shells expect.
+pub const EXIT_FAILURE: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Parser, Debug)]
+#[command(name = "pipe", version, about = "Declarative deep-learning pipelines on burn: one TOML file in, a trained model and a run folder out")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a pipeline and write a run folder.
+    Run(run::RunArgs),
+    /// Validate a spec: keys, types, files, layer graph and every shape.
+    Check(check::CheckArgs),
+    /// Print the model table (layers, output shapes, parameter counts).
+    Summary(summary::SummaryArgs),
+    /// Write the JSON schema of pipeline files (schemas/pipeline.schema.json).
+    Schema(schema::SchemaArgs),
+    /// Evaluate a run's final model on a data file.
+    Eval(eval::EvalArgs),
+    /// Classify texts with a run's final model.
+    Predict(predict::PredictArgs),
+}
+
+pub fn main(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Run(a) => run::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Summary(a) => summary::run(a),
+        Command::Schema(a) => schema::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Predict(a) => predict::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            EXIT_FAILURE
+        }
+    }
+}
+
+/// Loads and resolves a spec, printing every diagnostic; `Err(exit code)` when it is invalid.
+pub fn load_plan(path: &Path, sets: &[String], check_files: bool) -> Result<(LoadedSpec, Plan), i32> {
+    let report = |d: Diagnostics| {
+        eprintln!("{d}");
+        EXIT_INVALID
+    };
+    let loaded = load_spec(path, sets).map_err(report)?;
+    let plan = plan::resolve_with(&loaded, check_files).map_err(report)?;
+    Ok((loaded, plan))
+}
+
+/// Common `--set` handling.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Overrides {
+    /// Override a spec key: `--set stages.train.epochs=5`, `--set model.block.num_heads=4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+}
+
+pub fn run_path(p: &Path) -> PathBuf {
+    p.to_path_buf()
+}

@@ -1,0 +1,109 @@
+//! Progress on stderr: an indicatif bar per stage on a terminal, plain lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::run::MetricRow;
+use crate::train::engine::Progress;
+
+pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
+    if quiet {
+        Box::new(Silent)
+    } else if std::io::stderr().is_terminal() {
+        Box::new(Bar { bar: None, stage: String::new(), epochs: 0 })
+    } else {
+        Box::new(Lines { stage: String::new(), epochs: 0, steps: 0, last: None })
+    }
+}
+
+struct Silent;
+
+impl Progress for Silent {
+    fn stage_start(&mut self, _: &str, _: usize, _: usize) {}
+    fn step(&mut self, _: usize, _: usize, _: f64, _: f64, _: f64) {}
+    fn epoch_end(&mut self, _: &MetricRow) {}
+    fn finish(&mut self) {}
+}
+
+struct Bar {
+    bar: Option<ProgressBar>,
+    stage: String,
+    epochs: usize,
+}
+
+impl Progress for Bar {
+    fn stage_start(&mut self, stage: &str, epochs: usize, steps: usize) {
+        self.finish();
+        self.stage = stage.to_string();
+        self.epochs = epochs;
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, rate: f64) {
+        if let Some(bar) = &self.bar {
+            if step == 1 {
+                bar.reset();
+            }
+            bar.set_prefix(format!("{} epoch {epoch}/{}", self.stage, self.epochs));
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s"));
+        }
+    }
+    fn epoch_end(&mut self, row: &MetricRow) {
+        let line = format!(
+            "{} epoch {}/{} {}: loss {:.4} accuracy {:.4}",
+            row.stage, row.epoch, self.epochs, row.split, row.loss, row.accuracy
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+struct Lines {
+    stage: String,
+    epochs: usize,
+    steps: usize,
+    last: Option<Instant>,
+}
+
+impl Progress for Lines {
+    fn stage_start(&mut self, stage: &str, epochs: usize, steps: usize) {
+        self.stage = stage.to_string();
+        self.epochs = epochs;
+        self.steps = steps;
+        eprintln!("stage {stage}: {epochs} epoch(s) of {steps} steps");
+    }
+    fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, rate: f64) {
+        // One line every 10 s at most keeps CI logs readable.
+        let due = self.last.is_none_or(|t| t.elapsed().as_secs() >= 10) || step == self.steps;
+        if due {
+            self.last = Some(Instant::now());
+            let eta = if rate > 0.0 { "" } else { "" };
+            eprintln!(
+                "{} epoch {epoch}/{} step {step}/{} loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s{eta}",
+                self.stage, self.epochs, self.steps
+            );
+        }
+    }
+    fn epoch_end(&mut self, row: &MetricRow) {
+        eprintln!(
+            "{} epoch {}/{} {}: loss {:.4} accuracy {:.4}",
+            row.stage, row.epoch, self.epochs, row.split, row.loss, row.accuracy
+        );
+    }
+    fn finish(&mut self) {}
+}

@@ -1,0 +1,241 @@
+//! `pipe run SPEC`: resolve, create the run folder, load data, fit the vectorizer, train every
+//! stage, evaluate on the test rows, and leave run.json saying how it ended.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::{EXIT_FAILURE, EXIT_INTERRUPTED, Overrides, load_plan, progress};
+use crate::backend::{DeviceChoice, dispatch, set_cpu_threads};
+use crate::data::batch::EncodedSplit;
+use crate::data::load_splits;
+use crate::graph::{Plan, summary_table};
+use crate::run::record::{ParamCounts, Rows, git_rev, BURN_VERSION};
+use crate::run::{MetricsLog, RunDir, RunRecord, RunStatus, atomic_write};
+use crate::spec::LoadedSpec;
+use crate::train::engine::TrainJob;
+use crate::train::TrainOutcome;
+use crate::vectorize::Vectorizer;
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file (or a run folder's pipeline.toml, to repeat that run).
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// `cpu`, `ndarray`, `cuda` or `cuda:N` (overrides `runtime.device`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Where run folders go (overrides `runtime.runs_dir`).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// No progress output on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// One JSON line per logged event on stdout, then a final `completed` line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: RunArgs) -> Result<i32> {
+    let mut sets = args.overrides.sets.clone();
+    if let Some(d) = &args.device {
+        sets.push(format!("runtime.device=\"{d}\""));
+    }
+    if let Some(r) = &args.runs_dir {
+        sets.push(format!("runtime.runs_dir=\"{}\"", r.display()));
+    }
+    let (loaded, plan) = match load_plan(&args.spec, &sets, true) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    if loaded.spec.stages.is_empty() {
+        eprintln!("{}: error: the pipeline has no [[stages]] to run", args.spec.display());
+        return Ok(super::EXIT_INVALID);
+    }
+    let device = match DeviceChoice::parse(&loaded.spec.runtime.device) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{}: error: {e}", loaded.source.value("runtime.device"));
+            return Ok(super::EXIT_INVALID);
+        }
+    };
+    set_cpu_threads(loaded.spec.runtime.threads);
+
+    let runs_dir = PathBuf::from(&loaded.spec.runtime.runs_dir);
+    let run = RunDir::create(&runs_dir, &loaded.spec.name)
+        .with_context(|| format!("creating a run folder under {}", runs_dir.display()))?;
+    let _log_guard = start_log(&run)?;
+    let started = chrono::Utc::now();
+    let clock = Instant::now();
+    let mut record = RunRecord {
+        status: RunStatus::Running,
+        pipeline: loaded.spec.name.clone(),
+        run: run.name(),
+        spec_file: args.spec.display().to_string(),
+        started_at: started.to_rfc3339(),
+        ended_at: None,
+        duration_s: None,
+        seed: loaded.spec.seed,
+        device: device.describe(),
+        git_rev: git_rev(),
+        pipe_version: env!("CARGO_PKG_VERSION").to_string(),
+        burn_version: BURN_VERSION.to_string(),
+        overrides: loaded.overrides.clone(),
+        params: ParamCounts {
+            total: plan.total_params(),
+            trainable: plan.trainable_params(),
+            non_trainable: plan.total_params() - plan.trainable_params(),
+        },
+        rows: Rows::default(),
+        stages: Vec::new(),
+        metrics: Default::default(),
+        error: None,
+    };
+    write_static_files(&run, &loaded, &plan)?;
+    record.save(&run.run_json())?;
+    if !args.json {
+        eprintln!("run folder: {}", run.path.display());
+    }
+    tracing::info!(run = %run.path.display(), spec = %args.spec.display(), "run started");
+
+    let interrupt = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupt.clone();
+        // Ctrl-C finishes the current step; the engine then checkpoints and returns.
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                eprintln!("second interrupt: exiting now");
+                std::process::exit(EXIT_INTERRUPTED);
+            }
+            eprintln!("interrupted: finishing the current step and saving a checkpoint");
+        });
+    }
+
+    let result = execute(&args, &loaded, &plan, &run, &device, &mut record, interrupt);
+    record.ended_at = Some(chrono::Utc::now().to_rfc3339());
+    record.duration_s = Some(clock.elapsed().as_secs_f64());
+    let code = match result {
+        Ok(outcome) => {
+            record.stages = outcome.stages.clone();
+            if let Some(last) = outcome.stages.last() {
+                record.metrics = last.last.clone();
+            }
+            if let Some((loss, acc)) = outcome.test {
+                record.metrics.insert("test.loss".into(), loss);
+                record.metrics.insert("test.accuracy".into(), acc);
+            }
+            if outcome.interrupted {
+                record.status = RunStatus::Interrupted;
+                EXIT_INTERRUPTED
+            } else {
+                record.status = RunStatus::Completed;
+                0
+            }
+        }
+        Err(e) => {
+            record.status = RunStatus::Failed;
+            record.error = Some(format!("{e:#}"));
+            tracing::error!(error = %format!("{e:#}"), "run failed");
+            eprintln!("error: {e:#}");
+            EXIT_FAILURE
+        }
+    };
+    record.save(&run.run_json())?;
+    tracing::info!(status = ?record.status, "run ended");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "end", "status": record.status, "run": run.path, "metrics": record.metrics})
+        );
+    } else if code != EXIT_FAILURE {
+        print_results(&record, &run);
+    }
+    Ok(code)
+}
+
+fn execute(
+    args: &RunArgs,
+    loaded: &LoadedSpec,
+    plan: &Plan,
+    run: &RunDir,
+    device: &DeviceChoice,
+    record: &mut RunRecord,
+    interrupt: Arc<AtomicBool>,
+) -> Result<TrainOutcome> {
+    let spec = &loaded.spec;
+    let t = Instant::now();
+    let splits = load_splits(&spec.dataset, spec.seed)?;
+    record.rows = Rows {
+        train: splits.train.len(),
+        validation: splits.validation.len(),
+        test: splits.test.len(),
+    };
+    record.save(&run.run_json())?;
+    tracing::info!(train = splits.train.len(), validation = splits.validation.len(), test = splits.test.len(), seconds = t.elapsed().as_secs_f64(), "data loaded");
+
+    let t = Instant::now();
+    let vectorizer = Vectorizer::fit(&spec.vectorizer, splits.train.iter().map(|e| e.text.as_str()))?;
+    vectorizer.save(&run.vectorizer_dir())?;
+    let train = EncodedSplit::new(&vectorizer, &splits.train);
+    let validation = (!splits.validation.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.validation));
+    let test = (!splits.test.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.test));
+    tracing::info!(vocab = vectorizer.vocab_size(), seconds = t.elapsed().as_secs_f64(), "vectorizer fitted");
+
+    let mut log = MetricsLog::create(&run.metrics(), &run.timing(), args.json)?;
+    let mut progress = progress::for_terminal(args.quiet || args.json);
+    let job = TrainJob {
+        spec,
+        plan,
+        train: &train,
+        validation: validation.as_ref(),
+        test: test.as_ref(),
+        run,
+        log: &mut log,
+        progress: progress.as_mut(),
+        interrupt,
+    };
+    dispatch(device, job)?
+}
+
+fn write_static_files(run: &RunDir, loaded: &LoadedSpec, plan: &Plan) -> Result<()> {
+    let resolved = toml::to_string_pretty(&loaded.spec).context("serializing the resolved spec")?;
+    let text = format!(
+        "# Resolved by pipe {} from {} (overrides applied, defaults filled in).\n# `pipe run` on this file repeats the run.\n{resolved}",
+        env!("CARGO_PKG_VERSION"),
+        loaded.source.file
+    );
+    atomic_write(&run.pipeline(), text.as_bytes())?;
+    atomic_write(&run.summary(), summary_table(&loaded.spec.name, plan).as_bytes())?;
+    Ok(())
+}
+
+/// tracing → log.txt in the run folder.
+fn start_log(run: &RunDir) -> Result<()> {
+    let file = std::fs::File::create(run.log())?;
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_target(false)
+        .finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    Ok(())
+}
+
+fn print_results(record: &RunRecord, run: &RunDir) {
+    println!("run {} {:?} in {:.1} s", run.path.display(), record.status, record.duration_s.unwrap_or(0.0));
+    println!("{:<12} {:<8} {:<12} {:>10} {:>10}", "stage", "epochs", "split", "loss", "accuracy");
+    for s in &record.stages {
+        for split in ["train", "validation"] {
+            if let (Some(l), Some(a)) = (s.last.get(&format!("{split}.loss")), s.last.get(&format!("{split}.accuracy"))) {
+                println!("{:<12} {:<8} {:<12} {:>10.4} {:>10.4}", s.name, s.epochs_completed, split, l, a);
+            }
+        }
+    }
+    if let (Some(l), Some(a)) = (record.metrics.get("test.loss"), record.metrics.get("test.accuracy")) {
+        println!("{:<12} {:<8} {:<12} {:>10.4} {:>10.4}", "", "", "test", l, a);
+    }
+}

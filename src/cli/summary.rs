@@ -1,0 +1,25 @@
+//! `pipe summary SPEC`: the Keras-style model table.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::{Overrides, load_plan};
+use crate::graph::summary_table;
+
+#[derive(clap::Args, Debug)]
+pub struct SummaryArgs {
+    pub spec: PathBuf,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+pub fn run(args: SummaryArgs) -> Result<i32> {
+    // The table needs shapes, not data: do not insist that data files exist.
+    let (loaded, plan) = match load_plan(&args.spec, &args.overrides.sets, false) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    print!("{}", summary_table(&loaded.spec.name, &plan));
+    Ok(0)
+}

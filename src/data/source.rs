@@ -1,0 +1,926 @@
+//! Text-classification datasets: AG News CSV, headed CSV and JSON Lines.
+//!
+//! Loading is strict on purpose: a training run that silently drops or
+//! mislabels rows produces numbers nobody can trust, so every defect is an
+//! error that names the file and the physical line where the bad row starts.
+
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub text: String,
+    pub label: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Format {
+    /// Zhang et al. (2015): headerless, columns `class_index,title,description`,
+    /// class_index 1..N.
+    AgNewsCsv,
+    /// First row is a header; columns are picked by name.
+    Csv,
+    /// One JSON object per non-empty line; fields are picked by name.
+    Jsonl,
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    pub format: Format,
+    /// Column names joined with one space into the text. For AgNewsCsv the
+    /// columns are named "title" and "description" (class column
+    /// "class_index"). For Csv/Jsonl they are header/field names.
+    pub text: Vec<String>,
+    /// Label column/field for Csv/Jsonl (ignored for AgNewsCsv, whose
+    /// class_index 1..N maps to label 0..N-1).
+    pub label: String,
+    /// Class names. For Csv/Jsonl a label value may be either one of these
+    /// names or an integer index 0..N-1; for AgNewsCsv class_index must be in
+    /// 1..=labels.len().
+    pub labels: Vec<String>,
+    /// Replace each backslash in text fields by "\n" (AG News stores line
+    /// breaks as a backslash). Default false: Keras-parity pipelines keep the
+    /// text exactly as stored.
+    pub unescape_backslash: bool,
+    /// Stop after this many rows (rows kept = first `limit` rows of the file).
+    /// `Some(0)` reads nothing and is not an error.
+    pub limit: Option<usize>,
+}
+
+const AG_NEWS_COLUMNS: [&str; 3] = ["class_index", "title", "description"];
+
+/// Longest value quoted back in an error; a misaligned column can hold a whole
+/// article, which would drown the message.
+const MAX_QUOTED: usize = 60;
+
+/// What is wrong with one row (or the header). Display never contains a line
+/// break: values are quoted with Rust escaping.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Problem {
+    #[error("expected {expected} fields ({names}), found {found}")]
+    FieldCount {
+        expected: usize,
+        names: String,
+        found: usize,
+    },
+    #[error("class_index {value:?} is not an integer")]
+    ClassIndexNotInteger { value: String },
+    #[error("class_index {value} out of range 1..={max}")]
+    ClassIndexOutOfRange { value: i64, max: usize },
+    #[error("label {value:?} is not one of {}", labels.join(", "))]
+    UnknownLabel { value: String, labels: Vec<String> },
+    #[error("label {value} out of range 0..={max}")]
+    LabelIndexOutOfRange { value: String, max: usize },
+    #[error("no column {name:?} in header (columns: {})", columns.join(", "))]
+    MissingColumn { name: String, columns: Vec<String> },
+    #[error("invalid UTF-8 in field {field} ({name})")]
+    InvalidUtf8Field { field: usize, name: String },
+    #[error("invalid UTF-8")]
+    InvalidUtf8Line,
+    #[error("invalid CSV: {message}")]
+    Csv { message: String },
+    #[error("invalid JSON: {message}")]
+    Json { message: String },
+    #[error("expected a JSON object, found {found}")]
+    NotObject { found: &'static str },
+    #[error("no field {name:?}")]
+    MissingField { name: String },
+    #[error("field {name:?} must be a string, found {found}")]
+    NotString { name: String, found: &'static str },
+    #[error("label must be a string or an integer, found {found}")]
+    BadLabelType { found: &'static str },
+}
+
+/// Display is the one-line message a user sees, `file:line: problem`.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: no rows", path.display())]
+    NoRows { path: PathBuf },
+    /// The options cannot work for this file whatever its content.
+    #[error("{}: {message}", path.display())]
+    Options { path: PathBuf, message: String },
+    #[error("{}:{line}: {problem}", path.display())]
+    Row {
+        path: PathBuf,
+        line: u64,
+        problem: Problem,
+    },
+}
+
+pub fn load(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError> {
+    let options_error = |message: &str| DataError::Options {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    };
+    if opts.text.is_empty() {
+        return Err(options_error("no text columns given"));
+    }
+    if opts.labels.is_empty() {
+        return Err(options_error("no labels given"));
+    }
+    // Checked before touching the file so a typo in the config is reported as
+    // such, not as whatever the first row happens to contain.
+    if opts.format == Format::AgNewsCsv {
+        for name in &opts.text {
+            if !AG_NEWS_COLUMNS.contains(&name.as_str()) {
+                return Err(options_error(&format!(
+                    "no column {name:?} (AG News columns: {})",
+                    AG_NEWS_COLUMNS.join(", ")
+                )));
+            }
+        }
+    }
+
+    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let row_error = |line: u64, problem: Problem| DataError::Row {
+        path: path.to_path_buf(),
+        line,
+        problem,
+    };
+    let examples = match opts.format {
+        Format::AgNewsCsv | Format::Csv => load_csv(&bytes, opts, &row_error)?,
+        Format::Jsonl => load_jsonl(&bytes, opts, &row_error)?,
+    };
+    if examples.is_empty() && opts.limit != Some(0) {
+        return Err(DataError::NoRows {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(examples)
+}
+
+fn load_csv(
+    bytes: &[u8],
+    opts: &SourceOptions,
+    row_error: &dyn Fn(u64, Problem) -> DataError,
+) -> Result<Vec<Example>, DataError> {
+    // Headers are read by hand (has_headers false) so that the header gets the
+    // same line numbers and UTF-8 checks as any row, and flexible(true) so a
+    // short row reaches us and is reported with its line instead of as the
+    // csv crate's generic UnequalLengths error.
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut record = csv::ByteRecord::new();
+    let read = |reader: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord| {
+        reader.read_byte_record(record).map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            row_error(
+                line,
+                Problem::Csv {
+                    message: e.to_string(),
+                },
+            )
+        })
+    };
+
+    let columns: Vec<String>;
+    let text_idx: Vec<usize>;
+    let label_idx: usize;
+    match opts.format {
+        Format::AgNewsCsv => {
+            columns = AG_NEWS_COLUMNS.iter().map(|c| c.to_string()).collect();
+            text_idx = opts
+                .text
+                .iter()
+                .map(|name| column_index(&columns, name).expect("checked in load"))
+                .collect();
+            label_idx = 0;
+        }
+        _ => {
+            if !read(&mut reader, &mut record)? {
+                return Ok(Vec::new());
+            }
+            let line = record.position().map_or(1, |p| p.line());
+            columns = record
+                .iter()
+                .enumerate()
+                .map(|(i, field)| {
+                    std::str::from_utf8(field).map(str::to_string).map_err(|_| {
+                        row_error(
+                            line,
+                            Problem::InvalidUtf8Field {
+                                field: i + 1,
+                                name: "header".to_string(),
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let find = |name: &str| {
+                column_index(&columns, name).ok_or_else(|| {
+                    row_error(
+                        line,
+                        Problem::MissingColumn {
+                            name: name.to_string(),
+                            columns: columns.clone(),
+                        },
+                    )
+                })
+            };
+            text_idx = opts
+                .text
+                .iter()
+                .map(|name| find(name))
+                .collect::<Result<_, _>>()?;
+            label_idx = find(&opts.label)?;
+        }
+    }
+    let names = columns.join(",");
+
+    let mut out = Vec::new();
+    loop {
+        if opts.limit.is_some_and(|limit| out.len() >= limit) {
+            break;
+        }
+        if !read(&mut reader, &mut record)? {
+            break;
+        }
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() != columns.len() {
+            return Err(row_error(
+                line,
+                Problem::FieldCount {
+                    expected: columns.len(),
+                    names,
+                    found: record.len(),
+                },
+            ));
+        }
+        // Every field is checked, not only the used ones: bad bytes anywhere
+        // mean the file is not what we think it is.
+        let mut fields: Vec<&str> = Vec::with_capacity(record.len());
+        for (i, field) in record.iter().enumerate() {
+            let field = std::str::from_utf8(field).map_err(|_| {
+                row_error(
+                    line,
+                    Problem::InvalidUtf8Field {
+                        field: i + 1,
+                        name: columns[i].clone(),
+                    },
+                )
+            })?;
+            fields.push(field);
+        }
+        let label = match opts.format {
+            Format::AgNewsCsv => class_index(fields[label_idx], opts.labels.len()),
+            _ => label_from_str(fields[label_idx], &opts.labels),
+        }
+        .map_err(|problem| row_error(line, problem))?;
+        let text = join_text(text_idx.iter().map(|&i| fields[i]), opts);
+        out.push(Example { text, label });
+    }
+    Ok(out)
+}
+
+fn load_jsonl(
+    bytes: &[u8],
+    opts: &SourceOptions,
+    row_error: &dyn Fn(u64, Problem) -> DataError,
+) -> Result<Vec<Example>, DataError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        if opts.limit.is_some_and(|limit| out.len() >= limit) {
+            break;
+        }
+        let line = i as u64 + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let text =
+            std::str::from_utf8(raw).map_err(|_| row_error(line, Problem::InvalidUtf8Line))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let example = json_example(text, opts).map_err(|problem| row_error(line, problem))?;
+        out.push(example);
+    }
+    Ok(out)
+}
+
+fn json_example(line: &str, opts: &SourceOptions) -> Result<Example, Problem> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+        // serde_json appends "at line 1 column N"; its line is always 1 here
+        // and would contradict the file line in front of the message.
+        let full = e.to_string();
+        let position = format!(" at line {} column {}", e.line(), e.column());
+        let message = full.strip_suffix(&position).unwrap_or(&full);
+        Problem::Json {
+            message: format!("{message} at column {}", e.column()),
+        }
+    })?;
+    let serde_json::Value::Object(object) = value else {
+        return Err(Problem::NotObject {
+            found: json_kind(&value),
+        });
+    };
+    let get = |name: &str| {
+        object.get(name).ok_or_else(|| Problem::MissingField {
+            name: name.to_string(),
+        })
+    };
+    let mut parts = Vec::with_capacity(opts.text.len());
+    for name in &opts.text {
+        match get(name)? {
+            serde_json::Value::String(s) => parts.push(s.as_str()),
+            other => {
+                return Err(Problem::NotString {
+                    name: name.clone(),
+                    found: json_kind(other),
+                });
+            }
+        }
+    }
+    let label = match get(&opts.label)? {
+        serde_json::Value::String(s) => label_from_str(s, &opts.labels)?,
+        serde_json::Value::Number(n) => match n.as_u64() {
+            Some(index) if (index as u128) < opts.labels.len() as u128 => index as usize,
+            _ => {
+                return Err(Problem::LabelIndexOutOfRange {
+                    value: n.to_string(),
+                    max: opts.labels.len() - 1,
+                });
+            }
+        },
+        other => {
+            return Err(Problem::BadLabelType {
+                found: json_kind(other),
+            });
+        }
+    };
+    Ok(Example {
+        text: join_text(parts.into_iter(), opts),
+        label,
+    })
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn column_index(columns: &[String], name: &str) -> Option<usize> {
+    columns.iter().position(|c| c == name)
+}
+
+fn class_index(value: &str, n: usize) -> Result<usize, Problem> {
+    let index: i64 = value.parse().map_err(|_| Problem::ClassIndexNotInteger {
+        value: quoted_snippet(value),
+    })?;
+    if index < 1 || index as u64 > n as u64 {
+        return Err(Problem::ClassIndexOutOfRange {
+            value: index,
+            max: n,
+        });
+    }
+    Ok(index as usize - 1)
+}
+
+/// A name wins over an integer reading so that classes literally named "0",
+/// "1", ... keep their declared order.
+fn label_from_str(value: &str, labels: &[String]) -> Result<usize, Problem> {
+    if let Some(i) = labels.iter().position(|l| l == value) {
+        return Ok(i);
+    }
+    match value.parse::<i64>() {
+        Ok(index) if index >= 0 && (index as u64) < labels.len() as u64 => Ok(index as usize),
+        Ok(index) => Err(Problem::LabelIndexOutOfRange {
+            value: index.to_string(),
+            max: labels.len() - 1,
+        }),
+        Err(_) => Err(Problem::UnknownLabel {
+            value: quoted_snippet(value),
+            labels: labels.to_vec(),
+        }),
+    }
+}
+
+fn quoted_snippet(value: &str) -> String {
+    match value.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}…", &value[..cut]),
+        None => value.to_string(),
+    }
+}
+
+fn join_text<'a>(parts: impl Iterator<Item = &'a str>, opts: &SourceOptions) -> String {
+    let mut text = String::new();
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            text.push(' ');
+        }
+        text.push_str(part);
+    }
+    if opts.unescape_backslash && text.contains('\\') {
+        text = text.replace('\\', "\n");
+    }
+    text
+}
+
+/// Seeded split into (train, validation); validation = round(fraction * n)
+/// rows picked by a ChaCha8 shuffle, so the same seed gives the same split on
+/// every platform. Both parts keep file order, which keeps runs comparable
+/// with tools that split by index.
+///
+/// # Panics
+/// If `fraction` is not strictly between 0 and 1: callers validate the config
+/// first, so reaching here with such a value is a bug.
+pub fn split_fraction(
+    examples: Vec<Example>,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<Example>, Vec<Example>) {
+    assert!(
+        fraction > 0.0 && fraction < 1.0,
+        "validation fraction must be in (0, 1), got {fraction}"
+    );
+    let n = examples.len();
+    let n_valid = ((fraction * n as f64).round() as usize).min(n);
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let mut is_valid = vec![false; n];
+    for &i in &order[..n_valid] {
+        is_valid[i] = true;
+    }
+    let mut train = Vec::with_capacity(n - n_valid);
+    let mut valid = Vec::with_capacity(n_valid);
+    for (example, valid_row) in examples.into_iter().zip(is_valid) {
+        if valid_row {
+            valid.push(example);
+        } else {
+            train.push(example);
+        }
+    }
+    (train, valid)
+}
+
+/// Examples per label. The result has `n` entries, or more if some label is
+/// `>= n`, so that no example goes uncounted.
+pub fn class_counts(examples: &[Example], n: usize) -> Vec<usize> {
+    let len = examples
+        .iter()
+        .map(|e| e.label + 1)
+        .max()
+        .unwrap_or(0)
+        .max(n);
+    let mut counts = vec![0; len];
+    for example in examples {
+        counts[example.label] += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    const AG_LABELS: [&str; 4] = ["World", "Sports", "Business", "Sci/Tech"];
+
+    /// shared/ lies beside the repository (CI and sessions), so look there
+    /// first; PIPE_SHARED_DIR overrides for other layouts.
+    fn ag_news(file: &str) -> PathBuf {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(dir) = std::env::var_os("PIPE_SHARED_DIR") {
+            candidates.push(PathBuf::from(dir));
+        }
+        candidates.push(manifest.join("../shared"));
+        candidates.push(manifest.join("shared"));
+        candidates.push(PathBuf::from("/work/shared"));
+        for dir in &candidates {
+            let path = dir.join("data/ag_news").join(file);
+            if path.is_file() {
+                return path;
+            }
+        }
+        panic!("AG News {file} not found under any of {candidates:?}");
+    }
+
+    fn ag_opts() -> SourceOptions {
+        SourceOptions {
+            format: Format::AgNewsCsv,
+            text: vec!["title".into(), "description".into()],
+            label: String::new(),
+            labels: AG_LABELS.iter().map(|s| s.to_string()).collect(),
+            unescape_backslash: false,
+            limit: None,
+        }
+    }
+
+    fn named_opts(format: Format) -> SourceOptions {
+        SourceOptions {
+            format,
+            text: vec!["text".into()],
+            label: "label".into(),
+            ..ag_opts()
+        }
+    }
+
+    /// Unique per process and call so parallel tests never share a file.
+    fn temp_file(name: &str, content: &[u8]) -> PathBuf {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("pipe-dataset-{}-{n}-{name}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    fn load_err(name: &str, content: &[u8], opts: &SourceOptions) -> (PathBuf, String) {
+        let path = temp_file(name, content);
+        let err = load(&path, opts).expect_err("load should fail");
+        let message = err.to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!message.contains('\n'), "multi-line message: {message:?}");
+        (path, message)
+    }
+
+    fn assert_err(name: &str, content: &str, opts: &SourceOptions, expected_tail: &str) {
+        let (path, message) = load_err(name, content.as_bytes(), opts);
+        assert_eq!(message, format!("{}{expected_tail}", path.display()));
+    }
+
+    #[test]
+    fn ag_news_test_split() {
+        let path = ag_news("test.csv");
+        let start = Instant::now();
+        let examples = load(&path, &ag_opts()).unwrap();
+        eprintln!(
+            "loaded {} rows of test.csv in {:?}",
+            examples.len(),
+            start.elapsed()
+        );
+        assert_eq!(examples.len(), 7600);
+        assert_eq!(class_counts(&examples, 4), vec![1900; 4]);
+        assert_eq!(
+            examples[0].text,
+            "Fears for T N pension after talks Unions representing workers at Turner   Newall say they are 'disappointed' after talks with stricken parent firm Federal Mogul."
+        );
+        assert_eq!(examples[0].label, 2);
+        // Keras parity: the backslashes stay unless asked otherwise.
+        assert!(examples[1].text.contains("A second\\team"));
+    }
+
+    #[test]
+    fn ag_news_train_subset() {
+        let examples = load(&ag_news("train.csv"), &ag_opts()).unwrap();
+        assert_eq!(examples.len(), 9999);
+        assert_eq!(class_counts(&examples, 4), vec![2514, 2504, 2519, 2462]);
+    }
+
+    #[test]
+    fn unescape_and_text_columns() {
+        let opts = SourceOptions {
+            unescape_backslash: true,
+            text: vec!["description".into()],
+            limit: Some(2),
+            ..ag_opts()
+        };
+        let examples = load(&ag_news("test.csv"), &opts).unwrap();
+        assert_eq!(examples.len(), 2);
+        assert!(examples[0].text.starts_with("Unions representing"));
+        assert!(examples[1].text.contains("A second\nteam"));
+        assert!(!examples[1].text.contains('\\'));
+    }
+
+    #[test]
+    fn limit_keeps_first_rows() {
+        let all = load(&ag_news("test.csv"), &ag_opts()).unwrap();
+        for limit in [0, 1, 10, 7600, 100_000] {
+            let opts = SourceOptions {
+                limit: Some(limit),
+                ..ag_opts()
+            };
+            let some = load(&ag_news("test.csv"), &opts).unwrap();
+            assert_eq!(some.len(), limit.min(7600));
+            for (a, b) in some.iter().zip(&all) {
+                assert_eq!((&a.text, a.label), (&b.text, b.label));
+            }
+        }
+    }
+
+    #[test]
+    fn split_is_seeded_disjoint_and_complete() {
+        let examples: Vec<Example> = (0..1000)
+            .map(|i| Example {
+                text: i.to_string(),
+                label: i % 4,
+            })
+            .collect();
+        let ids = |v: &[Example]| {
+            v.iter()
+                .map(|e| e.text.parse::<usize>().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let (train, valid) = split_fraction(examples.clone(), 0.1, 7);
+        assert_eq!((train.len(), valid.len()), (900, 100));
+        let (train_ids, valid_ids) = (ids(&train), ids(&valid));
+        assert!(
+            train_ids.windows(2).all(|w| w[0] < w[1]),
+            "train keeps file order"
+        );
+        assert!(
+            valid_ids.windows(2).all(|w| w[0] < w[1]),
+            "valid keeps file order"
+        );
+        let mut all: Vec<usize> = train_ids.iter().chain(&valid_ids).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>(), "disjoint and complete");
+
+        let (train2, valid2) = split_fraction(examples.clone(), 0.1, 7);
+        assert_eq!(
+            (ids(&train2), ids(&valid2)),
+            (train_ids.clone(), valid_ids.clone())
+        );
+        let (_, valid3) = split_fraction(examples.clone(), 0.1, 8);
+        assert_ne!(ids(&valid3), valid_ids, "another seed, another split");
+
+        // round(), not floor(): 0.25 * 10 = 2.5 -> 3.
+        let (t, v) = split_fraction(examples[..10].to_vec(), 0.25, 1);
+        assert_eq!((t.len(), v.len()), (7, 3));
+    }
+
+    #[test]
+    #[should_panic(expected = "validation fraction must be in (0, 1)")]
+    fn split_rejects_bad_fraction() {
+        split_fraction(Vec::new(), 1.0, 0);
+    }
+
+    #[test]
+    fn class_counts_never_drops_examples() {
+        let ex = |label| Example {
+            text: String::new(),
+            label,
+        };
+        assert_eq!(class_counts(&[ex(0), ex(2), ex(2)], 4), vec![1, 0, 2, 0]);
+        assert_eq!(class_counts(&[ex(5)], 2), vec![0, 0, 0, 0, 0, 1]);
+        assert_eq!(class_counts(&[], 3), vec![0; 3]);
+    }
+
+    #[test]
+    fn ag_news_errors() {
+        let opts = ag_opts();
+        assert_err(
+            "fields.csv",
+            "\"1\",\"a\",\"b\"\n\"2\",\"only title\"\n",
+            &opts,
+            ":2: expected 3 fields (class_index,title,description), found 2",
+        );
+        assert_err(
+            "range.csv",
+            "\"1\",\"a\",\"b\"\n\"2\",\"a\",\"b\"\n\"7\",\"a\",\"b\"\n",
+            &opts,
+            ":3: class_index 7 out of range 1..=4",
+        );
+        assert_err(
+            "zero.csv",
+            "\"0\",\"a\",\"b\"\n",
+            &opts,
+            ":1: class_index 0 out of range 1..=4",
+        );
+        assert_err(
+            "nonint.csv",
+            "\"1\",\"a\",\"b\"\n\"x\",\"a\",\"b\"\n",
+            &opts,
+            ":2: class_index \"x\" is not an integer",
+        );
+        assert_err("empty.csv", "", &opts, ": no rows");
+        assert_err(
+            "column.csv",
+            "\"1\",\"a\",\"b\"\n",
+            &SourceOptions {
+                text: vec!["body".into()],
+                ..ag_opts()
+            },
+            ": no column \"body\" (AG News columns: class_index, title, description)",
+        );
+    }
+
+    #[test]
+    fn line_number_counts_physical_lines_of_multiline_fields() {
+        // Record 2 spans lines 2-3, so the broken record starts on line 4.
+        assert_err(
+            "multiline.csv",
+            "\"1\",\"a\",\"b\"\n\"2\",\"two\nlines\",\"b\"\n\"3\",\"short\"\n\"4\",\"a\",\"b\"\n",
+            &ag_opts(),
+            ":4: expected 3 fields (class_index,title,description), found 2",
+        );
+        // And a good multi-line field keeps its line break.
+        let path = temp_file(
+            "multiline-ok.csv",
+            b"\"1\",\"a\",\"x\ny\"\r\n\"2\",\"q\"\"q\",\"b\"\r\n",
+        );
+        let examples = load(&path, &ag_opts()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(examples[0].text, "a x\ny");
+        assert_eq!(examples[1].text, "q\"q b");
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported() {
+        let (path, message) = load_err(
+            "utf8.csv",
+            b"\"1\",\"a\",\"b\"\n\"2\",\"a\",\"b\xff\"\n",
+            &ag_opts(),
+        );
+        assert_eq!(
+            message,
+            format!(
+                "{}:2: invalid UTF-8 in field 3 (description)",
+                path.display()
+            )
+        );
+        let (path, message) = load_err(
+            "utf8.jsonl",
+            b"{\"text\":\"a\",\"label\":0}\n{\"text\":\"\xc3\",\"label\":0}\n",
+            &named_opts(Format::Jsonl),
+        );
+        assert_eq!(message, format!("{}:2: invalid UTF-8", path.display()));
+    }
+
+    #[test]
+    fn missing_file() {
+        let path =
+            std::env::temp_dir().join(format!("pipe-dataset-{}-missing.csv", std::process::id()));
+        let err = load(&path, &ag_opts()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot read: No such file or directory (os error 2)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn headed_csv_with_string_and_index_labels() {
+        let opts = SourceOptions {
+            text: vec!["title".into(), "text".into()],
+            ..named_opts(Format::Csv)
+        };
+        let path = temp_file(
+            "headed.csv",
+            "\u{feff}id,title,text,label\n1,Hi,there,Sports\n2,\"A, B\",c,Sci/Tech\n3,x,y,0\n4,x,y,World\n".as_bytes(),
+        );
+        let examples = load(&path, &opts).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let got: Vec<(&str, usize)> = examples
+            .iter()
+            .map(|e| (e.text.as_str(), e.label))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("Hi there", 1), ("A, B c", 3), ("x y", 0), ("x y", 0)]
+        );
+    }
+
+    #[test]
+    fn headed_csv_errors() {
+        let opts = SourceOptions {
+            text: vec!["body".into()],
+            ..named_opts(Format::Csv)
+        };
+        assert_err(
+            "nocol.csv",
+            "id,text,label\n1,a,World\n",
+            &opts,
+            ":1: no column \"body\" in header (columns: id, text, label)",
+        );
+        let opts = named_opts(Format::Csv);
+        assert_err(
+            "badlabel.csv",
+            "id,text,label\n1,a,World\n2,b,Sports\n3,c,Business\n4,d,Sprots\n",
+            &opts,
+            ":5: label \"Sprots\" is not one of World, Sports, Business, Sci/Tech",
+        );
+        assert_err(
+            "badindex.csv",
+            "id,text,label\n1,a,4\n",
+            &opts,
+            ":2: label 4 out of range 0..=3",
+        );
+        assert_err(
+            "short.csv",
+            "id,text,label\n1,a\n",
+            &opts,
+            ":2: expected 3 fields (id,text,label), found 2",
+        );
+        assert_err("headeronly.csv", "id,text,label\n", &opts, ": no rows");
+        assert_err(
+            "nolabelcol.csv",
+            "id,text,class\n1,a,World\n",
+            &opts,
+            ":1: no column \"label\" in header (columns: id, text, class)",
+        );
+    }
+
+    #[test]
+    fn jsonl_rows() {
+        let opts = SourceOptions {
+            unescape_backslash: true,
+            ..named_opts(Format::Jsonl)
+        };
+        let path = temp_file(
+            "rows.jsonl",
+            b"{\"text\":\"one\\\\two\",\"label\":\"Business\"}\r\n\n  \n{\"label\":3,\"text\":\"x\",\"extra\":[1]}\n",
+        );
+        let examples = load(&path, &opts).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let got: Vec<(&str, usize)> = examples
+            .iter()
+            .map(|e| (e.text.as_str(), e.label))
+            .collect();
+        assert_eq!(got, vec![("one\ntwo", 2), ("x", 3)]);
+    }
+
+    #[test]
+    fn jsonl_errors() {
+        let opts = named_opts(Format::Jsonl);
+        let ok = "{\"text\":\"a\",\"label\":0}\n";
+        let cases = [
+            (
+                "{\"text\":\"a\",\"label\":0\n",
+                ":2: invalid JSON: EOF while parsing an object at column 21",
+            ),
+            ("{\"label\":0}\n", ":2: no field \"text\""),
+            ("{\"text\":\"a\"}\n", ":2: no field \"label\""),
+            ("[1]\n", ":2: expected a JSON object, found an array"),
+            (
+                "{\"text\":5,\"label\":0}\n",
+                ":2: field \"text\" must be a string, found a number",
+            ),
+            (
+                "{\"text\":\"a\",\"label\":true}\n",
+                ":2: label must be a string or an integer, found a boolean",
+            ),
+            (
+                "{\"text\":\"a\",\"label\":-1}\n",
+                ":2: label -1 out of range 0..=3",
+            ),
+            (
+                "{\"text\":\"a\",\"label\":1.5}\n",
+                ":2: label 1.5 out of range 0..=3",
+            ),
+            (
+                "{\"text\":\"a\",\"label\":\"Sprots\"}\n",
+                ":2: label \"Sprots\" is not one of World, Sports, Business, Sci/Tech",
+            ),
+        ];
+        for (i, (bad, tail)) in cases.iter().enumerate() {
+            assert_err(
+                &format!("case{i}.jsonl"),
+                &format!("{ok}{bad}"),
+                &opts,
+                tail,
+            );
+        }
+        assert_err("blank.jsonl", "\n \n", &opts, ": no rows");
+    }
+
+    /// The full AG News train split has 120,000 rows; it is not available
+    /// offline, so the speed check loads train.csv repeated to that size.
+    #[test]
+    fn loads_120k_rows_quickly() {
+        let train = std::fs::read(ag_news("train.csv")).unwrap();
+        let mut big = Vec::with_capacity(train.len() * 13);
+        let mut rows = 0;
+        while rows < 120_000 {
+            big.extend_from_slice(&train);
+            rows += 9999;
+        }
+        let path = temp_file("big.csv", &big);
+        let opts = SourceOptions {
+            limit: Some(120_000),
+            ..ag_opts()
+        };
+        let start = Instant::now();
+        let examples = load(&path, &opts).unwrap();
+        let elapsed = start.elapsed();
+        std::fs::remove_file(&path).unwrap();
+        eprintln!("loaded 120,000 rows in {elapsed:?}");
+        assert_eq!(examples.len(), 120_000);
+        // Generous: the machine is shared; debug builds are not timed.
+        if !cfg!(debug_assertions) {
+            assert!(elapsed.as_secs_f64() < 2.0, "took {elapsed:?}");
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Spec → Plan: every layer's config parsed, inputs resolved, output shapes inferred and
+//! parameters counted before anything is allocated or trained. All problems are collected.
+
+use std::path::Path;
+
+use crate::error::{Diagnostics, suggest, with_suggestion};
+use crate::layers::{InferCtx, LAYER_TYPES, LayerConfig, TensorSpec, ValueKind};
+use crate::spec::{LoadedSpec, Spec, VectorizerSpec, Validation};
+use crate::spec::dataset::DatasetFormat;
+
+/// Where a layer input comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// One of the vectorizer's outputs (ids, mask, token types).
+    Input(usize),
+    /// Output `.1` of layer `.0`.
+    Layer(usize, usize),
+}
+
+#[derive(Clone, Debug)]
+pub struct PlannedLayer {
+    pub name: String,
+    pub config: LayerConfig,
+    pub sources: Vec<Source>,
+    pub input_specs: Vec<TensorSpec>,
+    pub outputs: Vec<(String, TensorSpec)>,
+    pub params: usize,
+    /// `trainable = false` in the spec: frozen in every stage.
+    pub trainable: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The vectorizer's outputs, addressable as `input`, `input.attention_mask`, ...
+    pub inputs: Vec<(String, TensorSpec)>,
+    pub layers: Vec<PlannedLayer>,
+    pub ctx: InferCtx,
+    pub num_classes: usize,
+}
+
+pub const INPUT_NAME: &str = "input";
+
+impl Plan {
+    pub fn total_params(&self) -> usize {
+        self.layers.iter().map(|l| l.params).sum()
+    }
+    pub fn trainable_params(&self) -> usize {
+        self.layers.iter().filter(|l| l.trainable).map(|l| l.params).sum()
+    }
+    pub fn output(&self) -> &TensorSpec {
+        &self.layers.last().expect("a plan has layers").outputs[0].1
+    }
+    pub fn layer_index(&self, name: &str) -> Option<usize> {
+        self.layers.iter().position(|l| l.name == name)
+    }
+}
+
+/// `*` and `?` wildcards, for `freeze = ["bert*"]`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    go(&p, &n)
+}
+
+/// What the vectorizer feeds the model, known from the spec alone.
+pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
+    let (ctx, len) = match &spec.vectorizer {
+        VectorizerSpec::TextVectorization(v) => (
+            InferCtx {
+                vocab_size: v.max_tokens,
+                sequence_length: Some(v.output_sequence_length),
+            },
+            Some(v.output_sequence_length),
+        ),
+        VectorizerSpec::Pretrained(v) => {
+            let len = match v.padding {
+                crate::spec::vectorizer::Padding::MaxLength => Some(v.max_length),
+                crate::spec::vectorizer::Padding::Longest => None,
+            };
+            (
+                InferCtx {
+                    vocab_size: 0,
+                    sequence_length: len,
+                },
+                len,
+            )
+        }
+    };
+    let inputs = vec![
+        ("input_ids".to_string(), TensorSpec::ids(len)),
+        ("attention_mask".to_string(), TensorSpec::float(vec![len])),
+        ("token_type_ids".to_string(), TensorSpec::ids(len)),
+    ];
+    (ctx, inputs)
+}
+
+fn check_file(path: &str, key: &str, loaded: &LoadedSpec, diags: &mut Diagnostics) {
+    if !Path::new(path).is_file() {
+        diags.push(
+            loaded.source.value(key),
+            format!("`{key}`: file not found: {path}"),
+        );
+    }
+}
+
+pub fn resolve(loaded: &LoadedSpec) -> Result<Plan, Diagnostics> {
+    resolve_with(loaded, true)
+}
+
+/// `check_files = false` skips the existence of data files (summary, eval of a moved run).
+pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diagnostics> {
+    let spec = &loaded.spec;
+    let src = &loaded.source;
+    let mut diags = Diagnostics::default();
+
+    // Dataset.
+    let ds = &spec.dataset;
+    if check_files {
+        check_file(&ds.train, "dataset.train", loaded, &mut diags);
+        if let Some(test) = &ds.test {
+            check_file(test, "dataset.test", loaded, &mut diags);
+        }
+    }
+    if ds.labels.len() < 2 {
+        diags.push(src.value("dataset.labels"), "`dataset.labels` needs at least two class names");
+    }
+    if ds.text.is_empty() {
+        diags.push(src.value("dataset.text"), "`dataset.text` needs at least one column");
+    }
+    if ds.format == DatasetFormat::AgNewsCsv {
+        for (i, col) in ds.text.iter().enumerate() {
+            if col != "title" && col != "description" {
+                diags.push(
+                    src.value(&format!("dataset.text[{i}]")),
+                    format!("ag_news_csv has columns `title` and `description`, not `{col}`"),
+                );
+            }
+        }
+    }
+    match &ds.validation {
+        Some(Validation::Split(_)) if ds.test.is_none() => diags.push(
+            src.value("dataset.validation"),
+            "`validation = \"test\"` needs `dataset.test`",
+        ),
+        Some(Validation::Fraction(f)) if !(*f > 0.0 && *f < 1.0) => diags.push(
+            src.value("dataset.validation"),
+            format!("validation fraction must be in (0, 1), got {f}"),
+        ),
+        _ => {}
+    }
+    if ds.limit == Some(0) {
+        diags.push(src.value("dataset.limit"), "`dataset.limit` must be at least 1");
+    }
+
+    let (ctx, inputs) = vectorizer_shapes(spec);
+    match &spec.vectorizer {
+        VectorizerSpec::TextVectorization(v) => {
+            if v.max_tokens < 3 {
+                diags.push(src.value("vectorizer.max_tokens"), "`max_tokens` must be at least 3");
+            }
+            if v.output_sequence_length == 0 {
+                diags.push(
+                    src.value("vectorizer.output_sequence_length"),
+                    "`output_sequence_length` must be at least 1",
+                );
+            }
+        }
+        VectorizerSpec::Pretrained(_) => {}
+    }
+
+    // Layers.
+    let kinds: Vec<(Option<String>, String)> = spec
+        .model
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.kind.clone()))
+        .collect();
+    let names = crate::spec::model::auto_names(&kinds);
+    let mut layers: Vec<Option<PlannedLayer>> = Vec::new();
+    if spec.model.layers.is_empty() {
+        diags.push(src.key("model"), "the model has no layers");
+    }
+    for (i, layer) in spec.model.layers.iter().enumerate() {
+        let at = format!("model.layers[{i}]");
+        let name = &names[i];
+        if names[..i].contains(name) || name == INPUT_NAME {
+            diags.push(
+                src.value(&format!("{at}.name")),
+                format!("duplicate layer name `{name}`"),
+            );
+        }
+        let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(layer.params.clone())) {
+            Ok(Some(c)) => Some(c),
+            Ok(None) => {
+                let hint = suggest(&layer.kind, LAYER_TYPES.iter().copied())
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!(" (known: {})", LAYER_TYPES.join(", ")));
+                diags.push(
+                    src.value(&format!("{at}.type")),
+                    format!("unknown layer type `{}`{hint}", layer.kind),
+                );
+                None
+            }
+            Err((message, path)) => {
+                let field = message
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split('`').next())
+                    .map(str::to_string);
+                let loc = match (&field, path.is_empty()) {
+                    (Some(f), _) => src.key(&format!("{at}.{f}")),
+                    (None, false) => src.value(&format!("{at}.{path}")),
+                    (None, true) => src.key(&format!("{at}.type")),
+                };
+                let key = if path.is_empty() { String::new() } else { format!("`{path}`: ") };
+                diags.push(
+                    loc,
+                    format!("layer `{name}` ({}): {key}{}", layer.kind, with_suggestion(&message)),
+                );
+                None
+            }
+        };
+        let Some(config) = config else {
+            layers.push(None);
+            continue;
+        };
+        if let Err(e) = config.validate() {
+            diags.push(src.key(&format!("{at}.type")), format!("layer `{name}` ({}): {e}", layer.kind));
+            layers.push(None);
+            continue;
+        }
+
+        // Inputs: named, or the previous layer's default output.
+        let refs: Vec<(String, String)> = match (&layer.input, &layer.inputs) {
+            (Some(_), Some(_)) => {
+                diags.push(
+                    src.key(&format!("{at}.inputs")),
+                    format!("layer `{name}`: give `input` or `inputs`, not both"),
+                );
+                layers.push(None);
+                continue;
+            }
+            (Some(r), None) => vec![(r.clone(), format!("{at}.input"))],
+            (None, Some(rs)) => rs
+                .iter()
+                .enumerate()
+                .map(|(j, r)| (r.clone(), format!("{at}.inputs[{j}]")))
+                .collect(),
+            (None, None) if i == 0 => vec![(INPUT_NAME.to_string(), String::new())],
+            (None, None) => vec![(names[i - 1].clone(), String::new())],
+        };
+        let mut sources = Vec::new();
+        let mut specs = Vec::new();
+        let mut upstream_failed = false;
+        for (r, key) in &refs {
+            match lookup(r, &names[..i], &layers, &inputs) {
+                Ok(Some((s, spec))) => {
+                    sources.push(s);
+                    specs.push(spec);
+                }
+                Ok(None) => upstream_failed = true,
+                Err(msg) => {
+                    let loc = if key.is_empty() { src.key(&format!("{at}.type")) } else { src.value(key) };
+                    diags.push(loc, format!("layer `{name}`: {msg}"));
+                    upstream_failed = true;
+                }
+            }
+        }
+        if upstream_failed {
+            layers.push(None);
+            continue;
+        }
+        if !config.arity().contains(&sources.len()) {
+            diags.push(
+                src.key(&format!("{at}.type")),
+                format!(
+                    "layer `{name}` ({}) takes {:?} inputs, got {}",
+                    layer.kind,
+                    config.arity(),
+                    sources.len()
+                ),
+            );
+            layers.push(None);
+            continue;
+        }
+        match config.infer(&specs, &ctx) {
+            Ok(outputs) => {
+                let params = config.param_count(&specs, &ctx);
+                layers.push(Some(PlannedLayer {
+                    name: name.clone(),
+                    config,
+                    sources,
+                    input_specs: specs,
+                    outputs,
+                    params,
+                    trainable: layer.trainable.unwrap_or(true),
+                }));
+            }
+            Err(msg) => {
+                let from: Vec<String> = refs
+                    .iter()
+                    .zip(&specs)
+                    .map(|((r, _), s)| {
+                        let kind = describe_source(r, &names[..i], spec);
+                        format!("`{r}`{kind} {s}")
+                    })
+                    .collect();
+                diags.push(
+                    src.key(&format!("{at}.type")),
+                    format!(
+                        "shape mismatch: layer `{name}` ({}) cannot take {}: {msg}",
+                        layer.kind,
+                        from.join(" and ")
+                    ),
+                );
+                layers.push(None);
+            }
+        }
+    }
+
+    let num_classes = ds.labels.len();
+    if let Some(Some(last)) = layers.last() {
+        let out = &last.outputs[0].1;
+        let ok = out.kind == ValueKind::Float && out.rank() == 1 && out.features() == Some(num_classes);
+        if !ok {
+            diags.push(
+                src.key(&format!("model.layers[{}].type", layers.len() - 1)),
+                format!(
+                    "shape mismatch: the last layer `{}` outputs {out}, but the dataset has {num_classes} classes, so it must output (None, {num_classes})",
+                    last.name
+                ),
+            );
+        }
+        if let LayerConfig::Dense(d) = &last.config {
+            use crate::layers::dense::Activation;
+            if !matches!(d.activation, Activation::Softmax | Activation::Linear) {
+                diags.push(
+                    src.value(&format!("model.layers[{}].activation", layers.len() - 1)),
+                    "the classification head must end in `softmax` or `linear` (logits)",
+                );
+            }
+        }
+    }
+
+    // Stages.
+    if spec.stages.is_empty() {
+        // check/summary work without stages; `run` reports it.
+    }
+    let mut stage_names: Vec<String> = Vec::new();
+    for (i, stage) in spec.stages.iter().enumerate() {
+        let at = format!("stages[{i}]");
+        let sname = stage.name_or_default(i);
+        if stage_names.contains(&sname) {
+            diags.push(src.value(&format!("{at}.name")), format!("duplicate stage name `{sname}`"));
+        }
+        stage_names.push(sname.clone());
+        if stage.epochs == 0 {
+            diags.push(src.value(&format!("{at}.epochs")), "`epochs` must be at least 1");
+        }
+        if stage.batch_size == 0 {
+            diags.push(src.value(&format!("{at}.batch_size")), "`batch_size` must be at least 1");
+        }
+        if stage.gradient_accumulation == 0 {
+            diags.push(
+                src.value(&format!("{at}.gradient_accumulation")),
+                "`gradient_accumulation` must be at least 1",
+            );
+        }
+        let lr = stage.optimizer.learning_rate();
+        if !(lr > 0.0 && lr.is_finite()) {
+            diags.push(
+                src.value(&format!("{at}.optimizer")),
+                format!("learning_rate must be positive, got {lr}"),
+            );
+        }
+        for (j, pattern) in stage.freeze.iter().enumerate() {
+            if !names.iter().any(|n| glob_match(pattern, n)) {
+                let hint = suggest(pattern, names.iter().map(|s| s.as_str()))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                diags.push(
+                    src.value(&format!("{at}.freeze[{j}]")),
+                    format!("stage `{sname}`: `freeze` pattern `{pattern}` matches no layer{hint}"),
+                );
+            }
+        }
+    }
+
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Plan {
+        inputs,
+        layers: layers.into_iter().map(|l| l.expect("no diagnostics")).collect(),
+        ctx,
+        num_classes,
+    })
+}
+
+fn describe_source(reference: &str, names: &[String], spec: &Spec) -> String {
+    let layer = reference.split('.').next().unwrap_or(reference);
+    names
+        .iter()
+        .position(|n| n == layer)
+        .map(|i| format!(" ({})", spec.model.layers[i].kind))
+        .unwrap_or_default()
+}
+
+/// Resolves `layer` or `layer.output_name` among earlier layers. `Ok(None)`: that layer failed.
+fn lookup(
+    reference: &str,
+    names: &[String],
+    layers: &[Option<PlannedLayer>],
+    inputs: &[(String, TensorSpec)],
+) -> Result<Option<(Source, TensorSpec)>, String> {
+    let (layer, output) = match reference.split_once('.') {
+        Some((l, o)) => (l, Some(o)),
+        None => (reference, None),
+    };
+    if layer == INPUT_NAME {
+        let idx = match output {
+            None => 0,
+            Some(o) => inputs.iter().position(|(n, _)| n == o).ok_or_else(|| {
+                let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+                format!("the input has no output `{o}` (outputs: {})", names.join(", "))
+            })?,
+        };
+        return Ok(Some((Source::Input(idx), inputs[idx].1.clone())));
+    }
+    let Some(idx) = names.iter().position(|n| n == layer) else {
+        let hint = suggest(layer, names.iter().map(|s| s.as_str()))
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(format!(
+            "input `{reference}` is not an earlier layer{hint}"
+        ));
+    };
+    let Some(planned) = &layers[idx] else {
+        return Ok(None);
+    };
+    let out = match output {
+        None => 0,
+        Some(o) => planned.outputs.iter().position(|(n, _)| n == o).ok_or_else(|| {
+            let outs: Vec<&str> = planned.outputs.iter().map(|(n, _)| n.as_str()).collect();
+            format!("layer `{layer}` has no output `{o}` (outputs: {})", outs.join(", "))
+        })?,
+    };
+    Ok(Some((Source::Layer(idx, out), planned.outputs[out].1.clone())))
+}
+

@@ -1,0 +1,193 @@
+//! Layer types. Each file holds one layer: its `Config` (the spec keys, shape rule, parameter
+//! count and initialisation) and its burn module (the forward pass). `registry.rs` is the one
+//! place that maps a `type` name to them.
+
+pub mod dense;
+pub mod dropout;
+pub mod embedding;
+pub mod global_average_pooling_1d;
+pub mod init;
+pub mod layer_normalization;
+pub mod multi_head_attention;
+pub mod registry;
+pub mod token_and_position_embedding;
+pub mod transformer_block;
+
+use std::fmt;
+
+use burn::prelude::*;
+use schemars::JsonSchema;
+use serde::{Serialize, de::DeserializeOwned};
+
+pub use registry::{LAYER_TYPES, LayerConfig, LayerModule};
+
+/// Element kind of a value flowing between layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Integer token ids.
+    Ids,
+    Float,
+}
+
+/// The shape of one example's value (the batch dimension is implicit); `None` = decided per batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub kind: ValueKind,
+    pub dims: Vec<Option<usize>>,
+}
+
+impl TensorSpec {
+    pub fn ids(len: Option<usize>) -> Self {
+        TensorSpec {
+            kind: ValueKind::Ids,
+            dims: vec![len],
+        }
+    }
+    pub fn float(dims: Vec<Option<usize>>) -> Self {
+        TensorSpec {
+            kind: ValueKind::Float,
+            dims,
+        }
+    }
+    /// The size of the last (feature) dimension, when known.
+    pub fn features(&self) -> Option<usize> {
+        self.dims.last().copied().flatten()
+    }
+    pub fn rank(&self) -> usize {
+        self.dims.len()
+    }
+    pub fn with_last(&self, last: usize) -> Self {
+        let mut dims = self.dims.clone();
+        if let Some(l) = dims.last_mut() {
+            *l = Some(last);
+        }
+        TensorSpec::float(dims)
+    }
+}
+
+impl fmt::Display for TensorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "(None")?;
+        for d in &self.dims {
+            match d {
+                Some(n) => write!(f, ", {n}")?,
+                None => write!(f, ", None")?,
+            }
+        }
+        write!(f, ")")?;
+        if self.kind == ValueKind::Ids {
+            write!(f, " int")?;
+        }
+        Ok(())
+    }
+}
+
+/// What shape rules may know beyond their inputs: the vectorizer's vocabulary and length.
+#[derive(Clone, Debug, Default)]
+pub struct InferCtx {
+    pub vocab_size: usize,
+    pub sequence_length: Option<usize>,
+}
+
+/// A batch of values flowing between layers.
+#[derive(Clone, Debug)]
+pub enum Value<B: Backend> {
+    Ids(Tensor<B, 2, Int>),
+    /// [batch, features]
+    Vector(Tensor<B, 2>),
+    /// [batch, length, features]
+    Sequence(Tensor<B, 3>),
+}
+
+impl<B: Backend> Value<B> {
+    // Shape inference ran before anything executes, so a kind mismatch here is a pipe bug.
+    pub fn ids(self) -> Tensor<B, 2, Int> {
+        match self {
+            Value::Ids(t) => t,
+            other => panic!("internal: expected token ids, got {other:?}"),
+        }
+    }
+    pub fn sequence(self) -> Tensor<B, 3> {
+        match self {
+            Value::Sequence(t) => t,
+            other => panic!("internal: expected a sequence, got {other:?}"),
+        }
+    }
+    pub fn vector(self) -> Tensor<B, 2> {
+        match self {
+            Value::Vector(t) => t,
+            other => panic!("internal: expected a vector, got {other:?}"),
+        }
+    }
+    /// Applies an elementwise function whatever the rank.
+    pub fn map_float(
+        self,
+        f2: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
+        f3: impl FnOnce(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Self {
+        match self {
+            Value::Vector(t) => Value::Vector(f2(t)),
+            Value::Sequence(t) => Value::Sequence(f3(t)),
+            ids => ids,
+        }
+    }
+}
+
+/// Per-batch inputs every layer may read besides its own inputs.
+#[derive(Clone, Debug)]
+pub struct ForwardCtx<B: Backend> {
+    /// [batch, length], 1.0 for real tokens and 0.0 for padding.
+    pub mask: Tensor<B, 2>,
+    pub token_type_ids: Tensor<B, 2, Int>,
+}
+
+/// A layer type's configuration: the keys of its `[[model.layers]]` table.
+pub trait LayerDef: DeserializeOwned + Serialize + JsonSchema + Clone + fmt::Debug {
+    type Module<B: Backend>: Module<B> + LayerForward<B>;
+
+    /// How many inputs the layer takes (most take one).
+    fn arity(&self) -> std::ops::RangeInclusive<usize> {
+        1..=1
+    }
+    /// Named outputs, the default output first. Errors say what is wrong with the inputs.
+    fn infer(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String>;
+    /// Parameter count for these inputs, without allocating the weights.
+    fn param_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize;
+    /// Fresh weights, drawn from the backend's seeded RNG.
+    fn init<B: Backend>(&self, inputs: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> Self::Module<B>;
+    /// Sanity checks on the configuration itself (positive sizes, rates in range).
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+pub trait LayerForward<B: Backend> {
+    fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>>;
+    /// The forward pass as a classification head: pre-softmax logits where the layer ends in a
+    /// softmax, so that the loss can use a stable log-softmax (as Keras does).
+    fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
+        self.forward(inputs, ctx)
+    }
+}
+
+pub(crate) fn require_rank(inputs: &[TensorSpec], ranks: &[usize], what: &str) -> Result<(), String> {
+    let s = &inputs[0];
+    if s.kind != ValueKind::Float {
+        return Err(format!("{what} needs float features, got token ids {s}"));
+    }
+    if !ranks.contains(&s.rank()) {
+        return Err(format!("{what} needs input of rank {:?} (without batch), got {s}", ranks));
+    }
+    if s.features().is_none() {
+        return Err(format!("{what} needs a known feature size, got {s}"));
+    }
+    Ok(())
+}
+
+pub(crate) fn positive(value: usize, key: &str) -> Result<(), String> {
+    if value == 0 { Err(format!("`{key}` must be at least 1")) } else { Ok(()) }
+}
+
+pub(crate) fn rate(value: f64, key: &str) -> Result<(), String> {
+    if (0.0..1.0).contains(&value) { Ok(()) } else { Err(format!("`{key}` must be in [0, 1), got {value}")) }
+}

@@ -1,0 +1,15 @@
+//! `pipe`: declarative deep-learning pipelines on burn.
+//!
+//! A pipeline TOML file is loaded ([`spec`]), resolved into a shape-checked plan ([`graph`]),
+//! compiled into a burn Module, and trained stage by stage ([`train`]) into a run folder ([`run`]).
+
+pub mod backend;
+pub mod cli;
+pub mod data;
+pub mod error;
+pub mod graph;
+pub mod layers;
+pub mod run;
+pub mod spec;
+pub mod train;
+pub mod vectorize;

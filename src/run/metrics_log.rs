@@ -1,0 +1,76 @@
+//! metrics.csv (deterministic: same spec + seed give the same bytes on CPU) and timing.csv
+//! (throughput and wall time, which vary run to run and so live in their own file).
+
+use std::fs::File;
+use std::path::Path;
+
+use serde::Serialize;
+
+pub const METRICS_HEADER: [&str; 7] = ["stage", "epoch", "step", "split", "loss", "accuracy", "lr"];
+pub const TIMING_HEADER: [&str; 6] = ["stage", "epoch", "step", "split", "samples_per_s", "elapsed_s"];
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MetricRow {
+    pub stage: String,
+    pub epoch: usize,
+    /// Optimizer steps completed in the stage.
+    pub step: usize,
+    /// `train`, `validation` or `test`.
+    pub split: String,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+    #[serde(skip)]
+    pub samples_per_s: f64,
+    #[serde(skip)]
+    pub elapsed_s: f64,
+}
+
+pub struct MetricsLog {
+    metrics: csv::Writer<File>,
+    timing: csv::Writer<File>,
+    json: bool,
+}
+
+impl MetricsLog {
+    pub fn create(metrics: &Path, timing: &Path, json: bool) -> std::io::Result<Self> {
+        let mut m = csv::Writer::from_path(metrics)?;
+        m.write_record(METRICS_HEADER)?;
+        m.flush()?;
+        let mut t = csv::Writer::from_path(timing)?;
+        t.write_record(TIMING_HEADER)?;
+        t.flush()?;
+        Ok(MetricsLog { metrics: m, timing: t, json })
+    }
+
+    pub fn log(&mut self, row: &MetricRow) -> std::io::Result<()> {
+        self.metrics.write_record([
+            row.stage.clone(),
+            row.epoch.to_string(),
+            row.step.to_string(),
+            row.split.clone(),
+            format!("{:.6}", row.loss),
+            format!("{:.6}", row.accuracy),
+            format!("{:e}", row.lr),
+        ])?;
+        self.metrics.flush()?;
+        self.timing.write_record([
+            row.stage.clone(),
+            row.epoch.to_string(),
+            row.step.to_string(),
+            row.split.clone(),
+            format!("{:.1}", row.samples_per_s),
+            format!("{:.3}", row.elapsed_s),
+        ])?;
+        self.timing.flush()?;
+        if self.json {
+            let v = serde_json::json!({
+                "event": "metrics", "stage": row.stage, "epoch": row.epoch, "step": row.step,
+                "split": row.split, "loss": row.loss, "accuracy": row.accuracy, "lr": row.lr,
+                "samples_per_s": row.samples_per_s, "elapsed_s": row.elapsed_s,
+            });
+            println!("{v}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,108 @@
+//! run.json: what ran, where, with what, and how it ended.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ParamCounts {
+    pub total: usize,
+    pub trainable: usize,
+    pub non_trainable: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Rows {
+    pub train: usize,
+    pub validation: usize,
+    pub test: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    pub epochs_completed: usize,
+    pub steps: usize,
+    pub seconds: f64,
+    /// Metrics after the last epoch, `train.loss`, `validation.accuracy`, ...
+    pub last: BTreeMap<String, f64>,
+    /// Metrics of the best epoch (highest validation accuracy, else training accuracy).
+    pub best: BTreeMap<String, f64>,
+    pub best_epoch: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub status: RunStatus,
+    pub pipeline: String,
+    pub run: String,
+    pub spec_file: String,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_s: Option<f64>,
+    pub seed: u64,
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_rev: Option<String>,
+    pub pipe_version: String,
+    pub burn_version: String,
+    pub overrides: Vec<String>,
+    pub params: ParamCounts,
+    pub rows: Rows,
+    pub stages: Vec<StageRecord>,
+    /// Final metrics of the run: the last stage's last epoch, plus `test.*` when a test set exists.
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The burn version pipe is built against (checked against Cargo.lock by a test).
+pub const BURN_VERSION: &str = "0.21.0";
+
+impl RunRecord {
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let mut text = serde_json::to_string_pretty(self).expect("run record serializes");
+        text.push('\n');
+        super::atomic_write(path, text.as_bytes())
+    }
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+}
+
+/// `git rev-parse HEAD` of the working directory, when it is a git checkout.
+pub fn git_rev() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn burn_version_matches_lockfile() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+        let needle = format!("name = \"burn\"\nversion = \"{}\"", super::BURN_VERSION);
+        assert!(lock.contains(&needle), "Cargo.lock pins another burn than {}", super::BURN_VERSION);
+    }
+}

@@ -1,0 +1,595 @@
+//! Loading a spec: the file, then `PIPE_*` environment variables, then `--set` overrides, each
+//! layer winning over the previous. Spans of the file are kept so that every error, including
+//! those found later while resolving the graph, names file:line:col.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::Spec;
+use crate::error::{Diagnostics, Location, suggest, with_suggestion};
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "seed",
+    "dataset",
+    "vectorizer",
+    "model",
+    "stages",
+    "runtime",
+];
+
+/// Byte spans of every key and value of the spec file, and which paths came from overrides.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMap {
+    pub file: String,
+    text: String,
+    spans: HashMap<String, (Range<usize>, Range<usize>)>,
+    overrides: Vec<(String, String)>,
+}
+
+impl SourceMap {
+    fn position(&self, offset: usize) -> Location {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Location::File {
+            file: self.file.clone(),
+            line,
+            col,
+        }
+    }
+
+    fn overridden(&self, path: &str) -> Option<Location> {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(p, _)| path == p || path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}[")))
+            .map(|(_, o)| Location::Override(o.clone()))
+    }
+
+    fn lookup(&self, path: &str) -> Option<&(Range<usize>, Range<usize>)> {
+        let mut p = path.to_string();
+        loop {
+            if let Some(s) = self.spans.get(&p) {
+                return Some(s);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p.truncate(cut);
+        }
+    }
+
+    /// Where the key at `path` (or its closest existing parent) is written.
+    pub fn key(&self, path: &str) -> Location {
+        if let Some(o) = self.overridden(path) {
+            return o;
+        }
+        match self.lookup(path) {
+            Some((k, _)) => self.position(k.start),
+            None => self.position(0),
+        }
+    }
+
+    /// Where the value at `path` (or its closest existing parent) is written.
+    pub fn value(&self, path: &str) -> Location {
+        if let Some(o) = self.overridden(path) {
+            return o;
+        }
+        match self.lookup(path) {
+            Some((_, v)) => self.position(v.start),
+            None => self.position(0),
+        }
+    }
+}
+
+/// A spec as loaded: typed, plus the merged TOML it came from and its source map.
+#[derive(Clone, Debug)]
+pub struct LoadedSpec {
+    pub spec: Spec,
+    /// The merged document (file + overrides), before defaults are filled in.
+    pub merged: toml::Table,
+    pub source: SourceMap,
+    /// The overrides as given, `path=value`, environment first.
+    pub overrides: Vec<String>,
+}
+
+pub fn load_spec(path: &Path, sets: &[String]) -> Result<LoadedSpec, Diagnostics> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let mut d = Diagnostics::default();
+        d.push(Location::None, format!("cannot read spec {file}: {e}"));
+        d
+    })?;
+    load_spec_str(&file, &text, sets, &env_overrides())
+}
+
+/// `PIPE_SEED=7`, `PIPE_STAGES__TRAIN__EPOCHS=3`: figment's environment provider does the
+/// prefix stripping and `__` nesting; pipe turns them into the same dotted paths as `--set`.
+fn env_overrides() -> Vec<String> {
+    let env = figment::providers::Env::prefixed("PIPE_").split("__");
+    let mut out: Vec<String> = env
+        .iter()
+        // Other PIPE_ variables (PIPE_MODEL_PATH, ...) configure pipe itself, not a spec key.
+        .filter(|(k, _)| TOP_LEVEL_KEYS.contains(&k.as_str().split('.').next().unwrap_or_default()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn load_spec_str(
+    file: &str,
+    text: &str,
+    sets: &[String],
+    env: &[String],
+) -> Result<LoadedSpec, Diagnostics> {
+    let mut source = SourceMap {
+        file: file.to_string(),
+        text: text.to_string(),
+        ..Default::default()
+    };
+    let mut diags = Diagnostics::default();
+    let mut doc: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let loc = e
+                .span()
+                .map(|s| source.position(s.start))
+                .unwrap_or(Location::None);
+            diags.push(loc, e.message().trim().to_string());
+            return Err(diags);
+        }
+    };
+    if let Ok(spanned) = toml::de::DeTable::parse(text) {
+        index_table(spanned.get_ref(), "", &mut source.spans);
+    }
+
+    let mut overrides = Vec::new();
+    for (origin, set) in env
+        .iter()
+        .map(|s| ("environment PIPE_", s))
+        .chain(sets.iter().map(|s| ("--set", s)))
+    {
+        let shown = if origin == "--set" {
+            format!("--set {set}")
+        } else {
+            format!("{origin}{}", set.to_uppercase().replace('.', "__"))
+        };
+        match apply_override(&mut doc, set) {
+            Ok(canonical) => {
+                source.overrides.push((canonical, shown));
+                overrides.push(set.clone());
+            }
+            Err(msg) => diags.push(Location::Override(shown), msg),
+        }
+    }
+
+    let spec = extract(&doc, &source, &mut diags);
+    match spec {
+        Some(spec) if diags.is_empty() => Ok(LoadedSpec {
+            spec,
+            merged: doc,
+            source,
+            overrides,
+        }),
+        _ => Err(diags),
+    }
+}
+
+fn index_table(
+    table: &toml::de::DeTable<'_>,
+    prefix: &str,
+    out: &mut HashMap<String, (Range<usize>, Range<usize>)>,
+) {
+    for (k, v) in table.iter() {
+        let path = join(prefix, k.get_ref());
+        out.insert(path.clone(), (k.span(), v.span()));
+        index_value(v.get_ref(), &path, out);
+    }
+}
+
+fn index_value(
+    value: &toml::de::DeValue<'_>,
+    path: &str,
+    out: &mut HashMap<String, (Range<usize>, Range<usize>)>,
+) {
+    match value {
+        toml::de::DeValue::Table(t) => index_table(t, path, out),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                out.insert(p.clone(), (item.span(), item.span()));
+                index_value(item.get_ref(), &p, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// Names of array-of-table entries as `--set` addresses them: the `name` key, else the
+/// automatic name (layers: Keras-style `dense`, `dense_1`; stages: `train`, `stage_2`).
+pub fn entry_names(array_path: &str, items: &[toml::Value]) -> Vec<String> {
+    let explicit = |v: &toml::Value| v.get("name").and_then(|n| n.as_str()).map(str::to_string);
+    match array_path {
+        "model.layers" => {
+            let kinds: Vec<(Option<String>, String)> = items
+                .iter()
+                .map(|v| {
+                    let kind = v.get("type").and_then(|t| t.as_str()).unwrap_or("layer");
+                    (explicit(v), kind.to_string())
+                })
+                .collect();
+            super::model::auto_names(&kinds)
+        }
+        _ => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| explicit(v).unwrap_or_else(|| super::stage::default_stage_name(i)))
+            .collect(),
+    }
+}
+
+/// Applies `a.b.c=value`, creating missing tables; returns the canonical path (`stages[0].epochs`).
+fn apply_override(doc: &mut toml::Table, set: &str) -> Result<String, String> {
+    let Some((path, raw)) = set.split_once('=') else {
+        return Err(format!("expected key=value, got `{set}`"));
+    };
+    let path = path.trim();
+    let value = parse_value(raw.trim());
+    let segments: Vec<&str> = path.split('.').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return Err(format!("bad key path `{path}`"));
+    }
+    if !TOP_LEVEL_KEYS.contains(&segments[0]) {
+        let hint = suggest(segments[0], TOP_LEVEL_KEYS.iter().copied())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(format!("unknown key `{}`{hint}", segments[0]));
+    }
+    let mut canonical = String::new();
+    let mut table = doc;
+    let mut i = 0;
+    while i < segments.len() {
+        let seg = segments[i];
+        let last = i + 1 == segments.len();
+        let here = join(&canonical, seg);
+        // `model.<layer>` and `stages.<stage>` address entries of arrays of tables by name.
+        let array_key = match (canonical.as_str(), seg) {
+            ("model", _) if seg != "layers" => Some("layers"),
+            ("", "stages") => Some("stages"),
+            _ => None,
+        };
+        if let Some(array_key) = array_key {
+            let (array_path, name_index) = if array_key == "stages" {
+                ("stages".to_string(), i + 1)
+            } else {
+                ("model.layers".to_string(), i)
+            };
+            let Some(name) = segments.get(name_index) else {
+                return Err(format!("`{path}` needs a stage name and a key"));
+            };
+            let items = table
+                .get_mut(array_key)
+                .and_then(|v| v.as_array_mut())
+                .ok_or_else(|| format!("no `{array_path}` in the spec for `{path}`"))?;
+            let names = entry_names(&array_path, items);
+            let idx = match names.iter().position(|n| n == name) {
+                Some(idx) => idx,
+                None => match name.parse::<usize>() {
+                    Ok(n) if n < items.len() => n,
+                    _ => {
+                        let hint = suggest(name, names.iter().map(|s| s.as_str()))
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default();
+                        return Err(format!(
+                            "no entry named `{name}` in `{array_path}` (names: {}){hint}",
+                            names.join(", ")
+                        ));
+                    }
+                },
+            };
+            canonical = format!("{array_path}[{idx}]");
+            let Some(rest) = segments.get(name_index + 1..).filter(|r| !r.is_empty()) else {
+                return Err(format!("`{path}` names an entry but no key inside it"));
+            };
+            let entry = items[idx]
+                .as_table_mut()
+                .ok_or_else(|| format!("`{canonical}` is not a table"))?;
+            return set_in(entry, rest, value, canonical);
+        }
+        if last {
+            table.insert(seg.to_string(), value);
+            return Ok(here);
+        }
+        let next = table
+            .entry(seg.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = next
+            .as_table_mut()
+            .ok_or_else(|| format!("`{here}` is not a table, cannot set `{path}`"))?;
+        canonical = here;
+        i += 1;
+    }
+    Ok(canonical)
+}
+
+fn set_in(
+    mut table: &mut toml::Table,
+    rest: &[&str],
+    value: toml::Value,
+    mut canonical: String,
+) -> Result<String, String> {
+    for (i, seg) in rest.iter().enumerate() {
+        canonical = join(&canonical, seg);
+        if i + 1 == rest.len() {
+            table.insert(seg.to_string(), value);
+            return Ok(canonical);
+        }
+        table = table
+            .entry(seg.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| format!("`{canonical}` is not a table"))?;
+    }
+    Ok(canonical)
+}
+
+/// A TOML value (`4`, `1e-3`, `true`, `[1, 2]`, `"x"`), or the raw text as a string.
+pub fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// Deserializes `value` as `T`, recording an error located at the offending key if it fails.
+pub fn deserialize_at<T: DeserializeOwned>(
+    value: toml::Value,
+    base: &str,
+    source: &SourceMap,
+    diags: &mut Diagnostics,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut path = base.to_string();
+            for seg in e.path().iter() {
+                match seg {
+                    serde_path_to_error::Segment::Seq { index } => {
+                        path.push_str(&format!("[{index}]"))
+                    }
+                    serde_path_to_error::Segment::Map { key } => path = join(&path, key),
+                    _ => {}
+                }
+            }
+            let message = e.into_inner().message().to_string();
+            let loc = if let Some(field) = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
+                source.key(&join(&path, field))
+            } else if message.starts_with("missing field") {
+                source.key(&path)
+            } else {
+                source.value(&path)
+            };
+            let shown = if path.is_empty() {
+                with_suggestion(&message)
+            } else {
+                format!("`{path}`: {}", with_suggestion(&message))
+            };
+            diags.push(loc, shown);
+            None
+        }
+    }
+}
+
+/// Section by section, so that errors in several sections are all reported.
+fn extract(doc: &toml::Table, source: &SourceMap, diags: &mut Diagnostics) -> Option<Spec> {
+    for key in doc.keys() {
+        if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+            let hint = suggest(key, TOP_LEVEL_KEYS.iter().copied())
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            diags.push(source.key(key), format!("unknown top-level key `{key}`{hint}"));
+        }
+    }
+    let mut part = |key: &str| -> Option<toml::Value> {
+        match doc.get(key) {
+            Some(v) => Some(v.clone()),
+            None if matches!(key, "name" | "dataset" | "vectorizer" | "model") => {
+                diags.push(
+                    Location::File {
+                        file: source.file.clone(),
+                        line: 1,
+                        col: 1,
+                    },
+                    format!("missing required key `{key}`"),
+                );
+                None
+            }
+            None => None,
+        }
+    };
+    let name = part("name");
+    let dataset = part("dataset");
+    let vectorizer = part("vectorizer");
+    let model = part("model");
+    let description = doc.get("description").cloned();
+    let seed = doc.get("seed").cloned();
+    let stages = doc.get("stages").cloned();
+    let runtime = doc.get("runtime").cloned();
+
+    let name: Option<String> = name.and_then(|v| deserialize_at(v, "name", source, diags));
+    let description: Option<Option<String>> = match description {
+        Some(v) => deserialize_at(v, "description", source, diags).map(Some),
+        None => Some(None),
+    };
+    let seed: Option<u64> = match seed {
+        Some(v) => deserialize_at(v, "seed", source, diags),
+        None => Some(super::default_seed()),
+    };
+    let dataset = dataset.and_then(|v| deserialize_at(v, "dataset", source, diags));
+    let vectorizer = vectorizer.and_then(|v| deserialize_at(v, "vectorizer", source, diags));
+    let model: Option<super::ModelSpec> = model.and_then(|v| extract_model(v, source, diags));
+    let stages: Option<Vec<super::StageSpec>> = match stages {
+        None => Some(Vec::new()),
+        Some(toml::Value::Array(items)) => {
+            let parsed: Vec<Option<super::StageSpec>> = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| deserialize_at(v, &format!("stages[{i}]"), source, diags))
+                .collect();
+            parsed.into_iter().collect()
+        }
+        Some(_) => {
+            diags.push(
+                source.value("stages"),
+                "`stages` must be an array of tables ([[stages]])",
+            );
+            None
+        }
+    };
+    let runtime = match runtime {
+        Some(v) => deserialize_at(v, "runtime", source, diags),
+        None => Some(Default::default()),
+    };
+    Some(Spec {
+        name: name?,
+        description: description?,
+        seed: seed?,
+        dataset: dataset?,
+        vectorizer: vectorizer?,
+        model: model?,
+        stages: stages?,
+        runtime: runtime?,
+    })
+}
+
+fn extract_model(
+    value: toml::Value,
+    source: &SourceMap,
+    diags: &mut Diagnostics,
+) -> Option<super::ModelSpec> {
+    let toml::Value::Table(mut table) = value else {
+        diags.push(source.value("model"), "`model` must be a table");
+        return None;
+    };
+    let layers = table.remove("layers");
+    for key in table.keys() {
+        diags.push(
+            source.key(&format!("model.{key}")),
+            format!("unknown key `model.{key}`: the model has only `layers`"),
+        );
+    }
+    let Some(toml::Value::Array(items)) = layers else {
+        diags.push(
+            source.key("model"),
+            "`model.layers` must be an array of tables ([[model.layers]])",
+        );
+        return None;
+    };
+    let parsed: Vec<Option<super::LayerSpec>> = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| deserialize_at(v, &format!("model.layers[{i}]"), source, diags))
+        .collect();
+    Some(super::ModelSpec {
+        layers: parsed.into_iter().collect::<Option<Vec<_>>>()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"name = "t"
+[dataset]
+train = "a.csv"
+labels = ["x", "y"]
+[vectorizer]
+type = "text_vectorization"
+[[model.layers]]
+type = "embedding"
+output_dim = 8
+[[model.layers]]
+name = "head"
+type = "dense"
+units = 2
+[[stages]]
+epocs = 2
+optimizer = { type = "adam" }
+"#;
+
+    #[test]
+    fn unknown_stage_key_is_located_and_suggested() {
+        let err = load_spec_str("p.toml", SPEC, &[], &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("p.toml:16:1: error:"), "{text}");
+        assert!(text.contains("did you mean `epochs`?"), "{text}");
+    }
+
+    #[test]
+    fn overrides_address_layers_and_stages_by_name() {
+        let fixed = SPEC.replace("epocs", "epochs");
+        let sets = vec![
+            "model.head.units=4".to_string(),
+            "stages.train.epochs=3".to_string(),
+            "model.embedding.output_dim=16".to_string(),
+            "seed=7".to_string(),
+        ];
+        let loaded = load_spec_str("p.toml", &fixed, &sets, &[]).unwrap();
+        assert_eq!(loaded.spec.seed, 7);
+        assert_eq!(loaded.spec.stages[0].epochs, 3);
+        assert_eq!(loaded.spec.model.layers[1].params["units"].as_integer(), Some(4));
+        assert_eq!(loaded.spec.model.layers[0].params["output_dim"].as_integer(), Some(16));
+    }
+
+    #[test]
+    fn bad_override_names_the_override() {
+        let fixed = SPEC.replace("epocs", "epochs");
+        let err = load_spec_str("p.toml", &fixed, &["stages.train.epochs=many".into()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--set stages.train.epochs=many: error:"), "{err}");
+        let err = load_spec_str("p.toml", &fixed, &["model.hed.units=1".into()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean `head`?"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_points_at_the_value() {
+        let bad = SPEC.replace("epocs = 2", "epochs = \"two\"");
+        let err = load_spec_str("p.toml", &bad, &[], &[]).unwrap_err().to_string();
+        assert!(err.starts_with("p.toml:16:10: error: `stages[0].epochs`"), "{err}");
+    }
+
+    #[test]
+    fn all_errors_are_reported() {
+        let bad = SPEC
+            .replace("labels = [", "labls = [")
+            .replace("epocs = 2", "epochs = -1");
+        let err = load_spec_str("p.toml", &bad, &[], &[]).unwrap_err();
+        assert!(err.0.len() >= 2, "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let err = load_spec_str("p.toml", "name = \"t\"\nseed = = 3\n", &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("p.toml:2:"), "{err}");
+    }
+}

@@ -1,0 +1,187 @@
+//! `[[stages]]`: training stages, each with its own optimizer, schedule and frozen layers.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+fn one() -> usize {
+    1
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_metrics() -> Vec<Metric> {
+    vec![Metric::Accuracy]
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Integer labels; takes logits, or the inputs of a final softmax (computed stably).
+    #[default]
+    SparseCategoricalCrossentropy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Accuracy,
+    Loss,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Stage name (default `train`, then `stage_2`, ...); `--set stages.<name>.key=...` addresses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "one")]
+    pub epochs: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Cap on optimizer steps per epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps_per_epoch: Option<usize>,
+    /// Cap on validation batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_steps: Option<usize>,
+    /// Also validate every N steps within an epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate_every: Option<usize>,
+    #[serde(default)]
+    pub loss: Loss,
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<Metric>,
+    pub optimizer: OptimizerSpec,
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+    /// Layer names or globs (`bert*`) whose weights stay fixed in this stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub freeze: Vec<String>,
+    /// Clip each parameter's gradient to this L2 norm (Keras `clipnorm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_norm: Option<f64>,
+    /// Accumulate gradients over this many batches per optimizer step.
+    #[serde(default = "one")]
+    pub gradient_accumulation: usize,
+    /// Shuffle the train rows each epoch (seeded).
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+}
+
+fn sgd_lr() -> f64 {
+    0.01
+}
+fn adam_lr() -> f64 {
+    1e-3
+}
+fn beta_1() -> f64 {
+    0.9
+}
+fn beta_2() -> f64 {
+    0.999
+}
+fn keras_epsilon() -> f64 {
+    1e-7
+}
+fn torch_epsilon() -> f64 {
+    1e-8
+}
+fn adamw_decay() -> f64 {
+    0.01
+}
+
+/// Optimizers with the defaults their users know: `adam` as Keras (eps 1e-7), `adamw` as
+/// PyTorch (eps 1e-8, weight decay 0.01), `sgd` as both (lr 0.01, no momentum).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerSpec {
+    Sgd {
+        #[serde(default = "sgd_lr")]
+        learning_rate: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        nesterov: bool,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    Adam {
+        #[serde(default = "adam_lr")]
+        learning_rate: f64,
+        #[serde(default = "beta_1")]
+        beta_1: f64,
+        #[serde(default = "beta_2")]
+        beta_2: f64,
+        #[serde(default = "keras_epsilon")]
+        epsilon: f64,
+        #[serde(default)]
+        weight_decay: f64,
+    },
+    #[serde(rename = "adamw")]
+    AdamW {
+        #[serde(default = "adam_lr")]
+        learning_rate: f64,
+        #[serde(default = "beta_1")]
+        beta_1: f64,
+        #[serde(default = "beta_2")]
+        beta_2: f64,
+        #[serde(default = "torch_epsilon")]
+        epsilon: f64,
+        #[serde(default = "adamw_decay")]
+        weight_decay: f64,
+    },
+}
+
+impl OptimizerSpec {
+    pub fn learning_rate(&self) -> f64 {
+        match self {
+            OptimizerSpec::Sgd { learning_rate, .. }
+            | OptimizerSpec::Adam { learning_rate, .. }
+            | OptimizerSpec::AdamW { learning_rate, .. } => *learning_rate,
+        }
+    }
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OptimizerSpec::Sgd { .. } => "sgd",
+            OptimizerSpec::Adam { .. } => "adam",
+            OptimizerSpec::AdamW { .. } => "adamw",
+        }
+    }
+}
+
+/// Learning-rate schedules over the optimizer steps of one stage. `warmup` is a fraction of
+/// the stage's steps when below 1, else a number of steps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduleSpec {
+    #[default]
+    Constant,
+    /// Linear warmup from 0, then linear decay to 0 (TF `create_optimizer`, HF `linear`).
+    Linear {
+        #[serde(default)]
+        warmup: f64,
+    },
+    /// Linear warmup, then cosine decay to `min_lr`.
+    Cosine {
+        #[serde(default)]
+        warmup: f64,
+        #[serde(default)]
+        min_lr: f64,
+    },
+    /// "Attention is all you need": lr · min(step^-0.5, step · warmup^-1.5), normalised to peak at lr.
+    Noam { warmup: f64 },
+}
+
+/// The name of the `index`-th stage when the spec gives none.
+pub fn default_stage_name(index: usize) -> String {
+    if index == 0 { "train".to_string() } else { format!("stage_{}", index + 1) }
+}
+
+impl StageSpec {
+    pub fn name_or_default(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| default_stage_name(index))
+    }
+}

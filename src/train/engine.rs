@@ -1,0 +1,272 @@
+//! The stage loop: for each stage, freeze what it says, build its optimizer, run its epochs
+//! (shuffled with the pipeline seed), validate, checkpoint; then evaluate on the test rows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use super::freeze::set_trainable;
+use super::metrics::{Running, correct, cross_entropy};
+use super::optim::StageOptimizer;
+use super::schedule::learning_rate;
+use crate::backend::BackendTask;
+use crate::data::batch::EncodedSplit;
+use crate::graph::plan::glob_match;
+use crate::graph::{Graph, Plan};
+use crate::run::record::StageRecord;
+use crate::run::{MetricRow, MetricsLog, RunDir, checkpoint};
+use crate::spec::{Spec, StageSpec};
+
+/// How progress is shown.
+pub trait Progress {
+    fn stage_start(&mut self, stage: &str, epochs: usize, steps_per_epoch: usize);
+    fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, samples_per_s: f64);
+    fn epoch_end(&mut self, row: &MetricRow);
+    fn finish(&mut self);
+}
+
+pub struct TrainJob<'a> {
+    pub spec: &'a Spec,
+    pub plan: &'a Plan,
+    pub train: &'a EncodedSplit,
+    pub validation: Option<&'a EncodedSplit>,
+    pub test: Option<&'a EncodedSplit>,
+    pub run: &'a RunDir,
+    pub log: &'a mut MetricsLog,
+    pub progress: &'a mut dyn Progress,
+    pub interrupt: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct StageOutcome {
+    pub record: StageRecord,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TrainOutcome {
+    pub stages: Vec<StageRecord>,
+    pub test: Option<(f64, f64)>,
+    pub interrupted: bool,
+}
+
+impl BackendTask for TrainJob<'_> {
+    type Output = Result<TrainOutcome>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TrainOutcome> {
+        train::<B>(self, device)
+    }
+}
+
+/// Seed for the shuffle of one epoch: independent of how many random numbers anything else drew.
+fn epoch_seed(seed: u64, stage: usize, epoch: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((stage as u64) << 32)
+        .wrapping_add(epoch as u64)
+}
+
+fn batches_per_epoch(stage: &StageSpec, rows: usize) -> usize {
+    let all = rows.div_ceil(stage.batch_size);
+    match stage.steps_per_epoch {
+        Some(steps) => all.min(steps * stage.gradient_accumulation),
+        None => all,
+    }
+}
+
+fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<TrainOutcome> {
+    let TrainJob { spec, plan, train, validation, test, run, log, progress, interrupt } = job;
+    B::seed(&device, spec.seed);
+    let mut model = Graph::<B>::init(plan, &device);
+    let mut outcome = TrainOutcome::default();
+    let started = Instant::now();
+
+    for (si, stage) in spec.stages.iter().enumerate() {
+        let stage_name = stage.name_or_default(si);
+        let stage_started = Instant::now();
+        let frozen: Vec<bool> = plan
+            .layers
+            .iter()
+            .map(|l| !l.trainable || stage.freeze.iter().any(|p| glob_match(p, &l.name)))
+            .collect();
+        model.layers = model
+            .layers
+            .into_iter()
+            .zip(&frozen)
+            .map(|(layer, &f)| set_trainable(layer, !f))
+            .collect();
+        tracing::info!(stage = %stage_name, frozen = ?frozen, "stage start");
+
+        let mut optim = StageOptimizer::<Graph<B>, B>::new(&stage.optimizer, stage.clip_norm);
+        let per_epoch = batches_per_epoch(stage, train.len());
+        let steps_per_epoch = per_epoch.div_ceil(stage.gradient_accumulation);
+        let total_steps = steps_per_epoch * stage.epochs;
+        let base_lr = stage.optimizer.learning_rate();
+        let mut step = 0usize;
+        let mut record = StageRecord { name: stage_name.clone(), ..Default::default() };
+        let mut best_score = f64::NEG_INFINITY;
+        progress.stage_start(&stage_name, stage.epochs, steps_per_epoch);
+
+        for epoch in 1..=stage.epochs {
+            let mut order: Vec<usize> = (0..train.len()).collect();
+            if stage.shuffle {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(spec.seed, si, epoch));
+                order.shuffle(&mut rng);
+            }
+            let mut running = Running::default();
+            let mut accumulator = GradientsAccumulator::<Graph<B>>::new();
+            let mut pending = 0usize;
+            let epoch_started = Instant::now();
+            let mut lr = learning_rate(&stage.schedule, base_lr, step, total_steps);
+            let batches: Vec<&[usize]> = order.chunks(stage.batch_size).take(per_epoch).collect();
+            for (bi, rows) in batches.iter().enumerate() {
+                let (inputs, labels) = train.batch::<B>(rows, &device);
+                let logits = model.logits(&inputs);
+                let loss = cross_entropy(logits.clone(), labels.clone());
+                let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
+                let right = correct(logits.detach(), labels);
+                running.add(loss_value, right, rows.len());
+                let scaled = if stage.gradient_accumulation > 1 {
+                    loss.div_scalar(stage.gradient_accumulation as f64)
+                } else {
+                    loss
+                };
+                let grads = GradientsParams::from_grads(scaled.backward(), &model);
+                accumulator.accumulate(&model, grads);
+                pending += 1;
+                if pending == stage.gradient_accumulation || bi + 1 == batches.len() {
+                    lr = learning_rate(&stage.schedule, base_lr, step, total_steps);
+                    model = optim.step(lr, model, accumulator.grads());
+                    pending = 0;
+                    step += 1;
+                    let rate = running.seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
+                    progress.step(epoch, step - (epoch - 1) * steps_per_epoch, running.loss(), running.accuracy(), rate);
+                    if let (Some(every), Some(val)) = (stage.validate_every, validation) {
+                        if step % every == 0 && bi + 1 != batches.len() {
+                            let (vl, va) = evaluate(&model.valid(), val, stage.batch_size, stage.validation_steps, &device);
+                            log.log(&MetricRow {
+                                stage: stage_name.clone(), epoch, step, split: "validation".into(),
+                                loss: vl, accuracy: va, lr, samples_per_s: rate,
+                                elapsed_s: started.elapsed().as_secs_f64(),
+                            })?;
+                        }
+                    }
+                }
+                if interrupt.load(Ordering::SeqCst) {
+                    checkpoint::save(&model, &run.checkpoint(&stage_name, "last"))?;
+                    record.steps = step;
+                    record.seconds = stage_started.elapsed().as_secs_f64();
+                    outcome.stages.push(record);
+                    outcome.interrupted = true;
+                    progress.finish();
+                    return Ok(outcome);
+                }
+            }
+            let rate = running.seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
+            let train_row = MetricRow {
+                stage: stage_name.clone(), epoch, step, split: "train".into(),
+                loss: running.loss(), accuracy: running.accuracy(), lr, samples_per_s: rate,
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            log.log(&train_row)?;
+            progress.epoch_end(&train_row);
+            let mut metrics = std::collections::BTreeMap::new();
+            metrics.insert("train.loss".to_string(), train_row.loss);
+            metrics.insert("train.accuracy".to_string(), train_row.accuracy);
+            let mut score = train_row.accuracy;
+            if let Some(val) = validation {
+                let t = Instant::now();
+                let (vl, va) = evaluate(&model.valid(), val, stage.batch_size, stage.validation_steps, &device);
+                let row = MetricRow {
+                    stage: stage_name.clone(), epoch, step, split: "validation".into(),
+                    loss: vl, accuracy: va, lr,
+                    samples_per_s: val.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                };
+                log.log(&row)?;
+                progress.epoch_end(&row);
+                metrics.insert("validation.loss".to_string(), vl);
+                metrics.insert("validation.accuracy".to_string(), va);
+                score = va;
+            }
+            checkpoint::save(&model, &run.checkpoint(&stage_name, "last"))?;
+            if score > best_score {
+                best_score = score;
+                record.best = metrics.clone();
+                record.best_epoch = epoch;
+                checkpoint::save(&model, &run.checkpoint(&stage_name, "best"))?;
+            }
+            record.last = metrics;
+            record.epochs_completed = epoch;
+            record.steps = step;
+            tracing::info!(stage = %stage_name, epoch, loss = train_row.loss, accuracy = train_row.accuracy, "epoch end");
+        }
+        record.seconds = stage_started.elapsed().as_secs_f64();
+        outcome.stages.push(record);
+    }
+    progress.finish();
+
+    if let Some(test) = test.filter(|t| !t.is_empty()) {
+        let t = Instant::now();
+        let batch = spec.stages.last().map(|s| s.batch_size).unwrap_or(32);
+        let (tl, ta) = evaluate(&model.valid(), test, batch, None, &device);
+        let stage = spec.stages.len().checked_sub(1).map(|i| spec.stages[i].name_or_default(i)).unwrap_or_default();
+        let row = MetricRow {
+            stage,
+            epoch: outcome.stages.last().map(|s| s.epochs_completed).unwrap_or(0),
+            step: outcome.stages.last().map(|s| s.steps).unwrap_or(0),
+            split: "test".into(),
+            loss: tl,
+            accuracy: ta,
+            lr: 0.0,
+            samples_per_s: test.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
+            elapsed_s: started.elapsed().as_secs_f64(),
+        };
+        log.log(&row)?;
+        outcome.test = Some((tl, ta));
+    }
+    // Final weights without autodiff state, so they load on any backend.
+    checkpoint::save(&model.valid(), &run.model_weights())?;
+    Ok(outcome)
+}
+
+/// Mean loss and accuracy over (at most `max_batches` batches of) a split, without autodiff.
+pub fn evaluate<B: Backend>(
+    model: &Graph<B>,
+    split: &EncodedSplit,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &B::Device,
+) -> (f64, f64) {
+    let mut running = Running::default();
+    let rows: Vec<usize> = (0..split.len()).collect();
+    for chunk in rows.chunks(batch_size.max(1)).take(max_batches.unwrap_or(usize::MAX)) {
+        let (inputs, labels) = split.batch::<B>(chunk, device);
+        let logits = model.logits(&inputs);
+        let loss: f64 = cross_entropy(logits.clone(), labels.clone()).into_scalar().elem::<f64>();
+        running.add(loss, correct(logits, labels), chunk.len());
+    }
+    (running.loss(), running.accuracy())
+}
+
+/// Class probabilities [rows, classes] for a split, in row order.
+pub fn predict<B: Backend>(model: &Graph<B>, split: &EncodedSplit, batch_size: usize, device: &B::Device) -> Vec<Vec<f32>> {
+    let rows: Vec<usize> = (0..split.len()).collect();
+    let mut out = Vec::with_capacity(split.len());
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let (inputs, _) = split.batch::<B>(chunk, device);
+        let probs = burn::tensor::activation::softmax(model.logits(&inputs), 1);
+        let [n, c] = probs.dims();
+        let data: Vec<f32> = probs.into_data().convert::<f32>().to_vec().expect("f32 data");
+        for r in 0..n {
+            out.push(data[r * c..(r + 1) * c].to_vec());
+        }
+    }
+    out
+}

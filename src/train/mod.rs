@@ -1,0 +1,9 @@
+//! Training: the stage loop, optimizers and schedules, freezing, metrics.
+
+pub mod engine;
+pub mod freeze;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+
+pub use engine::{StageOutcome, TrainOutcome};

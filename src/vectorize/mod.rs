@@ -1,0 +1,86 @@
+//! Vectorizers: text to model inputs (ids, attention mask, token types).
+
+pub mod text_vectorization;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::spec::VectorizerSpec;
+pub use text_vectorization::TextVectorization;
+
+/// A batch of encoded texts, row-major [rows, len].
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    pub rows: usize,
+    pub len: usize,
+    pub ids: Vec<i32>,
+    pub mask: Vec<f32>,
+    pub token_type_ids: Vec<i32>,
+}
+
+#[derive(Clone)]
+pub enum Vectorizer {
+    TextVectorization(TextVectorization),
+}
+
+impl Vectorizer {
+    /// Builds the vectorizer for a spec, adapting on the train texts where it learns a vocabulary.
+    pub fn fit<'a>(spec: &VectorizerSpec, train_texts: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+        match spec {
+            VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(TextVectorization::adapt(
+                train_texts,
+                v.max_tokens,
+                v.output_sequence_length,
+            ))),
+            VectorizerSpec::Pretrained(_) => {
+                anyhow::bail!("vectorizer `pretrained` is not available in this build yet")
+            }
+        }
+    }
+
+    /// Loads what [`Vectorizer::save`] wrote into a run folder's `vectorizer/`.
+    pub fn load(spec: &VectorizerSpec, dir: &Path) -> Result<Self> {
+        match spec {
+            VectorizerSpec::TextVectorization(_) => Ok(Vectorizer::TextVectorization(TextVectorization::load(dir)?)),
+            VectorizerSpec::Pretrained(_) => {
+                anyhow::bail!("vectorizer `pretrained` is not available in this build yet")
+            }
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        match self {
+            Vectorizer::TextVectorization(v) => v.save(dir),
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Vectorizer::TextVectorization(v) => v.vocab_size(),
+        }
+    }
+
+    pub fn encode(&self, texts: &[&str]) -> Encoded {
+        match self {
+            Vectorizer::TextVectorization(v) => {
+                let len = v.sequence_length();
+                let mut out = Encoded {
+                    rows: texts.len(),
+                    len,
+                    ids: Vec::with_capacity(texts.len() * len),
+                    mask: Vec::with_capacity(texts.len() * len),
+                    token_type_ids: vec![0; texts.len() * len],
+                };
+                for row in v.encode_batch(texts) {
+                    for id in row {
+                        out.ids.push(id as i32);
+                        // Padding is id 0; Keras' mask_zero semantics.
+                        out.mask.push(if id == 0 { 0.0 } else { 1.0 });
+                    }
+                }
+                out
+            }
+        }
+    }
+}

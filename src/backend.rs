@@ -64,7 +64,9 @@ pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Out
     match device {
         DeviceChoice::Cpu => Ok(task.run::<Autodiff<burn::backend::Flex>>(Default::default())),
         #[cfg(feature = "ndarray")]
-        DeviceChoice::NdArray => Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default())),
+        DeviceChoice::NdArray => {
+            Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default()))
+        }
         #[cfg(not(feature = "ndarray"))]
         DeviceChoice::NdArray => bail!(
             "this pipe was built without the ndarray backend; rebuild with `cargo build --release --features ndarray`"

@@ -5,7 +5,11 @@ use std::fmt;
 /// Where a problem is: a spec file position, a command-line override, or nowhere in particular.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
-    File { file: String, line: usize, col: usize },
+    File {
+        file: String,
+        line: usize,
+        col: usize,
+    },
     Override(String),
     None,
 }
@@ -37,7 +41,7 @@ impl fmt::Display for Diagnostic {
 }
 
 /// All problems found in one pass, so the user fixes a file in one go rather than one error at a time.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
@@ -50,8 +54,21 @@ impl Diagnostics {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// File positions in reading order; overrides and unlocated problems keep their order after them.
+    pub fn sort(&mut self) {
+        self.0.sort_by_key(|d| match &d.location {
+            Location::File { line, col, .. } => (0, *line, *col),
+            Location::Override(_) => (1, 0, 0),
+            Location::None => (2, 0, 0),
+        });
+    }
+
     pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.is_empty() { Ok(value) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -114,7 +131,10 @@ mod tests {
     #[test]
     fn suggests_close_names_only() {
         assert_eq!(suggest("denes", ["dense", "dropout"]), Some("dense"));
-        assert_eq!(suggest("num_head", ["num_heads", "key_dim"]), Some("num_heads"));
+        assert_eq!(
+            suggest("num_head", ["num_heads", "key_dim"]),
+            Some("num_heads")
+        );
         assert_eq!(suggest("zzzzzzzz", ["dense", "dropout"]), None);
     }
 
@@ -122,6 +142,9 @@ mod tests {
     fn appends_did_you_mean_to_serde_messages() {
         let m = with_suggestion("unknown field `epocs`, expected one of `epochs`, `batch_size`");
         assert!(m.ends_with("did you mean `epochs`?"), "{m}");
-        assert_eq!(with_suggestion("invalid type: string"), "invalid type: string");
+        assert_eq!(
+            with_suggestion("invalid type: string"),
+            "invalid type: string"
+        );
     }
 }

@@ -26,7 +26,12 @@ pub fn run(args: CheckArgs) -> Result<i32> {
         plan.inputs[0].1
     );
     for l in &plan.layers {
-        println!("  {:<28} {:<30} {:>12} params", l.name, format!("{}", l.outputs[0].1), l.params);
+        println!(
+            "  {:<28} {:<30} {:>12} params",
+            l.name,
+            format!("{}", l.outputs[0].1),
+            l.params
+        );
     }
     println!(
         "  {} parameters ({} trainable), {} classes",
@@ -42,7 +47,11 @@ pub fn run(args: CheckArgs) -> Result<i32> {
             s.batch_size,
             s.optimizer.type_name(),
             s.optimizer.learning_rate(),
-            if s.freeze.is_empty() { String::new() } else { format!(", frozen: {}", s.freeze.join(", ")) }
+            if s.freeze.is_empty() {
+                String::new()
+            } else {
+                format!(", frozen: {}", s.freeze.join(", "))
+            }
         );
     }
     Ok(0)

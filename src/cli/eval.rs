@@ -58,11 +58,21 @@ impl TrainedRun {
         };
         let vectorizer = Vectorizer::load(&loaded.spec.vectorizer, &run.vectorizer_dir())
             .with_context(|| format!("loading {}", run.vectorizer_dir().display()))?;
-        Ok(Ok(TrainedRun { run, loaded, plan, vectorizer }))
+        Ok(Ok(TrainedRun {
+            run,
+            loaded,
+            plan,
+            vectorizer,
+        }))
     }
 
     /// Class probabilities for each example.
-    pub fn probabilities(&self, examples: &[Example], device: &str, batch_size: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn probabilities(
+        &self,
+        examples: &[Example],
+        device: &str,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         let device = DeviceChoice::parse(device).map_err(anyhow::Error::msg)?;
         let split = EncodedSplit::new(&self.vectorizer, examples);
         dispatch(
@@ -114,12 +124,23 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let report = class_report(&truth, &predicted, &dataset.labels);
 
-    println!("{} on {} ({} rows)", trained.run.path.display(), args.data.display(), report.rows);
+    println!(
+        "{} on {} ({} rows)",
+        trained.run.path.display(),
+        args.data.display(),
+        report.rows
+    );
     println!("accuracy {:.4}", report.accuracy);
     println!();
-    println!("{:<14} {:>9} {:>9} {:>9} {:>9}", "class", "precision", "recall", "f1", "support");
+    println!(
+        "{:<14} {:>9} {:>9} {:>9} {:>9}",
+        "class", "precision", "recall", "f1", "support"
+    );
     for c in &report.per_class {
-        println!("{:<14} {:>9.4} {:>9.4} {:>9.4} {:>9}", c.label, c.precision, c.recall, c.f1, c.support);
+        println!(
+            "{:<14} {:>9.4} {:>9.4} {:>9.4} {:>9}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
     }
     println!();
     println!("confusion matrix (rows: true class, columns: predicted)");
@@ -149,7 +170,9 @@ pub fn run(args: EvalArgs) -> Result<i32> {
 pub fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
         .0
 }
 

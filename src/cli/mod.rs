@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Diagnostics;
 use crate::graph::{Plan, plan};
-use crate::spec::{LoadedSpec, load_spec};
+use crate::spec::LoadedSpec;
+use crate::spec::load::load_spec_partial;
 
 /// Exit codes: 0 success, 1 a failure while running, 2 an invalid spec or arguments,
 /// 130 interrupted (Ctrl-C), as shells expect.
@@ -23,7 +24,11 @@ pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser, Debug)]
-#[command(name = "pipe", version, about = "Declarative deep-learning pipelines on burn: one TOML file in, a trained model and a run folder out")]
+#[command(
+    name = "pipe",
+    version,
+    about = "Declarative deep-learning pipelines on burn: one TOML file in, a trained model and a run folder out"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -64,14 +69,27 @@ pub fn main(cli: Cli) -> i32 {
 }
 
 /// Loads and resolves a spec, printing every diagnostic; `Err(exit code)` when it is invalid.
-pub fn load_plan(path: &Path, sets: &[String], check_files: bool) -> Result<(LoadedSpec, Plan), i32> {
+pub fn load_plan(
+    path: &Path,
+    sets: &[String],
+    check_files: bool,
+) -> Result<(LoadedSpec, Plan), i32> {
     let report = |d: Diagnostics| {
         eprintln!("{d}");
         EXIT_INVALID
     };
-    let loaded = load_spec(path, sets).map_err(report)?;
-    let plan = plan::resolve_with(&loaded, check_files).map_err(report)?;
-    Ok((loaded, plan))
+    let mut loaded = load_spec_partial(path, sets).map_err(report)?;
+    let mut errors = std::mem::take(&mut loaded.errors);
+    let plan = plan::resolve_with(&loaded, check_files);
+    match plan {
+        Ok(plan) if errors.is_empty() => Ok((loaded, plan)),
+        Ok(_) => Err(report(errors)),
+        Err(more) => {
+            errors.0.extend(more.0);
+            errors.sort();
+            Err(report(errors))
+        }
+    }
 }
 
 /// Common `--set` handling.

@@ -43,17 +43,33 @@ pub fn run(args: PredictArgs) -> Result<i32> {
             texts.push(t.clone());
         }
     }
-    let examples: Vec<Example> = texts.iter().map(|t| Example { text: t.clone(), label: 0 }).collect();
+    let examples: Vec<Example> = texts
+        .iter()
+        .map(|t| Example {
+            text: t.clone(),
+            label: 0,
+        })
+        .collect();
     let probs = trained.probabilities(&examples, &args.device, args.batch_size)?;
     let labels = &trained.loaded.spec.dataset.labels;
     for (text, p) in texts.iter().zip(&probs) {
         let best = argmax(p);
         if args.json {
-            let map: serde_json::Map<String, serde_json::Value> =
-                labels.iter().zip(p).map(|(l, v)| (l.clone(), serde_json::json!(v))).collect();
-            println!("{}", serde_json::json!({"text": text, "label": labels[best], "probabilities": map}));
+            let map: serde_json::Map<String, serde_json::Value> = labels
+                .iter()
+                .zip(p)
+                .map(|(l, v)| (l.clone(), serde_json::json!(v)))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"text": text, "label": labels[best], "probabilities": map})
+            );
         } else {
-            let shown: Vec<String> = labels.iter().zip(p).map(|(l, v)| format!("{l}={v:.4}")).collect();
+            let shown: Vec<String> = labels
+                .iter()
+                .zip(p)
+                .map(|(l, v)| format!("{l}={v:.4}"))
+                .collect();
             println!("{}\t{}", labels[best], shown.join(" "));
         }
     }

@@ -12,9 +12,18 @@ pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
     if quiet {
         Box::new(Silent)
     } else if std::io::stderr().is_terminal() {
-        Box::new(Bar { bar: None, stage: String::new(), epochs: 0 })
+        Box::new(Bar {
+            bar: None,
+            stage: String::new(),
+            epochs: 0,
+        })
     } else {
-        Box::new(Lines { stage: String::new(), epochs: 0, steps: 0, last: None })
+        Box::new(Lines {
+            stage: String::new(),
+            epochs: 0,
+            steps: 0,
+            last: None,
+        })
     }
 }
 
@@ -53,7 +62,9 @@ impl Progress for Bar {
             }
             bar.set_prefix(format!("{} epoch {epoch}/{}", self.stage, self.epochs));
             bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s"));
+            bar.set_message(format!(
+                "loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s"
+            ));
         }
     }
     fn epoch_end(&mut self, row: &MetricRow) {

@@ -13,11 +13,11 @@ use crate::backend::{DeviceChoice, dispatch, set_cpu_threads};
 use crate::data::batch::EncodedSplit;
 use crate::data::load_splits;
 use crate::graph::{Plan, summary_table};
-use crate::run::record::{ParamCounts, Rows, git_rev, BURN_VERSION};
+use crate::run::record::{BURN_VERSION, ParamCounts, Rows, git_rev};
 use crate::run::{MetricsLog, RunDir, RunRecord, RunStatus, atomic_write};
 use crate::spec::LoadedSpec;
-use crate::train::engine::TrainJob;
 use crate::train::TrainOutcome;
+use crate::train::engine::TrainJob;
 use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
@@ -53,7 +53,10 @@ pub fn run(args: RunArgs) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     if loaded.spec.stages.is_empty() {
-        eprintln!("{}: error: the pipeline has no [[stages]] to run", args.spec.display());
+        eprintln!(
+            "{}: error: the pipeline has no [[stages]] to run",
+            args.spec.display()
+        );
         return Ok(super::EXIT_INVALID);
     }
     let device = match DeviceChoice::parse(&loaded.spec.runtime.device) {
@@ -175,15 +178,29 @@ fn execute(
         test: splits.test.len(),
     };
     record.save(&run.run_json())?;
-    tracing::info!(train = splits.train.len(), validation = splits.validation.len(), test = splits.test.len(), seconds = t.elapsed().as_secs_f64(), "data loaded");
+    tracing::info!(
+        train = splits.train.len(),
+        validation = splits.validation.len(),
+        test = splits.test.len(),
+        seconds = t.elapsed().as_secs_f64(),
+        "data loaded"
+    );
 
     let t = Instant::now();
-    let vectorizer = Vectorizer::fit(&spec.vectorizer, splits.train.iter().map(|e| e.text.as_str()))?;
+    let vectorizer = Vectorizer::fit(
+        &spec.vectorizer,
+        splits.train.iter().map(|e| e.text.as_str()),
+    )?;
     vectorizer.save(&run.vectorizer_dir())?;
     let train = EncodedSplit::new(&vectorizer, &splits.train);
-    let validation = (!splits.validation.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.validation));
+    let validation =
+        (!splits.validation.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.validation));
     let test = (!splits.test.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.test));
-    tracing::info!(vocab = vectorizer.vocab_size(), seconds = t.elapsed().as_secs_f64(), "vectorizer fitted");
+    tracing::info!(
+        vocab = vectorizer.vocab_size(),
+        seconds = t.elapsed().as_secs_f64(),
+        "vectorizer fitted"
+    );
 
     let mut log = MetricsLog::create(&run.metrics(), &run.timing(), args.json)?;
     let mut progress = progress::for_terminal(args.quiet || args.json);
@@ -193,6 +210,10 @@ fn execute(
         train: &train,
         validation: validation.as_ref(),
         test: test.as_ref(),
+        test_is_validation: matches!(
+            spec.dataset.validation,
+            Some(crate::spec::Validation::Split(_))
+        ),
         run,
         log: &mut log,
         progress: progress.as_mut(),
@@ -209,7 +230,10 @@ fn write_static_files(run: &RunDir, loaded: &LoadedSpec, plan: &Plan) -> Result<
         loaded.source.file
     );
     atomic_write(&run.pipeline(), text.as_bytes())?;
-    atomic_write(&run.summary(), summary_table(&loaded.spec.name, plan).as_bytes())?;
+    atomic_write(
+        &run.summary(),
+        summary_table(&loaded.spec.name, plan).as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -226,16 +250,36 @@ fn start_log(run: &RunDir) -> Result<()> {
 }
 
 fn print_results(record: &RunRecord, run: &RunDir) {
-    println!("run {} {:?} in {:.1} s", run.path.display(), record.status, record.duration_s.unwrap_or(0.0));
-    println!("{:<12} {:<8} {:<12} {:>10} {:>10}", "stage", "epochs", "split", "loss", "accuracy");
+    println!(
+        "run {} {:?} in {:.1} s",
+        run.path.display(),
+        record.status,
+        record.duration_s.unwrap_or(0.0)
+    );
+    println!(
+        "{:<12} {:<8} {:<12} {:>10} {:>10}",
+        "stage", "epochs", "split", "loss", "accuracy"
+    );
     for s in &record.stages {
         for split in ["train", "validation"] {
-            if let (Some(l), Some(a)) = (s.last.get(&format!("{split}.loss")), s.last.get(&format!("{split}.accuracy"))) {
-                println!("{:<12} {:<8} {:<12} {:>10.4} {:>10.4}", s.name, s.epochs_completed, split, l, a);
+            if let (Some(l), Some(a)) = (
+                s.last.get(&format!("{split}.loss")),
+                s.last.get(&format!("{split}.accuracy")),
+            ) {
+                println!(
+                    "{:<12} {:<8} {:<12} {:>10.4} {:>10.4}",
+                    s.name, s.epochs_completed, split, l, a
+                );
             }
         }
     }
-    if let (Some(l), Some(a)) = (record.metrics.get("test.loss"), record.metrics.get("test.accuracy")) {
-        println!("{:<12} {:<8} {:<12} {:>10.4} {:>10.4}", "", "", "test", l, a);
+    if let (Some(l), Some(a)) = (
+        record.metrics.get("test.loss"),
+        record.metrics.get("test.accuracy"),
+    ) {
+        println!(
+            "{:<12} {:<8} {:<12} {:>10.4} {:>10.4}",
+            "", "", "test", l, a
+        );
     }
 }

@@ -31,7 +31,11 @@ impl EncodedSplit {
     }
 
     /// Model inputs and labels for `rows`.
-    pub fn batch<B: Backend>(&self, rows: &[usize], device: &B::Device) -> (Inputs<B>, Tensor<B, 1, Int>) {
+    pub fn batch<B: Backend>(
+        &self,
+        rows: &[usize],
+        device: &B::Device,
+    ) -> (Inputs<B>, Tensor<B, 1, Int>) {
         let len = self.enc.len;
         let n = rows.len();
         let mut ids = Vec::with_capacity(n * len);

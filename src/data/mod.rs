@@ -47,7 +47,11 @@ pub fn load_splits(spec: &DatasetSpec, seed: u64) -> Result<Splits, DataError> {
     Ok(match &spec.validation {
         Some(Validation::Fraction(f)) => {
             let (train, validation) = source::split_fraction(train, *f, seed);
-            Splits { train, validation, test }
+            Splits {
+                train,
+                validation,
+                test,
+            }
         }
         Some(Validation::Split(_)) => Splits {
             train,

@@ -41,7 +41,12 @@ impl<B: Backend> Graph<B> {
 
     /// Runs layers `from..`, with the outputs of earlier layers supplied by `cached`
     /// (used to reuse a frozen prefix's outputs).
-    pub fn run(&self, inputs: &Inputs<B>, from: usize, cached: Option<Vec<Vec<Value<B>>>>) -> Value<B> {
+    pub fn run(
+        &self,
+        inputs: &Inputs<B>,
+        from: usize,
+        cached: Option<Vec<Vec<Value<B>>>>,
+    ) -> Value<B> {
         let ctx = ForwardCtx {
             mask: inputs.mask.clone(),
             token_type_ids: inputs.token_type_ids.clone(),
@@ -62,9 +67,16 @@ impl<B: Backend> Graph<B> {
                     Source::Layer(l, o) => outputs[l][o].clone(),
                 })
                 .collect();
-            let out = if i == last { layer.forward_logits(args, &ctx) } else { layer.forward(args, &ctx) };
+            let out = if i == last {
+                layer.forward_logits(args, &ctx)
+            } else {
+                layer.forward(args, &ctx)
+            };
             outputs.push(out);
         }
-        outputs.pop().and_then(|o| o.into_iter().next()).expect("the graph has layers")
+        outputs
+            .pop()
+            .and_then(|o| o.into_iter().next())
+            .expect("the graph has layers")
     }
 }

@@ -6,5 +6,5 @@ pub mod plan;
 pub mod summary;
 
 pub use compile::Graph;
-pub use plan::{PlannedLayer, Plan, Source, resolve};
+pub use plan::{Plan, PlannedLayer, Source, resolve};
 pub use summary::summary_table;

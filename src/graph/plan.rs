@@ -5,8 +5,8 @@ use std::path::Path;
 
 use crate::error::{Diagnostics, suggest, with_suggestion};
 use crate::layers::{InferCtx, LAYER_TYPES, LayerConfig, TensorSpec, ValueKind};
-use crate::spec::{LoadedSpec, Spec, VectorizerSpec, Validation};
 use crate::spec::dataset::DatasetFormat;
+use crate::spec::{LoadedSpec, Spec, Validation, VectorizerSpec};
 
 /// Where a layer input comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +45,11 @@ impl Plan {
         self.layers.iter().map(|l| l.params).sum()
     }
     pub fn trainable_params(&self) -> usize {
-        self.layers.iter().filter(|l| l.trainable).map(|l| l.params).sum()
+        self.layers
+            .iter()
+            .filter(|l| l.trainable)
+            .map(|l| l.params)
+            .sum()
     }
     pub fn output(&self) -> &TensorSpec {
         &self.layers.last().expect("a plan has layers").outputs[0].1
@@ -131,10 +135,16 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
         }
     }
     if ds.labels.len() < 2 {
-        diags.push(src.value("dataset.labels"), "`dataset.labels` needs at least two class names");
+        diags.push(
+            src.value("dataset.labels"),
+            "`dataset.labels` needs at least two class names",
+        );
     }
     if ds.text.is_empty() {
-        diags.push(src.value("dataset.text"), "`dataset.text` needs at least one column");
+        diags.push(
+            src.value("dataset.text"),
+            "`dataset.text` needs at least one column",
+        );
     }
     if ds.format == DatasetFormat::AgNewsCsv {
         for (i, col) in ds.text.iter().enumerate() {
@@ -158,14 +168,20 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
         _ => {}
     }
     if ds.limit == Some(0) {
-        diags.push(src.value("dataset.limit"), "`dataset.limit` must be at least 1");
+        diags.push(
+            src.value("dataset.limit"),
+            "`dataset.limit` must be at least 1",
+        );
     }
 
     let (ctx, inputs) = vectorizer_shapes(spec);
     match &spec.vectorizer {
         VectorizerSpec::TextVectorization(v) => {
             if v.max_tokens < 3 {
-                diags.push(src.value("vectorizer.max_tokens"), "`max_tokens` must be at least 3");
+                diags.push(
+                    src.value("vectorizer.max_tokens"),
+                    "`max_tokens` must be at least 3",
+                );
             }
             if v.output_sequence_length == 0 {
                 diags.push(
@@ -198,7 +214,8 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
                 format!("duplicate layer name `{name}`"),
             );
         }
-        let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(layer.params.clone())) {
+        let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(layer.params.clone()))
+        {
             Ok(Some(c)) => Some(c),
             Ok(None) => {
                 let hint = suggest(&layer.kind, LAYER_TYPES.iter().copied())
@@ -220,10 +237,18 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
                     (None, false) => src.value(&format!("{at}.{path}")),
                     (None, true) => src.key(&format!("{at}.type")),
                 };
-                let key = if path.is_empty() { String::new() } else { format!("`{path}`: ") };
+                let key = if path.is_empty() {
+                    String::new()
+                } else {
+                    format!("`{path}`: ")
+                };
                 diags.push(
                     loc,
-                    format!("layer `{name}` ({}): {key}{}", layer.kind, with_suggestion(&message)),
+                    format!(
+                        "layer `{name}` ({}): {key}{}",
+                        layer.kind,
+                        with_suggestion(&message)
+                    ),
                 );
                 None
             }
@@ -233,7 +258,10 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             continue;
         };
         if let Err(e) = config.validate() {
-            diags.push(src.key(&format!("{at}.type")), format!("layer `{name}` ({}): {e}", layer.kind));
+            diags.push(
+                src.key(&format!("{at}.type")),
+                format!("layer `{name}` ({}): {e}", layer.kind),
+            );
             layers.push(None);
             continue;
         }
@@ -268,7 +296,11 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
                 }
                 Ok(None) => upstream_failed = true,
                 Err(msg) => {
-                    let loc = if key.is_empty() { src.key(&format!("{at}.type")) } else { src.value(key) };
+                    let loc = if key.is_empty() {
+                        src.key(&format!("{at}.type"))
+                    } else {
+                        src.value(key)
+                    };
                     diags.push(loc, format!("layer `{name}`: {msg}"));
                     upstream_failed = true;
                 }
@@ -329,7 +361,8 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
     let num_classes = ds.labels.len();
     if let Some(Some(last)) = layers.last() {
         let out = &last.outputs[0].1;
-        let ok = out.kind == ValueKind::Float && out.rank() == 1 && out.features() == Some(num_classes);
+        let ok =
+            out.kind == ValueKind::Float && out.rank() == 1 && out.features() == Some(num_classes);
         if !ok {
             diags.push(
                 src.key(&format!("model.layers[{}].type", layers.len() - 1)),
@@ -359,14 +392,23 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
         let at = format!("stages[{i}]");
         let sname = stage.name_or_default(i);
         if stage_names.contains(&sname) {
-            diags.push(src.value(&format!("{at}.name")), format!("duplicate stage name `{sname}`"));
+            diags.push(
+                src.value(&format!("{at}.name")),
+                format!("duplicate stage name `{sname}`"),
+            );
         }
         stage_names.push(sname.clone());
         if stage.epochs == 0 {
-            diags.push(src.value(&format!("{at}.epochs")), "`epochs` must be at least 1");
+            diags.push(
+                src.value(&format!("{at}.epochs")),
+                "`epochs` must be at least 1",
+            );
         }
         if stage.batch_size == 0 {
-            diags.push(src.value(&format!("{at}.batch_size")), "`batch_size` must be at least 1");
+            diags.push(
+                src.value(&format!("{at}.batch_size")),
+                "`batch_size` must be at least 1",
+            );
         }
         if stage.gradient_accumulation == 0 {
             diags.push(
@@ -399,7 +441,10 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
     }
     Ok(Plan {
         inputs,
-        layers: layers.into_iter().map(|l| l.expect("no diagnostics")).collect(),
+        layers: layers
+            .into_iter()
+            .map(|l| l.expect("no diagnostics"))
+            .collect(),
         ctx,
         num_classes,
     })
@@ -430,7 +475,10 @@ fn lookup(
             None => 0,
             Some(o) => inputs.iter().position(|(n, _)| n == o).ok_or_else(|| {
                 let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
-                format!("the input has no output `{o}` (outputs: {})", names.join(", "))
+                format!(
+                    "the input has no output `{o}` (outputs: {})",
+                    names.join(", ")
+                )
             })?,
         };
         return Ok(Some((Source::Input(idx), inputs[idx].1.clone())));
@@ -439,20 +487,27 @@ fn lookup(
         let hint = suggest(layer, names.iter().map(|s| s.as_str()))
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
-        return Err(format!(
-            "input `{reference}` is not an earlier layer{hint}"
-        ));
+        return Err(format!("input `{reference}` is not an earlier layer{hint}"));
     };
     let Some(planned) = &layers[idx] else {
         return Ok(None);
     };
     let out = match output {
         None => 0,
-        Some(o) => planned.outputs.iter().position(|(n, _)| n == o).ok_or_else(|| {
-            let outs: Vec<&str> = planned.outputs.iter().map(|(n, _)| n.as_str()).collect();
-            format!("layer `{layer}` has no output `{o}` (outputs: {})", outs.join(", "))
-        })?,
+        Some(o) => planned
+            .outputs
+            .iter()
+            .position(|(n, _)| n == o)
+            .ok_or_else(|| {
+                let outs: Vec<&str> = planned.outputs.iter().map(|(n, _)| n.as_str()).collect();
+                format!(
+                    "layer `{layer}` has no output `{o}` (outputs: {})",
+                    outs.join(", ")
+                )
+            })?,
     };
-    Ok(Some((Source::Layer(idx, out), planned.outputs[out].1.clone())))
+    Ok(Some((
+        Source::Layer(idx, out),
+        planned.outputs[out].1.clone(),
+    )))
 }
-

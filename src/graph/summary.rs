@@ -22,11 +22,19 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
             .iter()
             .map(|s| match *s {
                 Source::Input(k) => {
-                    if k == 0 { "input".to_string() } else { format!("input.{}", plan.inputs[k].0) }
+                    if k == 0 {
+                        "input".to_string()
+                    } else {
+                        format!("input.{}", plan.inputs[k].0)
+                    }
                 }
                 Source::Layer(l, o) => {
                     let src = &plan.layers[l];
-                    if o == 0 { src.name.clone() } else { format!("{}.{}", src.name, src.outputs[o].0) }
+                    if o == 0 {
+                        src.name.clone()
+                    } else {
+                        format!("{}.{}", src.name, src.outputs[o].0)
+                    }
                 }
             })
             .collect();
@@ -40,7 +48,11 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
             format!("{} ({}{frozen})", layer.name, layer.config.type_name()),
             layer.outputs[0].1.to_string(),
             thousands(layer.params),
-            if sequential { String::new() } else { connected.join(", ") },
+            if sequential {
+                String::new()
+            } else {
+                connected.join(", ")
+            },
         ]);
     }
     let with_connections = rows.iter().any(|r| !r[3].is_empty());
@@ -62,7 +74,11 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
             .enumerate()
             .map(|(c, s)| {
                 let pad = widths[c] - s.chars().count();
-                if c == 2 { format!(" {}{s} ", " ".repeat(pad)) } else { format!(" {s}{} ", " ".repeat(pad)) }
+                if c == 2 {
+                    format!(" {}{s} ", " ".repeat(pad))
+                } else {
+                    format!(" {s}{} ", " ".repeat(pad))
+                }
             })
             .collect();
         format!("{bar}{}{bar}\n", parts.join(bar))
@@ -82,8 +98,16 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
     let total = plan.total_params();
     let trainable = plan.trainable_params();
     let mb = |n: usize| n as f64 * 4.0 / (1024.0 * 1024.0);
-    out += &format!(" Total params: {} ({:.2} MB)\n", thousands(total), mb(total));
-    out += &format!(" Trainable params: {} ({:.2} MB)\n", thousands(trainable), mb(trainable));
+    out += &format!(
+        " Total params: {} ({:.2} MB)\n",
+        thousands(total),
+        mb(total)
+    );
+    out += &format!(
+        " Trainable params: {} ({:.2} MB)\n",
+        thousands(trainable),
+        mb(trainable)
+    );
     out += &format!(
         " Non-trainable params: {} ({:.2} MB)\n",
         thousands(total - trainable),

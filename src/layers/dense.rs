@@ -6,7 +6,9 @@ use burn::tensor::activation;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, require_rank,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -48,7 +50,11 @@ impl LayerDef for DenseConfig {
     fn validate(&self) -> Result<(), String> {
         positive(self.units, "units")
     }
-    fn infer(&self, inputs: &[TensorSpec], _: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[1, 2], "dense")?;
         Ok(vec![("output".into(), inputs[0].with_last(self.units))])
     }
@@ -56,7 +62,12 @@ impl LayerDef for DenseConfig {
         let d_in = inputs[0].features().unwrap_or(0);
         d_in * self.units + if self.use_bias { self.units } else { 0 }
     }
-    fn init<B: Backend>(&self, inputs: &[TensorSpec], _: &InferCtx, device: &B::Device) -> Dense<B> {
+    fn init<B: Backend>(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+        device: &B::Device,
+    ) -> Dense<B> {
         let d_in = inputs[0].features().unwrap_or(0);
         Dense {
             linear: init::linear(d_in, self.units, (d_in, self.units), self.use_bias, device),

@@ -24,7 +24,11 @@ impl LayerDef for DropoutConfig {
     fn validate(&self) -> Result<(), String> {
         rate(self.rate, "rate")
     }
-    fn infer(&self, inputs: &[TensorSpec], _: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         Ok(vec![("output".into(), inputs[0].clone())])
     }
     fn param_count(&self, _: &[TensorSpec], _: &InferCtx) -> usize {

@@ -5,7 +5,9 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind, init, positive};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind, init, positive,
+};
 
 /// Keras' `embeddings_initializer="uniform"` range.
 pub const EMBEDDING_INIT: f64 = 0.05;
@@ -27,7 +29,10 @@ pub struct Embedding<B: Backend> {
 
 pub(crate) fn require_ids(inputs: &[TensorSpec], what: &str) -> Result<(), String> {
     if inputs[0].kind != ValueKind::Ids || inputs[0].rank() != 1 {
-        return Err(format!("{what} needs token ids (None, length), got {}", inputs[0]));
+        return Err(format!(
+            "{what} needs token ids (None, length), got {}",
+            inputs[0]
+        ));
     }
     Ok(())
 }
@@ -50,7 +55,11 @@ impl LayerDef for EmbeddingConfig {
     fn validate(&self) -> Result<(), String> {
         positive(self.output_dim, "output_dim")
     }
-    fn infer(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        ctx: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_ids(inputs, "embedding")?;
         if self.vocab(ctx) < ctx.vocab_size {
             return Err(format!(
@@ -67,7 +76,12 @@ impl LayerDef for EmbeddingConfig {
     fn param_count(&self, _: &[TensorSpec], ctx: &InferCtx) -> usize {
         self.vocab(ctx) * self.output_dim
     }
-    fn init<B: Backend>(&self, _: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> Embedding<B> {
+    fn init<B: Backend>(
+        &self,
+        _: &[TensorSpec],
+        ctx: &InferCtx,
+        device: &B::Device,
+    ) -> Embedding<B> {
         Embedding {
             embedding: table(self.vocab(ctx), self.output_dim, device),
         }

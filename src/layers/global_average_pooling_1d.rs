@@ -22,22 +22,38 @@ pub struct GlobalAveragePooling1d {
 impl LayerDef for GlobalAveragePooling1dConfig {
     type Module<B: Backend> = GlobalAveragePooling1d;
 
-    fn infer(&self, inputs: &[TensorSpec], _: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[2], "global_average_pooling_1d")?;
-        Ok(vec![("output".into(), TensorSpec::float(vec![inputs[0].dims[1]]))])
+        Ok(vec![(
+            "output".into(),
+            TensorSpec::float(vec![inputs[0].dims[1]]),
+        )])
     }
     fn param_count(&self, _: &[TensorSpec], _: &InferCtx) -> usize {
         0
     }
-    fn init<B: Backend>(&self, _: &[TensorSpec], _: &InferCtx, _: &B::Device) -> GlobalAveragePooling1d {
-        GlobalAveragePooling1d { masked: self.masked }
+    fn init<B: Backend>(
+        &self,
+        _: &[TensorSpec],
+        _: &InferCtx,
+        _: &B::Device,
+    ) -> GlobalAveragePooling1d {
+        GlobalAveragePooling1d {
+            masked: self.masked,
+        }
     }
 }
 
 /// Σ_t x·mask / max(Σ_t mask, 1): the sentence-transformers mean.
 pub fn masked_mean<B: Backend>(x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
     let counts = mask.clone().sum_dim(1).clamp_min(1.0); // [b, 1]
-    let summed = (x * mask.unsqueeze_dim::<3>(2)).sum_dim(1).squeeze_dim::<2>(1);
+    let summed = (x * mask.unsqueeze_dim::<3>(2))
+        .sum_dim(1)
+        .squeeze_dim::<2>(1);
     summed / counts
 }
 

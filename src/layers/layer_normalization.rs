@@ -31,16 +31,29 @@ impl LayerDef for LayerNormalizationConfig {
     type Module<B: Backend> = LayerNormalization<B>;
 
     fn validate(&self) -> Result<(), String> {
-        if self.epsilon > 0.0 { Ok(()) } else { Err("`epsilon` must be positive".into()) }
+        if self.epsilon > 0.0 {
+            Ok(())
+        } else {
+            Err("`epsilon` must be positive".into())
+        }
     }
-    fn infer(&self, inputs: &[TensorSpec], _: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[1, 2], "layer_normalization")?;
         Ok(vec![("output".into(), inputs[0].clone())])
     }
     fn param_count(&self, inputs: &[TensorSpec], _: &InferCtx) -> usize {
         2 * inputs[0].features().unwrap_or(0)
     }
-    fn init<B: Backend>(&self, inputs: &[TensorSpec], _: &InferCtx, device: &B::Device) -> LayerNormalization<B> {
+    fn init<B: Backend>(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+        device: &B::Device,
+    ) -> LayerNormalization<B> {
         LayerNormalization {
             norm: layer_norm(inputs[0].features().unwrap_or(0), self.epsilon, device),
         }

@@ -150,11 +150,20 @@ pub trait LayerDef: DeserializeOwned + Serialize + JsonSchema + Clone + fmt::Deb
         1..=1
     }
     /// Named outputs, the default output first. Errors say what is wrong with the inputs.
-    fn infer(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String>;
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        ctx: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String>;
     /// Parameter count for these inputs, without allocating the weights.
     fn param_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize;
     /// Fresh weights, drawn from the backend's seeded RNG.
-    fn init<B: Backend>(&self, inputs: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> Self::Module<B>;
+    fn init<B: Backend>(
+        &self,
+        inputs: &[TensorSpec],
+        ctx: &InferCtx,
+        device: &B::Device,
+    ) -> Self::Module<B>;
     /// Sanity checks on the configuration itself (positive sizes, rates in range).
     fn validate(&self) -> Result<(), String> {
         Ok(())
@@ -170,13 +179,20 @@ pub trait LayerForward<B: Backend> {
     }
 }
 
-pub(crate) fn require_rank(inputs: &[TensorSpec], ranks: &[usize], what: &str) -> Result<(), String> {
+pub(crate) fn require_rank(
+    inputs: &[TensorSpec],
+    ranks: &[usize],
+    what: &str,
+) -> Result<(), String> {
     let s = &inputs[0];
     if s.kind != ValueKind::Float {
         return Err(format!("{what} needs float features, got token ids {s}"));
     }
     if !ranks.contains(&s.rank()) {
-        return Err(format!("{what} needs input of rank {:?} (without batch), got {s}", ranks));
+        return Err(format!(
+            "{what} needs input of rank {:?} (without batch), got {s}",
+            ranks
+        ));
     }
     if s.features().is_none() {
         return Err(format!("{what} needs a known feature size, got {s}"));
@@ -185,9 +201,17 @@ pub(crate) fn require_rank(inputs: &[TensorSpec], ranks: &[usize], what: &str) -
 }
 
 pub(crate) fn positive(value: usize, key: &str) -> Result<(), String> {
-    if value == 0 { Err(format!("`{key}` must be at least 1")) } else { Ok(()) }
+    if value == 0 {
+        Err(format!("`{key}` must be at least 1"))
+    } else {
+        Ok(())
+    }
 }
 
 pub(crate) fn rate(value: f64, key: &str) -> Result<(), String> {
-    if (0.0..1.0).contains(&value) { Ok(()) } else { Err(format!("`{key}` must be in [0, 1), got {value}")) }
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("`{key}` must be in [0, 1), got {value}"))
+    }
 }

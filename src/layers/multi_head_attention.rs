@@ -9,7 +9,10 @@ use burn::tensor::activation::softmax;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
+    require_rank,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -49,10 +52,18 @@ impl MultiHeadAttentionConfig {
     /// Parameters of the four projections for query width `d_q` and key/value width `d_kv`.
     pub fn count(&self, d_q: usize, d_kv: usize) -> usize {
         let (h, k, v) = (self.num_heads, self.key_dim, self.value_dim());
-        (d_q * h * k + h * k) + (d_kv * h * k + h * k) + (d_kv * h * v + h * v) + (h * v * d_q + d_q)
+        (d_q * h * k + h * k)
+            + (d_kv * h * k + h * k)
+            + (d_kv * h * v + h * v)
+            + (h * v * d_q + d_q)
     }
 
-    pub fn build<B: Backend>(&self, d_q: usize, d_kv: usize, device: &B::Device) -> MultiHeadAttention<B> {
+    pub fn build<B: Backend>(
+        &self,
+        d_q: usize,
+        d_kv: usize,
+        device: &B::Device,
+    ) -> MultiHeadAttention<B> {
         let (h, k, v) = (self.num_heads, self.key_dim, self.value_dim());
         // Keras draws the EinsumDense kernels [d, heads, dim] / [heads, dim, d] with fans
         // computed over those 3-d shapes, not over the flattened matrices.
@@ -88,7 +99,11 @@ impl LayerDef for MultiHeadAttentionConfig {
         positive(self.value_dim(), "value_dim")?;
         rate(self.dropout, "dropout")
     }
-    fn infer(&self, inputs: &[TensorSpec], _: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[2], "multi_head_attention (query)")?;
         if inputs.len() == 2 {
             require_rank(&inputs[1..], &[2], "multi_head_attention (value)")?;
@@ -99,7 +114,12 @@ impl LayerDef for MultiHeadAttentionConfig {
         let (d_q, d_kv) = Self::widths(inputs);
         self.count(d_q, d_kv)
     }
-    fn init<B: Backend>(&self, inputs: &[TensorSpec], _: &InferCtx, device: &B::Device) -> MultiHeadAttention<B> {
+    fn init<B: Backend>(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+        device: &B::Device,
+    ) -> MultiHeadAttention<B> {
         let (d_q, d_kv) = Self::widths(inputs);
         self.build(d_q, d_kv, device)
     }
@@ -112,9 +132,15 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 
     /// Attention of `query` [b, lq, d] over `value` [b, lk, d'] (keys = values).
-    pub fn attend(&self, query: Tensor<B, 3>, value: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 3> {
+    pub fn attend(
+        &self,
+        query: Tensor<B, 3>,
+        value: Tensor<B, 3>,
+        mask: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
         let [b, lq, _] = query.dims();
-        let q = self.heads(self.query.forward(query), self.key_dim)
+        let q = self
+            .heads(self.query.forward(query), self.key_dim)
             .mul_scalar(1.0 / (self.key_dim as f64).sqrt());
         let k = self.heads(self.key.forward(value.clone()), self.key_dim);
         let v = self.heads(self.value.forward(value), self.value_dim);
@@ -127,10 +153,11 @@ impl<B: Backend> MultiHeadAttention<B> {
             scores = scores + penalty;
         }
         let weights = self.dropout.forward(softmax(scores, 3));
-        let out = weights
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([b, lq, self.num_heads * self.value_dim]);
+        let out =
+            weights
+                .matmul(v)
+                .swap_dims(1, 2)
+                .reshape([b, lq, self.num_heads * self.value_dim]);
         self.attention_output.forward(out)
     }
 }
@@ -139,7 +166,10 @@ impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let mut it = inputs.into_iter();
         let query = it.next().expect("query").sequence();
-        let value = it.next().map(Value::sequence).unwrap_or_else(|| query.clone());
+        let value = it
+            .next()
+            .map(Value::sequence)
+            .unwrap_or_else(|| query.clone());
         vec![Value::Sequence(self.attend(query, value, &ctx.mask))]
     }
 }

@@ -88,6 +88,9 @@ registry! {
 fn parse_as<T: serde::de::DeserializeOwned>(params: toml::Value) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize::<_, T>(params).map_err(|e| {
         let path = e.path().to_string();
-        (e.into_inner().message().to_string(), if path == "." { String::new() } else { path })
+        (
+            e.into_inner().message().to_string(),
+            if path == "." { String::new() } else { path },
+        )
     })
 }

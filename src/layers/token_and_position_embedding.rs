@@ -41,11 +41,17 @@ impl LayerDef for TokenAndPositionEmbeddingConfig {
     fn validate(&self) -> Result<(), String> {
         positive(self.embed_dim, "embed_dim")
     }
-    fn infer(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        ctx: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_ids(inputs, "token_and_position_embedding")?;
         let (vocab, maxlen) = self.sizes(ctx);
         if maxlen == 0 {
-            return Err("`maxlen` is needed when the vectorizer has no fixed sequence length".into());
+            return Err(
+                "`maxlen` is needed when the vectorizer has no fixed sequence length".into(),
+            );
         }
         if vocab < ctx.vocab_size {
             return Err(format!(
@@ -68,7 +74,12 @@ impl LayerDef for TokenAndPositionEmbeddingConfig {
         let (vocab, maxlen) = self.sizes(ctx);
         (vocab + maxlen) * self.embed_dim
     }
-    fn init<B: Backend>(&self, _: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> TokenAndPositionEmbedding<B> {
+    fn init<B: Backend>(
+        &self,
+        _: &[TensorSpec],
+        ctx: &InferCtx,
+        device: &B::Device,
+    ) -> TokenAndPositionEmbedding<B> {
         let (vocab, maxlen) = self.sizes(ctx);
         TokenAndPositionEmbedding {
             token_emb: table(vocab, self.embed_dim, device),

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::layer_normalization::layer_norm;
 use super::multi_head_attention::{MultiHeadAttention, MultiHeadAttentionConfig};
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
+    require_rank,
+};
 
 fn lesson_dropout() -> f64 {
     0.1
@@ -70,15 +73,27 @@ impl LayerDef for TransformerBlockConfig {
         }
         rate(self.dropout, "dropout")
     }
-    fn infer(&self, inputs: &[TensorSpec], _: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[2], "transformer_block")?;
         Ok(vec![("output".into(), inputs[0].clone())])
     }
     fn param_count(&self, inputs: &[TensorSpec], _: &InferCtx) -> usize {
         let d = inputs[0].features().unwrap_or(0);
-        self.attention(d).count(d, d) + (d * self.ff_dim + self.ff_dim) + (self.ff_dim * d + d) + 4 * d
+        self.attention(d).count(d, d)
+            + (d * self.ff_dim + self.ff_dim)
+            + (self.ff_dim * d + d)
+            + 4 * d
     }
-    fn init<B: Backend>(&self, inputs: &[TensorSpec], _: &InferCtx, device: &B::Device) -> TransformerBlock<B> {
+    fn init<B: Backend>(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+        device: &B::Device,
+    ) -> TransformerBlock<B> {
         let d = inputs[0].features().unwrap_or(0);
         TransformerBlock {
             att: self.attention(d).build(d, d, device),
@@ -95,7 +110,9 @@ impl LayerDef for TransformerBlockConfig {
 impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
-        let attn = self.dropout1.forward(self.att.attend(x.clone(), x.clone(), &ctx.mask));
+        let attn = self
+            .dropout1
+            .forward(self.att.attend(x.clone(), x.clone(), &ctx.mask));
         let out1 = self.layernorm1.forward(x + attn);
         let ffn = self.ffn_2.forward(relu(self.ffn_1.forward(out1.clone())));
         let ffn = self.dropout2.forward(ffn);

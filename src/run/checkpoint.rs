@@ -9,7 +9,10 @@ use burn::store::{ModuleSnapshot, SafetensorsStore};
 pub fn save<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("weights");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("weights");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
     module

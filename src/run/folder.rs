@@ -36,7 +36,9 @@ impl RunDir {
     }
 
     pub fn open(path: &Path) -> io::Result<RunDir> {
-        let run = RunDir { path: path.to_path_buf() };
+        let run = RunDir {
+            path: path.to_path_buf(),
+        };
         if !run.run_json().is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -47,7 +49,10 @@ impl RunDir {
     }
 
     pub fn name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
     pub fn pipeline(&self) -> PathBuf {
         self.path.join("pipeline.toml")
@@ -74,7 +79,8 @@ impl RunDir {
         self.path.join("checkpoints")
     }
     pub fn checkpoint(&self, stage: &str, which: &str) -> PathBuf {
-        self.checkpoints().join(format!("{stage}-{which}.safetensors"))
+        self.checkpoints()
+            .join(format!("{stage}-{which}.safetensors"))
     }
     pub fn model_dir(&self) -> PathBuf {
         self.path.join("model")

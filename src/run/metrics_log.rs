@@ -7,7 +7,14 @@ use std::path::Path;
 use serde::Serialize;
 
 pub const METRICS_HEADER: [&str; 7] = ["stage", "epoch", "step", "split", "loss", "accuracy", "lr"];
-pub const TIMING_HEADER: [&str; 6] = ["stage", "epoch", "step", "split", "samples_per_s", "elapsed_s"];
+pub const TIMING_HEADER: [&str; 6] = [
+    "stage",
+    "epoch",
+    "step",
+    "split",
+    "samples_per_s",
+    "elapsed_s",
+];
 
 #[derive(Clone, Debug, Serialize)]
 pub struct MetricRow {
@@ -40,7 +47,11 @@ impl MetricsLog {
         let mut t = csv::Writer::from_path(timing)?;
         t.write_record(TIMING_HEADER)?;
         t.flush()?;
-        Ok(MetricsLog { metrics: m, timing: t, json })
+        Ok(MetricsLog {
+            metrics: m,
+            timing: t,
+            json,
+        })
     }
 
     pub fn log(&mut self, row: &MetricRow) -> std::io::Result<()> {

@@ -101,8 +101,13 @@ pub fn git_rev() -> Option<String> {
 mod tests {
     #[test]
     fn burn_version_matches_lockfile() {
-        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock")).unwrap();
         let needle = format!("name = \"burn\"\nversion = \"{}\"", super::BURN_VERSION);
-        assert!(lock.contains(&needle), "Cargo.lock pins another burn than {}", super::BURN_VERSION);
+        assert!(
+            lock.contains(&needle),
+            "Cargo.lock pins another burn than {}",
+            super::BURN_VERSION
+        );
     }
 }

@@ -47,7 +47,11 @@ impl SourceMap {
         self.overrides
             .iter()
             .rev()
-            .find(|(p, _)| path == p || path.starts_with(&format!("{p}.")) || path.starts_with(&format!("{p}[")))
+            .find(|(p, _)| {
+                path == p
+                    || path.starts_with(&format!("{p}."))
+                    || path.starts_with(&format!("{p}["))
+            })
             .map(|(_, o)| Location::Override(o.clone()))
     }
 
@@ -94,16 +98,44 @@ pub struct LoadedSpec {
     pub source: SourceMap,
     /// The overrides as given, `path=value`, environment first.
     pub overrides: Vec<String>,
+    /// Problems in stages that could be skipped while still building the rest of the spec, so
+    /// that resolving can report its own problems alongside them. Empty from [`load_spec`].
+    pub errors: Diagnostics,
 }
 
+/// Loads a spec, failing on any problem.
 pub fn load_spec(path: &Path, sets: &[String]) -> Result<LoadedSpec, Diagnostics> {
+    let mut loaded = load_spec_partial(path, sets)?;
+    if loaded.errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(std::mem::take(&mut loaded.errors))
+    }
+}
+
+/// Loads a spec, keeping what could be read when some stages are invalid (see [`LoadedSpec::errors`]).
+pub fn load_spec_partial(path: &Path, sets: &[String]) -> Result<LoadedSpec, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut d = Diagnostics::default();
         d.push(Location::None, format!("cannot read spec {file}: {e}"));
         d
     })?;
-    load_spec_str(&file, &text, sets, &env_overrides())
+    load_spec_str_partial(&file, &text, sets, &env_overrides())
+}
+
+pub fn load_spec_str(
+    file: &str,
+    text: &str,
+    sets: &[String],
+    env: &[String],
+) -> Result<LoadedSpec, Diagnostics> {
+    let mut loaded = load_spec_str_partial(file, text, sets, env)?;
+    if loaded.errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(std::mem::take(&mut loaded.errors))
+    }
 }
 
 /// `PIPE_SEED=7`, `PIPE_STAGES__TRAIN__EPOCHS=3`: figment's environment provider does the
@@ -120,7 +152,7 @@ fn env_overrides() -> Vec<String> {
     out
 }
 
-pub fn load_spec_str(
+pub fn load_spec_str_partial(
     file: &str,
     text: &str,
     sets: &[String],
@@ -169,13 +201,14 @@ pub fn load_spec_str(
 
     let spec = extract(&doc, &source, &mut diags);
     match spec {
-        Some(spec) if diags.is_empty() => Ok(LoadedSpec {
+        Some(spec) => Ok(LoadedSpec {
             spec,
             merged: doc,
             source,
             overrides,
+            errors: diags,
         }),
-        _ => Err(diags),
+        None => Err(diags),
     }
 }
 
@@ -378,7 +411,17 @@ pub fn deserialize_at<T: DeserializeOwned>(
                 .strip_prefix("unknown field `")
                 .and_then(|r| r.split('`').next())
             {
-                source.key(&join(&path, field))
+                // The path already ends at the unknown key; show its table, point at the key.
+                let key_path = if path.ends_with(&format!(".{field}")) || path == field {
+                    path.clone()
+                } else {
+                    join(&path, field)
+                };
+                path = key_path
+                    .strip_suffix(field)
+                    .map(|p| p.trim_end_matches('.').to_string())
+                    .unwrap_or_default();
+                source.key(&key_path)
             } else if message.starts_with("missing field") {
                 source.key(&path)
             } else {
@@ -402,7 +445,10 @@ fn extract(doc: &toml::Table, source: &SourceMap, diags: &mut Diagnostics) -> Op
             let hint = suggest(key, TOP_LEVEL_KEYS.iter().copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            diags.push(source.key(key), format!("unknown top-level key `{key}`{hint}"));
+            diags.push(
+                source.key(key),
+                format!("unknown top-level key `{key}`{hint}"),
+            );
         }
     }
     let mut part = |key: &str| -> Option<toml::Value> {
@@ -446,12 +492,14 @@ fn extract(doc: &toml::Table, source: &SourceMap, diags: &mut Diagnostics) -> Op
     let stages: Option<Vec<super::StageSpec>> = match stages {
         None => Some(Vec::new()),
         Some(toml::Value::Array(items)) => {
-            let parsed: Vec<Option<super::StageSpec>> = items
-                .into_iter()
-                .enumerate()
-                .map(|(i, v)| deserialize_at(v, &format!("stages[{i}]"), source, diags))
-                .collect();
-            parsed.into_iter().collect()
+            // A broken stage is left out so that the model and data can still be checked.
+            Some(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| deserialize_at(v, &format!("stages[{i}]"), source, diags))
+                    .collect(),
+            )
         }
         Some(_) => {
             diags.push(
@@ -536,7 +584,10 @@ optimizer = { type = "adam" }
     fn unknown_stage_key_is_located_and_suggested() {
         let err = load_spec_str("p.toml", SPEC, &[], &[]).unwrap_err();
         let text = err.to_string();
-        assert!(text.starts_with("p.toml:16:1: error:"), "{text}");
+        assert!(
+            text.starts_with("p.toml:15:1: error: `stages[0]`: unknown field `epocs`"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `epochs`?"), "{text}");
     }
 
@@ -552,8 +603,14 @@ optimizer = { type = "adam" }
         let loaded = load_spec_str("p.toml", &fixed, &sets, &[]).unwrap();
         assert_eq!(loaded.spec.seed, 7);
         assert_eq!(loaded.spec.stages[0].epochs, 3);
-        assert_eq!(loaded.spec.model.layers[1].params["units"].as_integer(), Some(4));
-        assert_eq!(loaded.spec.model.layers[0].params["output_dim"].as_integer(), Some(16));
+        assert_eq!(
+            loaded.spec.model.layers[1].params["units"].as_integer(),
+            Some(4)
+        );
+        assert_eq!(
+            loaded.spec.model.layers[0].params["output_dim"].as_integer(),
+            Some(16)
+        );
     }
 
     #[test]
@@ -562,7 +619,10 @@ optimizer = { type = "adam" }
         let err = load_spec_str("p.toml", &fixed, &["stages.train.epochs=many".into()], &[])
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("--set stages.train.epochs=many: error:"), "{err}");
+        assert!(
+            err.starts_with("--set stages.train.epochs=many: error:"),
+            "{err}"
+        );
         let err = load_spec_str("p.toml", &fixed, &["model.hed.units=1".into()], &[])
             .unwrap_err()
             .to_string();
@@ -572,8 +632,13 @@ optimizer = { type = "adam" }
     #[test]
     fn wrong_type_points_at_the_value() {
         let bad = SPEC.replace("epocs = 2", "epochs = \"two\"");
-        let err = load_spec_str("p.toml", &bad, &[], &[]).unwrap_err().to_string();
-        assert!(err.starts_with("p.toml:16:10: error: `stages[0].epochs`"), "{err}");
+        let err = load_spec_str("p.toml", &bad, &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("p.toml:15:10: error: `stages[0].epochs`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -48,7 +48,11 @@ pub fn auto_names(layers: &[(Option<String>, String)]) -> Vec<String> {
             }
             loop {
                 let c = counters.entry(kind.as_str()).or_insert(0);
-                let candidate = if *c == 0 { kind.clone() } else { format!("{kind}_{c}") };
+                let candidate = if *c == 0 {
+                    kind.clone()
+                } else {
+                    format!("{kind}_{c}")
+                };
                 *c += 1;
                 if !taken.contains(candidate.as_str()) {
                     return candidate;

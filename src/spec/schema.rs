@@ -30,12 +30,24 @@ pub fn pipeline_schema() -> Value {
             .as_object_mut()
             .expect("properties");
         props.insert("type".into(), json!({ "const": name }));
-        props.insert("name".into(), json!({ "type": "string", "description": "Unique layer name" }));
-        props.insert("input".into(), json!({ "type": "string", "description": "An earlier layer or `layer.output`" }));
-        props.insert("inputs".into(), json!({ "type": "array", "items": { "type": "string" } }));
+        props.insert(
+            "name".into(),
+            json!({ "type": "string", "description": "Unique layer name" }),
+        );
+        props.insert(
+            "input".into(),
+            json!({ "type": "string", "description": "An earlier layer or `layer.output`" }),
+        );
+        props.insert(
+            "inputs".into(),
+            json!({ "type": "array", "items": { "type": "string" } }),
+        );
         props.insert("trainable".into(), json!({ "type": "boolean" }));
         let required = obj.entry("required").or_insert_with(|| json!([]));
-        required.as_array_mut().expect("required").push(json!("type"));
+        required
+            .as_array_mut()
+            .expect("required")
+            .push(json!("type"));
         obj.insert("title".into(), json!(name));
         obj.insert("additionalProperties".into(), json!(false));
         variants.push(schema);

@@ -177,11 +177,17 @@ pub enum ScheduleSpec {
 
 /// The name of the `index`-th stage when the spec gives none.
 pub fn default_stage_name(index: usize) -> String {
-    if index == 0 { "train".to_string() } else { format!("stage_{}", index + 1) }
+    if index == 0 {
+        "train".to_string()
+    } else {
+        format!("stage_{}", index + 1)
+    }
 }
 
 impl StageSpec {
     pub fn name_or_default(&self, index: usize) -> String {
-        self.name.clone().unwrap_or_else(|| default_stage_name(index))
+        self.name
+            .clone()
+            .unwrap_or_else(|| default_stage_name(index))
     }
 }

@@ -39,6 +39,8 @@ pub struct TrainJob<'a> {
     pub train: &'a EncodedSplit,
     pub validation: Option<&'a EncodedSplit>,
     pub test: Option<&'a EncodedSplit>,
+    /// The validation rows are the test rows: the last validation is the test result.
+    pub test_is_validation: bool,
     pub run: &'a RunDir,
     pub log: &'a mut MetricsLog,
     pub progress: &'a mut dyn Progress,
@@ -81,7 +83,18 @@ fn batches_per_epoch(stage: &StageSpec, rows: usize) -> usize {
 }
 
 fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<TrainOutcome> {
-    let TrainJob { spec, plan, train, validation, test, run, log, progress, interrupt } = job;
+    let TrainJob {
+        spec,
+        plan,
+        train,
+        validation,
+        test,
+        test_is_validation,
+        run,
+        log,
+        progress,
+        interrupt,
+    } = job;
     B::seed(&device, spec.seed);
     let mut model = Graph::<B>::init(plan, &device);
     let mut outcome = TrainOutcome::default();
@@ -109,14 +122,18 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         let total_steps = steps_per_epoch * stage.epochs;
         let base_lr = stage.optimizer.learning_rate();
         let mut step = 0usize;
-        let mut record = StageRecord { name: stage_name.clone(), ..Default::default() };
+        let mut record = StageRecord {
+            name: stage_name.clone(),
+            ..Default::default()
+        };
         let mut best_score = f64::NEG_INFINITY;
         progress.stage_start(&stage_name, stage.epochs, steps_per_epoch);
 
         for epoch in 1..=stage.epochs {
             let mut order: Vec<usize> = (0..train.len()).collect();
             if stage.shuffle {
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(spec.seed, si, epoch));
+                let mut rng =
+                    rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(spec.seed, si, epoch));
                 order.shuffle(&mut rng);
             }
             let mut running = Running::default();
@@ -145,14 +162,33 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     model = optim.step(lr, model, accumulator.grads());
                     pending = 0;
                     step += 1;
-                    let rate = running.seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
-                    progress.step(epoch, step - (epoch - 1) * steps_per_epoch, running.loss(), running.accuracy(), rate);
+                    let rate =
+                        running.seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
+                    progress.step(
+                        epoch,
+                        step - (epoch - 1) * steps_per_epoch,
+                        running.loss(),
+                        running.accuracy(),
+                        rate,
+                    );
                     if let (Some(every), Some(val)) = (stage.validate_every, validation) {
                         if step % every == 0 && bi + 1 != batches.len() {
-                            let (vl, va) = evaluate(&model.valid(), val, stage.batch_size, stage.validation_steps, &device);
+                            let (vl, va) = evaluate(
+                                &model.valid(),
+                                val,
+                                stage.batch_size,
+                                stage.validation_steps,
+                                &device,
+                            );
                             log.log(&MetricRow {
-                                stage: stage_name.clone(), epoch, step, split: "validation".into(),
-                                loss: vl, accuracy: va, lr, samples_per_s: rate,
+                                stage: stage_name.clone(),
+                                epoch,
+                                step,
+                                split: "validation".into(),
+                                loss: vl,
+                                accuracy: va,
+                                lr,
+                                samples_per_s: rate,
                                 elapsed_s: started.elapsed().as_secs_f64(),
                             })?;
                         }
@@ -170,8 +206,14 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             }
             let rate = running.seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
             let train_row = MetricRow {
-                stage: stage_name.clone(), epoch, step, split: "train".into(),
-                loss: running.loss(), accuracy: running.accuracy(), lr, samples_per_s: rate,
+                stage: stage_name.clone(),
+                epoch,
+                step,
+                split: "train".into(),
+                loss: running.loss(),
+                accuracy: running.accuracy(),
+                lr,
+                samples_per_s: rate,
                 elapsed_s: started.elapsed().as_secs_f64(),
             };
             log.log(&train_row)?;
@@ -182,10 +224,21 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let mut score = train_row.accuracy;
             if let Some(val) = validation {
                 let t = Instant::now();
-                let (vl, va) = evaluate(&model.valid(), val, stage.batch_size, stage.validation_steps, &device);
+                let (vl, va) = evaluate(
+                    &model.valid(),
+                    val,
+                    stage.batch_size,
+                    stage.validation_steps,
+                    &device,
+                );
                 let row = MetricRow {
-                    stage: stage_name.clone(), epoch, step, split: "validation".into(),
-                    loss: vl, accuracy: va, lr,
+                    stage: stage_name.clone(),
+                    epoch,
+                    step,
+                    split: "validation".into(),
+                    loss: vl,
+                    accuracy: va,
+                    lr,
                     samples_per_s: val.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
                     elapsed_s: started.elapsed().as_secs_f64(),
                 };
@@ -215,11 +268,32 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     if let Some(test) = test.filter(|t| !t.is_empty()) {
         let t = Instant::now();
         let batch = spec.stages.last().map(|s| s.batch_size).unwrap_or(32);
-        let (tl, ta) = evaluate(&model.valid(), test, batch, None, &device);
-        let stage = spec.stages.len().checked_sub(1).map(|i| spec.stages[i].name_or_default(i)).unwrap_or_default();
+        let last = outcome.stages.last().map(|s| &s.last);
+        let reused = last
+            .filter(|_| {
+                test_is_validation
+                    && spec
+                        .stages
+                        .last()
+                        .is_some_and(|s| s.validation_steps.is_none())
+            })
+            .and_then(|m| Some((*m.get("validation.loss")?, *m.get("validation.accuracy")?)));
+        // Evaluating 7,600 rows twice with the same weights would only cost time.
+        let (tl, ta) =
+            reused.unwrap_or_else(|| evaluate(&model.valid(), test, batch, None, &device));
+        let stage = spec
+            .stages
+            .len()
+            .checked_sub(1)
+            .map(|i| spec.stages[i].name_or_default(i))
+            .unwrap_or_default();
         let row = MetricRow {
             stage,
-            epoch: outcome.stages.last().map(|s| s.epochs_completed).unwrap_or(0),
+            epoch: outcome
+                .stages
+                .last()
+                .map(|s| s.epochs_completed)
+                .unwrap_or(0),
             step: outcome.stages.last().map(|s| s.steps).unwrap_or(0),
             split: "test".into(),
             loss: tl,
@@ -246,24 +320,38 @@ pub fn evaluate<B: Backend>(
 ) -> (f64, f64) {
     let mut running = Running::default();
     let rows: Vec<usize> = (0..split.len()).collect();
-    for chunk in rows.chunks(batch_size.max(1)).take(max_batches.unwrap_or(usize::MAX)) {
+    for chunk in rows
+        .chunks(batch_size.max(1))
+        .take(max_batches.unwrap_or(usize::MAX))
+    {
         let (inputs, labels) = split.batch::<B>(chunk, device);
         let logits = model.logits(&inputs);
-        let loss: f64 = cross_entropy(logits.clone(), labels.clone()).into_scalar().elem::<f64>();
+        let loss: f64 = cross_entropy(logits.clone(), labels.clone())
+            .into_scalar()
+            .elem::<f64>();
         running.add(loss, correct(logits, labels), chunk.len());
     }
     (running.loss(), running.accuracy())
 }
 
 /// Class probabilities [rows, classes] for a split, in row order.
-pub fn predict<B: Backend>(model: &Graph<B>, split: &EncodedSplit, batch_size: usize, device: &B::Device) -> Vec<Vec<f32>> {
+pub fn predict<B: Backend>(
+    model: &Graph<B>,
+    split: &EncodedSplit,
+    batch_size: usize,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
     let rows: Vec<usize> = (0..split.len()).collect();
     let mut out = Vec::with_capacity(split.len());
     for chunk in rows.chunks(batch_size.max(1)) {
         let (inputs, _) = split.batch::<B>(chunk, device);
         let probs = burn::tensor::activation::softmax(model.logits(&inputs), 1);
         let [n, c] = probs.dims();
-        let data: Vec<f32> = probs.into_data().convert::<f32>().to_vec().expect("f32 data");
+        let data: Vec<f32> = probs
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 data");
         for r in 0..n {
             out.push(data[r * c..(r + 1) * c].to_vec());
         }

@@ -14,7 +14,12 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
 pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> usize {
     let [n, _] = logits.dims();
     let predicted = logits.argmax(1).reshape([n]);
-    predicted.equal(labels).int().sum().into_scalar().elem::<i64>() as usize
+    predicted
+        .equal(labels)
+        .int()
+        .sum()
+        .into_scalar()
+        .elem::<i64>() as usize
 }
 
 /// Running sums over an epoch or an evaluation.
@@ -69,9 +74,21 @@ pub fn class_report(truth: &[usize], predicted: &[usize], labels: &[String]) -> 
             let tp = confusion[k][k] as f64;
             let predicted_k: usize = (0..c).map(|t| confusion[t][k]).sum();
             let support: usize = confusion[k].iter().sum();
-            let precision = if predicted_k > 0 { tp / predicted_k as f64 } else { 0.0 };
-            let recall = if support > 0 { tp / support as f64 } else { 0.0 };
-            let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+            let precision = if predicted_k > 0 {
+                tp / predicted_k as f64
+            } else {
+                0.0
+            };
+            let recall = if support > 0 {
+                tp / support as f64
+            } else {
+                0.0
+            };
+            let f1 = if precision + recall > 0.0 {
+                2.0 * precision * recall / (precision + recall)
+            } else {
+                0.0
+            };
             ClassScores {
                 label: labels[k].clone(),
                 precision,

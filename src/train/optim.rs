@@ -6,7 +6,9 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig};
+use burn::optim::{
+    Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig,
+};
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::spec::OptimizerSpec;
@@ -21,7 +23,12 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
     pub fn new(spec: &OptimizerSpec, clip_norm: Option<f64>) -> Self {
         let clip = clip_norm.map(|c| GradientClippingConfig::Norm(c as f32));
         match spec {
-            OptimizerSpec::Sgd { momentum, nesterov, weight_decay, .. } => {
+            OptimizerSpec::Sgd {
+                momentum,
+                nesterov,
+                weight_decay,
+                ..
+            } => {
                 let momentum = (*momentum > 0.0).then(|| {
                     // PyTorch and Keras use no dampening; burn's default is 0.1.
                     MomentumConfig::new()
@@ -29,15 +36,23 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
                         .with_dampening(0.0)
                         .with_nesterov(*nesterov)
                 });
-                let decay = (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32));
+                let decay =
+                    (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32));
                 let config = SgdConfig::new()
                     .with_momentum(momentum)
                     .with_weight_decay(decay)
                     .with_gradient_clipping(clip);
                 StageOptimizer::Sgd(config.init())
             }
-            OptimizerSpec::Adam { beta_1, beta_2, epsilon, weight_decay, .. } => {
-                let decay = (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32));
+            OptimizerSpec::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+                weight_decay,
+                ..
+            } => {
+                let decay =
+                    (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32));
                 let config = AdamConfig::new()
                     .with_beta_1(*beta_1 as f32)
                     .with_beta_2(*beta_2 as f32)
@@ -46,7 +61,13 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
                     .with_grad_clipping(clip);
                 StageOptimizer::Adam(config.init())
             }
-            OptimizerSpec::AdamW { beta_1, beta_2, epsilon, weight_decay, .. } => {
+            OptimizerSpec::AdamW {
+                beta_1,
+                beta_2,
+                epsilon,
+                weight_decay,
+                ..
+            } => {
                 let config = AdamWConfig::new()
                     .with_beta_1(*beta_1 as f32)
                     .with_beta_2(*beta_2 as f32)

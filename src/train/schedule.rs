@@ -34,7 +34,10 @@ pub fn learning_rate(schedule: &ScheduleSpec, base: f64, step: usize, total_step
                 base * step as f64 / w as f64
             } else {
                 let progress = (step - w) as f64 / (total - w).max(1) as f64;
-                min_lr + (base - min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+                min_lr
+                    + (base - min_lr)
+                        * 0.5
+                        * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
             }
         }
         ScheduleSpec::Noam { warmup } => {
@@ -62,11 +65,16 @@ mod tests {
 
     #[test]
     fn cosine_and_noam_peak_at_base() {
-        let c = ScheduleSpec::Cosine { warmup: 10.0, min_lr: 0.0 };
+        let c = ScheduleSpec::Cosine {
+            warmup: 10.0,
+            min_lr: 0.0,
+        };
         assert!((learning_rate(&c, 2.0, 10, 110) - 2.0).abs() < 1e-12);
         assert!(learning_rate(&c, 2.0, 109, 110) < 0.01);
         let n = ScheduleSpec::Noam { warmup: 4.0 };
-        let peak = (0..100).map(|s| learning_rate(&n, 1.0, s, 100)).fold(0.0, f64::max);
+        let peak = (0..100)
+            .map(|s| learning_rate(&n, 1.0, s, 100))
+            .fold(0.0, f64::max);
         assert!((peak - 1.0).abs() < 1e-9, "{peak}");
     }
 

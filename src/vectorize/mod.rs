@@ -26,13 +26,14 @@ pub enum Vectorizer {
 
 impl Vectorizer {
     /// Builds the vectorizer for a spec, adapting on the train texts where it learns a vocabulary.
-    pub fn fit<'a>(spec: &VectorizerSpec, train_texts: impl IntoIterator<Item = &'a str>) -> Result<Self> {
+    pub fn fit<'a>(
+        spec: &VectorizerSpec,
+        train_texts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self> {
         match spec {
-            VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(TextVectorization::adapt(
-                train_texts,
-                v.max_tokens,
-                v.output_sequence_length,
-            ))),
+            VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(
+                TextVectorization::adapt(train_texts, v.max_tokens, v.output_sequence_length),
+            )),
             VectorizerSpec::Pretrained(_) => {
                 anyhow::bail!("vectorizer `pretrained` is not available in this build yet")
             }
@@ -42,7 +43,9 @@ impl Vectorizer {
     /// Loads what [`Vectorizer::save`] wrote into a run folder's `vectorizer/`.
     pub fn load(spec: &VectorizerSpec, dir: &Path) -> Result<Self> {
         match spec {
-            VectorizerSpec::TextVectorization(_) => Ok(Vectorizer::TextVectorization(TextVectorization::load(dir)?)),
+            VectorizerSpec::TextVectorization(_) => {
+                Ok(Vectorizer::TextVectorization(TextVectorization::load(dir)?))
+            }
             VectorizerSpec::Pretrained(_) => {
                 anyhow::bail!("vectorizer `pretrained` is not available in this build yet")
             }

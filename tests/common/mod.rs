@@ -1,0 +1,65 @@
+//! Helpers for end-to-end tests: run the real `pipe` binary in the repository root.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn pipe() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
+    c.current_dir(root());
+    // Keep the tests independent of the caller's environment overrides.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PIPE_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    pipe().args(args).output().expect("pipe runs")
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// A fresh, empty scratch folder for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pipe-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The single run folder under `runs_dir/<pipeline>/`.
+pub fn only_run(runs_dir: &Path, pipeline: &str) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(runs_dir.join(pipeline))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.pop().unwrap()
+}
+
+/// Overrides that make the lesson's model A a seconds-long run on real AG News rows.
+pub fn quick(runs_dir: &Path, rows: usize) -> Vec<String> {
+    vec![
+        format!("--set=dataset.limit={rows}"),
+        "--set=vectorizer.output_sequence_length=64".into(),
+        "--set=stages.train.batch_size=32".into(),
+        format!("--runs-dir={}", runs_dir.display()),
+    ]
+}
+
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}

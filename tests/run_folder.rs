@@ -1,0 +1,263 @@
+//! `pipe run` end to end on real AG News rows: the run folder, determinism, eval, predict,
+//! interruption and a broken data file.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{json, only_run, pipe, quick, run, scratch, text};
+
+const SPEC: &str = "pipelines/agnews_transformer.toml";
+
+fn run_quick(name: &str, rows: usize, extra: &[&str]) -> std::path::PathBuf {
+    let runs = scratch(name);
+    let mut args: Vec<String> = vec!["run".into(), SPEC.into(), "--quiet".into()];
+    args.extend(quick(&runs, rows));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = pipe().args(&args).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("test"), "{stdout}");
+    only_run(&runs, "agnews_transformer")
+}
+
+#[test]
+fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
+    let a = run_quick("runa", 300, &["--set=stages.train.epochs=2"]);
+    let b = run_quick("runb", 300, &["--set=stages.train.epochs=2"]);
+
+    for f in [
+        "pipeline.toml",
+        "run.json",
+        "metrics.csv",
+        "timing.csv",
+        "summary.txt",
+        "log.txt",
+        "vectorizer/tokenizer.json",
+        "vectorizer/vocab.txt",
+        "checkpoints/train-last.safetensors",
+        "checkpoints/train-best.safetensors",
+        "model/model.safetensors",
+    ] {
+        assert!(a.join(f).is_file(), "missing {f} in {}", a.display());
+    }
+    let record = json(&a.join("run.json"));
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["seed"], 42);
+    assert_eq!(
+        record["params"]["total"],
+        20000 * 32 + 64 * 32 + 10656 + 660 + 84
+    );
+    assert_eq!(record["rows"]["train"], 300);
+    assert_eq!(record["stages"][0]["epochs_completed"], 2);
+    assert_eq!(record["burn_version"], "0.21.0");
+    assert!(
+        record["overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "dataset.limit=300")
+    );
+    let acc = record["metrics"]["test.accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(
+        std::fs::read_to_string(a.join("summary.txt"))
+            .unwrap()
+            .contains("Total params")
+    );
+    assert!(
+        std::fs::read_to_string(a.join("log.txt"))
+            .unwrap()
+            .contains("run ended")
+    );
+
+    // metrics.csv: fixed header, one row per event, identical across runs with one seed.
+    let ma = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
+    let mb = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
+    assert!(
+        ma.starts_with("stage,epoch,step,split,loss,accuracy,lr\n"),
+        "{ma}"
+    );
+    assert_eq!(ma.lines().count(), 1 + 2 * 2 + 1, "{ma}");
+    assert_eq!(ma, mb, "same spec and seed must give identical metrics.csv");
+    let (wa, wb) = (
+        tensors(&a.join("model/model.safetensors")),
+        tensors(&b.join("model/model.safetensors")),
+    );
+    assert_eq!(wa.len(), 22);
+    assert!(wa == wb, "same seed must give bit-identical weights");
+
+    // The resolved spec repeats the run.
+    let again = scratch("runagain");
+    let out = run(&[
+        "run",
+        a.join("pipeline.toml").to_str().unwrap(),
+        "--quiet",
+        &format!("--runs-dir={}", again.display()),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let c = only_run(&again, "agnews_transformer");
+    assert_eq!(ma, std::fs::read_to_string(c.join("metrics.csv")).unwrap());
+
+    // eval: accuracy, per-class table, confusion matrix, eval.json.
+    let out = run(&[
+        "eval",
+        a.to_str().unwrap(),
+        "--data",
+        "data/ag_news/test.csv",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    for want in [
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "Sci/Tech",
+        "confusion matrix",
+    ] {
+        assert!(stdout.contains(want), "{want}: {stdout}");
+    }
+    let eval = json(&a.join("eval.json"));
+    assert_eq!(eval["report"]["rows"], 7600);
+    let confusion: u64 = eval["report"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion, 7600);
+
+    // predict: one line per text, from arguments and from stdin.
+    let out = run(&[
+        "predict",
+        a.to_str().unwrap(),
+        "Stocks fell sharply after the central bank raised rates",
+        "The team won the final",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    for line in stdout.lines() {
+        let label = line.split('\t').next().unwrap();
+        assert!(
+            ["World", "Sports", "Business", "Sci/Tech"].contains(&label),
+            "{line}"
+        );
+        let total: f64 = line
+            .split('\t')
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .map(|kv| kv.split('=').nth(1).unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-3, "{line}");
+    }
+    let mut child = pipe()
+        .args(["predict", a.to_str().unwrap(), "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one text\nanother text\n\nthird\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["text"], "one text");
+}
+
+/// Tensor name → raw bytes of a safetensors file (its JSON header's key order is not stable).
+fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let o = v["data_offsets"].as_array().unwrap();
+            let (s, e) = (
+                o[0].as_u64().unwrap() as usize,
+                o[1].as_u64().unwrap() as usize,
+            );
+            (k.clone(), data[s..e].to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn sigint_finishes_the_step_checkpoints_and_marks_interrupted() {
+    let runs = scratch("sigint");
+    let mut args: Vec<String> = vec!["run".into(), SPEC.into(), "--quiet".into()];
+    args.extend(quick(&runs, 2000));
+    args.push("--set=stages.train.epochs=100".into());
+    let mut child = pipe().args(&args).spawn().unwrap();
+    // Wait until training is under way (metrics.csv exists), then interrupt.
+    let start = Instant::now();
+    loop {
+        let started = std::fs::read_dir(runs.join("agnews_transformer"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path().join("metrics.csv").is_file())
+            .unwrap_or(false);
+        if started {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "run never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130));
+    let dir = only_run(&runs, "agnews_transformer");
+    let record = json(&dir.join("run.json"));
+    assert_eq!(record["status"], "interrupted");
+    assert!(record["ended_at"].is_string());
+    assert!(dir.join("checkpoints/train-last.safetensors").is_file());
+}
+
+#[test]
+fn broken_data_row_fails_with_file_and_line_and_marks_run_failed() {
+    let dir = scratch("broken");
+    let csv = dir.join("train.csv");
+    let good = std::fs::read_to_string(common::root().join("data/ag_news/train.csv")).unwrap();
+    let mut lines: Vec<&str> = good.lines().take(50).collect();
+    lines[4] = "\"3\",\"only two fields\"";
+    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+    let runs = dir.join("runs");
+    let out = run(&[
+        "run",
+        SPEC,
+        "--quiet",
+        &format!("--set=dataset.train=\"{}\"", csv.display()),
+        &format!("--runs-dir={}", runs.display()),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!("{}:5:", csv.display());
+    assert!(stderr.contains(&want), "want {want} in {stderr}");
+    let record = json(&only_run(&runs, "agnews_transformer").join("run.json"));
+    assert_eq!(record["status"], "failed");
+    assert!(
+        record["error"].as_str().unwrap().contains(&want),
+        "{record}"
+    );
+}

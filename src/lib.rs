@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 pub mod graph;
 pub mod layers;
+pub mod pretrained;
 pub mod run;
 pub mod spec;
 pub mod train;

@@ -98,7 +98,8 @@ impl BackendTask for Infer<'_> {
     type Output = Result<Vec<Vec<f32>>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         // Inference runs on the inner backend: no autodiff graph, dropout off.
-        let model = Graph::<B::InnerBackend>::init(self.plan, &device);
+        let model = Graph::<B::InnerBackend>::init(self.plan, &device, false)
+            .map_err(anyhow::Error::msg)?;
         let model = checkpoint::load(model, &self.weights)?;
         Ok(predict(&model, self.split, self.batch_size, &device))
     }

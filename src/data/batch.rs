@@ -36,13 +36,22 @@ impl EncodedSplit {
         rows: &[usize],
         device: &B::Device,
     ) -> (Inputs<B>, Tensor<B, 1, Int>) {
-        let len = self.enc.len;
+        let len = if self.enc.dynamic {
+            rows.iter()
+                .map(|&r| self.enc.lengths[r])
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        } else {
+            self.enc.len
+        };
+        let full = self.enc.len;
         let n = rows.len();
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
         let mut types = Vec::with_capacity(n * len);
         for &r in rows {
-            let span = r * len..(r + 1) * len;
+            let span = r * full..r * full + len;
             ids.extend_from_slice(&self.enc.ids[span.clone()]);
             mask.extend_from_slice(&self.enc.mask[span.clone()]);
             types.extend_from_slice(&self.enc.token_type_ids[span]);

@@ -22,16 +22,24 @@ pub struct Inputs<B: Backend> {
 }
 
 impl<B: Backend> Graph<B> {
-    /// Fresh weights for every layer, drawn in layer order from the backend's seeded RNG.
-    pub fn init(plan: &Plan, device: &B::Device) -> Self {
-        Graph {
-            layers: plan
-                .layers
-                .iter()
-                .map(|l| l.config.init::<B>(&l.input_specs, &plan.ctx, device))
-                .collect(),
+    /// Fresh weights for every layer, drawn in layer order from the backend's seeded RNG;
+    /// pretrained layers load their weights unless a checkpoint will replace them anyway.
+    pub fn init(plan: &Plan, device: &B::Device, load_pretrained: bool) -> Result<Self, String> {
+        let mut ctx = plan.ctx.clone();
+        ctx.load_pretrained = load_pretrained;
+        let layers = plan
+            .layers
+            .iter()
+            .map(|l| {
+                l.config
+                    .init::<B>(&l.input_specs, &ctx, device)
+                    .map_err(|e| format!("layer `{}` ({}): {e}", l.name, l.config.type_name()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Graph {
+            layers,
             routes: plan.layers.iter().map(|l| l.sources.clone()).collect(),
-        }
+        })
     }
 
     /// Logits [batch, classes]: a final softmax is left out, so the loss can use log-softmax.

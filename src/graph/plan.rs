@@ -82,6 +82,7 @@ pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
             InferCtx {
                 vocab_size: v.max_tokens,
                 sequence_length: Some(v.output_sequence_length),
+                load_pretrained: true,
             },
             Some(v.output_sequence_length),
         ),
@@ -94,6 +95,7 @@ pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
                 InferCtx {
                     vocab_size: 0,
                     sequence_length: len,
+                    load_pretrained: true,
                 },
                 len,
             )

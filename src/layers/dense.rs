@@ -67,12 +67,12 @@ impl LayerDef for DenseConfig {
         inputs: &[TensorSpec],
         _: &InferCtx,
         device: &B::Device,
-    ) -> Dense<B> {
+    ) -> Result<Dense<B>, String> {
         let d_in = inputs[0].features().unwrap_or(0);
-        Dense {
+        Ok(Dense {
             linear: init::linear(d_in, self.units, (d_in, self.units), self.use_bias, device),
             activation: self.activation,
-        }
+        })
     }
 }
 

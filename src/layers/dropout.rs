@@ -34,10 +34,15 @@ impl LayerDef for DropoutConfig {
     fn param_count(&self, _: &[TensorSpec], _: &InferCtx) -> usize {
         0
     }
-    fn init<B: Backend>(&self, _: &[TensorSpec], _: &InferCtx, _: &B::Device) -> Dropout {
-        Dropout {
+    fn init<B: Backend>(
+        &self,
+        _: &[TensorSpec],
+        _: &InferCtx,
+        _: &B::Device,
+    ) -> Result<Dropout, String> {
+        Ok(Dropout {
             inner: burn::nn::DropoutConfig::new(self.rate).init(),
-        }
+        })
     }
 }
 

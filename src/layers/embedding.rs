@@ -81,10 +81,10 @@ impl LayerDef for EmbeddingConfig {
         _: &[TensorSpec],
         ctx: &InferCtx,
         device: &B::Device,
-    ) -> Embedding<B> {
-        Embedding {
+    ) -> Result<Embedding<B>, String> {
+        Ok(Embedding {
             embedding: table(self.vocab(ctx), self.output_dim, device),
-        }
+        })
     }
 }
 

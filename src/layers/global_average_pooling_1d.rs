@@ -41,10 +41,10 @@ impl LayerDef for GlobalAveragePooling1dConfig {
         _: &[TensorSpec],
         _: &InferCtx,
         _: &B::Device,
-    ) -> GlobalAveragePooling1d {
-        GlobalAveragePooling1d {
+    ) -> Result<GlobalAveragePooling1d, String> {
+        Ok(GlobalAveragePooling1d {
             masked: self.masked,
-        }
+        })
     }
 }
 

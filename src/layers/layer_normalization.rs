@@ -53,10 +53,10 @@ impl LayerDef for LayerNormalizationConfig {
         inputs: &[TensorSpec],
         _: &InferCtx,
         device: &B::Device,
-    ) -> LayerNormalization<B> {
-        LayerNormalization {
+    ) -> Result<LayerNormalization<B>, String> {
+        Ok(LayerNormalization {
             norm: layer_norm(inputs[0].features().unwrap_or(0), self.epsilon, device),
-        }
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! count and initialisation) and its burn module (the forward pass). `registry.rs` is the one
 //! place that maps a `type` name to them.
 
+pub mod bert;
 pub mod dense;
 pub mod dropout;
 pub mod embedding;
@@ -87,6 +88,8 @@ impl fmt::Display for TensorSpec {
 pub struct InferCtx {
     pub vocab_size: usize,
     pub sequence_length: Option<usize>,
+    /// Pretrained layers load their weights at init; off when a checkpoint will replace them.
+    pub load_pretrained: bool,
 }
 
 /// A batch of values flowing between layers.
@@ -157,13 +160,14 @@ pub trait LayerDef: DeserializeOwned + Serialize + JsonSchema + Clone + fmt::Deb
     ) -> Result<Vec<(String, TensorSpec)>, String>;
     /// Parameter count for these inputs, without allocating the weights.
     fn param_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize;
-    /// Fresh weights, drawn from the backend's seeded RNG.
+    /// Fresh weights, drawn from the backend's seeded RNG (pretrained layers load theirs
+    /// unless `ctx.load_pretrained` is off). Errors say what could not be loaded.
     fn init<B: Backend>(
         &self,
         inputs: &[TensorSpec],
         ctx: &InferCtx,
         device: &B::Device,
-    ) -> Self::Module<B>;
+    ) -> Result<Self::Module<B>, String>;
     /// Sanity checks on the configuration itself (positive sizes, rates in range).
     fn validate(&self) -> Result<(), String> {
         Ok(())

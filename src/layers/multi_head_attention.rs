@@ -119,9 +119,9 @@ impl LayerDef for MultiHeadAttentionConfig {
         inputs: &[TensorSpec],
         _: &InferCtx,
         device: &B::Device,
-    ) -> MultiHeadAttention<B> {
+    ) -> Result<MultiHeadAttention<B>, String> {
         let (d_q, d_kv) = Self::widths(inputs);
-        self.build(d_q, d_kv, device)
+        Ok(self.build(d_q, d_kv, device))
     }
 }
 

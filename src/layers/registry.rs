@@ -45,8 +45,8 @@ macro_rules! registry {
             pub fn param_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize {
                 match self { $(LayerConfig::$variant(c) => c.param_count(inputs, ctx)),* }
             }
-            pub fn init<B: Backend>(&self, inputs: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> LayerModule<B> {
-                match self { $(LayerConfig::$variant(c) => LayerModule::$variant(c.init::<B>(inputs, ctx, device))),* }
+            pub fn init<B: Backend>(&self, inputs: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> Result<LayerModule<B>, String> {
+                match self { $(LayerConfig::$variant(c) => c.init::<B>(inputs, ctx, device).map(LayerModule::$variant)),* }
             }
             /// The JSON schema of each layer type's own keys, for `pipe schema`.
             pub fn schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
@@ -65,6 +65,7 @@ macro_rules! registry {
     };
 }
 
+use super::bert::BertLayerConfig;
 use super::dense::DenseConfig;
 use super::dropout::DropoutConfig;
 use super::embedding::EmbeddingConfig;
@@ -75,6 +76,7 @@ use super::token_and_position_embedding::TokenAndPositionEmbeddingConfig;
 use super::transformer_block::TransformerBlockConfig;
 
 registry! {
+    "bert" => Bert(BertLayerConfig, bert),
     "dense" => Dense(DenseConfig, dense),
     "dropout" => Dropout(DropoutConfig, dropout),
     "embedding" => Embedding(EmbeddingConfig, embedding),

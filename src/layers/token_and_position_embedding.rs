@@ -79,12 +79,12 @@ impl LayerDef for TokenAndPositionEmbeddingConfig {
         _: &[TensorSpec],
         ctx: &InferCtx,
         device: &B::Device,
-    ) -> TokenAndPositionEmbedding<B> {
+    ) -> Result<TokenAndPositionEmbedding<B>, String> {
         let (vocab, maxlen) = self.sizes(ctx);
-        TokenAndPositionEmbedding {
+        Ok(TokenAndPositionEmbedding {
             token_emb: table(vocab, self.embed_dim, device),
             pos_emb: table(maxlen, self.embed_dim, device),
-        }
+        })
     }
 }
 

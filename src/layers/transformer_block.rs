@@ -93,9 +93,9 @@ impl LayerDef for TransformerBlockConfig {
         inputs: &[TensorSpec],
         _: &InferCtx,
         device: &B::Device,
-    ) -> TransformerBlock<B> {
+    ) -> Result<TransformerBlock<B>, String> {
         let d = inputs[0].features().unwrap_or(0);
-        TransformerBlock {
+        Ok(TransformerBlock {
             att: self.attention(d).build(d, d, device),
             ffn_1: init::linear(d, self.ff_dim, (d, self.ff_dim), true, device),
             ffn_2: init::linear(self.ff_dim, d, (self.ff_dim, d), true, device),
@@ -103,7 +103,7 @@ impl LayerDef for TransformerBlockConfig {
             layernorm2: layer_norm(d, self.epsilon, device),
             dropout1: DropoutConfig::new(self.dropout).init(),
             dropout2: DropoutConfig::new(self.dropout).init(),
-        }
+        })
     }
 }
 

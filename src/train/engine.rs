@@ -96,7 +96,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         interrupt,
     } = job;
     B::seed(&device, spec.seed);
-    let mut model = Graph::<B>::init(plan, &device);
+    let mut model = Graph::<B>::init(plan, &device, true).map_err(anyhow::Error::msg)?;
     let mut outcome = TrainOutcome::default();
     let started = Instant::now();
 

@@ -1,5 +1,6 @@
 //! Vectorizers: text to model inputs (ids, attention mask, token types).
 
+pub mod pretrained;
 pub mod text_vectorization;
 
 use std::path::Path;
@@ -7,6 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::spec::VectorizerSpec;
+pub use pretrained::PretrainedTokenizer;
 pub use text_vectorization::TextVectorization;
 
 /// A batch of encoded texts, row-major [rows, len].
@@ -17,11 +19,16 @@ pub struct Encoded {
     pub ids: Vec<i32>,
     pub mask: Vec<f32>,
     pub token_type_ids: Vec<i32>,
+    /// Real tokens per row (the rest is padding).
+    pub lengths: Vec<usize>,
+    /// Batches are cut to their longest row instead of `len`.
+    pub dynamic: bool,
 }
 
 #[derive(Clone)]
 pub enum Vectorizer {
     TextVectorization(TextVectorization),
+    Pretrained(PretrainedTokenizer),
 }
 
 impl Vectorizer {
@@ -34,8 +41,8 @@ impl Vectorizer {
             VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(
                 TextVectorization::adapt(train_texts, v.max_tokens, v.output_sequence_length),
             )),
-            VectorizerSpec::Pretrained(_) => {
-                anyhow::bail!("vectorizer `pretrained` is not available in this build yet")
+            VectorizerSpec::Pretrained(p) => {
+                Ok(Vectorizer::Pretrained(PretrainedTokenizer::from_spec(p)?))
             }
         }
     }
@@ -46,8 +53,8 @@ impl Vectorizer {
             VectorizerSpec::TextVectorization(_) => {
                 Ok(Vectorizer::TextVectorization(TextVectorization::load(dir)?))
             }
-            VectorizerSpec::Pretrained(_) => {
-                anyhow::bail!("vectorizer `pretrained` is not available in this build yet")
+            VectorizerSpec::Pretrained(p) => {
+                Ok(Vectorizer::Pretrained(PretrainedTokenizer::load(dir, p)?))
             }
         }
     }
@@ -55,12 +62,14 @@ impl Vectorizer {
     pub fn save(&self, dir: &Path) -> Result<()> {
         match self {
             Vectorizer::TextVectorization(v) => v.save(dir),
+            Vectorizer::Pretrained(t) => t.save(dir),
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Vectorizer::TextVectorization(v) => v.vocab_size(),
+            Vectorizer::Pretrained(t) => t.vocab_size(),
         }
     }
 
@@ -74,8 +83,11 @@ impl Vectorizer {
                     ids: Vec::with_capacity(texts.len() * len),
                     mask: Vec::with_capacity(texts.len() * len),
                     token_type_ids: vec![0; texts.len() * len],
+                    lengths: Vec::with_capacity(texts.len()),
+                    dynamic: false,
                 };
                 for row in v.encode_batch(texts) {
+                    out.lengths.push(row.iter().filter(|&&id| id != 0).count());
                     for id in row {
                         out.ids.push(id as i32);
                         // Padding is id 0; Keras' mask_zero semantics.
@@ -84,6 +96,7 @@ impl Vectorizer {
                 }
                 out
             }
+            Vectorizer::Pretrained(t) => t.encode(texts),
         }
     }
 }

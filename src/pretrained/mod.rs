@@ -1,0 +1,170 @@
+//! Locating pretrained models: a folder path, or a hub id looked up in `PIPE_MODEL_PATH`
+//! folders, the project's local model stores, the Hugging Face cache
+//! (`$HF_HOME/hub/models--org--name/snapshots/<rev>/`), and finally downloaded from the hub
+//! when online. A miss is one error that lists every place searched.
+
+pub mod bert_config;
+
+use std::path::{Path, PathBuf};
+
+pub use bert_config::BertConfig;
+
+/// Folders searched after `PIPE_MODEL_PATH`: a `models/` folder beside the pipelines, and the
+/// workspace's shared model store.
+pub const DEFAULT_MODEL_DIRS: &[&str] = &["models", "../shared/models"];
+
+fn search_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PIPE_MODEL_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    dirs.extend(DEFAULT_MODEL_DIRS.iter().map(PathBuf::from));
+    dirs
+}
+
+fn offline() -> bool {
+    ["HF_HUB_OFFLINE", "PIPE_OFFLINE"]
+        .iter()
+        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0"))
+}
+
+fn describe(dir: &Path, files: &[&str]) -> String {
+    if !dir.is_dir() {
+        return format!("{} (absent)", dir.display());
+    }
+    let (have, missing): (Vec<&str>, Vec<&str>) = files.iter().partition(|f| dir.join(f).is_file());
+    if have.is_empty() {
+        format!("{} (none of the files)", dir.display())
+    } else {
+        format!(
+            "{} (has {}; no {})",
+            dir.display(),
+            have.join(", "),
+            missing.join(", ")
+        )
+    }
+}
+
+/// The folder holding one of the alternative file sets of `from` (e.g. `tokenizer.json` or
+/// `vocab.txt`). `want` lists alternatives, each a set of files that must all be present.
+pub fn locate_any(from: &str, want: &[&[&str]]) -> Result<PathBuf, String> {
+    let all: Vec<&str> = want.iter().flat_map(|w| w.iter().copied()).collect();
+    let complete = |dir: &Path| {
+        want.iter()
+            .any(|set| set.iter().all(|f| dir.join(f).is_file()))
+    };
+    let mut looked = Vec::new();
+
+    let direct = PathBuf::from(from);
+    if direct.is_dir() {
+        if complete(&direct) {
+            return Ok(direct);
+        }
+        looked.push(describe(&direct, &all));
+    } else if from.starts_with('.') || from.starts_with('/') || from.contains('\\') {
+        looked.push(format!("{} (absent)", direct.display()));
+    }
+
+    let base = from.rsplit('/').next().unwrap_or(from);
+    for dir in search_dirs() {
+        let mut candidates = vec![dir.join(from)];
+        if base != from {
+            candidates.push(dir.join(base));
+        }
+        for c in candidates {
+            if c.is_dir() && complete(&c) {
+                return Ok(c);
+            }
+            looked.push(describe(&c, &all));
+        }
+    }
+
+    let cache = hf_hub::Cache::from_env();
+    let repo = cache.model(from.to_string());
+    for set in want {
+        let found: Vec<Option<PathBuf>> = set.iter().map(|f| repo.get(f)).collect();
+        if let Some(Some(first)) = found.first() {
+            if found.iter().all(Option::is_some) {
+                return Ok(first.parent().map(Path::to_path_buf).unwrap_or_default());
+            }
+        }
+    }
+    let cache_dir = cache
+        .path()
+        .join(format!("models--{}", from.replace('/', "--")));
+    looked.push(describe(&cache_dir, &all));
+
+    if offline() {
+        looked.push("the Hugging Face hub (not tried: offline)".into());
+    } else {
+        match download(from, want) {
+            Ok(dir) => return Ok(dir),
+            Err(e) => looked.push(format!("the Hugging Face hub ({e})")),
+        }
+    }
+    Err(format!(
+        "model `{from}`: could not find {}; looked in: {}",
+        want.iter()
+            .map(|s| s.join(" + "))
+            .collect::<Vec<_>>()
+            .join(" or "),
+        looked.join("; ")
+    ))
+}
+
+pub fn locate(from: &str, files: &[&str]) -> Result<PathBuf, String> {
+    locate_any(from, &[files])
+}
+
+/// Downloads the first file set that the hub has into the Hugging Face cache.
+fn download(from: &str, want: &[&[&str]]) -> Result<PathBuf, String> {
+    let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::from_env())
+        .with_progress(false)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let repo = api.model(from.to_string());
+    let mut last = String::new();
+    for set in want {
+        let mut dir = None;
+        let mut ok = true;
+        for f in set.iter() {
+            match repo.get(f) {
+                Ok(p) => dir = p.parent().map(Path::to_path_buf),
+                Err(e) => {
+                    last = format!("{f}: {e}");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok {
+            if let Some(d) = dir {
+                return Ok(d);
+            }
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_path_is_used_as_is_and_a_miss_lists_places() {
+        let dir = std::env::temp_dir().join(format!("pipe-locate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        assert_eq!(
+            locate(dir.to_str().unwrap(), &["config.json"]).unwrap(),
+            dir
+        );
+        // SAFETY of the test: offline so no download is attempted.
+        unsafe { std::env::set_var("PIPE_OFFLINE", "1") };
+        let err = locate(dir.to_str().unwrap(), &["config.json", "model.safetensors"]).unwrap_err();
+        assert!(
+            err.contains("has config.json; no model.safetensors"),
+            "{err}"
+        );
+        assert!(err.contains("not tried: offline"), "{err}");
+    }
+}

@@ -44,17 +44,44 @@ impl<B: Backend> Graph<B> {
 
     /// Logits [batch, classes]: a final softmax is left out, so the loss can use log-softmax.
     pub fn logits(&self, inputs: &Inputs<B>) -> Tensor<B, 2> {
-        self.run(inputs, 0, None).vector()
+        let outputs = self.run_layers(inputs, 0, self.layers.len(), Vec::new());
+        final_value(outputs).vector()
     }
 
-    /// Runs layers `from..`, with the outputs of earlier layers supplied by `cached`
-    /// (used to reuse a frozen prefix's outputs).
-    pub fn run(
+    /// Logits, with the outputs of layers `..from` already given (a frozen prefix).
+    pub fn logits_from(
         &self,
         inputs: &Inputs<B>,
         from: usize,
-        cached: Option<Vec<Vec<Value<B>>>>,
-    ) -> Value<B> {
+        given: Vec<Vec<Option<Value<B>>>>,
+    ) -> Tensor<B, 2> {
+        let outputs = self.run_layers(inputs, from, self.layers.len(), given);
+        final_value(outputs).vector()
+    }
+
+    /// Which outputs of layers `..prefix` the layers after it read.
+    pub fn needed_from_prefix(&self, prefix: usize) -> Vec<(usize, usize)> {
+        let mut needed: Vec<(usize, usize)> = self.routes[prefix..]
+            .iter()
+            .flatten()
+            .filter_map(|s| match *s {
+                Source::Layer(l, o) if l < prefix => Some((l, o)),
+                _ => None,
+            })
+            .collect();
+        needed.sort();
+        needed.dedup();
+        needed
+    }
+
+    /// Runs layers `from..to`; `outputs` holds (at least) what they read from layers `..from`.
+    pub fn run_layers(
+        &self,
+        inputs: &Inputs<B>,
+        from: usize,
+        to: usize,
+        mut outputs: Vec<Vec<Option<Value<B>>>>,
+    ) -> Vec<Vec<Option<Value<B>>>> {
         let ctx = ForwardCtx {
             mask: inputs.mask.clone(),
             token_type_ids: inputs.token_type_ids.clone(),
@@ -64,27 +91,34 @@ impl<B: Backend> Graph<B> {
             Value::Vector(inputs.mask.clone()),
             Value::Ids(inputs.token_type_ids.clone()),
         ];
-        let mut outputs: Vec<Vec<Value<B>>> = cached.unwrap_or_default();
-        outputs.truncate(from);
+        outputs.resize_with(from, Vec::new);
         let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate().skip(from) {
+        for i in from..to {
             let args: Vec<Value<B>> = self.routes[i]
                 .iter()
                 .map(|s| match *s {
                     Source::Input(k) => input_values[k].clone(),
-                    Source::Layer(l, o) => outputs[l][o].clone(),
+                    Source::Layer(l, o) => outputs[l][o]
+                        .clone()
+                        .expect("the plan orders layers after their inputs"),
                 })
                 .collect();
+            let layer = &self.layers[i];
             let out = if i == last {
                 layer.forward_logits(args, &ctx)
             } else {
                 layer.forward(args, &ctx)
             };
-            outputs.push(out);
+            outputs.push(out.into_iter().map(Some).collect());
         }
         outputs
-            .pop()
-            .and_then(|o| o.into_iter().next())
-            .expect("the graph has layers")
     }
+}
+
+fn final_value<B: Backend>(outputs: Vec<Vec<Option<Value<B>>>>) -> Value<B> {
+    outputs
+        .into_iter()
+        .next_back()
+        .and_then(|o| o.into_iter().next().flatten())
+        .expect("the graph has layers")
 }

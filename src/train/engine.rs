@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 use super::freeze::set_trainable;
 use super::metrics::{Running, correct, cross_entropy};
 use super::optim::StageOptimizer;
+use super::prefix::{FeatureCache, FrozenPrefix};
 use super::schedule::learning_rate;
 use crate::backend::BackendTask;
 use crate::data::batch::EncodedSplit;
@@ -117,6 +118,20 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         tracing::info!(stage = %stage_name, frozen = ?frozen, "stage start");
 
         let mut optim = StageOptimizer::<Graph<B>, B>::new(&stage.optimizer, stage.clip_norm);
+        // Leading frozen layers run without autodiff; their vector outputs are cached.
+        let prefix_len = frozen
+            .iter()
+            .take_while(|f| **f)
+            .count()
+            .min(plan.layers.len() - 1);
+        let mut prefix = (prefix_len > 0).then(|| FrozenPrefix::<B>::new(&model, prefix_len));
+        if let Some(p) = prefix.as_mut().filter(|p| p.cacheable(plan)) {
+            let t = Instant::now();
+            let batch = stage.batch_size.max(64);
+            p.train_cache = Some(p.features(train, batch, &device));
+            p.validation_cache = validation.map(|v| p.features(v, batch, &device));
+            tracing::info!(stage = %stage_name, layers = prefix_len, seconds = t.elapsed().as_secs_f64(), "frozen prefix features cached");
+        }
         let per_epoch = batches_per_epoch(stage, train.len());
         let steps_per_epoch = per_epoch.div_ceil(stage.gradient_accumulation);
         let total_steps = steps_per_epoch * stage.epochs;
@@ -144,7 +159,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let batches: Vec<&[usize]> = order.chunks(stage.batch_size).take(per_epoch).collect();
             for (bi, rows) in batches.iter().enumerate() {
                 let (inputs, labels) = train.batch::<B>(rows, &device);
-                let logits = model.logits(&inputs);
+                let logits = match &prefix {
+                    Some(p) => {
+                        let given = p.given(train, p.train_cache.as_ref(), rows, &device);
+                        model.logits_from(&inputs, p.len, given)
+                    }
+                    None => model.logits(&inputs),
+                };
                 let loss = cross_entropy(logits.clone(), labels.clone());
                 let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
                 let right = correct(logits.detach(), labels);
@@ -173,12 +194,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     );
                     if let (Some(every), Some(val)) = (stage.validate_every, validation) {
                         if step % every == 0 && bi + 1 != batches.len() {
-                            let (vl, va) = evaluate(
+                            let (vl, va) = evaluate_with(
                                 &model.valid(),
                                 val,
                                 stage.batch_size,
                                 stage.validation_steps,
                                 &device,
+                                prefix.as_ref().map(|p| (p, p.validation_cache.as_ref())),
                             );
                             log.log(&MetricRow {
                                 stage: stage_name.clone(),
@@ -224,12 +246,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let mut score = train_row.accuracy;
             if let Some(val) = validation {
                 let t = Instant::now();
-                let (vl, va) = evaluate(
+                let (vl, va) = evaluate_with(
                     &model.valid(),
                     val,
                     stage.batch_size,
                     stage.validation_steps,
                     &device,
+                    prefix.as_ref().map(|p| (p, p.validation_cache.as_ref())),
                 );
                 let row = MetricRow {
                     stage: stage_name.clone(),
@@ -318,6 +341,37 @@ pub fn evaluate<B: Backend>(
     max_batches: Option<usize>,
     device: &B::Device,
 ) -> (f64, f64) {
+    evaluate_rows(split, batch_size, max_batches, device, |inputs, _| {
+        model.logits(inputs)
+    })
+}
+
+/// [`evaluate`] reusing a frozen prefix (and its cached features) of the training graph.
+fn evaluate_with<B: AutodiffBackend>(
+    model: &Graph<B::InnerBackend>,
+    split: &EncodedSplit,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &B::Device,
+    prefix: Option<(&FrozenPrefix<B>, Option<&FeatureCache>)>,
+) -> (f64, f64) {
+    match prefix {
+        None => evaluate(model, split, batch_size, max_batches, device),
+        Some((p, cache)) => {
+            evaluate_rows(split, batch_size, max_batches, device, |inputs, rows| {
+                model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
+            })
+        }
+    }
+}
+
+fn evaluate_rows<B: Backend>(
+    split: &EncodedSplit,
+    batch_size: usize,
+    max_batches: Option<usize>,
+    device: &B::Device,
+    logits_of: impl Fn(&crate::graph::compile::Inputs<B>, &[usize]) -> Tensor<B, 2>,
+) -> (f64, f64) {
     let mut running = Running::default();
     let rows: Vec<usize> = (0..split.len()).collect();
     for chunk in rows
@@ -325,7 +379,7 @@ pub fn evaluate<B: Backend>(
         .take(max_batches.unwrap_or(usize::MAX))
     {
         let (inputs, labels) = split.batch::<B>(chunk, device);
-        let logits = model.logits(&inputs);
+        let logits = logits_of(&inputs, chunk);
         let loss: f64 = cross_entropy(logits.clone(), labels.clone())
             .into_scalar()
             .elem::<f64>();

@@ -4,6 +4,7 @@ pub mod engine;
 pub mod freeze;
 pub mod metrics;
 pub mod optim;
+pub mod prefix;
 pub mod schedule;
 
 pub use engine::{StageOutcome, TrainOutcome};

@@ -18,6 +18,8 @@ pub fn pipe() -> Command {
             c.env_remove(k);
         }
     }
+    // Tests never download models.
+    c.env("PIPE_OFFLINE", "1");
     c
 }
 

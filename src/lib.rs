@@ -4,7 +4,9 @@
 //! compiled into a burn Module, and trained stage by stage ([`train`]) into a run folder ([`run`]).
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod error;
 pub mod graph;
@@ -12,5 +14,6 @@ pub mod layers;
 pub mod pretrained;
 pub mod run;
 pub mod spec;
+pub mod sweep;
 pub mod train;
 pub mod vectorize;

@@ -1,12 +1,16 @@
 //! The command line: one file per verb. `main.rs` parses and calls [`main`].
 
+pub mod bench;
 pub mod check;
+pub mod compare;
 pub mod eval;
 pub mod predict;
 pub mod progress;
 pub mod run;
+pub mod runs;
 pub mod schema;
 pub mod summary;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +52,14 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with a run's final model.
     Predict(predict::PredictArgs),
+    /// Run a grid or random hyperparameter sweep, one `pipe run` per trial.
+    Sweep(sweep::SweepArgs),
+    /// Compare run folders: differing config keys, metrics, learning curves.
+    Compare(compare::CompareArgs),
+    /// List run folders with status, age and headline metric.
+    Runs(runs::RunsArgs),
+    /// Measure training and inference throughput against the PyTorch / Keras peers.
+    Bench(bench::BenchArgs),
 }
 
 pub fn main(cli: Cli) -> i32 {
@@ -58,6 +70,10 @@ pub fn main(cli: Cli) -> i32 {
         Command::Schema(a) => schema::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Compare(a) => compare::run(a),
+        Command::Runs(a) => runs::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,14 +1,15 @@
 //! `pipe run SPEC`: resolve, create the run folder, load data, fit the vectorizer, train every
 //! stage, evaluate on the test rows, and leave run.json saying how it ended.
+//! `pipe run --resume RUN` continues a killed or interrupted run from its last resume point.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{EXIT_FAILURE, EXIT_INTERRUPTED, Overrides, load_plan, progress};
+use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan, progress};
 use crate::backend::{DeviceChoice, dispatch, set_cpu_threads};
 use crate::data::batch::EncodedSplit;
 use crate::data::load_splits;
@@ -18,12 +19,14 @@ use crate::run::{MetricsLog, RunDir, RunRecord, RunStatus, atomic_write};
 use crate::spec::LoadedSpec;
 use crate::train::TrainOutcome;
 use crate::train::engine::TrainJob;
+use crate::train::resume::ResumeState;
 use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     /// The pipeline file (or a run folder's pipeline.toml, to repeat that run).
-    pub spec: PathBuf,
+    #[arg(required_unless_present = "resume")]
+    pub spec: Option<PathBuf>,
     #[command(flatten)]
     pub overrides: Overrides,
     /// `cpu`, `ndarray`, `cuda` or `cuda:N` (overrides `runtime.device`).
@@ -32,15 +35,31 @@ pub struct RunArgs {
     /// Where run folders go (overrides `runtime.runs_dir`).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
+    /// Continue this run folder from its last resume point.
+    #[arg(long, value_name = "RUN", conflicts_with = "spec")]
+    pub resume: Option<PathBuf>,
+    /// Sweep trial number, recorded in run.json (set by `pipe sweep` and its Slurm script).
+    #[arg(long)]
+    pub trial: Option<usize>,
+    /// Create the run folder directly in this folder (a sweep's folder) instead of `<runs-dir>/<name>/`.
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
     /// No progress output on stderr.
     #[arg(long, short)]
     pub quiet: bool,
-    /// One JSON line per logged event on stdout, then a final `completed` line.
+    /// One JSON line per logged event on stdout, then a final `end` line.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
+    if let Some(dir) = args.resume.clone() {
+        return resume(args, &dir);
+    }
+    let spec_path = args
+        .spec
+        .clone()
+        .expect("clap requires SPEC without --resume");
     let mut sets = args.overrides.sets.clone();
     if let Some(d) = &args.device {
         sets.push(format!("runtime.device=\"{d}\""));
@@ -48,40 +67,43 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if let Some(r) = &args.runs_dir {
         sets.push(format!("runtime.runs_dir=\"{}\"", r.display()));
     }
-    let (loaded, plan) = match load_plan(&args.spec, &sets, true) {
+    let (loaded, plan) = match load_plan(&spec_path, &sets, true) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
     if loaded.spec.stages.is_empty() {
         eprintln!(
             "{}: error: the pipeline has no [[stages]] to run",
-            args.spec.display()
+            spec_path.display()
         );
-        return Ok(super::EXIT_INVALID);
+        return Ok(EXIT_INVALID);
     }
     let device = match DeviceChoice::parse(&loaded.spec.runtime.device) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{}: error: {e}", loaded.source.value("runtime.device"));
-            return Ok(super::EXIT_INVALID);
+            return Ok(EXIT_INVALID);
         }
     };
     set_cpu_threads(loaded.spec.runtime.threads);
 
     let runs_dir = PathBuf::from(&loaded.spec.runtime.runs_dir);
-    let run = RunDir::create(&runs_dir, &loaded.spec.name)
-        .with_context(|| format!("creating a run folder under {}", runs_dir.display()))?;
-    let _log_guard = start_log(&run)?;
-    let started = chrono::Utc::now();
-    let clock = Instant::now();
-    let mut record = RunRecord {
+    let run = match &args.into {
+        Some(dir) => RunDir::create_in(dir),
+        None => RunDir::create(&runs_dir, &loaded.spec.name),
+    }
+    .with_context(|| format!("creating a run folder under {}", runs_dir.display()))?;
+    start_log(&run, false)?;
+    let record = RunRecord {
         status: RunStatus::Running,
         pipeline: loaded.spec.name.clone(),
         run: run.name(),
-        spec_file: args.spec.display().to_string(),
-        started_at: started.to_rfc3339(),
+        spec_file: spec_path.display().to_string(),
+        started_at: chrono::Utc::now().to_rfc3339(),
         ended_at: None,
         duration_s: None,
+        resumed_at: Vec::new(),
+        trial: args.trial,
         seed: loaded.spec.seed,
         device: device.describe(),
         git_rev: git_rev(),
@@ -100,11 +122,74 @@ pub fn run(args: RunArgs) -> Result<i32> {
     };
     write_static_files(&run, &loaded, &plan)?;
     record.save(&run.run_json())?;
+    drive(&args, &loaded, &plan, &run, &device, record, None)
+}
+
+fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
+    if !args.overrides.sets.is_empty() || args.runs_dir.is_some() {
+        eprintln!(
+            "error: --resume continues a run exactly as it was set up; it takes no --set or --runs-dir"
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let run = RunDir::open(dir)?;
+    let mut record = RunRecord::load(&run.run_json())?;
+    if record.status == RunStatus::Completed {
+        eprintln!(
+            "error: {} already completed; there is nothing to resume",
+            run.path.display()
+        );
+        return Ok(EXIT_INVALID);
+    }
+    let Some(state) = ResumeState::load(&run.checkpoints())? else {
+        eprintln!(
+            "error: {} stopped before its first resume point; start it again with `pipe run {}`",
+            run.path.display(),
+            run.pipeline().display()
+        );
+        return Ok(EXIT_INVALID);
+    };
+    let (loaded, plan) = match load_plan(&run.pipeline(), &[], true) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let device_name = args
+        .device
+        .clone()
+        .unwrap_or_else(|| loaded.spec.runtime.device.clone());
+    let device = DeviceChoice::parse(&device_name).map_err(anyhow::Error::msg)?;
+    set_cpu_threads(loaded.spec.runtime.threads);
+    start_log(&run, true)?;
+    record.status = RunStatus::Running;
+    record.error = None;
+    record.ended_at = None;
+    record.resumed_at.push(chrono::Utc::now().to_rfc3339());
+    record.save(&run.run_json())?;
+    tracing::info!(
+        stage = state.stage,
+        epoch = state.epoch,
+        batch = state.next_batch,
+        "resume requested"
+    );
+    drive(&args, &loaded, &plan, &run, &device, record, Some(state))
+}
+
+/// Trains, then records how the run ended in run.json and prints the results.
+fn drive(
+    args: &RunArgs,
+    loaded: &LoadedSpec,
+    plan: &Plan,
+    run: &RunDir,
+    device: &DeviceChoice,
+    mut record: RunRecord,
+    resume: Option<ResumeState>,
+) -> Result<i32> {
     if !args.json {
         eprintln!("run folder: {}", run.path.display());
     }
-    tracing::info!(run = %run.path.display(), spec = %args.spec.display(), "run started");
-
+    tracing::info!(run = %run.path.display(), "run started");
+    let clock = Instant::now();
+    let earlier_s = record.duration_s.unwrap_or(0.0);
     let interrupt = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupt.clone();
@@ -118,9 +203,18 @@ pub fn run(args: RunArgs) -> Result<i32> {
         });
     }
 
-    let result = execute(&args, &loaded, &plan, &run, &device, &mut record, interrupt);
+    let result = execute(
+        args,
+        loaded,
+        plan,
+        run,
+        device,
+        &mut record,
+        interrupt,
+        resume,
+    );
     record.ended_at = Some(chrono::Utc::now().to_rfc3339());
-    record.duration_s = Some(clock.elapsed().as_secs_f64());
+    record.duration_s = Some(earlier_s + clock.elapsed().as_secs_f64());
     let code = match result {
         Ok(outcome) => {
             record.stages = outcome.stages.clone();
@@ -155,11 +249,12 @@ pub fn run(args: RunArgs) -> Result<i32> {
             serde_json::json!({"event": "end", "status": record.status, "run": run.path, "metrics": record.metrics})
         );
     } else if code != EXIT_FAILURE {
-        print_results(&record, &run);
+        print_results(&record, run);
     }
     Ok(code)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     args: &RunArgs,
     loaded: &LoadedSpec,
@@ -168,6 +263,7 @@ fn execute(
     device: &DeviceChoice,
     record: &mut RunRecord,
     interrupt: Arc<AtomicBool>,
+    resume: Option<ResumeState>,
 ) -> Result<TrainOutcome> {
     let spec = &loaded.spec;
     let t = Instant::now();
@@ -187,11 +283,17 @@ fn execute(
     );
 
     let t = Instant::now();
-    let vectorizer = Vectorizer::fit(
-        &spec.vectorizer,
-        splits.train.iter().map(|e| e.text.as_str()),
-    )?;
-    vectorizer.save(&run.vectorizer_dir())?;
+    let vectorizer = if resume.is_some() {
+        // A resumed run uses the vectorizer it was trained with.
+        Vectorizer::load(&spec.vectorizer, &run.vectorizer_dir())?
+    } else {
+        let v = Vectorizer::fit(
+            &spec.vectorizer,
+            splits.train.iter().map(|e| e.text.as_str()),
+        )?;
+        v.save(&run.vectorizer_dir())?;
+        v
+    };
     let train = EncodedSplit::new(&vectorizer, &splits.train);
     let validation =
         (!splits.validation.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.validation));
@@ -199,10 +301,15 @@ fn execute(
     tracing::info!(
         vocab = vectorizer.vocab_size(),
         seconds = t.elapsed().as_secs_f64(),
-        "vectorizer fitted"
+        "vectorizer ready"
     );
 
-    let mut log = MetricsLog::create(&run.metrics(), &run.timing(), args.json)?;
+    let mut log = match &resume {
+        Some(state) => {
+            MetricsLog::reopen(&run.metrics(), &run.timing(), state.metric_rows, args.json)?
+        }
+        None => MetricsLog::create(&run.metrics(), &run.timing(), args.json)?,
+    };
     let mut progress = progress::for_terminal(args.quiet || args.json);
     let job = TrainJob {
         spec,
@@ -218,6 +325,7 @@ fn execute(
         log: &mut log,
         progress: progress.as_mut(),
         interrupt,
+        resume,
     };
     dispatch(device, job)?
 }
@@ -237,9 +345,14 @@ fn write_static_files(run: &RunDir, loaded: &LoadedSpec, plan: &Plan) -> Result<
     Ok(())
 }
 
-/// tracing → log.txt in the run folder.
-fn start_log(run: &RunDir) -> Result<()> {
-    let file = std::fs::File::create(run.log())?;
+/// tracing → log.txt in the run folder (appended to when resuming).
+fn start_log(run: &RunDir, append: bool) -> Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(append)
+        .write(true)
+        .truncate(!append)
+        .open(run.log())?;
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::sync::Mutex::new(file))
         .with_ansi(false)

@@ -36,10 +36,11 @@ impl<B: Backend> Graph<B> {
                     .map_err(|e| format!("layer `{}` ({}): {e}", l.name, l.config.type_name()))
             })
             .collect::<Result<Vec<_>, String>>()?;
-        Ok(Graph {
+        let graph = Graph {
             layers,
             routes: plan.layers.iter().map(|l| l.sources.clone()).collect(),
-        })
+        };
+        Ok(crate::train::resume::stable_param_ids(graph))
     }
 
     /// Logits [batch, classes]: a final softmax is left out, so the loss can use log-softmax.

@@ -14,8 +14,12 @@ impl RunDir {
     /// Creates a fresh run folder. `create_dir` fails when the name exists, so two processes
     /// starting in the same second (same timestamp) cannot share a folder: the loser draws a new id.
     pub fn create(runs_dir: &Path, pipeline: &str) -> io::Result<RunDir> {
-        let parent = runs_dir.join(pipeline);
-        std::fs::create_dir_all(&parent)?;
+        Self::create_in(&runs_dir.join(pipeline))
+    }
+
+    /// A fresh run folder directly inside `parent` (sweeps group their trials this way).
+    pub fn create_in(parent: &Path) -> io::Result<RunDir> {
+        std::fs::create_dir_all(parent)?;
         let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
         for _ in 0..100 {
             let id: u32 = rand::rng().random();

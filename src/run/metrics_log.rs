@@ -37,6 +37,7 @@ pub struct MetricsLog {
     metrics: csv::Writer<File>,
     timing: csv::Writer<File>,
     json: bool,
+    rows: usize,
 }
 
 impl MetricsLog {
@@ -51,7 +52,36 @@ impl MetricsLog {
             metrics: m,
             timing: t,
             json,
+            rows: 0,
         })
+    }
+
+    /// Reopens the logs of a resumed run, keeping the header and the first `rows` rows: rows
+    /// logged after the resume point are dropped so none is duplicated or missing.
+    pub fn reopen(metrics: &Path, timing: &Path, rows: usize, json: bool) -> std::io::Result<Self> {
+        for path in [metrics, timing] {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let kept: Vec<&str> = text.lines().take(rows + 1).collect();
+            let mut out = kept.join("\n");
+            out.push('\n');
+            super::atomic_write(path, out.as_bytes())?;
+        }
+        let open = |p: &Path| std::fs::OpenOptions::new().append(true).open(p);
+        Ok(MetricsLog {
+            metrics: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(open(metrics)?),
+            timing: csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(open(timing)?),
+            json,
+            rows,
+        })
+    }
+
+    /// Rows written so far (header excluded).
+    pub fn rows(&self) -> usize {
+        self.rows
     }
 
     pub fn log(&mut self, row: &MetricRow) -> std::io::Result<()> {
@@ -65,6 +95,7 @@ impl MetricsLog {
             format!("{:e}", row.lr),
         ])?;
         self.metrics.flush()?;
+        self.rows += 1;
         self.timing.write_record([
             row.stage.clone(),
             row.epoch.to_string(),

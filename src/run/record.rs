@@ -50,8 +50,15 @@ pub struct RunRecord {
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<String>,
+    /// Total training time, summed over the original run and its resumptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<f64>,
+    /// When `pipe run --resume` continued the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_at: Vec<String>,
+    /// The sweep trial this run is, when started by `pipe sweep`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<usize>,
     pub seed: u64,
     pub device: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,6 +20,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "model",
     "stages",
     "runtime",
+    "sweep",
 ];
 
 /// Byte spans of every key and value of the spec file, and which paths came from overrides.
@@ -513,6 +514,10 @@ fn extract(doc: &toml::Table, source: &SourceMap, diags: &mut Diagnostics) -> Op
         Some(v) => deserialize_at(v, "runtime", source, diags),
         None => Some(Default::default()),
     };
+    let sweep = match doc.get("sweep").cloned() {
+        Some(v) => deserialize_at(v, "sweep", source, diags).map(Some),
+        None => Some(None),
+    };
     Some(Spec {
         name: name?,
         description: description?,
@@ -522,6 +527,7 @@ fn extract(doc: &toml::Table, source: &SourceMap, diags: &mut Diagnostics) -> Op
         model: model?,
         stages: stages?,
         runtime: runtime?,
+        sweep: sweep?,
     })
 }
 

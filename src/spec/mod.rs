@@ -45,4 +45,27 @@ pub struct Spec {
     pub stages: Vec<StageSpec>,
     #[serde(default)]
     pub runtime: RuntimeSpec,
+    /// Hyperparameter sweep run by `pipe sweep` (ignored by `pipe run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSpec>,
+}
+
+/// `[sweep]`: the same content as `pipe sweep --grid/--random/--trials`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    /// `--set` path → values; every combination is a trial.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, Vec<serde_json::Value>>")]
+    pub grid: std::collections::BTreeMap<String, Vec<toml::Value>>,
+    /// `--set` path → `"low..high"` or `"low..high:log"`, sampled `trials` times.
+    #[serde(default)]
+    pub random: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trials: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<usize>,
+    /// Seed of the random search (default: the pipeline seed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }

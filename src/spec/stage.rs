@@ -66,6 +66,9 @@ pub struct StageSpec {
     /// Accumulate gradients over this many batches per optimizer step.
     #[serde(default = "one")]
     pub gradient_accumulation: usize,
+    /// Also write a resume point every N optimizer steps (default: at each epoch end only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_every: Option<usize>,
     /// Shuffle the train rows each epoch (seeded).
     #[serde(default = "yes")]
     pub shuffle: bool,

@@ -17,6 +17,7 @@ use super::freeze::set_trainable;
 use super::metrics::{Running, correct, cross_entropy};
 use super::optim::StageOptimizer;
 use super::prefix::{FeatureCache, FrozenPrefix};
+use super::resume::ResumeState;
 use super::schedule::learning_rate;
 use crate::backend::BackendTask;
 use crate::data::batch::EncodedSplit;
@@ -46,6 +47,8 @@ pub struct TrainJob<'a> {
     pub log: &'a mut MetricsLog,
     pub progress: &'a mut dyn Progress,
     pub interrupt: Arc<AtomicBool>,
+    /// Continue from this resume point instead of starting fresh.
+    pub resume: Option<ResumeState>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -95,13 +98,31 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         log,
         progress,
         interrupt,
+        resume,
     } = job;
     B::seed(&device, spec.seed);
-    let mut model = Graph::<B>::init(plan, &device, true).map_err(anyhow::Error::msg)?;
+    let mut model =
+        Graph::<B>::init(plan, &device, resume.is_none()).map_err(anyhow::Error::msg)?;
     let mut outcome = TrainOutcome::default();
     let started = Instant::now();
+    let checkpoints = run.checkpoints();
+    if let Some(state) = &resume {
+        model = checkpoint::load(model, &checkpoints.join(&state.model_file))?;
+        outcome.stages = state.stages[..state.stage].to_vec();
+        tracing::info!(
+            stage = state.stage,
+            epoch = state.epoch,
+            batch = state.next_batch,
+            "resuming"
+        );
+    }
+    let mut last_point: Option<ResumeState> = resume.clone();
 
     for (si, stage) in spec.stages.iter().enumerate() {
+        let resuming = resume.as_ref().filter(|r| r.stage == si);
+        if resume.as_ref().is_some_and(|r| si < r.stage) {
+            continue;
+        }
         let stage_name = stage.name_or_default(si);
         let stage_started = Instant::now();
         let frozen: Vec<bool> = plan
@@ -118,6 +139,9 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         tracing::info!(stage = %stage_name, frozen = ?frozen, "stage start");
 
         let mut optim = StageOptimizer::<Graph<B>, B>::new(&stage.optimizer, stage.clip_norm);
+        if let Some(state) = resuming.filter(|s| !s.optimizer_file.is_empty()) {
+            optim = optim.load(&checkpoints.join(&state.optimizer_file), &device)?;
+        }
         // Leading frozen layers run without autodiff; their vector outputs are cached.
         let prefix_len = frozen
             .iter()
@@ -136,28 +160,44 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         let steps_per_epoch = per_epoch.div_ceil(stage.gradient_accumulation);
         let total_steps = steps_per_epoch * stage.epochs;
         let base_lr = stage.optimizer.learning_rate();
-        let mut step = 0usize;
-        let mut record = StageRecord {
-            name: stage_name.clone(),
-            ..Default::default()
-        };
-        let mut best_score = f64::NEG_INFINITY;
+        let mut step = resuming.map(|r| r.step).unwrap_or(0);
+        let mut record = resuming
+            .and_then(|r| r.stages.get(si).cloned())
+            .unwrap_or_else(|| StageRecord {
+                name: stage_name.clone(),
+                ..Default::default()
+            });
+        let mut best_score = resuming
+            .and_then(|r| r.best_score)
+            .unwrap_or(f64::NEG_INFINITY);
+        let first_epoch = resuming.map(|r| r.epoch).unwrap_or(1);
         progress.stage_start(&stage_name, stage.epochs, steps_per_epoch);
 
-        for epoch in 1..=stage.epochs {
+        for epoch in first_epoch..=stage.epochs {
+            let resumed_epoch = resuming.filter(|r| r.epoch == epoch);
             let mut order: Vec<usize> = (0..train.len()).collect();
             if stage.shuffle {
                 let mut rng =
                     rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(spec.seed, si, epoch));
                 order.shuffle(&mut rng);
             }
-            let mut running = Running::default();
+            let mut running = match resumed_epoch {
+                Some(r) => Running {
+                    loss_sum: r.loss_sum,
+                    correct: r.correct,
+                    seen: r.seen,
+                },
+                None => Running::default(),
+            };
+            let skip = resumed_epoch.map(|r| r.next_batch).unwrap_or(0);
             let mut accumulator = GradientsAccumulator::<Graph<B>>::new();
             let mut pending = 0usize;
             let epoch_started = Instant::now();
             let mut lr = learning_rate(&stage.schedule, base_lr, step, total_steps);
             let batches: Vec<&[usize]> = order.chunks(stage.batch_size).take(per_epoch).collect();
-            for (bi, rows) in batches.iter().enumerate() {
+            for (bi, rows) in batches.iter().enumerate().skip(skip) {
+                // Dropout masks depend only on the position, so a resumed run draws the same.
+                B::seed(&device, step_seed(spec.seed, si, epoch, bi));
                 let (inputs, labels) = train.batch::<B>(rows, &device);
                 let logits = match &prefix {
                     Some(p) => {
@@ -178,45 +218,69 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 let grads = GradientsParams::from_grads(scaled.backward(), &model);
                 accumulator.accumulate(&model, grads);
                 pending += 1;
-                if pending == stage.gradient_accumulation || bi + 1 == batches.len() {
-                    lr = learning_rate(&stage.schedule, base_lr, step, total_steps);
-                    model = optim.step(lr, model, accumulator.grads());
-                    pending = 0;
-                    step += 1;
-                    let rate =
-                        running.seen as f64 / epoch_started.elapsed().as_secs_f64().max(1e-9);
-                    progress.step(
-                        epoch,
-                        step - (epoch - 1) * steps_per_epoch,
-                        running.loss(),
-                        running.accuracy(),
-                        rate,
-                    );
-                    if let (Some(every), Some(val)) = (stage.validate_every, validation) {
-                        if step % every == 0 && bi + 1 != batches.len() {
-                            let (vl, va) = evaluate_with(
-                                &model.valid(),
-                                val,
-                                stage.batch_size,
-                                stage.validation_steps,
-                                &device,
-                                prefix.as_ref().map(|p| (p, p.validation_cache.as_ref())),
-                            );
-                            log.log(&MetricRow {
-                                stage: stage_name.clone(),
-                                epoch,
-                                step,
-                                split: "validation".into(),
-                                loss: vl,
-                                accuracy: va,
-                                lr,
-                                samples_per_s: rate,
-                                elapsed_s: started.elapsed().as_secs_f64(),
-                            })?;
-                        }
+                if pending < stage.gradient_accumulation && bi + 1 < batches.len() {
+                    continue;
+                }
+                lr = learning_rate(&stage.schedule, base_lr, step, total_steps);
+                model = optim.step(lr, model, accumulator.grads());
+                pending = 0;
+                step += 1;
+                let rate = (running.seen - resumed_epoch.map(|r| r.seen).unwrap_or(0)) as f64
+                    / epoch_started.elapsed().as_secs_f64().max(1e-9);
+                progress.step(
+                    epoch,
+                    step - (epoch - 1) * steps_per_epoch,
+                    running.loss(),
+                    running.accuracy(),
+                    rate,
+                );
+                if let (Some(every), Some(val)) = (stage.validate_every, validation) {
+                    if step % every == 0 && bi + 1 != batches.len() {
+                        let (vl, va) = evaluate_with(
+                            &model.valid(),
+                            val,
+                            stage.batch_size,
+                            stage.validation_steps,
+                            &device,
+                            prefix.as_ref().map(|p| (p, p.validation_cache.as_ref())),
+                        );
+                        log.log(&MetricRow {
+                            stage: stage_name.clone(),
+                            epoch,
+                            step,
+                            split: "validation".into(),
+                            loss: vl,
+                            accuracy: va,
+                            lr,
+                            samples_per_s: rate,
+                            elapsed_s: started.elapsed().as_secs_f64(),
+                        })?;
                     }
                 }
-                if interrupt.load(Ordering::SeqCst) {
+                let stop = interrupt.load(Ordering::SeqCst);
+                let due = stage.checkpoint_every.is_some_and(|n| step % n == 0);
+                if (stop || due) && bi + 1 < batches.len() {
+                    let mut stages = outcome.stages.clone();
+                    record.steps = step;
+                    stages.push(record.clone());
+                    let point = ResumeState {
+                        stage: si,
+                        epoch,
+                        next_batch: bi + 1,
+                        step,
+                        loss_sum: running.loss_sum,
+                        correct: running.correct,
+                        seen: running.seen,
+                        best_score: best_score.is_finite().then_some(best_score),
+                        stages,
+                        metric_rows: log.rows(),
+                        model_file: format!("resume-{si}-{step}.safetensors"),
+                        optimizer_file: format!("resume-{si}-{step}-optimizer.mpk"),
+                    };
+                    save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
+                    last_point = Some(point);
+                }
+                if stop {
                     checkpoint::save(&model, &run.checkpoint(&stage_name, "last"))?;
                     record.steps = step;
                     record.seconds = stage_started.elapsed().as_secs_f64();
@@ -282,6 +346,38 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             record.epochs_completed = epoch;
             record.steps = step;
             tracing::info!(stage = %stage_name, epoch, loss = train_row.loss, accuracy = train_row.accuracy, "epoch end");
+
+            // Every epoch end is a resume point: the next epoch (or stage) starts from here.
+            let (next_stage, next_epoch) = if epoch == stage.epochs {
+                (si + 1, 1)
+            } else {
+                (si, epoch + 1)
+            };
+            let mut stages = outcome.stages.clone();
+            let mut finished = record.clone();
+            finished.seconds = stage_started.elapsed().as_secs_f64();
+            stages.push(finished);
+            let point = ResumeState {
+                stage: next_stage,
+                epoch: next_epoch,
+                next_batch: 0,
+                step: if next_stage == si { step } else { 0 },
+                loss_sum: 0.0,
+                correct: 0,
+                seen: 0,
+                best_score: (next_stage == si).then_some(best_score),
+                stages,
+                metric_rows: log.rows(),
+                model_file: format!("resume-{si}-{step}-end.safetensors"),
+                // A new stage starts with a fresh optimizer.
+                optimizer_file: if next_stage == si {
+                    format!("resume-{si}-{step}-end-optimizer.mpk")
+                } else {
+                    String::new()
+                },
+            };
+            save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
+            last_point = Some(point);
         }
         record.seconds = stage_started.elapsed().as_secs_f64();
         outcome.stages.push(record);
@@ -331,6 +427,28 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     // Final weights without autodiff state, so they load on any backend.
     checkpoint::save(&model.valid(), &run.model_weights())?;
     Ok(outcome)
+}
+
+/// Writes model and optimizer under the point's (new) names, then commits the pointer.
+fn save_point<B: AutodiffBackend>(
+    model: &Graph<B>,
+    optim: &StageOptimizer<Graph<B>, B>,
+    point: &ResumeState,
+    checkpoints: &std::path::Path,
+    previous: Option<&ResumeState>,
+) -> Result<()> {
+    checkpoint::save(model, &checkpoints.join(&point.model_file))?;
+    if !point.optimizer_file.is_empty() {
+        optim.save(&checkpoints.join(&point.optimizer_file))?;
+    }
+    point.commit(checkpoints, previous)
+}
+
+/// Backend RNG seed for one batch (dropout), independent of everything drawn before it.
+fn step_seed(seed: u64, stage: usize, epoch: usize, batch: usize) -> u64 {
+    epoch_seed(seed, stage, epoch)
+        .wrapping_mul(0x2545_F491_4F6C_DD1D)
+        .wrapping_add(batch as u64 + 1)
 }
 
 /// Mean loss and accuracy over (at most `max_batches` batches of) a split, without autodiff.

@@ -5,6 +5,7 @@ pub mod freeze;
 pub mod metrics;
 pub mod optim;
 pub mod prefix;
+pub mod resume;
 pub mod schedule;
 
 pub use engine::{StageOutcome, TrainOutcome};

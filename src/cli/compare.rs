@@ -1,0 +1,77 @@
+//! `pipe compare RUN...`: the config keys that differ between run folders, their metrics,
+//! and (`--plot`) their learning curves. Sweep and pipeline folders expand to their runs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::compare::{Format, build_table, load_runs, plot, render};
+
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Run folders, or folders holding them (a pipeline's runs/<name>/, a sweep folder).
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Sort by this column (e.g. `test.accuracy`).
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// `table`, `csv`, `md` or `json`.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+    /// Also draw loss and accuracy curves into this .png or .svg.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+}
+
+/// Run folders under `path`: itself if it holds run.json, else any found up to two levels down.
+pub fn expand(path: &Path) -> Vec<PathBuf> {
+    if path.join("run.json").is_file() || !path.is_dir() {
+        return vec![path.to_path_buf()];
+    }
+    let mut found = Vec::new();
+    let mut children: Vec<PathBuf> = std::fs::read_dir(path)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    children.sort();
+    for c in children {
+        if c.join("run.json").is_file() {
+            found.push(c);
+        } else if let Ok(d) = std::fs::read_dir(&c) {
+            let mut grand: Vec<PathBuf> = d
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("run.json").is_file())
+                .collect();
+            grand.sort();
+            found.extend(grand);
+        }
+    }
+    if found.is_empty() {
+        // Listed as unreadable, with the reason, by load_runs.
+        found.push(path.to_path_buf());
+    }
+    found
+}
+
+pub fn run(args: CompareArgs) -> Result<i32> {
+    let format: Format = args.format.parse()?;
+    let paths: Vec<PathBuf> = args.runs.iter().flat_map(|p| expand(p)).collect();
+    let runs = load_runs(&paths);
+    let table = build_table(&runs, args.sort.as_deref())?;
+    print!("{}", render(&table, format));
+    if !matches!(format, Format::Table) {
+        for (p, reason) in &table.unreadable {
+            eprintln!("unreadable: {}: {reason}", p.display());
+        }
+    }
+    if let Some(path) = &args.plot {
+        plot(&runs, &table, path)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(0)
+}

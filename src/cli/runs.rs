@@ -1,0 +1,80 @@
+//! `pipe runs [DIR]`: every run folder under the runs directory, newest first, with its
+//! status, age and headline metric.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::run::RunRecord;
+
+#[derive(clap::Args, Debug)]
+pub struct RunsArgs {
+    #[arg(default_value = "runs")]
+    pub dir: PathBuf,
+}
+
+fn age(started: &str) -> String {
+    let Ok(t) = chrono::DateTime::parse_from_rfc3339(started) else {
+        return "?".into();
+    };
+    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub fn run(args: RunsArgs) -> Result<i32> {
+    let mut found: Vec<(String, PathBuf, Option<RunRecord>)> = Vec::new();
+    let mut stack = vec![(args.dir.clone(), 0)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.join("run.json").is_file() {
+                let record = RunRecord::load(&p.join("run.json")).ok();
+                let started = record
+                    .as_ref()
+                    .map(|r| r.started_at.clone())
+                    .unwrap_or_default();
+                found.push((started, p, record));
+            } else if p.is_dir() && depth < 3 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    if found.is_empty() {
+        println!("no runs under {}", args.dir.display());
+        return Ok(0);
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    println!("{:<60} {:<12} {:>6}  metric", "run", "status", "age");
+    for (started, path, record) in &found {
+        let shown = path
+            .strip_prefix(&args.dir)
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        match record {
+            Some(r) => {
+                let metric = ["test.accuracy", "validation.accuracy", "train.accuracy"]
+                    .iter()
+                    .find_map(|k| r.metrics.get(*k).map(|v| format!("{k} {v:.4}")))
+                    .unwrap_or_default();
+                let status = serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                println!("{shown:<60} {status:<12} {:>6}  {metric}", age(started));
+            }
+            None => println!("{shown:<60} {:<12} {:>6}  (run.json unreadable)", "?", "?"),
+        }
+    }
+    Ok(0)
+}

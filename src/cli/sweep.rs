@@ -1,0 +1,314 @@
+//! `pipe sweep SPEC --grid k=v1,v2 --random k=lo..hi[:log] --parallel N`: type-check every
+//! trial, then run each as its own `pipe run` process in a shared sweep folder, `--parallel`
+//! at a time, and print the comparison. `--emit slurm` writes the same trials as a job array.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::{EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan};
+use crate::compare::{Format, build_table, load_runs, render};
+use crate::graph::plan;
+use crate::run::atomic_write;
+use crate::spec::SweepSpec;
+use crate::spec::load::load_spec;
+use crate::sweep::{Trial, expand, parse_grid, slurm_script};
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    pub spec: PathBuf,
+    /// `path=v1,v2,...`: every combination of the grids is a trial.
+    #[arg(long = "grid", value_name = "PATH=V1,V2")]
+    pub grid: Vec<String>,
+    /// `path=low..high` or `path=low..high:log`, sampled `--trials` times.
+    #[arg(long = "random", value_name = "PATH=LO..HI[:log]")]
+    pub random: Vec<String>,
+    #[arg(long)]
+    pub trials: Option<usize>,
+    /// Seed of the random search (default: the pipeline seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Trials running at once.
+    #[arg(long)]
+    pub parallel: Option<usize>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Instead of running, print a batch script (`slurm`) that runs the trials as an array job.
+    #[arg(long, value_name = "FORMAT")]
+    pub emit: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct TrialRecord {
+    index: usize,
+    overrides: Vec<String>,
+    /// pending | running | completed | failed | interrupted | skipped | emitted
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    log: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct SweepRecord {
+    id: String,
+    spec: String,
+    base_overrides: Vec<String>,
+    created_at: String,
+    parallel: usize,
+    trials: Vec<TrialRecord>,
+}
+
+impl SweepRecord {
+    fn save(&self, dir: &Path) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        atomic_write(&dir.join("sweep.json"), text.as_bytes())?;
+        Ok(())
+    }
+}
+
+pub fn run(args: SweepArgs) -> Result<i32> {
+    let (loaded, _) = match load_plan(&args.spec, &args.overrides.sets, true) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    let mut sweep: SweepSpec = loaded.spec.sweep.clone().unwrap_or_default();
+    for g in &args.grid {
+        parse_grid(g, &mut sweep.grid)?;
+    }
+    for r in &args.random {
+        let Some((path, range)) = r.split_once('=') else {
+            bail!("--random expects path=low..high[:log], got `{r}`");
+        };
+        sweep
+            .random
+            .insert(path.trim().to_string(), range.trim().to_string());
+    }
+    sweep.trials = args.trials.or(sweep.trials);
+    sweep.seed = args.seed.or(sweep.seed);
+    let parallel = args.parallel.or(sweep.parallel).unwrap_or(1).max(1);
+    let trials = expand(&sweep, loaded.spec.seed)?;
+
+    // Every trial must resolve before any starts: a typo in trial 7 should not cost 6 runs.
+    let mut bad = 0;
+    for t in &trials {
+        let sets: Vec<String> = args
+            .overrides
+            .sets
+            .iter()
+            .chain(&t.overrides)
+            .cloned()
+            .collect();
+        let result = load_spec(&args.spec, &sets).and_then(|l| plan::resolve(&l).map(|_| ()));
+        if let Err(d) = result {
+            bad += 1;
+            eprintln!("trial {} ({}):\n{d}", t.index, t.overrides.join(" "));
+        }
+    }
+    if bad > 0 {
+        eprintln!(
+            "error: {bad} of {} trials do not check; nothing was run",
+            trials.len()
+        );
+        return Ok(EXIT_INVALID);
+    }
+
+    let runs_dir = args
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&loaded.spec.runtime.runs_dir));
+    let (dir, id) = create_sweep_dir(&runs_dir.join(&loaded.spec.name))?;
+    let mut record = SweepRecord {
+        id,
+        spec: args.spec.display().to_string(),
+        base_overrides: args.overrides.sets.clone(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        parallel,
+        trials: trials
+            .iter()
+            .map(|t| TrialRecord {
+                index: t.index,
+                overrides: t.overrides.clone(),
+                status: "pending".into(),
+                run: None,
+                exit_code: None,
+                log: dir.join(format!("trial-{}.log", t.index)),
+            })
+            .collect(),
+    };
+
+    if let Some(format) = &args.emit {
+        if format != "slurm" {
+            bail!("--emit supports `slurm`");
+        }
+        for t in &mut record.trials {
+            t.status = "emitted".into();
+        }
+        record.save(&dir)?;
+        let pipe = std::env::current_exe()?.display().to_string();
+        print!(
+            "{}",
+            slurm_script(
+                &pipe,
+                &args.spec.display().to_string(),
+                &args.overrides.sets,
+                &trials,
+                &dir.display().to_string()
+            )
+        );
+        eprintln!("sweep folder: {} ({} trials)", dir.display(), trials.len());
+        return Ok(0);
+    }
+
+    eprintln!(
+        "sweep folder: {} ({} trials, {parallel} at a time)",
+        dir.display(),
+        trials.len()
+    );
+    record.save(&dir)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let _ = ctrlc::set_handler(move || {
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut running: BTreeMap<usize, Child> = BTreeMap::new();
+    let mut next = 0;
+    let mut forwarded = false;
+    loop {
+        let stop = interrupted.load(Ordering::SeqCst);
+        if stop && !forwarded {
+            // Each trial finishes its step, checkpoints and marks itself interrupted.
+            for child in running.values() {
+                let _ = Command::new("kill")
+                    .args(["-INT", &child.id().to_string()])
+                    .status();
+            }
+            forwarded = true;
+        }
+        while !stop && running.len() < parallel && next < trials.len() {
+            let t = &trials[next];
+            running.insert(t.index, spawn(&args, t, &dir)?);
+            record.trials[t.index].status = "running".into();
+            eprintln!("trial {} started: {}", t.index, t.overrides.join(" "));
+            next += 1;
+            record.save(&dir)?;
+        }
+        let mut finished = Vec::new();
+        for (k, child) in running.iter_mut() {
+            if let Some(status) = child.try_wait()? {
+                finished.push((*k, status.code().unwrap_or(EXIT_INTERRUPTED)));
+            }
+        }
+        for (k, code) in finished {
+            running.remove(&k);
+            let t = &mut record.trials[k];
+            t.exit_code = Some(code);
+            t.status = match code {
+                0 => "completed",
+                EXIT_INTERRUPTED => "interrupted",
+                _ => "failed",
+            }
+            .into();
+            t.run = find_trial_run(&dir, k);
+            eprintln!("trial {k} {} (see {})", t.status, t.log.display());
+            record.save(&dir)?;
+        }
+        if running.is_empty() && (next >= trials.len() || stop) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for t in record.trials.iter_mut().filter(|t| t.status == "pending") {
+        t.status = "skipped".into();
+    }
+    record.save(&dir)?;
+
+    let folders: Vec<PathBuf> = record.trials.iter().filter_map(|t| t.run.clone()).collect();
+    if !folders.is_empty() {
+        let runs = load_runs(&folders);
+        let sort = runs
+            .iter()
+            .any(|r| matches!(r, crate::compare::Loaded::Ok(s) if s.metrics.contains_key("test.accuracy")))
+            .then_some("test.accuracy");
+        let table = build_table(&runs, sort)?;
+        print!("{}", render(&table, Format::Table));
+    }
+    let failed = record
+        .trials
+        .iter()
+        .filter(|t| t.status == "failed")
+        .count();
+    if failed > 0 {
+        eprintln!("{failed} trial(s) failed; the others are above");
+    }
+    Ok(if interrupted.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+fn create_sweep_dir(parent: &Path) -> Result<(PathBuf, String)> {
+    std::fs::create_dir_all(parent)?;
+    let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+    for _ in 0..100 {
+        let id = format!("{stamp}-{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let dir = parent.join(format!("sweep-{id}"));
+        if std::fs::create_dir(&dir).is_ok() {
+            return Ok((dir, id));
+        }
+    }
+    bail!("could not create a sweep folder under {}", parent.display())
+}
+
+fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("trial-{}.log", trial.index)))?;
+    let mut cmd = Command::new(std::env::current_exe().context("locating the pipe binary")?);
+    cmd.arg("run").arg(&args.spec);
+    for s in args.overrides.sets.iter().chain(&trial.overrides) {
+        cmd.arg("--set").arg(s);
+    }
+    if let Some(d) = &args.device {
+        cmd.arg("--device").arg(d);
+    }
+    cmd.arg("--into")
+        .arg(dir)
+        .arg("--trial")
+        .arg(trial.index.to_string())
+        .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(cmd.spawn()?)
+}
+
+/// The run folder whose run.json names this trial.
+fn find_trial_run(dir: &Path, trial: usize) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            std::fs::read_to_string(p.join("run.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .is_some_and(|v| v["trial"] == trial)
+        })
+}

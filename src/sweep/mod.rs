@@ -1,0 +1,244 @@
+//! Sweeps: expanding `--grid` / `--random` (or a `[sweep]` table) into trials, each a set of
+//! `--set` overrides, and writing them as a Slurm job array.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Result, bail};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::SweepSpec;
+
+/// One trial: its number and its overrides (`path=value`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trial {
+    pub index: usize,
+    pub overrides: Vec<String>,
+}
+
+/// A `low..high[:log]` range.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Range {
+    pub low: f64,
+    pub high: f64,
+    pub log: bool,
+    pub integer: bool,
+}
+
+pub fn parse_range(text: &str) -> Result<Range> {
+    let (body, log) = match text.strip_suffix(":log") {
+        Some(b) => (b, true),
+        None => (text, false),
+    };
+    let Some((lo, hi)) = body.split_once("..") else {
+        bail!("expected low..high or low..high:log, got `{text}`");
+    };
+    let (lo, hi) = (lo.trim(), hi.trim());
+    let integer = !log && lo.parse::<i64>().is_ok() && hi.parse::<i64>().is_ok();
+    let low: f64 = lo
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{lo}` is not a number in `{text}`"))?;
+    let high: f64 = hi
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{hi}` is not a number in `{text}`"))?;
+    if low > high {
+        bail!("empty range `{text}`");
+    }
+    if log && low <= 0.0 {
+        bail!("a :log range needs positive bounds, got `{text}`");
+    }
+    Ok(Range {
+        low,
+        high,
+        log,
+        integer,
+    })
+}
+
+/// Shortest decimal that keeps 4 significant digits, as TOML accepts it.
+fn format_float(x: f64) -> String {
+    let s = format!("{x:.4e}");
+    let v: f64 = s.parse().unwrap_or(x);
+    let plain = format!("{v}");
+    if plain.contains('.') || plain.contains('e') {
+        plain
+    } else {
+        format!("{plain}.0")
+    }
+}
+
+/// Every grid combination; with random ranges, `trials` samples for each combination.
+pub fn expand(sweep: &SweepSpec, default_seed: u64) -> Result<Vec<Trial>> {
+    let mut combos: Vec<Vec<String>> = vec![Vec::new()];
+    for (path, values) in &sweep.grid {
+        if values.is_empty() {
+            bail!("--grid {path} has no values");
+        }
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                values.iter().map(move |v| {
+                    let mut c = c.clone();
+                    c.push(format!("{path}={v}"));
+                    c
+                })
+            })
+            .collect();
+    }
+    let ranges: Vec<(String, Range)> = sweep
+        .random
+        .iter()
+        .map(|(p, r)| parse_range(r).map(|r| (p.clone(), r)))
+        .collect::<Result<_>>()?;
+    let samples = if ranges.is_empty() {
+        1
+    } else {
+        sweep.trials.unwrap_or(8)
+    };
+    if sweep.grid.is_empty() && ranges.is_empty() {
+        bail!("nothing to sweep: give --grid or --random (or a [sweep] table)");
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(sweep.seed.unwrap_or(default_seed));
+    let mut trials = Vec::new();
+    for combo in combos {
+        for _ in 0..samples {
+            let mut overrides = combo.clone();
+            for (path, r) in &ranges {
+                let value = if r.integer {
+                    rng.random_range(r.low as i64..=r.high as i64).to_string()
+                } else if r.log {
+                    format_float((rng.random_range(r.low.ln()..=r.high.ln())).exp())
+                } else {
+                    format_float(rng.random_range(r.low..=r.high))
+                };
+                overrides.push(format!("{path}={value}"));
+            }
+            trials.push(Trial {
+                index: trials.len(),
+                overrides,
+            });
+        }
+    }
+    Ok(trials)
+}
+
+/// Parses `path=v1,v2,...` into the grid (values as TOML: `1e-3`, `4`, `"adam"`, `true`).
+pub fn parse_grid(arg: &str, grid: &mut BTreeMap<String, Vec<toml::Value>>) -> Result<()> {
+    let Some((path, values)) = arg.split_once('=') else {
+        bail!("--grid expects path=v1,v2,..., got `{arg}`");
+    };
+    let parsed: Vec<toml::Value> = values
+        .split(',')
+        .map(|v| crate::spec::load::parse_value(v.trim()))
+        .collect();
+    grid.insert(path.trim().to_string(), parsed);
+    Ok(())
+}
+
+/// A Slurm job array that runs trial k as `pipe run SPEC --set ... --trial k --into DIR`.
+pub fn slurm_script(
+    pipe: &str,
+    spec: &str,
+    base_sets: &[String],
+    trials: &[Trial],
+    sweep_dir: &str,
+) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut out = String::new();
+    out += "#!/bin/bash\n";
+    out += &format!(
+        "#SBATCH --job-name=pipe-sweep\n#SBATCH --array=0-{}\n",
+        trials.len().saturating_sub(1)
+    );
+    out += "#SBATCH --output=slurm-%A_%a.out\n";
+    out += "# One pipe run per array task; each writes its own run folder into the sweep folder.\n";
+    out += "set -euo pipefail\n";
+    out += "TRIALS=(\n";
+    for t in trials {
+        let sets: Vec<String> = base_sets
+            .iter()
+            .chain(&t.overrides)
+            .map(|s| format!("--set {}", quote(s)))
+            .collect();
+        out += &format!("  {}\n", quote(&sets.join(" ")));
+    }
+    out += ")\n";
+    out += &format!(
+        "eval \"{} run {} ${{TRIALS[$SLURM_ARRAY_TASK_ID]}} --trial $SLURM_ARRAY_TASK_ID --into {} --quiet\"\n",
+        pipe,
+        quote(spec),
+        quote(sweep_dir)
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_is_cartesian_in_order() {
+        let mut grid = BTreeMap::new();
+        parse_grid("stages.train.optimizer.learning_rate=1e-3,3e-4", &mut grid).unwrap();
+        parse_grid("model.block.num_heads=2,4", &mut grid).unwrap();
+        let trials = expand(
+            &SweepSpec {
+                grid,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+        assert_eq!(trials.len(), 4);
+        assert_eq!(
+            trials[1].overrides,
+            vec![
+                "model.block.num_heads=2",
+                "stages.train.optimizer.learning_rate=0.0003"
+            ]
+        );
+    }
+
+    #[test]
+    fn random_is_seeded_and_in_range() {
+        let mut random = BTreeMap::new();
+        random.insert("lr".to_string(), "1e-4..1e-2:log".to_string());
+        random.insert("heads".to_string(), "1..4".to_string());
+        let sweep = SweepSpec {
+            random,
+            trials: Some(20),
+            ..Default::default()
+        };
+        let a = expand(&sweep, 7).unwrap();
+        assert_eq!(a, expand(&sweep, 7).unwrap());
+        assert_ne!(a, expand(&sweep, 8).unwrap());
+        for t in &a {
+            let heads: i64 = t.overrides[0].split('=').nth(1).unwrap().parse().unwrap();
+            let lr: f64 = t.overrides[1].split('=').nth(1).unwrap().parse().unwrap();
+            assert!(
+                (1..=4).contains(&heads) && (1e-4..=1e-2).contains(&lr),
+                "{t:?}"
+            );
+        }
+        assert!(parse_range("5..1").is_err());
+        assert!(parse_range("0..1:log").is_err());
+    }
+
+    #[test]
+    fn slurm_array_runs_each_trial() {
+        let trials = vec![
+            Trial {
+                index: 0,
+                overrides: vec!["seed=1".into()],
+            },
+            Trial {
+                index: 1,
+                overrides: vec!["seed=2".into()],
+            },
+        ];
+        let s = slurm_script("pipe", "p.toml", &[], &trials, "runs/x/sweep-1");
+        assert!(s.contains("#SBATCH --array=0-1"));
+        assert!(s.contains("--trial $SLURM_ARRAY_TASK_ID"));
+        assert!(s.contains("'--set '\\''seed=2'\\'''"), "{s}");
+    }
+}

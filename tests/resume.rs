@@ -1,0 +1,122 @@
+//! A run killed with SIGKILL mid-epoch and resumed ends bit-identical to an unbroken run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{json, only_run, pipe, run, scratch, text};
+
+/// Model A shrunk to seconds, with two stages (a different optimizer in each) and frequent
+/// resume points.
+fn spec(dir: &Path) -> PathBuf {
+    let text =
+        std::fs::read_to_string(common::root().join("pipelines/agnews_transformer.toml")).unwrap();
+    let two_stages = text.replace(
+        "[[stages]]\nname = \"train\"",
+        "[[stages]]\nname = \"warmup\"\nepochs = 1\nbatch_size = 32\noptimizer = { type = \"sgd\", learning_rate = 0.05, momentum = 0.9 }\n\n[[stages]]\nname = \"train\"\ncheckpoint_every = 3",
+    );
+    let p = dir.join("two_stages.toml");
+    std::fs::write(&p, two_stages).unwrap();
+    p
+}
+
+fn args(spec: &Path, runs: &Path) -> Vec<String> {
+    vec![
+        "run".into(),
+        spec.display().to_string(),
+        "--quiet".into(),
+        "--set=dataset.limit=1200".into(),
+        "--set=vectorizer.output_sequence_length=48".into(),
+        "--set=stages.train.batch_size=32".into(),
+        "--set=stages.train.epochs=2".into(),
+        format!("--runs-dir={}", runs.display()),
+    ]
+}
+
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(k, v)| {
+            let o = v["data_offsets"].as_array().unwrap();
+            let (s, e) = (
+                o[0].as_u64().unwrap() as usize,
+                o[1].as_u64().unwrap() as usize,
+            );
+            (k.clone(), bytes[8 + n + s..8 + n + e].to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_then_resume_equals_an_unbroken_run() {
+    let dir = scratch("resume");
+    let spec = spec(&dir);
+
+    let straight = dir.join("straight");
+    let out = pipe().args(args(&spec, &straight)).output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let a = only_run(&straight, "agnews_transformer");
+
+    // Kill the second run once it has a resume point inside the second stage, mid-epoch.
+    let broken = dir.join("broken");
+    let mut child = pipe().args(args(&spec, &broken)).spawn().unwrap();
+    let start = Instant::now();
+    let b = loop {
+        let point = std::fs::read_dir(broken.join("agnews_transformer"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path());
+        if let Some(b) = &point {
+            if let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json")) {
+                let state: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if state["stage"] == 1 && state["next_batch"].as_u64().unwrap() > 0 {
+                    break b.clone();
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no resume point in stage 2"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        json(&b.join("run.json"))["status"],
+        "running",
+        "the run must have been killed mid-way"
+    );
+
+    let out = run(&["run", "--resume", b.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let record = json(&b.join("run.json"));
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["resumed_at"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(a.join("metrics.csv")).unwrap(),
+        std::fs::read_to_string(b.join("metrics.csv")).unwrap(),
+        "metrics.csv must continue without duplicate or missing rows"
+    );
+    assert!(
+        tensors(&a.join("model/model.safetensors")) == tensors(&b.join("model/model.safetensors")),
+        "final weights must be identical"
+    );
+    assert_eq!(json(&a.join("run.json"))["metrics"], record["metrics"]);
+
+    // A completed run is not resumed again.
+    let out = run(&["run", "--resume", b.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.contains("already completed"),
+        "{:?}",
+        text(&out)
+    );
+}

@@ -1,0 +1,138 @@
+//! `pipe sweep` with --parallel 2 end to end, then `pipe compare` on its three run folders.
+
+mod common;
+
+use common::{json, run, scratch, text};
+
+#[test]
+fn grid_sweep_in_parallel_then_compare_table_csv_json_and_plot() {
+    let runs = scratch("sweep");
+    let out = run(&[
+        "sweep",
+        "pipelines/agnews_transformer.toml",
+        "--grid",
+        "stages.train.optimizer.learning_rate=1e-3,3e-3,1e-2",
+        "--parallel",
+        "2",
+        "--set=dataset.limit=300",
+        "--set=vectorizer.output_sequence_length=32",
+        "--set=stages.train.batch_size=32",
+        "--set=stages.train.epochs=2",
+        &format!("--runs-dir={}", runs.display()),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let sweep_dir = std::fs::read_dir(runs.join("agnews_transformer"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        sweep_dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("sweep-")
+    );
+    let record = json(&sweep_dir.join("sweep.json"));
+    let trials = record["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    let mut folders = Vec::new();
+    for t in trials {
+        assert_eq!(t["status"], "completed", "{t}");
+        let folder = std::path::PathBuf::from(t["run"].as_str().unwrap());
+        assert_eq!(json(&folder.join("run.json"))["trial"], t["index"]);
+        folders.push(folder);
+    }
+    // Distinct folders even though the trials started within the same second.
+    folders.sort();
+    folders.dedup();
+    assert_eq!(folders.len(), 3);
+    // The final table shows the swept key and the metrics, not the keys all trials share.
+    let header = stdout.lines().next().unwrap();
+    assert!(
+        header.contains("stages.train.optimizer.learning_rate"),
+        "{stdout}"
+    );
+    assert!(header.contains("test.accuracy"), "{stdout}");
+    assert!(!header.contains("dataset.limit"), "{stdout}");
+
+    let dir = sweep_dir.to_str().unwrap();
+    let out = run(&["compare", dir, "--sort", "test.accuracy"]);
+    let (table, _) = text(&out);
+    assert!(out.status.success());
+    assert_eq!(
+        table.lines().filter(|l| l.contains("completed")).count(),
+        3,
+        "{table}"
+    );
+
+    let out = run(&["compare", dir, "--format", "csv"]);
+    let (csv, _) = text(&out);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert!(
+        reader
+            .headers()
+            .unwrap()
+            .iter()
+            .any(|h| h == "stages.train.optimizer.learning_rate")
+    );
+    assert_eq!(reader.records().count(), 3);
+
+    let out = run(&["compare", dir, "--format", "json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(parsed["runs"].as_array().unwrap().len(), 3);
+
+    // A broken folder is listed with its reason, not fatal.
+    let broken = runs.join("not-a-run");
+    std::fs::create_dir_all(&broken).unwrap();
+    let out = run(&["compare", dir, broken.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(text(&out).0.contains("unreadable"), "{:?}", text(&out));
+
+    let png = runs.join("curves.png");
+    let out = run(&["compare", dir, "--plot", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels = &buf[..info.buffer_size()];
+    let non_white = pixels
+        .chunks(3)
+        .filter(|p| p.iter().any(|&c| c < 200))
+        .count();
+    assert!(info.width > 400 && info.height > 200);
+    assert!(non_white > pixels.len() / 3 / 100, "the plot is blank");
+
+    // A trial that does not type-check stops the sweep before anything runs.
+    let out = run(&[
+        "sweep",
+        "pipelines/agnews_transformer.toml",
+        "--grid",
+        "model.block.num_heads=2,many",
+        &format!("--runs-dir={}", runs.join("bad").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("nothing was run"), "{:?}", text(&out));
+    assert!(!runs.join("bad").exists());
+
+    // The same trials as a Slurm array.
+    let out = run(&[
+        "sweep",
+        "pipelines/agnews_transformer.toml",
+        "--grid",
+        "seed=1,2",
+        "--emit",
+        "slurm",
+        &format!("--runs-dir={}", runs.join("slurm").display()),
+    ]);
+    let (script, _) = text(&out);
+    assert!(
+        script.starts_with("#!/bin/bash\n#SBATCH --job-name=pipe-sweep\n#SBATCH --array=0-1"),
+        "{script}"
+    );
+    assert!(script.contains("--trial $SLURM_ARRAY_TASK_ID"));
+}

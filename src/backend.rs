@@ -6,6 +6,8 @@ use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 
+pub use crate::spec::runtime::Precision;
+
 /// A device as the user names it: `cpu`, `ndarray`, `cuda`, `cuda:1`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
@@ -61,6 +63,18 @@ fn rayon_pool(n: usize) -> Result<()> {
 }
 
 pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Output> {
+    dispatch_with(device, Precision::F32, task)
+}
+
+/// [`dispatch`] with a float precision; half precision is a CUDA feature.
+pub fn dispatch_with<T: BackendTask>(
+    device: &DeviceChoice,
+    precision: Precision,
+    task: T,
+) -> Result<T::Output> {
+    if precision != Precision::F32 && !matches!(device, DeviceChoice::Cuda(_)) {
+        bail!("precision {precision:?} needs --device cuda; the CPU backends train in f32");
+    }
     match device {
         DeviceChoice::Cpu => Ok(task.run::<Autodiff<burn::backend::Flex>>(Default::default())),
         #[cfg(feature = "ndarray")]
@@ -74,7 +88,16 @@ pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Out
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(i) => {
             probe_cuda()?;
-            Ok(task.run::<Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(*i)))
+            let device = burn::backend::cuda::CudaDevice::new(*i);
+            Ok(match precision {
+                Precision::F32 => task.run::<Autodiff<burn::backend::Cuda>>(device),
+                Precision::F16 => {
+                    task.run::<Autodiff<burn::backend::Cuda<burn::tensor::f16>>>(device)
+                }
+                Precision::Bf16 => {
+                    task.run::<Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(device)
+                }
+            })
         }
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda(_) => bail!(

@@ -182,7 +182,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
             timing,
         ));
         let t = Instant::now();
-        let cache = prefix.features(case.data, 64, &device);
+        let cache = prefix.features(case.plan, case.data, 64, &device, None);
         let cache_s = t.elapsed().as_secs_f64();
         let timing = time_steps(&case.timing, case.train_batch, |i| {
             model = head_step(model.clone(), Some(&cache), i);

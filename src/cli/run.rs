@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan, progress};
-use crate::backend::{DeviceChoice, dispatch, set_cpu_threads};
+use crate::backend::{DeviceChoice, dispatch_with, set_cpu_threads};
 use crate::data::batch::EncodedSplit;
 use crate::data::load_splits;
 use crate::graph::{Plan, summary_table};
@@ -41,6 +41,14 @@ pub struct RunArgs {
     /// Sweep trial number, recorded in run.json (set by `pipe sweep` and its Slurm script).
     #[arg(long)]
     pub trial: Option<usize>,
+    /// Start from these weights (a model.safetensors or checkpoint of the same pipeline)
+    /// instead of a fresh initialisation.
+    #[arg(long, value_name = "FILE")]
+    pub init_weights: Option<PathBuf>,
+    /// Write the weights the run starts from to FILE (to start another run, e.g. on another
+    /// device, from exactly the same point with --init-weights).
+    #[arg(long, value_name = "FILE")]
+    pub save_init: Option<PathBuf>,
     /// Create the run folder directly in this folder (a sweep's folder) instead of `<runs-dir>/<name>/`.
     #[arg(long, value_name = "DIR")]
     pub into: Option<PathBuf>,
@@ -326,8 +334,10 @@ fn execute(
         progress: progress.as_mut(),
         interrupt,
         resume,
+        init_weights: args.init_weights.clone(),
+        save_init: args.save_init.clone(),
     };
-    dispatch(device, job)?
+    dispatch_with(device, spec.runtime.precision, job)?
 }
 
 fn write_static_files(run: &RunDir, loaded: &LoadedSpec, plan: &Plan) -> Result<()> {

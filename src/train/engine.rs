@@ -49,6 +49,10 @@ pub struct TrainJob<'a> {
     pub interrupt: Arc<AtomicBool>,
     /// Continue from this resume point instead of starting fresh.
     pub resume: Option<ResumeState>,
+    /// Weights to start from instead of a fresh initialisation.
+    pub init_weights: Option<std::path::PathBuf>,
+    /// Where to write the starting weights.
+    pub save_init: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -99,6 +103,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         progress,
         interrupt,
         resume,
+        init_weights,
+        save_init,
     } = job;
     B::seed(&device, spec.seed);
     let mut model =
@@ -115,6 +121,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             batch = state.next_batch,
             "resuming"
         );
+    }
+    if let (None, Some(file)) = (&resume, &init_weights) {
+        model = checkpoint::load(model, file)?;
+        tracing::info!(file = %file.display(), "initial weights loaded");
+    }
+    if let (None, Some(file)) = (&resume, &save_init) {
+        checkpoint::save(&model.valid(), file)?;
     }
     let mut last_point: Option<ResumeState> = resume.clone();
 
@@ -152,8 +165,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         if let Some(p) = prefix.as_mut().filter(|p| p.cacheable(plan)) {
             let t = Instant::now();
             let batch = stage.batch_size.max(64);
-            p.train_cache = Some(p.features(train, batch, &device));
-            p.validation_cache = validation.map(|v| p.features(v, batch, &device));
+            let store = spec
+                .runtime
+                .feature_cache
+                .then(|| std::path::PathBuf::from(&spec.runtime.runs_dir).join(".feature-cache"));
+            p.train_cache = Some(p.features(plan, train, batch, &device, store.as_deref()));
+            p.validation_cache =
+                validation.map(|v| p.features(plan, v, batch, &device, store.as_deref()));
             tracing::info!(stage = %stage_name, layers = prefix_len, seconds = t.elapsed().as_secs_f64(), "frozen prefix features cached");
         }
         let per_epoch = batches_per_epoch(stage, train.len());

@@ -8,6 +8,8 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 use burn::tensor::backend::AutodiffBackend;
 
+use std::path::Path;
+
 use crate::data::batch::EncodedSplit;
 use crate::graph::{Graph, Plan};
 use crate::layers::{Value, ValueKind};
@@ -47,29 +49,122 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         })
     }
 
-    /// Runs the prefix over a whole split once.
+    /// Runs the prefix over a whole split once. With `store`, the vectors are also kept on disk
+    /// under a key that hashes the prefix's weights and configuration and the encoded rows, so
+    /// another run over the same frozen encoder and data (another seed, another head) skips it.
     pub fn features(
+        &self,
+        plan: &Plan,
+        split: &EncodedSplit,
+        batch_size: usize,
+        device: &B::Device,
+        store: Option<&Path>,
+    ) -> FeatureCache {
+        // Every vector output of the prefix is kept, so runs reading other outputs share it.
+        let outputs: Vec<(usize, usize)> = (0..self.len)
+            .flat_map(|l| {
+                plan.layers[l]
+                    .outputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (_, s))| s.kind == ValueKind::Float && s.rank() == 1)
+                    .map(move |(o, _)| (l, o))
+            })
+            .collect();
+        let file =
+            store.map(|dir| dir.join(format!("{:016x}.f32", self.key(plan, split, &outputs))));
+        let all = file
+            .as_ref()
+            .and_then(|f| read_columns(f, &outputs, split.len()))
+            .unwrap_or_else(|| {
+                let computed = self.compute(split, batch_size, device, &outputs);
+                if let Some(f) = &file {
+                    if let Err(e) = write_columns(f, &computed) {
+                        tracing::warn!(error = %e, "feature cache not written");
+                    }
+                }
+                computed
+            });
+        let columns = self
+            .needed
+            .iter()
+            .map(|n| {
+                all[outputs
+                    .iter()
+                    .position(|o| o == n)
+                    .expect("needed outputs are vectors")]
+                .clone()
+            })
+            .collect();
+        FeatureCache { columns }
+    }
+
+    fn compute(
         &self,
         split: &EncodedSplit,
         batch_size: usize,
         device: &B::Device,
-    ) -> FeatureCache {
-        let mut columns: Vec<(usize, Vec<f32>)> =
-            self.needed.iter().map(|_| (0, Vec::new())).collect();
-        let rows: Vec<usize> = (0..split.len()).collect();
-        for chunk in rows.chunks(batch_size.max(1)) {
+        outputs: &[(usize, usize)],
+    ) -> Vec<(usize, Vec<f32>)> {
+        let mut columns: Vec<(usize, Vec<f32>)> = outputs.iter().map(|_| (0, Vec::new())).collect();
+        // Rows sorted by length, so dynamically padded batches carry little padding.
+        let mut order: Vec<usize> = (0..split.len()).collect();
+        order.sort_by_key(|&r| split.enc.lengths.get(r).copied().unwrap_or(0));
+        let mut by_row: Vec<Vec<Vec<f32>>> = vec![Vec::new(); outputs.len()];
+        for v in by_row.iter_mut() {
+            v.resize(split.len(), Vec::new());
+        }
+        for chunk in order.chunks(batch_size.max(1)) {
             let (inputs, _) = split.batch::<B::InnerBackend>(chunk, device);
-            let outputs = self.model.run_layers(&inputs, 0, self.len, Vec::new());
-            for (k, &(l, o)) in self.needed.iter().enumerate() {
-                let t = outputs[l][o].clone().expect("prefix output").vector();
+            let values = self.model.run_layers(&inputs, 0, self.len, Vec::new());
+            for (k, &(l, o)) in outputs.iter().enumerate() {
+                let t = values[l][o].clone().expect("prefix output").vector();
                 let [_, dim] = t.dims();
                 columns[k].0 = dim;
-                columns[k]
-                    .1
-                    .extend(t.into_data().convert::<f32>().to_vec::<f32>().expect("f32"));
+                let data: Vec<f32> = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+                for (i, &r) in chunk.iter().enumerate() {
+                    by_row[k][r] = data[i * dim..(i + 1) * dim].to_vec();
+                }
             }
         }
-        FeatureCache { columns }
+        for (k, rows) in by_row.into_iter().enumerate() {
+            columns[k].1 = rows.concat();
+        }
+        columns
+    }
+
+    /// Identity of (prefix weights, prefix configuration, encoded rows).
+    fn key(&self, plan: &Plan, split: &EncodedSplit, outputs: &[(usize, usize)]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for l in &plan.layers[..self.len] {
+            format!("{:?}", l.config).hash(&mut h);
+        }
+        outputs.hash(&mut h);
+        split.enc.ids.hash(&mut h);
+        split.enc.token_type_ids.hash(&mut h);
+        split.enc.lengths.hash(&mut h);
+        for m in split.enc.mask.iter() {
+            m.to_bits().hash(&mut h);
+        }
+        struct Weights<'a, H: Hasher>(&'a mut H);
+        impl<IB: Backend, H: Hasher> burn::module::ModuleVisitor<IB> for Weights<'_, H> {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<IB, D>>) {
+                let data: Vec<f32> = param
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .unwrap_or_default();
+                for v in data {
+                    v.to_bits().hash(self.0);
+                }
+            }
+        }
+        for layer in &self.model.layers[..self.len] {
+            burn::module::Module::visit(layer, &mut Weights(&mut h));
+        }
+        h.finish()
     }
 
     /// Prefix outputs for `rows` on the inner backend: from the cache, or computed now.
@@ -126,4 +221,58 @@ fn lift<B: AutodiffBackend>(v: Value<B::InnerBackend>) -> Value<B> {
         Value::Vector(t) => Value::Vector(Tensor::from_inner(t)),
         Value::Sequence(t) => Value::Sequence(Tensor::from_inner(t)),
     }
+}
+
+/// `[rows, dim]` f32 columns: a little-endian header (count, then rows and dim per column) and the data.
+fn write_columns(path: &Path, columns: &[(usize, Vec<f32>)]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut bytes = Vec::new();
+    bytes.extend((columns.len() as u64).to_le_bytes());
+    for (dim, data) in columns {
+        bytes.extend((*dim as u64).to_le_bytes());
+        bytes.extend((data.len() as u64).to_le_bytes());
+    }
+    for (_, data) in columns {
+        for v in data {
+            bytes.extend(v.to_le_bytes());
+        }
+    }
+    crate::run::atomic_write(path, &bytes)
+}
+
+fn read_columns(
+    path: &Path,
+    outputs: &[(usize, usize)],
+    rows: usize,
+) -> Option<Vec<(usize, Vec<f32>)>> {
+    let bytes = std::fs::read(path).ok()?;
+    let word = |i: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(
+            bytes.get(i * 8..i * 8 + 8)?.try_into().ok()?,
+        ))
+    };
+    let n = word(0)? as usize;
+    if n != outputs.len() {
+        return None;
+    }
+    let mut offset = (1 + 2 * n) * 8;
+    let mut columns = Vec::with_capacity(n);
+    for k in 0..n {
+        let (dim, len) = (word(1 + 2 * k)? as usize, word(2 + 2 * k)? as usize);
+        if len != rows * dim {
+            return None;
+        }
+        let raw = bytes.get(offset..offset + len * 4)?;
+        columns.push((
+            dim,
+            raw.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ));
+        offset += len * 4;
+    }
+    tracing::info!(file = %path.display(), "frozen prefix features read from cache");
+    Some(columns)
 }

@@ -5,7 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{json, only_run, pipe, run, scratch, text};
+use common::{json, only_run, pipe, run, scratch, tensors, text};
 
 /// Model A shrunk to seconds, with two stages (a different optimizer in each) and frequent
 /// resume points.
@@ -32,26 +32,6 @@ fn args(spec: &Path, runs: &Path) -> Vec<String> {
         "--set=stages.train.epochs=2".into(),
         format!("--runs-dir={}", runs.display()),
     ]
-}
-
-fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, v)| {
-            let o = v["data_offsets"].as_array().unwrap();
-            let (s, e) = (
-                o[0].as_u64().unwrap() as usize,
-                o[1].as_u64().unwrap() as usize,
-            );
-            (k.clone(), bytes[8 + n + s..8 + n + e].to_vec())
-        })
-        .collect()
 }
 
 #[test]

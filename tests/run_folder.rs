@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{json, only_run, pipe, quick, run, scratch, text};
+use common::{json, only_run, pipe, quick, run, scratch, tensors, text};
 
 const SPEC: &str = "pipelines/agnews_transformer.toml";
 
@@ -171,28 +171,6 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
     let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["text"], "one text");
-}
-
-/// Tensor name → raw bytes of a safetensors file (its JSON header's key order is not stable).
-fn tensors(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    let data = &bytes[8 + n..];
-    header
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| *k != "__metadata__")
-        .map(|(k, v)| {
-            let o = v["data_offsets"].as_array().unwrap();
-            let (s, e) = (
-                o[0].as_u64().unwrap() as usize,
-                o[1].as_u64().unwrap() as usize,
-            );
-            (k.clone(), data[s..e].to_vec())
-        })
-        .collect()
 }
 
 #[test]

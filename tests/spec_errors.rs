@@ -3,6 +3,7 @@
 mod common;
 
 use common::{run, scratch, text};
+use pipe::graph::summary::thousands;
 
 const GOOD: &str = r#"name = "small"
 [dataset]
@@ -193,16 +194,4 @@ fn override_changes_shapes_and_counts() {
         line.contains(&format!(" {} │", thousands(block))),
         "{stdout}"
     );
-}
-
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

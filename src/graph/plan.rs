@@ -239,7 +239,7 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
                     (None, false) => src.value(&format!("{at}.{path}")),
                     (None, true) => src.key(&format!("{at}.type")),
                 };
-                let key = if path.is_empty() {
+                let key = if path.is_empty() || field.is_some() {
                     String::new()
                 } else {
                     format!("`{path}`: ")

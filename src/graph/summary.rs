@@ -2,7 +2,8 @@
 
 use super::plan::{Plan, Source};
 
-fn thousands(n: usize) -> String {
+/// `659592` → `659,592`, as Keras prints parameter counts.
+pub fn thousands(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {

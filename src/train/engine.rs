@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 use super::freeze::set_trainable;
 use super::metrics::{Running, correct, cross_entropy};
 use super::optim::StageOptimizer;
-use super::prefix::{FeatureCache, FrozenPrefix};
+use super::prefix::FrozenPrefix;
 use super::resume::ResumeState;
 use super::schedule::learning_rate;
 use crate::backend::BackendTask;
@@ -254,14 +254,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 );
                 if let (Some(every), Some(val)) = (stage.validate_every, validation) {
                     if step % every == 0 && bi + 1 != batches.len() {
-                        let (vl, va) = evaluate_with(
-                            &model.valid(),
-                            val,
-                            stage.batch_size,
-                            stage.validation_steps,
-                            &device,
-                            prefix.as_ref().map(|p| (p, p.validation_cache.as_ref())),
-                        );
+                        let (vl, va) =
+                            evaluate_with(&model.valid(), val, stage, &device, prefix.as_ref());
                         log.log(&MetricRow {
                             stage: stage_name.clone(),
                             epoch,
@@ -328,14 +322,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let mut score = train_row.accuracy;
             if let Some(val) = validation {
                 let t = Instant::now();
-                let (vl, va) = evaluate_with(
-                    &model.valid(),
-                    val,
-                    stage.batch_size,
-                    stage.validation_steps,
-                    &device,
-                    prefix.as_ref().map(|p| (p, p.validation_cache.as_ref())),
-                );
+                let (vl, va) = evaluate_with(&model.valid(), val, stage, &device, prefix.as_ref());
                 let row = MetricRow {
                     stage: stage_name.clone(),
                     epoch,
@@ -416,6 +403,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             })
             .and_then(|m| Some((*m.get("validation.loss")?, *m.get("validation.accuracy")?)));
         // Evaluating 7,600 rows twice with the same weights would only cost time.
+        let was_reused = reused.is_some();
         let (tl, ta) =
             reused.unwrap_or_else(|| evaluate(&model.valid(), test, batch, None, &device));
         let stage = spec
@@ -436,7 +424,11 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             loss: tl,
             accuracy: ta,
             lr: 0.0,
-            samples_per_s: test.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
+            samples_per_s: if was_reused {
+                0.0
+            } else {
+                test.len() as f64 / t.elapsed().as_secs_f64().max(1e-9)
+            },
             elapsed_s: started.elapsed().as_secs_f64(),
         };
         log.log(&row)?;
@@ -482,22 +474,22 @@ pub fn evaluate<B: Backend>(
     })
 }
 
-/// [`evaluate`] reusing a frozen prefix (and its cached features) of the training graph.
+/// [`evaluate`] of a stage's validation rows (its batch size and step cap), reusing the
+/// stage's frozen prefix and its cached validation features.
 fn evaluate_with<B: AutodiffBackend>(
     model: &Graph<B::InnerBackend>,
     split: &EncodedSplit,
-    batch_size: usize,
-    max_batches: Option<usize>,
+    stage: &StageSpec,
     device: &B::Device,
-    prefix: Option<(&FrozenPrefix<B>, Option<&FeatureCache>)>,
+    prefix: Option<&FrozenPrefix<B>>,
 ) -> (f64, f64) {
+    let (batch_size, max_batches) = (stage.batch_size, stage.validation_steps);
     match prefix {
         None => evaluate(model, split, batch_size, max_batches, device),
-        Some((p, cache)) => {
-            evaluate_rows(split, batch_size, max_batches, device, |inputs, rows| {
-                model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
-            })
-        }
+        Some(p) => evaluate_rows(split, batch_size, max_batches, device, |inputs, rows| {
+            let cache = p.validation_cache.as_ref();
+            model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
+        }),
     }
 }
 

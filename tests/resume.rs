@@ -53,12 +53,12 @@ fn kill_9_then_resume_equals_an_unbroken_run() {
             .ok()
             .and_then(|mut d| d.next())
             .map(|e| e.unwrap().path());
-        if let Some(b) = &point {
-            if let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json")) {
-                let state: serde_json::Value = serde_json::from_str(&t).unwrap();
-                if state["stage"] == 1 && state["next_batch"].as_u64().unwrap() > 0 {
-                    break b.clone();
-                }
+        if let Some(b) = &point
+            && let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json"))
+        {
+            let state: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if state["stage"] == 1 && state["next_batch"].as_u64().unwrap() > 0 {
+                break b.clone();
             }
         }
         assert!(

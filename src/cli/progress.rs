@@ -23,6 +23,7 @@ pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
             epochs: 0,
             steps: 0,
             last: None,
+            epoch_start: Instant::now(),
         })
     }
 }
@@ -89,6 +90,7 @@ struct Lines {
     epochs: usize,
     steps: usize,
     last: Option<Instant>,
+    epoch_start: Instant,
 }
 
 impl Progress for Lines {
@@ -100,12 +102,16 @@ impl Progress for Lines {
     }
     fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, rate: f64) {
         // One line every 10 s at most keeps CI logs readable.
+        if step <= 1 {
+            self.epoch_start = Instant::now();
+        }
         let due = self.last.is_none_or(|t| t.elapsed().as_secs() >= 10) || step == self.steps;
         if due {
             self.last = Some(Instant::now());
-            let eta = if rate > 0.0 { "" } else { "" };
+            let per_step = self.epoch_start.elapsed().as_secs_f64() / step.max(1) as f64;
+            let eta = per_step * self.steps.saturating_sub(step) as f64;
             eprintln!(
-                "{} epoch {epoch}/{} step {step}/{} loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s{eta}",
+                "{} epoch {epoch}/{} step {step}/{} loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s ETA {eta:.0}s",
                 self.stage, self.epochs, self.steps
             );
         }

@@ -330,13 +330,13 @@ impl LayerDef for BertLayerConfig {
             return Err(format!("bert needs token ids (None, length), got {s}"));
         }
         let c = self.bert_config()?;
-        if let Some(len) = s.dims[0] {
-            if len > c.max_position_embeddings {
-                return Err(format!(
-                    "sequences of length {len} exceed max_position_embeddings {}",
-                    c.max_position_embeddings
-                ));
-            }
+        if let Some(len) = s.dims[0]
+            && len > c.max_position_embeddings
+        {
+            return Err(format!(
+                "sequences of length {len} exceed max_position_embeddings {}",
+                c.max_position_embeddings
+            ));
         }
         if ctx.vocab_size > c.vocab_size {
             return Err(format!(

@@ -44,7 +44,10 @@ impl BertConfig {
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: BertConfig =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if config.hidden_size % config.num_attention_heads.max(1) != 0 {
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads.max(1))
+        {
             return Err(format!(
                 "{}: hidden_size {} is not a multiple of num_attention_heads {}",
                 path.display(),

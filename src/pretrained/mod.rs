@@ -82,10 +82,10 @@ pub fn locate_any(from: &str, want: &[&[&str]]) -> Result<PathBuf, String> {
     let repo = cache.model(from.to_string());
     for set in want {
         let found: Vec<Option<PathBuf>> = set.iter().map(|f| repo.get(f)).collect();
-        if let Some(Some(first)) = found.first() {
-            if found.iter().all(Option::is_some) {
-                return Ok(first.parent().map(Path::to_path_buf).unwrap_or_default());
-            }
+        if let Some(Some(first)) = found.first()
+            && found.iter().all(Option::is_some)
+        {
+            return Ok(first.parent().map(Path::to_path_buf).unwrap_or_default());
         }
     }
     let cache_dir = cache
@@ -136,10 +136,8 @@ fn download(from: &str, want: &[&[&str]]) -> Result<PathBuf, String> {
                 }
             }
         }
-        if ok {
-            if let Some(d) = dir {
-                return Ok(d);
-            }
+        if ok && let Some(d) = dir {
+            return Ok(d);
         }
     }
     Err(last)

@@ -252,22 +252,23 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     running.accuracy(),
                     rate,
                 );
-                if let (Some(every), Some(val)) = (stage.validate_every, validation) {
-                    if step % every == 0 && bi + 1 != batches.len() {
-                        let (vl, va) =
-                            evaluate_with(&model.valid(), val, stage, &device, prefix.as_ref());
-                        log.log(&MetricRow {
-                            stage: stage_name.clone(),
-                            epoch,
-                            step,
-                            split: "validation".into(),
-                            loss: vl,
-                            accuracy: va,
-                            lr,
-                            samples_per_s: rate,
-                            elapsed_s: started.elapsed().as_secs_f64(),
-                        })?;
-                    }
+                if let (Some(every), Some(val)) = (stage.validate_every, validation)
+                    && step % every == 0
+                    && bi + 1 != batches.len()
+                {
+                    let (vl, va) =
+                        evaluate_with(&model.valid(), val, stage, &device, prefix.as_ref());
+                    log.log(&MetricRow {
+                        stage: stage_name.clone(),
+                        epoch,
+                        step,
+                        split: "validation".into(),
+                        loss: vl,
+                        accuracy: va,
+                        lr,
+                        samples_per_s: rate,
+                        elapsed_s: started.elapsed().as_secs_f64(),
+                    })?;
                 }
                 let stop = interrupt.load(Ordering::SeqCst);
                 let due = stage.checkpoint_every.is_some_and(|n| step % n == 0);

@@ -78,10 +78,10 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
             .and_then(|f| read_columns(f, &outputs, split.len()))
             .unwrap_or_else(|| {
                 let computed = self.compute(split, batch_size, device, &outputs);
-                if let Some(f) = &file {
-                    if let Err(e) = write_columns(f, &computed) {
-                        tracing::warn!(error = %e, "feature cache not written");
-                    }
+                if let Some(f) = &file
+                    && let Err(e) = write_columns(f, &computed)
+                {
+                    tracing::warn!(error = %e, "feature cache not written");
                 }
                 computed
             });

@@ -78,7 +78,10 @@ pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .filter(|(k, _)| *k != "__metadata__")
         .map(|(k, v)| {
             let o = v["data_offsets"].as_array().unwrap();
-            let (s, e) = (o[0].as_u64().unwrap() as usize, o[1].as_u64().unwrap() as usize);
+            let (s, e) = (
+                o[0].as_u64().unwrap() as usize,
+                o[1].as_u64().unwrap() as usize,
+            );
             (k.clone(), bytes[8 + n + s..8 + n + e].to_vec())
         })
         .collect()

@@ -67,3 +67,71 @@ impl EncodedSplit {
         )
     }
 }
+
+/// A split uploaded to the device once; a batch is an index upload and row gathers on the
+/// device (what keeps a GPU fed without copying every batch from the host).
+pub struct DeviceSplit<B: Backend> {
+    ids: Tensor<B, 2, Int>,
+    mask: Tensor<B, 2>,
+    token_type_ids: Tensor<B, 2, Int>,
+    labels: Tensor<B, 1, Int>,
+    lengths: Vec<usize>,
+    dynamic: bool,
+    device: B::Device,
+}
+
+impl<B: Backend> DeviceSplit<B> {
+    pub fn new(split: &EncodedSplit, device: &B::Device) -> Self {
+        let (n, len) = (split.len(), split.enc.len);
+        DeviceSplit {
+            ids: Tensor::from_data(TensorData::new(split.enc.ids.clone(), [n, len]), device),
+            mask: Tensor::from_data(TensorData::new(split.enc.mask.clone(), [n, len]), device),
+            token_type_ids: Tensor::from_data(
+                TensorData::new(split.enc.token_type_ids.clone(), [n, len]),
+                device,
+            ),
+            labels: Tensor::from_data(TensorData::new(split.labels.clone(), [n]), device),
+            lengths: split.enc.lengths.clone(),
+            dynamic: split.enc.dynamic,
+            device: device.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// The same tensors as [`EncodedSplit::batch`] for `rows`.
+    pub fn batch(&self, rows: &[usize]) -> (Inputs<B>, Tensor<B, 1, Int>) {
+        let n = rows.len();
+        let index: Vec<i32> = rows.iter().map(|&r| r as i32).collect();
+        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [n]), &self.device);
+        let [_, full] = self.ids.dims();
+        let len = if self.dynamic {
+            rows.iter()
+                .map(|&r| self.lengths[r])
+                .max()
+                .unwrap_or(1)
+                .max(1)
+        } else {
+            full
+        };
+        let take = |t: Tensor<B, 2, Int>| t.select(0, index.clone()).slice([0..n, 0..len]);
+        (
+            Inputs {
+                ids: take(self.ids.clone()),
+                mask: self
+                    .mask
+                    .clone()
+                    .select(0, index.clone())
+                    .slice([0..n, 0..len]),
+                token_type_ids: take(self.token_type_ids.clone()),
+            },
+            self.labels.clone().select(0, index),
+        )
+    }
+}

@@ -20,7 +20,7 @@ use super::prefix::FrozenPrefix;
 use super::resume::ResumeState;
 use super::schedule::learning_rate;
 use crate::backend::BackendTask;
-use crate::data::batch::EncodedSplit;
+use crate::data::batch::{DeviceSplit, EncodedSplit};
 use crate::graph::plan::glob_match;
 use crate::graph::{Graph, Plan};
 use crate::run::record::StageRecord;
@@ -129,6 +129,9 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     if let (None, Some(file)) = (&resume, &save_init) {
         checkpoint::save(&model.valid(), file)?;
     }
+    // Uploaded once; batches are gathered on the device.
+    let train_dev = DeviceSplit::<B>::new(train, &device);
+    let validation_dev = validation.map(|v| DeviceSplit::<B::InnerBackend>::new(v, &device));
     let mut last_point: Option<ResumeState> = resume.clone();
 
     for (si, stage) in spec.stages.iter().enumerate() {
@@ -216,7 +219,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             for (bi, rows) in batches.iter().enumerate().skip(skip) {
                 // Dropout masks depend only on the position, so a resumed run draws the same.
                 B::seed(&device, step_seed(spec.seed, si, epoch, bi));
-                let (inputs, labels) = train.batch::<B>(rows, &device);
+                let (inputs, labels) = train_dev.batch(rows);
                 let logits = match &prefix {
                     Some(p) => {
                         let given = p.given(train, p.train_cache.as_ref(), rows, &device);
@@ -256,8 +259,16 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     && step % every == 0
                     && bi + 1 != batches.len()
                 {
-                    let (vl, va) =
-                        evaluate_with(&model.valid(), val, stage, &device, prefix.as_ref());
+                    let (vl, va) = evaluate_with(
+                        &model.valid(),
+                        val,
+                        validation_dev
+                            .as_ref()
+                            .expect("uploaded with the validation rows"),
+                        stage,
+                        &device,
+                        prefix.as_ref(),
+                    );
                     log.log(&MetricRow {
                         stage: stage_name.clone(),
                         epoch,
@@ -323,7 +334,16 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let mut score = train_row.accuracy;
             if let Some(val) = validation {
                 let t = Instant::now();
-                let (vl, va) = evaluate_with(&model.valid(), val, stage, &device, prefix.as_ref());
+                let (vl, va) = evaluate_with(
+                    &model.valid(),
+                    val,
+                    validation_dev
+                        .as_ref()
+                        .expect("uploaded with the validation rows"),
+                    stage,
+                    &device,
+                    prefix.as_ref(),
+                );
                 let row = MetricRow {
                     stage: stage_name.clone(),
                     epoch,
@@ -470,7 +490,8 @@ pub fn evaluate<B: Backend>(
     max_batches: Option<usize>,
     device: &B::Device,
 ) -> (f64, f64) {
-    evaluate_rows(split, batch_size, max_batches, device, |inputs, _| {
+    let on_device = DeviceSplit::<B>::new(split, device);
+    evaluate_rows(&on_device, batch_size, max_batches, |inputs, _| {
         model.logits(inputs)
     })
 }
@@ -480,25 +501,30 @@ pub fn evaluate<B: Backend>(
 fn evaluate_with<B: AutodiffBackend>(
     model: &Graph<B::InnerBackend>,
     split: &EncodedSplit,
+    on_device: &DeviceSplit<B::InnerBackend>,
     stage: &StageSpec,
     device: &B::Device,
     prefix: Option<&FrozenPrefix<B>>,
 ) -> (f64, f64) {
     let (batch_size, max_batches) = (stage.batch_size, stage.validation_steps);
-    match prefix {
-        None => evaluate(model, split, batch_size, max_batches, device),
-        Some(p) => evaluate_rows(split, batch_size, max_batches, device, |inputs, rows| {
-            let cache = p.validation_cache.as_ref();
-            model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
-        }),
-    }
+    evaluate_rows(
+        on_device,
+        batch_size,
+        max_batches,
+        |inputs, rows| match prefix {
+            None => model.logits(inputs),
+            Some(p) => {
+                let cache = p.validation_cache.as_ref();
+                model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
+            }
+        },
+    )
 }
 
 fn evaluate_rows<B: Backend>(
-    split: &EncodedSplit,
+    split: &DeviceSplit<B>,
     batch_size: usize,
     max_batches: Option<usize>,
-    device: &B::Device,
     logits_of: impl Fn(&crate::graph::compile::Inputs<B>, &[usize]) -> Tensor<B, 2>,
 ) -> (f64, f64) {
     let mut running = Running::default();
@@ -507,7 +533,7 @@ fn evaluate_rows<B: Backend>(
         .chunks(batch_size.max(1))
         .take(max_batches.unwrap_or(usize::MAX))
     {
-        let (inputs, labels) = split.batch::<B>(chunk, device);
+        let (inputs, labels) = split.batch(chunk);
         let logits = logits_of(&inputs, chunk);
         let loss: f64 = cross_entropy(logits.clone(), labels.clone())
             .into_scalar()

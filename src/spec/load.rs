@@ -189,7 +189,8 @@ pub fn load_spec_str_partial(
         let shown = if origin == "--set" {
             format!("--set {set}")
         } else {
-            format!("{origin}{}", set.to_uppercase().replace('.', "__"))
+            let (key, value) = set.split_once('=').unwrap_or((set, ""));
+            format!("{origin}{}={value}", key.to_uppercase().replace('.', "__"))
         };
         match apply_override(&mut doc, set) {
             Ok(canonical) => {
@@ -617,6 +618,20 @@ optimizer = { type = "adam" }
             loaded.spec.model.layers[0].params["output_dim"].as_integer(),
             Some(16)
         );
+    }
+
+    #[test]
+    fn environment_overrides_sit_below_set() {
+        let fixed = SPEC.replace("epocs", "epochs");
+        let env = vec!["seed=9".to_string(), "stages.train.epochs=5".to_string()];
+        let loaded =
+            load_spec_str("p.toml", &fixed, &["stages.train.epochs=3".into()], &env).unwrap();
+        assert_eq!(loaded.spec.seed, 9);
+        assert_eq!(loaded.spec.stages[0].epochs, 3);
+        let err = load_spec_str("p.toml", &fixed, &[], &["seed=x".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("environment PIPE_SEED=x: error:"), "{err}");
     }
 
     #[test]

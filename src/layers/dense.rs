@@ -35,6 +35,18 @@ pub struct DenseConfig {
     pub activation: Activation,
     #[serde(default = "yes")]
     pub use_bias: bool,
+    /// `glorot_uniform` (Keras: Glorot kernel, zero bias) or `pytorch` (torch.nn.Linear:
+    /// kernel and bias uniform in ±1/sqrt(inputs)), to start where a reference model starts.
+    #[serde(default)]
+    pub initializer: Initializer,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Initializer {
+    #[default]
+    GlorotUniform,
+    Pytorch,
 }
 
 #[derive(Module, Debug)]
@@ -69,8 +81,20 @@ impl LayerDef for DenseConfig {
         device: &B::Device,
     ) -> Result<Dense<B>, String> {
         let d_in = inputs[0].features().unwrap_or(0);
+        let linear = match self.initializer {
+            Initializer::GlorotUniform => {
+                init::linear(d_in, self.units, (d_in, self.units), self.use_bias, device)
+            }
+            Initializer::Pytorch => {
+                let bound = 1.0 / (d_in.max(1) as f64).sqrt();
+                burn::nn::Linear {
+                    weight: init::uniform([d_in, self.units], bound, device),
+                    bias: self.use_bias.then(|| init::uniform([self.units], bound, device)),
+                }
+            }
+        };
         Ok(Dense {
-            linear: init::linear(d_in, self.units, (d_in, self.units), self.use_bias, device),
+            linear,
             activation: self.activation,
         })
     }

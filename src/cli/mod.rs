@@ -12,7 +12,7 @@ pub mod schema;
 pub mod summary;
 pub mod sweep;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
@@ -114,8 +114,4 @@ pub struct Overrides {
     /// Override a spec key: `--set stages.train.epochs=5`, `--set model.block.num_heads=4`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-}
-
-pub fn run_path(p: &Path) -> PathBuf {
-    p.to_path_buf()
 }

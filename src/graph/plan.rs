@@ -386,9 +386,7 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
     }
 
     // Stages.
-    if spec.stages.is_empty() {
-        // check/summary work without stages; `run` reports it.
-    }
+    // A spec without stages still checks and summarises; `pipe run` reports it.
     let mut stage_names: Vec<String> = Vec::new();
     for (i, stage) in spec.stages.iter().enumerate() {
         let at = format!("stages[{i}]");

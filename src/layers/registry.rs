@@ -1,36 +1,35 @@
-//! The one place that maps a layer `type` name to its config and module. Adding a layer type
-//! is one new file in `layers/` plus one line in the `registry!` call below.
+//! The machinery behind the layer registry: the `registry!` list in `layers/mod.rs` is the one
+//! place that maps a layer `type` name to its module, config and burn module. Adding a layer
+//! type is one new file in `layers/` plus one line in that list.
 
-// Layers (and the records burn derives for them) are built once and moved rarely, so the size
-// difference between a BERT and a dropout variant does not matter.
-#![allow(clippy::large_enum_variant)]
-
-use burn::prelude::*;
-
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value};
-
+/// Declares the layer modules and generates the types that dispatch over them. Invoked once,
+/// in `layers/mod.rs`, so that `pub mod dense;` finds `src/layers/dense.rs`.
 macro_rules! registry {
-    ($($name:literal => $variant:ident($config:ty, $module:ident)),* $(,)?) => {
+    ($($name:literal => $module:ident :: $config:ident as $variant:ident),* $(,)?) => {
+        $(
+            pub mod $module;
+        )*
+
         /// Every layer type name, in registry order.
         pub const LAYER_TYPES: &[&str] = &[$($name),*];
 
         /// A parsed layer configuration of any registered type.
         #[derive(Clone, Debug)]
         pub enum LayerConfig {
-            $($variant($config)),*
+            $($variant($module::$config)),*
         }
 
         /// A built layer of any registered type.
         #[derive(Module, Debug)]
         pub enum LayerModule<B: Backend> {
-            $($variant(<$config as LayerDef>::Module<B>)),*
+            $($variant(<$module::$config as LayerDef>::Module<B>)),*
         }
 
         impl LayerConfig {
             /// Parses a layer's own keys; `Err` carries serde's message and the key path.
             pub fn parse(kind: &str, params: toml::Value) -> Result<Option<Self>, (String, String)> {
                 match kind {
-                    $($name => parse_as::<$config>(params).map(|c| Some(LayerConfig::$variant(c))),)*
+                    $($name => $crate::layers::registry::parse_as::<$module::$config>(params).map(|c| Some(LayerConfig::$variant(c))),)*
                     _ => Ok(None),
                 }
             }
@@ -54,7 +53,7 @@ macro_rules! registry {
             }
             /// The JSON schema of each layer type's own keys, for `pipe schema`.
             pub fn schemas(generator: &mut schemars::SchemaGenerator) -> Vec<(&'static str, schemars::Schema)> {
-                vec![$(($name, generator.subschema_for::<$config>())),*]
+                vec![$(($name, generator.subschema_for::<$module::$config>())),*]
             }
         }
 
@@ -69,29 +68,9 @@ macro_rules! registry {
     };
 }
 
-use super::bert::BertLayerConfig;
-use super::dense::DenseConfig;
-use super::dropout::DropoutConfig;
-use super::embedding::EmbeddingConfig;
-use super::global_average_pooling_1d::GlobalAveragePooling1dConfig;
-use super::layer_normalization::LayerNormalizationConfig;
-use super::multi_head_attention::MultiHeadAttentionConfig;
-use super::token_and_position_embedding::TokenAndPositionEmbeddingConfig;
-use super::transformer_block::TransformerBlockConfig;
-
-registry! {
-    "bert" => Bert(BertLayerConfig, bert),
-    "dense" => Dense(DenseConfig, dense),
-    "dropout" => Dropout(DropoutConfig, dropout),
-    "embedding" => Embedding(EmbeddingConfig, embedding),
-    "global_average_pooling_1d" => GlobalAveragePooling1d(GlobalAveragePooling1dConfig, global_average_pooling_1d),
-    "layer_normalization" => LayerNormalization(LayerNormalizationConfig, layer_normalization),
-    "multi_head_attention" => MultiHeadAttention(MultiHeadAttentionConfig, multi_head_attention),
-    "token_and_position_embedding" => TokenAndPositionEmbedding(TokenAndPositionEmbeddingConfig, token_and_position_embedding),
-    "transformer_block" => TransformerBlock(TransformerBlockConfig, transformer_block),
-}
-
-fn parse_as<T: serde::de::DeserializeOwned>(params: toml::Value) -> Result<T, (String, String)> {
+pub(crate) fn parse_as<T: serde::de::DeserializeOwned>(
+    params: toml::Value,
+) -> Result<T, (String, String)> {
     serde_path_to_error::deserialize::<_, T>(params).map_err(|e| {
         let path = e.path().to_string();
         (
@@ -100,3 +79,5 @@ fn parse_as<T: serde::de::DeserializeOwned>(params: toml::Value) -> Result<T, (S
         )
     })
 }
+
+pub(crate) use registry;

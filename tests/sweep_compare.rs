@@ -136,3 +136,77 @@ fn grid_sweep_in_parallel_then_compare_table_csv_json_and_plot() {
     );
     assert!(script.contains("--trial $SLURM_ARRAY_TASK_ID"));
 }
+
+#[test]
+fn ctrl_c_on_a_sweep_interrupts_its_trials_cleanly() {
+    let runs = scratch("sweepint");
+    let mut child = common::pipe()
+        .args([
+            "sweep",
+            "pipelines/agnews_transformer.toml",
+            "--grid",
+            "seed=1,2,3",
+            "--parallel",
+            "2",
+            "--set=dataset.limit=2000",
+            "--set=vectorizer.output_sequence_length=64",
+            "--set=stages.train.batch_size=32",
+            "--set=stages.train.epochs=100",
+            &format!("--runs-dir={}", runs.display()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until both running trials are training (their metrics.csv exists).
+    let start = std::time::Instant::now();
+    loop {
+        let training = std::fs::read_dir(runs.join("agnews_transformer"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|s| {
+                std::fs::read_dir(s.unwrap().path())
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().join("metrics.csv").is_file())
+                    .count()
+            })
+            .unwrap_or(0);
+        if training == 2 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "trials never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let sweep_dir = std::fs::read_dir(runs.join("agnews_transformer"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let record = json(&sweep_dir.join("sweep.json"));
+    let statuses: Vec<&str> = record["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["interrupted", "interrupted", "skipped"]);
+    for t in record["trials"].as_array().unwrap().iter().take(2) {
+        let run = std::path::PathBuf::from(t["run"].as_str().unwrap());
+        assert_eq!(json(&run.join("run.json"))["status"], "interrupted");
+        assert!(
+            run.join("checkpoints/resume.json").is_file(),
+            "an interrupted trial can be resumed"
+        );
+    }
+}

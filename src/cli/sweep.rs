@@ -288,6 +288,10 @@ fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
     if let Some(d) = &args.device {
         cmd.arg("--device").arg(d);
     }
+    // Their own process group: a Ctrl-C at the terminal reaches only the sweep, which then
+    // interrupts each trial exactly once (a second interrupt would make a trial exit at once).
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.arg("--into")
         .arg(dir)
         .arg("--trial")

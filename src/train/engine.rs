@@ -304,7 +304,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
                     last_point = Some(point);
                 }
-                if stop {
+                // On the epoch's last batch the epoch end below writes the resume point.
+                if stop && bi + 1 < batches.len() {
                     checkpoint::save(&model, &run.checkpoint(&stage_name, "last"))?;
                     record.steps = step;
                     record.seconds = stage_started.elapsed().as_secs_f64();
@@ -404,6 +405,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             };
             save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
             last_point = Some(point);
+            if interrupt.load(Ordering::SeqCst) {
+                record.seconds = stage_started.elapsed().as_secs_f64();
+                outcome.stages.push(record);
+                outcome.interrupted = true;
+                progress.finish();
+                return Ok(outcome);
+            }
         }
         record.seconds = stage_started.elapsed().as_secs_f64();
         outcome.stages.push(record);

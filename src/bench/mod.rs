@@ -101,9 +101,21 @@ impl BackendTask for Case<'_> {
     }
 }
 
+/// Rows of batch `step`: in file order, or (dynamic padding) batched by length as
+/// `bucket_by_length` and the evaluation passes do, visiting the length-sorted batches spread
+/// over the whole range (stride 7) rather than shortest first.
 fn rows(data: &EncodedSplit, step: usize, batch: usize) -> Vec<usize> {
+    if !data.enc.dynamic {
+        return (0..batch)
+            .map(|i| (step * batch + i) % data.len())
+            .collect();
+    }
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    order.sort_by_key(|&r| data.enc.lengths[r]);
+    let batches = data.len().div_ceil(batch).max(1);
+    let b = (step * 7) % batches;
     (0..batch)
-        .map(|i| (step * batch + i) % data.len())
+        .map(|i| order[(b * batch + i) % data.len()])
         .collect()
 }
 

@@ -93,7 +93,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
                 vec!["vectorizer.padding=\"max_length\"".to_string()],
                 false,
             ),
-            ("dynamic padding", vec![], true),
+            ("dynamic padding, length buckets", vec![], true),
         ] {
             let (loaded, plan, data) = encoded(spec, &sets, 512)?;
             let stage = loaded.spec.stages.last().context("a finetune stage")?;

@@ -105,6 +105,16 @@ impl<B: Backend> DeviceSplit<B> {
         self.lengths.is_empty()
     }
 
+    /// Batches are cut to their longest row.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic
+    }
+
+    /// Real tokens of row `r`.
+    pub fn length(&self, r: usize) -> usize {
+        self.lengths[r]
+    }
+
     /// The same tensors as [`EncodedSplit::batch`] for `rows`.
     pub fn batch(&self, rows: &[usize]) -> (Inputs<B>, Tensor<B, 1, Int>) {
         let n = rows.len();

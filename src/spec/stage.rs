@@ -69,6 +69,10 @@ pub struct StageSpec {
     /// Also write a resume point every N optimizer steps (default: at each epoch end only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_every: Option<usize>,
+    /// Batch rows of similar length together (with a dynamically padding vectorizer, batches
+    /// then carry little padding). Changes batch composition, so it is opt-in.
+    #[serde(default)]
+    pub bucket_by_length: bool,
     /// Shuffle the train rows each epoch (seeded).
     #[serde(default = "yes")]
     pub shuffle: bool,

@@ -196,12 +196,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
 
         for epoch in first_epoch..=stage.epochs {
             let resumed_epoch = resuming.filter(|r| r.epoch == epoch);
-            let mut order: Vec<usize> = (0..train.len()).collect();
-            if stage.shuffle {
-                let mut rng =
-                    rand_chacha::ChaCha8Rng::seed_from_u64(epoch_seed(spec.seed, si, epoch));
-                order.shuffle(&mut rng);
-            }
+            let batch_rows =
+                epoch_batches(train, stage, epoch_seed(spec.seed, si, epoch), per_epoch);
             let mut running = match resumed_epoch {
                 Some(r) => Running {
                     loss_sum: r.loss_sum,
@@ -215,7 +211,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let mut pending = 0usize;
             let epoch_started = Instant::now();
             let mut lr = learning_rate(&stage.schedule, base_lr, step, total_steps);
-            let batches: Vec<&[usize]> = order.chunks(stage.batch_size).take(per_epoch).collect();
+            let batches: Vec<&[usize]> = batch_rows.iter().map(Vec::as_slice).collect();
             for (bi, rows) in batches.iter().enumerate().skip(skip) {
                 // Dropout masks depend only on the position, so a resumed run draws the same.
                 B::seed(&device, step_seed(spec.seed, si, epoch, bi));
@@ -483,6 +479,40 @@ fn save_point<B: AutodiffBackend>(
     point.commit(checkpoints, previous)
 }
 
+/// The batches of one epoch, a function of the seed only (so a resumed run sees the same):
+/// shuffled rows cut into batches; with `bucket_by_length`, rows of similar length are
+/// batched together (within windows of 32 batches, then the batch order is shuffled), so
+/// dynamic padding pads little.
+fn epoch_batches(
+    split: &EncodedSplit,
+    stage: &StageSpec,
+    seed: u64,
+    max_batches: usize,
+) -> Vec<Vec<usize>> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..split.len()).collect();
+    if stage.shuffle {
+        order.shuffle(&mut rng);
+    }
+    let size = stage.batch_size.max(1);
+    let mut batches: Vec<Vec<usize>> = if stage.bucket_by_length {
+        let mut out = Vec::new();
+        for window in order.chunks(size * 32) {
+            let mut w = window.to_vec();
+            w.sort_by_key(|&r| split.enc.lengths.get(r).copied().unwrap_or(0));
+            out.extend(w.chunks(size).map(<[usize]>::to_vec));
+        }
+        if stage.shuffle {
+            out.shuffle(&mut rng);
+        }
+        out
+    } else {
+        order.chunks(size).map(<[usize]>::to_vec).collect()
+    };
+    batches.truncate(max_batches);
+    batches
+}
+
 /// Backend RNG seed for one batch (dropout), independent of everything drawn before it.
 fn step_seed(seed: u64, stage: usize, epoch: usize, batch: usize) -> u64 {
     epoch_seed(seed, stage, epoch)
@@ -536,7 +566,12 @@ fn evaluate_rows<B: Backend>(
     logits_of: impl Fn(&crate::graph::compile::Inputs<B>, &[usize]) -> Tensor<B, 2>,
 ) -> (f64, f64) {
     let mut running = Running::default();
-    let rows: Vec<usize> = (0..split.len()).collect();
+    let mut rows: Vec<usize> = (0..split.len()).collect();
+    // A full pass can batch rows by length (sums do not depend on the order); a capped one
+    // must not, or it would score only the shortest rows.
+    if split.is_dynamic() && max_batches.is_none() {
+        rows.sort_by_key(|&r| split.length(r));
+    }
     for chunk in rows
         .chunks(batch_size.max(1))
         .take(max_batches.unwrap_or(usize::MAX))
@@ -558,20 +593,74 @@ pub fn predict<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> Vec<Vec<f32>> {
-    let rows: Vec<usize> = (0..split.len()).collect();
-    let mut out = Vec::with_capacity(split.len());
+    // Rows of similar length share a batch (little padding); results go back in row order.
+    let mut rows: Vec<usize> = (0..split.len()).collect();
+    if split.enc.dynamic {
+        rows.sort_by_key(|&r| split.enc.lengths[r]);
+    }
+    let mut out = vec![Vec::new(); split.len()];
     for chunk in rows.chunks(batch_size.max(1)) {
         let (inputs, _) = split.batch::<B>(chunk, device);
         let probs = burn::tensor::activation::softmax(model.logits(&inputs), 1);
-        let [n, c] = probs.dims();
+        let [_, c] = probs.dims();
         let data: Vec<f32> = probs
             .into_data()
             .convert::<f32>()
             .to_vec()
             .expect("f32 data");
-        for r in 0..n {
-            out.push(data[r * c..(r + 1) * c].to_vec());
+        for (i, &r) in chunk.iter().enumerate() {
+            out[r] = data[i * c..(i + 1) * c].to_vec();
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vectorize::Encoded;
+
+    fn stage(bucket: bool) -> StageSpec {
+        let text = format!(
+            "batch_size = 4\nbucket_by_length = {bucket}\noptimizer = {{ type = \"sgd\" }}"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn length_buckets_cover_every_row_once_with_little_padding() {
+        let lengths: Vec<usize> = (0..40).map(|i| (i * 37) % 29 + 1).collect();
+        let split = EncodedSplit {
+            enc: Encoded {
+                rows: 40,
+                len: 30,
+                lengths: lengths.clone(),
+                dynamic: true,
+                ..Default::default()
+            },
+            labels: vec![0; 40],
+        };
+        let bucketed = epoch_batches(&split, &stage(true), 7, usize::MAX);
+        assert_eq!(
+            bucketed,
+            epoch_batches(&split, &stage(true), 7, usize::MAX),
+            "seeded"
+        );
+        let mut all: Vec<usize> = bucketed.concat();
+        all.sort();
+        assert_eq!(all, (0..40).collect::<Vec<_>>());
+        let padded = |batches: &[Vec<usize>]| -> usize {
+            batches
+                .iter()
+                .map(|b| b.iter().map(|&r| lengths[r]).max().unwrap() * b.len())
+                .sum()
+        };
+        let plain = epoch_batches(&split, &stage(false), 7, usize::MAX);
+        assert!(
+            padded(&bucketed) < padded(&plain),
+            "{} vs {}",
+            padded(&bucketed),
+            padded(&plain)
+        );
+    }
 }

@@ -2,6 +2,16 @@
 
 mod common;
 
+/// The one folder `pipe sweep` made under `dir`.
+fn only_child(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(children.len(), 1, "{children:?}");
+    children.pop().unwrap()
+}
+
 use common::{json, run, scratch, text};
 
 #[test]
@@ -22,12 +32,7 @@ fn grid_sweep_in_parallel_then_compare_table_csv_json_and_plot() {
     ]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let sweep_dir = std::fs::read_dir(runs.join("agnews_transformer"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let sweep_dir = only_child(&runs.join("agnews_transformer"));
     assert!(
         sweep_dir
             .file_name()
@@ -187,12 +192,7 @@ fn ctrl_c_on_a_sweep_interrupts_its_trials_cleanly() {
             .success()
     );
     assert_eq!(child.wait().unwrap().code(), Some(130));
-    let sweep_dir = std::fs::read_dir(runs.join("agnews_transformer"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let sweep_dir = only_child(&runs.join("agnews_transformer"));
     let record = json(&sweep_dir.join("sweep.json"));
     let statuses: Vec<&str> = record["trials"]
         .as_array()

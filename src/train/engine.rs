@@ -131,7 +131,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     }
     // Uploaded once; batches are gathered on the device.
     let train_dev = DeviceSplit::<B>::new(train, &device);
-    let validation_dev = validation.map(|v| DeviceSplit::<B::InnerBackend>::new(v, &device));
+    let validation_dev = validation.map(|v| (v, DeviceSplit::<B::InnerBackend>::new(v, &device)));
     let mut last_point: Option<ResumeState> = resume.clone();
 
     for (si, stage) in spec.stages.iter().enumerate() {
@@ -177,6 +177,19 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 validation.map(|v| p.features(plan, v, batch, &device, store.as_deref()));
             tracing::info!(stage = %stage_name, layers = prefix_len, seconds = t.elapsed().as_secs_f64(), "frozen prefix features cached");
         }
+        // Validation of the current weights, through the stage's frozen prefix (and its cache).
+        let validate = |model: &Graph<B>| {
+            validation_dev.as_ref().map(|(val, on_device)| {
+                evaluate_with(
+                    &model.valid(),
+                    val,
+                    on_device,
+                    stage,
+                    &device,
+                    prefix.as_ref(),
+                )
+            })
+        };
         let per_epoch = batches_per_epoch(stage, train.len());
         let steps_per_epoch = per_epoch.div_ceil(stage.gradient_accumulation);
         let total_steps = steps_per_epoch * stage.epochs;
@@ -251,20 +264,11 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     running.accuracy(),
                     rate,
                 );
-                if let (Some(every), Some(val)) = (stage.validate_every, validation)
+                if let Some(every) = stage.validate_every
                     && step % every == 0
                     && bi + 1 != batches.len()
+                    && let Some((vl, va)) = validate(&model)
                 {
-                    let (vl, va) = evaluate_with(
-                        &model.valid(),
-                        val,
-                        validation_dev
-                            .as_ref()
-                            .expect("uploaded with the validation rows"),
-                        stage,
-                        &device,
-                        prefix.as_ref(),
-                    );
                     log.log(&MetricRow {
                         stage: stage_name.clone(),
                         epoch,
@@ -329,18 +333,9 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             metrics.insert("train.loss".to_string(), train_row.loss);
             metrics.insert("train.accuracy".to_string(), train_row.accuracy);
             let mut score = train_row.accuracy;
-            if let Some(val) = validation {
-                let t = Instant::now();
-                let (vl, va) = evaluate_with(
-                    &model.valid(),
-                    val,
-                    validation_dev
-                        .as_ref()
-                        .expect("uploaded with the validation rows"),
-                    stage,
-                    &device,
-                    prefix.as_ref(),
-                );
+            let t = Instant::now();
+            if let Some((vl, va)) = validate(&model) {
+                let val_rows = validation.map_or(0, |v| v.len());
                 let row = MetricRow {
                     stage: stage_name.clone(),
                     epoch,
@@ -349,7 +344,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     loss: vl,
                     accuracy: va,
                     lr,
-                    samples_per_s: val.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
+                    samples_per_s: val_rows as f64 / t.elapsed().as_secs_f64().max(1e-9),
                     elapsed_s: started.elapsed().as_secs_f64(),
                 };
                 log.log(&row)?;

@@ -35,6 +35,8 @@ pub struct Measurement {
     pub timed_steps: usize,
     pub warmup_steps: usize,
     pub peak_rss_mb: f64,
+    /// (user + sys CPU time) / wall time over the timed steps: cores kept busy.
+    pub cores_busy: f64,
     pub device: String,
 }
 
@@ -43,7 +45,7 @@ pub struct Timing {
     pub steps: usize,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     v[v.len() / 2]
 }
@@ -63,19 +65,36 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Times `step(i)` over warm-up + timed steps; returns (samples/s at the median, median ms).
-fn time_steps(timing: &Timing, batch: usize, mut step: impl FnMut(usize)) -> (f64, f64) {
+/// CPU seconds (user + sys) this process has used so far, all threads.
+pub fn process_cpu_s() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// One phase's timing: samples/s at the median step, the median step in ms, cores busy.
+struct PhaseTiming(f64, f64, f64);
+
+/// Times `step(i)` over warm-up + timed steps.
+fn time_steps(timing: &Timing, batch: usize, mut step: impl FnMut(usize)) -> PhaseTiming {
     for i in 0..timing.warmup {
         step(i);
     }
     let mut ms = Vec::with_capacity(timing.steps);
+    let (cpu0, wall0) = (process_cpu_s(), Instant::now());
     for i in 0..timing.steps {
         let t = Instant::now();
         step(timing.warmup + i);
         ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
+    let busy = (process_cpu_s() - cpu0) / wall0.elapsed().as_secs_f64().max(1e-9);
     let m = median(ms);
-    (batch as f64 / (m / 1000.0), m)
+    PhaseTiming(batch as f64 / (m / 1000.0), m, busy)
 }
 
 /// What one benchmark case trains and runs.
@@ -123,7 +142,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
     B::seed(&device, 0);
     let mut out = Vec::new();
     let measurement =
-        |phase: &str, variant: &str, batch: usize, (sps, ms): (f64, f64)| Measurement {
+        |phase: &str, variant: &str, batch: usize, PhaseTiming(sps, ms, busy)| Measurement {
             framework: "pipe-burn".into(),
             model: case.model.into(),
             phase: phase.into(),
@@ -135,6 +154,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
             timed_steps: case.timing.steps,
             warmup_steps: case.timing.warmup,
             peak_rss_mb: peak_rss_mb(),
+            cores_busy: busy,
             device: case.device_name.clone(),
         };
 

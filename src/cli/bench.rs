@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 
 use super::load_plan;
 use crate::backend::{DeviceChoice, dispatch};
-use crate::bench::{Case, Measurement, Timing, peers};
+use crate::bench::peers::{self, PeerResult};
+use crate::bench::{Case, Measurement, Timing, median};
 use crate::data::batch::EncodedSplit;
 use crate::data::load_splits;
 use crate::vectorize::Vectorizer;
@@ -17,15 +18,25 @@ pub struct BenchArgs {
     /// `a` (the lesson's transformer), `bert` (MiniLM fine-tune and frozen features), or `all`.
     #[arg(long, default_value = "all")]
     pub model: String,
-    /// Timed steps per phase (after the warm-up steps).
+    /// Timed steps per phase (after the warm-up steps); the peers run as many.
     #[arg(long)]
     pub steps: Option<usize>,
     #[arg(long)]
     pub warmup: Option<usize>,
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// The peers' JSON lines to compare with.
-    #[arg(long, default_value = "../shared/peers/results-2026-11-27.jsonl")]
+    /// A python with PyTorch and Keras (../shared/peers/setup_venv.sh makes one): run the
+    /// peers' scripts beside pipe in this call, A B A B. Default: $PIPE_PEERS_PYTHON.
+    #[arg(long)]
+    pub peers_python: Option<PathBuf>,
+    /// Where the peers' scripts are.
+    #[arg(long, default_value = "../shared/peers")]
+    pub peers_dir: PathBuf,
+    /// Rounds of pipe and peers in turn (medians are printed); with a peers python only.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Stored peer JSON lines, used (and labelled so) when no peers python is given.
+    #[arg(long, default_value = "../shared/peers/results-2026-12-01.jsonl")]
     pub peers: PathBuf,
     /// Print JSON lines instead of the table.
     #[arg(long)]
@@ -50,14 +61,17 @@ fn encoded(
     Ok((loaded, plan, data))
 }
 
-pub fn run(args: BenchArgs) -> Result<i32> {
-    let device = DeviceChoice::parse(&args.device).map_err(anyhow::Error::msg)?;
-    let mut results: Vec<Measurement> = Vec::new();
-    let which = args.model.as_str();
-    if !matches!(which, "a" | "bert" | "all") {
-        bail!("--model must be a, bert or all");
+fn timing(args: &BenchArgs, warmup: usize, steps: usize) -> Timing {
+    Timing {
+        warmup: args.warmup.unwrap_or(warmup),
+        steps: args.steps.unwrap_or(steps),
     }
-    if which == "a" || which == "all" {
+}
+
+/// pipe's cases for one model (`a` or `bert`).
+fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Vec<Measurement>> {
+    let mut results = Vec::new();
+    if model == "a" {
         let (loaded, plan, data) =
             encoded(Path::new("pipelines/agnews_transformer.toml"), &[], 9999)?;
         let stage = &loaded.spec.stages[0];
@@ -66,7 +80,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             data.len()
         );
         results.extend(dispatch(
-            &device,
+            device,
             Case {
                 model: "A",
                 variant: "lesson shapes",
@@ -77,84 +91,161 @@ pub fn run(args: BenchArgs) -> Result<i32> {
                 infer_batch: 256,
                 seq_len: "256".into(),
                 frozen_prefix: false,
-                timing: Timing {
-                    warmup: args.warmup.unwrap_or(3),
-                    steps: args.steps.unwrap_or(20),
+                timing: timing(args, 3, 20),
+                device_name: device.describe(),
+            },
+        )??);
+        return Ok(results);
+    }
+    let spec = Path::new("pipelines/bert_finetune.toml");
+    for (variant, sets, frozen) in [
+        (
+            "length 128",
+            vec!["vectorizer.padding=\"max_length\"".to_string()],
+            false,
+        ),
+        ("dynamic padding, length buckets", vec![], true),
+    ] {
+        let (loaded, plan, data) = encoded(spec, &sets, 512)?;
+        let stage = loaded.spec.stages.last().context("a finetune stage")?;
+        eprintln!(
+            "bench: MiniLM (bert_finetune), batch 32, {variant}, {} real rows",
+            data.len()
+        );
+        results.extend(dispatch(
+            device,
+            Case {
+                model: "B",
+                variant,
+                plan: &plan,
+                stage,
+                data: &data,
+                train_batch: 32,
+                infer_batch: 32,
+                seq_len: if frozen {
+                    "≤128 (batch longest)".into()
+                } else {
+                    "128".into()
                 },
+                frozen_prefix: frozen,
+                timing: timing(args, 2, 8),
                 device_name: device.describe(),
             },
         )??);
     }
-    if which == "bert" || which == "all" {
-        let spec = Path::new("pipelines/bert_finetune.toml");
-        for (variant, sets, frozen) in [
-            (
-                "length 128",
-                vec!["vectorizer.padding=\"max_length\"".to_string()],
-                false,
-            ),
-            ("dynamic padding, length buckets", vec![], true),
-        ] {
-            let (loaded, plan, data) = encoded(spec, &sets, 512)?;
-            let stage = loaded.spec.stages.last().context("a finetune stage")?;
-            eprintln!(
-                "bench: MiniLM (bert_finetune), batch 32, {variant}, {} real rows",
-                data.len()
-            );
-            results.extend(dispatch(
-                &device,
-                Case {
-                    model: "B",
-                    variant,
-                    plan: &plan,
-                    stage,
-                    data: &data,
-                    train_batch: 32,
-                    infer_batch: 32,
-                    seq_len: if frozen {
-                        "≤128 (batch longest)".into()
-                    } else {
-                        "128".into()
-                    },
-                    frozen_prefix: frozen,
-                    timing: Timing {
-                        warmup: args.warmup.unwrap_or(2),
-                        steps: args.steps.unwrap_or(8),
-                    },
-                    device_name: device.describe(),
-                },
-            )??);
-        }
-    }
+    Ok(results)
+}
 
-    let peer_results = peers::load(&args.peers);
+/// Medians over rounds of pipe's measurements with the same model, phase and variant.
+fn pipe_medians(all: &[Measurement]) -> Vec<Measurement> {
+    let mut out: Vec<Measurement> = Vec::new();
+    for m in all {
+        if out
+            .iter()
+            .any(|o| (&o.model, &o.phase, &o.variant) == (&m.model, &m.phase, &m.variant))
+        {
+            continue;
+        }
+        let same: Vec<&Measurement> = all
+            .iter()
+            .filter(|o| (&o.model, &o.phase, &o.variant) == (&m.model, &m.phase, &m.variant))
+            .collect();
+        let med = |f: fn(&Measurement) -> f64| median(same.iter().map(|x| f(x)).collect());
+        out.push(Measurement {
+            samples_per_s: med(|x| x.samples_per_s),
+            step_ms_median: med(|x| x.step_ms_median),
+            cores_busy: med(|x| x.cores_busy),
+            peak_rss_mb: same.iter().map(|x| x.peak_rss_mb).fold(0.0, f64::max),
+            ..m.clone()
+        });
+    }
+    out
+}
+
+/// Medians over rounds of each peer framework's figure for a model and phase.
+fn peer_medians(all: &[PeerResult]) -> Vec<PeerResult> {
+    let mut out: Vec<PeerResult> = Vec::new();
+    for p in all {
+        let key = (&p.framework, &p.model, &p.phase, &p.threads);
+        if out
+            .iter()
+            .any(|o| (&o.framework, &o.model, &o.phase, &o.threads) == key)
+        {
+            continue;
+        }
+        let same: Vec<&PeerResult> = all
+            .iter()
+            .filter(|o| (&o.framework, &o.model, &o.phase, &o.threads) == key)
+            .collect();
+        let busy: Vec<f64> = same.iter().filter_map(|x| x.cores_busy).collect();
+        out.push(PeerResult {
+            samples_per_s: median(same.iter().map(|x| x.samples_per_s).collect()),
+            cores_busy: (!busy.is_empty()).then(|| median(busy)),
+            ..p.clone()
+        });
+    }
+    out
+}
+
+pub fn run(args: BenchArgs) -> Result<i32> {
+    let device = DeviceChoice::parse(&args.device).map_err(anyhow::Error::msg)?;
+    let models: &[&str] = match args.model.as_str() {
+        "a" => &["a"],
+        "bert" => &["bert"],
+        "all" => &["a", "bert"],
+        _ => bail!("--model must be a, bert or all"),
+    };
+    if args.steps == Some(0) {
+        bail!("--steps must be at least 1");
+    }
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let python = peers::python(args.peers_python.clone());
+    let rounds = if python.is_some() { args.rounds } else { 1 };
+    let scratch = std::env::temp_dir().join(format!("pipe-bench-peers-{}", std::process::id()));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let measured = (|| -> Result<()> {
+        for round in 1..=rounds {
+            for model in models {
+                ours.extend(pipe_cases(model, &args, &device)?);
+                let Some(py) = &python else { continue };
+                for script in peers::scripts_for(model) {
+                    eprintln!("bench: round {round}/{rounds}, {}", script.file);
+                    let (warmup, steps) = if *model == "a" { (3, 20) } else { (2, 8) };
+                    theirs.extend(peers::run(
+                        py,
+                        &args.peers_dir,
+                        script,
+                        args.steps.unwrap_or(steps),
+                        args.warmup.unwrap_or(warmup),
+                        &scratch,
+                    )?);
+                }
+            }
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    measured?;
+    let results = pipe_medians(&ours);
+    let (peer_results, source) = match python {
+        Some(_) => (
+            peer_medians(&theirs),
+            format!("same run, median of {rounds} interleaved rounds"),
+        ),
+        None => (
+            peers::load(&args.peers),
+            format!("stored figures, not this run: {}", args.peers.display()),
+        ),
+    };
     if args.json {
         for m in &results {
             println!("{}", serde_json::to_string(m)?);
         }
         return Ok(0);
     }
-    println!(
-        "{:<5} {:<18} {:<46} {:>5} {:>12} {:>10} {:>9}  vs peers (default threads, same machine)",
-        "model", "phase", "variant", "batch", "samples/s", "step ms", "RSS MiB"
-    );
-    for m in &results {
-        let ratios: Vec<String> = peers::matching(&peer_results, &m.model, &m.phase)
-            .iter()
-            .map(|p| format!("{} {:.2}x", p.framework, m.samples_per_s / p.samples_per_s))
-            .collect();
-        println!(
-            "{:<5} {:<18} {:<46} {:>5} {:>12.1} {:>10.1} {:>9.0}  {}",
-            m.model,
-            m.phase,
-            m.variant,
-            m.batch,
-            m.samples_per_s,
-            m.step_ms_median,
-            m.peak_rss_mb,
-            ratios.join(", ")
-        );
-    }
+    print_table(&results, &peer_results, &source);
     if peer_results.is_empty() {
         println!(
             "(no peer figures at {}: ratios omitted)",
@@ -162,4 +253,40 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &str) {
+    println!(
+        "{:<5} {:<18} {:<40} {:>5} {:>10} {:>9} {:>8} {:>6}  vs peers ({source})",
+        "model", "phase", "variant", "batch", "samples/s", "step ms", "RSS MiB", "cores"
+    );
+    for m in results {
+        let ratios: Vec<String> = peers::matching(peer_results, &m.model, &m.phase)
+            .iter()
+            .map(|p| {
+                let busy = p
+                    .cores_busy
+                    .map(|b| format!(", {b:.2} cores"))
+                    .unwrap_or_default();
+                format!(
+                    "{} {:.0}/s{busy} → {:.2}x",
+                    p.framework,
+                    p.samples_per_s,
+                    m.samples_per_s / p.samples_per_s
+                )
+            })
+            .collect();
+        println!(
+            "{:<5} {:<18} {:<40} {:>5} {:>10.1} {:>9.1} {:>8.0} {:>6.2}  {}",
+            m.model,
+            m.phase,
+            m.variant,
+            m.batch,
+            m.samples_per_s,
+            m.step_ms_median,
+            m.peak_rss_mb,
+            m.cores_busy,
+            ratios.join("; ")
+        );
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::error::{Diagnostics, suggest, with_suggestion};
 use crate::layers::{InferCtx, LAYER_TYPES, LayerConfig, TensorSpec, ValueKind};
 use crate::spec::dataset::DatasetFormat;
+use crate::spec::vectorizer::Padding;
 use crate::spec::{LoadedSpec, Spec, Validation, VectorizerSpec};
 
 /// Where a layer input comes from.
@@ -83,19 +84,24 @@ pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
                 vocab_size: v.max_tokens,
                 sequence_length: Some(v.output_sequence_length),
                 load_pretrained: true,
+                dynamic_padding: v.padding == Padding::Longest,
             },
-            Some(v.output_sequence_length),
+            match v.padding {
+                Padding::MaxLength => Some(v.output_sequence_length),
+                Padding::Longest => None,
+            },
         ),
         VectorizerSpec::Pretrained(v) => {
             let len = match v.padding {
-                crate::spec::vectorizer::Padding::MaxLength => Some(v.max_length),
-                crate::spec::vectorizer::Padding::Longest => None,
+                Padding::MaxLength => Some(v.max_length),
+                Padding::Longest => None,
             };
             (
                 InferCtx {
                     vocab_size: 0,
                     sequence_length: len,
                     load_pretrained: true,
+                    dynamic_padding: v.padding == Padding::Longest,
                 },
                 len,
             )

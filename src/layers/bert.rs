@@ -11,13 +11,14 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Distribution;
-use burn::tensor::activation::{gelu, relu, softmax, tanh};
+use burn::tensor::activation::{relu, tanh};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::global_average_pooling_1d::masked_mean;
 use super::layer_normalization::layer_norm;
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind};
+use crate::fused::{self, AttentionOptions};
 use crate::pretrained::{BertConfig, locate};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -113,6 +114,8 @@ pub struct Bert<B: Backend> {
     num_heads: usize,
     /// 0 = exact GELU, 1 = tanh GELU, 2 = ReLU.
     activation: usize,
+    /// LayerNorm epsilon from the config (burn's LayerNorm keeps its own private).
+    layer_norm_eps: f64,
     #[module(skip)]
     pooling: Pooling,
 }
@@ -210,6 +213,7 @@ impl<B: Backend> Bert<B> {
                 "relu" => 2,
                 _ => 1,
             },
+            layer_norm_eps: c.layer_norm_eps,
             pooling,
         }
     }
@@ -240,7 +244,7 @@ impl<B: Backend> Bert<B> {
 
     fn act(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self.activation {
-            0 => gelu(x),
+            0 => fused::gelu(x),
             2 => relu(x),
             _ => burn::tensor::activation::gelu_approximate(x),
         }
@@ -262,44 +266,44 @@ impl<B: Backend> Bert<B> {
         let x = e.word_embeddings.forward(ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(token_types);
-        let mut x = e.dropout.forward(e.layer_norm.forward(x));
-        // Additive mask over keys: 0 for tokens, the most negative f32 for padding (as transformers).
-        let additive = (mask.neg().add_scalar(1.0) * f32::MIN as f64)
-            .unsqueeze_dim::<3>(1)
-            .unsqueeze_dim::<4>(1);
+        let mut x = e.dropout.forward(self.norm(&e.layer_norm, x));
         let mut states = Vec::with_capacity(self.encoder.layer.len());
         for layer in &self.encoder.layer {
-            x = self.layer_forward(layer, x, &additive);
+            x = self.layer_forward(layer, x, &mask);
             states.push(x.clone());
         }
         states
     }
 
-    fn layer_forward(
-        &self,
-        layer: &BertLayer<B>,
-        x: Tensor<B, 3>,
-        additive: &Tensor<B, 4>,
-    ) -> Tensor<B, 3> {
-        let [b, l, h] = x.dims();
-        let heads = self.num_heads;
-        let d = h / heads;
+    fn norm(&self, norm: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        fused::layer_norm_module(norm, x, self.layer_norm_eps)
+    }
+
+    /// One encoder layer.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, hidden]; mask: [batch, length]; output: [batch, length, hidden]
+    fn layer_forward(&self, layer: &BertLayer<B>, x: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 3> {
+        let h = x.dims()[2];
         let sa = &layer.attention.self_attention;
-        let split = |t: Tensor<B, 3>| t.reshape([b, l, heads, d]).swap_dims(1, 2);
-        let q = split(sa.query.forward(x.clone()));
-        let k = split(sa.key.forward(x.clone()));
-        let v = split(sa.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((d as f64).sqrt()) + additive.clone();
-        let weights = sa.dropout.forward(softmax(scores, 3));
-        let context = weights.matmul(v).swap_dims(1, 2).reshape([b, l, h]);
+        let context = fused::attention(
+            sa.query.forward(x.clone()),
+            sa.key.forward(x.clone()),
+            sa.value.forward(x.clone()),
+            Some(mask.clone()),
+            sa.dropout.prob,
+            AttentionOptions {
+                num_heads: self.num_heads,
+                scale: 1.0 / ((h / self.num_heads) as f32).sqrt(),
+                // transformers adds the most negative f32 to padded keys' scores.
+                mask_penalty: f32::MIN,
+            },
+        );
         let ao = &layer.attention.output;
-        let attended = ao
-            .layer_norm
-            .forward(ao.dropout.forward(ao.dense.forward(context)) + x);
+        let attended = self.norm(&ao.layer_norm, ao.dropout.forward(ao.dense.forward(context)) + x);
         let inner = self.act(layer.intermediate.dense.forward(attended.clone()));
         let o = &layer.output;
-        o.layer_norm
-            .forward(o.dropout.forward(o.dense.forward(inner)) + attended)
+        self.norm(&o.layer_norm, o.dropout.forward(o.dense.forward(inner)) + attended)
     }
 
     pub fn pool(&self, sequence: &Tensor<B, 3>) -> Tensor<B, 2> {

@@ -5,7 +5,9 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_masked, require_rank,
+};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -25,8 +27,9 @@ impl LayerDef for GlobalAveragePooling1dConfig {
     fn infer(
         &self,
         inputs: &[TensorSpec],
-        _: &InferCtx,
+        ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
+        require_masked(self.masked, ctx)?;
         require_rank(inputs, &[2], "global_average_pooling_1d")?;
         Ok(vec![(
             "output".into(),

@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::fused;
+
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
 
 fn keras_epsilon() -> f64 {
@@ -21,6 +23,7 @@ pub struct LayerNormalizationConfig {
 #[derive(Module, Debug)]
 pub struct LayerNormalization<B: Backend> {
     norm: LayerNorm<B>,
+    epsilon: f64,
 }
 
 pub fn layer_norm<B: Backend>(dim: usize, epsilon: f64, device: &B::Device) -> LayerNorm<B> {
@@ -56,6 +59,7 @@ impl LayerDef for LayerNormalizationConfig {
     ) -> Result<LayerNormalization<B>, String> {
         Ok(LayerNormalization {
             norm: layer_norm(inputs[0].features().unwrap_or(0), self.epsilon, device),
+            epsilon: self.epsilon,
         })
     }
 }
@@ -63,6 +67,10 @@ impl LayerDef for LayerNormalizationConfig {
 impl<B: Backend> LayerForward<B> for LayerNormalization<B> {
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input");
-        vec![x.map_float(|t| self.norm.forward(t), |t| self.norm.forward(t))]
+        let eps = self.epsilon;
+        vec![x.map_float(
+            |t| fused::layer_norm_module(&self.norm, t, eps),
+            |t| fused::layer_norm_module(&self.norm, t, eps),
+        )]
     }
 }

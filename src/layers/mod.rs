@@ -97,6 +97,21 @@ pub struct InferCtx {
     pub sequence_length: Option<usize>,
     /// Pretrained layers load their weights at init; off when a checkpoint will replace them.
     pub load_pretrained: bool,
+    /// Batches are cut to their longest row: layers that mix positions must ignore padding.
+    pub dynamic_padding: bool,
+}
+
+/// The error for an unmasked position-mixing layer under `padding = "longest"`.
+pub fn require_masked(masked: bool, ctx: &InferCtx) -> Result<(), String> {
+    if ctx.dynamic_padding && !masked {
+        return Err(
+            "the vectorizer pads each batch to its longest row (`padding = \"longest\"`), \
+             which changes what an unmasked layer sees: set `masked = true` here or use \
+             `padding = \"max_length\"`"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// A batch of values flowing between layers.

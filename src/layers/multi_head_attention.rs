@@ -5,13 +5,14 @@
 
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::fused::{self, AttentionOptions};
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
-    require_rank,
+    require_masked, require_rank,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -102,8 +103,9 @@ impl LayerDef for MultiHeadAttentionConfig {
     fn infer(
         &self,
         inputs: &[TensorSpec],
-        _: &InferCtx,
+        ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
+        require_masked(self.masked, ctx)?;
         require_rank(inputs, &[2], "multi_head_attention (query)")?;
         if inputs.len() == 2 {
             require_rank(&inputs[1..], &[2], "multi_head_attention (value)")?;
@@ -126,38 +128,34 @@ impl LayerDef for MultiHeadAttentionConfig {
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
-    fn heads(&self, x: Tensor<B, 3>, dim: usize) -> Tensor<B, 4> {
-        let [b, l, _] = x.dims();
-        x.reshape([b, l, self.num_heads, dim]).swap_dims(1, 2)
-    }
-
-    /// Attention of `query` [b, lq, d] over `value` [b, lk, d'] (keys = values).
+    /// Attention of `query` over `value` (keys = values), through the fused kernel: the
+    /// projections stay [b, l, heads·dim] and the kernel reads each head in place.
+    ///
+    /// # Shapes
+    /// - query: [batch, lq, d_q]; value: [batch, lk, d_kv]; mask: [batch, lk]
+    /// - output: [batch, lq, d_q]
     pub fn attend(
         &self,
         query: Tensor<B, 3>,
         value: Tensor<B, 3>,
         mask: &Tensor<B, 2>,
     ) -> Tensor<B, 3> {
-        let [b, lq, _] = query.dims();
-        let q = self
-            .heads(self.query.forward(query), self.key_dim)
-            .mul_scalar(1.0 / (self.key_dim as f64).sqrt());
-        let k = self.heads(self.key.forward(value.clone()), self.key_dim);
-        let v = self.heads(self.value.forward(value), self.value_dim);
-        let mut scores = q.matmul(k.swap_dims(2, 3)); // [b, h, lq, lk]
-        if self.masked {
-            // Additive mask over keys: 0 for real tokens, a large negative for padding.
-            let penalty = (mask.clone().neg().add_scalar(1.0) * -1e9)
-                .unsqueeze_dim::<3>(1)
-                .unsqueeze_dim::<4>(1);
-            scores = scores + penalty;
-        }
-        let weights = self.dropout.forward(softmax(scores, 3));
-        let out =
-            weights
-                .matmul(v)
-                .swap_dims(1, 2)
-                .reshape([b, lq, self.num_heads * self.value_dim]);
+        let q = self.query.forward(query);
+        let k = self.key.forward(value.clone());
+        let v = self.value.forward(value);
+        let out = fused::attention(
+            q,
+            k,
+            v,
+            self.masked.then(|| mask.clone()),
+            self.dropout.prob,
+            AttentionOptions {
+                num_heads: self.num_heads,
+                scale: 1.0 / (self.key_dim as f32).sqrt(),
+                // Keras' additive mask value for padded keys.
+                mask_penalty: -1e9,
+            },
+        );
         self.attention_output.forward(out)
     }
 }

@@ -8,10 +8,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::layer_normalization::layer_norm;
+use crate::fused;
 use super::multi_head_attention::{MultiHeadAttention, MultiHeadAttentionConfig};
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
-    require_rank,
+    require_masked, require_rank,
 };
 
 fn lesson_dropout() -> f64 {
@@ -48,6 +49,8 @@ pub struct TransformerBlock<B: Backend> {
     layernorm2: LayerNorm<B>,
     dropout1: Dropout,
     dropout2: Dropout,
+    /// LayerNorm epsilon (burn's LayerNorm keeps its own private).
+    epsilon: f64,
 }
 
 impl TransformerBlockConfig {
@@ -76,8 +79,9 @@ impl LayerDef for TransformerBlockConfig {
     fn infer(
         &self,
         inputs: &[TensorSpec],
-        _: &InferCtx,
+        ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
+        require_masked(self.masked, ctx)?;
         require_rank(inputs, &[2], "transformer_block")?;
         Ok(vec![("output".into(), inputs[0].clone())])
     }
@@ -103,6 +107,7 @@ impl LayerDef for TransformerBlockConfig {
             layernorm2: layer_norm(d, self.epsilon, device),
             dropout1: DropoutConfig::new(self.dropout).init(),
             dropout2: DropoutConfig::new(self.dropout).init(),
+            epsilon: self.epsilon,
         })
     }
 }
@@ -113,9 +118,13 @@ impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
         let attn = self
             .dropout1
             .forward(self.att.attend(x.clone(), x.clone(), &ctx.mask));
-        let out1 = self.layernorm1.forward(x + attn);
+        let out1 = fused::layer_norm_module(&self.layernorm1, x + attn, self.epsilon);
         let ffn = self.ffn_2.forward(relu(self.ffn_1.forward(out1.clone())));
         let ffn = self.dropout2.forward(ffn);
-        vec![Value::Sequence(self.layernorm2.forward(out1 + ffn))]
+        vec![Value::Sequence(fused::layer_norm_module(
+            &self.layernorm2,
+            out1 + ffn,
+            self.epsilon,
+        ))]
     }
 }

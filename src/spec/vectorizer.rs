@@ -32,6 +32,16 @@ pub struct TextVectorizationSpec {
     /// Every sequence is truncated or zero-padded to this length.
     #[serde(default = "default_sequence_length")]
     pub output_sequence_length: usize,
+    /// `max_length` (default, as Keras): every batch is `output_sequence_length` long.
+    /// `longest`: each batch is cut to its longest row (at most `output_sequence_length`), which
+    /// changes no result of a masked model, only its cost; `pipe check` refuses it where an
+    /// unmasked layer would see a different number of positions.
+    #[serde(default = "fixed_padding")]
+    pub padding: Padding,
+}
+
+fn fixed_padding() -> Padding {
+    Padding::MaxLength
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

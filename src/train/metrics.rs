@@ -1,13 +1,11 @@
 //! Loss and metrics. The loss takes logits (a final softmax is folded into log-softmax).
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 /// Mean sparse categorical cross-entropy of logits [n, c] against labels [n].
+/// (One fused operation: log-softmax and the pick in one node, with its own gradient.)
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-    let [n, _] = logits.dims();
-    let picked = log_softmax(logits, 1).gather(1, labels.reshape([n, 1]));
-    picked.mean().neg()
+    crate::fused::cross_entropy(logits, labels)
 }
 
 /// Number of rows whose arg-max equals the label.

@@ -39,7 +39,8 @@ impl Vectorizer {
     ) -> Result<Self> {
         match spec {
             VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(
-                TextVectorization::adapt(train_texts, v.max_tokens, v.output_sequence_length),
+                TextVectorization::adapt(train_texts, v.max_tokens, v.output_sequence_length)
+                    .with_padding(&v.padding),
             )),
             VectorizerSpec::Pretrained(p) => {
                 Ok(Vectorizer::Pretrained(PretrainedTokenizer::from_spec(p)?))
@@ -50,9 +51,9 @@ impl Vectorizer {
     /// Loads what [`Vectorizer::save`] wrote into a run folder's `vectorizer/`.
     pub fn load(spec: &VectorizerSpec, dir: &Path) -> Result<Self> {
         match spec {
-            VectorizerSpec::TextVectorization(_) => {
-                Ok(Vectorizer::TextVectorization(TextVectorization::load(dir)?))
-            }
+            VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(
+                TextVectorization::load(dir)?.with_padding(&v.padding),
+            )),
             VectorizerSpec::Pretrained(p) => {
                 Ok(Vectorizer::Pretrained(PretrainedTokenizer::load(dir, p)?))
             }
@@ -84,7 +85,7 @@ impl Vectorizer {
                     mask: Vec::with_capacity(texts.len() * len),
                     token_type_ids: vec![0; texts.len() * len],
                     lengths: Vec::with_capacity(texts.len()),
-                    dynamic: false,
+                    dynamic: v.dynamic_padding(),
                 };
                 for row in v.encode_batch(texts) {
                     out.lengths.push(row.iter().filter(|&&id| id != 0).count());

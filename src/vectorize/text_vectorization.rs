@@ -147,6 +147,8 @@ pub struct TextVectorization {
     tokenizer: Tokenizer,
     vocabulary: Vec<String>,
     sequence_length: usize,
+    /// Batches are cut to their longest row (`padding = "longest"`).
+    dynamic_padding: bool,
 }
 
 impl TextVectorization {
@@ -184,7 +186,18 @@ impl TextVectorization {
             tokenizer,
             vocabulary,
             sequence_length: output_sequence_length,
+            dynamic_padding: false,
         }
+    }
+
+    /// Sets how batches are padded (the spec's choice; not part of the saved tokenizer).
+    pub fn with_padding(mut self, padding: &crate::spec::vectorizer::Padding) -> Self {
+        self.dynamic_padding = *padding == crate::spec::vectorizer::Padding::Longest;
+        self
+    }
+
+    pub fn dynamic_padding(&self) -> bool {
+        self.dynamic_padding
     }
 
     /// number of vocabulary entries incl. "" and [UNK]
@@ -296,6 +309,7 @@ impl TextVectorization {
             tokenizer,
             vocabulary,
             sequence_length,
+            dynamic_padding: false,
         })
     }
 }

@@ -1,0 +1,263 @@
+//! `PipeOps` for `Autodiff<B>`: each fused operation is one tracked node whose backward pass
+//! calls the inner backend's fused backward, instead of burn-autodiff's graph of primitives.
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+use super::{AttentionOptions, PipeOps};
+
+impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: Option<FloatTensor<Self>>,
+        dropout_mask: Option<FloatTensor<Self>>,
+        options: AttentionOptions,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AttentionBackward;
+
+        type State<B> = (
+            [FloatTensor<B>; 4],
+            Option<FloatTensor<B>>,
+            AttentionOptions,
+        );
+
+        impl<B: PipeOps> Backward<B, 3> for AttentionBackward {
+            type State = State<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let ([q, k, v, probs], dropout_mask, options) = ops.state;
+                let (dq, dk, dv) =
+                    B::fused_attention_backward(q, k, v, probs, dropout_mask, grad, options);
+                let [nq, nk, nv] = ops.parents;
+                for (node, g) in [(nq, dq), (nk, dk), (nv, dv)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, g);
+                    }
+                }
+            }
+        }
+
+        let key_mask = key_mask.map(|m| m.primitive);
+        let dropout_mask = dropout_mask.map(|m| m.primitive);
+        match AttentionBackward
+            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, probs) = B::fused_attention_forward(
+                    q.primitive.clone(),
+                    k.primitive.clone(),
+                    v.primitive.clone(),
+                    key_mask,
+                    dropout_mask.clone(),
+                    options,
+                );
+                let state = (
+                    [q.primitive, k.primitive, v.primitive, probs],
+                    dropout_mask,
+                    options,
+                );
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
+                q.primitive,
+                k.primitive,
+                v.primitive,
+                key_mask,
+                dropout_mask,
+                options,
+            )),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: Option<FloatTensor<Self>>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LayerNormBackward;
+
+        impl<B: PipeOps> Backward<B, 3> for LayerNormBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, epsilon) = ops.state;
+                let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
+                let [nx, ng, nb] = ops.parents;
+                for (node, g) in [(nx, dx), (ng, dgamma), (nb, dbeta)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, g);
+                    }
+                }
+            }
+        }
+
+        let Some(beta) = beta else {
+            return layer_norm_without_beta::<B, C>(x, gamma, epsilon);
+        };
+        match LayerNormBackward
+            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_layer_norm(
+                    x.primitive.clone(),
+                    gamma.primitive.clone(),
+                    Some(beta.primitive),
+                    epsilon,
+                );
+                prep.finish((x.primitive, gamma.primitive, epsilon), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(
+                x.primitive,
+                gamma.primitive,
+                Some(beta.primitive),
+                epsilon,
+            )),
+        }
+    }
+
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GeluBackward;
+
+        impl<B: PipeOps> Backward<B, 1> for GeluBackward {
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let [node] = ops.parents;
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, B::fused_gelu_backward(ops.state, grad));
+                }
+            }
+        }
+
+        match GeluBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_gelu(x.primitive.clone());
+                prep.finish(x.primitive, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x.primitive)),
+        }
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct CrossEntropyBackward;
+
+        impl<B: PipeOps> Backward<B, 1> for CrossEntropyBackward {
+            type State = (FloatTensor<B>, IntTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (logits, labels) = ops.state;
+                let [node] = ops.parents;
+                if let Some(node) = node {
+                    grads.register::<B>(
+                        node.id,
+                        B::fused_cross_entropy_backward(logits, labels, grad),
+                    );
+                }
+            }
+        }
+
+        match CrossEntropyBackward
+            .prepare::<C>([logits.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_cross_entropy(logits.primitive.clone(), labels.clone());
+                prep.finish((logits.primitive, labels), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_cross_entropy(logits.primitive, labels))
+            }
+        }
+    }
+}
+
+/// LayerNorm with γ only: a two-parent node.
+fn layer_norm_without_beta<B: PipeOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    gamma: FloatTensor<Autodiff<B, C>>,
+    epsilon: f64,
+) -> FloatTensor<Autodiff<B, C>> {
+    #[derive(Debug)]
+    struct LayerNormGammaBackward;
+
+    impl<B: PipeOps> Backward<B, 2> for LayerNormGammaBackward {
+        type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let grad = grads.consume::<B>(&ops.node);
+            let (x, gamma, epsilon) = ops.state;
+            let (dx, dgamma, _) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
+            let [nx, ng] = ops.parents;
+            for (node, g) in [(nx, dx), (ng, dgamma)] {
+                if let Some(node) = node {
+                    grads.register::<B>(node.id, g);
+                }
+            }
+        }
+    }
+
+    match LayerNormGammaBackward
+        .prepare::<C>([x.node.clone(), gamma.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out =
+                B::fused_layer_norm(x.primitive.clone(), gamma.primitive.clone(), None, epsilon);
+            prep.finish((x.primitive, gamma.primitive, epsilon), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(
+            x.primitive,
+            gamma.primitive,
+            None,
+            epsilon,
+        )),
+    }
+}

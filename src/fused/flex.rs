@@ -1,0 +1,548 @@
+//! The fused operations on burn-flex's own storage: row-parallel over rayon's pool, `gemm`
+//! on strided views (no head split / merge copies), vectorised exp and erf.
+
+use burn::backend::Flex;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::math::{self, multiversion};
+use super::{AttentionOptions, PipeOps, reference};
+
+type Ft = FlexTensor;
+
+fn is_f32(tensors: &[&Ft]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// A contiguous f32 view (copies only when the layout is strided or offset).
+fn contiguous(t: &Ft) -> Ft {
+    t.to_contiguous()
+}
+
+fn values(t: &Ft) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("contiguous f32 tensor after to_contiguous")
+}
+
+fn tensor(data: Vec<f32>, dims: &[usize]) -> Ft {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(Shape::from(dims.to_vec())),
+        DType::F32,
+    )
+}
+
+/// A pointer that may cross into rayon tasks, each writing its own disjoint strided block.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own batch row and head columns).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the whole `Shared`, not its raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, all as (row stride, column stride) views.
+///
+/// # Safety
+/// The pointers must address the strided blocks they describe.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    beta: f32,
+    accumulate: bool,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2,
+            dst.1,
+            accumulate,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+multiversion! {
+    /// Scores row → softmax in place, with the key-padding penalty added first.
+    fn softmax_rows(scores: &mut [f32], lk: usize, penalty: Option<&[f32]>) {
+        for row in scores.chunks_exact_mut(lk) {
+            if let Some(p) = penalty {
+                for (s, &pen) in row.iter_mut().zip(p) {
+                    *s += pen;
+                }
+            }
+            let m = math::max(row);
+            for s in row.iter_mut() {
+                *s = math::exp(*s - m);
+            }
+            let inv = 1.0 / math::sum(row);
+            for s in row.iter_mut() {
+                *s *= inv;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place over dP.
+    fn softmax_backward_rows(grad: &mut [f32], probs: &[f32], lk: usize) {
+        for (g, p) in grad.chunks_exact_mut(lk).zip(probs.chunks_exact(lk)) {
+            let d = math::dot(g, p);
+            for (gi, &pi) in g.iter_mut().zip(p) {
+                *gi = pi * (*gi - d);
+            }
+        }
+    }
+}
+
+fn multiply(a: &mut [f32], b: &[f32]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x *= y;
+    }
+}
+
+/// Per batch row: (1 − mask)·penalty for each key.
+fn key_penalties(mask: Option<&Ft>, b: usize, lk: usize, penalty: f32) -> Option<Vec<f32>> {
+    mask.map(|m| {
+        let m = contiguous(m);
+        let v = values(&m);
+        assert_eq!(v.len(), b * lk, "key mask must be [batch, keys]");
+        v.iter().map(|&x| (1.0 - x) * penalty).collect()
+    })
+}
+
+struct Dims {
+    b: usize,
+    h: usize,
+    lq: usize,
+    lk: usize,
+    dk: usize,
+    dv: usize,
+}
+
+impl Dims {
+    fn of(q: &Ft, k: &Ft, v: &Ft, heads: usize) -> Self {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        Dims {
+            b: qs[0],
+            h: heads,
+            lq: qs[1],
+            lk: ks[1],
+            dk: qs[2] / heads,
+            dv: vs[2] / heads,
+        }
+    }
+}
+
+pub fn attention_forward(
+    q: Ft,
+    k: Ft,
+    v: Ft,
+    key_mask: Option<Ft>,
+    dropout_mask: Option<Ft>,
+    o: AttentionOptions,
+) -> (Ft, Ft) {
+    if !is_f32(&[&q, &k, &v]) {
+        return reference::attention_forward::<Flex>(q, k, v, key_mask, dropout_mask, o);
+    }
+    let d = Dims::of(&q, &k, &v, o.num_heads);
+    let (q, k, v) = (contiguous(&q), contiguous(&k), contiguous(&v));
+    let (qv, kv, vv) = (values(&q), values(&k), values(&v));
+    let drop = dropout_mask.map(|m| contiguous(&m));
+    let drop = drop.as_ref().map(values);
+    let pen = key_penalties(key_mask.as_ref(), d.b, d.lk, o.mask_penalty);
+    let block = d.lq * d.lk;
+    let mut probs = vec![0.0f32; d.b * d.h * block];
+    let mut out = vec![0.0f32; d.b * d.lq * d.h * d.dv];
+    let out_ptr = Shared(out.as_mut_ptr());
+    let (qw, kw, vw) = (
+        (d.h * d.dk) as isize,
+        (d.h * d.dk) as isize,
+        (d.h * d.dv) as isize,
+    );
+    probs.par_chunks_mut(block).enumerate().for_each(|(bh, p)| {
+        let (bi, hi) = (bh / d.h, bh % d.h);
+        let q0 = qv[bi * d.lq * d.h * d.dk + hi * d.dk..].as_ptr();
+        let k0 = kv[bi * d.lk * d.h * d.dk + hi * d.dk..].as_ptr();
+        let v0 = vv[bi * d.lk * d.h * d.dv + hi * d.dv..].as_ptr();
+        // SAFETY: views stay inside q, k, v and this task's probability block; the output
+        // columns of head `hi` in batch row `bi` belong to this task alone.
+        unsafe {
+            mm(
+                (d.lq, d.lk, d.dk),
+                (p.as_mut_ptr(), d.lk as isize, 1),
+                (q0, qw, 1),
+                (k0, 1, kw),
+                o.scale,
+                false,
+            );
+            softmax_rows(
+                p,
+                d.lk,
+                pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]),
+            );
+            let kept;
+            let weights: &[f32] = match drop {
+                Some(m) => {
+                    let mut w = p.to_vec();
+                    multiply(&mut w, &m[bh * block..(bh + 1) * block]);
+                    kept = w;
+                    &kept
+                }
+                None => p,
+            };
+            let o0 = out_ptr.get().add(bi * d.lq * d.h * d.dv + hi * d.dv);
+            mm(
+                (d.lq, d.dv, d.lk),
+                (o0, vw, 1),
+                (weights.as_ptr(), d.lk as isize, 1),
+                (v0, vw, 1),
+                1.0,
+                false,
+            );
+        }
+    });
+    (
+        tensor(out, &[d.b, d.lq, d.h * d.dv]),
+        tensor(probs, &[d.b, d.h, d.lq, d.lk]),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: Ft,
+    k: Ft,
+    v: Ft,
+    probs: Ft,
+    dropout_mask: Option<Ft>,
+    grad: Ft,
+    o: AttentionOptions,
+) -> (Ft, Ft, Ft) {
+    if !is_f32(&[&q, &k, &v, &grad]) {
+        return reference::attention_backward::<Flex>(q, k, v, probs, dropout_mask, grad, o);
+    }
+    let d = Dims::of(&q, &k, &v, o.num_heads);
+    let (q, k, v, g, probs) = (
+        contiguous(&q),
+        contiguous(&k),
+        contiguous(&v),
+        contiguous(&grad),
+        contiguous(&probs),
+    );
+    let (qv, kv, vv, gv, pv) = (
+        values(&q),
+        values(&k),
+        values(&v),
+        values(&g),
+        values(&probs),
+    );
+    let drop = dropout_mask.map(|m| contiguous(&m));
+    let drop = drop.as_ref().map(values);
+    let block = d.lq * d.lk;
+    let (qw, vw) = ((d.h * d.dk) as isize, (d.h * d.dv) as isize);
+    let mut dq = vec![0.0f32; d.b * d.lq * d.h * d.dk];
+    let mut dk = vec![0.0f32; d.b * d.lk * d.h * d.dk];
+    let mut dv = vec![0.0f32; d.b * d.lk * d.h * d.dv];
+    let (dq_ptr, dk_ptr, dv_ptr) = (
+        Shared(dq.as_mut_ptr()),
+        Shared(dk.as_mut_ptr()),
+        Shared(dv.as_mut_ptr()),
+    );
+    (0..d.b * d.h).into_par_iter().for_each(|bh| {
+        let (bi, hi) = (bh / d.h, bh % d.h);
+        let q_off = bi * d.lq * d.h * d.dk + hi * d.dk;
+        let k_off = bi * d.lk * d.h * d.dk + hi * d.dk;
+        let v_off = bi * d.lk * d.h * d.dv + hi * d.dv;
+        let g_off = bi * d.lq * d.h * d.dv + hi * d.dv;
+        let p = &pv[bh * block..(bh + 1) * block];
+        let m = drop.map(|m| &m[bh * block..(bh + 1) * block]);
+        let kept: Vec<f32>;
+        let weights = match m {
+            Some(m) => {
+                let mut w = p.to_vec();
+                multiply(&mut w, m);
+                kept = w;
+                &kept[..]
+            }
+            None => p,
+        };
+        let mut ds = vec![0.0f32; block];
+        // SAFETY: as in the forward pass, each task touches its own (batch row, head) block.
+        unsafe {
+            // dV = Wᵀ · dO
+            mm(
+                (d.lk, d.dv, d.lq),
+                (dv_ptr.get().add(v_off), vw, 1),
+                (weights.as_ptr(), 1, d.lk as isize),
+                (gv[g_off..].as_ptr(), vw, 1),
+                1.0,
+                false,
+            );
+            // dW = dO · Vᵀ
+            mm(
+                (d.lq, d.lk, d.dv),
+                (ds.as_mut_ptr(), d.lk as isize, 1),
+                (gv[g_off..].as_ptr(), vw, 1),
+                (vv[v_off..].as_ptr(), 1, vw),
+                1.0,
+                false,
+            );
+            if let Some(m) = m {
+                multiply(&mut ds, m);
+            }
+            softmax_backward_rows(&mut ds, p, d.lk);
+            // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
+            mm(
+                (d.lq, d.dk, d.lk),
+                (dq_ptr.get().add(q_off), qw, 1),
+                (ds.as_ptr(), d.lk as isize, 1),
+                (kv[k_off..].as_ptr(), qw, 1),
+                o.scale,
+                false,
+            );
+            mm(
+                (d.lk, d.dk, d.lq),
+                (dk_ptr.get().add(k_off), qw, 1),
+                (ds.as_ptr(), 1, d.lk as isize),
+                (qv[q_off..].as_ptr(), qw, 1),
+                o.scale,
+                false,
+            );
+        }
+    });
+    (
+        tensor(dq, &[d.b, d.lq, d.h * d.dk]),
+        tensor(dk, &[d.b, d.lk, d.h * d.dk]),
+        tensor(dv, &[d.b, d.lk, d.h * d.dv]),
+    )
+}
+
+/// Rows per rayon task for the row-wise kernels: fixed by the data, not by the thread count,
+/// so that partial sums (LayerNorm's dγ, dβ) add up in the same order on every machine.
+fn rows_per_task(width: usize) -> usize {
+    (16_384 / width.max(1)).max(1)
+}
+
+multiversion! {
+    fn layer_norm_rows(x: &[f32], y: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
+        let d = gamma.len();
+        for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+            let mean = math::sum(xr) / d as f32;
+            for (yi, &xi) in yr.iter_mut().zip(xr) {
+                *yi = xi - mean;
+            }
+            let var = math::dot(yr, yr) / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            match beta {
+                Some(b) => {
+                    for ((yi, &g), &bi) in yr.iter_mut().zip(gamma).zip(b) {
+                        *yi = *yi * rstd * g + bi;
+                    }
+                }
+                None => {
+                    for (yi, &g) in yr.iter_mut().zip(gamma) {
+                        *yi = *yi * rstd * g;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, eps: f64) -> Ft {
+    if !is_f32(&[&x, &gamma]) {
+        return reference::layer_norm::<Flex>(x, gamma, beta, eps);
+    }
+    let dims = x.shape().to_vec();
+    let (x, gamma) = (contiguous(&x), contiguous(&gamma));
+    let beta = beta.map(|b| contiguous(&b));
+    let (xv, gv) = (values(&x), values(&gamma));
+    let bv = beta.as_ref().map(values);
+    let d = gv.len();
+    let mut y = vec![0.0f32; xv.len()];
+    let chunk = rows_per_task(d) * d;
+    y.par_chunks_mut(chunk)
+        .zip(xv.par_chunks(chunk))
+        .for_each(|(yc, xc)| layer_norm_rows(xc, yc, gv, bv, eps as f32));
+    tensor(y, &dims)
+}
+
+multiversion! {
+    /// dx for each row, and this chunk's dγ and dβ sums.
+    fn layer_norm_backward_rows(
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        eps: f32,
+        dx: &mut [f32],
+        dgamma: &mut [f32],
+        dbeta: &mut [f32],
+    ) {
+        let d = gamma.len();
+        let mut xhat = vec![0.0f32; d];
+        let mut g = vec![0.0f32; d];
+        for ((xr, dyr), dxr) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(dx.chunks_exact_mut(d)) {
+            let mean = math::sum(xr) / d as f32;
+            for (h, &xi) in xhat.iter_mut().zip(xr) {
+                *h = xi - mean;
+            }
+            let var = math::dot(&xhat, &xhat) / d as f32;
+            let rstd = 1.0 / (var + eps).sqrt();
+            for h in xhat.iter_mut() {
+                *h *= rstd;
+            }
+            for i in 0..d {
+                g[i] = dyr[i] * gamma[i];
+                dgamma[i] += dyr[i] * xhat[i];
+                dbeta[i] += dyr[i];
+            }
+            let mean_g = math::sum(&g) / d as f32;
+            let mean_gx = math::dot(&g, &xhat) / d as f32;
+            for i in 0..d {
+                dxr[i] = rstd * (g[i] - mean_g - xhat[i] * mean_gx);
+            }
+        }
+    }
+}
+
+pub fn layer_norm_backward(x: Ft, gamma: Ft, eps: f64, grad: Ft) -> (Ft, Ft, Ft) {
+    if !is_f32(&[&x, &gamma, &grad]) {
+        return reference::layer_norm_backward::<Flex>(x, gamma, eps, grad);
+    }
+    let dims = x.shape().to_vec();
+    let (x, gamma, g) = (contiguous(&x), contiguous(&gamma), contiguous(&grad));
+    let (xv, gav, dyv) = (values(&x), values(&gamma), values(&g));
+    let d = gav.len();
+    let chunk = rows_per_task(d) * d;
+    let mut dx = vec![0.0f32; xv.len()];
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(chunk)
+        .zip(xv.par_chunks(chunk).zip(dyv.par_chunks(chunk)))
+        .map(|(dxc, (xc, dyc))| {
+            let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+            layer_norm_backward_rows(xc, dyc, gav, eps as f32, dxc, &mut dgamma, &mut dbeta);
+            (dgamma, dbeta)
+        })
+        .collect();
+    let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+    for (pg, pb) in &partials {
+        for i in 0..d {
+            dgamma[i] += pg[i];
+            dbeta[i] += pb[i];
+        }
+    }
+    (tensor(dx, &dims), tensor(dgamma, &[d]), tensor(dbeta, &[d]))
+}
+
+const ELEMENTS_PER_TASK: usize = 16_384;
+
+multiversion! {
+    fn gelu_slice(x: &[f32], y: &mut [f32]) {
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi = 0.5 * xi * (1.0 + math::erf(xi * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+multiversion! {
+    fn gelu_backward_slice(x: &[f32], g: &[f32], dx: &mut [f32]) {
+        // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for ((di, &xi), &gi) in dx.iter_mut().zip(x).zip(g) {
+            let cdf = 0.5 * (1.0 + math::erf(xi * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * math::exp(-0.5 * xi * xi);
+            *di = gi * (cdf + xi * pdf);
+        }
+    }
+}
+
+pub fn gelu(x: Ft) -> Ft {
+    if !is_f32(&[&x]) {
+        return reference::gelu::<Flex>(x);
+    }
+    let dims = x.shape().to_vec();
+    let x = contiguous(&x);
+    let xv = values(&x);
+    let mut y = vec![0.0f32; xv.len()];
+    y.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(xv.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(yc, xc)| gelu_slice(xc, yc));
+    tensor(y, &dims)
+}
+
+pub fn gelu_backward(x: Ft, grad: Ft) -> Ft {
+    if !is_f32(&[&x, &grad]) {
+        return reference::gelu_backward::<Flex>(x, grad);
+    }
+    let dims = x.shape().to_vec();
+    let (x, g) = (contiguous(&x), contiguous(&grad));
+    let (xv, gv) = (values(&x), values(&g));
+    let mut dx = vec![0.0f32; xv.len()];
+    dx.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(
+            xv.par_chunks(ELEMENTS_PER_TASK)
+                .zip(gv.par_chunks(ELEMENTS_PER_TASK)),
+        )
+        .for_each(|(dc, (xc, gc))| gelu_backward_slice(xc, gc, dc));
+    tensor(dx, &dims)
+}
+
+impl PipeOps for Flex {
+    fn fused_attention_forward(
+        q: Ft,
+        k: Ft,
+        v: Ft,
+        key_mask: Option<Ft>,
+        dropout_mask: Option<Ft>,
+        options: AttentionOptions,
+    ) -> (Ft, Ft) {
+        attention_forward(q, k, v, key_mask, dropout_mask, options)
+    }
+    fn fused_attention_backward(
+        q: Ft,
+        k: Ft,
+        v: Ft,
+        probs: Ft,
+        dropout_mask: Option<Ft>,
+        grad: Ft,
+        options: AttentionOptions,
+    ) -> (Ft, Ft, Ft) {
+        attention_backward(q, k, v, probs, dropout_mask, grad, options)
+    }
+    fn fused_layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, epsilon: f64) -> Ft {
+        layer_norm(x, gamma, beta, epsilon)
+    }
+    fn fused_layer_norm_backward(x: Ft, gamma: Ft, epsilon: f64, grad: Ft) -> (Ft, Ft, Ft) {
+        layer_norm_backward(x, gamma, epsilon, grad)
+    }
+    fn fused_gelu(x: Ft) -> Ft {
+        gelu(x)
+    }
+    fn fused_gelu_backward(x: Ft, grad: Ft) -> Ft {
+        gelu_backward(x, grad)
+    }
+}

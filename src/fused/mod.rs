@@ -1,0 +1,242 @@
+//! Fused operations through burn's backend-extension pattern.
+//!
+//! [`PipeOps`] extends a burn backend with scaled dot-product attention, layer
+//! normalisation, exact GELU and softmax cross-entropy. Its default methods are the
+//! decomposed tensor-op formulas ([`reference`]), so every backend keeps working unchanged;
+//! burn-flex gets row-parallel kernels on its raw storage ([`flex`]) and `Autodiff<B>` gets
+//! tracked operations with their own backward passes ([`autodiff`]), so that training reaches
+//! the kernels instead of burn-autodiff's decompositions.
+//!
+//! The layers stay generic over `B: Backend`: the functions at the bottom of this file route
+//! a call to `Flex` / `Autodiff<Flex>`'s implementation when `B` is one of them (a `TypeId`
+//! check, no unsafe casts) and to the reference formulas otherwise.
+
+mod autodiff;
+mod flex;
+pub mod math;
+pub mod reference;
+
+use std::any::{Any, TypeId};
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+use reference::{unwrap, wrap};
+
+/// What the attention kernel needs besides its tensors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionOptions {
+    pub num_heads: usize,
+    /// Multiplies QKᵀ (1/√key_dim).
+    pub scale: f32,
+    /// Added to the scores of padded keys (a large negative number).
+    pub mask_penalty: f32,
+}
+
+/// A burn backend with pipe's fused operations. Tensors are primitives; shapes:
+/// q [b, lq, heads·dk], k [b, lk, heads·dk], v [b, lk, heads·dv], key mask [b, lk]
+/// (1 = token, 0 = padding), dropout mask [b, heads, lq, lk] ({0, 1/(1−p)}).
+pub trait PipeOps: Backend {
+    /// Multi-head attention output [b, lq, heads·dv].
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: Option<FloatTensor<Self>>,
+        dropout_mask: Option<FloatTensor<Self>>,
+        options: AttentionOptions,
+    ) -> FloatTensor<Self> {
+        Self::fused_attention_forward(q, k, v, key_mask, dropout_mask, options).0
+    }
+    /// Output and the attention weights before dropout [b, heads, lq, lk].
+    fn fused_attention_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        key_mask: Option<FloatTensor<Self>>,
+        dropout_mask: Option<FloatTensor<Self>>,
+        options: AttentionOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference::attention_forward::<Self>(q, k, v, key_mask, dropout_mask, options)
+    }
+    /// Gradients (dq, dk, dv) from the output gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        probs: FloatTensor<Self>,
+        dropout_mask: Option<FloatTensor<Self>>,
+        grad: FloatTensor<Self>,
+        options: AttentionOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference::attention_backward::<Self>(q, k, v, probs, dropout_mask, grad, options)
+    }
+    /// Layer normalisation over the last dimension (biased variance).
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: Option<FloatTensor<Self>>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        reference::layer_norm::<Self>(x, gamma, beta, epsilon)
+    }
+    /// Gradients (dx, dγ, dβ).
+    fn fused_layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference::layer_norm_backward::<Self>(x, gamma, epsilon, grad)
+    }
+    /// Exact GELU, x·Φ(x).
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::gelu::<Self>(x)
+    }
+    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::gelu_backward::<Self>(x, grad)
+    }
+    /// Mean cross-entropy of logits [n, c] against labels [n], a [1] tensor.
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        reference::cross_entropy::<Self>(logits, labels)
+    }
+    fn fused_cross_entropy_backward(
+        logits: FloatTensor<Self>,
+        labels: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        reference::cross_entropy_backward::<Self>(logits, labels, grad)
+    }
+}
+
+/// The CPU training backend.
+type FlexAd = Autodiff<Flex>;
+
+fn is<A: 'static, B: 'static>() -> bool {
+    TypeId::of::<A>() == TypeId::of::<B>()
+}
+
+/// Moves a value between two names of the same type (checked by [`is`] before each call).
+fn cast<X: 'static, Y: 'static>(x: X) -> Y {
+    let boxed: Box<dyn Any> = Box::new(x);
+    *boxed
+        .downcast::<Y>()
+        .expect("route: backend types checked equal")
+}
+
+/// Calls `PipeOps::$op` of `Autodiff<Flex>` or `Flex` when `$b` is one of them, with every
+/// argument and the result moved across type names; else `$fallback`.
+macro_rules! route {
+    ($b:ty, $op:ident($($arg:expr),*), $fallback:expr) => {
+        if is::<$b, FlexAd>() {
+            cast(<FlexAd as PipeOps>::$op($(cast($arg)),*))
+        } else if is::<$b, Flex>() {
+            cast(<Flex as PipeOps>::$op($(cast($arg)),*))
+        } else {
+            $fallback
+        }
+    };
+}
+
+/// Multi-head scaled dot-product attention.
+///
+/// # Shapes
+/// - q: [batch, lq, heads·dk]; k: [batch, lk, heads·dk]; v: [batch, lk, heads·dv]
+/// - key_mask: [batch, lk], 1 for tokens and 0 for padding
+/// - output: [batch, lq, heads·dv]
+///
+/// `dropout` applies to the attention weights while training (an autodiff backend).
+pub fn attention<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    key_mask: Option<Tensor<B, 2>>,
+    dropout: f64,
+    options: AttentionOptions,
+) -> Tensor<B, 3> {
+    let device = q.device();
+    let [b, lq, _] = q.dims();
+    let lk = k.dims()[1];
+    let dropout_mask = (dropout > 0.0 && B::ad_enabled(&device)).then(|| {
+        unwrap(reference::dropout_mask::<B, 4>(
+            [b, options.num_heads, lq, lk],
+            dropout,
+            &device,
+        ))
+    });
+    let (q, k, v) = (unwrap(q), unwrap(k), unwrap(v));
+    let key_mask = key_mask.map(unwrap);
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_attention(q, k, v, key_mask, dropout_mask, options),
+        reference::attention_forward::<B>(q, k, v, key_mask, dropout_mask, options).0
+    );
+    wrap(out)
+}
+
+/// Layer normalisation over the last dimension.
+///
+/// # Shapes
+/// - x: [..., d]; gamma, beta: [d]; output: the shape of x
+pub fn layer_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gamma: Tensor<B, 1>,
+    beta: Option<Tensor<B, 1>>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    let (x, gamma, beta) = (unwrap(x), unwrap(gamma), beta.map(unwrap));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_layer_norm(x, gamma, beta, epsilon),
+        reference::layer_norm::<B>(x, gamma, beta, epsilon)
+    );
+    wrap(out)
+}
+
+/// burn's `LayerNorm` module through the fused operation.
+pub fn layer_norm_module<B: Backend, const D: usize>(
+    norm: &burn::nn::LayerNorm<B>,
+    x: Tensor<B, D>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    layer_norm(
+        x,
+        norm.gamma.val(),
+        norm.beta.as_ref().map(|b| b.val()),
+        epsilon,
+    )
+}
+
+/// Exact (erf) GELU.
+///
+/// # Shapes
+/// - x: any; output: the shape of x
+pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = unwrap(x);
+    let out: FloatTensor<B> = route!(B, fused_gelu(x), reference::gelu::<B>(x));
+    wrap(out)
+}
+
+/// Mean sparse categorical cross-entropy.
+///
+/// # Shapes
+/// - logits: [n, classes]; labels: [n]; output: [1]
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+    let logits = unwrap(logits);
+    let labels: IntTensor<B> = labels.into_primitive();
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_cross_entropy(logits, labels),
+        reference::cross_entropy::<B>(logits, labels)
+    );
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[cfg(test)]
+mod tests;

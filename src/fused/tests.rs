@@ -1,0 +1,303 @@
+//! Each fused operation against the decomposed reference on `Autodiff<Flex>`: outputs and
+//! gradients agree to 1e-5 relative (max-norm: max|fused − reference| ≤ 1e-5 · max|reference|).
+
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::TensorData;
+
+use super::*;
+
+type Ad = Autodiff<Flex>;
+
+/// Normal(0, 1) values from a local generator: burn's backend RNG is global, and tests run
+/// in parallel threads.
+fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Ad, D> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    // Box–Muller
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u, v): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+            ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, shape), &Default::default())
+}
+
+fn values<const D: usize>(t: Tensor<Ad, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().expect("f32 data")
+}
+
+#[track_caller]
+fn assert_close(what: &str, got: Vec<f32>, want: Vec<f32>) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-12);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-5 * scale,
+        "{what}: max difference {worst} against scale {scale}"
+    );
+    assert!(got.iter().all(|x| x.is_finite()), "{what}: not finite");
+}
+
+/// A key mask with the last `pad[i]` keys of row i padded.
+fn key_mask(b: usize, lk: usize, pad: &[usize]) -> Tensor<Ad, 2> {
+    let data: Vec<f32> = (0..b)
+        .flat_map(|i| {
+            (0..lk).map(move |j| {
+                if j + pad[i % pad.len()] < lk {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, [b, lk]), &Default::default())
+}
+
+fn check_attention(dims: [usize; 6], masked: bool, dropout: bool) {
+    let [b, h, lq, lk, dk, dv] = dims;
+    let options = AttentionOptions {
+        num_heads: h,
+        scale: 1.0 / (dk as f32).sqrt(),
+        mask_penalty: -1e9,
+    };
+    let inputs = || {
+        (
+            random([b, lq, h * dk], 1).require_grad(),
+            random([b, lk, h * dk], 2).require_grad(),
+            random([b, lk, h * dv], 3).require_grad(),
+        )
+    };
+    let mask = masked.then(|| key_mask(b, lk, &[0, lk / 2, lk - 1]));
+    let drop =
+        dropout.then(|| reference::dropout_mask::<Ad, 4>([b, h, lq, lk], 0.3, &Default::default()));
+    let weights = random([b, lq, h * dv], 4);
+
+    let (q, k, v) = inputs();
+    let fused: Tensor<Ad, 3> = wrap(<Ad as PipeOps>::fused_attention(
+        unwrap(q.clone()),
+        unwrap(k.clone()),
+        unwrap(v.clone()),
+        mask.clone().map(unwrap),
+        drop.clone().map(unwrap),
+        options,
+    ));
+    let grads = (fused.clone() * weights.clone()).sum().backward();
+    let fused_grads = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
+
+    let (q, k, v) = inputs();
+    let (reference, _) = reference::attention_forward::<Ad>(
+        unwrap(q.clone()),
+        unwrap(k.clone()),
+        unwrap(v.clone()),
+        mask.map(unwrap),
+        drop.map(unwrap),
+        options,
+    );
+    let reference: Tensor<Ad, 3> = wrap(reference);
+    let grads = (reference.clone() * weights).sum().backward();
+    let reference_grads = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
+
+    let tag = format!("attention {dims:?} masked={masked} dropout={dropout}");
+    assert_close(&format!("{tag} output"), values(fused), values(reference));
+    for (name, (f, r)) in ["dq", "dk", "dv"]
+        .iter()
+        .zip(fused_grads.into_iter().zip(reference_grads))
+    {
+        let (f, r) = (f.expect("fused grad"), r.expect("reference grad"));
+        assert_close(
+            &format!("{tag} {name}"),
+            f.into_data().to_vec().unwrap(),
+            r.into_data().to_vec().unwrap(),
+        );
+    }
+}
+
+#[test]
+fn attention_matches_reference_unmasked() {
+    check_attention([2, 2, 7, 7, 5, 5], false, false);
+    check_attention([3, 1, 1, 9, 8, 3], false, false);
+}
+
+#[test]
+fn attention_matches_reference_masked() {
+    check_attention([3, 2, 11, 11, 4, 4], true, false);
+    check_attention([2, 3, 5, 13, 7, 2], true, false);
+}
+
+#[test]
+fn attention_matches_reference_with_dropout() {
+    check_attention([2, 2, 6, 6, 4, 4], true, true);
+}
+
+/// The reference backward formula (the default for other backends) against autodiff's.
+#[test]
+fn reference_attention_backward_matches_autodiff() {
+    let (b, h, l, d) = (2, 2, 5, 3);
+    let options = AttentionOptions {
+        num_heads: h,
+        scale: 0.5,
+        mask_penalty: f32::MIN,
+    };
+    let (q, k, v) = (
+        random([b, l, h * d], 5).require_grad(),
+        random([b, l, h * d], 6).require_grad(),
+        random([b, l, h * d], 7).require_grad(),
+    );
+    let mask = key_mask(b, l, &[1, 2]);
+    let g = random([b, l, h * d], 8);
+    let (out, probs) = reference::attention_forward::<Ad>(
+        unwrap(q.clone()),
+        unwrap(k.clone()),
+        unwrap(v.clone()),
+        Some(unwrap(mask)),
+        None,
+        options,
+    );
+    let grads = (wrap::<Ad, 3>(out) * g.clone()).sum().backward();
+    let inner = |t: Tensor<Ad, 3>| t.inner().into_primitive().tensor();
+    let (dq, dk, dv) = reference::attention_backward::<Flex>(
+        inner(q.clone()),
+        inner(k.clone()),
+        inner(v.clone()),
+        wrap::<Ad, 4>(probs).inner().into_primitive().tensor(),
+        None,
+        inner(g),
+        options,
+    );
+    for (name, t, got) in [("dq", &q, dq), ("dk", &k, dk), ("dv", &v, dv)] {
+        let want = t.grad(&grads).expect("grad").into_data().to_vec().unwrap();
+        let got: Tensor<Flex, 3> = wrap(got);
+        assert_close(name, got.into_data().to_vec().unwrap(), want);
+    }
+}
+
+fn check_layer_norm(shape: [usize; 3], with_beta: bool) {
+    let eps = 1e-6;
+    let d = shape[2];
+    let inputs = || {
+        (
+            random(shape, 11)
+                .mul_scalar(3.0)
+                .add_scalar(0.5)
+                .require_grad(),
+            random([d], 12).require_grad(),
+            random([d], 13).require_grad(),
+        )
+    };
+    let weights = random(shape, 14);
+    let run = |fused: bool| {
+        let (x, gamma, beta) = inputs();
+        let beta_arg = with_beta.then(|| beta.clone());
+        let y = if fused {
+            layer_norm(x.clone(), gamma.clone(), beta_arg, eps)
+        } else {
+            wrap::<Ad, 3>(reference::layer_norm::<Ad>(
+                unwrap(x.clone()),
+                unwrap(gamma.clone()),
+                beta_arg.map(unwrap),
+                eps,
+            ))
+        };
+        let grads = (y.clone() * weights.clone()).sum().backward();
+        let mut out = vec![
+            values(y),
+            values(x.grad(&grads).map(Tensor::from_inner).unwrap()),
+        ];
+        out.push(gamma.grad(&grads).unwrap().into_data().to_vec().unwrap());
+        if with_beta {
+            out.push(beta.grad(&grads).unwrap().into_data().to_vec().unwrap());
+        }
+        out
+    };
+    for (i, (f, r)) in run(true).into_iter().zip(run(false)).enumerate() {
+        assert_close(&format!("layer_norm {shape:?} beta={with_beta} #{i}"), f, r);
+    }
+}
+
+#[test]
+fn layer_norm_matches_reference() {
+    check_layer_norm([2, 3, 5], true);
+    check_layer_norm([3, 7, 33], true);
+    check_layer_norm([1, 4, 9], false);
+}
+
+#[test]
+fn layer_norm_matches_burn_layer_norm() {
+    let x = random([2, 3, 6], 21);
+    let norm = burn::nn::LayerNormConfig::new(6)
+        .with_epsilon(1e-5)
+        .init::<Ad>(&Default::default());
+    let want = values(norm.forward(x.clone()));
+    assert_close("vs burn", values(layer_norm_module(&norm, x, 1e-5)), want);
+}
+
+#[test]
+fn gelu_matches_reference() {
+    let x = random([3, 5, 101], 31).mul_scalar(3.0).require_grad();
+    let w = random([3, 5, 101], 32);
+    let fused = gelu(x.clone());
+    let g = (fused.clone() * w.clone()).sum().backward();
+    let fused_grad = x.grad(&g).unwrap().into_data().to_vec().unwrap();
+    let x2 = random([3, 5, 101], 31).mul_scalar(3.0).require_grad();
+    let reference = burn::tensor::activation::gelu(x2.clone());
+    let g = (reference.clone() * w).sum().backward();
+    let reference_grad = x2.grad(&g).unwrap().into_data().to_vec().unwrap();
+    assert_close("gelu", values(fused), values(reference));
+    assert_close("gelu grad", fused_grad, reference_grad);
+}
+
+#[test]
+fn cross_entropy_matches_reference() {
+    let labels = Tensor::<Ad, 1, Int>::from_data([0, 3, 1, 1, 2], &Default::default());
+    let run = |fused: bool| {
+        let logits = random([5, 4], 41).mul_scalar(4.0).require_grad();
+        let loss = if fused {
+            cross_entropy(logits.clone(), labels.clone())
+        } else {
+            wrap::<Ad, 1>(reference::cross_entropy::<Ad>(
+                unwrap(logits.clone()),
+                labels.clone().into_primitive(),
+            ))
+        };
+        let grads = loss.clone().mul_scalar(2.0).backward();
+        (
+            values(loss),
+            logits.grad(&grads).unwrap().into_data().to_vec().unwrap(),
+        )
+    };
+    let (fl, fg) = run(true);
+    let (rl, rg) = run(false);
+    assert_close("cross-entropy", fl, rl);
+    assert_close("cross-entropy grad", fg, rg);
+}
+
+/// Same inputs, same bits: the kernels' sums run in a fixed order.
+#[test]
+fn fused_ops_are_deterministic() {
+    let once = || {
+        let q = random([4, 33, 64], 51).require_grad();
+        let out = attention(
+            q.clone(),
+            q.clone(),
+            q.clone(),
+            Some(key_mask(4, 33, &[3, 0])),
+            0.0,
+            AttentionOptions {
+                num_heads: 2,
+                scale: 0.2,
+                mask_penalty: -1e9,
+            },
+        );
+        let y = layer_norm(out, random([64], 52), Some(random([64], 53)), 1e-6);
+        let grads = gelu(y).sum().backward();
+        values(q.grad(&grads).map(Tensor::from_inner).unwrap())
+    };
+    assert_eq!(once(), once());
+}

@@ -48,6 +48,32 @@ impl Shared {
     }
 }
 
+/// An output buffer that the kernels fill completely through raw pointers (gemm never reads
+/// its destination when not accumulating), so it is not zeroed first: zeroing the 67 MB of
+/// model A's attention weights cost 6 % of a training step.
+struct Written {
+    buffer: Vec<f32>,
+    len: usize,
+}
+
+impl Written {
+    fn new(len: usize) -> Self {
+        Written {
+            buffer: Vec::with_capacity(len),
+            len,
+        }
+    }
+    fn ptr(&mut self) -> Shared {
+        Shared(self.buffer.as_mut_ptr())
+    }
+    /// # Safety
+    /// All `len` elements must have been written.
+    unsafe fn assume_written(mut self) -> Vec<f32> {
+        unsafe { self.buffer.set_len(self.len) };
+        self.buffer
+    }
+}
+
 /// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, all as (row stride, column stride) views.
 ///
 /// # Safety
@@ -96,10 +122,7 @@ multiversion! {
                 }
             }
             let m = math::max(row);
-            for s in row.iter_mut() {
-                *s = math::exp(*s - m);
-            }
-            let inv = 1.0 / math::sum(row);
+            let inv = 1.0 / math::exp_shifted_sum(row, m);
             for s in row.iter_mut() {
                 *s *= inv;
             }
@@ -176,15 +199,15 @@ pub fn attention_forward(
     let drop = drop.as_ref().map(values);
     let pen = key_penalties(key_mask.as_ref(), d.b, d.lk, o.mask_penalty);
     let block = d.lq * d.lk;
-    let mut probs = vec![0.0f32; d.b * d.h * block];
-    let mut out = vec![0.0f32; d.b * d.lq * d.h * d.dv];
-    let out_ptr = Shared(out.as_mut_ptr());
+    let mut probs = Written::new(d.b * d.h * block);
+    let mut out = Written::new(d.b * d.lq * d.h * d.dv);
+    let (probs_ptr, out_ptr) = (probs.ptr(), out.ptr());
     let (qw, kw, vw) = (
         (d.h * d.dk) as isize,
         (d.h * d.dk) as isize,
         (d.h * d.dv) as isize,
     );
-    probs.par_chunks_mut(block).enumerate().for_each(|(bh, p)| {
+    (0..d.b * d.h).into_par_iter().for_each(|bh| {
         let (bi, hi) = (bh / d.h, bh % d.h);
         let q0 = qv[bi * d.lq * d.h * d.dk + hi * d.dk..].as_ptr();
         let k0 = kv[bi * d.lk * d.h * d.dk + hi * d.dk..].as_ptr();
@@ -192,14 +215,17 @@ pub fn attention_forward(
         // SAFETY: views stay inside q, k, v and this task's probability block; the output
         // columns of head `hi` in batch row `bi` belong to this task alone.
         unsafe {
+            let p0 = probs_ptr.get().add(bh * block);
             mm(
                 (d.lq, d.lk, d.dk),
-                (p.as_mut_ptr(), d.lk as isize, 1),
+                (p0, d.lk as isize, 1),
                 (q0, qw, 1),
                 (k0, 1, kw),
                 o.scale,
                 false,
             );
+            // gemm has written every element of this block.
+            let p = std::slice::from_raw_parts_mut(p0, block);
             softmax_rows(
                 p,
                 d.lk,
@@ -226,6 +252,9 @@ pub fn attention_forward(
             );
         }
     });
+    // SAFETY: the tasks above wrote every element: each (batch row, head) block of the
+    // probabilities, and each head's columns of each batch row of the output.
+    let (out, probs) = unsafe { (out.assume_written(), probs.assume_written()) };
     (
         tensor(out, &[d.b, d.lq, d.h * d.dv]),
         tensor(probs, &[d.b, d.h, d.lq, d.lk]),
@@ -264,14 +293,10 @@ pub fn attention_backward(
     let drop = drop.as_ref().map(values);
     let block = d.lq * d.lk;
     let (qw, vw) = ((d.h * d.dk) as isize, (d.h * d.dv) as isize);
-    let mut dq = vec![0.0f32; d.b * d.lq * d.h * d.dk];
-    let mut dk = vec![0.0f32; d.b * d.lk * d.h * d.dk];
-    let mut dv = vec![0.0f32; d.b * d.lk * d.h * d.dv];
-    let (dq_ptr, dk_ptr, dv_ptr) = (
-        Shared(dq.as_mut_ptr()),
-        Shared(dk.as_mut_ptr()),
-        Shared(dv.as_mut_ptr()),
-    );
+    let mut dq = Written::new(d.b * d.lq * d.h * d.dk);
+    let mut dk = Written::new(d.b * d.lk * d.h * d.dk);
+    let mut dv = Written::new(d.b * d.lk * d.h * d.dv);
+    let (dq_ptr, dk_ptr, dv_ptr) = (dq.ptr(), dk.ptr(), dv.ptr());
     (0..d.b * d.h).into_par_iter().for_each(|bh| {
         let (bi, hi) = (bh / d.h, bh % d.h);
         let q_off = bi * d.lq * d.h * d.dk + hi * d.dk;
@@ -334,6 +359,14 @@ pub fn attention_backward(
             );
         }
     });
+    // SAFETY: each task wrote its head's columns of its batch row in all three.
+    let (dq, dk, dv) = unsafe {
+        (
+            dq.assume_written(),
+            dk.assume_written(),
+            dv.assume_written(),
+        )
+    };
     (
         tensor(dq, &[d.b, d.lq, d.h * d.dk]),
         tensor(dk, &[d.b, d.lk, d.h * d.dk]),
@@ -509,6 +542,44 @@ pub fn gelu_backward(x: Ft, grad: Ft) -> Ft {
         )
         .for_each(|(dc, (xc, gc))| gelu_backward_slice(xc, gc, dc));
     tensor(dx, &dims)
+}
+
+/// A 32-bit mixing function (Wellons' lowbias32): good enough statistics for dropout masks,
+/// and it vectorises.
+#[inline(always)]
+fn mix(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^ (x >> 16)
+}
+
+multiversion! {
+    fn dropout_mask_slice(out: &mut [f32], first: u32, seed: u64, threshold: u32, kept: f32) {
+        let (lo, hi) = (seed as u32, (seed >> 32) as u32);
+        for (i, m) in out.iter_mut().enumerate() {
+            let counter = first.wrapping_add(i as u32);
+            let r = mix(mix(counter ^ lo).wrapping_add(hi));
+            *m = if r < threshold { kept } else { 0.0 };
+        }
+    }
+}
+
+/// Inverted-dropout keep mask {0, 1/(1−p)} with P(keep) = 1 − p, element i decided by
+/// (seed, i) alone: the same seed gives the same mask on any number of threads.
+pub fn dropout_mask(shape: &[usize], prob: f64, seed: u64) -> Ft {
+    let keep = 1.0 - prob;
+    let threshold = (keep * 4_294_967_296.0).min(4_294_967_295.0) as u32;
+    let n: usize = shape.iter().product();
+    let mut mask = vec![0.0f32; n];
+    mask.par_chunks_mut(ELEMENTS_PER_TASK)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let first = (c * ELEMENTS_PER_TASK) as u32;
+            dropout_mask_slice(out, first, seed, threshold, (1.0 / keep) as f32)
+        });
+    tensor(mask, shape)
 }
 
 impl PipeOps for Flex {

@@ -13,7 +13,11 @@ pub fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let input = x;
     let x = x.clamp(-87.336_55, 88.376_26);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
+    // n as an integer, read from t's low mantissa bits (t = 2^23 + 2^22 + n): integer
+    // arithmetic that vectorises, unlike a saturating float-to-int cast.
+    let n_int = t.to_bits() as i32 - 0x4B40_0000;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4;
     p = p * r + 1.398_199_9e-3;
@@ -22,7 +26,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     // Below the smallest normal result, flush to 0 (as a select, so it stays vectorised).
     if input < -87.336_55 { 0.0 } else { e * scale }
 }
@@ -44,9 +48,10 @@ pub fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
-const LANES: usize = 8;
+/// Accumulator lanes: one AVX-512 register or two AVX2 ones.
+const LANES: usize = 16;
 
-/// Maximum of a slice (−∞ when empty), eight lanes at a time.
+/// Maximum of a slice (−∞ when empty), lane-wise.
 #[inline(always)]
 pub fn max(xs: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
@@ -64,7 +69,7 @@ pub fn max(xs: &[f32]) -> f32 {
     m
 }
 
-/// Sum of a slice, eight lanes at a time (a fixed order, so results are reproducible).
+/// Sum of a slice, lane-wise (a fixed order, so results are reproducible).
 #[inline(always)]
 pub fn sum(xs: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -78,7 +83,7 @@ pub fn sum(xs: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
 }
 
-/// Dot product, eight lanes at a time.
+/// Dot product, lane-wise.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
@@ -98,16 +103,43 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + rest
 }
 
-/// Whether this CPU has AVX2 and FMA (checked once).
-#[cfg(target_arch = "x86_64")]
-pub fn has_avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+/// `e^x − m` for each x of `row`, written back, and their sum: softmax's middle pass in one.
+#[inline(always)]
+pub fn exp_shifted_sum(row: &mut [f32], m: f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = exp(c[i] - m);
+            acc[i] += c[i];
+        }
+    }
+    let mut rest = 0.0;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - m);
+        rest += *x;
+    }
+    acc.iter().sum::<f32>() + rest
 }
 
-/// Defines `$name` that runs `$body` compiled for AVX2 where the CPU has it, else for the
-/// baseline target: the same source, vectorised 8 or 4 lanes wide.
+/// The widest vector unit this CPU has, checked once: 2 = AVX-512, 1 = AVX2 + FMA, 0 = neither.
+#[cfg(target_arch = "x86_64")]
+pub fn simd_level() -> u8 {
+    use std::sync::OnceLock;
+    static LEVEL: OnceLock<u8> = OnceLock::new();
+    *LEVEL.get_or_init(|| {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            2
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            1
+        } else {
+            0
+        }
+    })
+}
+
+/// Defines `$name` that runs `$body` compiled for AVX-512 or AVX2 where the CPU has them,
+/// else for the baseline target: the same source, vectorised 16, 8 or 4 lanes wide.
 macro_rules! multiversion {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
@@ -116,13 +148,19 @@ macro_rules! multiversion {
             fn body($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) {
                     body($($arg),*)
                 }
-                if $crate::fused::math::has_avx2() {
-                    // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
-                    return unsafe { avx2($($arg),*) };
+                match $crate::fused::math::simd_level() {
+                    // SAFETY: the CPU supports these features (checked at run time).
+                    2 => return unsafe { avx512($($arg),*) },
+                    1 => return unsafe { avx2($($arg),*) },
+                    _ => {}
                 }
             }
             body($($arg),*)

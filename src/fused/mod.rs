@@ -238,5 +238,36 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
+/// Inverted dropout while training (an autodiff backend); the identity otherwise.
+///
+/// On the CPU the keep mask comes from a counter-based generator, in parallel, keyed by a
+/// seed drawn from the backend's RNG, so `seed` still fixes every mask; elsewhere it is
+/// burn's `Dropout` draw.
+///
+/// # Shapes
+/// - x: any; output: the shape of x
+pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor<B, D> {
+    let device = x.device();
+    if prob == 0.0 || !B::ad_enabled(&device) {
+        return x;
+    }
+    let shape = x.dims();
+    let mask: Tensor<B, D> = if is::<B, FlexAd>() {
+        // 48 random bits from the backend's stream, so `B::seed` decides every mask.
+        let draw: Vec<f32> =
+            Tensor::<B, 1>::random([2], burn::tensor::Distribution::Default, &device)
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32 data");
+        let seed = ((draw[0] * 16_777_216.0) as u64) << 24 | (draw[1] * 16_777_216.0) as u64;
+        let inner: Tensor<Flex, D> = wrap(flex::dropout_mask(&shape, prob, seed));
+        cast(Tensor::<FlexAd, D>::from_inner(inner))
+    } else {
+        reference::dropout_mask::<B, D>(shape, prob, &device)
+    };
+    x * mask
+}
+
 #[cfg(test)]
 mod tests;

@@ -301,3 +301,43 @@ fn fused_ops_are_deterministic() {
     };
     assert_eq!(once(), once());
 }
+
+#[test]
+fn dropout_mask_keeps_the_right_share_and_scales() {
+    let m = flex::dropout_mask(&[1000, 100], 0.25, 7);
+    let v: Vec<f32> = wrap::<Flex, 2>(m).into_data().to_vec().unwrap();
+    let kept = v.iter().filter(|&&x| x != 0.0).count() as f64 / v.len() as f64;
+    assert!((kept - 0.75).abs() < 0.005, "kept {kept}");
+    assert!(v.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.75).abs() < 1e-6));
+    let again: Vec<f32> = wrap::<Flex, 2>(flex::dropout_mask(&[1000, 100], 0.25, 7))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_eq!(v, again);
+    let other: Vec<f32> = wrap::<Flex, 2>(flex::dropout_mask(&[1000, 100], 0.25, 8))
+        .into_data()
+        .to_vec()
+        .unwrap();
+    assert_ne!(v, other);
+    // Neighbouring elements are not correlated.
+    let pairs = v
+        .windows(2)
+        .filter(|w| (w[0] == 0.0) == (w[1] == 0.0))
+        .count() as f64;
+    let same = pairs / (v.len() - 1) as f64;
+    assert!(
+        (same - (0.75f64.powi(2) + 0.25f64.powi(2))).abs() < 0.01,
+        "{same}"
+    );
+}
+
+#[test]
+fn dropout_is_the_identity_without_autodiff() {
+    let x = Tensor::<Flex, 2>::ones([4, 5], &Default::default());
+    let y = dropout(x.clone(), 0.5);
+    assert_eq!(values_flex(y), values_flex(x));
+}
+
+fn values_flex<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
+    t.into_data().to_vec().unwrap()
+}

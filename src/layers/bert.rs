@@ -266,7 +266,7 @@ impl<B: Backend> Bert<B> {
         let x = e.word_embeddings.forward(ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(token_types);
-        let mut x = e.dropout.forward(self.norm(&e.layer_norm, x));
+        let mut x = fused::dropout(self.norm(&e.layer_norm, x), e.dropout.prob);
         let mut states = Vec::with_capacity(self.encoder.layer.len());
         for layer in &self.encoder.layer {
             x = self.layer_forward(layer, x, &mask);
@@ -300,10 +300,10 @@ impl<B: Backend> Bert<B> {
             },
         );
         let ao = &layer.attention.output;
-        let attended = self.norm(&ao.layer_norm, ao.dropout.forward(ao.dense.forward(context)) + x);
+        let attended = self.norm(&ao.layer_norm, fused::dropout(ao.dense.forward(context), ao.dropout.prob) + x);
         let inner = self.act(layer.intermediate.dense.forward(attended.clone()));
         let o = &layer.output;
-        self.norm(&o.layer_norm, o.dropout.forward(o.dense.forward(inner)) + attended)
+        self.norm(&o.layer_norm, fused::dropout(o.dense.forward(inner), o.dropout.prob) + attended)
     }
 
     pub fn pool(&self, sequence: &Tensor<B, 3>) -> Tensor<B, 2> {

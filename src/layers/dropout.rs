@@ -4,6 +4,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::fused;
+
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, rate};
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -49,6 +51,7 @@ impl LayerDef for DropoutConfig {
 impl<B: Backend> LayerForward<B> for Dropout {
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input");
-        vec![x.map_float(|t| self.inner.forward(t), |t| self.inner.forward(t))]
+        let p = self.inner.prob;
+        vec![x.map_float(|t| fused::dropout(t, p), |t| fused::dropout(t, p))]
     }
 }

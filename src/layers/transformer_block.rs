@@ -115,12 +115,11 @@ impl LayerDef for TransformerBlockConfig {
 impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
-        let attn = self
-            .dropout1
-            .forward(self.att.attend(x.clone(), x.clone(), &ctx.mask));
+        let attn = self.att.attend(x.clone(), x.clone(), &ctx.mask);
+        let attn = fused::dropout(attn, self.dropout1.prob);
         let out1 = fused::layer_norm_module(&self.layernorm1, x + attn, self.epsilon);
         let ffn = self.ffn_2.forward(relu(self.ffn_1.forward(out1.clone())));
-        let ffn = self.dropout2.forward(ffn);
+        let ffn = fused::dropout(ffn, self.dropout2.prob);
         vec![Value::Sequence(fused::layer_norm_module(
             &self.layernorm2,
             out1 + ffn,

@@ -164,7 +164,7 @@ pub fn attention<B: Backend>(
     let [b, lq, _] = q.dims();
     let lk = k.dims()[1];
     let dropout_mask = (dropout > 0.0 && B::ad_enabled(&device)).then(|| {
-        unwrap(reference::dropout_mask::<B, 4>(
+        unwrap(keep_mask::<B, 4>(
             [b, options.num_heads, lq, lk],
             dropout,
             &device,
@@ -238,11 +238,20 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
 
-/// Inverted dropout while training (an autodiff backend); the identity otherwise.
+/// A `Linear` layer on a sequence as one [batch·length, d_in] matrix product, so that its
+/// weight gradient is one product too; burn's broadcast form makes a batched product and a
+/// sum over the batch, with a transposed copy of the input.
 ///
-/// On the CPU the keep mask comes from a counter-based generator, in parallel, keyed by a
-/// seed drawn from the backend's RNG, so `seed` still fixes every mask; elsewhere it is
-/// burn's `Dropout` draw.
+/// # Shapes
+/// - x: [batch, length, d_in]; output: [batch, length, d_out]
+pub fn linear_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, l, d] = x.dims();
+    let y = layer.forward(x.reshape([b * l, d]));
+    let out = y.dims()[1];
+    y.reshape([b, l, out])
+}
+
+/// Inverted dropout while training (an autodiff backend); the identity otherwise.
 ///
 /// # Shapes
 /// - x: any; output: the shape of x
@@ -252,21 +261,35 @@ pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor
         return x;
     }
     let shape = x.dims();
-    let mask: Tensor<B, D> = if is::<B, FlexAd>() {
-        // 48 random bits from the backend's stream, so `B::seed` decides every mask.
+    x * keep_mask::<B, D>(shape, prob, &device)
+}
+
+/// Inverted-dropout keep mask {0, 1/(1−p)}: on the CPU from a counter-based generator, in
+/// parallel, keyed by a seed drawn from the backend's RNG (so `seed` still fixes every mask);
+/// elsewhere burn's `Dropout` draw.
+fn keep_mask<B: Backend, const D: usize>(
+    shape: [usize; D],
+    prob: f64,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let draw = || -> u64 {
+        // 48 random bits from the backend's stream.
         let draw: Vec<f32> =
-            Tensor::<B, 1>::random([2], burn::tensor::Distribution::Default, &device)
+            Tensor::<B, 1>::random([2], burn::tensor::Distribution::Default, device)
                 .into_data()
                 .convert::<f32>()
                 .to_vec()
                 .expect("f32 data");
-        let seed = ((draw[0] * 16_777_216.0) as u64) << 24 | (draw[1] * 16_777_216.0) as u64;
-        let inner: Tensor<Flex, D> = wrap(flex::dropout_mask(&shape, prob, seed));
-        cast(Tensor::<FlexAd, D>::from_inner(inner))
-    } else {
-        reference::dropout_mask::<B, D>(shape, prob, &device)
+        ((draw[0] * 16_777_216.0) as u64) << 24 | (draw[1] * 16_777_216.0) as u64
     };
-    x * mask
+    if is::<B, FlexAd>() {
+        let inner: Tensor<Flex, D> = wrap(flex::dropout_mask(&shape, prob, draw()));
+        cast(Tensor::<FlexAd, D>::from_inner(inner))
+    } else if is::<B, Flex>() {
+        cast(wrap::<Flex, D>(flex::dropout_mask(&shape, prob, draw())))
+    } else {
+        reference::dropout_mask::<B, D>(shape, prob, device)
+    }
 }
 
 #[cfg(test)]

@@ -287,9 +287,9 @@ impl<B: Backend> Bert<B> {
         let h = x.dims()[2];
         let sa = &layer.attention.self_attention;
         let context = fused::attention(
-            sa.query.forward(x.clone()),
-            sa.key.forward(x.clone()),
-            sa.value.forward(x.clone()),
+            fused::linear_seq(&sa.query, x.clone()),
+            fused::linear_seq(&sa.key, x.clone()),
+            fused::linear_seq(&sa.value, x.clone()),
             Some(mask.clone()),
             sa.dropout.prob,
             AttentionOptions {
@@ -300,10 +300,10 @@ impl<B: Backend> Bert<B> {
             },
         );
         let ao = &layer.attention.output;
-        let attended = self.norm(&ao.layer_norm, fused::dropout(ao.dense.forward(context), ao.dropout.prob) + x);
-        let inner = self.act(layer.intermediate.dense.forward(attended.clone()));
+        let attended = self.norm(&ao.layer_norm, fused::dropout(fused::linear_seq(&ao.dense, context), ao.dropout.prob) + x);
+        let inner = self.act(fused::linear_seq(&layer.intermediate.dense, attended.clone()));
         let o = &layer.output;
-        self.norm(&o.layer_norm, fused::dropout(o.dense.forward(inner), o.dropout.prob) + attended)
+        self.norm(&o.layer_norm, fused::dropout(fused::linear_seq(&o.dense, inner), o.dropout.prob) + attended)
     }
 
     pub fn pool(&self, sequence: &Tensor<B, 3>) -> Tensor<B, 2> {

@@ -6,6 +6,8 @@ use burn::tensor::activation;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::fused;
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, require_rank,
 };
@@ -116,7 +118,7 @@ impl<B: Backend> Dense<B> {
         let x = inputs.into_iter().next().expect("one input");
         vec![x.map_float(
             |t| activate(self.linear.forward(t), activation),
-            |t| activate(self.linear.forward(t), activation),
+            |t| activate(fused::linear_seq(&self.linear, t), activation),
         )]
     }
 }

@@ -140,9 +140,9 @@ impl<B: Backend> MultiHeadAttention<B> {
         value: Tensor<B, 3>,
         mask: &Tensor<B, 2>,
     ) -> Tensor<B, 3> {
-        let q = self.query.forward(query);
-        let k = self.key.forward(value.clone());
-        let v = self.value.forward(value);
+        let q = fused::linear_seq(&self.query, query);
+        let k = fused::linear_seq(&self.key, value.clone());
+        let v = fused::linear_seq(&self.value, value);
         let out = fused::attention(
             q,
             k,
@@ -156,7 +156,7 @@ impl<B: Backend> MultiHeadAttention<B> {
                 mask_penalty: -1e9,
             },
         );
-        self.attention_output.forward(out)
+        fused::linear_seq(&self.attention_output, out)
     }
 }
 

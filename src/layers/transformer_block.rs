@@ -118,7 +118,10 @@ impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
         let attn = self.att.attend(x.clone(), x.clone(), &ctx.mask);
         let attn = fused::dropout(attn, self.dropout1.prob);
         let out1 = fused::layer_norm_module(&self.layernorm1, x + attn, self.epsilon);
-        let ffn = self.ffn_2.forward(relu(self.ffn_1.forward(out1.clone())));
+        let ffn = fused::linear_seq(
+            &self.ffn_2,
+            relu(fused::linear_seq(&self.ffn_1, out1.clone())),
+        );
         let ffn = fused::dropout(ffn, self.dropout2.prob);
         vec![Value::Sequence(fused::layer_norm_module(
             &self.layernorm2,

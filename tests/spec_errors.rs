@@ -195,3 +195,33 @@ fn override_changes_shapes_and_counts() {
         "{stdout}"
     );
 }
+
+/// `padding = "longest"` changes what an unmasked pooling layer averages over: refused,
+/// naming the layer; with `masked = true` the spec checks.
+#[test]
+fn dynamic_padding_needs_masked_layers() {
+    let longest = "output_sequence_length = 16\npadding = \"longest\"";
+    let (code, err, file) = check_with("longest", "output_sequence_length = 16", longest);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.starts_with(&format!("{file}:")) && err.contains("global_average_pooling_1d"),
+        "{err}"
+    );
+    assert!(err.contains("masked = true"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let dir = scratch("longest_masked");
+    let path = dir.join("spec.toml");
+    let spec = GOOD
+        .replacen("output_sequence_length = 16", longest, 1)
+        .replacen(
+            "type = \"global_average_pooling_1d\"",
+            "type = \"global_average_pooling_1d\"\nmasked = true",
+            1,
+        );
+    std::fs::write(&path, spec).unwrap();
+    let out = run(&["check", path.to_str().unwrap()]);
+    let (_, err) = text(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}

@@ -2,6 +2,7 @@
 //! calls the inner backend's fused backward, instead of burn-autodiff's graph of primitives.
 
 use burn::backend::Autodiff;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -9,6 +10,13 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{AttentionOptions, PipeOps};
+
+/// The node ids of an operation's tracked parents.
+macro_rules! ids {
+    ($parents:expr) => {
+        $parents.map(|p| p.map(|node| node.id))
+    };
+}
 
 impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
     fn fused_attention(
@@ -41,12 +49,7 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
                 let ([q, k, v, probs], dropout_mask, options) = ops.state;
                 let (dq, dk, dv) =
                     B::fused_attention_backward(q, k, v, probs, dropout_mask, grad, options);
-                let [nq, nk, nv] = ops.parents;
-                for (node, g) in [(nq, dq), (nk, dk), (nv, dv)] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, g);
-                    }
-                }
+                register_grads::<B, 3>(grads, ids!(ops.parents), [dq, dk, dv]);
             }
         }
 
@@ -105,12 +108,7 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
                 let grad = grads.consume::<B>(&ops.node);
                 let (x, gamma, epsilon) = ops.state;
                 let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
-                let [nx, ng, nb] = ops.parents;
-                for (node, g) in [(nx, dx), (ng, dgamma), (nb, dbeta)] {
-                    if let Some(node) = node {
-                        grads.register::<B>(node.id, g);
-                    }
-                }
+                register_grads::<B, 3>(grads, ids!(ops.parents), [dx, dgamma, dbeta]);
             }
         }
 
@@ -154,10 +152,11 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
                 _: &mut Checkpointer,
             ) {
                 let grad = grads.consume::<B>(&ops.node);
-                let [node] = ops.parents;
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, B::fused_gelu_backward(ops.state, grad));
-                }
+                register_grads::<B, 1>(
+                    grads,
+                    ids!(ops.parents),
+                    [B::fused_gelu_backward(ops.state, grad)],
+                );
             }
         }
 
@@ -192,13 +191,11 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
             ) {
                 let grad = grads.consume::<B>(&ops.node);
                 let (logits, labels) = ops.state;
-                let [node] = ops.parents;
-                if let Some(node) = node {
-                    grads.register::<B>(
-                        node.id,
-                        B::fused_cross_entropy_backward(logits, labels, grad),
-                    );
-                }
+                register_grads::<B, 1>(
+                    grads,
+                    ids!(ops.parents),
+                    [B::fused_cross_entropy_backward(logits, labels, grad)],
+                );
             }
         }
 
@@ -214,6 +211,19 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::fused_cross_entropy(logits.primitive, labels))
             }
+        }
+    }
+}
+
+/// Gives each tracked parent its gradient.
+fn register_grads<B: PipeOps, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    values: [FloatTensor<B>; N],
+) {
+    for (id, grad) in parents.into_iter().zip(values) {
+        if let Some(id) = id {
+            grads.register::<B>(id, grad);
         }
     }
 }
@@ -234,12 +244,7 @@ fn layer_norm_without_beta<B: PipeOps, C: CheckpointStrategy>(
             let grad = grads.consume::<B>(&ops.node);
             let (x, gamma, epsilon) = ops.state;
             let (dx, dgamma, _) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
-            let [nx, ng] = ops.parents;
-            for (node, g) in [(nx, dx), (ng, dgamma)] {
-                if let Some(node) = node {
-                    grads.register::<B>(node.id, g);
-                }
-            }
+            register_grads::<B, 2>(grads, ids!(ops.parents), [dx, dgamma]);
         }
     }
 

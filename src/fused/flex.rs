@@ -181,6 +181,8 @@ impl Dims {
     }
 }
 
+/// Attention output and, with `keep_probs` (training), the weights for the backward pass;
+/// without, each task's weights live in a block-sized scratch that stays in cache.
 pub fn attention_forward(
     q: Ft,
     k: Ft,
@@ -188,9 +190,11 @@ pub fn attention_forward(
     key_mask: Option<Ft>,
     dropout_mask: Option<Ft>,
     o: AttentionOptions,
-) -> (Ft, Ft) {
+    keep_probs: bool,
+) -> (Ft, Option<Ft>) {
     if !is_f32(&[&q, &k, &v]) {
-        return reference::attention_forward::<Flex>(q, k, v, key_mask, dropout_mask, o);
+        let (out, probs) = reference::attention_forward::<Flex>(q, k, v, key_mask, dropout_mask, o);
+        return (out, Some(probs));
     }
     let d = Dims::of(&q, &k, &v, o.num_heads);
     let (q, k, v) = (contiguous(&q), contiguous(&k), contiguous(&v));
@@ -199,9 +203,9 @@ pub fn attention_forward(
     let drop = drop.as_ref().map(values);
     let pen = key_penalties(key_mask.as_ref(), d.b, d.lk, o.mask_penalty);
     let block = d.lq * d.lk;
-    let mut probs = Written::new(d.b * d.h * block);
+    let mut probs = keep_probs.then(|| Written::new(d.b * d.h * block));
     let mut out = Written::new(d.b * d.lq * d.h * d.dv);
-    let (probs_ptr, out_ptr) = (probs.ptr(), out.ptr());
+    let (probs_ptr, out_ptr) = (probs.as_mut().map(Written::ptr), out.ptr());
     let (qw, kw, vw) = (
         (d.h * d.dk) as isize,
         (d.h * d.dk) as isize,
@@ -214,8 +218,15 @@ pub fn attention_forward(
         let v0 = vv[bi * d.lk * d.h * d.dv + hi * d.dv..].as_ptr();
         // SAFETY: views stay inside q, k, v and this task's probability block; the output
         // columns of head `hi` in batch row `bi` belong to this task alone.
+        let mut scratch: Vec<f32> = Vec::new();
         unsafe {
-            let p0 = probs_ptr.get().add(bh * block);
+            let p0 = match probs_ptr {
+                Some(all) => all.get().add(bh * block),
+                None => {
+                    scratch.reserve_exact(block);
+                    scratch.as_mut_ptr()
+                }
+            };
             mm(
                 (d.lq, d.lk, d.dk),
                 (p0, d.lk as isize, 1),
@@ -254,10 +265,10 @@ pub fn attention_forward(
     });
     // SAFETY: the tasks above wrote every element: each (batch row, head) block of the
     // probabilities, and each head's columns of each batch row of the output.
-    let (out, probs) = unsafe { (out.assume_written(), probs.assume_written()) };
+    let (out, probs) = unsafe { (out.assume_written(), probs.map(|p| p.assume_written())) };
     (
         tensor(out, &[d.b, d.lq, d.h * d.dv]),
-        tensor(probs, &[d.b, d.h, d.lq, d.lk]),
+        probs.map(|p| tensor(p, &[d.b, d.h, d.lq, d.lk])),
     )
 }
 
@@ -591,7 +602,18 @@ impl PipeOps for Flex {
         dropout_mask: Option<Ft>,
         options: AttentionOptions,
     ) -> (Ft, Ft) {
-        attention_forward(q, k, v, key_mask, dropout_mask, options)
+        let (out, probs) = attention_forward(q, k, v, key_mask, dropout_mask, options, true);
+        (out, probs.expect("kept"))
+    }
+    fn fused_attention(
+        q: Ft,
+        k: Ft,
+        v: Ft,
+        key_mask: Option<Ft>,
+        dropout_mask: Option<Ft>,
+        options: AttentionOptions,
+    ) -> Ft {
+        attention_forward(q, k, v, key_mask, dropout_mask, options, false).0
     }
     fn fused_attention_backward(
         q: Ft,

@@ -138,6 +138,51 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
         }
     }
 
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LinearBackward;
+
+        impl<B: PipeOps> Backward<B, 3> for LinearBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, weight) = ops.state;
+                let (dx, dw, db) = B::fused_linear_backward(x, weight, grad);
+                register_grads::<B, 3>(grads, ids!(ops.parents), [dx, dw, db]);
+            }
+        }
+
+        match LinearBackward
+            .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_linear(
+                    x.primitive.clone(),
+                    weight.primitive.clone(),
+                    bias.primitive,
+                );
+                prep.finish((x.primitive, weight.primitive), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(
+                x.primitive,
+                weight.primitive,
+                bias.primitive,
+            )),
+        }
+    }
+
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct GeluBackward;

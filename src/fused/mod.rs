@@ -74,6 +74,22 @@ pub trait PipeOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         reference::attention_backward::<Self>(q, k, v, probs, dropout_mask, grad, options)
     }
+    /// x·W + b for x [n, d_in], W [d_in, d_out], b [d_out].
+    fn fused_linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        reference::linear::<Self>(x, weight, bias)
+    }
+    /// Gradients (dx, dW, db).
+    fn fused_linear_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        reference::linear_backward::<Self>(x, weight, grad)
+    }
     /// Layer normalisation over the last dimension (biased variance).
     fn fused_layer_norm(
         x: FloatTensor<Self>,
@@ -246,9 +262,27 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>
 /// - x: [batch, length, d_in]; output: [batch, length, d_out]
 pub fn linear_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
-    let y = layer.forward(x.reshape([b * l, d]));
+    let y = linear(layer, x.reshape([b * l, d]));
     let out = y.dims()[1];
     y.reshape([b, l, out])
+}
+
+/// A `Linear` layer as one fused operation (product and bias in one pass, the bias gradient
+/// summed with the weight gradient); layers without a bias use burn's.
+///
+/// # Shapes
+/// - x: [n, d_in]; output: [n, d_out]
+pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let Some(bias) = &layer.bias else {
+        return layer.forward(x);
+    };
+    let (x, weight, bias) = (unwrap(x), unwrap(layer.weight.val()), unwrap(bias.val()));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_linear(x, weight, bias),
+        reference::linear::<B>(x, weight, bias)
+    );
+    wrap(out)
 }
 
 /// Inverted dropout while training (an autodiff backend); the identity otherwise.

@@ -103,6 +103,28 @@ pub fn attention_backward<B: Backend>(
     )
 }
 
+pub fn linear<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let y = wrap::<B, 2>(x).matmul(wrap(weight)) + wrap::<B, 1>(bias).unsqueeze::<2>();
+    unwrap(y)
+}
+
+pub fn linear_backward<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let (x, w, g): (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>) = (wrap(x), wrap(weight), wrap(grad));
+    let d_out = g.dims()[1];
+    let dx = g.clone().matmul(w.transpose());
+    let dw = x.transpose().matmul(g.clone());
+    let db = g.sum_dim(0).reshape([d_out]);
+    (unwrap(dx), unwrap(dw), unwrap(db))
+}
+
 /// Layer normalisation over the last dimension with any rank, as burn's LayerNorm computes it.
 fn normalise<B: Backend, const D: usize>(x: Tensor<B, D>, eps: f64) -> Tensor<B, D> {
     let (var, mean) = x.clone().var_mean_bias(D - 1);

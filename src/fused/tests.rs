@@ -341,3 +341,33 @@ fn dropout_is_the_identity_without_autodiff() {
 fn values_flex<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
     t.into_data().to_vec().unwrap()
 }
+
+#[test]
+fn linear_matches_reference() {
+    for (n, d_in, d_out) in [(5, 3, 4), (4100, 33, 7)] {
+        let run = |fused: bool| {
+            let layer = burn::nn::Linear::<Ad> {
+                weight: burn::module::Param::from_tensor(random([d_in, d_out], 61)),
+                bias: Some(burn::module::Param::from_tensor(random([d_out], 62))),
+            };
+            let x = random([n, d_in], 63).require_grad();
+            let y = if fused {
+                linear(&layer, x.clone())
+            } else {
+                layer.forward(x.clone())
+            };
+            let grads = (y.clone() * random([n, d_out], 64)).sum().backward();
+            let w = layer.weight.val();
+            let b = layer.bias.as_ref().unwrap().val();
+            vec![
+                values(y),
+                values(Tensor::from_inner(x.grad(&grads).unwrap())),
+                values(Tensor::from_inner(w.grad(&grads).unwrap())),
+                values(Tensor::from_inner(b.grad(&grads).unwrap())),
+            ]
+        };
+        for (i, (f, r)) in run(true).into_iter().zip(run(false)).enumerate() {
+            assert_close(&format!("linear {n}x{d_in}x{d_out} #{i}"), f, r);
+        }
+    }
+}

@@ -117,7 +117,7 @@ impl<B: Backend> Dense<B> {
     fn apply(&self, inputs: Vec<Value<B>>, activation: Activation) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input");
         vec![x.map_float(
-            |t| activate(self.linear.forward(t), activation),
+            |t| activate(fused::linear(&self.linear, t), activation),
             |t| activate(fused::linear_seq(&self.linear, t), activation),
         )]
     }

@@ -67,10 +67,19 @@ pub fn peak_rss_mb() -> f64 {
 
 /// CPU seconds (user + sys) this process has used so far, all threads.
 pub fn process_cpu_s() -> f64 {
+    cpu_s(libc::RUSAGE_SELF)
+}
+
+/// CPU seconds (user + sys) of this process's waited-for children so far.
+pub fn children_cpu_s() -> f64 {
+    cpu_s(libc::RUSAGE_CHILDREN)
+}
+
+fn cpu_s(who: libc::c_int) -> f64 {
     // SAFETY: getrusage writes into the zeroed struct we pass.
     let usage = unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        libc::getrusage(who, &mut u);
         u
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;

@@ -6,6 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+use super::children_cpu_s;
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -71,18 +73,6 @@ pub fn scripts_for(model: &str) -> &'static [PeerScript] {
 /// The peers python: `--peers-python`, else `PIPE_PEERS_PYTHON`.
 pub fn python(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| std::env::var_os("PIPE_PEERS_PYTHON").map(PathBuf::from))
-}
-
-/// CPU seconds (user + sys) of this process's waited-for children so far.
-fn children_cpu_s() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
-    let usage = unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
-        u
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// Runs one peer script and returns its JSON lines (default threading), each with the

@@ -136,55 +136,59 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
     Ok(results)
 }
 
+/// `items` grouped by `key`, in order of first appearance.
+fn groups<T, K: PartialEq>(items: &[T], key: impl Fn(&T) -> K) -> Vec<Vec<&T>> {
+    let mut out: Vec<(K, Vec<&T>)> = Vec::new();
+    for item in items {
+        let k = key(item);
+        match out.iter_mut().find(|(seen, _)| *seen == k) {
+            Some((_, group)) => group.push(item),
+            None => out.push((k, vec![item])),
+        }
+    }
+    out.into_iter().map(|(_, group)| group).collect()
+}
+
 /// Medians over rounds of pipe's measurements with the same model, phase and variant.
 fn pipe_medians(all: &[Measurement]) -> Vec<Measurement> {
-    let mut out: Vec<Measurement> = Vec::new();
-    for m in all {
-        if out
-            .iter()
-            .any(|o| (&o.model, &o.phase, &o.variant) == (&m.model, &m.phase, &m.variant))
-        {
-            continue;
-        }
-        let same: Vec<&Measurement> = all
-            .iter()
-            .filter(|o| (&o.model, &o.phase, &o.variant) == (&m.model, &m.phase, &m.variant))
-            .collect();
+    groups(all, |m| {
+        (m.model.clone(), m.phase.clone(), m.variant.clone())
+    })
+    .into_iter()
+    .map(|same| {
         let med = |f: fn(&Measurement) -> f64| median(same.iter().map(|x| f(x)).collect());
-        out.push(Measurement {
+        Measurement {
             samples_per_s: med(|x| x.samples_per_s),
             step_ms_median: med(|x| x.step_ms_median),
             cores_busy: med(|x| x.cores_busy),
             peak_rss_mb: same.iter().map(|x| x.peak_rss_mb).fold(0.0, f64::max),
-            ..m.clone()
-        });
-    }
-    out
+            ..same[0].clone()
+        }
+    })
+    .collect()
 }
 
 /// Medians over rounds of each peer framework's figure for a model and phase.
 fn peer_medians(all: &[PeerResult]) -> Vec<PeerResult> {
-    let mut out: Vec<PeerResult> = Vec::new();
-    for p in all {
-        let key = (&p.framework, &p.model, &p.phase, &p.threads);
-        if out
-            .iter()
-            .any(|o| (&o.framework, &o.model, &o.phase, &o.threads) == key)
-        {
-            continue;
-        }
-        let same: Vec<&PeerResult> = all
-            .iter()
-            .filter(|o| (&o.framework, &o.model, &o.phase, &o.threads) == key)
-            .collect();
-        let busy: Vec<f64> = same.iter().filter_map(|x| x.cores_busy).collect();
-        out.push(PeerResult {
-            samples_per_s: median(same.iter().map(|x| x.samples_per_s).collect()),
-            cores_busy: (!busy.is_empty()).then(|| median(busy)),
-            ..p.clone()
-        });
-    }
-    out
+    let key = |p: &PeerResult| {
+        (
+            p.framework.clone(),
+            p.model.clone(),
+            p.phase.clone(),
+            p.threads.clone(),
+        )
+    };
+    groups(all, key)
+        .into_iter()
+        .map(|same| {
+            let busy: Vec<f64> = same.iter().filter_map(|x| x.cores_busy).collect();
+            PeerResult {
+                samples_per_s: median(same.iter().map(|x| x.samples_per_s).collect()),
+                cores_busy: (!busy.is_empty()).then(|| median(busy)),
+                ..same[0].clone()
+            }
+        })
+        .collect()
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
@@ -288,5 +292,20 @@ fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &st
             m.cores_busy,
             ratios.join("; ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_keep_first_appearance_order() {
+        let items = [("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
+        let got: Vec<Vec<i32>> = groups(&items, |x| x.0)
+            .into_iter()
+            .map(|g| g.iter().map(|x| x.1).collect())
+            .collect();
+        assert_eq!(got, vec![vec![1, 3], vec![2, 5], vec![4]]);
     }
 }

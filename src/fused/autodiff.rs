@@ -6,7 +6,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{AttentionOptions, PipeOps};
@@ -93,48 +93,26 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
         beta: Option<FloatTensor<Self>>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LayerNormBackward;
-
-        impl<B: PipeOps> Backward<B, 3> for LayerNormBackward {
-            type State = (FloatTensor<B>, FloatTensor<B>, f64);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, gamma, epsilon) = ops.state;
-                let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
-                register_grads::<B, 3>(grads, ids!(ops.parents), [dx, dgamma, dbeta]);
-            }
-        }
-
-        let Some(beta) = beta else {
-            return layer_norm_without_beta::<B, C>(x, gamma, epsilon);
-        };
-        match LayerNormBackward
-            .prepare::<C>([x.node.clone(), gamma.node.clone(), beta.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::fused_layer_norm(
-                    x.primitive.clone(),
-                    gamma.primitive.clone(),
-                    Some(beta.primitive),
-                    epsilon,
-                );
-                prep.finish((x.primitive, gamma.primitive, epsilon), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(
+        // Parents x, γ and β, or x and γ alone: γ must not be credited twice.
+        match beta {
+            Some(beta) => layer_norm_node::<B, C, 3>(
+                LayerNormBackward::<3>.prepare::<C>([
+                    x.node.clone(),
+                    gamma.node.clone(),
+                    beta.node.clone(),
+                ]),
                 x.primitive,
                 gamma.primitive,
                 Some(beta.primitive),
                 epsilon,
-            )),
+            ),
+            None => layer_norm_node::<B, C, 2>(
+                LayerNormBackward::<2>.prepare::<C>([x.node.clone(), gamma.node.clone()]),
+                x.primitive,
+                gamma.primitive,
+                None,
+                epsilon,
+            ),
         }
     }
 
@@ -261,10 +239,11 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
 }
 
 /// Gives each tracked parent its gradient.
+/// `values` may hold more than `N` (LayerNorm's dβ without β): the extra ones are dropped.
 fn register_grads<B: PipeOps, const N: usize>(
     grads: &mut Gradients,
     parents: [Option<NodeId>; N],
-    values: [FloatTensor<B>; N],
+    values: impl IntoIterator<Item = FloatTensor<B>>,
 ) {
     for (id, grad) in parents.into_iter().zip(values) {
         if let Some(id) = id {
@@ -273,41 +252,36 @@ fn register_grads<B: PipeOps, const N: usize>(
     }
 }
 
-/// LayerNorm with γ only: a two-parent node.
-fn layer_norm_without_beta<B: PipeOps, C: CheckpointStrategy>(
-    x: FloatTensor<Autodiff<B, C>>,
-    gamma: FloatTensor<Autodiff<B, C>>,
+/// LayerNorm's node over its first `N` parents (x, γ, β): dx, dγ and, with β, dβ.
+#[derive(Debug)]
+struct LayerNormBackward<const N: usize>;
+
+type LayerNormState<B> = (FloatTensor<B>, FloatTensor<B>, f64);
+
+impl<B: PipeOps, const N: usize> Backward<B, N> for LayerNormBackward<N> {
+    type State = LayerNormState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, gamma, epsilon) = ops.state;
+        let (dx, dgamma, dbeta) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
+        register_grads::<B, N>(grads, ids!(ops.parents), [dx, dgamma, dbeta]);
+    }
+}
+
+/// Runs the forward pass of a prepared LayerNorm node, keeping x and γ where it is tracked.
+fn layer_norm_node<B: PipeOps, C: CheckpointStrategy, const N: usize>(
+    prep: OpsPrep<LayerNormBackward<N>, B, LayerNormState<B>, C, N>,
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: Option<FloatTensor<B>>,
     epsilon: f64,
 ) -> FloatTensor<Autodiff<B, C>> {
-    #[derive(Debug)]
-    struct LayerNormGammaBackward;
-
-    impl<B: PipeOps> Backward<B, 2> for LayerNormGammaBackward {
-        type State = (FloatTensor<B>, FloatTensor<B>, f64);
-
-        fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-            let grad = grads.consume::<B>(&ops.node);
-            let (x, gamma, epsilon) = ops.state;
-            let (dx, dgamma, _) = B::fused_layer_norm_backward(x, gamma, epsilon, grad);
-            register_grads::<B, 2>(grads, ids!(ops.parents), [dx, dgamma]);
-        }
-    }
-
-    match LayerNormGammaBackward
-        .prepare::<C>([x.node.clone(), gamma.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
+    match prep.compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let out =
-                B::fused_layer_norm(x.primitive.clone(), gamma.primitive.clone(), None, epsilon);
-            prep.finish((x.primitive, gamma.primitive, epsilon), out)
+            let out = B::fused_layer_norm(x.clone(), gamma.clone(), beta, epsilon);
+            prep.finish((x, gamma, epsilon), out)
         }
-        OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(
-            x.primitive,
-            gamma.primitive,
-            None,
-            epsilon,
-        )),
+        OpsKind::UnTracked(prep) => prep.finish(B::fused_layer_norm(x, gamma, beta, epsilon)),
     }
 }

@@ -162,6 +162,18 @@ fn multiply(a: &mut [f32], b: &[f32]) {
     }
 }
 
+/// The attention weights after dropout: `probs` itself, or `probs ⊙ mask` in `kept`.
+fn dropped<'a>(probs: &'a [f32], mask: Option<&[f32]>, kept: &'a mut Vec<f32>) -> &'a [f32] {
+    match mask {
+        Some(m) => {
+            kept.extend_from_slice(probs);
+            multiply(kept, m);
+            kept
+        }
+        None => probs,
+    }
+}
+
 /// Per batch row: (1 − mask)·penalty for each key.
 fn key_penalties(mask: Option<&Ft>, b: usize, lk: usize, penalty: f32) -> Option<Vec<f32>> {
     mask.map(|m| {
@@ -256,16 +268,9 @@ pub fn attention_forward(
                 d.lk,
                 pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]),
             );
-            let kept;
-            let weights: &[f32] = match drop {
-                Some(m) => {
-                    let mut w = p.to_vec();
-                    multiply(&mut w, &m[bh * block..(bh + 1) * block]);
-                    kept = w;
-                    &kept
-                }
-                None => p,
-            };
+            let mut kept = Vec::new();
+            let mask = drop.map(|m| &m[bh * block..(bh + 1) * block]);
+            let weights = dropped(p, mask, &mut kept);
             let o0 = out_ptr.get().add(bi * d.lq * d.h * d.dv + hi * d.dv);
             mm(
                 (d.lq, d.dv, d.lk),
@@ -330,16 +335,8 @@ pub fn attention_backward(
         let g_off = bi * d.lq * d.h * d.dv + hi * d.dv;
         let p = &pv[bh * block..(bh + 1) * block];
         let m = drop.map(|m| &m[bh * block..(bh + 1) * block]);
-        let kept: Vec<f32>;
-        let weights = match m {
-            Some(m) => {
-                let mut w = p.to_vec();
-                multiply(&mut w, m);
-                kept = w;
-                &kept[..]
-            }
-            None => p,
-        };
+        let mut kept = Vec::new();
+        let weights = dropped(p, m, &mut kept);
         let mut ds = vec![0.0f32; block];
         // SAFETY: as in the forward pass, each task touches its own (batch row, head) block.
         unsafe {
@@ -461,11 +458,11 @@ pub fn linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
     tensor(unsafe { out.assume_written() }, &[n, d_out])
 }
 
-/// Adds equal-length partial sums in order.
-fn add_up(partials: impl Iterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
+/// Adds equal-length rows (partial sums, or a matrix's rows) in order.
+fn add_up<R: AsRef<[f32]>>(rows: impl IntoIterator<Item = R>, len: usize) -> Vec<f32> {
     let mut total = vec![0.0f32; len];
-    for p in partials {
-        for (s, v) in total.iter_mut().zip(&p) {
+    for row in rows {
+        for (s, v) in total.iter_mut().zip(row.as_ref()) {
             *s += v;
         }
     }
@@ -490,9 +487,7 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
         .map(|c| {
             let rows = c * per..((c + 1) * per).min(n);
             let db = add_up(
-                gv[rows.start * d_out..rows.end * d_out]
-                    .chunks_exact(d_out)
-                    .map(<[f32]>::to_vec),
+                gv[rows.start * d_out..rows.end * d_out].chunks_exact(d_out),
                 d_out,
             );
             if whole {
@@ -526,7 +521,7 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
             (Some(dw), db)
         })
         .collect();
-    let db = add_up(partials.iter().map(|p| p.1.clone()), d_out);
+    let db = add_up(partials.iter().map(|p| &p.1), d_out);
     let dw = if whole {
         let mut dw = Written::new(d_in * d_out);
         // SAFETY: whole-matrix products into dx and dw, which they fill.
@@ -670,13 +665,8 @@ pub fn layer_norm_backward(x: Ft, gamma: Ft, eps: f64, grad: Ft) -> (Ft, Ft, Ft)
             (dgamma, dbeta)
         })
         .collect();
-    let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-    for (pg, pb) in &partials {
-        for i in 0..d {
-            dgamma[i] += pg[i];
-            dbeta[i] += pb[i];
-        }
-    }
+    let dgamma = add_up(partials.iter().map(|p| &p.0), d);
+    let dbeta = add_up(partials.iter().map(|p| &p.1), d);
     (tensor(dx, &dims), tensor(dgamma, &[d]), tensor(dbeta, &[d]))
 }
 

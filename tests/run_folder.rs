@@ -5,11 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{json, only_run, pipe, quick, run, scratch, tensors, text};
+use common::{Scratch, json, only_run, pipe, quick, run, scratch, tensors, text};
 
 const SPEC: &str = "pipelines/agnews_transformer.toml";
 
-fn run_quick(name: &str, rows: usize, extra: &[&str]) -> std::path::PathBuf {
+/// The scratch runs dir (removed when dropped) and the run folder in it.
+fn run_quick(name: &str, rows: usize, extra: &[&str]) -> (Scratch, std::path::PathBuf) {
     let runs = scratch(name);
     let mut args: Vec<String> = vec!["run".into(), SPEC.into(), "--quiet".into()];
     args.extend(quick(&runs, rows));
@@ -18,13 +19,14 @@ fn run_quick(name: &str, rows: usize, extra: &[&str]) -> std::path::PathBuf {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("test"), "{stdout}");
-    only_run(&runs, "agnews_transformer")
+    let run = only_run(&runs, "agnews_transformer");
+    (runs, run)
 }
 
 #[test]
 fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
-    let a = run_quick("runa", 300, &["--set=stages.train.epochs=2"]);
-    let b = run_quick("runb", 300, &["--set=stages.train.epochs=2"]);
+    let (_runs_a, a) = run_quick("runa", 300, &["--set=stages.train.epochs=2"]);
+    let (_runs_b, b) = run_quick("runb", 300, &["--set=stages.train.epochs=2"]);
 
     for f in [
         "pipeline.toml",

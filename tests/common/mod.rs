@@ -9,6 +9,24 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The reference outputs the tests compare with (copied from ../shared/fixtures; see
+/// tests/fixtures/README.md for where each came from).
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+/// `../shared/models/<name>`, the pretrained models a fresh clone does not have: `None`,
+/// with a line saying which test is skipped and why, where it is absent.
+pub fn shared_model(name: &str, test: &str) -> Option<PathBuf> {
+    let dir = root().join("../shared/models").join(name);
+    if dir.join("config.json").is_file() {
+        Some(dir)
+    } else {
+        eprintln!("skipped: {test} needs {} (absent)", dir.display());
+        None
+    }
+}
+
 pub fn pipe() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
     c.current_dir(root());

@@ -6,6 +6,7 @@ use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::cell::RefCell;
 
 use super::math::{self, multiversion};
 use super::{AttentionOptions, PipeOps, reference};
@@ -127,18 +128,28 @@ unsafe fn mm_with(
 }
 
 multiversion! {
-    /// Scores row → softmax in place, with the key-padding penalty added first.
-    fn softmax_rows(scores: &mut [f32], lk: usize, penalty: Option<&[f32]>) {
-        for row in scores.chunks_exact_mut(lk) {
+    /// Scores row → e^(s − max) in place, with the key-padding penalty added first; each
+    /// row's 1 / Σ goes to `inv_sums`. Normalising is left to the caller, who may scale the
+    /// much narrower output rows instead.
+    fn exp_rows(scores: &mut [f32], lk: usize, penalty: Option<&[f32]>, inv_sums: &mut [f32]) {
+        for (row, inv) in scores.chunks_exact_mut(lk).zip(inv_sums.iter_mut()) {
             if let Some(p) = penalty {
                 for (s, &pen) in row.iter_mut().zip(p) {
                     *s += pen;
                 }
             }
             let m = math::max(row);
-            let inv = 1.0 / math::exp_shifted_sum(row, m);
-            for s in row.iter_mut() {
-                *s *= inv;
+            *inv = 1.0 / math::exp_shifted_sum(row, m);
+        }
+    }
+}
+
+multiversion! {
+    /// Multiplies each `width`-long row of `rows` (rows `stride` apart) by its factor.
+    fn scale_rows(rows: &mut [f32], stride: usize, width: usize, factors: &[f32]) {
+        for (i, &f) in factors.iter().enumerate() {
+            for x in &mut rows[i * stride..i * stride + width] {
+                *x *= f;
             }
         }
     }
@@ -156,18 +167,49 @@ multiversion! {
     }
 }
 
-fn multiply(a: &mut [f32], b: &[f32]) {
-    for (x, &y) in a.iter_mut().zip(b) {
-        *x *= y;
+multiversion! {
+    /// `a ⊙= b`.
+    fn multiply(a: &mut [f32], b: &[f32]) {
+        for (x, &y) in a.iter_mut().zip(b) {
+            *x *= y;
+        }
     }
 }
 
-/// The attention weights after dropout: `probs` itself, or `probs ⊙ mask` in `kept`.
-fn dropped<'a>(probs: &'a [f32], mask: Option<&[f32]>, kept: &'a mut Vec<f32>) -> &'a [f32] {
+multiversion! {
+    /// `out = a ⊙ b`, one pass.
+    fn multiply_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = x * y;
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker's two block buffers for the attention tasks (scores or dropped weights,
+    /// score gradients), kept between tasks: allocating and zeroing 256 KB per (batch row,
+    /// head) block cost more than the softmax. Callers write every element they read.
+    static BLOCKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's two block buffers, each at least `len` long.
+fn with_blocks<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    BLOCKS.with(|cell| {
+        let mut blocks = cell.borrow_mut();
+        let (a, b) = &mut *blocks;
+        if a.len() < len {
+            a.resize(len, 0.0);
+            b.resize(len, 0.0);
+        }
+        f(&mut a[..len], &mut b[..len])
+    })
+}
+
+/// The attention weights after dropout: `probs` itself, or `probs ⊙ mask` written to `kept`.
+fn dropped<'a>(probs: &'a [f32], mask: Option<&[f32]>, kept: &'a mut [f32]) -> &'a [f32] {
     match mask {
         Some(m) => {
-            kept.extend_from_slice(probs);
-            multiply(kept, m);
+            multiply_into(kept, probs, m);
             kept
         }
         None => probs,
@@ -242,45 +284,55 @@ pub fn attention_forward(
         let q0 = qv[bi * d.lq * d.h * d.dk + hi * d.dk..].as_ptr();
         let k0 = kv[bi * d.lk * d.h * d.dk + hi * d.dk..].as_ptr();
         let v0 = vv[bi * d.lk * d.h * d.dv + hi * d.dv..].as_ptr();
-        // SAFETY: views stay inside q, k, v and this task's probability block; the output
-        // columns of head `hi` in batch row `bi` belong to this task alone.
-        let mut scratch: Vec<f32> = Vec::new();
-        unsafe {
-            let p0 = match probs_ptr {
-                Some(all) => all.get().add(bh * block),
-                None => {
-                    scratch.reserve_exact(block);
-                    scratch.as_mut_ptr()
+        let penalty = pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]);
+        let mask = drop.map(|m| &m[bh * block..(bh + 1) * block]);
+        let mut inv_sums = vec![0.0f32; d.lq];
+        with_blocks(block, |scores, kept| {
+            // SAFETY: views stay inside q, k, v and this task's probability block; the
+            // output columns of head `hi` in batch row `bi` belong to this task alone.
+            unsafe {
+                let p0 = match probs_ptr {
+                    Some(all) => all.get().add(bh * block),
+                    None => scores.as_mut_ptr(),
+                };
+                mm(
+                    (d.lq, d.lk, d.dk),
+                    (p0, d.lk as isize, 1),
+                    (q0, qw, 1),
+                    (k0, 1, kw),
+                    o.scale,
+                    false,
+                );
+                // gemm has written every element of this block.
+                let p = std::slice::from_raw_parts_mut(p0, block);
+                exp_rows(p, d.lk, penalty, &mut inv_sums);
+                // Weights kept for the backward pass or dropped out must be the true
+                // softmax; otherwise the rows of P·V are scaled instead (32 wide, not 256).
+                let normalise_scores = probs_ptr.is_some() || mask.is_some();
+                if normalise_scores {
+                    scale_rows(p, d.lk, d.lk, &inv_sums);
                 }
-            };
-            mm(
-                (d.lq, d.lk, d.dk),
-                (p0, d.lk as isize, 1),
-                (q0, qw, 1),
-                (k0, 1, kw),
-                o.scale,
-                false,
-            );
-            // gemm has written every element of this block.
-            let p = std::slice::from_raw_parts_mut(p0, block);
-            softmax_rows(
-                p,
-                d.lk,
-                pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]),
-            );
-            let mut kept = Vec::new();
-            let mask = drop.map(|m| &m[bh * block..(bh + 1) * block]);
-            let weights = dropped(p, mask, &mut kept);
-            let o0 = out_ptr.get().add(bi * d.lq * d.h * d.dv + hi * d.dv);
-            mm(
-                (d.lq, d.dv, d.lk),
-                (o0, vw, 1),
-                (weights.as_ptr(), d.lk as isize, 1),
-                (v0, vw, 1),
-                1.0,
-                false,
-            );
-        }
+                let weights = dropped(p, mask, kept);
+                let o0 = out_ptr.get().add(bi * d.lq * d.h * d.dv + hi * d.dv);
+                mm(
+                    (d.lq, d.dv, d.lk),
+                    (o0, vw, 1),
+                    (weights.as_ptr(), d.lk as isize, 1),
+                    (v0, vw, 1),
+                    1.0,
+                    false,
+                );
+                if !normalise_scores {
+                    let rows = (d.lq - 1) * vw as usize + d.dv;
+                    scale_rows(
+                        std::slice::from_raw_parts_mut(o0, rows),
+                        vw as usize,
+                        d.dv,
+                        &inv_sums,
+                    );
+                }
+            }
+        });
     });
     // SAFETY: the tasks above wrote every element: each (batch row, head) block of the
     // probabilities, and each head's columns of each batch row of the output.
@@ -335,51 +387,51 @@ pub fn attention_backward(
         let g_off = bi * d.lq * d.h * d.dv + hi * d.dv;
         let p = &pv[bh * block..(bh + 1) * block];
         let m = drop.map(|m| &m[bh * block..(bh + 1) * block]);
-        let mut kept = Vec::new();
-        let weights = dropped(p, m, &mut kept);
-        let mut ds = vec![0.0f32; block];
-        // SAFETY: as in the forward pass, each task touches its own (batch row, head) block.
-        unsafe {
-            // dV = Wᵀ · dO
-            mm(
-                (d.lk, d.dv, d.lq),
-                (dv_ptr.get().add(v_off), vw, 1),
-                (weights.as_ptr(), 1, d.lk as isize),
-                (gv[g_off..].as_ptr(), vw, 1),
-                1.0,
-                false,
-            );
-            // dW = dO · Vᵀ
-            mm(
-                (d.lq, d.lk, d.dv),
-                (ds.as_mut_ptr(), d.lk as isize, 1),
-                (gv[g_off..].as_ptr(), vw, 1),
-                (vv[v_off..].as_ptr(), 1, vw),
-                1.0,
-                false,
-            );
-            if let Some(m) = m {
-                multiply(&mut ds, m);
+        with_blocks(block, |kept, ds| {
+            let weights = dropped(p, m, kept);
+            // SAFETY: as in the forward pass, each task touches its own (batch row, head) block.
+            unsafe {
+                // dV = Wᵀ · dO
+                mm(
+                    (d.lk, d.dv, d.lq),
+                    (dv_ptr.get().add(v_off), vw, 1),
+                    (weights.as_ptr(), 1, d.lk as isize),
+                    (gv[g_off..].as_ptr(), vw, 1),
+                    1.0,
+                    false,
+                );
+                // dW = dO · Vᵀ
+                mm(
+                    (d.lq, d.lk, d.dv),
+                    (ds.as_mut_ptr(), d.lk as isize, 1),
+                    (gv[g_off..].as_ptr(), vw, 1),
+                    (vv[v_off..].as_ptr(), 1, vw),
+                    1.0,
+                    false,
+                );
+                if let Some(m) = m {
+                    multiply(ds, m);
+                }
+                softmax_backward_rows(ds, p, d.lk);
+                // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
+                mm(
+                    (d.lq, d.dk, d.lk),
+                    (dq_ptr.get().add(q_off), qw, 1),
+                    (ds.as_ptr(), d.lk as isize, 1),
+                    (kv[k_off..].as_ptr(), qw, 1),
+                    o.scale,
+                    false,
+                );
+                mm(
+                    (d.lk, d.dk, d.lq),
+                    (dk_ptr.get().add(k_off), qw, 1),
+                    (ds.as_ptr(), 1, d.lk as isize),
+                    (qv[q_off..].as_ptr(), qw, 1),
+                    o.scale,
+                    false,
+                );
             }
-            softmax_backward_rows(&mut ds, p, d.lk);
-            // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
-            mm(
-                (d.lq, d.dk, d.lk),
-                (dq_ptr.get().add(q_off), qw, 1),
-                (ds.as_ptr(), d.lk as isize, 1),
-                (kv[k_off..].as_ptr(), qw, 1),
-                o.scale,
-                false,
-            );
-            mm(
-                (d.lk, d.dk, d.lq),
-                (dk_ptr.get().add(k_off), qw, 1),
-                (ds.as_ptr(), 1, d.lk as isize),
-                (qv[q_off..].as_ptr(), qw, 1),
-                o.scale,
-                false,
-            );
-        }
+        });
     });
     // SAFETY: each task wrote its head's columns of its batch row in all three.
     let (dq, dk, dv) = unsafe {

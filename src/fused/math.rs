@@ -18,14 +18,17 @@ pub fn exp(x: f32) -> f32 {
     // n as an integer, read from t's low mantissa bits (t = 2^23 + 2^22 + n): integer
     // arithmetic that vectorises, unlike a saturating float-to-int cast.
     let n_int = t.to_bits() as i32 - 0x4B40_0000;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
+    // mul_add: one fused multiply-add each in the AVX2 / AVX-512 builds of the hot loops
+    // (a third fewer instructions than mul + add); correctly rounded, so every build gives
+    // the same bits.
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
+    let mut p: f32 = 1.987_569_1e-4;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    let e = (p * r).mul_add(r, r) + 1.0;
     let scale = f32::from_bits(((n_int + 127) as u32) << 23);
     // Below the smallest normal result, flush to 0 (as a select, so it stays vectorised).
     if input < -87.336_55 { 0.0 } else { e * scale }
@@ -62,7 +65,7 @@ pub fn max(xs: &[f32]) -> f32 {
             acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
         }
     }
-    let mut m = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut m = fold_lanes(acc, |a, b| if a > b { a } else { b });
     for &x in rest {
         m = m.max(x);
     }
@@ -80,7 +83,7 @@ pub fn sum(xs: &[f32]) -> f32 {
             acc[i] += c[i];
         }
     }
-    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+    fold_lanes(acc, |a, b| a + b) + rest.iter().sum::<f32>()
 }
 
 /// Dot product, lane-wise.
@@ -100,7 +103,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[i] += x[i] * y[i];
         }
     }
-    acc.iter().sum::<f32>() + rest
+    fold_lanes(acc, |a, b| a + b) + rest
+}
+
+/// Folds the lanes pairwise (8 + 8, 4 + 4, …): a fixed order, done with vector shuffles
+/// instead of fifteen dependent scalar steps.
+#[inline(always)]
+fn fold_lanes(mut acc: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            acc[i] = f(acc[i], acc[i + width]);
+        }
+        width /= 2;
+    }
+    acc[0]
 }
 
 /// `e^x − m` for each x of `row`, written back, and their sum: softmax's middle pass in one.
@@ -119,7 +136,7 @@ pub fn exp_shifted_sum(row: &mut [f32], m: f32) -> f32 {
         *x = exp(*x - m);
         rest += *x;
     }
-    acc.iter().sum::<f32>() + rest
+    fold_lanes(acc, |a, b| a + b) + rest
 }
 
 /// The widest vector unit this CPU has, checked once: 2 = AVX-512, 1 = AVX2 + FMA, 0 = neither.

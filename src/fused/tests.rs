@@ -136,6 +136,53 @@ fn attention_matches_reference_with_dropout() {
     check_attention([2, 2, 6, 6, 4, 4], true, true);
 }
 
+/// The inference kernel (no autodiff: weights not kept, rows of P·V normalised instead of
+/// the scores) against the reference, masked and unmasked, at odd shapes.
+#[test]
+fn inference_attention_matches_reference() {
+    for (dims, masked) in [
+        ([2, 2, 7, 9, 5, 3], false),
+        ([3, 2, 11, 11, 4, 4], true),
+        ([1, 3, 1, 13, 7, 2], true),
+    ] {
+        let [b, h, lq, lk, dk, dv] = dims;
+        let options = AttentionOptions {
+            num_heads: h,
+            scale: 1.0 / (dk as f32).sqrt(),
+            mask_penalty: -1e9,
+        };
+        let flex = |t: Tensor<Ad, 3>| t.inner();
+        let (q, k, v) = (
+            flex(random([b, lq, h * dk], 1)),
+            flex(random([b, lk, h * dk], 2)),
+            flex(random([b, lk, h * dv], 3)),
+        );
+        let mask = masked.then(|| key_mask(b, lk, &[0, lk / 2, lk - 1]).inner());
+        let fused: Tensor<Flex, 3> = wrap(<Flex as PipeOps>::fused_attention(
+            unwrap(q.clone()),
+            unwrap(k.clone()),
+            unwrap(v.clone()),
+            mask.clone().map(unwrap),
+            None,
+            options,
+        ));
+        let (reference, _) = reference::attention_forward::<Flex>(
+            unwrap(q),
+            unwrap(k),
+            unwrap(v),
+            mask.map(unwrap),
+            None,
+            options,
+        );
+        let reference: Tensor<Flex, 3> = wrap(reference);
+        assert_close(
+            &format!("inference attention {dims:?} masked={masked}"),
+            values_flex(fused),
+            values_flex(reference),
+        );
+    }
+}
+
 /// The reference backward formula (the default for other backends) against autodiff's.
 #[test]
 fn reference_attention_backward_matches_autodiff() {

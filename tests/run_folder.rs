@@ -241,3 +241,41 @@ fn broken_data_row_fails_with_file_and_line_and_marks_run_failed() {
         "{record}"
     );
 }
+
+/// Without --quiet a finished run names its folder and prints eval / predict / compare lines
+/// that work as printed.
+#[test]
+fn finished_run_prints_its_folder_and_what_to_try_next() {
+    let runs = scratch("next");
+    let mut args: Vec<String> = vec!["run".into(), SPEC.into()];
+    args.extend(quick(&runs, 64));
+    let out = pipe().args(&args).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let dir = only_run(&runs, "agnews_transformer");
+    assert!(
+        stderr.contains(&format!("run folder: {}", dir.display())),
+        "{stderr}"
+    );
+    let next: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| *l != "next:")
+        .skip(1)
+        .collect();
+    assert_eq!(next.len(), 3, "{stderr}");
+    for (line, verb) in next.iter().zip(["eval", "predict", "compare"]) {
+        // `<program> <verb> <args…>  # comment`: run it with this test's binary.
+        let command = line.split("  #").next().unwrap().trim();
+        let words: Vec<String> = if verb == "predict" {
+            let (head, text) = command.split_once(" \"").unwrap();
+            let mut w: Vec<String> = head.split_whitespace().map(String::from).collect();
+            w.push(text.trim_end_matches('"').to_string());
+            w
+        } else {
+            command.split_whitespace().map(String::from).collect()
+        };
+        assert_eq!(words[1], verb, "{line}");
+        let out = pipe().args(&words[1..]).output().unwrap();
+        assert!(out.status.success(), "{line}: {:?}", text(&out));
+    }
+}

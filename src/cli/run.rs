@@ -258,6 +258,9 @@ fn drive(
         );
     } else if code != EXIT_FAILURE {
         print_results(&record, run);
+        if code == 0 && !args.quiet {
+            print_next_steps(run, loaded.spec.dataset.test.as_deref());
+        }
     }
     Ok(code)
 }
@@ -404,5 +407,21 @@ fn print_results(record: &RunRecord, run: &RunDir) {
             "{:<12} {:<8} {:<12} {:>10.4} {:>10.4}",
             "", "", "test", l, a
         );
+    }
+}
+
+/// What to try with a finished run, on stderr (stdout keeps just the results), written with
+/// the program as it was invoked so the lines can be pasted (`target/release/pipe` after
+/// `cargo run`).
+fn print_next_steps(run: &RunDir, test_file: Option<&str>) {
+    let program = std::env::args().next().unwrap_or_else(|| "pipe".into());
+    let dir = run.path.display();
+    let runs = run.path.parent().map(|p| p.display().to_string());
+    let data = test_file.unwrap_or("FILE");
+    eprintln!("next:");
+    eprintln!("  {program} eval {dir} --data {data}  # accuracy, per-class figures");
+    eprintln!("  {program} predict {dir} \"Stocks rallied as oil prices fell\"");
+    if let Some(runs) = runs {
+        eprintln!("  {program} compare {runs}  # this run beside the others, --plot for curves");
     }
 }

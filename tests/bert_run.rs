@@ -1,8 +1,136 @@
-//! The lesson's BERT pipelines end to end on real weights (all-MiniLM-L6-v2) and real rows.
+//! The lesson's BERT pipelines end to end on real rows: on the tiny_bert fixture (always in
+//! the repo, with a WordPiece vocabulary trained for it: scripts/make_tiny_vocab.py) and, where
+//! it is found, on real all-MiniLM-L6-v2 weights.
 
 mod common;
 
-use common::{json, only_run, pipe, run, scratch, shared_model, text};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{json, only_run, pipe, run, scratch, shared_model, tensors, text};
+
+/// `pipelines/bert_finetune.toml` (frozen-BERT `features` stage, then `finetune` with AdamW
+/// and warm-up) on tiny_bert and `rows` rows, with resume points every 2 steps.
+fn tiny_finetune(runs: &Path, rows: usize) -> Vec<String> {
+    let tiny = common::fixtures().join("tiny_bert");
+    vec![
+        "run".into(),
+        "pipelines/bert_finetune.toml".into(),
+        "--quiet".into(),
+        format!("--set=vectorizer.from=\"{}\"", tiny.display()),
+        format!("--set=model.bert.from=\"{}\"", tiny.display()),
+        "--set=vectorizer.max_length=64".into(),
+        format!("--set=dataset.limit={rows}"),
+        "--set=stages.finetune.checkpoint_every=2".into(),
+        format!("--runs-dir={}", runs.display()),
+    ]
+}
+
+#[test]
+fn tiny_bert_staged_finetune_caches_features_and_predicts() {
+    let runs = scratch("tinyft");
+    let out = pipe().args(tiny_finetune(&runs, 96)).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let dir = only_run(&runs, "bert_finetune");
+    for f in [
+        "checkpoints/features-last.safetensors",
+        "checkpoints/finetune-last.safetensors",
+        "model/model.safetensors",
+        "vectorizer/tokenizer.json",
+    ] {
+        assert!(dir.join(f).is_file(), "missing {f}");
+    }
+    let record = json(&dir.join("run.json"));
+    assert_eq!(record["status"], "completed");
+    let stages = record["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 2);
+    // tiny_bert's 52,320 (with pooler) + the dense head's 32·4 + 4.
+    assert_eq!(record["params"]["total"], 52_320 + 32 * 4 + 4);
+    let metrics = std::fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    for stage in ["features", "finetune"] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{stage},1,"))),
+            "{metrics}"
+        );
+    }
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
+    assert!(log.contains("frozen prefix features cached"), "{log}");
+    // predict reloads the saved tokenizer.json and the final weights.
+    let out = run(&[
+        "predict",
+        dir.to_str().unwrap(),
+        "--json",
+        "The striker scored twice in the final",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let labels = ["World", "Sports", "Business", "Sci/Tech"];
+    assert!(labels.iter().any(|l| stdout.contains(l)), "{stdout}");
+}
+
+/// The first run folder under `runs/bert_finetune/` once it has a resume point inside the
+/// second stage, mid-epoch.
+fn wait_for_second_stage(runs: &Path) -> PathBuf {
+    let start = Instant::now();
+    loop {
+        let point = std::fs::read_dir(runs.join("bert_finetune"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path());
+        if let Some(b) = &point
+            && let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json"))
+            && let Ok(state) = serde_json::from_str::<serde_json::Value>(&t)
+            && state["stage"] == 1
+            && state["next_batch"].as_u64().unwrap_or(0) > 0
+        {
+            return b.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no resume point in stage 2"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn tiny_bert_killed_in_the_finetune_stage_resumes_to_an_identical_end() {
+    let dir = scratch("tinyresume");
+    let straight = dir.join("straight");
+    let out = pipe()
+        .args(tiny_finetune(&straight, 1500))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let a = only_run(&straight, "bert_finetune");
+
+    let broken = dir.join("broken");
+    let mut child = pipe().args(tiny_finetune(&broken, 1500)).spawn().unwrap();
+    let b = wait_for_second_stage(&broken);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(
+        json(&b.join("run.json"))["status"],
+        "running",
+        "the run must have been killed mid-way"
+    );
+    let out = run(&["run", "--resume", b.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let record = json(&b.join("run.json"));
+    assert_eq!(record["status"], "completed");
+    assert_eq!(
+        std::fs::read_to_string(a.join("metrics.csv")).unwrap(),
+        std::fs::read_to_string(b.join("metrics.csv")).unwrap(),
+        "metrics.csv must continue without duplicate or missing rows"
+    );
+    assert!(
+        tensors(&a.join("model/model.safetensors")) == tensors(&b.join("model/model.safetensors")),
+        "final weights must be identical"
+    );
+}
 
 #[test]
 fn bert_finetune_runs_both_stages_on_a_few_rows() {
@@ -96,12 +224,13 @@ fn summary_shows_the_lesson_bert_counts() {
         "bert_uncased_L-4_H-128_A-2",
         "all-MiniLM-L6-v2",
     ];
-    if needs
+    let Some(found) = needs
         .iter()
-        .any(|m| shared_model(m, "the lesson BERT summaries").is_none())
-    {
+        .map(|m| shared_model(m, "the lesson BERT summaries"))
+        .collect::<Option<Vec<_>>>()
+    else {
         return;
-    }
+    };
     let out = run(&["summary", "pipelines/hf_bert_classifier.toml"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
@@ -116,7 +245,7 @@ fn summary_shows_the_lesson_bert_counts() {
     let out = run(&[
         "summary",
         "pipelines/hf_bert_classifier.toml",
-        "--set=model.bert.from=\"../shared/models/bert_uncased_L-4_H-128_A-2\"",
+        &format!("--set=model.bert.from=\"{}\"", found[1].display()),
     ]);
     assert!(text(&out).0.contains("4,782,464"), "{:?}", text(&out));
     let out = run(&["summary", "pipelines/bert_finetune.toml"]);

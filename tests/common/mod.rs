@@ -15,24 +15,38 @@ pub fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
 }
 
-/// `../shared/models/<name>`, the pretrained models a fresh clone does not have: `None`,
-/// with a line saying which test is skipped and why, where it is absent.
+/// A pretrained model a fresh clone does not have (all-MiniLM-L6-v2: 90 MB), looked up where
+/// `pipe` looks for it: each folder of `PIPE_MODEL_PATH`, `./models`, `../shared/models`.
+/// `None`, with a line saying which test is skipped and why, where it is absent; with
+/// `PIPE_REQUIRE_MODELS=1` (set by .ci/run, which has ../shared) absence fails the test.
 pub fn shared_model(name: &str, test: &str) -> Option<PathBuf> {
-    let dir = root().join("../shared/models").join(name);
-    if dir.join("config.json").is_file() {
-        Some(dir)
-    } else {
-        eprintln!("skipped: {test} needs {} (absent)", dir.display());
-        None
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PIPE_MODEL_PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend([root().join("models"), root().join("../shared/models")]);
+    if let Some(found) = dirs
+        .iter()
+        .map(|d| d.join(name))
+        .find(|d| d.join("config.json").is_file())
+    {
+        return Some(found);
     }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let why = format!("{test} needs {name}, absent from {}", searched.join(", "));
+    if std::env::var("PIPE_REQUIRE_MODELS").is_ok_and(|v| v == "1") {
+        panic!("{why} (PIPE_REQUIRE_MODELS=1 turns this skip into a failure)");
+    }
+    eprintln!("skipped: {why}");
+    None
 }
 
 pub fn pipe() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
     c.current_dir(root());
     // Keep the tests independent of the caller's environment overrides.
+    // PIPE_MODEL_PATH only says where models are, so it stays (see `shared_model`).
     for (k, _) in std::env::vars() {
-        if k.starts_with("PIPE_") {
+        if k.starts_with("PIPE_") && k != "PIPE_MODEL_PATH" {
             c.env_remove(k);
         }
     }

@@ -196,6 +196,48 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
         }
     }
 
+    fn fused_residual(
+        x: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        mask: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ResidualBackward;
+
+        impl<B: PipeOps> Backward<B, 2> for ResidualBackward {
+            type State = Option<FloatTensor<B>>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let dz = match ops.state {
+                    Some(mask) => B::fused_multiply(grad.clone(), mask),
+                    None => grad.clone(),
+                };
+                register_grads::<B, 2>(grads, ids!(ops.parents), [grad, dz]);
+            }
+        }
+
+        let mask = mask.map(|m| m.primitive);
+        match ResidualBackward
+            .prepare::<C>([x.node.clone(), z.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_residual(x.primitive, z.primitive, mask.clone());
+                prep.finish(mask, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::fused_residual(x.primitive, z.primitive, mask))
+            }
+        }
+    }
+
     fn fused_cross_entropy(
         logits: FloatTensor<Self>,
         labels: IntTensor<Self>,

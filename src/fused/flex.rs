@@ -3,6 +3,7 @@
 
 use burn::backend::Flex;
 use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -775,6 +776,71 @@ pub fn gelu_backward(x: Ft, grad: Ft) -> Ft {
     tensor(dx, &dims)
 }
 
+multiversion! {
+    fn residual_slice(x: &[f32], z: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
+        match mask {
+            Some(m) => {
+                for (((o, &a), &b), &k) in out.iter_mut().zip(x).zip(z).zip(m) {
+                    *o = a + b * k;
+                }
+            }
+            None => {
+                for ((o, &a), &b) in out.iter_mut().zip(x).zip(z) {
+                    *o = a + b;
+                }
+            }
+        }
+    }
+}
+
+/// `x + z ⊙ mask` or `x + z`, in parallel.
+pub fn residual(x: Ft, z: Ft, mask: Option<Ft>) -> Ft {
+    let same = |t: &Ft| t.shape() == x.shape();
+    if !is_f32(&[&x, &z]) || !same(&z) || mask.as_ref().is_some_and(|m| !same(m) || !is_f32(&[m])) {
+        return reference::residual::<Flex>(x, z, mask);
+    }
+    let dims = x.shape().to_vec();
+    let (x, z, mask) = (contiguous(&x), contiguous(&z), mask.map(|m| contiguous(&m)));
+    let (xv, zv) = (values(&x), values(&z));
+    let mv = mask.as_ref().map(values);
+    let mut out = Written::new(xv.len());
+    let ptr = out.ptr();
+    (0..xv.len().div_ceil(ELEMENTS_PER_TASK))
+        .into_par_iter()
+        .for_each(|c| {
+            let range = c * ELEMENTS_PER_TASK..((c + 1) * ELEMENTS_PER_TASK).min(xv.len());
+            // SAFETY: each task writes its own range of the output.
+            let o =
+                unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
+            residual_slice(
+                &xv[range.clone()],
+                &zv[range.clone()],
+                mv.map(|m| &m[range]),
+                o,
+            );
+        });
+    // SAFETY: the ranges cover the whole output.
+    tensor(unsafe { out.assume_written() }, &dims)
+}
+
+/// `a ⊙ b`, in parallel.
+pub fn multiply_tensors(a: Ft, b: Ft) -> Ft {
+    if !is_f32(&[&a, &b]) || a.shape() != b.shape() {
+        return Flex::float_mul(a, b);
+    }
+    let dims = a.shape().to_vec();
+    let (a, b) = (contiguous(&a), contiguous(&b));
+    let (av, bv) = (values(&a), values(&b));
+    let mut out = vec![0.0f32; av.len()];
+    out.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(
+            av.par_chunks(ELEMENTS_PER_TASK)
+                .zip(bv.par_chunks(ELEMENTS_PER_TASK)),
+        )
+        .for_each(|(o, (x, y))| multiply_into(o, x, y));
+    tensor(out, &dims)
+}
+
 /// A 32-bit mixing function (Wellons' lowbias32): good enough statistics for dropout masks,
 /// and it vectorises.
 #[inline(always)]
@@ -860,6 +926,12 @@ impl PipeOps for Flex {
     }
     fn fused_gelu(x: Ft) -> Ft {
         gelu(x)
+    }
+    fn fused_residual(x: Ft, z: Ft, mask: Option<Ft>) -> Ft {
+        residual(x, z, mask)
+    }
+    fn fused_multiply(a: Ft, b: Ft) -> Ft {
+        multiply_tensors(a, b)
     }
     fn fused_gelu_backward(x: Ft, grad: Ft) -> Ft {
         gelu_backward(x, grad)

@@ -115,6 +115,19 @@ pub trait PipeOps: Backend {
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::gelu_backward::<Self>(x, grad)
     }
+    /// A residual connection around a dropped-out branch: `x + z ⊙ mask` (the dropout keep
+    /// mask, shaped as z), or `x + z`.
+    fn fused_residual(
+        x: FloatTensor<Self>,
+        z: FloatTensor<Self>,
+        mask: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        reference::residual::<Self>(x, z, mask)
+    }
+    /// `a ⊙ b` (the branch's gradient through its dropout mask).
+    fn fused_multiply(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::float_mul(a, b)
+    }
     /// Mean cross-entropy of logits [n, c] against labels [n], a [1] tensor.
     fn fused_cross_entropy(
         logits: FloatTensor<Self>,
@@ -236,6 +249,32 @@ pub fn layer_norm_module<B: Backend, const D: usize>(
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let x = unwrap(x);
     let out: FloatTensor<B> = route!(B, fused_gelu(x), reference::gelu::<B>(x));
+    wrap(out)
+}
+
+/// A residual connection around a branch with dropout: `x + dropout(z)`, one parallel pass
+/// on the CPU (burn's element-wise ops run on one core below 4M elements), and one tracked
+/// node whose backward pass hands the gradient to x and, through the mask, to z.
+///
+/// # Shapes
+/// - x, z: the same shape; output: that shape
+pub fn residual_dropout<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    z: Tensor<B, D>,
+    prob: f64,
+) -> Tensor<B, D> {
+    let device = x.device();
+    if x.dims() != z.dims() {
+        return x + dropout(z, prob);
+    }
+    let mask = (prob > 0.0 && B::ad_enabled(&device))
+        .then(|| unwrap(keep_mask::<B, D>(z.dims(), prob, &device)));
+    let (x, z) = (unwrap(x), unwrap(z));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_residual(x, z, mask),
+        reference::residual::<B>(x, z, mask)
+    );
     wrap(out)
 }
 

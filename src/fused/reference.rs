@@ -188,6 +188,19 @@ pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> Flo
     B::gelu_backward(x, grad)
 }
 
+/// `x + z ⊙ mask`, or `x + z` without a mask.
+pub fn residual<B: Backend>(
+    x: FloatTensor<B>,
+    z: FloatTensor<B>,
+    mask: Option<FloatTensor<B>>,
+) -> FloatTensor<B> {
+    let z = match mask {
+        Some(m) => B::float_mul(z, m),
+        None => z,
+    };
+    B::float_add(x, z)
+}
+
 /// Mean sparse categorical cross-entropy of logits [n, c] against labels [n], as a [1] tensor.
 pub fn cross_entropy<B: Backend>(logits: FloatTensor<B>, labels: IntTensor<B>) -> FloatTensor<B> {
     let logits: Tensor<B, 2> = wrap(logits);

@@ -418,3 +418,49 @@ fn linear_matches_reference() {
         }
     }
 }
+
+/// x + dropout(z) against x + z ⊙ mask by burn's ops: output and both gradients.
+#[test]
+fn residual_matches_reference() {
+    for (shape, with_mask) in [([3, 5, 7], false), ([2, 9, 4], true), ([1, 1, 33], true)] {
+        let mask =
+            with_mask.then(|| reference::dropout_mask::<Ad, 3>(shape, 0.4, &Default::default()));
+        let inputs = || {
+            (
+                random(shape, 7).require_grad(),
+                random(shape, 8).require_grad(),
+            )
+        };
+        let weights = random(shape, 9);
+
+        let (x, z) = inputs();
+        let fused: Tensor<Ad, 3> = wrap(<Ad as PipeOps>::fused_residual(
+            unwrap(x.clone()),
+            unwrap(z.clone()),
+            mask.clone().map(unwrap),
+        ));
+        let grads = (fused.clone() * weights.clone()).sum().backward();
+        let fused_grads = [x.grad(&grads).unwrap(), z.grad(&grads).unwrap()];
+
+        let (x, z) = inputs();
+        let reference = match mask {
+            Some(m) => x.clone() + z.clone() * m,
+            None => x.clone() + z.clone(),
+        };
+        let grads = (reference.clone() * weights).sum().backward();
+        let reference_grads = [x.grad(&grads).unwrap(), z.grad(&grads).unwrap()];
+
+        let tag = format!("residual {shape:?} mask={with_mask}");
+        assert_close(&format!("{tag} output"), values(fused), values(reference));
+        for (name, (f, r)) in ["dx", "dz"]
+            .iter()
+            .zip(fused_grads.into_iter().zip(reference_grads))
+        {
+            assert_close(
+                &format!("{tag} {name}"),
+                f.into_data().to_vec().unwrap(),
+                r.into_data().to_vec().unwrap(),
+            );
+        }
+    }
+}

@@ -300,10 +300,18 @@ impl<B: Backend> Bert<B> {
             },
         );
         let ao = &layer.attention.output;
-        let attended = self.norm(&ao.layer_norm, fused::dropout(fused::linear_seq(&ao.dense, context), ao.dropout.prob) + x);
+        let projected = fused::linear_seq(&ao.dense, context);
+        let attended = self.norm(
+            &ao.layer_norm,
+            fused::residual_dropout(x, projected, ao.dropout.prob),
+        );
         let inner = self.act(fused::linear_seq(&layer.intermediate.dense, attended.clone()));
         let o = &layer.output;
-        self.norm(&o.layer_norm, fused::dropout(fused::linear_seq(&o.dense, inner), o.dropout.prob) + attended)
+        let output = fused::linear_seq(&o.dense, inner);
+        self.norm(
+            &o.layer_norm,
+            fused::residual_dropout(attended, output, o.dropout.prob),
+        )
     }
 
     pub fn pool(&self, sequence: &Tensor<B, 3>) -> Tensor<B, 2> {

@@ -116,16 +116,16 @@ impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         let attn = self.att.attend(x.clone(), x.clone(), &ctx.mask);
-        let attn = fused::dropout(attn, self.dropout1.prob);
-        let out1 = fused::layer_norm_module(&self.layernorm1, x + attn, self.epsilon);
+        let sum1 = fused::residual_dropout(x, attn, self.dropout1.prob);
+        let out1 = fused::layer_norm_module(&self.layernorm1, sum1, self.epsilon);
         let ffn = fused::linear_seq(
             &self.ffn_2,
             relu(fused::linear_seq(&self.ffn_1, out1.clone())),
         );
-        let ffn = fused::dropout(ffn, self.dropout2.prob);
+        let sum2 = fused::residual_dropout(out1, ffn, self.dropout2.prob);
         vec![Value::Sequence(fused::layer_norm_module(
             &self.layernorm2,
-            out1 + ffn,
+            sum2,
             self.epsilon,
         ))]
     }

@@ -261,7 +261,7 @@ fn hub_ids_are_found_in_the_hugging_face_cache_layout() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), "0123abcd").unwrap();
     let fixture = common::fixtures().join("tiny_bert");
-    for f in ["config.json", "model.safetensors"] {
+    for f in ["config.json", "model.safetensors", "vocab.txt"] {
         std::fs::copy(fixture.join(f), snapshot.join(f)).unwrap();
     }
     let out = pipe()
@@ -270,6 +270,8 @@ fn hub_ids_are_found_in_the_hugging_face_cache_layout() {
             "summary",
             "pipelines/hf_bert_classifier.toml",
             "--set=model.bert.from=\"pipe-test/tiny-bert\"",
+            // Its own vocabulary: bert-base's 30,522 ids do not fit tiny_bert's 1,000 rows.
+            "--set=vectorizer.from=\"pipe-test/tiny-bert\"",
             "--set=vectorizer.max_length=32",
         ])
         .output()

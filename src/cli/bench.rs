@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::load_plan;
 use crate::backend::{DeviceChoice, dispatch};
@@ -192,18 +192,26 @@ fn peer_medians(all: &[PeerResult]) -> Vec<PeerResult> {
 }
 
 pub fn run(args: BenchArgs) -> Result<i32> {
-    let device = DeviceChoice::parse(&args.device).map_err(anyhow::Error::msg)?;
+    // Bad arguments are invalid input (exit 2), each named as its flag.
+    let invalid = |flag: &str, value: &dyn std::fmt::Display, message: &str| {
+        eprintln!("{flag} {value}: error: {message}");
+        Ok(super::EXIT_INVALID)
+    };
+    let device = match DeviceChoice::parse(&args.device) {
+        Ok(d) => d,
+        Err(e) => return invalid("--device", &args.device, &e),
+    };
     let models: &[&str] = match args.model.as_str() {
         "a" => &["a"],
         "bert" => &["bert"],
         "all" => &["a", "bert"],
-        _ => bail!("--model must be a, bert or all"),
+        _ => return invalid("--model", &args.model, "must be a, bert or all"),
     };
     if args.steps == Some(0) {
-        bail!("--steps must be at least 1");
+        return invalid("--steps", &0, "must be at least 1");
     }
     if args.rounds == 0 {
-        bail!("--rounds must be at least 1");
+        return invalid("--rounds", &0, "must be at least 1");
     }
     let python = peers::python(args.peers_python.clone());
     let rounds = if python.is_some() { args.rounds } else { 1 };

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 
-use super::load_plan;
+use super::load_run_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::data::batch::EncodedSplit;
 use crate::data::{Example, read};
@@ -52,7 +52,7 @@ impl TrainedRun {
                 run.path.display()
             );
         }
-        let (loaded, plan) = match load_plan(&run.pipeline(), &[], false) {
+        let (loaded, plan) = match load_run_plan(&run, false) {
             Ok(v) => v,
             Err(code) => return Ok(Err(code)),
         };

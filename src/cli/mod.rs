@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod compare;
 pub mod eval;
+pub mod panic;
 pub mod predict;
 pub mod progress;
 pub mod run;
@@ -12,14 +13,15 @@ pub mod schema;
 pub mod summary;
 pub mod sweep;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
 use crate::error::Diagnostics;
 use crate::graph::{Plan, plan};
+use crate::run::RunDir;
 use crate::spec::LoadedSpec;
-use crate::spec::load::load_spec_partial;
+use crate::spec::load::{OverrideLayers, load_spec_with};
 
 /// Exit codes: 0 success, 1 a failure while running, 2 an invalid spec or arguments,
 /// 130 interrupted (Ctrl-C), as shells expect.
@@ -63,6 +65,12 @@ pub enum Command {
 }
 
 pub fn main(cli: Cli) -> i32 {
+    panic::install_hook();
+    // The hook has printed the one line; a panic is a failure like any other.
+    std::panic::catch_unwind(|| dispatch(cli)).unwrap_or(EXIT_FAILURE)
+}
+
+fn dispatch(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Check(a) => check::run(a),
@@ -84,17 +92,46 @@ pub fn main(cli: Cli) -> i32 {
     }
 }
 
-/// Loads and resolves a spec, printing every diagnostic; `Err(exit code)` when it is invalid.
+/// Loads and resolves a spec for a new run (`PIPE_*` environment keys, then `sets`), printing
+/// every diagnostic; `Err(exit code)` when it is invalid.
 pub fn load_plan(
     path: &Path,
     sets: &[String],
+    check_files: bool,
+) -> Result<(LoadedSpec, Plan), i32> {
+    load_plan_with(path, &OverrideLayers::new_run(sets), check_files)
+}
+
+/// Loads and resolves a run folder's pipeline.toml as it is: no `PIPE_*` variable or `--set`
+/// applies (they are for new runs), and a pretrained tokenizer is the one the run saved.
+pub fn load_run_plan(run: &RunDir, check_files: bool) -> Result<(LoadedSpec, Plan), i32> {
+    resolve_loaded(
+        load_spec_with(&run.pipeline(), &OverrideLayers::default()),
+        Some(run.vectorizer_dir()),
+        check_files,
+    )
+}
+
+/// [`load_plan`] with explicit override layers.
+pub fn load_plan_with(
+    path: &Path,
+    layers: &OverrideLayers,
+    check_files: bool,
+) -> Result<(LoadedSpec, Plan), i32> {
+    resolve_loaded(load_spec_with(path, layers), None, check_files)
+}
+
+fn resolve_loaded(
+    loaded: Result<LoadedSpec, Diagnostics>,
+    vectorizer_dir: Option<PathBuf>,
     check_files: bool,
 ) -> Result<(LoadedSpec, Plan), i32> {
     let report = |d: Diagnostics| {
         eprintln!("{d}");
         EXIT_INVALID
     };
-    let mut loaded = load_spec_partial(path, sets).map_err(report)?;
+    let mut loaded = loaded.map_err(report)?;
+    loaded.vectorizer_dir = vectorizer_dir.filter(|d| d.is_dir());
     let mut errors = std::mem::take(&mut loaded.errors);
     let plan = plan::resolve_with(&loaded, check_files);
     match plan {

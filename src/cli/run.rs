@@ -9,7 +9,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::{EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan, progress};
+use super::{
+    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan_with, load_run_plan, panic,
+    progress,
+};
 use crate::backend::{DeviceChoice, dispatch_with, set_cpu_threads};
 use crate::data::batch::EncodedSplit;
 use crate::data::load_splits;
@@ -17,6 +20,7 @@ use crate::graph::{Plan, summary_table};
 use crate::run::record::{BURN_VERSION, ParamCounts, Rows, git_rev};
 use crate::run::{MetricsLog, RunDir, RunRecord, RunStatus, atomic_write};
 use crate::spec::LoadedSpec;
+use crate::spec::load::OverrideLayers;
 use crate::train::TrainOutcome;
 use crate::train::engine::TrainJob;
 use crate::train::resume::ResumeState;
@@ -68,14 +72,20 @@ pub fn run(args: RunArgs) -> Result<i32> {
         .spec
         .clone()
         .expect("clap requires SPEC without --resume");
-    let mut sets = args.overrides.sets.clone();
+    let mut layers = OverrideLayers::new_run(&args.overrides.sets);
+    // Taken as the strings they are (a `C:\new` is not a TOML escape), named as the flags.
     if let Some(d) = &args.device {
-        sets.push(format!("runtime.device=\"{d}\""));
+        layers
+            .flags
+            .push(("--device".into(), "runtime.device".into(), d.clone()));
     }
     if let Some(r) = &args.runs_dir {
-        sets.push(format!("runtime.runs_dir=\"{}\"", r.display()));
+        let dir = r.display().to_string();
+        layers
+            .flags
+            .push(("--runs-dir".into(), "runtime.runs_dir".into(), dir));
     }
-    let (loaded, plan) = match load_plan(&spec_path, &sets, true) {
+    let (loaded, plan) = match load_plan_with(&spec_path, &layers, true) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
@@ -140,8 +150,20 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
         );
         return Ok(EXIT_INVALID);
     }
-    let run = RunDir::open(dir)?;
-    let mut record = RunRecord::load(&run.run_json())?;
+    let run = match RunDir::open(dir) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("--resume {}: error: {e}", dir.display());
+            return Ok(EXIT_INVALID);
+        }
+    };
+    let mut record = match RunRecord::load(&run.run_json()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot resume: {e:#}");
+            return Ok(EXIT_INVALID);
+        }
+    };
     if record.status == RunStatus::Completed {
         eprintln!(
             "error: {} already completed; there is nothing to resume",
@@ -149,23 +171,41 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
         );
         return Ok(EXIT_INVALID);
     }
-    let Some(state) = ResumeState::load(&run.checkpoints())? else {
-        eprintln!(
-            "error: {} stopped before its first resume point; start it again with `pipe run {}`",
-            run.path.display(),
-            run.pipeline().display()
-        );
-        return Ok(EXIT_INVALID);
+    let state = match ResumeState::load(&run.checkpoints()) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            eprintln!(
+                "error: {} stopped before its first resume point; start it again with `pipe run {}`",
+                run.path.display(),
+                run.pipeline().display()
+            );
+            return Ok(EXIT_INVALID);
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(EXIT_INVALID);
+        }
     };
-    let (loaded, plan) = match load_plan(&run.pipeline(), &[], true) {
+    // The run's own spec, as it is: overrides in the environment are for new runs.
+    let (loaded, plan) = match load_run_plan(&run, true) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
+    if let Err(e) = state.matches(&loaded, &run.checkpoints()) {
+        eprintln!("{e}");
+        return Ok(EXIT_INVALID);
+    }
     let device_name = args
         .device
         .clone()
         .unwrap_or_else(|| loaded.spec.runtime.device.clone());
-    let device = DeviceChoice::parse(&device_name).map_err(anyhow::Error::msg)?;
+    let device = match DeviceChoice::parse(&device_name) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("--device {device_name}: error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
     set_cpu_threads(loaded.spec.runtime.threads);
     start_log(&run, true)?;
     record.status = RunStatus::Running;
@@ -211,16 +251,21 @@ fn drive(
         });
     }
 
-    let result = execute(
-        args,
-        loaded,
-        plan,
-        run,
-        device,
-        &mut record,
-        interrupt,
-        resume,
-    );
+    // A panic (a bug) still leaves a run.json that says the run failed, and where.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(
+            args,
+            loaded,
+            plan,
+            run,
+            device,
+            &mut record,
+            interrupt,
+            resume,
+        )
+    }));
+    let panicked = caught.is_err();
+    let result = caught.unwrap_or_else(|_| Err(anyhow::anyhow!(panic::first_panic())));
     record.ended_at = Some(chrono::Utc::now().to_rfc3339());
     record.duration_s = Some(earlier_s + clock.elapsed().as_secs_f64());
     let code = match result {
@@ -245,7 +290,10 @@ fn drive(
             record.status = RunStatus::Failed;
             record.error = Some(format!("{e:#}"));
             tracing::error!(error = %format!("{e:#}"), "run failed");
-            eprintln!("error: {e:#}");
+            // The panic hook has already printed its one line.
+            if !panicked {
+                eprintln!("error: {e:#}");
+            }
             EXIT_FAILURE
         }
     };
@@ -322,6 +370,13 @@ fn execute(
         None => MetricsLog::create(&run.metrics(), &run.timing(), args.json)?,
     };
     let mut progress = progress::for_terminal(args.quiet || args.json);
+    if let Some(step) = panic::test_panic_step() {
+        progress = Box::new(PanicAtStep {
+            inner: progress,
+            steps: 0,
+            panic_at: step,
+        });
+    }
     let job = TrainJob {
         spec,
         plan,
@@ -423,5 +478,36 @@ fn print_next_steps(run: &RunDir, test_file: Option<&str>) {
     eprintln!("  {program} predict {dir} \"Stocks rallied as oil prices fell\"");
     if let Some(runs) = runs {
         eprintln!("  {program} compare {runs}  # this run beside the others, --plot for curves");
+    }
+}
+
+/// The test hook of [`panic::TEST_PANIC_ENV`]: reports progress as usual and panics at the
+/// chosen optimizer step, inside the stage loop.
+struct PanicAtStep {
+    inner: Box<dyn crate::train::engine::Progress>,
+    steps: usize,
+    panic_at: usize,
+}
+
+impl crate::train::engine::Progress for PanicAtStep {
+    fn stage_start(&mut self, stage: &str, epochs: usize, steps_per_epoch: usize) {
+        self.inner.stage_start(stage, epochs, steps_per_epoch);
+    }
+    fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, samples_per_s: f64) {
+        self.steps += 1;
+        if self.steps == self.panic_at {
+            panic!(
+                "{} asked for a panic at step {}",
+                panic::TEST_PANIC_ENV,
+                self.steps
+            );
+        }
+        self.inner.step(epoch, step, loss, accuracy, samples_per_s);
+    }
+    fn epoch_end(&mut self, row: &crate::run::MetricRow) {
+        self.inner.epoch_end(row);
+    }
+    fn finish(&mut self) {
+        self.inner.finish();
     }
 }

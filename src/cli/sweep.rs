@@ -15,10 +15,10 @@ use serde::Serialize;
 use super::{EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan};
 use crate::compare::{Format, build_table, load_runs, render};
 use crate::graph::plan;
-use crate::run::atomic_write;
+use crate::run::{RunRecord, RunStatus, atomic_write};
 use crate::spec::SweepSpec;
 use crate::spec::load::load_spec;
-use crate::sweep::{Trial, expand, parse_grid, slurm_script};
+use crate::sweep::{Trial, expand, parse_grid, parse_range, slurm_script};
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
@@ -58,6 +58,9 @@ struct TrialRecord {
     run: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
+    /// The signal that killed the trial (`SIGKILL` from the OOM killer, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<String>,
     log: PathBuf,
 }
 
@@ -86,21 +89,51 @@ pub fn run(args: SweepArgs) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     let mut sweep: SweepSpec = loaded.spec.sweep.clone().unwrap_or_default();
-    for g in &args.grid {
-        parse_grid(g, &mut sweep.grid)?;
+    // Every range is checked before anything is created, each error naming where it was given.
+    let mut bad_ranges = 0;
+    for (path, range) in &sweep.random {
+        if let Err(e) = parse_range(range) {
+            let at = loaded.source.value(&format!("sweep.random.{path}"));
+            eprintln!("{at}: error: `sweep.random.{path}`: {e}");
+            bad_ranges += 1;
+        }
     }
     for r in &args.random {
-        let Some((path, range)) = r.split_once('=') else {
-            bail!("--random expects path=low..high[:log], got `{r}`");
-        };
-        sweep
-            .random
-            .insert(path.trim().to_string(), range.trim().to_string());
+        let parsed = r
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("expected path=low..high[:log]"))
+            .and_then(|(path, range)| parse_range(range.trim()).map(|_| (path, range)));
+        match parsed {
+            Ok((path, range)) => {
+                sweep
+                    .random
+                    .insert(path.trim().to_string(), range.trim().to_string());
+            }
+            Err(e) => {
+                eprintln!("--random {r}: error: {e}");
+                bad_ranges += 1;
+            }
+        }
+    }
+    if bad_ranges > 0 {
+        return Ok(EXIT_INVALID);
+    }
+    for g in &args.grid {
+        if let Err(e) = parse_grid(g, &mut sweep.grid) {
+            eprintln!("--grid {g}: error: {e}");
+            return Ok(EXIT_INVALID);
+        }
     }
     sweep.trials = args.trials.or(sweep.trials);
     sweep.seed = args.seed.or(sweep.seed);
     let parallel = args.parallel.or(sweep.parallel).unwrap_or(1).max(1);
-    let trials = expand(&sweep, loaded.spec.seed)?;
+    let trials = match expand(&sweep, loaded.spec.seed) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
 
     // Every trial must resolve before any starts: a typo in trial 7 should not cost 6 runs.
     let mut bad = 0;
@@ -145,6 +178,7 @@ pub fn run(args: SweepArgs) -> Result<i32> {
                 status: "pending".into(),
                 run: None,
                 exit_code: None,
+                signal: None,
                 log: dir.join(format!("trial-{}.log", t.index)),
             })
             .collect(),
@@ -211,21 +245,28 @@ pub fn run(args: SweepArgs) -> Result<i32> {
         let mut finished = Vec::new();
         for (k, child) in running.iter_mut() {
             if let Some(status) = child.try_wait()? {
-                finished.push((*k, status.code().unwrap_or(EXIT_INTERRUPTED)));
+                finished.push((*k, status));
             }
         }
-        for (k, code) in finished {
+        for (k, status) in finished {
             running.remove(&k);
             let t = &mut record.trials[k];
-            t.exit_code = Some(code);
-            t.status = match code {
-                0 => "completed",
-                EXIT_INTERRUPTED => "interrupted",
-                _ => "failed",
-            }
-            .into();
+            let ending = TrialEnding::of(status);
+            t.exit_code = status.code();
+            t.status = ending.status().into();
+            t.signal = ending.signal_name();
             t.run = find_trial_run(&dir, k);
-            eprintln!("trial {k} {} (see {})", t.status, t.log.display());
+            if let (Some(run), Some(signal)) = (&t.run, &t.signal) {
+                // The trial could not write its own ending.
+                mark_killed(run, signal);
+            }
+            match &t.signal {
+                Some(signal) => eprintln!(
+                    "trial {k} failed: killed by {signal} (see {})",
+                    t.log.display()
+                ),
+                None => eprintln!("trial {k} {} (see {})", t.status, t.log.display()),
+            }
             record.save(&dir)?;
         }
         if running.is_empty() && (next >= trials.len() || stop) {
@@ -288,6 +329,10 @@ fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
     if let Some(d) = &args.device {
         cmd.arg("--device").arg(d);
     }
+    // The trial's feature cache belongs under the sweep's runs dir too, not the spec's.
+    if let Some(r) = &args.runs_dir {
+        cmd.arg("--runs-dir").arg(r);
+    }
     // Their own process group: a Ctrl-C at the terminal reaches only the sweep, which then
     // interrupts each trial exactly once (a second interrupt would make a trial exit at once).
     #[cfg(unix)]
@@ -315,4 +360,118 @@ fn find_trial_run(dir: &Path, trial: usize) -> Option<PathBuf> {
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
                 .is_some_and(|v| v["trial"] == trial)
         })
+}
+
+/// How a trial process ended. A trial interrupted by the sweep's Ctrl-C exits 130 itself
+/// (its handler checkpoints first); one that dies of a signal was killed from outside
+/// (the OOM killer, `kill -9`) and failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum TrialEnding {
+    Exited(i32),
+    Killed(i32),
+}
+
+impl TrialEnding {
+    fn of(status: std::process::ExitStatus) -> Self {
+        #[cfg(unix)]
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            return TrialEnding::Killed(signal);
+        }
+        // Without a code or a signal (not on unix), nothing says it succeeded.
+        TrialEnding::Exited(status.code().unwrap_or(1))
+    }
+
+    fn status(&self) -> &'static str {
+        match self {
+            TrialEnding::Exited(0) => "completed",
+            TrialEnding::Exited(EXIT_INTERRUPTED) => "interrupted",
+            _ => "failed",
+        }
+    }
+
+    fn signal_name(&self) -> Option<String> {
+        let TrialEnding::Killed(n) = self else {
+            return None;
+        };
+        let name = match *n {
+            libc::SIGHUP => "SIGHUP",
+            libc::SIGINT => "SIGINT",
+            libc::SIGQUIT => "SIGQUIT",
+            libc::SIGILL => "SIGILL",
+            libc::SIGABRT => "SIGABRT",
+            libc::SIGBUS => "SIGBUS",
+            libc::SIGFPE => "SIGFPE",
+            libc::SIGKILL => "SIGKILL",
+            libc::SIGSEGV => "SIGSEGV",
+            libc::SIGPIPE => "SIGPIPE",
+            libc::SIGTERM => "SIGTERM",
+            libc::SIGXCPU => "SIGXCPU",
+            _ => return Some(format!("signal {n}")),
+        };
+        Some(name.to_string())
+    }
+}
+
+/// A trial's run.json still says `running` when a signal killed it: it now says `failed`, and why.
+fn mark_killed(run: &Path, signal: &str) {
+    let path = run.join("run.json");
+    let Ok(mut record) = RunRecord::load(&path) else {
+        return;
+    };
+    if record.status == RunStatus::Running {
+        record.status = RunStatus::Failed;
+        record.ended_at = Some(chrono::Utc::now().to_rfc3339());
+        record.error = Some(format!(
+            "killed by {signal} (the out-of-memory killer sends SIGKILL)"
+        ));
+        if let Err(e) = record.save(&path) {
+            eprintln!("warning: {}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::ExitStatus;
+
+    use super::*;
+
+    #[test]
+    fn a_trial_killed_by_a_signal_failed_and_says_which() {
+        // Raw wait statuses: a signal number alone, or the exit code shifted by 8.
+        let killed = TrialEnding::of(ExitStatus::from_raw(libc::SIGKILL));
+        assert_eq!(killed.status(), "failed");
+        assert_eq!(killed.signal_name().as_deref(), Some("SIGKILL"));
+        let interrupted = TrialEnding::of(ExitStatus::from_raw(EXIT_INTERRUPTED << 8));
+        assert_eq!(interrupted.status(), "interrupted");
+        assert_eq!(interrupted.signal_name(), None);
+        assert_eq!(
+            TrialEnding::of(ExitStatus::from_raw(0)).status(),
+            "completed"
+        );
+        assert_eq!(
+            TrialEnding::of(ExitStatus::from_raw(1 << 8)).status(),
+            "failed"
+        );
+    }
+
+    #[test]
+    fn a_killed_trial_run_json_says_failed_and_why() {
+        let dir = std::env::temp_dir().join(format!("pipe-killed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let record = serde_json::json!({
+            "status": "running", "pipeline": "p", "run": "r", "spec_file": "p.toml",
+            "started_at": "2026-12-01T00:00:00+00:00", "seed": 1, "device": "cpu",
+            "pipe_version": "0", "burn_version": "0", "overrides": [],
+            "params": {"total": 0, "trainable": 0, "non_trainable": 0},
+            "rows": {"train": 0, "validation": 0, "test": 0}, "stages": [], "metrics": {}
+        });
+        std::fs::write(dir.join("run.json"), record.to_string()).unwrap();
+        mark_killed(&dir, "SIGKILL");
+        let after = RunRecord::load(&dir.join("run.json")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(after.status, RunStatus::Failed);
+        assert!(after.error.unwrap().starts_with("killed by SIGKILL"));
+    }
 }

@@ -98,8 +98,10 @@ pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
             };
             (
                 InferCtx {
+                    // The tokenizer's size is filled in by `resolve`, which loads it.
                     vocab_size: 0,
-                    sequence_length: len,
+                    // The longest a batch can be, whatever the padding (as text_vectorization).
+                    sequence_length: Some(v.max_length),
                     load_pretrained: true,
                     dynamic_padding: v.padding == Padding::Longest,
                 },
@@ -113,6 +115,53 @@ pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
         ("token_type_ids".to_string(), TensorSpec::ids(len)),
     ];
     (ctx, inputs)
+}
+
+/// Names that become parts of paths (`runs/<pipeline>/`, `checkpoints/<stage>-last...`) are
+/// `[A-Za-z0-9][A-Za-z0-9._-]*`: no separators, no `..`, nothing hidden, nothing empty, so a
+/// run never writes outside its runs dir.
+pub fn is_path_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_path_name(
+    name: &str,
+    key: &str,
+    what: &str,
+    loaded: &LoadedSpec,
+    diags: &mut Diagnostics,
+) {
+    if !is_path_name(name) {
+        diags.push(
+            loaded.source.value(key),
+            format!(
+                "`{key}`: {what} `{name}` becomes part of a path, so it must match [A-Za-z0-9][A-Za-z0-9._-]*"
+            ),
+        );
+    }
+}
+
+/// The pretrained tokenizer's vocabulary size, added tokens included: from the run's saved
+/// tokenizer.json when resolving a run folder's spec, else from the model `from` names.
+fn pretrained_vocab_size(
+    spec: &crate::spec::vectorizer::PretrainedVectorizerSpec,
+    run_vectorizer: Option<&Path>,
+) -> Result<usize, String> {
+    use crate::vectorize::pretrained::PretrainedTokenizer;
+    // The size does not depend on the length; a length too short is reported on its own.
+    let spec = crate::spec::vectorizer::PretrainedVectorizerSpec {
+        max_length: spec.max_length.max(2),
+        ..spec.clone()
+    };
+    let tokenizer = match run_vectorizer {
+        Some(dir) => PretrainedTokenizer::load(dir, &spec),
+        None => PretrainedTokenizer::from_spec(&spec),
+    };
+    tokenizer
+        .map(|t| t.vocab_size())
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn check_file(path: &str, key: &str, loaded: &LoadedSpec, diags: &mut Diagnostics) {
@@ -182,7 +231,8 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
         );
     }
 
-    let (ctx, inputs) = vectorizer_shapes(spec);
+    check_path_name(&spec.name, "name", "the pipeline name", loaded, &mut diags);
+    let (mut ctx, inputs) = vectorizer_shapes(spec);
     match &spec.vectorizer {
         VectorizerSpec::TextVectorization(v) => {
             if v.max_tokens < 3 {
@@ -198,7 +248,22 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
                 );
             }
         }
-        VectorizerSpec::Pretrained(_) => {}
+        VectorizerSpec::Pretrained(v) => {
+            if v.max_length < 2 {
+                diags.push(
+                    src.value("vectorizer.max_length"),
+                    format!(
+                        "`max_length` must be at least 2 (room for [CLS] and [SEP]), got {}",
+                        v.max_length
+                    ),
+                );
+            }
+            // Layers sized by the vocabulary (embeddings, BERT's check) need the real size.
+            match pretrained_vocab_size(v, loaded.vectorizer_dir.as_deref()) {
+                Ok(n) => ctx.vocab_size = n,
+                Err(e) => diags.push(src.value("vectorizer.from"), format!("`vectorizer`: {e}")),
+            }
+        }
     }
 
     // Layers.
@@ -404,11 +469,28 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             );
         }
         stage_names.push(sname.clone());
+        if stage.name.is_some() {
+            let key = format!("{at}.name");
+            check_path_name(&sname, &key, "a stage name", loaded, &mut diags);
+        }
         if stage.epochs == 0 {
             diags.push(
                 src.value(&format!("{at}.epochs")),
                 "`epochs` must be at least 1",
             );
+        }
+        for (key, value) in [
+            ("steps_per_epoch", stage.steps_per_epoch),
+            ("validation_steps", stage.validation_steps),
+            ("validate_every", stage.validate_every),
+            ("checkpoint_every", stage.checkpoint_every),
+        ] {
+            if value == Some(0) {
+                diags.push(
+                    src.value(&format!("{at}.{key}")),
+                    format!("stage `{sname}`: `{key}` must be at least 1 (leave it out for none)"),
+                );
+            }
         }
         if stage.batch_size == 0 {
             diags.push(

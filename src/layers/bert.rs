@@ -329,7 +329,9 @@ impl LayerDef for BertLayerConfig {
             Some(p) if !(0.0..1.0).contains(&p) => {
                 Err(format!("`dropout` must be in [0, 1), got {p}"))
             }
-            _ => Ok(()),
+            // config.json is part of the layer's configuration: a bad one is reported as such,
+            // not as a shape mismatch.
+            _ => self.bert_config().map(|_| ()),
         }
     }
     fn infer(
@@ -342,7 +344,8 @@ impl LayerDef for BertLayerConfig {
             return Err(format!("bert needs token ids (None, length), got {s}"));
         }
         let c = self.bert_config()?;
-        if let Some(len) = s.dims[0]
+        // A dynamically padded batch can still be as long as the vectorizer's maximum.
+        if let Some(len) = s.dims[0].or(ctx.sequence_length)
             && len > c.max_position_embeddings
         {
             return Err(format!(

@@ -44,23 +44,55 @@ impl BertConfig {
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let config: BertConfig =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if !config
-            .hidden_size
-            .is_multiple_of(config.num_attention_heads.max(1))
-        {
+        config
+            .check()
+            .map(|()| config)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Sizes a BERT can be built with: every count at least 1 (a zero would build empty
+    /// tables that the first batch indexes out of range), heads dividing the width,
+    /// probabilities in [0, 1), a positive LayerNorm epsilon.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 {
+                return Err(format!("`{key}` must be at least 1, got 0"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
-                "{}: hidden_size {} is not a multiple of num_attention_heads {}",
-                path.display(),
-                config.hidden_size,
-                config.num_attention_heads
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
             ));
         }
-        match config.hidden_act.as_str() {
-            "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh" => Ok(config),
-            other => Err(format!(
-                "{}: unsupported hidden_act `{other}`",
-                path.display()
-            )),
+        for (key, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            (
+                "attention_probs_dropout_prob",
+                self.attention_probs_dropout_prob,
+            ),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("`{key}` must be in [0, 1), got {p}"));
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
+            return Err(format!(
+                "`layer_norm_eps` must be positive, got {}",
+                self.layer_norm_eps
+            ));
+        }
+        match self.hidden_act.as_str() {
+            "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh" => Ok(()),
+            other => Err(format!("unsupported hidden_act `{other}`")),
         }
     }
 

@@ -102,6 +102,9 @@ pub struct LoadedSpec {
     /// Problems in stages that could be skipped while still building the rest of the spec, so
     /// that resolving can report its own problems alongside them. Empty from [`load_spec`].
     pub errors: Diagnostics,
+    /// The run folder's `vectorizer/` when this is a run's pipeline.toml: a pretrained
+    /// tokenizer's vocabulary is read from there, as the run used it.
+    pub vectorizer_dir: Option<std::path::PathBuf>,
 }
 
 /// Loads a spec, failing on any problem.
@@ -114,15 +117,46 @@ pub fn load_spec(path: &Path, sets: &[String]) -> Result<LoadedSpec, Diagnostics
     }
 }
 
-/// Loads a spec, keeping what could be read when some stages are invalid (see [`LoadedSpec::errors`]).
+/// Loads a spec for a new run (the environment's `PIPE_*` keys, then `sets`), keeping what
+/// could be read when some stages are invalid (see [`LoadedSpec::errors`]).
 pub fn load_spec_partial(path: &Path, sets: &[String]) -> Result<LoadedSpec, Diagnostics> {
+    load_spec_with(path, &OverrideLayers::new_run(sets))
+}
+
+/// The overrides a spec is loaded with, lowest first: the environment, `--set`, then flags.
+/// A run folder's pipeline.toml is loaded with none ([`OverrideLayers::default`]): it already
+/// holds every override of its run, and new ones would change what the run was.
+#[derive(Clone, Debug, Default)]
+pub struct OverrideLayers {
+    /// `path=value` from `PIPE_*` variables.
+    pub env: Vec<String>,
+    /// `path=value` from `--set`.
+    pub sets: Vec<String>,
+    /// `(flag, path, text)`: `--runs-dir D` sets `runtime.runs_dir` to the string D as given,
+    /// never parsed as TOML, so `C:\new` stays `C:\new`. Errors name the flag.
+    pub flags: Vec<(String, String, String)>,
+}
+
+impl OverrideLayers {
+    /// A new run's overrides: the environment's `PIPE_*` spec keys, then `sets`.
+    pub fn new_run(sets: &[String]) -> Self {
+        OverrideLayers {
+            env: env_overrides(),
+            sets: sets.to_vec(),
+            flags: Vec::new(),
+        }
+    }
+}
+
+/// Loads a spec file with these overrides, keeping what could be read (see [`LoadedSpec::errors`]).
+pub fn load_spec_with(path: &Path, layers: &OverrideLayers) -> Result<LoadedSpec, Diagnostics> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut d = Diagnostics::default();
         d.push(Location::None, format!("cannot read spec {file}: {e}"));
         d
     })?;
-    load_spec_str_partial(&file, &text, sets, &env_overrides())
+    load_text(&file, &text, layers)
 }
 
 pub fn load_spec_str(
@@ -159,6 +193,15 @@ pub fn load_spec_str_partial(
     sets: &[String],
     env: &[String],
 ) -> Result<LoadedSpec, Diagnostics> {
+    let layers = OverrideLayers {
+        env: env.to_vec(),
+        sets: sets.to_vec(),
+        flags: Vec::new(),
+    };
+    load_text(file, text, &layers)
+}
+
+fn load_text(file: &str, text: &str, layers: &OverrideLayers) -> Result<LoadedSpec, Diagnostics> {
     let mut source = SourceMap {
         file: file.to_string(),
         text: text.to_string(),
@@ -181,21 +224,14 @@ pub fn load_spec_str_partial(
     }
 
     let mut overrides = Vec::new();
-    for (origin, set) in env
-        .iter()
-        .map(|s| ("environment PIPE_", s))
-        .chain(sets.iter().map(|s| ("--set", s)))
-    {
-        let shown = if origin == "--set" {
-            format!("--set {set}")
-        } else {
-            let (key, value) = set.split_once('=').unwrap_or((set, ""));
-            format!("{origin}{}={value}", key.to_uppercase().replace('.', "__"))
-        };
-        match apply_override(&mut doc, set) {
+    for (shown, set, value) in override_list(layers) {
+        let applied = value
+            .ok_or_else(|| format!("expected key=value, got `{set}`"))
+            .and_then(|(path, value)| apply_override(&mut doc, &path, value));
+        match applied {
             Ok(canonical) => {
                 source.overrides.push((canonical, shown));
-                overrides.push(set.clone());
+                overrides.push(set);
             }
             Err(msg) => diags.push(Location::Override(shown), msg),
         }
@@ -209,6 +245,7 @@ pub fn load_spec_str_partial(
             source,
             overrides,
             errors: diags,
+            vectorizer_dir: None,
         }),
         None => Err(diags),
     }
@@ -275,13 +312,40 @@ pub fn entry_names(array_path: &str, items: &[toml::Value]) -> Vec<String> {
     }
 }
 
-/// Applies `a.b.c=value`, creating missing tables; returns the canonical path (`stages[0].epochs`).
-fn apply_override(doc: &mut toml::Table, set: &str) -> Result<String, String> {
-    let Some((path, raw)) = set.split_once('=') else {
-        return Err(format!("expected key=value, got `{set}`"));
+/// Each override as (how errors name it, `path=value` as run.json records it, the path and
+/// value to apply, `None` when it is not `key=value`), lowest layer first.
+type ParsedOverride = (String, String, Option<(String, toml::Value)>);
+
+fn override_list(layers: &OverrideLayers) -> Vec<ParsedOverride> {
+    let parse = |set: &str| {
+        set.split_once('=')
+            .map(|(path, raw)| (path.trim().to_string(), parse_value(raw.trim())))
     };
-    let path = path.trim();
-    let value = parse_value(raw.trim());
+    let env = layers.env.iter().map(|set| {
+        let (key, value) = set.split_once('=').unwrap_or((set, ""));
+        let shown = format!(
+            "environment PIPE_{}={value}",
+            key.to_uppercase().replace('.', "__")
+        );
+        (shown, set.clone(), parse(set))
+    });
+    let sets = layers
+        .sets
+        .iter()
+        .map(|set| (format!("--set {set}"), set.clone(), parse(set)));
+    let flags = layers.flags.iter().map(|(flag, path, text)| {
+        let value = toml::Value::String(text.clone());
+        (
+            format!("{flag} {text}"),
+            format!("{path}={value}"),
+            Some((path.clone(), value)),
+        )
+    });
+    env.chain(sets).chain(flags).collect()
+}
+
+/// Sets `a.b.c` to `value`, creating missing tables; returns the canonical path (`stages[0].epochs`).
+fn apply_override(doc: &mut toml::Table, path: &str, value: toml::Value) -> Result<String, String> {
     let segments: Vec<&str> = path.split('.').collect();
     if segments.iter().any(|s| s.is_empty()) {
         return Err(format!("bad key path `{path}`"));
@@ -648,6 +712,23 @@ optimizer = { type = "adam" }
             .unwrap_err()
             .to_string();
         assert!(err.contains("did you mean `head`?"), "{err}");
+    }
+
+    #[test]
+    fn flag_values_are_strings_and_errors_name_the_flag() {
+        let fixed = SPEC.replace("epocs", "epochs");
+        let flag = |path: &str, text: &str| OverrideLayers {
+            flags: vec![("--runs-dir".into(), path.into(), text.into())],
+            ..Default::default()
+        };
+        let loaded = load_text("p.toml", &fixed, &flag("runtime.runs_dir", r"C:\new")).unwrap();
+        assert_eq!(loaded.spec.runtime.runs_dir, r"C:\new");
+        let back: toml::Table = toml::from_str(&loaded.overrides[0].replace('=', " = ")).unwrap();
+        assert_eq!(back["runtime"]["runs_dir"].as_str(), Some(r"C:\new"));
+        let err = load_text("p.toml", &fixed, &flag("runtime.runs_dir.x", "d"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--runs-dir d: error:"), "{err}");
     }
 
     #[test]

@@ -41,8 +41,12 @@ pub fn parse_range(text: &str) -> Result<Range> {
     let high: f64 = hi
         .parse()
         .map_err(|_| anyhow::anyhow!("`{hi}` is not a number in `{text}`"))?;
+    // `random_range` panics on non-finite bounds; NaN also slips past the order check.
+    if !(low.is_finite() && high.is_finite()) {
+        bail!("the bounds of `{text}` must be finite numbers");
+    }
     if low > high {
-        bail!("empty range `{text}`");
+        bail!("empty range `{text}`: the low bound is above the high one");
     }
     if log && low <= 0.0 {
         bail!("a :log range needs positive bounds, got `{text}`");

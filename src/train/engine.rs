@@ -17,7 +17,7 @@ use super::freeze::set_trainable;
 use super::metrics::{Running, correct, cross_entropy};
 use super::optim::StageOptimizer;
 use super::prefix::FrozenPrefix;
-use super::resume::ResumeState;
+use super::resume::{ResumeState, SpecFingerprint};
 use super::schedule::learning_rate;
 use crate::backend::BackendTask;
 use crate::data::batch::{DeviceSplit, EncodedSplit};
@@ -133,6 +133,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     let train_dev = DeviceSplit::<B>::new(train, &device);
     let validation_dev = validation.map(|v| (v, DeviceSplit::<B::InnerBackend>::new(v, &device)));
     let mut last_point: Option<ResumeState> = resume.clone();
+    // Each resume point records what it was trained on: `--resume` refuses an edited spec.
+    let fingerprint = SpecFingerprint::of(spec);
 
     for (si, stage) in spec.stages.iter().enumerate() {
         let resuming = resume.as_ref().filter(|r| r.stage == si);
@@ -300,6 +302,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                         metric_rows: log.rows(),
                         model_file: format!("resume-{si}-{step}.safetensors"),
                         optimizer_file: format!("resume-{si}-{step}-optimizer.mpk"),
+                        spec: Some(fingerprint.clone()),
                     };
                     save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
                     last_point = Some(point);
@@ -393,6 +396,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 } else {
                     String::new()
                 },
+                spec: Some(fingerprint.clone()),
             };
             save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
             last_point = Some(point);

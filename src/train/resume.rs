@@ -6,6 +6,7 @@
 //! Nothing random needs saving: shuffling is seeded per (seed, stage, epoch) and the backend
 //! RNG (dropout) is reseeded per (seed, stage, epoch, batch) before every step.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::atomic_write;
 use crate::run::record::StageRecord;
+use crate::spec::{LoadedSpec, Spec};
 
 /// Where training stands at a resume point: the next batch to run.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -36,6 +38,94 @@ pub struct ResumeState {
     pub metric_rows: usize,
     pub model_file: String,
     pub optimizer_file: String,
+    /// The resolved spec this point was trained with (absent in points of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<SpecFingerprint>,
+}
+
+/// A stable fingerprint of a resolved spec: FNV-1a (64 bit) over its `key = value` lines in key
+/// order, so it depends on neither formatting, comments, Rust's `DefaultHasher` nor the
+/// process, plus the same hash per key so that a mismatch can say which keys changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecFingerprint {
+    pub hash: String,
+    /// Canonical path (`stages[0].epochs`) → hash of its value.
+    pub keys: BTreeMap<String, String>,
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl SpecFingerprint {
+    pub fn of(spec: &Spec) -> Self {
+        let mut values = BTreeMap::new();
+        // A spec always serializes: it was read from TOML.
+        if let Ok(table) = toml::Table::try_from(spec) {
+            flatten_table("", &table, &mut values);
+        }
+        let mut all = String::new();
+        for (k, v) in &values {
+            all.push_str(&format!("{k} = {v}\n"));
+        }
+        SpecFingerprint {
+            hash: format!("{:016x}", fnv1a(all.as_bytes())),
+            keys: values
+                .into_iter()
+                .map(|(k, v)| (k, format!("{:016x}", fnv1a(v.as_bytes()))))
+                .collect(),
+        }
+    }
+
+    /// Keys whose values differ, that only one side has, in order.
+    pub fn changed_keys(&self, now: &SpecFingerprint) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .keys
+            .iter()
+            .filter(|(k, v)| now.keys.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .chain(
+                now.keys
+                    .keys()
+                    .filter(|k| !self.keys.contains_key(*k))
+                    .cloned(),
+            )
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+/// `stages[0].optimizer.learning_rate`-style paths (the source map's) to values as TOML text.
+fn flatten_table(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten_table(&path, t, out),
+            toml::Value::Array(items) if items.iter().any(toml::Value::is_table) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        toml::Value::Table(t) => flatten_table(&format!("{path}[{i}]"), t, out),
+                        other => {
+                            out.insert(format!("{path}[{i}]"), other.to_string());
+                        }
+                    }
+                }
+            }
+            other => {
+                out.insert(path, other.to_string());
+            }
+        }
+    }
 }
 
 pub fn pointer(checkpoints: &Path) -> PathBuf {
@@ -43,15 +133,71 @@ pub fn pointer(checkpoints: &Path) -> PathBuf {
 }
 
 impl ResumeState {
+    /// The committed point, `None` before the first. A pointer that does not parse is an
+    /// error naming the file.
     pub fn load(checkpoints: &Path) -> Result<Option<Self>> {
         let p = pointer(checkpoints);
         if !p.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&p)?;
-        Ok(Some(
-            serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?,
-        ))
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("{}: error: cannot read the resume point", p.display()))?;
+        match serde_json::from_str(&text) {
+            Ok(state) => Ok(Some(state)),
+            Err(e) => anyhow::bail!(
+                "{}: error: the resume point is corrupt ({e}); the run cannot be resumed",
+                p.display()
+            ),
+        }
+    }
+
+    /// Whether this point can continue `loaded` (the run's pipeline.toml as it is now): the
+    /// same resolved spec, a position inside it, and the files it names. The error is one line.
+    pub fn matches(&self, loaded: &LoadedSpec, checkpoints: &Path) -> Result<(), String> {
+        let file = pointer(checkpoints).display().to_string();
+        if let Some(then) = &self.spec {
+            let now = SpecFingerprint::of(&loaded.spec);
+            if now.hash != then.hash {
+                let keys = then.changed_keys(&now);
+                let first = keys.first().cloned().unwrap_or_default();
+                let shown: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+                return Err(format!(
+                    "{}: error: {} changed since the resume point was written; --resume continues a run exactly as it was set up (put the value back, or start a new run from this file)",
+                    loaded.source.key(&first),
+                    shown.join(", ")
+                ));
+            }
+        }
+        let stages = loaded.spec.stages.len();
+        let position = if self.stage > stages || self.stages.len() < self.stage {
+            Err(format!("stage {} of {stages}", self.stage))
+        } else if let Some(stage) = loaded.spec.stages.get(self.stage)
+            && !(1..=stage.epochs).contains(&self.epoch)
+        {
+            Err(format!("epoch {} of {}", self.epoch, stage.epochs))
+        } else {
+            Ok(())
+        };
+        if let Err(at) = position {
+            return Err(format!(
+                "{file}: error: the resume point is corrupt: it is at {at}, outside the spec"
+            ));
+        }
+        for name in [&self.model_file, &self.optimizer_file] {
+            let plain = crate::graph::plan::is_path_name(name);
+            if !name.is_empty() && !(plain && checkpoints.join(name).is_file()) {
+                return Err(format!(
+                    "{file}: error: the resume point is corrupt: it names `{name}`, which is not a file in {}",
+                    checkpoints.display()
+                ));
+            }
+        }
+        if self.model_file.is_empty() {
+            return Err(format!(
+                "{file}: error: the resume point is corrupt: it names no model file"
+            ));
+        }
+        Ok(())
     }
 
     /// Commits this state: the files it names must already be written.
@@ -121,4 +267,42 @@ pub fn stable_param_ids<B: Backend, M: Module<B>>(module: M) -> M {
         }
     }
     module.map(&mut Ids { path: Vec::new() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load::load_spec_str;
+
+    const SPEC: &str = r#"name = "t"
+[dataset]
+train = "a.csv"
+labels = ["x", "y"]
+[vectorizer]
+type = "text_vectorization"
+[[model.layers]]
+type = "embedding"
+output_dim = 8
+[[stages]]
+epochs = 2
+optimizer = { type = "adam" }
+"#;
+
+    fn fingerprint(text: &str) -> SpecFingerprint {
+        SpecFingerprint::of(&load_spec_str("p.toml", text, &[], &[]).unwrap().spec)
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_and_names_changed_keys() {
+        let base = fingerprint(SPEC);
+        // Fixed by the bytes alone: a hand-rolled FNV, not the process's DefaultHasher.
+        assert_eq!(base, fingerprint(SPEC));
+        assert_eq!(base, fingerprint(&format!("# a comment\n{SPEC}")));
+        let changed = fingerprint(&SPEC.replace("epochs = 2", "epochs = 3"));
+        assert_ne!(changed.hash, base.hash);
+        assert_eq!(base.changed_keys(&changed), ["stages[0].epochs"]);
+        let added = fingerprint(&SPEC.replace("epochs = 2", "epochs = 2\nvalidate_every = 5"));
+        assert_eq!(base.changed_keys(&added), ["stages[0].validate_every"]);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+    }
 }

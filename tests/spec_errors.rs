@@ -295,7 +295,8 @@ fn names_that_would_leave_the_runs_dir_are_refused() {
 /// A BERT folder made from tests/fixtures/tiny_bert with its config edited, and a vocab.txt
 /// of `vocab` entries (BERT's special tokens, then words).
 fn tiny_bert(name: &str, edit: impl Fn(&mut serde_json::Value), vocab: usize) -> common::Scratch {
-    let dir = scratch(name);
+    // Its own folder: `check_text` makes (and wipes) the scratch folder called `name`.
+    let dir = scratch(&format!("{name}-model"));
     let src = common::fixtures().join("tiny_bert");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();

@@ -184,8 +184,9 @@ impl ResumeState {
             ));
         }
         for name in [&self.model_file, &self.optimizer_file] {
-            let plain = crate::graph::plan::is_path_name(name);
-            if !name.is_empty() && !(plain && checkpoints.join(name).is_file()) {
+            let present =
+                crate::graph::plan::is_path_name(name) && checkpoints.join(name).is_file();
+            if !name.is_empty() && !present {
                 return Err(format!(
                     "{file}: error: the resume point is corrupt: it names `{name}`, which is not a file in {}",
                     checkpoints.display()

@@ -41,6 +41,12 @@ impl DeviceChoice {
     }
 }
 
+/// A `--device` value checked as [`DeviceChoice::parse`] does, kept as the user wrote it (for
+/// flags that pass it on: into the spec's `runtime.device`, to a sweep's trials).
+pub fn device_name(text: &str) -> Result<String, String> {
+    DeviceChoice::parse(text).map(|_| text.to_string())
+}
+
 /// Work that runs on whichever backend the device needs.
 pub trait BackendTask {
     type Output;
@@ -59,19 +65,17 @@ pub fn tune_allocator() {
     }
 }
 
-/// Number of CPU worker threads; burn-flex parallelises with rayon's global pool.
-pub fn set_cpu_threads(threads: Option<usize>) {
-    if let Some(n) = threads {
-        // Fails only if the pool already exists, which leaves the earlier setting in place.
-        let _ = rayon_pool(n);
-    }
-}
-
-fn rayon_pool(n: usize) -> Result<()> {
-    // SAFETY-free way to size rayon's global pool: the env var is read when the pool starts.
-    // Setting it before any parallel work is the documented approach.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
-    Ok(())
+/// Sizes rayon's global pool, which burn-flex and pipe's fused kernels (src/fused) both run
+/// on, to `runtime.threads`. It must run before any parallel work: the pool starts once per
+/// process and keeps its size.
+pub fn set_cpu_threads(threads: Option<usize>) -> Result<()> {
+    let Some(n) = threads else {
+        return Ok(());
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("runtime.threads = {n}: {e}"))
 }
 
 pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Output> {

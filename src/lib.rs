@@ -16,5 +16,6 @@ pub mod pretrained;
 pub mod run;
 pub mod spec;
 pub mod sweep;
+pub mod text_table;
 pub mod train;
 pub mod vectorize;

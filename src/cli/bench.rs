@@ -11,20 +11,25 @@ use crate::bench::peers::{self, PeerResult};
 use crate::bench::{Case, Measurement, Timing, median};
 use crate::data::batch::EncodedSplit;
 use crate::data::load_splits;
+use crate::text_table::{self, Align};
 use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe bench --model a --steps 10\n  pipe bench --peers-python ../shared/peers/.venv/bin/python --rounds 3"
+)]
 pub struct BenchArgs {
-    /// `a` (the lesson's transformer), `bert` (MiniLM fine-tune and frozen features), or `all`.
-    #[arg(long, default_value = "all")]
-    pub model: String,
+    /// Which model to measure.
+    #[arg(long, value_enum, default_value_t = BenchModel::All)]
+    pub model: BenchModel,
     /// Timed steps per phase (after the warm-up steps); the peers run as many.
     #[arg(long)]
     pub steps: Option<usize>,
     #[arg(long)]
     pub warmup: Option<usize>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// `cpu`, `ndarray`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
     /// A python with PyTorch and Keras (../shared/peers/setup_venv.sh makes one): run the
     /// peers' scripts beside pipe in this call, A B A B. Default: $PIPE_PEERS_PYTHON.
     #[arg(long)]
@@ -41,6 +46,28 @@ pub struct BenchArgs {
     /// Print JSON lines instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `pipe bench --model`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchModel {
+    /// The lesson's transformer (model A).
+    A,
+    /// MiniLM fine-tune and frozen features.
+    Bert,
+    /// Both.
+    All,
+}
+
+impl BenchModel {
+    /// The peers' names of the models measured, in the order they run.
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            BenchModel::A => &["a"],
+            BenchModel::Bert => &["bert"],
+            BenchModel::All => &["a", "bert"],
+        }
+    }
 }
 
 fn encoded(
@@ -197,16 +224,8 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         eprintln!("{flag} {value}: error: {message}");
         Ok(super::EXIT_INVALID)
     };
-    let device = match DeviceChoice::parse(&args.device) {
-        Ok(d) => d,
-        Err(e) => return invalid("--device", &args.device, &e),
-    };
-    let models: &[&str] = match args.model.as_str() {
-        "a" => &["a"],
-        "bert" => &["bert"],
-        "all" => &["a", "bert"],
-        _ => return invalid("--model", &args.model, "must be a, bert or all"),
-    };
+    let device = args.device.clone();
+    let models = args.model.names();
     if args.steps == Some(0) {
         return invalid("--steps", &0, "must be at least 1");
     }
@@ -268,11 +287,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
 }
 
 fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &str) {
-    println!(
-        "{:<5} {:<18} {:<40} {:>5} {:>10} {:>9} {:>8} {:>6}  vs peers ({source})",
-        "model", "phase", "variant", "batch", "samples/s", "step ms", "RSS MiB", "cores"
-    );
-    for m in results {
+    let rows = results.iter().map(|m| {
         let ratios: Vec<String> = peers::matching(peer_results, &m.model, &m.phase)
             .iter()
             .map(|p| {
@@ -288,19 +303,31 @@ fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &st
                 )
             })
             .collect();
-        println!(
-            "{:<5} {:<18} {:<40} {:>5} {:>10.1} {:>9.1} {:>8.0} {:>6.2}  {}",
-            m.model,
-            m.phase,
-            m.variant,
-            m.batch,
-            m.samples_per_s,
-            m.step_ms_median,
-            m.peak_rss_mb,
-            m.cores_busy,
-            ratios.join("; ")
-        );
-    }
+        vec![
+            m.model.clone(),
+            m.phase.clone(),
+            m.variant.clone(),
+            m.batch.to_string(),
+            format!("{:.1}", m.samples_per_s),
+            format!("{:.1}", m.step_ms_median),
+            format!("{:.0}", m.peak_rss_mb),
+            format!("{:.2}", m.cores_busy),
+            ratios.join("; "),
+        ]
+    });
+    let peers_header = format!("vs peers ({source})");
+    let columns = [
+        ("model", Align::Left),
+        ("phase", Align::Left),
+        ("variant", Align::Left),
+        ("batch", Align::Right),
+        ("samples/s", Align::Right),
+        ("step ms", Align::Right),
+        ("RSS MiB", Align::Right),
+        ("cores", Align::Right),
+        (peers_header.as_str(), Align::Left),
+    ];
+    print!("{}", text_table::plain(&columns, rows));
 }
 
 #[cfg(test)]

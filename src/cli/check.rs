@@ -7,6 +7,9 @@ use anyhow::Result;
 use super::{Overrides, load_plan};
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe check pipelines/agnews_transformer.toml\n  pipe check pipelines/agnews_transformer.toml --set model.block.num_heads=4"
+)]
 pub struct CheckArgs {
     pub spec: PathBuf,
     #[command(flatten)]

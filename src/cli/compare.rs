@@ -8,6 +8,9 @@ use anyhow::Result;
 use crate::compare::{Format, build_table, load_runs, plot, render};
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe compare runs/agnews_transformer --sort test.accuracy\n  pipe compare runs/agnews_transformer/sweep-20261201-101500-1a2b3c --format md --plot curves.png"
+)]
 pub struct CompareArgs {
     /// Run folders, or folders holding them (a pipeline's runs/<name>/, a sweep folder).
     #[arg(required = true)]
@@ -15,9 +18,9 @@ pub struct CompareArgs {
     /// Sort by this column (e.g. `test.accuracy`).
     #[arg(long)]
     pub sort: Option<String>,
-    /// `table`, `csv`, `md` or `json`.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    /// How to print the table.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
     /// Also draw loss and accuracy curves into this .png or .svg.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
@@ -59,7 +62,7 @@ pub fn expand(path: &Path) -> Vec<PathBuf> {
 }
 
 pub fn run(args: CompareArgs) -> Result<i32> {
-    let format: Format = args.format.parse()?;
+    let format = args.format;
     let paths: Vec<PathBuf> = args.runs.iter().flat_map(|p| expand(p)).collect();
     let runs = load_runs(&paths);
     let table = build_table(&runs, args.sort.as_deref())?;

@@ -14,25 +14,32 @@ use crate::graph::{Graph, Plan};
 use crate::run::{RunDir, atomic_write, checkpoint};
 use crate::spec::LoadedSpec;
 use crate::spec::dataset::DatasetFormat;
+use crate::text_table::{self, Align};
 use crate::train::engine::predict;
-use crate::train::metrics::class_report;
+use crate::train::metrics::{ClassReport, class_report};
 use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data data/ag_news/test.csv\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data my_rows.jsonl --format jsonl --json"
+)]
 pub struct EvalArgs {
     /// A run folder.
     pub run: PathBuf,
     /// Data file with labels.
     #[arg(long)]
     pub data: PathBuf,
-    /// Its format, when it differs from the pipeline's dataset (`ag_news_csv`, `csv`, `jsonl`).
-    #[arg(long)]
-    pub format: Option<String>,
-    /// Device for inference (default cpu).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// Its format, when it differs from the pipeline's dataset.
+    #[arg(long, value_enum)]
+    pub format: Option<DatasetFormat>,
+    /// Device for inference: `cpu`, `ndarray`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+    /// Print the report as JSON on stdout (what eval.json holds) instead of the tables.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// A finished run, ready for inference.
@@ -70,13 +77,12 @@ impl TrainedRun {
     pub fn probabilities(
         &self,
         examples: &[Example],
-        device: &str,
+        device: &DeviceChoice,
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let device = DeviceChoice::parse(device).map_err(anyhow::Error::msg)?;
         let split = EncodedSplit::new(&self.vectorizer, examples);
         dispatch(
-            &device,
+            device,
             Infer {
                 plan: &self.plan,
                 weights: self.run.model_weights(),
@@ -111,61 +117,69 @@ pub fn run(args: EvalArgs) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     let mut dataset = trained.loaded.spec.dataset.clone();
-    if let Some(f) = &args.format {
-        dataset.format = match f.as_str() {
-            "ag_news_csv" => DatasetFormat::AgNewsCsv,
-            "csv" => DatasetFormat::Csv,
-            "jsonl" => DatasetFormat::Jsonl,
-            other => bail!("unknown --format `{other}` (ag_news_csv, csv, jsonl)"),
-        };
+    if let Some(format) = &args.format {
+        dataset.format = format.clone();
     }
     let examples = read(&args.data, &dataset)?;
     let probs = trained.probabilities(&examples, &args.device, args.batch_size)?;
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
     let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
     let report = class_report(&truth, &predicted, &dataset.labels);
-
-    println!(
-        "{} on {} ({} rows)",
-        trained.run.path.display(),
-        args.data.display(),
-        report.rows
-    );
-    println!("accuracy {:.4}", report.accuracy);
-    println!();
-    println!(
-        "{:<14} {:>9} {:>9} {:>9} {:>9}",
-        "class", "precision", "recall", "f1", "support"
-    );
-    for c in &report.per_class {
-        println!(
-            "{:<14} {:>9.4} {:>9.4} {:>9.4} {:>9}",
-            c.label, c.precision, c.recall, c.f1, c.support
-        );
-    }
-    println!();
-    println!("confusion matrix (rows: true class, columns: predicted)");
-    print!("{:<14}", "");
-    for l in &report.labels {
-        print!(" {:>9}", truncate(l, 9));
-    }
-    println!();
-    for (l, row) in report.labels.iter().zip(&report.confusion) {
-        print!("{:<14}", truncate(l, 14));
-        for v in row {
-            print!(" {v:>9}");
-        }
-        println!();
-    }
     let json = serde_json::json!({
-        "data": args.data,
+        "run": trained.run.path.display().to_string(),
+        "data": args.data.display().to_string(),
         "report": report,
         "evaluated_at": chrono::Utc::now().to_rfc3339(),
     });
     let mut text = serde_json::to_string_pretty(&json)?;
     text.push('\n');
     atomic_write(&trained.run.eval_json(), text.as_bytes())?;
+    if args.json {
+        print!("{text}");
+    } else {
+        println!(
+            "{} on {} ({} rows)",
+            trained.run.path.display(),
+            args.data.display(),
+            report.rows
+        );
+        print!("{}", report_tables(&report));
+    }
     Ok(0)
+}
+
+/// Accuracy, the per-class scores and the confusion matrix, as `pipe eval` prints them.
+fn report_tables(report: &ClassReport) -> String {
+    let scores = report.per_class.iter().map(|c| {
+        vec![
+            c.label.clone(),
+            format!("{:.4}", c.precision),
+            format!("{:.4}", c.recall),
+            format!("{:.4}", c.f1),
+            c.support.to_string(),
+        ]
+    });
+    let mut out = format!("accuracy {:.4}\n\n", report.accuracy);
+    out += &text_table::plain(
+        &[
+            ("class", Align::Left),
+            ("precision", Align::Right),
+            ("recall", Align::Right),
+            ("f1", Align::Right),
+            ("support", Align::Right),
+        ],
+        scores,
+    );
+    out += "\nconfusion matrix (rows: true class, columns: predicted)\n";
+    let mut columns = vec![("", Align::Left)];
+    columns.extend(report.labels.iter().map(|l| (l.as_str(), Align::Right)));
+    let rows = report.labels.iter().zip(&report.confusion).map(|(l, row)| {
+        std::iter::once(l.clone())
+            .chain(row.iter().map(|v| v.to_string()))
+            .collect()
+    });
+    out += &text_table::plain(&columns, rows);
+    out
 }
 
 pub fn argmax(p: &[f32]) -> usize {
@@ -175,8 +189,4 @@ pub fn argmax(p: &[f32]) -> usize {
             if v > best.1 { (i, v) } else { best }
         })
         .0
-}
-
-fn truncate(s: &str, n: usize) -> String {
-    s.chars().take(n).collect()
 }

@@ -7,17 +7,22 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::eval::{TrainedRun, argmax};
+use crate::backend::DeviceChoice;
 use crate::data::Example;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe predict runs/agnews_transformer/20261201-101500-1a2b3c \"The team won the final\" \"Stocks fell sharply\"\n  cut -f2 texts.tsv | pipe predict runs/agnews_transformer/20261201-101500-1a2b3c - --json"
+)]
 pub struct PredictArgs {
     /// A run folder.
     pub run: PathBuf,
     /// Texts to classify; `-` reads one text per line from stdin.
     #[arg(required = true)]
     pub texts: Vec<String>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// `cpu`, `ndarray`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
     /// One JSON object per text.
     #[arg(long)]
     pub json: bool,

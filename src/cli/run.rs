@@ -21,12 +21,16 @@ use crate::run::record::{BURN_VERSION, ParamCounts, Rows, git_rev};
 use crate::run::{MetricsLog, RunDir, RunRecord, RunStatus, atomic_write};
 use crate::spec::LoadedSpec;
 use crate::spec::load::OverrideLayers;
+use crate::text_table::{self, Align};
 use crate::train::TrainOutcome;
 use crate::train::engine::TrainJob;
 use crate::train::resume::ResumeState;
 use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe run pipelines/agnews_transformer.toml\n  pipe run pipelines/agnews_transformer.toml --set stages.train.epochs=5 --set seed=7\n  pipe run pipelines/agnews_transformer.toml --set dataset.limit=500 --quiet\n  pipe run --resume runs/agnews_transformer/20261201-101500-1a2b3c"
+)]
 pub struct RunArgs {
     /// The pipeline file (or a run folder's pipeline.toml, to repeat that run).
     #[arg(required_unless_present = "resume")]
@@ -34,7 +38,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub overrides: Overrides,
     /// `cpu`, `ndarray`, `cuda` or `cuda:N` (overrides `runtime.device`).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::backend::device_name)]
     pub device: Option<String>,
     /// Where run folders go (overrides `runtime.runs_dir`).
     #[arg(long)]
@@ -103,7 +107,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
             return Ok(EXIT_INVALID);
         }
     };
-    set_cpu_threads(loaded.spec.runtime.threads);
+    set_cpu_threads(loaded.spec.runtime.threads)?;
 
     let runs_dir = PathBuf::from(&loaded.spec.runtime.runs_dir);
     let run = match &args.into {
@@ -206,7 +210,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
             return Ok(EXIT_INVALID);
         }
     };
-    set_cpu_threads(loaded.spec.runtime.threads);
+    set_cpu_threads(loaded.spec.runtime.threads)?;
     start_log(&run, true)?;
     record.status = RunStatus::Running;
     record.error = None;
@@ -235,7 +239,11 @@ fn drive(
     if !args.json {
         eprintln!("run folder: {}", run.path.display());
     }
-    tracing::info!(run = %run.path.display(), "run started");
+    tracing::info!(
+        run = %run.path.display(),
+        cpu_threads = rayon::current_num_threads(),
+        "run started"
+    );
     let clock = Instant::now();
     let earlier_s = record.duration_s.unwrap_or(0.0);
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -437,20 +445,20 @@ fn print_results(record: &RunRecord, run: &RunDir) {
         record.status,
         record.duration_s.unwrap_or(0.0)
     );
-    println!(
-        "{:<12} {:<8} {:<12} {:>10} {:>10}",
-        "stage", "epochs", "split", "loss", "accuracy"
-    );
+    let mut rows = Vec::new();
     for s in &record.stages {
         for split in ["train", "validation"] {
             if let (Some(l), Some(a)) = (
                 s.last.get(&format!("{split}.loss")),
                 s.last.get(&format!("{split}.accuracy")),
             ) {
-                println!(
-                    "{:<12} {:<8} {:<12} {:>10.4} {:>10.4}",
-                    s.name, s.epochs_completed, split, l, a
-                );
+                rows.push(vec![
+                    s.name.clone(),
+                    s.epochs_completed.to_string(),
+                    split.to_string(),
+                    format!("{l:.4}"),
+                    format!("{a:.4}"),
+                ]);
             }
         }
     }
@@ -458,11 +466,22 @@ fn print_results(record: &RunRecord, run: &RunDir) {
         record.metrics.get("test.loss"),
         record.metrics.get("test.accuracy"),
     ) {
-        println!(
-            "{:<12} {:<8} {:<12} {:>10.4} {:>10.4}",
-            "", "", "test", l, a
-        );
+        rows.push(vec![
+            String::new(),
+            String::new(),
+            "test".into(),
+            format!("{l:.4}"),
+            format!("{a:.4}"),
+        ]);
     }
+    let columns = [
+        ("stage", Align::Left),
+        ("epochs", Align::Right),
+        ("split", Align::Left),
+        ("loss", Align::Right),
+        ("accuracy", Align::Right),
+    ];
+    print!("{}", text_table::plain(&columns, rows));
 }
 
 /// What to try with a finished run, on stderr (stdout keeps just the results), written with

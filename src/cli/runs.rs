@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::run::RunRecord;
+use crate::text_table::{self, Align};
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  pipe runs\n  pipe runs /scratch/pipe-runs")]
 pub struct RunsArgs {
     #[arg(default_value = "runs")]
     pub dir: PathBuf,
@@ -54,8 +56,7 @@ pub fn run(args: RunsArgs) -> Result<i32> {
         return Ok(0);
     }
     found.sort_by(|a, b| b.0.cmp(&a.0));
-    println!("{:<60} {:<12} {:>6}  metric", "run", "status", "age");
-    for (started, path, record) in &found {
+    let rows = found.iter().map(|(started, path, record)| {
         let shown = path
             .strip_prefix(&args.dir)
             .unwrap_or(path)
@@ -71,10 +72,22 @@ pub fn run(args: RunsArgs) -> Result<i32> {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default();
-                println!("{shown:<60} {status:<12} {:>6}  {metric}", age(started));
+                vec![shown, status, age(started), metric]
             }
-            None => println!("{shown:<60} {:<12} {:>6}  (run.json unreadable)", "?", "?"),
+            None => vec![
+                shown,
+                "?".into(),
+                "?".into(),
+                "(run.json unreadable)".into(),
+            ],
         }
-    }
+    });
+    let columns = [
+        ("run", Align::Left),
+        ("status", Align::Left),
+        ("age", Align::Right),
+        ("metric", Align::Left),
+    ];
+    print!("{}", text_table::plain(&columns, rows));
     Ok(0)
 }

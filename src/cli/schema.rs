@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use crate::spec::schema::pipeline_schema_text;
 
 #[derive(clap::Args, Debug)]
+#[command(after_help = "Examples:\n  pipe schema\n  pipe schema --check")]
 pub struct SchemaArgs {
     /// Where to write the schema.
     #[arg(long, default_value = "schemas/pipeline.schema.json")]

@@ -8,6 +8,9 @@ use super::{Overrides, load_plan};
 use crate::graph::summary_table;
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe summary pipelines/agnews_transformer.toml\n  pipe summary pipelines/bert_finetune.toml --set model.head.units=2"
+)]
 pub struct SummaryArgs {
     pub spec: PathBuf,
     #[command(flatten)]

@@ -21,6 +21,9 @@ use crate::spec::load::load_spec;
 use crate::sweep::{Trial, expand, parse_grid, parse_range, slurm_script};
 
 #[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  pipe sweep pipelines/agnews_transformer.toml --grid stages.train.optimizer.learning_rate=1e-3,3e-3 --parallel 2\n  pipe sweep pipelines/agnews_transformer.toml --random stages.train.optimizer.learning_rate=1e-4..1e-2:log --trials 8\n  pipe sweep pipelines/agnews_transformer.toml --grid seed=1,2,3 --emit slurm > sweep.sbatch"
+)]
 pub struct SweepArgs {
     pub spec: PathBuf,
     /// `path=v1,v2,...`: every combination of the grids is a trial.
@@ -41,11 +44,19 @@ pub struct SweepArgs {
     pub overrides: Overrides,
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
-    #[arg(long)]
+    /// `cpu`, `ndarray`, `cuda` or `cuda:N`, for every trial.
+    #[arg(long, value_parser = crate::backend::device_name)]
     pub device: Option<String>,
-    /// Instead of running, print a batch script (`slurm`) that runs the trials as an array job.
-    #[arg(long, value_name = "FORMAT")]
-    pub emit: Option<String>,
+    /// Instead of running, print a batch script that runs the trials as an array job.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub emit: Option<Emit>,
+}
+
+/// `pipe sweep --emit`: the batch systems a sweep can be written out for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    /// A Slurm job array, one task per trial.
+    Slurm,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -184,10 +195,7 @@ pub fn run(args: SweepArgs) -> Result<i32> {
             .collect(),
     };
 
-    if let Some(format) = &args.emit {
-        if format != "slurm" {
-            bail!("--emit supports `slurm`");
-        }
+    if let Some(Emit::Slurm) = args.emit {
         for t in &mut record.trials {
             t.status = "emitted".into();
         }
@@ -228,9 +236,7 @@ pub fn run(args: SweepArgs) -> Result<i32> {
         if stop && !forwarded {
             // Each trial finishes its step, checkpoints and marks itself interrupted.
             for child in running.values() {
-                let _ = Command::new("kill")
-                    .args(["-INT", &child.id().to_string()])
-                    .status();
+                interrupt_trial(child);
             }
             forwarded = true;
         }
@@ -346,6 +352,23 @@ fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
         .stdout(log.try_clone()?)
         .stderr(log);
     Ok(cmd.spawn()?)
+}
+
+/// SIGINT to a trial's process group (each trial leads its own, see [`spawn`]), so the trial
+/// and anything it started get the interrupt a terminal would have sent them.
+#[cfg(unix)]
+fn interrupt_trial(child: &Child) {
+    if let Ok(group) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: killpg only sends a signal; `group` is a process group this sweep created.
+        // A trial that already exited makes it fail with ESRCH, which is harmless here.
+        unsafe { libc::killpg(group, libc::SIGINT) };
+    }
+}
+
+/// No process groups to signal here: the trial shares the console and gets its Ctrl-C directly.
+#[cfg(not(unix))]
+fn interrupt_trial(child: &Child) {
+    let _ = child;
 }
 
 /// The run folder whose run.json names this trial.

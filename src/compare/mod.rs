@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{anyhow, bail};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
+
+use crate::text_table::{self, Align};
 
 /// What `pipe compare` needs from one run folder.
 #[derive(Clone, Debug, PartialEq)]
@@ -362,25 +363,16 @@ fn compare_cells(a: &str, b: &str, descending: bool) -> std::cmp::Ordering {
     if descending { ord.reverse() } else { ord }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `pipe compare --format`: clap lists these choices and rejects anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Aligned columns for a terminal.
     Table,
     Csv,
+    /// A Markdown pipe table.
+    #[value(name = "md", alias = "markdown")]
     Markdown,
     Json,
-}
-
-impl FromStr for Format {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "table" => Ok(Format::Table),
-            "csv" => Ok(Format::Csv),
-            "markdown" | "md" => Ok(Format::Markdown),
-            "json" => Ok(Format::Json),
-            _ => bail!("unknown format `{s}`; expected table, csv, markdown or json"),
-        }
-    }
 }
 
 /// Table: aligned columns for a terminal, numbers with 4 decimals, unreadable runs listed after
@@ -413,35 +405,22 @@ fn rounded_rows(table: &Table) -> Vec<Vec<String>> {
 }
 
 fn render_text(table: &Table) -> String {
-    let rows = rounded_rows(table);
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r[i].chars().count())
-            .chain([table.columns[i].chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..table.columns.len()).map(width).collect();
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            let w = widths[i];
-            if is_numeric_column(&table.columns[i]) {
-                let _ = write!(s, "{cell:>w$}");
+    let columns: Vec<(&str, Align)> = table
+        .columns
+        .iter()
+        .map(|c| {
+            let align = if is_numeric_column(c) {
+                Align::Right
             } else {
-                let _ = write!(s, "{cell:<w$}");
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(&table.columns);
-    for row in &rows {
-        out.push_str(&line(row));
-    }
-    if rows.is_empty() {
+                Align::Left
+            };
+            (c.as_str(), align)
+        })
+        .collect();
+    let rows = rounded_rows(table);
+    let empty = rows.is_empty();
+    let mut out = text_table::plain(&columns, rows);
+    if empty {
         out.push_str("(no readable runs)\n");
     }
     for (path, reason) in &table.unreadable {
@@ -487,54 +466,75 @@ fn render_markdown(table: &Table) -> String {
     out
 }
 
-/// Written by hand rather than through `serde_json::Map` so each object keeps the table's
-/// column order (the map would sort keys alphabetically).
-fn render_json(table: &Table) -> String {
-    let string = |s: &str| serde_json::to_string(s).expect("strings serialize");
-    let value = |col: &str, cell: &str| {
-        if cell == MISSING {
-            "null".to_string()
-        } else if is_numeric_column(col) {
-            // serde_json writes non-finite floats as null, which is what JSON readers can take.
-            parse_number(cell).map_or("null".to_string(), |v| {
-                serde_json::to_string(&v).expect("floats serialize")
-            })
-        } else {
-            string(cell)
+/// One run's row as a JSON object whose keys keep the table's column order. serde_json's
+/// `Map` sorts its keys unless the `preserve_order` feature is on, and that feature would be
+/// unified into every crate of the build that uses serde_json (burn, cubecl, schemars:
+/// a full rebuild, and a reordered schemas/pipeline.schema.json); serde's own map
+/// serialisation keeps the order without it.
+struct JsonRow<'a> {
+    columns: &'a [String],
+    cells: &'a [String],
+}
+
+impl serde::Serialize for JsonRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.columns.len()))?;
+        for (column, cell) in self.columns.iter().zip(self.cells) {
+            map.serialize_entry(column, &json_cell(column, cell))?;
         }
-    };
-    let mut out = String::from("{\n  \"runs\": [");
-    for (i, row) in table.rows.iter().enumerate() {
-        let fields: Vec<String> = table
-            .columns
+        map.end()
+    }
+}
+
+/// A cell as JSON: numbers as numbers (non-finite ones, and missing cells, as null, which is
+/// what JSON readers can take), everything else as a string.
+fn json_cell(column: &str, cell: &str) -> serde_json::Value {
+    if cell == MISSING {
+        serde_json::Value::Null
+    } else if is_numeric_column(column) {
+        parse_number(cell)
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)
+    } else {
+        serde_json::Value::String(cell.to_string())
+    }
+}
+
+/// `{"runs": [...], "unreadable": [{"path", "reason"}]}`, pretty-printed.
+fn render_json(table: &Table) -> String {
+    #[derive(serde::Serialize)]
+    struct Unreadable {
+        path: String,
+        reason: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        runs: Vec<JsonRow<'a>>,
+        unreadable: Vec<Unreadable>,
+    }
+    let doc = Doc {
+        runs: table
+            .rows
             .iter()
-            .zip(row)
-            .map(|(c, cell)| format!("{}: {}", string(c), value(c, cell)))
-            .collect();
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(out, "{sep}\n    {{{}}}", fields.join(", "));
-    }
-    out.push_str(if table.rows.is_empty() {
-        "],\n"
-    } else {
-        "\n  ],\n"
-    });
-    out.push_str("  \"unreadable\": [");
-    for (i, (path, reason)) in table.unreadable.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(
-            out,
-            "{sep}\n    {{\"path\": {}, \"reason\": {}}}",
-            string(&path.display().to_string()),
-            string(reason)
-        );
-    }
-    out.push_str(if table.unreadable.is_empty() {
-        "]\n}\n"
-    } else {
-        "\n  ]\n}\n"
-    });
-    out
+            .map(|cells| JsonRow {
+                columns: &table.columns,
+                cells,
+            })
+            .collect(),
+        unreadable: table
+            .unreadable
+            .iter()
+            .map(|(path, reason)| Unreadable {
+                path: path.display().to_string(),
+                reason: reason.clone(),
+            })
+            .collect(),
+    };
+    // Strings, finite numbers and nulls under string keys always serialise.
+    let mut text = serde_json::to_string_pretty(&doc).expect("JSON of strings and numbers");
+    text.push('\n');
+    text
 }
 
 /// Pixel size of [`plot`]'s output (the SVG uses the same user units).
@@ -1341,6 +1341,12 @@ epsilon = 0.0000001
         assert_eq!(rows[0]["status"], "completed");
         assert_eq!(rows[0]["stages.train.optimizer.learning_rate"], "0.0003");
         assert!((rows[0]["test.accuracy"].as_f64().unwrap() - 0.86).abs() < 1e-12);
+        let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            table.columns.iter().collect::<Vec<_>>(),
+            "column order"
+        );
         let unreadable = json["unreadable"].as_array().unwrap();
         assert_eq!(unreadable.len(), 1);
         assert_eq!(unreadable[0]["reason"], "no run.json");

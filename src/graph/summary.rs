@@ -1,6 +1,7 @@
 //! The Keras-style model table printed by `pipe summary` and saved as summary.txt.
 
 use super::plan::{Plan, Source};
+use crate::text_table::{self, Align};
 
 /// `659592` → `659,592`, as Keras prints parameter counts.
 pub fn thousands(n: usize) -> String {
@@ -57,45 +58,18 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
         ]);
     }
     let with_connections = rows.iter().any(|r| !r[3].is_empty());
-    let headers = ["Layer (type)", "Output Shape", "Param #", "Connected to"];
+    let columns = [
+        ("Layer (type)", Align::Left),
+        ("Output Shape", Align::Left),
+        ("Param #", Align::Right),
+        ("Connected to", Align::Left),
+    ];
     let ncol = if with_connections { 4 } else { 3 };
-    let mut widths: Vec<usize> = headers[..ncol].iter().map(|h| h.chars().count()).collect();
-    for r in &rows {
-        for c in 0..ncol {
-            widths[c] = widths[c].max(r[c].chars().count());
-        }
-    }
-    let line = |l: &str, m: &str, r: &str, fill: &str| -> String {
-        let parts: Vec<String> = widths.iter().map(|w| fill.repeat(w + 2)).collect();
-        format!("{l}{}{r}\n", parts.join(m))
-    };
-    let row = |cells: &[String], bar: &str| -> String {
-        let parts: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(c, s)| {
-                let pad = widths[c] - s.chars().count();
-                if c == 2 {
-                    format!(" {}{s} ", " ".repeat(pad))
-                } else {
-                    format!(" {s}{} ", " ".repeat(pad))
-                }
-            })
-            .collect();
-        format!("{bar}{}{bar}\n", parts.join(bar))
-    };
     let mut out = format!("Model: \"{name}\"\n");
-    out += &line("┏", "┳", "┓", "━");
-    let head: Vec<String> = headers[..ncol].iter().map(|s| s.to_string()).collect();
-    out += &row(&head, "┃");
-    out += &line("┡", "╇", "┩", "━");
-    for (i, r) in rows.iter().enumerate() {
-        if i > 0 {
-            out += &line("├", "┼", "┤", "─");
-        }
-        out += &row(&r[..ncol], "│");
-    }
-    out += &line("└", "┴", "┘", "─");
+    out += &text_table::keras(
+        &columns[..ncol],
+        rows.into_iter().map(|r| r[..ncol].to_vec()),
+    );
     let total = plan.total_params();
     let trainable = plan.trainable_params();
     let mb = |n: usize| n as f64 * 4.0 / (1024.0 * 1024.0);

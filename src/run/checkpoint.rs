@@ -1,4 +1,5 @@
-//! Model weights as safetensors (readable by PyTorch / HF tools), written atomically.
+//! Model weights as safetensors (readable by PyTorch / HF tools), written durably through
+//! [`atomic_write`].
 
 use std::path::Path;
 
@@ -6,19 +7,21 @@ use anyhow::{Context, Result, anyhow};
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 
+use super::atomic_write;
+
 pub fn save<B: Backend, M: Module<B>>(module: &M, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("weights");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let mut store = SafetensorsStore::from_file(&tmp).overwrite(true);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // Serialised in memory, then written by the one durable writer all run files share.
+    let mut store = SafetensorsStore::from_bytes(None);
     module
         .save_into(&mut store)
-        .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        .map_err(|e| anyhow!("serialising the weights for {}: {e}", path.display()))?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| anyhow!("serialising the weights for {}: {e}", path.display()))?;
+    atomic_write(path, &bytes)?;
     Ok(())
 }
 

@@ -12,16 +12,63 @@ pub use folder::RunDir;
 pub use metrics_log::{MetricRow, MetricsLog};
 pub use record::{RunRecord, RunStatus};
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it and renames it over `path`, so a
-/// reader (or a crash) never sees a half-written file.
+/// Writes `bytes` to `path` durably and atomically, for every file pipe keeps (run files,
+/// weights, resume points): a temporary file in the same folder is written, synced, renamed over
+/// `path` and the folder synced, so a reader or a crash (power loss included) sees the old file
+/// or the new one, never a torn one. A failure before the rename removes the temporary file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+    let named = |e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(named)?;
+    file.write_all(bytes).map_err(named)?;
+    file.as_file().sync_all().map_err(named)?;
+    file.persist(path).map_err(|e| named(e.error))?;
+    sync_dir(dir).map_err(named)
+}
+
+/// Makes a rename in `dir` durable: the new directory entry is on disk once this returns.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Directories cannot be opened as files here; the rename is as durable as the platform makes it.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::atomic_write;
+
+    #[test]
+    fn atomic_write_replaces_the_file_and_leaves_no_temporary_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        atomic_write(&path, b"first").unwrap();
+        atomic_write(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["run.json"]);
     }
-    std::fs::rename(&tmp, path)
+
+    #[test]
+    fn atomic_write_names_the_file_it_could_not_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing-folder/run.json");
+        let err = atomic_write(&path, b"x").unwrap_err().to_string();
+        assert!(
+            err.starts_with("writing ") && err.contains("missing-folder/run.json"),
+            "{err}"
+        );
+    }
 }

@@ -715,7 +715,7 @@ optimizer = { type = "adam" }
     }
 
     #[test]
-    fn flag_values_are_strings_and_errors_name_the_flag() {
+    fn flag_values_are_strings() {
         let fixed = SPEC.replace("epocs", "epochs");
         let flag = |path: &str, text: &str| OverrideLayers {
             flags: vec![("--runs-dir".into(), path.into(), text.into())],
@@ -725,10 +725,6 @@ optimizer = { type = "adam" }
         assert_eq!(loaded.spec.runtime.runs_dir, r"C:\new");
         let back: toml::Table = toml::from_str(&loaded.overrides[0].replace('=', " = ")).unwrap();
         assert_eq!(back["runtime"]["runs_dir"].as_str(), Some(r"C:\new"));
-        let err = load_text("p.toml", &fixed, &flag("runtime.runs_dir.x", "d"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("--runs-dir d: error:"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder, Recorder};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use serde::{Deserialize, Serialize};
 
 use crate::run::atomic_write;
@@ -222,15 +222,13 @@ impl ResumeState {
     }
 }
 
-/// Saves an optimizer record (burn's recorder, full precision) atomically.
+/// Saves an optimizer record (burn's named MessagePack, full precision, the bytes
+/// `NamedMpkFileRecorder` reads back) through the durable writer.
 pub fn save_record<B: Backend, R: burn::record::Record<B>>(record: R, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-        .record(record, tmp.clone())
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))?;
-    // The recorder appends its own extension.
-    let written = tmp.with_extension("mpk");
-    std::fs::rename(&written, path).with_context(|| format!("renaming {}", written.display()))?;
+    let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
+        .record(record, ())
+        .map_err(|e| anyhow::anyhow!("serialising {}: {e}", path.display()))?;
+    atomic_write(path, &bytes)?;
     Ok(())
 }
 

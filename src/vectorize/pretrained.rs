@@ -65,9 +65,12 @@ impl PretrainedTokenizer {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
-        self.tokenizer
-            .save(dir.join("tokenizer.json"), true)
-            .map_err(|e| anyhow!("saving tokenizer.json: {e}"))
+        let path = dir.join("tokenizer.json");
+        let json = self
+            .tokenizer
+            .to_string(true)
+            .map_err(|e| anyhow!("serialising {}: {e}", path.display()))?;
+        Ok(crate::run::atomic_write(&path, json.as_bytes())?)
     }
 
     /// Rows padded to `max_length` with their real lengths, so batches can be cut to their

@@ -242,18 +242,19 @@ impl TextVectorization {
     pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tokenizer_path = dir.join(TOKENIZER_FILE);
-        self.tokenizer
-            .save(&tokenizer_path, true)
+        let tokenizer_json = self
+            .tokenizer
+            .to_string(true)
             .map_err(|e| anyhow!(e))
-            .with_context(|| format!("writing {}", tokenizer_path.display()))?;
+            .with_context(|| format!("serialising {}", tokenizer_path.display()))?;
+        crate::run::atomic_write(&tokenizer_path, tokenizer_json.as_bytes())?;
         let mut vocab = String::new();
         for token in &self.vocabulary {
             vocab.push_str(token);
             vocab.push('\n');
         }
         let vocab_path = dir.join(VOCAB_FILE);
-        std::fs::write(&vocab_path, vocab)
-            .with_context(|| format!("writing {}", vocab_path.display()))?;
+        crate::run::atomic_write(&vocab_path, vocab.as_bytes())?;
         Ok(())
     }
 

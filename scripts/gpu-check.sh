@@ -1,45 +1,96 @@
 #!/usr/bin/env bash
 # GPU check for pipe, unattended, in one call.
 #
-#   scripts/gpu-check.sh build     # on a machine with Rust: builds the CUDA binary into dist/pipe-cuda
-#   scripts/gpu-check.sh [BIN]     # anywhere: runs the checks (default BIN: dist/pipe-cuda, else
-#                                  # target/release/pipe); the GPU part is skipped, with a message,
-#                                  # when no NVIDIA GPU is visible
+#   scripts/gpu-check.sh build     # on a machine with Rust: the CUDA binary, stripped, into
+#                                  # dist/pipe-cuda (prints its size), then `bundle`
+#   scripts/gpu-check.sh bundle    # gathers what the GPU machine needs into gpu-bundle/ (git-ignored,
+#                                  # carried by the device tool) and prints what would travel
+#   scripts/gpu-check.sh [BIN]     # anywhere: runs the checks (default BIN: gpu-bundle/pipe-cuda,
+#                                  # else dist/pipe-cuda, else target/release/pipe); the GPU part is
+#                                  # skipped, with a message, when no NVIDIA GPU is visible
 #
-# The GPU machines have a driver but no Rust toolchain and no network, so the binary is built
-# here (it links no CUDA library; libcuda and NVRTC are opened at run time) and carried.
+# The GPU machines have a driver and a python3 with PyTorch, but no Rust toolchain, no network and
+# no ../shared, so the binary is built here (it links no CUDA library; libcuda and NVRTC are opened
+# at run time) and carried in gpu-bundle/ with the PyTorch peers and MiniLM's config and tokenizer
+# (not its 90 MB of weights: there the BERT checks use random weights in MiniLM's shape, as the
+# PyTorch peer does). The repo's data/ag_news and tests/fixtures travel with the working tree.
 # What it checks:
 #   1. nvidia-smi -L
 #   2. model A: the same starting weights (--save-init / --init-weights) and batches, dropout
 #      off, 3 optimizer steps on CPU and on CUDA: training losses within 1e-3 relative
 #   3. model A, the lesson's 1 epoch on CUDA: a complete run folder, loadable on CPU (pipe eval --device cpu)
-#   4. bert_finetune (both stages, limited rows) on CUDA, and its first-step losses against CPU,
-#      when all-MiniLM-L6-v2 can be found (PIPE_MODEL_PATH, ../shared/models, HF cache)
-#   5. pipe bench --device cuda: train / inference samples/s
-# Output: a PASS/FAIL/SKIP line per check on stdout, details under $OUT (default /tmp/pipe-gpu-check).
+#   4. bert_finetune (both stages, limited rows) on CUDA, and its first-step losses against CPU
+#      (MiniLM's weights where found, else random weights from its config.json)
+#   5. pipe bench --device cuda beside PyTorch on the same GPU (torch_model_a.py, torch_model_b.py
+#      --device cuda), interleaved rounds, with the ratios
+# Output: a PASS/FAIL/SKIP line per check on stdout, details under $GPU_CHECK_DIR (default
+# /tmp/pipe-gpu-check); where the device tool's $OUT is set, the logs (no weights) come back in it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+
+BUNDLE=gpu-bundle
+MIB=$((1024 * 1024))
+# What the device tool carries at most: the working tree and the carried paths together.
+TRAVEL_LIMIT=$((64 * MIB))
+
+bundle() {
+    local peers=../shared/peers minilm=../shared/models/all-MiniLM-L6-v2
+    [ -x dist/pipe-cuda ] || { echo "bundle: dist/pipe-cuda is missing (run: scripts/gpu-check.sh build)"; return 1; }
+    for f in "$peers"/{torch_model_a.py,torch_model_b.py,common.py} "$minilm"/{config.json,tokenizer.json}; do
+        [ -f "$f" ] || { echo "bundle: $f is missing"; return 1; }
+    done
+    rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/peers" "$BUNDLE/models/all-MiniLM-L6-v2"
+    cp dist/pipe-cuda "$BUNDLE/"
+    cp "$peers"/{torch_model_a.py,torch_model_b.py,common.py} "$BUNDLE/peers/"
+    # Everything of MiniLM but model.safetensors: the checks build it from config.json.
+    find "$minilm" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} "$BUNDLE/models/all-MiniLM-L6-v2/" \;
+    local tree carried
+    tree=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null | awk '{s+=$1} END {print s+0}')
+    carried=$(du -sb "$BUNDLE" | cut -f1)
+    awk -v t="$tree" -v c="$carried" -v l="$TRAVEL_LIMIT" -v m="$MIB" 'BEGIN {
+        printf "bundle: working tree %.1f MiB + %s %.1f MiB = %.1f MiB to travel (limit %.0f MiB)\n",
+               t / m, "gpu-bundle", c / m, (t + c) / m, l / m }'
+    [ $((tree + carried)) -lt "$TRAVEL_LIMIT" ] || { echo "bundle: too large to carry"; return 1; }
+}
 
 if [ "${1:-}" = "build" ]; then
     # Pin the CUDA bindings to the driver's CUDA 13.0 (cudarc otherwise picks its newest).
     export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
-    cargo build --release --features cuda --locked --target-dir "${CUDA_TARGET_DIR:-target/cuda}" || exit 1
-    mkdir -p dist && cp "${CUDA_TARGET_DIR:-target/cuda}/release/pipe" dist/pipe-cuda
-    echo "built dist/pipe-cuda"
-    exit 0
+    target="${CUDA_TARGET_DIR:-target/cuda}"
+    # Only the pipe binary links with identical-code folding (lld): the copies of the same generic
+    # code that burn's and cubecl's crates each instantiate become one. Passing it to `cargo
+    # rustc` instead of RUSTFLAGS keeps every dependency's build as it is.
+    cargo rustc --release --features cuda --locked --bin pipe --target-dir "$target" \
+        -- -C link-arg=-Wl,--icf=all || exit 1
+    mkdir -p dist && cp "$target/release/pipe" dist/pipe-cuda
+    echo "built dist/pipe-cuda: $(stat -c %s dist/pipe-cuda | awk -v m="$MIB" '{printf "%.1f MiB", $1 / m}')"
+    scripts/check-libs.sh dist/pipe-cuda && bundle
+    exit
+fi
+if [ "${1:-}" = "bundle" ]; then
+    bundle
+    exit
 fi
 
 BIN="${1:-}"
 if [ -z "$BIN" ]; then
-    if [ -x dist/pipe-cuda ]; then BIN=dist/pipe-cuda; else BIN=target/release/pipe; fi
+    for b in "$BUNDLE/pipe-cuda" dist/pipe-cuda target/release/pipe; do
+        if [ -x "$b" ]; then BIN=$b; break; fi
+    done
 fi
-OUT="${OUT:-/tmp/pipe-gpu-check}"
-rm -rf "$OUT" && mkdir -p "$OUT"
+WORK="${GPU_CHECK_DIR:-/tmp/pipe-gpu-check}"
+rm -rf "$WORK" && mkdir -p "$WORK"
 export PIPE_OFFLINE=1
+PEERS_DIR=../shared/peers
+if [ -d "$BUNDLE" ]; then
+    export PIPE_MODEL_PATH="$PWD/$BUNDLE/models${PIPE_MODEL_PATH:+:$PIPE_MODEL_PATH}"
+    PEERS_DIR="$BUNDLE/peers"
+fi
 FAILED=0
 pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; FAILED=1; }
 skip() { echo "SKIP $*"; }
+started=$(date +%s)
 
 echo "== pipe gpu-check: $BIN ($($BIN --version 2>&1))"
 if command -v nvidia-smi >/dev/null && nvidia-smi -L; then
@@ -48,10 +99,20 @@ else
     GPU=0
     echo "no NVIDIA GPU visible (nvidia-smi -L failed): the CUDA checks are skipped, the CPU part runs"
 fi
+# cudarc opens libnvrtc by name; where the loader's cache lacks it, use the CUDA toolkit's or
+# the one PyTorch's wheels bring.
+if [ "$GPU" = 1 ] && ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc\.so'; then
+    nvrtc=$(find /usr/local/cuda*/ /usr/local/nvidia /opt "$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)" \
+        -name 'libnvrtc.so*' 2>/dev/null | head -1)
+    if [ -n "$nvrtc" ]; then
+        export LD_LIBRARY_PATH="$(dirname "$nvrtc")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        echo "libnvrtc: $nvrtc (not in the loader's cache)"
+    else
+        echo "libnvrtc: not found (the CUDA runs will say so)"
+    fi
+fi
 if [ "$GPU" = 1 ] && ! $BIN run --help >/dev/null 2>&1; then fail "binary does not start"; fi
 
-# Losses of the train rows of a run's metrics.csv (one optimizer step per epoch here).
-losses() { awk -F, '$4=="train"{print $5}' "$1"/metrics.csv; }
 only_run() { ls -d "$1"/*/*/ 2>/dev/null | head -1; }
 compare_losses() { # name cpu_dir gpu_dir
     python3 - "$2" "$3" <<'PY' && pass "$1: CPU and CUDA losses within 1e-3 relative" || fail "$1: losses differ (see above)"
@@ -68,22 +129,22 @@ PY
 # --- 2. model A parity -------------------------------------------------------------------
 A_PARITY=(--set dataset.limit=1024 --set stages.train.steps_per_epoch=1 --set stages.train.epochs=3
           --set model.block.dropout=0.0 --set model.dropout.rate=0.0 --set model.dropout_1.rate=0.0 --quiet)
-$BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu --runs-dir "$OUT/a-cpu" \
-    --save-init "$OUT/a-init.safetensors" > "$OUT/a-cpu.log" 2>&1 \
-    && pass "model A on CPU (reference)" || fail "model A on CPU: $(tail -1 "$OUT/a-cpu.log")"
+$BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu --runs-dir "$WORK/a-cpu" \
+    --save-init "$WORK/a-init.safetensors" > "$WORK/a-cpu.log" 2>&1 \
+    && pass "model A on CPU (reference)" || fail "model A on CPU: $(tail -1 "$WORK/a-cpu.log")"
 if [ "$GPU" = 1 ]; then
-    $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cuda --runs-dir "$OUT/a-cuda" \
-        --init-weights "$OUT/a-init.safetensors" > "$OUT/a-cuda.log" 2>&1 \
-        && compare_losses "model A first steps" "$(only_run "$OUT/a-cpu")" "$(only_run "$OUT/a-cuda")" \
-        || fail "model A parity run on CUDA: $(tail -1 "$OUT/a-cuda.log")"
+    $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cuda --runs-dir "$WORK/a-cuda" \
+        --init-weights "$WORK/a-init.safetensors" > "$WORK/a-cuda.log" 2>&1 \
+        && compare_losses "model A first steps" "$(only_run "$WORK/a-cpu")" "$(only_run "$WORK/a-cuda")" \
+        || fail "model A parity run on CUDA: $(tail -1 "$WORK/a-cuda.log")"
 else
     skip "model A CPU/CUDA loss parity (no GPU)"
 fi
 
 # --- 3. model A, the lesson's epoch ------------------------------------------------------
 if [ "$GPU" = 1 ]; then
-    if $BIN run pipelines/agnews_transformer.toml --device cuda --runs-dir "$OUT/a-full" --quiet > "$OUT/a-full.log" 2>&1; then
-        RUN=$(only_run "$OUT/a-full")
+    if $BIN run pipelines/agnews_transformer.toml --device cuda --runs-dir "$WORK/a-full" --quiet > "$WORK/a-full.log" 2>&1; then
+        RUN=$(only_run "$WORK/a-full")
         missing=""
         for f in pipeline.toml run.json metrics.csv timing.csv summary.txt log.txt vectorizer/tokenizer.json \
                  checkpoints/train-last.safetensors checkpoints/train-best.safetensors model/model.safetensors; do
@@ -91,46 +152,77 @@ if [ "$GPU" = 1 ]; then
         done
         [ -z "$missing" ] && pass "model A 1 epoch on CUDA: run folder complete ($(grep -o '"test.accuracy": [0-9.]*' "$RUN/run.json"))" \
             || fail "model A run folder lacks:$missing"
-        $BIN eval "$RUN" --data data/ag_news/test.csv --device cpu > "$OUT/a-eval-cpu.log" 2>&1 \
-            && pass "GPU-trained run evaluates on CPU: $(grep '^accuracy' "$OUT/a-eval-cpu.log")" \
-            || fail "pipe eval --device cpu on the CUDA run: $(tail -1 "$OUT/a-eval-cpu.log")"
+        $BIN eval "$RUN" --data data/ag_news/test.csv --device cpu > "$WORK/a-eval-cpu.log" 2>&1 \
+            && pass "GPU-trained run evaluates on CPU: $(grep '^accuracy' "$WORK/a-eval-cpu.log")" \
+            || fail "pipe eval --device cpu on the CUDA run: $(tail -1 "$WORK/a-eval-cpu.log")"
     else
-        fail "model A 1 epoch on CUDA: $(tail -1 "$OUT/a-full.log")"
+        fail "model A 1 epoch on CUDA: $(tail -1 "$WORK/a-full.log")"
     fi
 else
     skip "model A 1 epoch on CUDA (no GPU)"
 fi
 
 # --- 4. BERT ------------------------------------------------------------------------------
-if $BIN check pipelines/bert_finetune.toml > "$OUT/bert-check.log" 2>&1; then
+# MiniLM's weights where a searched folder has them; else random weights in its shape.
+BERT_WEIGHTS=(--set model.bert.pretrained=false)
+BENCH_WEIGHTS=(--random-weights)
+WEIGHTS="random weights in MiniLM's shape"
+IFS=: read -ra model_dirs <<< "${PIPE_MODEL_PATH:-}"
+for d in "${model_dirs[@]}" models ../shared/models; do
+    if [ -n "$d" ] && [ -f "$d/all-MiniLM-L6-v2/model.safetensors" ]; then
+        BERT_WEIGHTS=() BENCH_WEIGHTS=() WEIGHTS="MiniLM's weights from $d"
+        break
+    fi
+done
+if $BIN check pipelines/bert_finetune.toml "${BERT_WEIGHTS[@]}" > "$WORK/bert-check.log" 2>&1; then
+    echo "bert_finetune: $WEIGHTS"
     B_PARITY=(--set dataset.limit=256 --set stages.features.steps_per_epoch=1 --set stages.features.epochs=2
               --set stages.finetune.steps_per_epoch=1 --set stages.finetune.epochs=2
-              --set model.bert.dropout=0.0 --set model.dropout.rate=0.0 --set runtime.feature_cache=false --quiet)
-    $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cpu --runs-dir "$OUT/b-cpu" \
-        --save-init "$OUT/b-init.safetensors" > "$OUT/b-cpu.log" 2>&1 \
-        && pass "bert_finetune on CPU (reference)" || fail "bert_finetune on CPU: $(tail -1 "$OUT/b-cpu.log")"
+              --set model.bert.dropout=0.0 --set model.dropout.rate=0.0 --set runtime.feature_cache=false
+              "${BERT_WEIGHTS[@]}" --quiet)
+    $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cpu --runs-dir "$WORK/b-cpu" \
+        --save-init "$WORK/b-init.safetensors" > "$WORK/b-cpu.log" 2>&1 \
+        && pass "bert_finetune on CPU (reference)" || fail "bert_finetune on CPU: $(tail -1 "$WORK/b-cpu.log")"
     if [ "$GPU" = 1 ]; then
-        $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cuda --runs-dir "$OUT/b-cuda" \
-            --init-weights "$OUT/b-init.safetensors" > "$OUT/b-cuda.log" 2>&1 \
-            && compare_losses "bert_finetune first steps (both stages)" "$(only_run "$OUT/b-cpu")" "$(only_run "$OUT/b-cuda")" \
-            || fail "bert_finetune on CUDA: $(tail -1 "$OUT/b-cuda.log")"
-        $BIN run pipelines/bert_finetune.toml --set dataset.limit=512 --device cuda --runs-dir "$OUT/b-full" --quiet \
-            > "$OUT/b-full.log" 2>&1 && pass "bert_finetune (512 rows, both stages) on CUDA: $(grep -o '"test.accuracy": [0-9.]*' "$(only_run "$OUT/b-full")/run.json")" \
-            || fail "bert_finetune 512 rows on CUDA: $(tail -1 "$OUT/b-full.log")"
+        $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cuda --runs-dir "$WORK/b-cuda" \
+            --init-weights "$WORK/b-init.safetensors" > "$WORK/b-cuda.log" 2>&1 \
+            && compare_losses "bert_finetune first steps (both stages)" "$(only_run "$WORK/b-cpu")" "$(only_run "$WORK/b-cuda")" \
+            || fail "bert_finetune on CUDA: $(tail -1 "$WORK/b-cuda.log")"
+        $BIN run pipelines/bert_finetune.toml --set dataset.limit=512 "${BERT_WEIGHTS[@]}" --device cuda \
+            --runs-dir "$WORK/b-full" --quiet > "$WORK/b-full.log" 2>&1 \
+            && pass "bert_finetune (512 rows, both stages, $WEIGHTS) on CUDA: $(grep -o '"test.accuracy": [0-9.]*' "$(only_run "$WORK/b-full")/run.json")" \
+            || fail "bert_finetune 512 rows on CUDA: $(tail -1 "$WORK/b-full.log")"
     else
         skip "bert_finetune on CUDA (no GPU)"
     fi
     BENCH_MODEL=all
 else
-    skip "BERT checks: all-MiniLM-L6-v2 not found ($(tail -1 "$OUT/bert-check.log"))"
+    skip "BERT checks: bert_finetune does not check ($(tail -1 "$WORK/bert-check.log"))"
     BENCH_MODEL=a
 fi
 
-# --- 5. throughput ------------------------------------------------------------------------
-if [ "$GPU" = 1 ]; then
-    $BIN bench --device cuda --model "$BENCH_MODEL" | tee "$OUT/bench-cuda.txt" && pass "bench on CUDA (figures above)" || fail "bench on CUDA"
+# --- 5. throughput, beside PyTorch on the same GPU ----------------------------------------
+PEERS=()
+if python3 -c 'import torch, transformers; assert torch.cuda.is_available()' > "$WORK/peers-python.log" 2>&1; then
+    # 2 rounds (pipe, PyTorch, pipe, PyTorch) keep the whole check under 8 minutes.
+    PEERS=(--peers-python python3 --peers-dir "$PEERS_DIR" --rounds "${GPU_CHECK_ROUNDS:-2}")
+    PEERS_SAY="PyTorch $(python3 -c 'import torch; print(torch.__version__)' 2>/dev/null) on the same GPU, interleaved"
 else
-    skip "bench on CUDA (no GPU)"
+    PEERS_SAY="no ratios: python3 has no PyTorch with CUDA ($(tail -1 "$WORK/peers-python.log"))"
 fi
-echo "== details in $OUT"
+if [ "$GPU" = 1 ]; then
+    echo "bench: $PEERS_SAY"
+    $BIN bench --device cuda --model "$BENCH_MODEL" "${BENCH_WEIGHTS[@]}" "${PEERS[@]}" \
+        2> "$WORK/bench-cuda.log" | tee "$WORK/bench-cuda.txt" \
+        && pass "bench on CUDA (figures above; $PEERS_SAY)" || fail "bench on CUDA: $(tail -1 "$WORK/bench-cuda.log")"
+else
+    skip "bench on CUDA beside PyTorch (no GPU; peers: $PEERS_SAY)"
+fi
+
+echo "== $(( $(date +%s) - started )) s; details in $WORK"
+# The device tool returns at most 8 files from $OUT: the logs and tables in one archive.
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$OUT" != "$WORK" ]; then
+    tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" --exclude='*.safetensors' . \
+        && echo "== logs and run folders (without weights) in \$OUT/gpu-check-logs.tar.gz"
+fi
 exit $FAILED

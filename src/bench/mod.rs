@@ -203,6 +203,14 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
             .collect();
         let prefix = FrozenPrefix::<B>::new(&model, 1);
         let mut optim = StageOptimizer::<Graph<B>, B>::new(&case.stage.optimizer, None);
+        // The frozen-head phases name their own variant; random weights still say so.
+        let frozen_variant = |how: &str| {
+            if case.variant.contains("random weights") {
+                format!("{how}, random weights")
+            } else {
+                how.to_string()
+            }
+        };
         let mut head_step =
             |model: Graph<B>, cache: Option<&crate::train::prefix::FeatureCache>, i: usize| {
                 let r = rows(case.data, i, case.train_batch);
@@ -218,7 +226,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
         });
         out.push(measurement(
             "train_head_frozen",
-            "recomputed each step",
+            &frozen_variant("recomputed each step"),
             case.train_batch,
             timing,
         ));
@@ -234,7 +242,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
         });
         out.push(measurement(
             "train_head_frozen",
-            "features cached",
+            &frozen_variant("features cached"),
             case.train_batch,
             timing,
         ));

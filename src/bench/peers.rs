@@ -22,6 +22,17 @@ pub struct PeerResult {
     /// (user + sys) / wall of the whole peer process, imports included (set by [`run`]).
     #[serde(default)]
     pub cores_busy: Option<f64>,
+    /// `cpu`, `cuda`, `cuda:N` as the script was told (`--device`); lines without it are CPU.
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+impl PeerResult {
+    pub fn on_gpu(&self) -> bool {
+        self.device
+            .as_deref()
+            .is_some_and(|d| d.starts_with("cuda"))
+    }
 }
 
 pub fn load(path: &Path) -> Vec<PeerResult> {
@@ -34,12 +45,21 @@ pub fn load(path: &Path) -> Vec<PeerResult> {
         .unwrap_or_default()
 }
 
-/// The peers' figures for a model and phase with the frameworks' default threading.
-pub fn matching<'a>(peers: &'a [PeerResult], model: &str, phase: &str) -> Vec<&'a PeerResult> {
+/// The peers' figures for a model and phase with the frameworks' default threading, measured
+/// on the same kind of device (a GPU figure beside a CPU one says nothing).
+pub fn matching<'a>(
+    peers: &'a [PeerResult],
+    model: &str,
+    phase: &str,
+    on_gpu: bool,
+) -> Vec<&'a PeerResult> {
     peers
         .iter()
         .filter(|p| {
-            p.model == model && p.phase == phase && p.threads == serde_json::json!("default")
+            p.model == model
+                && p.phase == phase
+                && p.threads == serde_json::json!("default")
+                && p.on_gpu() == on_gpu
         })
         .collect()
 }
@@ -50,9 +70,14 @@ pub struct PeerScript {
     pub model: &'static str,
 }
 
-/// The scripts that measure the same workloads as pipe's cases.
-pub fn scripts_for(model: &str) -> &'static [PeerScript] {
+/// The scripts that measure the same workloads as pipe's cases. On a GPU only PyTorch's: the
+/// Keras scripts take no `--device`, and the GPU machines have no Keras.
+pub fn scripts_for(model: &str, on_gpu: bool) -> &'static [PeerScript] {
     match model {
+        "a" if on_gpu => &[PeerScript {
+            file: "torch_model_a.py",
+            model: "a",
+        }],
         "a" => &[
             PeerScript {
                 file: "torch_model_a.py",
@@ -75,14 +100,21 @@ pub fn python(flag: Option<PathBuf>) -> Option<PathBuf> {
     flag.or_else(|| std::env::var_os("PIPE_PEERS_PYTHON").map(PathBuf::from))
 }
 
+/// How one peer script is run: its step counts, and `--device` for the PyTorch scripts on a GPU.
+pub struct PeerRun<'a> {
+    pub steps: usize,
+    pub warmup: usize,
+    /// `cuda` or `cuda:N`; `None` on CPU (the scripts' default, and all the Keras ones take).
+    pub gpu: Option<&'a str>,
+}
+
 /// Runs one peer script and returns its JSON lines (default threading), each with the
 /// process's cores busy. The frameworks' caches go to `scratch`, which the caller removes.
 pub fn run(
     python: &Path,
     dir: &Path,
     script: &PeerScript,
-    steps: usize,
-    warmup: usize,
+    how: &PeerRun,
     scratch: &Path,
 ) -> Result<Vec<PeerResult>> {
     let path = dir.join(script.file);
@@ -93,9 +125,9 @@ pub fn run(
     cmd.arg(&path)
         .args([
             "--steps",
-            &steps.to_string(),
+            &how.steps.to_string(),
             "--warmup",
-            &warmup.to_string(),
+            &how.warmup.to_string(),
         ])
         .env("TF_CPP_MIN_LOG_LEVEL", "2")
         .env("KERAS_HOME", scratch.join("keras"))
@@ -105,6 +137,9 @@ pub fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    if let Some(gpu) = how.gpu {
+        cmd.args(["--device", gpu]);
+    }
     if script.model == "a" {
         // The same real rows pipe's model-A case reads (shapes are fixed at 256 either way).
         cmd.args(["--data", "data/ag_news/train.csv"]);
@@ -129,4 +164,45 @@ pub fn run(
         r.cores_busy = Some(busy);
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(framework: &str, device: Option<&str>) -> PeerResult {
+        let mut json = serde_json::json!({
+            "framework": framework, "model": "B", "phase": "train", "threads": "default",
+            "samples_per_s": 10.0,
+        });
+        if let Some(d) = device {
+            json["device"] = d.into();
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn figures_are_matched_on_the_same_kind_of_device() {
+        let peers = [
+            line("pytorch", None),
+            line("keras", Some("cpu")),
+            line("pytorch", Some("cuda")),
+        ];
+        let names = |on_gpu| -> Vec<(String, Option<String>)> {
+            matching(&peers, "B", "train", on_gpu)
+                .iter()
+                .map(|p| (p.framework.clone(), p.device.clone()))
+                .collect()
+        };
+        assert_eq!(
+            names(false),
+            [
+                ("pytorch".into(), None),
+                ("keras".into(), Some("cpu".into()))
+            ]
+        );
+        assert_eq!(names(true), [("pytorch".into(), Some("cuda".into()))]);
+        assert_eq!(scripts_for("a", true).len(), 1);
+        assert_eq!(scripts_for("a", false).len(), 2);
+    }
 }

@@ -30,6 +30,11 @@ pub struct BenchArgs {
     /// `cpu`, `ndarray`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
     pub device: DeviceChoice,
+    /// MiniLM cases: a BERT of MiniLM's shape built from its config.json with random weights,
+    /// as the PyTorch peer builds its own (no model.safetensors needed, only config.json and
+    /// the tokenizer). Step times do not depend on the weights' values.
+    #[arg(long)]
+    pub random_weights: bool,
     /// A python with PyTorch and Keras (../shared/peers/setup_venv.sh makes one): run the
     /// peers' scripts beside pipe in this call, A B A B. Default: $PIPE_PEERS_PYTHON.
     #[arg(long)]
@@ -133,8 +138,15 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
         ),
         ("dynamic padding, length buckets", vec![], true),
     ] {
+        let sets = minilm_sets(sets, args.random_weights);
         let (loaded, plan, data) = encoded(spec, &sets, 512)?;
         let stage = loaded.spec.stages.last().context("a finetune stage")?;
+        // The table says so: these figures are not the pretrained model's.
+        let variant = if args.random_weights {
+            format!("{variant}, random weights")
+        } else {
+            variant.to_string()
+        };
         eprintln!(
             "bench: MiniLM (bert_finetune), batch 32, {variant}, {} real rows",
             data.len()
@@ -143,7 +155,7 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
             device,
             Case {
                 model: "B",
-                variant,
+                variant: &variant,
                 plan: &plan,
                 stage,
                 data: &data,
@@ -161,6 +173,14 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
         )??);
     }
     Ok(results)
+}
+
+/// The `--set`s of one MiniLM case, plus random weights in MiniLM's shape when asked for.
+fn minilm_sets(mut sets: Vec<String>, random_weights: bool) -> Vec<String> {
+    if random_weights {
+        sets.push("model.bert.pretrained=false".into());
+    }
+    sets
 }
 
 /// `items` grouped by `key`, in order of first appearance.
@@ -233,6 +253,10 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         return invalid("--rounds", &0, "must be at least 1");
     }
     let python = peers::python(args.peers_python.clone());
+    let gpu = match device {
+        DeviceChoice::Cuda(i) => Some(format!("cuda:{i}")),
+        _ => None,
+    };
     let rounds = if python.is_some() { args.rounds } else { 1 };
     let scratch = std::env::temp_dir().join(format!("pipe-bench-peers-{}", std::process::id()));
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
@@ -241,17 +265,15 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             for model in models {
                 ours.extend(pipe_cases(model, &args, &device)?);
                 let Some(py) = &python else { continue };
-                for script in peers::scripts_for(model) {
+                for script in peers::scripts_for(model, gpu.is_some()) {
                     eprintln!("bench: round {round}/{rounds}, {}", script.file);
                     let (warmup, steps) = if *model == "a" { (3, 20) } else { (2, 8) };
-                    theirs.extend(peers::run(
-                        py,
-                        &args.peers_dir,
-                        script,
-                        args.steps.unwrap_or(steps),
-                        args.warmup.unwrap_or(warmup),
-                        &scratch,
-                    )?);
+                    let how = peers::PeerRun {
+                        steps: args.steps.unwrap_or(steps),
+                        warmup: args.warmup.unwrap_or(warmup),
+                        gpu: gpu.as_deref(),
+                    };
+                    theirs.extend(peers::run(py, &args.peers_dir, script, &how, &scratch)?);
                 }
             }
         }
@@ -276,7 +298,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    print_table(&results, &peer_results, &source);
+    print_table(&results, &peer_results, &source, gpu.is_some());
     if peer_results.is_empty() {
         println!(
             "(no peer figures at {}: ratios omitted)",
@@ -286,9 +308,9 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &str) {
+fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &str, on_gpu: bool) {
     let rows = results.iter().map(|m| {
-        let ratios: Vec<String> = peers::matching(peer_results, &m.model, &m.phase)
+        let ratios: Vec<String> = peers::matching(peer_results, &m.model, &m.phase, on_gpu)
             .iter()
             .map(|p| {
                 let busy = p
@@ -342,5 +364,15 @@ mod tests {
             .map(|g| g.iter().map(|x| x.1).collect())
             .collect();
         assert_eq!(got, vec![vec![1, 3], vec![2, 5], vec![4]]);
+    }
+
+    #[test]
+    fn random_weights_only_change_the_bert_layers_loading() {
+        let base = vec!["vectorizer.padding=\"max_length\"".to_string()];
+        assert_eq!(minilm_sets(base.clone(), false), base);
+        assert_eq!(
+            minilm_sets(base.clone(), true),
+            [base[0].clone(), "model.bert.pretrained=false".into()]
+        );
     }
 }

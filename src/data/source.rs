@@ -495,14 +495,15 @@ mod tests {
 
     const AG_LABELS: [&str; 4] = ["World", "Sports", "Business", "Sci/Tech"];
 
-    /// shared/ lies beside the repository (CI and sessions), so look there
-    /// first; PIPE_SHARED_DIR overrides for other layouts.
+    /// The repository's own copy (data/ag_news, identical to ../shared's) first, so the
+    /// tests pass on a fresh clone; PIPE_SHARED_DIR overrides for other layouts.
     fn ag_news(file: &str) -> PathBuf {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut candidates: Vec<PathBuf> = Vec::new();
         if let Some(dir) = std::env::var_os("PIPE_SHARED_DIR") {
             candidates.push(PathBuf::from(dir));
         }
+        candidates.push(manifest.to_path_buf());
         candidates.push(manifest.join("../shared"));
         candidates.push(manifest.join("shared"));
         candidates.push(PathBuf::from("/work/shared"));

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 use common::{json, only_run, pipe, run, scratch, shared_model, tensors, text};
 
@@ -71,31 +70,6 @@ fn tiny_bert_staged_finetune_caches_features_and_predicts() {
     assert!(labels.iter().any(|l| stdout.contains(l)), "{stdout}");
 }
 
-/// The first run folder under `runs/bert_finetune/` once it has a resume point inside the
-/// second stage, mid-epoch.
-fn wait_for_second_stage(runs: &Path) -> PathBuf {
-    let start = Instant::now();
-    loop {
-        let point = std::fs::read_dir(runs.join("bert_finetune"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .map(|e| e.unwrap().path());
-        if let Some(b) = &point
-            && let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json"))
-            && let Ok(state) = serde_json::from_str::<serde_json::Value>(&t)
-            && state["stage"] == 1
-            && state["next_batch"].as_u64().unwrap_or(0) > 0
-        {
-            return b.clone();
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no resume point in stage 2"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn tiny_bert_killed_in_the_finetune_stage_resumes_to_an_identical_end() {
     let dir = scratch("tinyresume");
@@ -109,7 +83,7 @@ fn tiny_bert_killed_in_the_finetune_stage_resumes_to_an_identical_end() {
 
     let broken = dir.join("broken");
     let mut child = pipe().args(tiny_finetune(&broken, 1500)).spawn().unwrap();
-    let b = wait_for_second_stage(&broken);
+    let b = common::wait_for_resume_point(&broken, "bert_finetune", 1);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(

@@ -3,7 +3,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::{json, only_run, pipe, run, scratch, tensors, text};
 
@@ -47,26 +46,7 @@ fn kill_9_then_resume_equals_an_unbroken_run() {
     // Kill the second run once it has a resume point inside the second stage, mid-epoch.
     let broken = dir.join("broken");
     let mut child = pipe().args(args(&spec, &broken)).spawn().unwrap();
-    let start = Instant::now();
-    let b = loop {
-        let point = std::fs::read_dir(broken.join("agnews_transformer"))
-            .ok()
-            .and_then(|mut d| d.next())
-            .map(|e| e.unwrap().path());
-        if let Some(b) = &point
-            && let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json"))
-        {
-            let state: serde_json::Value = serde_json::from_str(&t).unwrap();
-            if state["stage"] == 1 && state["next_batch"].as_u64().unwrap() > 0 {
-                break b.clone();
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no resume point in stage 2"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let b = common::wait_for_resume_point(&broken, "agnews_transformer", 1);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert_eq!(

@@ -146,3 +146,29 @@ pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         })
         .collect()
 }
+
+/// The first run folder under `runs/<pipeline>/` once its resume point lies inside stage
+/// `stage` (0-based), mid-epoch: where the kill -9 tests kill the run.
+pub fn wait_for_resume_point(runs: &Path, pipeline: &str, stage: u64) -> PathBuf {
+    let start = std::time::Instant::now();
+    loop {
+        let point = std::fs::read_dir(runs.join(pipeline))
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|e| e.unwrap().path());
+        if let Some(b) = &point
+            && let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json"))
+            && let Ok(state) = serde_json::from_str::<serde_json::Value>(&t)
+            && state["stage"] == stage
+            && state["next_batch"].as_u64().unwrap_or(0) > 0
+        {
+            return b.clone();
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "no resume point in stage {}",
+            stage + 1
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}

@@ -129,3 +129,79 @@ fn eval_json_prints_the_report_and_threads_size_the_pool() {
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(printed["report"]["per_class"].as_array().unwrap().len(), 4);
 }
+
+/// `pipelines/sports_csv.toml` lists no labels: they come from its train file.
+#[test]
+fn labels_omitted_are_read_from_the_train_file() {
+    let out = run(&["check", "pipelines/sports_csv.toml"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(
+            "classes from data/examples/sports_train.csv (`dataset.labels` omitted): other (922 rows), sports (278 rows)"
+        ),
+        "{stdout}"
+    );
+
+    let runs = scratch("inferred-labels");
+    let out = pipe()
+        .args(["run", "pipelines/sports_csv.toml", "--quiet"])
+        .args(quick(&runs, 200))
+        .arg("--set=stages.train.epochs=1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let dir = only_run(&runs, "sports_csv");
+    let record = json(&dir.join("run.json"));
+    assert_eq!(record["labels"], serde_json::json!(["other", "sports"]));
+    assert_eq!(record["labels_inferred"], serde_json::json!(true));
+    let resolved = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    assert!(
+        resolved.contains("labels = [\n    \"other\",\n    \"sports\",\n]")
+            || resolved.contains("labels = [\"other\", \"sports\"]"),
+        "{resolved}"
+    );
+}
+
+#[test]
+fn a_test_label_the_train_file_lacks_is_a_check_error_naming_its_line() {
+    let dir = scratch("unseen-label");
+    let train = dir.join("train.csv");
+    let test = dir.join("test.csv");
+    std::fs::write(&train, "text,topic\na b,x\nc d,y\ne f,x\n").unwrap();
+    std::fs::write(&test, "text,topic\na b,x\nc d,z\n").unwrap();
+    let spec = std::fs::read_to_string("pipelines/sports_csv.toml")
+        .unwrap()
+        .replace(
+            "data/examples/sports_train.csv",
+            &train.display().to_string(),
+        )
+        .replace(
+            "validation = 0.2",
+            &format!("test = \"{}\"\nvalidation = \"test\"", test.display()),
+        );
+    let spec_path = dir.join("unseen.toml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let out = run(&["check", spec_path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: label \"z\" is not one of x, y (the classes come from the train file",
+            test.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // One class only: no classifier.
+    std::fs::write(&train, "text,topic\na b,x\nc d,x\n").unwrap();
+    std::fs::write(&test, "text,topic\na b,x\n").unwrap();
+    let out = run(&["check", spec_path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the train file has 1 class(es) (x); a classifier needs at least two"),
+        "{stderr}"
+    );
+}

@@ -42,6 +42,17 @@ pub fn run(args: CheckArgs) -> Result<i32> {
         plan.trainable_params(),
         plan.num_classes
     );
+    if let Some(found) = &loaded.inferred_labels {
+        let shown: Vec<String> = found
+            .iter()
+            .map(|c| format!("{} ({} rows)", c.label, c.rows))
+            .collect();
+        println!(
+            "  classes from {} (`dataset.labels` omitted): {}",
+            spec.dataset.train,
+            shown.join(", ")
+        );
+    }
     for (i, s) in spec.stages.iter().enumerate() {
         println!(
             "  stage {}: {} epoch(s), batch {}, {} lr {}{}",

@@ -133,6 +133,7 @@ fn resolve_loaded(
     let mut loaded = loaded.map_err(report)?;
     loaded.vectorizer_dir = vectorizer_dir.filter(|d| d.is_dir());
     let mut errors = std::mem::take(&mut loaded.errors);
+    infer_labels(&mut loaded, &mut errors);
     let plan = plan::resolve_with(&loaded, check_files);
     match plan {
         Ok(plan) if errors.is_empty() => Ok((loaded, plan)),
@@ -142,6 +143,30 @@ fn resolve_loaded(
             errors.sort();
             Err(report(errors))
         }
+    }
+}
+
+/// A spec without `dataset.labels` takes the train file's classes; the test file must not
+/// hold others (its rows would have no output to go to). A train file that is absent is
+/// reported by the plan, once.
+pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
+    let dataset = &mut loaded.spec.dataset;
+    if !dataset.labels.is_empty() || !Path::new(&dataset.train).is_file() {
+        return;
+    }
+    let why = "the classes come from the train file: `dataset.labels` is omitted";
+    match crate::data::infer_missing_labels(dataset) {
+        Ok(found) => loaded.inferred_labels = found,
+        Err(e) => {
+            errors.push(loaded.source.value("dataset.train"), format!("{e} ({why})"));
+            return;
+        }
+    }
+    let Some(test) = dataset.test.as_deref().filter(|t| Path::new(t).is_file()) else {
+        return;
+    };
+    if let Err(e) = crate::data::read_limited(Path::new(test), dataset) {
+        errors.push(loaded.source.value("dataset.test"), format!("{e} ({why})"));
     }
 }
 

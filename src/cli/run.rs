@@ -137,6 +137,8 @@ pub fn run(args: RunArgs) -> Result<i32> {
             trainable: plan.trainable_params(),
             non_trainable: plan.total_params() - plan.trainable_params(),
         },
+        labels: loaded.spec.dataset.labels.clone(),
+        labels_inferred: loaded.inferred_labels.is_some(),
         rows: Rows::default(),
         stages: Vec::new(),
         metrics: Default::default(),

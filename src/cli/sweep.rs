@@ -156,7 +156,14 @@ pub fn run(args: SweepArgs) -> Result<i32> {
             .chain(&t.overrides)
             .cloned()
             .collect();
-        let result = load_spec(&args.spec, &sets).and_then(|l| plan::resolve(&l).map(|_| ()));
+        let result = load_spec(&args.spec, &sets).and_then(|mut l| {
+            let mut errors = crate::error::Diagnostics::default();
+            super::infer_labels(&mut l, &mut errors);
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+            plan::resolve(&l).map(|_| ())
+        });
         if let Err(d) = result {
             bad += 1;
             eprintln!("trial {} ({}):\n{d}", t.index, t.overrides.join(" "));

@@ -7,7 +7,7 @@ use std::path::Path;
 
 pub use source::{DataError, Example};
 
-use crate::spec::dataset::{DatasetFormat, DatasetSpec, Validation};
+use crate::spec::dataset::{DatasetFormat, DatasetSpec, LabelCount, Validation};
 
 /// The rows a run uses.
 #[derive(Clone, Debug, Default)]
@@ -32,9 +32,25 @@ pub fn source_options(spec: &DatasetSpec, limit: Option<usize>) -> source::Sourc
     }
 }
 
+/// Fills in `labels` from the train file when the spec omits them, returning the classes
+/// found with their row counts (`None` when the spec lists its labels).
+pub fn infer_missing_labels(spec: &mut DatasetSpec) -> Result<Option<Vec<LabelCount>>, DataError> {
+    if !spec.labels.is_empty() {
+        return Ok(None);
+    }
+    let found = source::infer_labels(Path::new(&spec.train), &source_options(spec, spec.limit))?;
+    spec.labels = found.iter().map(|c| c.label.clone()).collect();
+    Ok(Some(found))
+}
+
 /// Reads any file in the dataset's format (used by `pipe eval --data`).
 pub fn read(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
     source::load(path, &source_options(spec, None))
+}
+
+/// Reads a file of the dataset's as a run does (`limit` applied).
+pub fn read_limited(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
+    source::load(path, &source_options(spec, spec.limit))
 }
 
 pub fn load_splits(spec: &DatasetSpec, seed: u64) -> Result<Splits, DataError> {

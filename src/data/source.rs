@@ -10,6 +10,8 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
+pub use crate::spec::dataset::LabelCount;
+
 #[derive(Clone, Debug)]
 pub struct Example {
     pub text: String,
@@ -117,29 +119,81 @@ pub enum DataError {
 }
 
 pub fn load(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError> {
-    let options_error = |message: &str| DataError::Options {
+    check_options(path, opts)?;
+    if opts.labels.is_empty() {
+        return Err(options_error(path, "no labels given"));
+    }
+    let mut class_of = |value: &str| match opts.format {
+        Format::AgNewsCsv => class_index(value, &opts.labels),
+        _ => label_from_str(value, &opts.labels),
+    };
+    read_rows(path, opts, &mut class_of)
+}
+
+/// The classes of a file, for a spec that omits `labels`: its distinct label values with their
+/// row counts, sorted numerically when every value is an integer (AG News' class_index, or
+/// 0/1 labels) and by text otherwise. Reads the same rows as [`load`] (`limit` included), with
+/// the same row checks.
+pub fn infer_labels(path: &Path, opts: &SourceOptions) -> Result<Vec<LabelCount>, DataError> {
+    check_options(path, opts)?;
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut count = |value: &str| {
+        if opts.format == Format::AgNewsCsv && value.parse::<i64>().is_err() {
+            return Err(Problem::ClassIndexNotInteger {
+                value: quoted_snippet(value),
+            });
+        }
+        *counts.entry(value.to_string()).or_default() += 1;
+        Ok(0)
+    };
+    read_rows(path, opts, &mut count)?;
+    let mut labels: Vec<LabelCount> = counts
+        .into_iter()
+        .map(|(label, rows)| LabelCount { label, rows })
+        .collect();
+    if labels.iter().all(|l| l.label.parse::<i64>().is_ok()) {
+        labels.sort_by_key(|l| l.label.parse::<i64>().expect("checked just above"));
+    }
+    Ok(labels)
+}
+
+fn options_error(path: &Path, message: &str) -> DataError {
+    DataError::Options {
         path: path.to_path_buf(),
         message: message.to_string(),
-    };
+    }
+}
+
+/// Checked before touching the file so a typo in the config is reported as such, not as
+/// whatever the first row happens to contain.
+fn check_options(path: &Path, opts: &SourceOptions) -> Result<(), DataError> {
     if opts.text.is_empty() {
-        return Err(options_error("no text columns given"));
+        return Err(options_error(path, "no text columns given"));
     }
-    if opts.labels.is_empty() {
-        return Err(options_error("no labels given"));
-    }
-    // Checked before touching the file so a typo in the config is reported as
-    // such, not as whatever the first row happens to contain.
     if opts.format == Format::AgNewsCsv {
         for name in &opts.text {
             if !AG_NEWS_COLUMNS.contains(&name.as_str()) {
-                return Err(options_error(&format!(
-                    "no column {name:?} (AG News columns: {})",
-                    AG_NEWS_COLUMNS.join(", ")
-                )));
+                return Err(options_error(
+                    path,
+                    &format!(
+                        "no column {name:?} (AG News columns: {})",
+                        AG_NEWS_COLUMNS.join(", ")
+                    ),
+                ));
             }
         }
     }
+    Ok(())
+}
 
+/// Label value (as text; a JSON number as written) → class index, or what is wrong with it.
+type ClassOf<'a> = dyn FnMut(&str) -> Result<usize, Problem> + 'a;
+
+fn read_rows(
+    path: &Path,
+    opts: &SourceOptions,
+    class_of: &mut ClassOf,
+) -> Result<Vec<Example>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Read {
         path: path.to_path_buf(),
         source,
@@ -150,8 +204,8 @@ pub fn load(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError
         problem,
     };
     let examples = match opts.format {
-        Format::AgNewsCsv | Format::Csv => load_csv(&bytes, opts, &row_error)?,
-        Format::Jsonl => load_jsonl(&bytes, opts, &row_error)?,
+        Format::AgNewsCsv | Format::Csv => load_csv(&bytes, opts, &row_error, class_of)?,
+        Format::Jsonl => load_jsonl(&bytes, opts, &row_error, class_of)?,
     };
     if examples.is_empty() && opts.limit != Some(0) {
         return Err(DataError::NoRows {
@@ -165,6 +219,7 @@ fn load_csv(
     bytes: &[u8],
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
+    class_of: &mut ClassOf,
 ) -> Result<Vec<Example>, DataError> {
     // Headers are read by hand (has_headers false) so that the header gets the
     // same line numbers and UTF-8 checks as any row, and flexible(true) so a
@@ -275,11 +330,7 @@ fn load_csv(
             })?;
             fields.push(field);
         }
-        let label = match opts.format {
-            Format::AgNewsCsv => class_index(fields[label_idx], opts.labels.len()),
-            _ => label_from_str(fields[label_idx], &opts.labels),
-        }
-        .map_err(|problem| row_error(line, problem))?;
+        let label = class_of(fields[label_idx]).map_err(|problem| row_error(line, problem))?;
         let text = join_text(text_idx.iter().map(|&i| fields[i]), opts);
         out.push(Example { text, label });
     }
@@ -290,6 +341,7 @@ fn load_jsonl(
     bytes: &[u8],
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
+    class_of: &mut ClassOf,
 ) -> Result<Vec<Example>, DataError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut out = Vec::new();
@@ -304,13 +356,18 @@ fn load_jsonl(
         if text.trim().is_empty() {
             continue;
         }
-        let example = json_example(text, opts).map_err(|problem| row_error(line, problem))?;
+        let example =
+            json_example(text, opts, class_of).map_err(|problem| row_error(line, problem))?;
         out.push(example);
     }
     Ok(out)
 }
 
-fn json_example(line: &str, opts: &SourceOptions) -> Result<Example, Problem> {
+fn json_example(
+    line: &str,
+    opts: &SourceOptions,
+    class_of: &mut ClassOf,
+) -> Result<Example, Problem> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
         // serde_json appends "at line 1 column N"; its line is always 1 here
         // and would contradict the file line in front of the message.
@@ -344,16 +401,10 @@ fn json_example(line: &str, opts: &SourceOptions) -> Result<Example, Problem> {
         }
     }
     let label = match get(&opts.label)? {
-        serde_json::Value::String(s) => label_from_str(s, &opts.labels)?,
-        serde_json::Value::Number(n) => match n.as_u64() {
-            Some(index) if (index as u128) < opts.labels.len() as u128 => index as usize,
-            _ => {
-                return Err(Problem::LabelIndexOutOfRange {
-                    value: n.to_string(),
-                    max: opts.labels.len() - 1,
-                });
-            }
-        },
+        serde_json::Value::String(s) => class_of(s)?,
+        // As text, so that a class named "3" (inferred from numbers) is found by name first,
+        // exactly as the same label written as a string.
+        serde_json::Value::Number(n) => class_of(&n.to_string())?,
         other => {
             return Err(Problem::BadLabelType {
                 found: json_kind(other),
@@ -381,7 +432,13 @@ fn column_index(columns: &[String], name: &str) -> Option<usize> {
     columns.iter().position(|c| c == name)
 }
 
-fn class_index(value: &str, n: usize) -> Result<usize, Problem> {
+/// AG News' class_index: a class named as the value wins (classes inferred from the file are
+/// named "1", "2", ..., and a gap must not shift them); otherwise index 1..N.
+fn class_index(value: &str, labels: &[String]) -> Result<usize, Problem> {
+    if let Some(i) = labels.iter().position(|l| l == value) {
+        return Ok(i);
+    }
+    let n = labels.len();
     let index: i64 = value.parse().map_err(|_| Problem::ClassIndexNotInteger {
         value: quoted_snippet(value),
     })?;
@@ -406,6 +463,13 @@ fn label_from_str(value: &str, labels: &[String]) -> Result<usize, Problem> {
             value: index.to_string(),
             max: labels.len() - 1,
         }),
+        // A number that is no index (1.5, 1e3) is read as a wrong index, not as a class name.
+        Err(_) if value.parse::<f64>().is_ok_and(f64::is_finite) => {
+            Err(Problem::LabelIndexOutOfRange {
+                value: value.to_string(),
+                max: labels.len() - 1,
+            })
+        }
         Err(_) => Err(Problem::UnknownLabel {
             value: quoted_snippet(value),
             labels: labels.to_vec(),
@@ -923,5 +987,123 @@ mod tests {
         if !cfg!(debug_assertions) {
             assert!(elapsed.as_secs_f64() < 2.0, "took {elapsed:?}");
         }
+    }
+
+    #[test]
+    fn inferred_labels_sorted_with_counts() {
+        let count = |pairs: &[(&str, usize)]| -> Vec<LabelCount> {
+            pairs
+                .iter()
+                .map(|&(label, rows)| LabelCount {
+                    label: label.into(),
+                    rows,
+                })
+                .collect()
+        };
+        let csv = temp_file(
+            "infer.csv",
+            b"text,topic\na,sports\nb,other\nc,sports\nd,Zed\n",
+        );
+        let opts = SourceOptions {
+            text: vec!["text".into()],
+            label: "topic".into(),
+            labels: Vec::new(),
+            ..named_opts(Format::Csv)
+        };
+        let found = infer_labels(&csv, &opts).unwrap();
+        // Byte order: upper case first, as Rust's str ordering (and Python's sorted) has it.
+        assert_eq!(found, count(&[("Zed", 1), ("other", 1), ("sports", 2)]));
+        let limited = SourceOptions {
+            limit: Some(2),
+            ..opts.clone()
+        };
+        assert_eq!(
+            infer_labels(&csv, &limited).unwrap(),
+            count(&[("other", 1), ("sports", 1)])
+        );
+        std::fs::remove_file(&csv).unwrap();
+
+        // Integers sort numerically (10 after 9), JSON numbers and strings alike.
+        let jsonl = temp_file(
+            "infer.jsonl",
+            b"{\"text\":\"a\",\"label\":10}\n{\"text\":\"b\",\"label\":9}\n{\"text\":\"c\",\"label\":\"9\"}\n",
+        );
+        let opts = SourceOptions {
+            labels: Vec::new(),
+            ..named_opts(Format::Jsonl)
+        };
+        let found = infer_labels(&jsonl, &opts).unwrap();
+        assert_eq!(found, count(&[("9", 2), ("10", 1)]));
+        // The classes found read the same file back: 10 is class 1, though 10 > len.
+        let opts = SourceOptions {
+            labels: found.iter().map(|c| c.label.clone()).collect(),
+            ..opts
+        };
+        let labels: Vec<usize> = load(&jsonl, &opts)
+            .unwrap()
+            .iter()
+            .map(|e| e.label)
+            .collect();
+        assert_eq!(labels, vec![1, 0, 0]);
+        std::fs::remove_file(&jsonl).unwrap();
+    }
+
+    #[test]
+    fn inferred_ag_news_classes_keep_gaps_by_name() {
+        let path = temp_file(
+            "gap.csv",
+            b"\"4\",\"t\",\"d\"\n\"1\",\"t\",\"d\"\n\"2\",\"t\",\"d\"\n",
+        );
+        let opts = SourceOptions {
+            labels: Vec::new(),
+            ..ag_opts()
+        };
+        let found = infer_labels(&path, &opts).unwrap();
+        let names: Vec<&str> = found.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(names, vec!["1", "2", "4"]);
+        let opts = SourceOptions {
+            labels: names.iter().map(|s| s.to_string()).collect(),
+            ..opts
+        };
+        let labels: Vec<usize> = load(&path, &opts)
+            .unwrap()
+            .iter()
+            .map(|e| e.label)
+            .collect();
+        assert_eq!(labels, vec![2, 0, 1]);
+        std::fs::remove_file(&path).unwrap();
+
+        let bad = temp_file("bad_index.csv", b"\"x\",\"t\",\"d\"\n");
+        let opts = SourceOptions {
+            labels: Vec::new(),
+            ..ag_opts()
+        };
+        let err = infer_labels(&bad, &opts).unwrap_err().to_string();
+        std::fs::remove_file(&bad).unwrap();
+        assert!(
+            err.ends_with(":1: class_index \"x\" is not an integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inferred_labels_match_explicit_ones_on_ag_news() {
+        let opts = SourceOptions {
+            labels: Vec::new(),
+            ..ag_opts()
+        };
+        let found = infer_labels(&ag_news("train.csv"), &opts).unwrap();
+        let counts: Vec<(&str, usize)> = found.iter().map(|c| (c.label.as_str(), c.rows)).collect();
+        assert_eq!(
+            counts,
+            vec![("1", 2514), ("2", 2504), ("3", 2519), ("4", 2462)]
+        );
+        let inferred = SourceOptions {
+            labels: found.iter().map(|c| c.label.clone()).collect(),
+            ..ag_opts()
+        };
+        let a = load(&ag_news("test.csv"), &ag_opts()).unwrap();
+        let b = load(&ag_news("test.csv"), &inferred).unwrap();
+        assert!(a.iter().zip(&b).all(|(x, y)| x.label == y.label));
     }
 }

@@ -191,11 +191,26 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             check_file(test, "dataset.test", loaded, &mut diags);
         }
     }
-    if ds.labels.len() < 2 {
-        diags.push(
+    match &loaded.inferred_labels {
+        Some(found) if found.len() < 2 => diags.push(
+            src.value("dataset.train"),
+            format!(
+                "the train file has {} class(es) ({}); a classifier needs at least two (`dataset.labels` is omitted, so the classes come from it)",
+                found.len(),
+                found.iter().map(|c| c.label.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ),
+        _ if ds.labels.len() == 1 => diags.push(
             src.value("dataset.labels"),
             "`dataset.labels` needs at least two class names",
-        );
+        ),
+        // A train file that cannot be read is reported on its own (check_file, or the
+        // inference's error); without it nothing says what the classes are.
+        _ if ds.labels.is_empty() && !check_files => diags.push(
+            src.value("dataset.train"),
+            "`dataset.labels` is omitted and the train file cannot be read to find the classes",
+        ),
+        _ => {}
     }
     if ds.text.is_empty() {
         diags.push(
@@ -432,7 +447,7 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
     }
 
     let num_classes = ds.labels.len();
-    if let Some(Some(last)) = layers.last() {
+    if let Some(Some(last)) = layers.last().filter(|_| num_classes > 0) {
         let out = &last.outputs[0].1;
         let ok =
             out.kind == ValueKind::Float && out.rank() == 1 && out.features() == Some(num_classes);

@@ -67,6 +67,12 @@ pub struct RunRecord {
     pub burn_version: String,
     pub overrides: Vec<String>,
     pub params: ParamCounts,
+    /// The classes in output order.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// True when the spec omitted `dataset.labels` and they were read from the train file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub labels_inferred: bool,
     pub rows: Rows,
     pub stages: Vec<StageRecord>,
     /// Final metrics of the run: the last stage's last epoch, plus `test.*` when a test set exists.

@@ -57,7 +57,10 @@ pub struct DatasetSpec {
     /// Label column (csv / jsonl).
     #[serde(default = "default_label")]
     pub label: String,
-    /// Class names, in class-index order.
+    /// Class names, in class-index order. Omitted: the distinct label values of the train
+    /// file, sorted (numerically when all are integers); the run folder's pipeline.toml then
+    /// lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<Validation>,
@@ -68,4 +71,11 @@ pub struct DatasetSpec {
     /// Keras parity keep the text exactly as stored.
     #[serde(default)]
     pub unescape_backslash: bool,
+}
+
+/// One class and how many rows of a file carry it (`pipe check` shows the inferred classes so).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelCount {
+    pub label: String,
+    pub rows: usize,
 }

@@ -105,6 +105,9 @@ pub struct LoadedSpec {
     /// The run folder's `vectorizer/` when this is a run's pipeline.toml: a pretrained
     /// tokenizer's vocabulary is read from there, as the run used it.
     pub vectorizer_dir: Option<std::path::PathBuf>,
+    /// The classes read from the train file when the spec omits `dataset.labels` (they are
+    /// then also in `spec.dataset.labels`), with their row counts.
+    pub inferred_labels: Option<Vec<crate::spec::dataset::LabelCount>>,
 }
 
 /// Loads a spec, failing on any problem.
@@ -246,6 +249,7 @@ fn load_text(file: &str, text: &str, layers: &OverrideLayers) -> Result<LoadedSp
             overrides,
             errors: diags,
             vectorizer_dir: None,
+            inferred_labels: None,
         }),
         None => Err(diags),
     }

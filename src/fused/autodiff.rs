@@ -161,6 +161,42 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
         }
     }
 
+    fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ReluBackward;
+
+        impl<B: PipeOps> Backward<B, 1> for ReluBackward {
+            /// The output: its sign is the mask, and x itself need not be kept.
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                register_grads::<B, 1>(
+                    grads,
+                    ids!(ops.parents),
+                    [B::fused_relu_backward(ops.state, grad)],
+                );
+            }
+        }
+
+        match ReluBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_relu(x.primitive);
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_relu(x.primitive)),
+        }
+    }
+
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct GeluBackward;

@@ -3,7 +3,7 @@
 
 use burn::backend::Flex;
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::ops::{ActivationOps, FloatTensorOps};
 use burn::tensor::{Bytes, DType, Shape, TensorMetadata};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -19,16 +19,16 @@ fn is_f32(tensors: &[&Ft]) -> bool {
 }
 
 /// A contiguous f32 view (copies only when the layout is strided or offset).
-fn contiguous(t: &Ft) -> Ft {
+pub(super) fn contiguous(t: &Ft) -> Ft {
     t.to_contiguous()
 }
 
-fn values(t: &Ft) -> &[f32] {
+pub(super) fn values(t: &Ft) -> &[f32] {
     t.as_slice::<f32>()
         .expect("contiguous f32 tensor after to_contiguous")
 }
 
-fn tensor(data: Vec<f32>, dims: &[usize]) -> Ft {
+pub(super) fn tensor(data: Vec<f32>, dims: &[usize]) -> Ft {
     FlexTensor::new(
         Bytes::from_elems(data),
         Layout::contiguous(Shape::from(dims.to_vec())),
@@ -777,6 +777,53 @@ pub fn gelu_backward(x: Ft, grad: Ft) -> Ft {
 }
 
 multiversion! {
+    fn relu_slice(x: &[f32], y: &mut [f32]) {
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi = xi.max(0.0);
+        }
+    }
+}
+
+multiversion! {
+    fn relu_backward_slice(out: &[f32], g: &[f32], dx: &mut [f32]) {
+        for ((di, &oi), &gi) in dx.iter_mut().zip(out).zip(g) {
+            *di = if oi > 0.0 { gi } else { 0.0 };
+        }
+    }
+}
+
+pub fn relu(x: Ft) -> Ft {
+    if !is_f32(&[&x]) {
+        return Flex::relu(x);
+    }
+    let dims = x.shape().to_vec();
+    let x = contiguous(&x);
+    let xv = values(&x);
+    let mut y = vec![0.0f32; xv.len()];
+    y.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(xv.par_chunks(ELEMENTS_PER_TASK))
+        .for_each(|(yc, xc)| relu_slice(xc, yc));
+    tensor(y, &dims)
+}
+
+pub fn relu_backward(output: Ft, grad: Ft) -> Ft {
+    if !is_f32(&[&output, &grad]) || output.shape() != grad.shape() {
+        return Flex::relu_backward(output, grad);
+    }
+    let dims = output.shape().to_vec();
+    let (o, g) = (contiguous(&output), contiguous(&grad));
+    let (ov, gv) = (values(&o), values(&g));
+    let mut dx = vec![0.0f32; ov.len()];
+    dx.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(
+            ov.par_chunks(ELEMENTS_PER_TASK)
+                .zip(gv.par_chunks(ELEMENTS_PER_TASK)),
+        )
+        .for_each(|(dc, (oc, gc))| relu_backward_slice(oc, gc, dc));
+    tensor(dx, &dims)
+}
+
+multiversion! {
     fn residual_slice(x: &[f32], z: &[f32], mask: Option<&[f32]>, out: &mut [f32]) {
         match mask {
             Some(m) => {
@@ -923,6 +970,12 @@ impl PipeOps for Flex {
     }
     fn fused_layer_norm_backward(x: Ft, gamma: Ft, epsilon: f64, grad: Ft) -> (Ft, Ft, Ft) {
         layer_norm_backward(x, gamma, epsilon, grad)
+    }
+    fn fused_relu(x: Ft) -> Ft {
+        relu(x)
+    }
+    fn fused_relu_backward(output: Ft, grad: Ft) -> Ft {
+        relu_backward(output, grad)
     }
     fn fused_gelu(x: Ft) -> Ft {
         gelu(x)

@@ -286,6 +286,26 @@ fn layer_norm_matches_burn_layer_norm() {
 }
 
 #[test]
+fn relu_matches_reference() {
+    // A transposed view too: the fused kernels take any layout.
+    for transposed in [false, true] {
+        let x = random([7, 5, 1001], 33).require_grad();
+        let w = random([7, 5, 1001], 34);
+        let input = |x: Tensor<Ad, 3>| if transposed { x.swap_dims(0, 2) } else { x };
+        let weight = input(w.clone());
+        let fused = relu(input(x.clone()));
+        let g = (fused.clone() * weight.clone()).sum().backward();
+        let fused_grad: Vec<f32> = x.grad(&g).unwrap().into_data().to_vec().unwrap();
+        let x2 = random([7, 5, 1001], 33).require_grad();
+        let reference = burn::tensor::activation::relu(input(x2.clone()));
+        let g = (reference.clone() * weight).sum().backward();
+        let reference_grad: Vec<f32> = x2.grad(&g).unwrap().into_data().to_vec().unwrap();
+        assert_eq!(values(fused), values(reference), "relu");
+        assert_eq!(fused_grad, reference_grad, "relu grad");
+    }
+}
+
+#[test]
 fn gelu_matches_reference() {
     let x = random([3, 5, 101], 31).mul_scalar(3.0).require_grad();
     let w = random([3, 5, 101], 32);

@@ -105,7 +105,7 @@ impl LayerDef for DenseConfig {
 pub fn activate<B: Backend, const D: usize>(x: Tensor<B, D>, a: Activation) -> Tensor<B, D> {
     match a {
         Activation::Linear => x,
-        Activation::Relu => activation::relu(x),
+        Activation::Relu => fused::relu(x),
         Activation::Gelu => activation::gelu(x),
         Activation::Tanh => activation::tanh(x),
         Activation::Sigmoid => activation::sigmoid(x),

@@ -3,7 +3,6 @@
 
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +119,7 @@ impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
         let out1 = fused::layer_norm_module(&self.layernorm1, sum1, self.epsilon);
         let ffn = fused::linear_seq(
             &self.ffn_2,
-            relu(fused::linear_seq(&self.ffn_1, out1.clone())),
+            fused::relu(fused::linear_seq(&self.ffn_1, out1.clone())),
         );
         let sum2 = fused::residual_dropout(out1, ffn, self.dropout2.prob);
         vec![Value::Sequence(fused::layer_norm_module(

@@ -1,5 +1,6 @@
 //! Training: the stage loop, optimizers and schedules, freezing, metrics.
 
+pub mod adam;
 pub mod engine;
 pub mod freeze;
 pub mod metrics;

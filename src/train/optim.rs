@@ -6,18 +6,17 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{
-    Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, Optimizer, Sgd, SgdConfig,
-};
+use burn::optim::{GradientsParams, Optimizer, Sgd, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 
+use super::adam::FusedAdam;
 use super::resume::{load_record, save_record};
 use crate::spec::OptimizerSpec;
 
 pub enum StageOptimizer<M: AutodiffModule<B>, B: AutodiffBackend> {
     Sgd(OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>),
-    Adam(OptimizerAdaptor<Adam, M, B>),
-    AdamW(OptimizerAdaptor<AdamW, M, B>),
+    /// Adam and AdamW (one type: the rule is in [`FusedAdam`]).
+    Adam(OptimizerAdaptor<FusedAdam, M, B>),
 }
 
 impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
@@ -52,15 +51,9 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
                 weight_decay,
                 ..
             } => {
-                let decay =
-                    (*weight_decay > 0.0).then(|| WeightDecayConfig::new(*weight_decay as f32));
-                let config = AdamConfig::new()
-                    .with_beta_1(*beta_1 as f32)
-                    .with_beta_2(*beta_2 as f32)
-                    .with_epsilon(*epsilon as f32)
-                    .with_weight_decay(decay)
-                    .with_grad_clipping(clip);
-                StageOptimizer::Adam(config.init())
+                let decay = (*weight_decay > 0.0).then_some(*weight_decay as f32);
+                let adam = FusedAdam::adam(*beta_1 as f32, *beta_2 as f32, *epsilon as f32, decay);
+                StageOptimizer::Adam(with_clipping(adam, clip))
             }
             OptimizerSpec::AdamW {
                 beta_1,
@@ -69,13 +62,13 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
                 weight_decay,
                 ..
             } => {
-                let config = AdamWConfig::new()
-                    .with_beta_1(*beta_1 as f32)
-                    .with_beta_2(*beta_2 as f32)
-                    .with_epsilon(*epsilon as f32)
-                    .with_weight_decay(*weight_decay as f32)
-                    .with_grad_clipping(clip);
-                StageOptimizer::AdamW(config.init())
+                let adamw = FusedAdam::adamw(
+                    *beta_1 as f32,
+                    *beta_2 as f32,
+                    *epsilon as f32,
+                    *weight_decay as f32,
+                );
+                StageOptimizer::Adam(with_clipping(adamw, clip))
             }
         }
     }
@@ -84,7 +77,6 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
         match self {
             StageOptimizer::Sgd(o) => o.step(lr, module, grads),
             StageOptimizer::Adam(o) => o.step(lr, module, grads),
-            StageOptimizer::AdamW(o) => o.step(lr, module, grads),
         }
     }
 
@@ -93,7 +85,6 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
         match self {
             StageOptimizer::Sgd(o) => save_record::<B, _>(o.to_record(), path),
             StageOptimizer::Adam(o) => save_record::<B, _>(o.to_record(), path),
-            StageOptimizer::AdamW(o) => save_record::<B, _>(o.to_record(), path),
         }
     }
 
@@ -105,10 +96,18 @@ impl<M: AutodiffModule<B>, B: AutodiffBackend> StageOptimizer<M, B> {
             StageOptimizer::Adam(o) => {
                 StageOptimizer::Adam(o.load_record(load_record::<B, _>(path, device)?))
             }
-            StageOptimizer::AdamW(o) => {
-                StageOptimizer::AdamW(o.load_record(load_record::<B, _>(path, device)?))
-            }
         })
+    }
+}
+
+fn with_clipping<M: AutodiffModule<B>, B: AutodiffBackend>(
+    optim: FusedAdam,
+    clip: Option<GradientClippingConfig>,
+) -> OptimizerAdaptor<FusedAdam, M, B> {
+    let optim = OptimizerAdaptor::from(optim);
+    match clip {
+        Some(config) => optim.with_grad_clipping(config.init()),
+        None => optim,
     }
 }
 

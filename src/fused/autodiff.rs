@@ -7,6 +7,7 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
+use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::{AttentionOptions, PipeOps};
@@ -158,6 +159,45 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
                 weight.primitive,
                 bias.primitive,
             )),
+        }
+    }
+
+    fn fused_mean_pool(x: FloatTensor<Self>, mask: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MeanPoolBackward;
+
+        impl<B: PipeOps> Backward<B, 1> for MeanPoolBackward {
+            /// The mask and the sequence length.
+            type State = (Option<FloatTensor<B>>, usize);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (mask, length) = ops.state;
+                register_grads::<B, 1>(
+                    grads,
+                    ids!(ops.parents),
+                    [B::fused_mean_pool_backward(mask, grad, length)],
+                );
+            }
+        }
+
+        let length = x.primitive.shape()[1];
+        let mask = mask.map(|m| m.primitive);
+        match MeanPoolBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_mean_pool(x.primitive, mask.clone());
+                prep.finish((mask, length), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_mean_pool(x.primitive, mask)),
         }
     }
 

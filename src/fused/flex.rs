@@ -76,6 +76,25 @@ impl Written {
     }
 }
 
+/// `len` values made by `fill(task, chunk)` over rayon's pool, `chunk` elements a task (the
+/// last one shorter), without zeroing the buffer first: `fill` must write every element of
+/// its chunk. A zeroed `vec!` is a memset on the calling thread before any task starts, and in
+/// a model A training step those memsets were a quarter of the time the main thread ran alone.
+fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = Written::new(len);
+    let ptr = out.ptr();
+    (0..len.div_ceil(chunk)).into_par_iter().for_each(|task| {
+        let start = task * chunk;
+        let n = chunk.min(len - start);
+        // SAFETY: each task gets its own in-bounds range of the buffer.
+        fill(task, unsafe {
+            std::slice::from_raw_parts_mut(ptr.get().add(start), n)
+        });
+    });
+    // SAFETY: the ranges cover the buffer and `fill` writes all of each.
+    unsafe { out.assume_written() }
+}
+
 /// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, all as (row stride, column stride) views.
 ///
 /// # Safety
@@ -653,11 +672,11 @@ pub fn layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, eps: f64) -> Ft {
     let (xv, gv) = (values(&x), values(&gamma));
     let bv = beta.as_ref().map(values);
     let d = gv.len();
-    let mut y = vec![0.0f32; xv.len()];
     let chunk = rows_per_task(d) * d;
-    y.par_chunks_mut(chunk)
-        .zip(xv.par_chunks(chunk))
-        .for_each(|(yc, xc)| layer_norm_rows(xc, yc, gv, bv, eps as f32));
+    let y = par_filled(xv.len(), chunk, |task, yc| {
+        let xc = &xv[task * chunk..][..yc.len()];
+        layer_norm_rows(xc, yc, gv, bv, eps as f32)
+    });
     tensor(y, &dims)
 }
 
@@ -708,16 +727,24 @@ pub fn layer_norm_backward(x: Ft, gamma: Ft, eps: f64, grad: Ft) -> (Ft, Ft, Ft)
     let (xv, gav, dyv) = (values(&x), values(&gamma), values(&g));
     let d = gav.len();
     let chunk = rows_per_task(d) * d;
-    let mut dx = vec![0.0f32; xv.len()];
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-        .par_chunks_mut(chunk)
-        .zip(xv.par_chunks(chunk).zip(dyv.par_chunks(chunk)))
-        .map(|(dxc, (xc, dyc))| {
+    // Not zeroed first (see `par_filled`): the rows kernel writes every element of dx.
+    let mut dx = Written::new(xv.len());
+    let ptr = dx.ptr();
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..xv.len().div_ceil(chunk))
+        .into_par_iter()
+        .map(|task| {
+            let range = task * chunk..((task + 1) * chunk).min(xv.len());
+            // SAFETY: each task writes its own in-bounds range of dx.
+            let dxc =
+                unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
             let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+            let (xc, dyc) = (&xv[range.clone()], &dyv[range]);
             layer_norm_backward_rows(xc, dyc, gav, eps as f32, dxc, &mut dgamma, &mut dbeta);
             (dgamma, dbeta)
         })
         .collect();
+    // SAFETY: the ranges cover dx.
+    let dx = unsafe { dx.assume_written() };
     let dgamma = add_up(partials.iter().map(|p| &p.0), d);
     let dbeta = add_up(partials.iter().map(|p| &p.1), d);
     (tensor(dx, &dims), tensor(dgamma, &[d]), tensor(dbeta, &[d]))
@@ -752,10 +779,9 @@ pub fn gelu(x: Ft) -> Ft {
     let dims = x.shape().to_vec();
     let x = contiguous(&x);
     let xv = values(&x);
-    let mut y = vec![0.0f32; xv.len()];
-    y.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(xv.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(yc, xc)| gelu_slice(xc, yc));
+    let y = par_filled(xv.len(), ELEMENTS_PER_TASK, |task, yc| {
+        gelu_slice(&xv[task * ELEMENTS_PER_TASK..][..yc.len()], yc)
+    });
     tensor(y, &dims)
 }
 
@@ -766,14 +792,112 @@ pub fn gelu_backward(x: Ft, grad: Ft) -> Ft {
     let dims = x.shape().to_vec();
     let (x, g) = (contiguous(&x), contiguous(&grad));
     let (xv, gv) = (values(&x), values(&g));
-    let mut dx = vec![0.0f32; xv.len()];
-    dx.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(
-            xv.par_chunks(ELEMENTS_PER_TASK)
-                .zip(gv.par_chunks(ELEMENTS_PER_TASK)),
-        )
-        .for_each(|(dc, (xc, gc))| gelu_backward_slice(xc, gc, dc));
+    let dx = par_filled(xv.len(), ELEMENTS_PER_TASK, |task, dc| {
+        let range = task * ELEMENTS_PER_TASK..task * ELEMENTS_PER_TASK + dc.len();
+        gelu_backward_slice(&xv[range.clone()], &gv[range], dc)
+    });
     tensor(dx, &dims)
+}
+
+/// Each row's count of tokens, at least 1 (the mask holds 0 / 1, so any order sums exactly).
+fn token_counts(mask: &[f32], length: usize) -> Vec<f32> {
+    mask.chunks_exact(length)
+        .map(|row| row.iter().sum::<f32>().max(1.0))
+        .collect()
+}
+
+multiversion! {
+    /// One batch row: Σₜ x·m (or Σₜ x) in position order, as burn-flex's middle-dimension sum
+    /// adds rows, then the division, so the bits match burn's `mean_dim` / masked mean.
+    fn mean_pool_row(x: &[f32], mask: Option<&[f32]>, divisor: f32, out: &mut [f32]) {
+        let d = out.len();
+        out.fill(0.0);
+        for (t, row) in x.chunks_exact(d).enumerate() {
+            match mask {
+                Some(m) => {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o += v * m[t];
+                    }
+                }
+                None => {
+                    for (o, &v) in out.iter_mut().zip(row) {
+                        *o += v;
+                    }
+                }
+            }
+        }
+        for o in out.iter_mut() {
+            *o /= divisor;
+        }
+    }
+}
+
+pub fn mean_pool(x: Ft, mask: Option<Ft>) -> Ft {
+    let dims = x.shape().to_vec();
+    let fits = dims.len() == 3
+        && is_f32(&[&x])
+        && mask
+            .as_ref()
+            .is_none_or(|m| is_f32(&[m]) && m.shape().to_vec() == dims[..2]);
+    if !fits {
+        return reference::mean_pool::<Flex>(x, mask);
+    }
+    let (b, l, d) = (dims[0], dims[1], dims[2]);
+    let (x, mask) = (contiguous(&x), mask.map(|m| contiguous(&m)));
+    let (xv, mv) = (values(&x), mask.as_ref().map(values));
+    let counts = mv.map(|m| token_counts(m, l));
+    let out = par_filled(b * d, d, |row, out| {
+        let divisor = counts.as_ref().map_or(l as f32, |c| c[row]);
+        let mask = mv.map(|m| &m[row * l..][..l]);
+        mean_pool_row(&xv[row * l * d..][..l * d], mask, divisor, out)
+    });
+    tensor(out, &[b, d])
+}
+
+multiversion! {
+    /// One batch row of dx: (1/l)·g, or (g·(1/count))·mₜ: burn-flex divides by a broadcast
+    /// tensor through its reciprocal, and these are the bits of burn's backward passes.
+    fn mean_pool_backward_row(g: &[f32], mask: Option<&[f32]>, factor: f32, dx: &mut [f32]) {
+        let d = g.len();
+        for (t, row) in dx.chunks_exact_mut(d).enumerate() {
+            match mask {
+                Some(m) => {
+                    for (o, &gi) in row.iter_mut().zip(g) {
+                        *o = (gi * factor) * m[t];
+                    }
+                }
+                None => {
+                    for (o, &gi) in row.iter_mut().zip(g) {
+                        *o = factor * gi;
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn mean_pool_backward(mask: Option<Ft>, grad: Ft, length: usize) -> Ft {
+    let dims = grad.shape().to_vec();
+    let fits = dims.len() == 2
+        && is_f32(&[&grad])
+        && mask
+            .as_ref()
+            .is_none_or(|m| is_f32(&[m]) && m.shape().to_vec() == [dims[0], length]);
+    if !fits {
+        return reference::mean_pool_backward::<Flex>(mask, grad, length);
+    }
+    let (b, d) = (dims[0], dims[1]);
+    let (g, mask) = (contiguous(&grad), mask.map(|m| contiguous(&m)));
+    let (gv, mv) = (values(&g), mask.as_ref().map(values));
+    let counts = mv.map(|m| token_counts(m, length));
+    // burn multiplies a tensor of (1/l as f32) by the gradient.
+    let inverse = (1.0 / length as f64) as f32;
+    let dx = par_filled(b * length * d, length * d, |row, dx| {
+        let factor = counts.as_ref().map_or(inverse, |c| 1.0 / c[row]);
+        let mask = mv.map(|m| &m[row * length..][..length]);
+        mean_pool_backward_row(&gv[row * d..][..d], mask, factor, dx)
+    });
+    tensor(dx, &[b, length, d])
 }
 
 multiversion! {
@@ -799,10 +923,9 @@ pub fn relu(x: Ft) -> Ft {
     let dims = x.shape().to_vec();
     let x = contiguous(&x);
     let xv = values(&x);
-    let mut y = vec![0.0f32; xv.len()];
-    y.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(xv.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(yc, xc)| relu_slice(xc, yc));
+    let y = par_filled(xv.len(), ELEMENTS_PER_TASK, |task, yc| {
+        relu_slice(&xv[task * ELEMENTS_PER_TASK..][..yc.len()], yc)
+    });
     tensor(y, &dims)
 }
 
@@ -813,13 +936,10 @@ pub fn relu_backward(output: Ft, grad: Ft) -> Ft {
     let dims = output.shape().to_vec();
     let (o, g) = (contiguous(&output), contiguous(&grad));
     let (ov, gv) = (values(&o), values(&g));
-    let mut dx = vec![0.0f32; ov.len()];
-    dx.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(
-            ov.par_chunks(ELEMENTS_PER_TASK)
-                .zip(gv.par_chunks(ELEMENTS_PER_TASK)),
-        )
-        .for_each(|(dc, (oc, gc))| relu_backward_slice(oc, gc, dc));
+    let dx = par_filled(ov.len(), ELEMENTS_PER_TASK, |task, dc| {
+        let range = task * ELEMENTS_PER_TASK..task * ELEMENTS_PER_TASK + dc.len();
+        relu_backward_slice(&ov[range.clone()], &gv[range], dc)
+    });
     tensor(dx, &dims)
 }
 
@@ -850,24 +970,16 @@ pub fn residual(x: Ft, z: Ft, mask: Option<Ft>) -> Ft {
     let (x, z, mask) = (contiguous(&x), contiguous(&z), mask.map(|m| contiguous(&m)));
     let (xv, zv) = (values(&x), values(&z));
     let mv = mask.as_ref().map(values);
-    let mut out = Written::new(xv.len());
-    let ptr = out.ptr();
-    (0..xv.len().div_ceil(ELEMENTS_PER_TASK))
-        .into_par_iter()
-        .for_each(|c| {
-            let range = c * ELEMENTS_PER_TASK..((c + 1) * ELEMENTS_PER_TASK).min(xv.len());
-            // SAFETY: each task writes its own range of the output.
-            let o =
-                unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
-            residual_slice(
-                &xv[range.clone()],
-                &zv[range.clone()],
-                mv.map(|m| &m[range]),
-                o,
-            );
-        });
-    // SAFETY: the ranges cover the whole output.
-    tensor(unsafe { out.assume_written() }, &dims)
+    let out = par_filled(xv.len(), ELEMENTS_PER_TASK, |task, o| {
+        let range = task * ELEMENTS_PER_TASK..task * ELEMENTS_PER_TASK + o.len();
+        residual_slice(
+            &xv[range.clone()],
+            &zv[range.clone()],
+            mv.map(|m| &m[range]),
+            o,
+        )
+    });
+    tensor(out, &dims)
 }
 
 /// `a ⊙ b`, in parallel.
@@ -878,13 +990,10 @@ pub fn multiply_tensors(a: Ft, b: Ft) -> Ft {
     let dims = a.shape().to_vec();
     let (a, b) = (contiguous(&a), contiguous(&b));
     let (av, bv) = (values(&a), values(&b));
-    let mut out = vec![0.0f32; av.len()];
-    out.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(
-            av.par_chunks(ELEMENTS_PER_TASK)
-                .zip(bv.par_chunks(ELEMENTS_PER_TASK)),
-        )
-        .for_each(|(o, (x, y))| multiply_into(o, x, y));
+    let out = par_filled(av.len(), ELEMENTS_PER_TASK, |task, o| {
+        let range = task * ELEMENTS_PER_TASK..task * ELEMENTS_PER_TASK + o.len();
+        multiply_into(o, &av[range.clone()], &bv[range])
+    });
     tensor(out, &dims)
 }
 
@@ -970,6 +1079,12 @@ impl PipeOps for Flex {
     }
     fn fused_layer_norm_backward(x: Ft, gamma: Ft, epsilon: f64, grad: Ft) -> (Ft, Ft, Ft) {
         layer_norm_backward(x, gamma, epsilon, grad)
+    }
+    fn fused_mean_pool(x: Ft, mask: Option<Ft>) -> Ft {
+        mean_pool(x, mask)
+    }
+    fn fused_mean_pool_backward(mask: Option<Ft>, grad: Ft, length: usize) -> Ft {
+        mean_pool_backward(mask, grad, length)
     }
     fn fused_relu(x: Ft) -> Ft {
         relu(x)

@@ -109,6 +109,19 @@ pub trait PipeOps: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         reference::layer_norm_backward::<Self>(x, gamma, epsilon, grad)
     }
+    /// The mean over positions of x [b, l, d] → [b, d]; with a key mask [b, l] (1 = token,
+    /// 0 = padding), Σₜ x·m / max(Σₜ m, 1).
+    fn fused_mean_pool(x: FloatTensor<Self>, mask: Option<FloatTensor<Self>>) -> FloatTensor<Self> {
+        reference::mean_pool::<Self>(x, mask)
+    }
+    /// dx [b, length, d] from the gradient of the pooled [b, d].
+    fn fused_mean_pool_backward(
+        mask: Option<FloatTensor<Self>>,
+        grad: FloatTensor<Self>,
+        length: usize,
+    ) -> FloatTensor<Self> {
+        reference::mean_pool_backward::<Self>(mask, grad, length)
+    }
     /// max(x, 0).
     fn fused_relu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::relu(x)
@@ -261,6 +274,24 @@ pub fn layer_norm_module<B: Backend, const D: usize>(
 pub fn gelu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let x = unwrap(x);
     let out: FloatTensor<B> = route!(B, fused_gelu(x), reference::gelu::<B>(x));
+    wrap(out)
+}
+
+/// The mean over a sequence's positions (padding left out when a mask is given), in one
+/// parallel pass each way on the CPU: burn's backward of `mean_dim` fills a [b, l, d] tensor
+/// of ones and multiplies it by the broadcast gradient element by element, on one core (10 %
+/// of a model A training step).
+///
+/// # Shapes
+/// - x: [batch, length, d]; mask: [batch, length], 1 for tokens and 0 for padding
+/// - output: [batch, d]
+pub fn mean_pool<B: Backend>(x: Tensor<B, 3>, mask: Option<Tensor<B, 2>>) -> Tensor<B, 2> {
+    let (x, mask) = (unwrap(x), mask.map(unwrap));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_mean_pool(x, mask),
+        reference::mean_pool::<B>(x, mask)
+    );
     wrap(out)
 }
 

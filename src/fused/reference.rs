@@ -240,3 +240,41 @@ pub fn dropout_mask<B: Backend, const D: usize>(
     let keep = 1.0 - prob;
     Tensor::<B, D>::random(shape, Distribution::Bernoulli(keep), device).mul_scalar(1.0 / keep)
 }
+
+/// Σₜ x·m / max(Σₜ m, 1) over dim 1, or the plain mean.
+pub fn mean_pool<B: Backend>(x: FloatTensor<B>, mask: Option<FloatTensor<B>>) -> FloatTensor<B> {
+    let x: Tensor<B, 3> = wrap(x);
+    let [b, _, d] = x.dims();
+    let pooled = match mask {
+        Some(mask) => {
+            let mask: Tensor<B, 2> = wrap(mask);
+            let counts = mask.clone().sum_dim(1).clamp_min(1.0);
+            (x * mask.unsqueeze_dim::<3>(2)).sum_dim(1).reshape([b, d]) / counts
+        }
+        None => x.mean_dim(1).reshape([b, d]),
+    };
+    unwrap(pooled)
+}
+
+pub fn mean_pool_backward<B: Backend>(
+    mask: Option<FloatTensor<B>>,
+    grad: FloatTensor<B>,
+    length: usize,
+) -> FloatTensor<B> {
+    let grad: Tensor<B, 2> = wrap(grad);
+    let [b, d] = grad.dims();
+    let dx = match mask {
+        Some(mask) => {
+            let mask: Tensor<B, 2> = wrap(mask);
+            let counts = mask.clone().sum_dim(1).clamp_min(1.0);
+            (grad / counts).unsqueeze_dim::<3>(1) * mask.unsqueeze_dim::<3>(2)
+        }
+        None => {
+            let scale = 1.0 / length as f64;
+            grad.unsqueeze_dim::<3>(1)
+                .expand([b, length, d])
+                .mul_scalar(scale)
+        }
+    };
+    unwrap(dx)
+}

@@ -286,6 +286,50 @@ fn layer_norm_matches_burn_layer_norm() {
 }
 
 #[test]
+fn mean_pool_matches_burns_bit_for_bit() {
+    let device = Default::default();
+    // Row 2 is all padding: its count is clamped to 1.
+    let mask_rows: Vec<f32> = (0..4 * 37)
+        .map(|i| match i / 37 {
+            2 => 0.0,
+            r => f32::from(i % 37 < 37 - 9 * r),
+        })
+        .collect();
+    let mask = Tensor::<Ad, 2>::from_data(TensorData::new(mask_rows, [4, 37]), &device);
+    for masked in [false, true] {
+        let run = |fused: bool| {
+            let x = random([4, 37, 19], 61).mul_scalar(3.0).require_grad();
+            let m = masked.then(|| mask.clone());
+            let pooled = if fused {
+                mean_pool(x.clone(), m)
+            } else {
+                wrap::<Ad, 2>(reference::mean_pool::<Ad>(unwrap(x.clone()), m.map(unwrap)))
+            };
+            let grads = (pooled.clone() * random([4, 19], 62)).sum().backward();
+            let dx: Vec<f32> = x.grad(&grads).unwrap().into_data().to_vec().unwrap();
+            (values(pooled), dx)
+        };
+        let (fused, fused_dx) = run(true);
+        let (burns, burns_dx) = run(false);
+        let first_difference = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .position(|(x, y)| x.to_bits() != y.to_bits())
+        };
+        assert_eq!(
+            first_difference(&fused, &burns),
+            None,
+            "pooled, masked {masked}"
+        );
+        assert_eq!(
+            first_difference(&fused_dx, &burns_dx),
+            None,
+            "dx, masked {masked}"
+        );
+    }
+}
+
+#[test]
 fn relu_matches_reference() {
     // A transposed view too: the fused kernels take any layout.
     for transposed in [false, true] {

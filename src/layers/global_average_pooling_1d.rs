@@ -52,12 +52,11 @@ impl LayerDef for GlobalAveragePooling1dConfig {
 }
 
 /// Σ_t x·mask / max(Σ_t mask, 1): the sentence-transformers mean.
+///
+/// # Shapes
+/// - x: [batch, length, d]; mask: [batch, length]; output: [batch, d]
 pub fn masked_mean<B: Backend>(x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 2> {
-    let counts = mask.clone().sum_dim(1).clamp_min(1.0); // [b, 1]
-    let summed = (x * mask.unsqueeze_dim::<3>(2))
-        .sum_dim(1)
-        .squeeze_dim::<2>(1);
-    summed / counts
+    crate::fused::mean_pool(x, Some(mask))
 }
 
 impl<B: Backend> LayerForward<B> for GlobalAveragePooling1d {
@@ -66,7 +65,7 @@ impl<B: Backend> LayerForward<B> for GlobalAveragePooling1d {
         let pooled = if self.masked {
             masked_mean(x, ctx.mask.clone())
         } else {
-            x.mean_dim(1).squeeze_dim::<2>(1)
+            crate::fused::mean_pool(x, None)
         };
         vec![Value::Vector(pooled)]
     }

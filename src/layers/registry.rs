@@ -33,6 +33,11 @@ macro_rules! registry {
                     _ => Ok(None),
                 }
             }
+            /// `{"type": ..., "config": {...}}` with every field, defaults included: canonical
+            /// bytes for the feature cache's key.
+            pub fn to_json(&self) -> serde_json::Value {
+                match self { $(LayerConfig::$variant(c) => serde_json::json!({"type": $name, "config": c})),* }
+            }
             pub fn type_name(&self) -> &'static str {
                 match self { $(LayerConfig::$variant(_) => $name),* }
             }

@@ -71,8 +71,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
                     .map(move |(o, _)| (l, o))
             })
             .collect();
-        let file =
-            store.map(|dir| dir.join(format!("{:016x}.f32", self.key(plan, split, &outputs))));
+        let file = store.map(|dir| dir.join(format!("{}.f32", self.key(plan, split, &outputs))));
         let all = file
             .as_ref()
             .and_then(|f| read_columns(f, &outputs, split.len()))
@@ -133,38 +132,58 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         columns
     }
 
-    /// Identity of (prefix weights, prefix configuration, encoded rows).
-    fn key(&self, plan: &Plan, split: &EncodedSplit, outputs: &[(usize, usize)]) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
+    /// Identity of (prefix weights, prefix configuration, encoded rows): BLAKE3 of canonical
+    /// little-endian bytes, so a cache written by one build of pipe is found by the next (a
+    /// `DefaultHasher` over `Debug` text may change with any Rust release or field rename).
+    fn key(&self, plan: &Plan, split: &EncodedSplit, outputs: &[(usize, usize)]) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(b"pipe feature cache v1\0");
         for l in &plan.layers[..self.len] {
-            format!("{:?}", l.config).hash(&mut h);
+            let config = serde_json::to_vec(&l.config.to_json()).expect("layer config as JSON");
+            h.update(&(config.len() as u64).to_le_bytes())
+                .update(&config);
         }
-        outputs.hash(&mut h);
-        split.enc.ids.hash(&mut h);
-        split.enc.token_type_ids.hash(&mut h);
-        split.enc.lengths.hash(&mut h);
-        for m in split.enc.mask.iter() {
-            m.to_bits().hash(&mut h);
-        }
-        struct Weights<'a, H: Hasher>(&'a mut H);
-        impl<IB: Backend, H: Hasher> burn::module::ModuleVisitor<IB> for Weights<'_, H> {
+        let words = |h: &mut blake3::Hasher, values: &mut dyn Iterator<Item = u64>| {
+            for v in values {
+                h.update(&v.to_le_bytes());
+            }
+        };
+        words(
+            &mut h,
+            &mut outputs.iter().flat_map(|&(l, o)| [l as u64, o as u64]),
+        );
+        let enc = &split.enc;
+        words(
+            &mut h,
+            &mut [enc.rows, enc.len, enc.ids.len()]
+                .map(|n| n as u64)
+                .into_iter(),
+        );
+        words(&mut h, &mut enc.ids.iter().map(|&v| v as u32 as u64));
+        words(
+            &mut h,
+            &mut enc.token_type_ids.iter().map(|&v| v as u32 as u64),
+        );
+        words(&mut h, &mut enc.lengths.iter().map(|&v| v as u64));
+        words(&mut h, &mut enc.mask.iter().map(|&v| v.to_bits() as u64));
+        struct Weights<'a>(&'a mut blake3::Hasher);
+        impl<IB: Backend> burn::module::ModuleVisitor<IB> for Weights<'_> {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<IB, D>>) {
-                let data: Vec<f32> = param
-                    .val()
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .unwrap_or_default();
-                for v in data {
-                    v.to_bits().hash(self.0);
+                let data = param.val().into_data().convert::<f32>();
+                self.0.update(&(data.shape.len() as u64).to_le_bytes());
+                for &d in data.shape.iter() {
+                    self.0.update(&(d as u64).to_le_bytes());
+                }
+                for v in data.to_vec::<f32>().unwrap_or_default() {
+                    self.0.update(&v.to_le_bytes());
                 }
             }
         }
         for layer in &self.model.layers[..self.len] {
             burn::module::Module::visit(layer, &mut Weights(&mut h));
         }
-        h.finish()
+        // 128 bits name the file: collisions are out of reach, and the name stays short.
+        h.finalize().to_hex()[..32].to_string()
     }
 
     /// Prefix outputs for `rows` on the inner backend: from the cache, or computed now.

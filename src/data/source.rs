@@ -72,11 +72,11 @@ pub enum Problem {
     ClassIndexNotInteger { value: String },
     #[error("class_index {value} out of range 1..={max}")]
     ClassIndexOutOfRange { value: i64, max: usize },
-    #[error("label {value:?} is not one of {}", labels.join(", "))]
+    #[error("label {value:?} is not one of {}", listed(labels))]
     UnknownLabel { value: String, labels: Vec<String> },
     #[error("label {value} out of range 0..={max}")]
     LabelIndexOutOfRange { value: String, max: usize },
-    #[error("no column {name:?} in header (columns: {})", columns.join(", "))]
+    #[error("no column {name:?} in header (columns: {})", listed(columns))]
     MissingColumn { name: String, columns: Vec<String> },
     #[error("invalid UTF-8 in field {field} ({name})")]
     InvalidUtf8Field { field: usize, name: String },
@@ -94,6 +94,16 @@ pub enum Problem {
     NotString { name: String, found: &'static str },
     #[error("label must be a string or an integer, found {found}")]
     BadLabelType { found: &'static str },
+}
+
+/// Names joined for a message, each escaped and shortened, so a header that swallowed a line
+/// break (a stray quote) still makes a one-line error.
+fn listed(names: &[String]) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .map(|n| quoted_snippet(n).escape_debug().to_string())
+        .collect();
+    shown.join(", ")
 }
 
 /// Display is the one-line message a user sees, `file:line: problem`.
@@ -855,6 +865,21 @@ mod tests {
         assert_eq!(
             got,
             vec![("Hi there", 1), ("A, B c", 3), ("x y", 0), ("x y", 0)]
+        );
+    }
+
+    /// Found by tests/fuzz.rs: a stray quote makes the header swallow a line break, and the
+    /// error listing the columns must still be one line.
+    #[test]
+    fn a_header_with_a_line_break_gives_a_one_line_error() {
+        let opts = named_opts(Format::Csv);
+        let path = temp_file("broken_header.csv", b"\"tex\nt\",label\na,World\n");
+        let err = load(&path, &opts).unwrap_err().to_string();
+        std::fs::remove_file(&path).unwrap();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            err.ends_with(r#"no column "text" in header (columns: tex\nt, label)"#),
+            "{err}"
         );
     }
 

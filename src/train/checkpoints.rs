@@ -180,7 +180,10 @@ impl Retention {
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix(".safetensors"))
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            if is_step_file && !wanted.iter().any(|(f, _, _)| *f == name) {
+            // `.link-*`: a link a killed process made but never renamed into place.
+            let stale = (is_step_file && !wanted.iter().any(|(f, _, _)| *f == name))
+                || name.starts_with(".link-");
+            if stale {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -526,3 +526,144 @@ fn bench_zero_steps_is_invalid_input() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(err.trim(), "--steps 0: error: must be at least 1");
 }
+
+/// `pipe check` on `GOOD` with `line` added to its stage (and, with `validated`, a validation
+/// split); (exit code, stderr, file, the added line's number).
+fn check_stage_line(name: &str, validated: bool, line: &str) -> (i32, String, String, usize) {
+    let mut text = GOOD.replacen("epochs = 1", &format!("epochs = 1\n{line}"), 1);
+    if validated {
+        text = text.replacen("labels = [", "validation = 0.2\nlabels = [", 1);
+    }
+    let (code, err, file) = check_text(name, &text);
+    (code, err, file, if validated { 21 } else { 20 })
+}
+
+#[test]
+fn early_stopping_and_retention_keys_are_checked_where_they_are_written() {
+    let cases: &[(&str, bool, &str, &str, &str)] = &[
+        (
+            "es-monitor",
+            true,
+            r#"early_stopping = { monitor = "validation.acc", patience = 2 }"#,
+            "\"validation.acc\"",
+            "did you mean `validation.accuracy`?",
+        ),
+        (
+            "es-novalidation",
+            false,
+            r#"early_stopping = { monitor = "validation.loss", patience = 2 }"#,
+            "\"validation.loss\"",
+            "nothing is validated",
+        ),
+        (
+            "es-test",
+            true,
+            r#"early_stopping = { monitor = "test.accuracy" }"#,
+            "\"test.accuracy\"",
+            "evaluated only after the last stage",
+        ),
+        (
+            "es-patience",
+            true,
+            "early_stopping = { patience = 0 }",
+            "0",
+            "`early_stopping.patience` must be at least 1",
+        ),
+        (
+            "es-delta",
+            true,
+            "early_stopping = { min_delta = -0.5 }",
+            "-0.5",
+            "`early_stopping.min_delta` must be a finite number >= 0",
+        ),
+        (
+            "es-mode",
+            true,
+            r#"early_stopping = { mode = "up" }"#,
+            "\"up\"",
+            "unknown variant `up`",
+        ),
+        (
+            "es-key",
+            true,
+            "early_stopping = { patiense = 3 }",
+            "patiense",
+            "did you mean `patience`?",
+        ),
+        (
+            "ck-keep",
+            true,
+            "checkpoints = { keep_last = 0 }",
+            "0",
+            "`checkpoints.keep_last` must be at least 1",
+        ),
+        (
+            "ck-monitor",
+            false,
+            r#"checkpoints = { keep_best = 2, monitor = "validation.loss" }"#,
+            "\"validation.loss\"",
+            "`checkpoints.monitor` is `validation.loss`, but nothing is validated",
+        ),
+    ];
+    for &(name, validated, line, at, needle) in cases {
+        let (code, err, file, n) = check_stage_line(name, validated, line);
+        let want = format!("{file}:{n}:{}", col_of(line, at));
+        assert_one_error(code, &err, &want, needle);
+    }
+    // The default monitor, validation.loss, needs validation rows: the table is named.
+    let line = "early_stopping = { patience = 2 }";
+    let (code, err, file, n) = check_stage_line("es-default", false, line);
+    assert_one_error(
+        code,
+        &err,
+        &format!("{file}:{n}:18"),
+        "nothing is validated",
+    );
+    for (line, validated) in [
+        (
+            "early_stopping = { monitor = \"train.loss\", patience = 3 }",
+            false,
+        ),
+        (
+            "early_stopping = { monitor = \"validation.accuracy\", mode = \"max\", min_delta = 0.01, restore_best = true }",
+            true,
+        ),
+        ("checkpoints = { keep_last = 3, keep_best = 0 }", false),
+    ] {
+        let (code, err, _, _) = check_stage_line("policy-ok", validated, line);
+        assert_eq!(code, 0, "{line}: {err}");
+    }
+}
+
+#[test]
+fn early_stopping_keys_can_be_set_from_the_command_line() {
+    let dir = scratch("es-set");
+    let path = dir.join("spec.toml");
+    std::fs::write(
+        &path,
+        GOOD.replacen("labels = [", "validation = 0.2\nlabels = [", 1),
+    )
+    .unwrap();
+    let spec = path.to_str().unwrap();
+    let out = run(&[
+        "check",
+        spec,
+        "--set",
+        "stages.train.early_stopping.patience=5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = run(&[
+        "check",
+        spec,
+        "--set",
+        "stages.train.early_stopping.patience=0",
+    ]);
+    let (_, err) = text(&out);
+    assert_one_error(
+        2,
+        &err,
+        "--set stages.train.early_stopping.patience=0",
+        "must be at least 1",
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -55,7 +55,7 @@ pub fn run(args: CheckArgs) -> Result<i32> {
     }
     for (i, s) in spec.stages.iter().enumerate() {
         println!(
-            "  stage {}: {} epoch(s), batch {}, {} lr {}{}",
+            "  stage {}: {} epoch(s), batch {}, {} lr {}{}{}",
             s.name_or_default(i),
             s.epochs,
             s.batch_size,
@@ -65,7 +65,14 @@ pub fn run(args: CheckArgs) -> Result<i32> {
                 String::new()
             } else {
                 format!(", frozen: {}", s.freeze.join(", "))
-            }
+            },
+            s.early_stopping
+                .as_ref()
+                .map(|es| format!(
+                    ", early stopping on {} (patience {})",
+                    es.monitor, es.patience
+                ))
+                .unwrap_or_default()
         );
     }
     Ok(0)

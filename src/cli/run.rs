@@ -484,6 +484,22 @@ fn print_results(record: &RunRecord, run: &RunDir) {
         ("accuracy", Align::Right),
     ];
     print!("{}", text_table::plain(&columns, rows));
+    for s in &record.stages {
+        if let Some(e) = &s.stopped_early {
+            let best = e
+                .best_value
+                .map_or("none".to_string(), |v| format!("{v:.4}"));
+            let restored = if e.restored_best {
+                "; its weights were restored"
+            } else {
+                ""
+            };
+            println!(
+                "stage {} stopped early at epoch {}, step {}: best {} {best} at step {}{restored}",
+                s.name, e.epoch, e.step, e.monitor, e.best_step
+            );
+        }
+    }
 }
 
 /// What to try with a finished run, on stderr (stdout keeps just the results), written with

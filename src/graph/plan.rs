@@ -488,6 +488,8 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             let key = format!("{at}.name");
             check_path_name(&sname, &key, "a stage name", loaded, &mut diags);
         }
+        let validated = ds.validation.is_some();
+        crate::spec::policy::check_stage(stage, &at, &sname, validated, src, &mut diags);
         if stage.epochs == 0 {
             diags.push(
                 src.value(&format!("{at}.epochs")),

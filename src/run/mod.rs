@@ -31,6 +31,41 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(dir).map_err(named)
 }
 
+/// Gives the (already durable) file `src` a second name `dst`, atomically and durably, without
+/// copying its bytes: a hard link under a temporary name, renamed over `dst`. Where the file
+/// system has no hard links, `dst` gets a durable copy instead.
+pub fn durable_link(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let named = |e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!("linking {} to {}: {e}", src.display(), dst.display()),
+        )
+    };
+    let dir = match dst.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // A unique name: tempfile picks it (and removes that placeholder) so that a stale
+    // temporary left by a killed process cannot collide.
+    let tmp = tempfile::Builder::new()
+        .prefix(".link-")
+        .tempfile_in(dir)
+        .map_err(named)?
+        .into_temp_path();
+    let tmp_path = tmp.to_path_buf();
+    tmp.close().map_err(named)?;
+    match std::fs::hard_link(src, &tmp_path) {
+        Ok(()) => {
+            if let Err(e) = std::fs::rename(&tmp_path, dst) {
+                let _ = std::fs::remove_file(&tmp_path);
+                return Err(named(e));
+            }
+            sync_dir(dir).map_err(named)
+        }
+        Err(_) => atomic_write(dst, &std::fs::read(src).map_err(named)?),
+    }
+}
+
 /// Makes a rename in `dir` durable: the new directory entry is on disk once this returns.
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -59,6 +94,23 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["run.json"]);
+    }
+
+    #[test]
+    fn durable_link_gives_a_second_name_that_survives_replacing_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        atomic_write(&a, b"old").unwrap();
+        super::durable_link(&a, &b).unwrap();
+        atomic_write(&a, b"new").unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"old");
+        assert_eq!(std::fs::read(&a).unwrap(), b"new");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
     }
 
     #[test]

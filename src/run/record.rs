@@ -36,9 +36,49 @@ pub struct StageRecord {
     pub seconds: f64,
     /// Metrics after the last epoch, `train.loss`, `validation.accuracy`, ...
     pub last: BTreeMap<String, f64>,
-    /// Metrics of the best epoch (highest validation accuracy, else training accuracy).
+    /// Metrics of the best epoch (by `checkpoints.monitor`; default: highest validation
+    /// accuracy, else training accuracy).
     pub best: BTreeMap<String, f64>,
     pub best_epoch: usize,
+    /// Set when `early_stopping` ended the stage before its last epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<StoppedEarly>,
+    /// The checkpoint files of this stage left in `checkpoints/` (see `checkpoints` in the spec).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checkpoints: Vec<KeptCheckpoint>,
+}
+
+/// Where and why early stopping ended a stage (run.json `stages[].stopped_early`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoppedEarly {
+    /// The epoch the stage stopped in (it may have stopped mid-epoch, at a `validate_every` point).
+    pub epoch: usize,
+    /// The optimizer step (within the stage) it stopped at.
+    pub step: usize,
+    pub monitor: String,
+    /// The best value of the monitor (absent when no check gave a number, e.g. all NaN).
+    pub best_value: Option<f64>,
+    pub best_step: usize,
+    pub best_epoch: usize,
+    /// Whether the stage ended with the weights of `best_step` (`restore_best`).
+    pub restored_best: bool,
+}
+
+/// One checkpoint file kept in `checkpoints/` (run.json `stages[].checkpoints`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeptCheckpoint {
+    /// File name inside `checkpoints/`.
+    pub file: String,
+    /// `last` (among the newest `keep_last`) or `best` (among the best `keep_best`); a file
+    /// kept for both reasons is listed twice.
+    pub kind: String,
+    pub epoch: usize,
+    pub step: usize,
+    /// For `best`: the metric that ranked it and its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

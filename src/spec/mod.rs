@@ -6,6 +6,7 @@
 pub mod dataset;
 pub mod load;
 pub mod model;
+pub mod policy;
 pub mod runtime;
 pub mod schema;
 pub mod stage;

@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::policy::{CheckpointsSpec, EarlyStoppingSpec, Mode};
+
 fn one() -> usize {
     1
 }
@@ -76,6 +78,14 @@ pub struct StageSpec {
     /// Shuffle the train rows each epoch (seeded).
     #[serde(default = "yes")]
     pub shuffle: bool,
+    /// End the stage when a logged metric stops improving:
+    /// `{ monitor = "validation.loss", patience = 3, min_delta = 0.0, restore_best = true }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<EarlyStoppingSpec>,
+    /// Which epoch-end checkpoints stay on disk: `{ keep_last = 2, keep_best = 1, monitor = "validation.loss" }`
+    /// (default: the newest and the best by validation accuracy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointsSpec>,
 }
 
 fn sgd_lr() -> f64 {

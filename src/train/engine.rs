@@ -13,9 +13,11 @@ use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use super::early_stopping::validation_metrics;
 use super::freeze::set_trainable;
 use super::metrics::{Running, correct, cross_entropy};
 use super::optim::StageOptimizer;
+use super::policies::StagePolicies;
 use super::prefix::FrozenPrefix;
 use super::resume::{ResumeState, SpecFingerprint};
 use super::schedule::learning_rate;
@@ -203,13 +205,15 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 name: stage_name.clone(),
                 ..Default::default()
             });
-        let mut best_score = resuming
-            .and_then(|r| r.best_score)
-            .unwrap_or(f64::NEG_INFINITY);
+        // Early stopping and checkpoint retention, continued from a resume point inside the stage.
+        let mut policies =
+            StagePolicies::new(stage, si, &stage_name, validation.is_some(), resuming);
         let first_epoch = resuming.map(|r| r.epoch).unwrap_or(1);
         progress.stage_start(&stage_name, stage.epochs, steps_per_epoch);
 
         for epoch in first_epoch..=stage.epochs {
+            // Set when early stopping ends the stage at a mid-epoch validation point.
+            let mut stopped_at: Option<(f64, f64)> = None;
             let resumed_epoch = resuming.filter(|r| r.epoch == epoch);
             let batch_rows =
                 epoch_batches(train, stage, epoch_seed(spec.seed, si, epoch), per_epoch);
@@ -282,10 +286,20 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                         samples_per_s: rate,
                         elapsed_s: started.elapsed().as_secs_f64(),
                     })?;
+                    if policies.at_validation((vl, va), (epoch, step), &model, &checkpoints)? {
+                        // The epoch end below ends the epoch here, then the stage.
+                        stopped_at = Some((vl, va));
+                        break;
+                    }
                 }
                 let stop = interrupt.load(Ordering::SeqCst);
                 let due = stage.checkpoint_every.is_some_and(|n| step % n == 0);
                 if (stop || due) && bi + 1 < batches.len() {
+                    if stop {
+                        // Kept as a `last` before the point that lists it is committed.
+                        policies.at_interrupt(&model, (epoch, step), &checkpoints, &mut record)?;
+                    }
+                    let (best_score, early_stopping, kept) = policies.point_fields(true);
                     let mut stages = outcome.stages.clone();
                     record.steps = step;
                     stages.push(record.clone());
@@ -297,19 +311,20 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                         loss_sum: running.loss_sum,
                         correct: running.correct,
                         seen: running.seen,
-                        best_score: best_score.is_finite().then_some(best_score),
+                        best_score,
                         stages,
                         metric_rows: log.rows(),
                         model_file: format!("resume-{si}-{step}.safetensors"),
                         optimizer_file: format!("resume-{si}-{step}-optimizer.mpk"),
                         spec: Some(fingerprint.clone()),
+                        early_stopping,
+                        checkpoints: kept,
                     };
                     save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
                     last_point = Some(point);
                 }
                 // On the epoch's last batch the epoch end below writes the resume point.
                 if stop && bi + 1 < batches.len() {
-                    checkpoint::save(&model, &run.checkpoint(&stage_name, "last"))?;
                     record.steps = step;
                     record.seconds = stage_started.elapsed().as_secs_f64();
                     outcome.stages.push(record);
@@ -335,9 +350,9 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let mut metrics = std::collections::BTreeMap::new();
             metrics.insert("train.loss".to_string(), train_row.loss);
             metrics.insert("train.accuracy".to_string(), train_row.accuracy);
-            let mut score = train_row.accuracy;
             let t = Instant::now();
-            if let Some((vl, va)) = validate(&model) {
+            // A stage stopped mid-epoch was validated (and logged) at the step it stopped at.
+            if let Some((vl, va)) = stopped_at.is_none().then(|| validate(&model)).flatten() {
                 let val_rows = validation.map_or(0, |v| v.len());
                 let row = MetricRow {
                     stage: stage_name.clone(),
@@ -354,26 +369,34 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 progress.epoch_end(&row);
                 metrics.insert("validation.loss".to_string(), vl);
                 metrics.insert("validation.accuracy".to_string(), va);
-                score = va;
             }
-            checkpoint::save(&model, &run.checkpoint(&stage_name, "last"))?;
-            if score > best_score {
-                best_score = score;
-                record.best = metrics.clone();
-                record.best_epoch = epoch;
-                checkpoint::save(&model, &run.checkpoint(&stage_name, "best"))?;
+            if let Some((vl, va)) = stopped_at {
+                metrics.extend(validation_metrics(vl, va));
             }
+            let at = (epoch, step);
+            let stopped_mid = stopped_at.is_some();
+            let (kept_model, stop) = policies.at_epoch_end(
+                model,
+                &metrics,
+                stopped_mid,
+                at,
+                &checkpoints,
+                &mut record,
+            )?;
+            model = kept_model;
             record.last = metrics;
-            record.epochs_completed = epoch;
+            // An epoch cut short by early stopping is not completed.
+            record.epochs_completed = epoch - usize::from(stopped_mid);
             record.steps = step;
             tracing::info!(stage = %stage_name, epoch, loss = train_row.loss, accuracy = train_row.accuracy, "epoch end");
 
             // Every epoch end is a resume point: the next epoch (or stage) starts from here.
-            let (next_stage, next_epoch) = if epoch == stage.epochs {
+            let (next_stage, next_epoch) = if epoch == stage.epochs || stop {
                 (si + 1, 1)
             } else {
                 (si, epoch + 1)
             };
+            let (best_score, early_stopping, kept) = policies.point_fields(next_stage == si);
             let mut stages = outcome.stages.clone();
             let mut finished = record.clone();
             finished.seconds = stage_started.elapsed().as_secs_f64();
@@ -386,7 +409,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 loss_sum: 0.0,
                 correct: 0,
                 seen: 0,
-                best_score: (next_stage == si).then_some(best_score),
+                best_score,
                 stages,
                 metric_rows: log.rows(),
                 model_file: format!("resume-{si}-{step}-end.safetensors"),
@@ -397,6 +420,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                     String::new()
                 },
                 spec: Some(fingerprint.clone()),
+                early_stopping,
+                checkpoints: kept,
             };
             save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
             last_point = Some(point);
@@ -407,6 +432,9 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 progress.finish();
                 return Ok(outcome);
             }
+            if stop {
+                break;
+            }
         }
         record.seconds = stage_started.elapsed().as_secs_f64();
         outcome.stages.push(record);
@@ -414,12 +442,46 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     progress.finish();
 
     if let Some(test) = test.filter(|t| !t.is_empty()) {
-        let t = Instant::now();
+        let ended = TestAfter {
+            spec,
+            stages: &outcome.stages,
+            test_is_validation,
+            started,
+        };
+        outcome.test = Some(ended.evaluate(&model.valid(), test, log, &device)?);
+    }
+    // Final weights without autodiff state, so they load on any backend.
+    checkpoint::save(&model.valid(), &run.model_weights())?;
+    Ok(outcome)
+}
+
+/// Where the stages left off, for the test evaluation after the last one.
+struct TestAfter<'a> {
+    spec: &'a Spec,
+    stages: &'a [StageRecord],
+    test_is_validation: bool,
+    started: Instant,
+}
+
+impl TestAfter<'_> {
+    /// Test loss and accuracy of the final weights, logged as the `test` row of metrics.csv.
+    fn evaluate<B: Backend>(
+        &self,
+        model: &Graph<B>,
+        test: &EncodedSplit,
+        log: &mut MetricsLog,
+        device: &B::Device,
+    ) -> Result<(f64, f64)> {
+        let (spec, t) = (self.spec, Instant::now());
         let batch = spec.stages.last().map(|s| s.batch_size).unwrap_or(32);
-        let last = outcome.stages.last().map(|s| &s.last);
+        let last = self.stages.last();
+        // Restored best weights are not the ones the last validation saw.
+        let restored = last.and_then(|s| s.stopped_early.as_ref());
         let reused = last
+            .map(|s| &s.last)
             .filter(|_| {
-                test_is_validation
+                !restored.is_some_and(|s| s.restored_best)
+                    && self.test_is_validation
                     && spec
                         .stages
                         .last()
@@ -428,8 +490,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             .and_then(|m| Some((*m.get("validation.loss")?, *m.get("validation.accuracy")?)));
         // Evaluating 7,600 rows twice with the same weights would only cost time.
         let was_reused = reused.is_some();
-        let (tl, ta) =
-            reused.unwrap_or_else(|| evaluate(&model.valid(), test, batch, None, &device));
+        let (tl, ta) = reused.unwrap_or_else(|| evaluate(model, test, batch, None, device));
         let stage = spec
             .stages
             .len()
@@ -438,12 +499,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             .unwrap_or_default();
         let row = MetricRow {
             stage,
-            epoch: outcome
-                .stages
-                .last()
-                .map(|s| s.epochs_completed)
-                .unwrap_or(0),
-            step: outcome.stages.last().map(|s| s.steps).unwrap_or(0),
+            epoch: last.map(|s| s.epochs_completed).unwrap_or(0),
+            step: last.map(|s| s.steps).unwrap_or(0),
             split: "test".into(),
             loss: tl,
             accuracy: ta,
@@ -453,14 +510,11 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             } else {
                 test.len() as f64 / t.elapsed().as_secs_f64().max(1e-9)
             },
-            elapsed_s: started.elapsed().as_secs_f64(),
+            elapsed_s: self.started.elapsed().as_secs_f64(),
         };
         log.log(&row)?;
-        outcome.test = Some((tl, ta));
+        Ok((tl, ta))
     }
-    // Final weights without autodiff state, so they load on any backend.
-    checkpoint::save(&model.valid(), &run.model_weights())?;
-    Ok(outcome)
 }
 
 /// Writes model and optimizer under the point's (new) names, then commits the pointer.

@@ -1,10 +1,13 @@
 //! Training: the stage loop, optimizers and schedules, freezing, metrics.
 
 pub mod adam;
+pub mod checkpoints;
+pub mod early_stopping;
 pub mod engine;
 pub mod freeze;
 pub mod metrics;
 pub mod optim;
+pub mod policies;
 pub mod prefix;
 pub mod resume;
 pub mod schedule;

@@ -15,6 +15,8 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use serde::{Deserialize, Serialize};
 
+use super::checkpoints::{Kept, RetentionState};
+use super::early_stopping::StoppingState;
 use crate::run::atomic_write;
 use crate::run::record::StageRecord;
 use crate::spec::{LoadedSpec, Spec};
@@ -41,6 +43,12 @@ pub struct ResumeState {
     /// The resolved spec this point was trained with (absent in points of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<SpecFingerprint>,
+    /// The current stage's early stopping: best value and step, patience counter, best weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<StoppingState>,
+    /// The current stage's kept checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<RetentionState>,
 }
 
 /// A stable fingerprint of a resolved spec: FNV-1a (64 bit) over its `key = value` lines in key
@@ -183,7 +191,7 @@ impl ResumeState {
                 "{file}: error: the resume point is corrupt: it is at {at}, outside the spec"
             ));
         }
-        for name in [&self.model_file, &self.optimizer_file] {
+        for name in self.files() {
             let present =
                 crate::graph::plan::is_path_name(name) && checkpoints.join(name).is_file();
             if !name.is_empty() && !present {
@@ -201,6 +209,32 @@ impl ResumeState {
         Ok(())
     }
 
+    /// The files in `checkpoints/` this point needs (names may be empty: none).
+    fn files(&self) -> [&str; 3] {
+        let best = self
+            .early_stopping
+            .as_ref()
+            .map_or("", |s| s.best_file.as_str());
+        [&self.model_file, &self.optimizer_file, best]
+    }
+
+    /// The current stage's kept checkpoints. Points written before retention existed only
+    /// kept the best score (of the default monitor): the best of those is carried over.
+    pub fn retention(&self) -> RetentionState {
+        self.checkpoints.clone().unwrap_or_else(|| RetentionState {
+            last: Vec::new(),
+            best: self
+                .best_score
+                .map(|value| Kept {
+                    epoch: self.stages.get(self.stage).map_or(0, |s| s.best_epoch),
+                    step: 0,
+                    value: Some(value),
+                })
+                .into_iter()
+                .collect(),
+        })
+    }
+
     /// Commits this state: the files it names must already be written.
     pub fn commit(&self, checkpoints: &Path, previous: Option<&ResumeState>) -> Result<()> {
         let text = serde_json::to_string_pretty(self)?;
@@ -210,10 +244,7 @@ impl ResumeState {
         if let Ok(entries) = std::fs::read_dir(checkpoints) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("resume-")
-                    && name != self.model_file
-                    && name != self.optimizer_file
-                {
+                if name.starts_with("resume-") && !self.files().contains(&name.as_str()) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }

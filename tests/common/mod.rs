@@ -150,6 +150,18 @@ pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 /// The first run folder under `runs/<pipeline>/` once its resume point lies inside stage
 /// `stage` (0-based), mid-epoch: where the kill -9 tests kill the run.
 pub fn wait_for_resume_point(runs: &Path, pipeline: &str, stage: u64) -> PathBuf {
+    wait_for_resume_point_where(runs, pipeline, |state| {
+        state["stage"] == stage && state["next_batch"].as_u64().unwrap_or(0) > 0
+    })
+}
+
+/// The first run folder under `runs/<pipeline>/` once its committed resume point (resume.json)
+/// satisfies `ready`; fails after two minutes.
+pub fn wait_for_resume_point_where(
+    runs: &Path,
+    pipeline: &str,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> PathBuf {
     let start = std::time::Instant::now();
     loop {
         let point = std::fs::read_dir(runs.join(pipeline))
@@ -159,15 +171,14 @@ pub fn wait_for_resume_point(runs: &Path, pipeline: &str, stage: u64) -> PathBuf
         if let Some(b) = &point
             && let Ok(t) = std::fs::read_to_string(b.join("checkpoints/resume.json"))
             && let Ok(state) = serde_json::from_str::<serde_json::Value>(&t)
-            && state["stage"] == stage
-            && state["next_batch"].as_u64().unwrap_or(0) > 0
+            && ready(&state)
         {
             return b.clone();
         }
         assert!(
             start.elapsed() < std::time::Duration::from_secs(120),
-            "no resume point in stage {}",
-            stage + 1
+            "no such resume point in {} after 120 s",
+            runs.display()
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{json, only_run, pipe, run, scratch, shared_model, tensors, text};
+use common::{json, only_run, pipe, run, scratch, shared_model, text};
 
 /// `pipelines/bert_finetune.toml` (frozen-BERT `features` stage, then `finetune` with AdamW
 /// and warm-up) on tiny_bert and `rows` rows, with resume points every 2 steps.
@@ -82,28 +82,10 @@ fn tiny_bert_killed_in_the_finetune_stage_resumes_to_an_identical_end() {
     let a = only_run(&straight, "bert_finetune");
 
     let broken = dir.join("broken");
-    let mut child = pipe().args(tiny_finetune(&broken, 1500)).spawn().unwrap();
+    let child = pipe().args(tiny_finetune(&broken, 1500)).spawn().unwrap();
     let b = common::wait_for_resume_point(&broken, "bert_finetune", 1);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert_eq!(
-        json(&b.join("run.json"))["status"],
-        "running",
-        "the run must have been killed mid-way"
-    );
-    let out = run(&["run", "--resume", b.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let record = json(&b.join("run.json"));
-    assert_eq!(record["status"], "completed");
-    assert_eq!(
-        std::fs::read_to_string(a.join("metrics.csv")).unwrap(),
-        std::fs::read_to_string(b.join("metrics.csv")).unwrap(),
-        "metrics.csv must continue without duplicate or missing rows"
-    );
-    assert!(
-        tensors(&a.join("model/model.safetensors")) == tensors(&b.join("model/model.safetensors")),
-        "final weights must be identical"
-    );
+    common::kill_then_resume(child, &b);
+    common::assert_same_end(&a, &b);
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use common::{json, only_run, pipe, run, scratch, tensors, text};
+use common::{json, only_run, pipe, scratch, tensors, text};
 
 /// Model A with `stages` in place of its single stage.
 fn spec(dir: &Path, stages: &str) -> PathBuf {
@@ -209,32 +209,14 @@ fn kill_9_after_the_patience_counter_started_then_resume_equals_an_unbroken_run(
     );
 
     let broken = dir.join("broken");
-    let mut child = pipe().args(args(&spec, &broken, 800, &[])).spawn().unwrap();
+    let child = pipe().args(args(&spec, &broken, 800, &[])).spawn().unwrap();
     let b = common::wait_for_resume_point_where(&broken, "agnews_transformer", |state| {
         state["early_stopping"]["wait"].as_u64().unwrap_or(0) >= 1
             && state["next_batch"].as_u64().unwrap_or(0) > 0
     });
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert_eq!(
-        json(&b.join("run.json"))["status"],
-        "running",
-        "the run must have been killed mid-way"
-    );
-
-    let out = run(&["run", "--resume", b.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let record_b = json(&b.join("run.json"));
-    assert_eq!(record_b["status"], "completed");
-    assert_eq!(
-        std::fs::read_to_string(a.join("metrics.csv")).unwrap(),
-        std::fs::read_to_string(b.join("metrics.csv")).unwrap(),
-        "the resumed run must stop where the unbroken one did"
-    );
-    assert!(
-        tensors(&a.join("model/model.safetensors")) == tensors(&b.join("model/model.safetensors")),
-        "final (restored) weights must be identical"
-    );
+    // The resumed run must stop where the unbroken one did, with the same restored weights.
+    let record_b = common::kill_then_resume(child, &b);
+    common::assert_same_end(&a, &b);
     assert_eq!(record_a["metrics"], record_b["metrics"]);
     assert_eq!(
         record_a["stages"][0]["stopped_early"],

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{json, only_run, pipe, run, scratch, tensors, text};
+use common::{json, only_run, pipe, run, scratch, text};
 
 /// Model A shrunk to seconds, with two stages (a different optimizer in each) and frequent
 /// resume points.
@@ -45,30 +45,11 @@ fn kill_9_then_resume_equals_an_unbroken_run() {
 
     // Kill the second run once it has a resume point inside the second stage, mid-epoch.
     let broken = dir.join("broken");
-    let mut child = pipe().args(args(&spec, &broken)).spawn().unwrap();
+    let child = pipe().args(args(&spec, &broken)).spawn().unwrap();
     let b = common::wait_for_resume_point(&broken, "agnews_transformer", 1);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert_eq!(
-        json(&b.join("run.json"))["status"],
-        "running",
-        "the run must have been killed mid-way"
-    );
-
-    let out = run(&["run", "--resume", b.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let record = json(&b.join("run.json"));
-    assert_eq!(record["status"], "completed");
+    let record = common::kill_then_resume(child, &b);
     assert_eq!(record["resumed_at"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        std::fs::read_to_string(a.join("metrics.csv")).unwrap(),
-        std::fs::read_to_string(b.join("metrics.csv")).unwrap(),
-        "metrics.csv must continue without duplicate or missing rows"
-    );
-    assert!(
-        tensors(&a.join("model/model.safetensors")) == tensors(&b.join("model/model.safetensors")),
-        "final weights must be identical"
-    );
+    common::assert_same_end(&a, &b);
     assert_eq!(json(&a.join("run.json"))["metrics"], record["metrics"]);
 
     // A completed run is not resumed again.

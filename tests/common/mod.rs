@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -182,4 +182,34 @@ pub fn wait_for_resume_point_where(
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Kills `child` (SIGKILL) — the caller waited for a resume point in `run` — checks that the
+/// run was left `running`, resumes it to the end and returns its run.json.
+pub fn kill_then_resume(mut child: Child, run_dir: &Path) -> serde_json::Value {
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        json(&run_dir.join("run.json"))["status"],
+        "running",
+        "the run must have been killed mid-way"
+    );
+    let out = run(&["run", "--resume", run_dir.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let record = json(&run_dir.join("run.json"));
+    assert_eq!(record["status"], "completed");
+    record
+}
+
+/// Two runs that ended identically: the same metrics.csv rows and the same final weights.
+pub fn assert_same_end(a: &Path, b: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(a.join("metrics.csv")).unwrap(),
+        std::fs::read_to_string(b.join("metrics.csv")).unwrap(),
+        "metrics.csv must continue without duplicate or missing rows"
+    );
+    assert!(
+        tensors(&a.join("model/model.safetensors")) == tensors(&b.join("model/model.safetensors")),
+        "final weights must be identical"
+    );
 }

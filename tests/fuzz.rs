@@ -23,6 +23,17 @@ use rand_chacha::ChaCha8Rng;
 use common::{pipe, scratch};
 use pipe::data::source::{self, Format, SourceOptions};
 
+/// No download is ever attempted: a mutated `from = "x"` would otherwise ask the Hugging Face
+/// hub for a model `x` (and, on a machine without ../shared, for MiniLM) on every input, and
+/// each attempt waits on the closed network. Set once, before any test here starts its work.
+fn offline() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: std serialises its own environment access; this runs at the start of each test,
+    // before the test starts threads or processes, and nothing here reads the environment from
+    // C code.
+    ONCE.call_once(|| unsafe { std::env::set_var("PIPE_OFFLINE", "1") });
+}
+
 fn scale() -> usize {
     std::env::var("PIPE_FUZZ_SCALE")
         .ok()
@@ -213,6 +224,7 @@ fn seed_specs() -> Vec<(String, String)> {
 
 #[test]
 fn spec_text_mutations_never_panic() {
+    offline();
     let seeds = seed_specs();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let inputs = 16_000 * scale();
@@ -333,6 +345,7 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
 
 #[test]
 fn valid_specs_run_two_steps_or_fail_in_one_line() {
+    offline();
     let dir = scratch("fuzz-valid");
     let train = Path::new("data/ag_news/train.csv").canonicalize().unwrap();
     let mut rng = rng(2);
@@ -403,6 +416,7 @@ fn broken_rows(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
 
 #[test]
 fn data_file_mutations_fail_naming_the_file_and_line() {
+    offline();
     let dir = scratch("fuzz-data");
     let ag = std::fs::read_to_string("data/ag_news/test.csv").unwrap();
     let ag: String = ag.lines().take(20).map(|l| format!("{l}\n")).collect();

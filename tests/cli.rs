@@ -128,6 +128,45 @@ fn eval_json_prints_the_report_and_threads_size_the_pool() {
     let accuracy = printed["report"]["accuracy"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(printed["report"]["per_class"].as_array().unwrap().len(), 4);
+
+    // The confusion matrix as a figure: a PNG of the size for 4 classes, an SVG with the names.
+    for name in ["cm.png", "cm.svg"] {
+        let plot = runs.join(name);
+        let out = run(&[
+            "eval",
+            folder.to_str().unwrap(),
+            "--data",
+            "data/ag_news/test.csv",
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert!(text(&out).1.contains(&format!("wrote {}", plot.display())));
+        if name.ends_with(".png") {
+            let decoder =
+                png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&plot).unwrap()));
+            let info = decoder.read_info().unwrap().info().clone();
+            assert_eq!((info.width, info.height), pipe::compare::confusion_size(4));
+        } else {
+            let svg = std::fs::read_to_string(&plot).unwrap();
+            for label in ["World", "Sports", "Business", "Sci/Tech", "predicted class"] {
+                assert!(svg.contains(label), "{label} missing from the SVG");
+            }
+        }
+    }
+    let out = run(&[
+        "eval",
+        folder.to_str().unwrap(),
+        "--data",
+        "data/ag_news/test.csv",
+        "--plot",
+        "cm.gif",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert_eq!(
+        text(&out).1,
+        "--plot: error: the file name must end in .png or .svg\n"
+    );
 }
 
 /// `pipelines/sports_csv.toml` lists no labels: they come from its train file.

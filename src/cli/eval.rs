@@ -8,6 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::load_run_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
+use crate::compare::plot_confusion;
 use crate::data::batch::EncodedSplit;
 use crate::data::{Example, read};
 use crate::graph::{Graph, Plan};
@@ -21,7 +22,7 @@ use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data data/ag_news/test.csv\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data my_rows.jsonl --format jsonl --json"
+    after_help = "Examples:\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data data/ag_news/test.csv\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data my_rows.jsonl --format jsonl --json\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data data/ag_news/test.csv --plot confusion.png"
 )]
 pub struct EvalArgs {
     /// A run folder.
@@ -40,6 +41,10 @@ pub struct EvalArgs {
     /// Print the report as JSON on stdout (what eval.json holds) instead of the tables.
     #[arg(long)]
     pub json: bool,
+    /// Also draw the confusion matrix (counts, colour by the share of each true class) to this
+    /// .png or .svg file.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 }
 
 /// A finished run, ready for inference.
@@ -112,6 +117,17 @@ impl BackendTask for Infer<'_> {
 }
 
 pub fn run(args: EvalArgs) -> Result<i32> {
+    let plot_kind = args.plot.as_ref().map(|p| {
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+    });
+    if let Some(kind) = plot_kind
+        && !matches!(kind.as_deref(), Some("png" | "svg"))
+    {
+        eprintln!("--plot: error: the file name must end in .png or .svg");
+        return Ok(super::EXIT_INVALID);
+    }
     let trained = match TrainedRun::open(&args.run)? {
         Ok(t) => t,
         Err(code) => return Ok(code),
@@ -134,6 +150,20 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     let mut text = serde_json::to_string_pretty(&json)?;
     text.push('\n');
     atomic_write(&trained.run.eval_json(), text.as_bytes())?;
+    if let Some(plot) = &args.plot {
+        let title = format!(
+            "{} {} on {}: accuracy {:.1} %",
+            trained.loaded.spec.name,
+            trained.run.name(),
+            args.data.file_name().map_or_else(
+                || args.data.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
+            100.0 * report.accuracy
+        );
+        plot_confusion(&report.confusion, &report.labels, &title, plot)?;
+        eprintln!("wrote {}", plot.display());
+    }
     if args.json {
         print!("{text}");
     } else {

@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::text_table::{self, Align};
 
+mod confusion;
+pub use confusion::{confusion_size, plot_confusion};
+
 /// What `pipe compare` needs from one run folder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunSummary {
@@ -551,7 +554,7 @@ pub fn plot(runs: &[Loaded], table: &Table, path: &Path) -> anyhow::Result<()> {
 }
 
 #[derive(Clone, Copy)]
-enum ImageKind {
+pub(crate) enum ImageKind {
     Png,
     Svg,
 }
@@ -792,7 +795,7 @@ fn shortest_suffixes(keys: &[&String]) -> Vec<String> {
         .collect()
 }
 
-enum PlotError {
+pub(crate) enum PlotError {
     Font(String),
     Other(String),
 }
@@ -817,7 +820,7 @@ const PLOT_FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
 /// Makes [`PLOT_FONT`] the `sans-serif` family that the plots ask for (plotters' ab_glyph path
 /// knows only registered fonts), once per process.
-fn register_plot_font() {
+pub(crate) fn register_plot_font() {
     static REGISTERED: std::sync::Once = std::sync::Once::new();
     REGISTERED.call_once(|| {
         // The embedded font always parses (a test draws text with it); were it not to, text

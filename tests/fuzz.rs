@@ -1,7 +1,7 @@
 //! Fuzzing: no input makes pipe panic.
 //!
 //! Three harnesses, each seeded (`PIPE_FUZZ_SEED`, default 1) and sized by `PIPE_FUZZ_SCALE`
-//! (default 1: 16,000 spec texts, 24 valid specs and 10,000 data files, 15–30 s in all, the
+//! (default 1: 48,000 spec texts, 48 valid specs and 30,000 data files, about 30 s in all, the
 //! smoke CI runs; README "Fuzzing" gives the figures of a long run):
 //! - spec text: mutations of the repo's pipelines (bytes, lines, values, `--set` overrides)
 //!   through load → resolve, in this process, every panic caught and reported with its input;
@@ -227,7 +227,7 @@ fn spec_text_mutations_never_panic() {
     offline();
     let seeds = seed_specs();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let inputs = 16_000 * scale();
+    let inputs = 48_000 * scale();
     let start = std::time::Instant::now();
     // One stream of inputs per thread; each thread's inputs are reproducible from the seed.
     let accepted: usize = std::thread::scope(|scope| {
@@ -349,7 +349,7 @@ fn valid_specs_run_two_steps_or_fail_in_one_line() {
     let dir = scratch("fuzz-valid");
     let train = Path::new("data/ag_news/train.csv").canonicalize().unwrap();
     let mut rng = rng(2);
-    let specs = 24 * scale();
+    let specs = 48 * scale();
     let (mut ran, start) = (0usize, std::time::Instant::now());
     for n in 0..specs {
         let text = random_valid_spec(&mut rng, &train);
@@ -448,7 +448,7 @@ fn data_file_mutations_fail_naming_the_file_and_line() {
         ),
     ];
     let mut rng = rng(3);
-    let inputs = 10_000 * scale();
+    let inputs = 30_000 * scale();
     let path = dir.join("data.txt");
     let (mut loaded, start) = (0usize, std::time::Instant::now());
     for n in 0..inputs {

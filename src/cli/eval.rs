@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::load_run_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
-use crate::compare::plot_confusion;
+use crate::compare::{ImageKind, plot_confusion};
 use crate::data::batch::EncodedSplit;
 use crate::data::{Example, read};
 use crate::graph::{Graph, Plan};
@@ -117,13 +117,11 @@ impl BackendTask for Infer<'_> {
 }
 
 pub fn run(args: EvalArgs) -> Result<i32> {
-    let plot_kind = args.plot.as_ref().map(|p| {
-        p.extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-    });
-    if let Some(kind) = plot_kind
-        && !matches!(kind.as_deref(), Some("png" | "svg"))
+    // Checked before any inference: a wrong file name should not cost a pass over the data.
+    if args
+        .plot
+        .as_deref()
+        .is_some_and(|p| ImageKind::of(p).is_err())
     {
         eprintln!("--plot: error: the file name must end in .png or .svg");
         return Ok(super::EXIT_INVALID);

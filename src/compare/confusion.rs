@@ -32,19 +32,7 @@ pub fn plot_confusion(
     title: &str,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let kind = match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
-        Some("png") => ImageKind::Png,
-        Some("svg") => ImageKind::Svg,
-        _ => bail!(
-            "cannot plot to {}: the file name must end in .png or .svg",
-            path.display()
-        ),
-    };
+    let kind = ImageKind::of(path)?;
     if confusion.is_empty() || confusion.len() != labels.len() {
         bail!("nothing to plot: no classes");
     }

@@ -554,9 +554,27 @@ pub fn plot(runs: &[Loaded], table: &Table, path: &Path) -> anyhow::Result<()> {
 }
 
 #[derive(Clone, Copy)]
-pub(crate) enum ImageKind {
+pub enum ImageKind {
     Png,
     Svg,
+}
+
+impl ImageKind {
+    /// The format a plot's file name asks for; anything but .png / .svg is an error.
+    pub fn of(path: &Path) -> anyhow::Result<Self> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        match ext.as_deref() {
+            Some("png") => Ok(ImageKind::Png),
+            Some("svg") => Ok(ImageKind::Svg),
+            _ => bail!(
+                "cannot plot to {}: the file name must end in .png or .svg",
+                path.display()
+            ),
+        }
+    }
 }
 
 pub fn plot_with_size(
@@ -565,18 +583,7 @@ pub fn plot_with_size(
     path: &Path,
     size: (u32, u32),
 ) -> anyhow::Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let kind = match ext.as_deref() {
-        Some("png") => ImageKind::Png,
-        Some("svg") => ImageKind::Svg,
-        _ => bail!(
-            "cannot plot to {}: the file name must end in .png or .svg",
-            path.display()
-        ),
-    };
+    let kind = ImageKind::of(path)?;
     let curves = collect_curves(runs, table);
     if curves.is_empty() {
         bail!("nothing to plot: none of the runs has rows in metrics.csv");

@@ -81,18 +81,30 @@ impl Written {
 /// its chunk. A zeroed `vec!` is a memset on the calling thread before any task starts, and in
 /// a model A training step those memsets were a quarter of the time the main thread ran alone.
 fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    par_filled_with(len, chunk, fill).0
+}
+
+/// [`par_filled`] where each task also returns a value (partial sums), in task order.
+fn par_filled_with<R: Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) -> R + Sync,
+) -> (Vec<f32>, Vec<R>) {
     let mut out = Written::new(len);
     let ptr = out.ptr();
-    (0..len.div_ceil(chunk)).into_par_iter().for_each(|task| {
-        let start = task * chunk;
-        let n = chunk.min(len - start);
-        // SAFETY: each task gets its own in-bounds range of the buffer.
-        fill(task, unsafe {
-            std::slice::from_raw_parts_mut(ptr.get().add(start), n)
-        });
-    });
+    let results = (0..len.div_ceil(chunk))
+        .into_par_iter()
+        .map(|task| {
+            let start = task * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: each task gets its own in-bounds range of the buffer.
+            fill(task, unsafe {
+                std::slice::from_raw_parts_mut(ptr.get().add(start), n)
+            })
+        })
+        .collect();
     // SAFETY: the ranges cover the buffer and `fill` writes all of each.
-    unsafe { out.assume_written() }
+    (unsafe { out.assume_written() }, results)
 }
 
 /// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, all as (row stride, column stride) views.
@@ -727,24 +739,13 @@ pub fn layer_norm_backward(x: Ft, gamma: Ft, eps: f64, grad: Ft) -> (Ft, Ft, Ft)
     let (xv, gav, dyv) = (values(&x), values(&gamma), values(&g));
     let d = gav.len();
     let chunk = rows_per_task(d) * d;
-    // Not zeroed first (see `par_filled`): the rows kernel writes every element of dx.
-    let mut dx = Written::new(xv.len());
-    let ptr = dx.ptr();
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..xv.len().div_ceil(chunk))
-        .into_par_iter()
-        .map(|task| {
-            let range = task * chunk..((task + 1) * chunk).min(xv.len());
-            // SAFETY: each task writes its own in-bounds range of dx.
-            let dxc =
-                unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
-            let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
-            let (xc, dyc) = (&xv[range.clone()], &dyv[range]);
-            layer_norm_backward_rows(xc, dyc, gav, eps as f32, dxc, &mut dgamma, &mut dbeta);
-            (dgamma, dbeta)
-        })
-        .collect();
-    // SAFETY: the ranges cover dx.
-    let dx = unsafe { dx.assume_written() };
+    let (dx, partials) = par_filled_with(xv.len(), chunk, |task, dxc| {
+        let start = task * chunk;
+        let (xc, dyc) = (&xv[start..][..dxc.len()], &dyv[start..][..dxc.len()]);
+        let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+        layer_norm_backward_rows(xc, dyc, gav, eps as f32, dxc, &mut dgamma, &mut dbeta);
+        (dgamma, dbeta)
+    });
     let dgamma = add_up(partials.iter().map(|p| &p.0), d);
     let dbeta = add_up(partials.iter().map(|p| &p.1), d);
     (tensor(dx, &dims), tensor(dgamma, &[d]), tensor(dbeta, &[d]))

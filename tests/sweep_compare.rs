@@ -210,3 +210,164 @@ fn ctrl_c_on_a_sweep_interrupts_its_trials_cleanly() {
         );
     }
 }
+
+/// `(trial index → (status, run folder))` of a sweep.json.
+fn trials_of(sweep_dir: &std::path::Path) -> Vec<(String, std::path::PathBuf, serde_json::Value)> {
+    let record = json(&sweep_dir.join("sweep.json"));
+    (record["trials"].as_array().unwrap().iter())
+        .map(|t| {
+            let run = std::path::PathBuf::from(t["run"].as_str().unwrap());
+            (t["status"].as_str().unwrap().to_string(), run, t.clone())
+        })
+        .collect()
+}
+
+/// The epochs of the `train` rows of a run's metrics.csv, in order.
+fn train_epochs(run: &std::path::Path) -> Vec<u64> {
+    let mut reader = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (split, epoch) = (col("split"), col("epoch"));
+    reader
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| &r[split] == "train")
+        .map(|r| r[epoch].parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn asha_prunes_trials_trains_fewer_epochs_and_keeps_the_best() {
+    let runs = scratch("asha");
+    let sweep = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "pipelines/sports_csv.toml",
+            "--random",
+            "stages.train.optimizer.learning_rate=1e-5..3e-2:log",
+            "--trials",
+            "9",
+        ];
+        args.extend_from_slice(extra);
+        let dir = runs.join(name);
+        let runs_dir = format!("--runs-dir={}", dir.display());
+        args.push(&runs_dir);
+        let out = run(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        (only_child(&dir.join("sports_csv")), stdout, stderr)
+    };
+    let (full, _, _) = sweep("full", &["--set=stages.train.epochs=3", "--parallel=2"]);
+    let (pruned, table, stderr) = sweep(
+        "pruned",
+        &[
+            "--prune=asha",
+            "--metric=validation.loss",
+            "--min-epochs=1",
+            "--reduction=3",
+            "--max-epochs=3",
+        ],
+    );
+    let full_trials = trials_of(&full);
+    let pruned_trials = trials_of(&pruned);
+    let record = json(&pruned.join("sweep.json"));
+    let prune = &record["prune"];
+    assert_eq!(prune["method"], "asha");
+    assert_eq!(prune["rungs"], serde_json::json!([1, 3]));
+
+    // Fewer epochs than the same trials unpruned (9 × 3), and as many as the run folders say.
+    let epochs_trained = prune["epochs_trained"].as_u64().unwrap();
+    assert_eq!(prune["epochs_unpruned"], 27);
+    assert!(epochs_trained < 27, "{prune}");
+    let counted: u64 = (pruned_trials.iter())
+        .map(|(_, run, _)| train_epochs(run).len() as u64)
+        .sum();
+    assert_eq!(counted, epochs_trained, "{stderr}");
+    assert!(stderr.contains("epochs trained in all"), "{stderr}");
+
+    let statuses: Vec<&str> = pruned_trials.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert!(
+        statuses.iter().all(|s| *s == "pruned" || *s == "completed"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&"pruned") && statuses.contains(&"completed"),
+        "{statuses:?}"
+    );
+    let validation_loss = |run: &std::path::Path| {
+        json(&run.join("run.json"))["metrics"]["validation.loss"]
+            .as_f64()
+            .unwrap()
+    };
+    for (k, (status, run, trial)) in pruned_trials.iter().enumerate() {
+        let epochs = train_epochs(run);
+        assert_eq!(json(&run.join("run.json"))["status"], status.as_str());
+        if status == "pruned" {
+            assert_eq!(epochs, vec![1], "a pruned trial stopped at its rung");
+            assert!(
+                run.join("checkpoints/resume.json").is_file(),
+                "it can be resumed"
+            );
+        } else {
+            // Promoted with --resume: no epoch trained twice, and the same end as unpruned.
+            assert_eq!(epochs, vec![1, 2, 3], "trial {k}");
+            assert_eq!(trial["rungs"].as_array().unwrap().len(), 2, "{trial}");
+            let (_, unpruned, _) = &full_trials[k];
+            let (a, b) = (validation_loss(run), validation_loss(unpruned));
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs(),
+                "trial {k}: {a} vs {b} unpruned"
+            );
+        }
+    }
+    // The best trial of the unpruned sweep was not pruned.
+    let best = (0..full_trials.len())
+        .min_by(|&a, &b| {
+            validation_loss(&full_trials[a].1).total_cmp(&validation_loss(&full_trials[b].1))
+        })
+        .unwrap();
+    assert_eq!(
+        pruned_trials[best].0, "completed",
+        "best unpruned trial {best}"
+    );
+    let decisions = prune["decisions"].as_array().unwrap();
+    let pruned_count = statuses.iter().filter(|s| **s == "pruned").count();
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d["decision"] == "pruned")
+            .count(),
+        pruned_count
+    );
+    assert!(
+        table.contains("pruned"),
+        "the final table lists pruned trials:\n{table}"
+    );
+    let out = run(&["compare", pruned.to_str().unwrap()]);
+    let (compared, _) = text(&out);
+    assert_eq!(
+        compared.lines().filter(|l| l.contains("pruned")).count(),
+        pruned_count,
+        "{compared}"
+    );
+
+    // A Slurm array cannot prune.
+    let out = run(&[
+        "sweep",
+        "pipelines/sports_csv.toml",
+        "--grid",
+        "seed=1,2",
+        "--prune",
+        "asha",
+        "--emit",
+        "slurm",
+        &format!("--runs-dir={}", runs.join("slurm").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.starts_with("--prune: error:"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!runs.join("slurm").exists());
+}

@@ -1,5 +1,6 @@
 //! The command line: one file per verb. `main.rs` parses and calls [`main`].
 
+pub mod attention;
 pub mod bench;
 pub mod check;
 pub mod compare;
@@ -24,9 +25,10 @@ use crate::spec::LoadedSpec;
 use crate::spec::load::{OverrideLayers, load_spec_with};
 
 /// Exit codes: 0 success, 1 a failure while running, 2 an invalid spec or arguments,
-/// 130 interrupted (Ctrl-C), as shells expect.
+/// 3 paused at `--pause-after-epochs`, 130 interrupted (Ctrl-C), as shells expect.
 pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_PAUSED: i32 = 3;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser, Debug)]
@@ -54,6 +56,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with a run's final model.
     Predict(predict::PredictArgs),
+    /// Show what a run's attention looks at for a text (terminal, heat-map or JSON).
+    Attention(attention::AttentionArgs),
     /// Run a grid or random hyperparameter sweep, one `pipe run` per trial.
     Sweep(sweep::SweepArgs),
     /// Compare run folders: differing config keys, metrics, learning curves.
@@ -78,6 +82,7 @@ fn dispatch(cli: Cli) -> i32 {
         Command::Schema(a) => schema::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Attention(a) => attention::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Compare(a) => compare::run(a),

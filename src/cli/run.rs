@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{
-    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan_with, load_run_plan, panic,
-    progress,
+    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides, load_plan_with,
+    load_run_plan, panic, progress,
 };
 use crate::backend::{DeviceChoice, dispatch_with, set_cpu_threads};
 use crate::data::batch::EncodedSplit;
@@ -60,6 +60,11 @@ pub struct RunArgs {
     /// Create the run folder directly in this folder (a sweep's folder) instead of `<runs-dir>/<name>/`.
     #[arg(long, value_name = "DIR")]
     pub into: Option<PathBuf>,
+    /// Stop cleanly (a resume point, status `paused`, exit code 3) once this many epochs,
+    /// counted over all stages, have been trained; `--resume` continues it. `pipe sweep
+    /// --prune` runs its trials rung by rung this way.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pause_after_epochs: Option<u64>,
     /// No progress output on stderr.
     #[arg(long, short)]
     pub quiet: bool,
@@ -201,6 +206,14 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
         eprintln!("{e}");
         return Ok(EXIT_INVALID);
     }
+    let trained = state.epochs_trained();
+    if let Some(n) = args.pause_after_epochs.filter(|&n| n as usize <= trained) {
+        eprintln!(
+            "--pause-after-epochs {n}: error: {} has already trained {trained} epochs",
+            run.path.display()
+        );
+        return Ok(EXIT_INVALID);
+    }
     let device_name = args
         .device
         .clone()
@@ -288,7 +301,10 @@ fn drive(
                 record.metrics.insert("test.loss".into(), loss);
                 record.metrics.insert("test.accuracy".into(), acc);
             }
-            if outcome.interrupted {
+            if outcome.paused {
+                record.status = RunStatus::Paused;
+                EXIT_PAUSED
+            } else if outcome.interrupted {
                 record.status = RunStatus::Interrupted;
                 EXIT_INTERRUPTED
             } else {
@@ -404,6 +420,7 @@ fn execute(
         resume,
         init_weights: args.init_weights.clone(),
         save_init: args.save_init.clone(),
+        pause_after_epochs: args.pause_after_epochs.map(|n| n as usize),
     };
     dispatch_with(device, spec.runtime.precision, job)?
 }

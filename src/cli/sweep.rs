@@ -12,17 +12,19 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{EXIT_INTERRUPTED, EXIT_INVALID, Overrides, load_plan};
+use super::{EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides, load_plan};
 use crate::compare::{Format, build_table, load_runs, render};
 use crate::graph::plan;
 use crate::run::{RunRecord, RunStatus, atomic_write};
 use crate::spec::SweepSpec;
 use crate::spec::load::load_spec;
+use crate::spec::policy::{MONITORS, Mode};
+use crate::sweep::asha::{self, Asha, Decision};
 use crate::sweep::{Trial, expand, parse_grid, parse_range, slurm_script};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  pipe sweep pipelines/agnews_transformer.toml --grid stages.train.optimizer.learning_rate=1e-3,3e-3 --parallel 2\n  pipe sweep pipelines/agnews_transformer.toml --random stages.train.optimizer.learning_rate=1e-4..1e-2:log --trials 8\n  pipe sweep pipelines/agnews_transformer.toml --grid seed=1,2,3 --emit slurm > sweep.sbatch"
+    after_help = "Examples:\n  pipe sweep pipelines/agnews_transformer.toml --grid stages.train.optimizer.learning_rate=1e-3,3e-3 --parallel 2\n  pipe sweep pipelines/agnews_transformer.toml --random stages.train.optimizer.learning_rate=1e-4..1e-2:log --trials 8\n  pipe sweep pipelines/agnews_transformer.toml --grid seed=1,2,3 --emit slurm > sweep.sbatch\n  pipe sweep pipelines/sports_csv.toml --random stages.train.optimizer.learning_rate=1e-4..1e-1:log --trials 27 --prune asha --max-epochs 9"
 )]
 pub struct SweepArgs {
     pub spec: PathBuf,
@@ -50,6 +52,32 @@ pub struct SweepArgs {
     /// Instead of running, print a batch script that runs the trials as an array job.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub emit: Option<Emit>,
+    /// Stop unpromising trials early: `asha` (asynchronous successive halving) ranks trials
+    /// at each rung (--min-epochs, then × --reduction) and continues only the top 1/--reduction.
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub prune: Option<Prune>,
+    /// What trials are ranked by at each rung: `validation.accuracy` (default; higher is
+    /// better), `validation.loss`, `train.loss` or `train.accuracy` (losses: lower is better).
+    #[arg(long, value_name = "SPLIT.METRIC", requires = "prune")]
+    pub metric: Option<String>,
+    /// Epochs of the first rung (default 1).
+    #[arg(long, value_name = "N", requires = "prune")]
+    pub min_epochs: Option<usize>,
+    /// Each rung trains this many times the epochs of the one before and keeps 1/N of the
+    /// trials that reach it (default 3).
+    #[arg(long, value_name = "N", requires = "prune")]
+    pub reduction: Option<usize>,
+    /// The last rung: the epochs a trial that is never pruned trains. Default: the pipeline's
+    /// epochs over all stages; on a one-stage pipeline, sets that stage's epochs.
+    #[arg(long, value_name = "N", requires = "prune")]
+    pub max_epochs: Option<usize>,
+}
+
+/// `pipe sweep --prune`: the pruning schedulers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Prune {
+    /// Asynchronous successive halving (Li et al. 2020), as Ray Tune's ASHAScheduler.
+    Asha,
 }
 
 /// `pipe sweep --emit`: the batch systems a sweep can be written out for.
@@ -73,6 +101,33 @@ struct TrialRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     signal: Option<String>,
     log: PathBuf,
+    /// Epochs trained, over all stages (pruned sweeps).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epochs: Option<usize>,
+    /// The ranked metric at each rung the trial reached (pruned sweeps).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rungs: Vec<RungResult>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct RungResult {
+    epochs: usize,
+    value: f64,
+}
+
+/// How a pruned sweep was scheduled, and what it decided.
+#[derive(Clone, Debug, Serialize)]
+struct PruneRecord {
+    method: &'static str,
+    metric: String,
+    mode: Mode,
+    reduction: usize,
+    /// Epochs of each rung; the last is what a trial that is never pruned trains.
+    rungs: Vec<usize>,
+    decisions: Vec<Decision>,
+    /// Epochs trained by all trials together, and what the same trials would train unpruned.
+    epochs_trained: usize,
+    epochs_unpruned: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -83,6 +138,8 @@ struct SweepRecord {
     created_at: String,
     parallel: usize,
     trials: Vec<TrialRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<PruneRecord>,
 }
 
 impl SweepRecord {
@@ -94,11 +151,21 @@ impl SweepRecord {
     }
 }
 
-pub fn run(args: SweepArgs) -> Result<i32> {
+pub fn run(mut args: SweepArgs) -> Result<i32> {
     let (loaded, _) = match load_plan(&args.spec, &args.overrides.sets, true) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
+    let pruning = match Pruning::of(&args, &loaded) {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("{message}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    if let Some(set) = pruning.as_ref().and_then(|p| p.epochs_override.clone()) {
+        args.overrides.sets.push(set);
+    }
     let mut sweep: SweepSpec = loaded.spec.sweep.clone().unwrap_or_default();
     // Every range is checked before anything is created, each error naming where it was given.
     let mut bad_ranges = 0;
@@ -198,8 +265,11 @@ pub fn run(args: SweepArgs) -> Result<i32> {
                 exit_code: None,
                 signal: None,
                 log: dir.join(format!("trial-{}.log", t.index)),
+                epochs: None,
+                rungs: Vec::new(),
             })
             .collect(),
+        prune: None,
     };
 
     if let Some(Emit::Slurm) = args.emit {
@@ -235,57 +305,41 @@ pub fn run(args: SweepArgs) -> Result<i32> {
             flag.store(true, Ordering::SeqCst);
         });
     }
-    let mut running: BTreeMap<usize, Child> = BTreeMap::new();
-    let mut next = 0;
-    let mut forwarded = false;
-    loop {
-        let stop = interrupted.load(Ordering::SeqCst);
-        if stop && !forwarded {
-            // Each trial finishes its step, checkpoints and marks itself interrupted.
-            for child in running.values() {
-                interrupt_trial(child);
-            }
-            forwarded = true;
-        }
-        while !stop && running.len() < parallel && next < trials.len() {
-            let t = &trials[next];
-            running.insert(t.index, spawn(&args, t, &dir)?);
-            record.trials[t.index].status = "running".into();
-            eprintln!("trial {} started: {}", t.index, t.overrides.join(" "));
-            next += 1;
-            record.save(&dir)?;
-        }
-        let mut finished = Vec::new();
-        for (k, child) in running.iter_mut() {
-            if let Some(status) = child.try_wait()? {
-                finished.push((*k, status));
+    let mut asha = pruning
+        .as_ref()
+        .map(|p| Asha::new(trials.len(), p.rungs.clone(), p.reduction, p.mode));
+    let sweep = Sweep {
+        args: &args,
+        trials: &trials,
+        dir: &dir,
+        parallel,
+        pruning: pruning.as_ref(),
+    };
+    sweep.drive(&mut record, asha.as_mut(), &interrupted)?;
+    if let (Some(asha), Some(p)) = (asha.as_mut(), &pruning) {
+        if !interrupted.load(Ordering::SeqCst) {
+            for k in asha.prune_waiting() {
+                record.trials[k].status = "pruned".into();
+                if let Some(run) = &record.trials[k].run {
+                    mark_pruned(run);
+                }
             }
         }
-        for (k, status) in finished {
-            running.remove(&k);
-            let t = &mut record.trials[k];
-            let ending = TrialEnding::of(status);
-            t.exit_code = status.code();
-            t.status = ending.status().into();
-            t.signal = ending.signal_name();
-            t.run = find_trial_run(&dir, k);
-            if let (Some(run), Some(signal)) = (&t.run, &t.signal) {
-                // The trial could not write its own ending.
-                mark_killed(run, signal);
-            }
-            match &t.signal {
-                Some(signal) => eprintln!(
-                    "trial {k} failed: killed by {signal} (see {})",
-                    t.log.display()
-                ),
-                None => eprintln!("trial {k} {} (see {})", t.status, t.log.display()),
-            }
-            record.save(&dir)?;
-        }
-        if running.is_empty() && (next >= trials.len() || stop) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        let summary = p.record(asha, &record.trials);
+        eprintln!(
+            "pruned sweep ({} on {}, rungs at {} epochs): {} epochs trained in all; the same trials unpruned: {}",
+            summary.method,
+            summary.metric,
+            summary
+                .rungs
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            summary.epochs_trained,
+            summary.epochs_unpruned
+        );
+        record.prune = Some(summary);
     }
     for t in record.trials.iter_mut().filter(|t| t.status == "pending") {
         t.status = "skipped".into();
@@ -295,10 +349,15 @@ pub fn run(args: SweepArgs) -> Result<i32> {
     let folders: Vec<PathBuf> = record.trials.iter().filter_map(|t| t.run.clone()).collect();
     if !folders.is_empty() {
         let runs = load_runs(&folders);
-        let sort = runs
-            .iter()
-            .any(|r| matches!(r, crate::compare::Loaded::Ok(s) if s.metrics.contains_key("test.accuracy")))
-            .then_some("test.accuracy");
+        // A pruned sweep ranks by its metric (pruned trials have no test figures).
+        let has = |key: &str| {
+            runs.iter()
+                .any(|r| matches!(r, crate::compare::Loaded::Ok(s) if s.metrics.contains_key(key)))
+        };
+        let sort = match &pruning {
+            Some(p) if has(&p.metric) => Some(p.metric.as_str()),
+            _ => has("test.accuracy").then_some("test.accuracy"),
+        };
         let table = build_table(&runs, sort)?;
         print!("{}", render(&table, Format::Table));
     }
@@ -319,6 +378,262 @@ pub fn run(args: SweepArgs) -> Result<i32> {
     })
 }
 
+/// `--prune`'s settings, checked before anything runs.
+struct Pruning {
+    metric: String,
+    mode: Mode,
+    reduction: usize,
+    rungs: Vec<usize>,
+    /// `--max-epochs` on a one-stage pipeline: that stage's epochs, as a base override.
+    epochs_override: Option<String>,
+}
+
+impl Pruning {
+    /// `Ok(None)` without `--prune`; `Err` is the one-line message naming the flag.
+    fn of(args: &SweepArgs, loaded: &crate::spec::LoadedSpec) -> Result<Option<Self>, String> {
+        let Some(Prune::Asha) = args.prune else {
+            return Ok(None);
+        };
+        if args.emit.is_some() {
+            return Err(
+                "--prune: error: a Slurm job array runs every trial to its end; pruning \
+                        needs `pipe sweep` to run the trials itself (drop --emit)"
+                    .into(),
+            );
+        }
+        let metric = args
+            .metric
+            .clone()
+            .unwrap_or_else(|| "validation.accuracy".into());
+        if !MONITORS.contains(&metric.as_str()) {
+            return Err(format!(
+                "--metric {metric}: error: trials can be ranked by {}",
+                MONITORS.join(", ")
+            ));
+        }
+        if metric.starts_with("validation.") && loaded.spec.dataset.validation.is_none() {
+            return Err(format!(
+                "--metric {metric}: error: the pipeline has no validation rows (set \
+                 `dataset.validation`, or rank by a train.* metric)"
+            ));
+        }
+        let stages = &loaded.spec.stages;
+        let total: usize = stages.iter().map(|s| s.epochs).sum();
+        let max_epochs = args.max_epochs.unwrap_or(total);
+        let epochs_override = match (args.max_epochs, stages.len()) {
+            (Some(n), 1) if n != total => Some(format!("stages.0.epochs={n}")),
+            (Some(n), k) if n != total => {
+                return Err(format!(
+                    "--max-epochs {n}: error: the pipeline trains {total} epochs in {k} stages; \
+                     --max-epochs sets the epochs of a one-stage pipeline (set each stage's \
+                     epochs with --set)"
+                ));
+            }
+            _ => None,
+        };
+        let rungs = asha::rungs(
+            args.min_epochs.unwrap_or(1),
+            args.reduction.unwrap_or(3),
+            max_epochs,
+        )
+        .map_err(|e| format!("error: {e}"))?;
+        Ok(Some(Pruning {
+            mode: Mode::of(&metric, None),
+            metric,
+            reduction: args.reduction.unwrap_or(3),
+            rungs,
+            epochs_override,
+        }))
+    }
+
+    /// Epochs to pause a trial at on its way to `epochs`: none at the last rung.
+    fn pause_at(&self, epochs: usize) -> Option<usize> {
+        (epochs < *self.rungs.last().expect("at least one rung")).then_some(epochs)
+    }
+
+    fn record(&self, asha: &Asha, trials: &[TrialRecord]) -> PruneRecord {
+        PruneRecord {
+            method: "asha",
+            metric: self.metric.clone(),
+            mode: self.mode,
+            reduction: self.reduction,
+            rungs: self.rungs.clone(),
+            decisions: asha.decisions.clone(),
+            epochs_trained: trials.iter().filter_map(|t| t.epochs).sum(),
+            epochs_unpruned: trials.len() * self.rungs.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What the process loop starts next.
+enum Launch {
+    /// A trial's first process.
+    Start(usize),
+    /// A paused trial, resumed up to the next rung's epochs.
+    Promote(usize, usize),
+}
+
+/// A sweep being run: its trials, `--parallel` processes at a time.
+struct Sweep<'a> {
+    args: &'a SweepArgs,
+    trials: &'a [Trial],
+    dir: &'a Path,
+    parallel: usize,
+    pruning: Option<&'a Pruning>,
+}
+
+impl Sweep<'_> {
+    /// Starts trials (and, when pruning, promotions) while slots are free, until nothing is
+    /// running and nothing more can start; a Ctrl-C interrupts every running trial once.
+    fn drive(
+        &self,
+        record: &mut SweepRecord,
+        mut asha: Option<&mut Asha>,
+        interrupted: &AtomicBool,
+    ) -> Result<()> {
+        let mut running: BTreeMap<usize, Child> = BTreeMap::new();
+        let mut next = 0;
+        let mut forwarded = false;
+        loop {
+            let stop = interrupted.load(Ordering::SeqCst);
+            if stop && !forwarded {
+                // Each trial finishes its step, checkpoints and marks itself interrupted.
+                for child in running.values() {
+                    interrupt_trial(child);
+                }
+                forwarded = true;
+            }
+            while !stop && running.len() < self.parallel {
+                let launch = match asha.as_deref_mut().and_then(Asha::promote) {
+                    Some((k, epochs)) => Launch::Promote(k, epochs),
+                    None if next < self.trials.len() => {
+                        next += 1;
+                        Launch::Start(next - 1)
+                    }
+                    None => break,
+                };
+                let k = self.launch(launch, record, asha.as_deref(), &mut running)?;
+                record.trials[k].status = "running".into();
+                record.save(self.dir)?;
+            }
+            if running.is_empty() {
+                return Ok(());
+            }
+            let mut finished = Vec::new();
+            for (k, child) in running.iter_mut() {
+                if let Some(status) = child.try_wait()? {
+                    finished.push((*k, status));
+                }
+            }
+            for (k, status) in finished {
+                running.remove(&k);
+                self.finished(&mut record.trials[k], status, asha.as_deref_mut());
+                if let (Some(p), Some(a)) = (self.pruning, asha.as_deref()) {
+                    record.prune = Some(p.record(a, &record.trials));
+                }
+                record.save(self.dir)?;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn launch(
+        &self,
+        launch: Launch,
+        record: &SweepRecord,
+        asha: Option<&Asha>,
+        running: &mut BTreeMap<usize, Child>,
+    ) -> Result<usize> {
+        let (k, child) = match launch {
+            Launch::Start(k) => {
+                let t = &self.trials[k];
+                let pause = asha
+                    .zip(self.pruning)
+                    .and_then(|(a, p)| p.pause_at(a.target(k)));
+                eprintln!("trial {k} started: {}", t.overrides.join(" "));
+                (k, spawn(self.args, t, self.dir, pause)?)
+            }
+            Launch::Promote(k, epochs) => {
+                let t = &record.trials[k];
+                let run = t.run.as_ref().context("a paused trial has a run folder")?;
+                let pause = self.pruning.and_then(|p| p.pause_at(epochs));
+                eprintln!("trial {k} promoted: continues to {epochs} epochs");
+                (k, spawn_resume(self.args, run, &t.log, pause)?)
+            }
+        };
+        running.insert(k, child);
+        Ok(k)
+    }
+
+    /// Records how a trial process ended; when pruning, its rung result.
+    fn finished(
+        &self,
+        t: &mut TrialRecord,
+        status: std::process::ExitStatus,
+        asha: Option<&mut Asha>,
+    ) {
+        let k = t.index;
+        let ending = TrialEnding::of(status);
+        t.exit_code = status.code();
+        t.status = ending.status().into();
+        t.signal = ending.signal_name();
+        t.run = find_trial_run(self.dir, k);
+        if let (Some(run), Some(signal)) = (&t.run, &t.signal) {
+            // The trial could not write its own ending.
+            mark_killed(run, signal);
+        }
+        let reached = matches!(t.status.as_str(), "paused" | "completed");
+        if let (Some(asha), Some(p), Some(run), true) = (asha, self.pruning, &t.run, reached) {
+            let (value, epochs) = rung_result(run, &p.metric);
+            t.epochs = Some(epochs);
+            // A trial that stopped early (early stopping) before its rung is just completed.
+            if t.status == "paused" || epochs >= asha.target(k) {
+                asha.report(k, value);
+                t.rungs.push(RungResult { epochs, value });
+            }
+            if t.status == "paused" {
+                eprintln!(
+                    "trial {k} paused at {epochs} epochs: {} {value:.4}",
+                    p.metric
+                );
+                return;
+            }
+        }
+        match &t.signal {
+            Some(signal) => eprintln!(
+                "trial {k} failed: killed by {signal} (see {})",
+                t.log.display()
+            ),
+            None => eprintln!("trial {k} {} (see {})", t.status, t.log.display()),
+        }
+    }
+}
+
+/// A paused trial's ranked metric (NaN where it was not logged) and its epochs, from its run.json.
+fn rung_result(run: &Path, metric: &str) -> (f64, usize) {
+    match RunRecord::load(&run.join("run.json")) {
+        Ok(r) => (
+            r.metrics.get(metric).copied().unwrap_or(f64::NAN),
+            r.stages.iter().map(|s| s.epochs_completed).sum(),
+        ),
+        Err(_) => (f64::NAN, 0),
+    }
+}
+
+/// A pruned trial's run.json says `pruned` instead of `paused`.
+fn mark_pruned(run: &Path) {
+    let path = run.join("run.json");
+    let Ok(mut record) = RunRecord::load(&path) else {
+        return;
+    };
+    if record.status == RunStatus::Paused {
+        record.status = RunStatus::Pruned;
+        if let Err(e) = record.save(&path) {
+            eprintln!("warning: {}: {e}", path.display());
+        }
+    }
+}
+
 fn create_sweep_dir(parent: &Path) -> Result<(PathBuf, String)> {
     std::fs::create_dir_all(parent)?;
     let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
@@ -332,7 +647,7 @@ fn create_sweep_dir(parent: &Path) -> Result<(PathBuf, String)> {
     bail!("could not create a sweep folder under {}", parent.display())
 }
 
-fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
+fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path, pause: Option<usize>) -> Result<Child> {
     let log = std::fs::File::create(dir.join(format!("trial-{}.log", trial.index)))?;
     let mut cmd = Command::new(std::env::current_exe().context("locating the pipe binary")?);
     cmd.arg("run").arg(&args.spec);
@@ -346,6 +661,9 @@ fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
     if let Some(r) = &args.runs_dir {
         cmd.arg("--runs-dir").arg(r);
     }
+    if let Some(n) = pause {
+        cmd.arg("--pause-after-epochs").arg(n.to_string());
+    }
     // Their own process group: a Ctrl-C at the terminal reaches only the sweep, which then
     // interrupts each trial exactly once (a second interrupt would make a trial exit at once).
     #[cfg(unix)]
@@ -355,6 +673,29 @@ fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path) -> Result<Child> {
         .arg("--trial")
         .arg(trial.index.to_string())
         .arg("--quiet")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Ok(cmd.spawn()?)
+}
+
+/// A paused trial's next process: `pipe run --resume RUN`, its output appended to the trial's log.
+fn spawn_resume(args: &SweepArgs, run: &Path, log: &Path, pause: Option<usize>) -> Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(log)?;
+    let mut cmd = Command::new(std::env::current_exe().context("locating the pipe binary")?);
+    cmd.arg("run").arg("--resume").arg(run);
+    if let Some(d) = &args.device {
+        cmd.arg("--device").arg(d);
+    }
+    if let Some(n) = pause {
+        cmd.arg("--pause-after-epochs").arg(n.to_string());
+    }
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.arg("--quiet")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -415,6 +756,7 @@ impl TrialEnding {
         match self {
             TrialEnding::Exited(0) => "completed",
             TrialEnding::Exited(EXIT_INTERRUPTED) => "interrupted",
+            TrialEnding::Exited(EXIT_PAUSED) => "paused",
             _ => "failed",
         }
     }

@@ -12,6 +12,10 @@ pub enum RunStatus {
     Completed,
     Failed,
     Interrupted,
+    /// Stopped at `--pause-after-epochs`, at a resume point (a pruned sweep's rung).
+    Paused,
+    /// Paused at a rung of a pruned sweep and not promoted: its metrics are those of that rung.
+    Pruned,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -1,6 +1,8 @@
 //! Sweeps: expanding `--grid` / `--random` (or a `[sweep]` table) into trials, each a set of
 //! `--set` overrides, and writing them as a Slurm job array.
 
+pub mod asha;
+
 use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};

@@ -55,6 +55,9 @@ pub struct TrainJob<'a> {
     pub init_weights: Option<std::path::PathBuf>,
     /// Where to write the starting weights.
     pub save_init: Option<std::path::PathBuf>,
+    /// Stop at the epoch end where this many epochs (over all stages) have been trained,
+    /// leaving a resume point: a pruned sweep runs its trials rung by rung this way.
+    pub pause_after_epochs: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -67,6 +70,8 @@ pub struct TrainOutcome {
     pub stages: Vec<StageRecord>,
     pub test: Option<(f64, f64)>,
     pub interrupted: bool,
+    /// Stopped at `pause_after_epochs`, at a resume point.
+    pub paused: bool,
 }
 
 impl BackendTask for TrainJob<'_> {
@@ -107,6 +112,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         resume,
         init_weights,
         save_init,
+        pause_after_epochs,
     } = job;
     B::seed(&device, spec.seed);
     let mut model =
@@ -425,10 +431,15 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             };
             save_point(&model, &optim, &point, &checkpoints, last_point.as_ref())?;
             last_point = Some(point);
-            if interrupt.load(Ordering::SeqCst) {
+            let trained: usize = outcome.stages.iter().map(|s| s.epochs_completed).sum();
+            // The last epoch of the last stage is not a pause: the run completes.
+            let pause = pause_after_epochs.is_some_and(|n| trained + epoch >= n)
+                && next_stage < spec.stages.len();
+            if interrupt.load(Ordering::SeqCst) || pause {
                 record.seconds = stage_started.elapsed().as_secs_f64();
                 outcome.stages.push(record);
-                outcome.interrupted = true;
+                outcome.paused = pause;
+                outcome.interrupted = !pause;
                 progress.finish();
                 return Ok(outcome);
             }

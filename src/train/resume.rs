@@ -141,6 +141,15 @@ pub fn pointer(checkpoints: &Path) -> PathBuf {
 }
 
 impl ResumeState {
+    /// Whole epochs trained before this point, over all stages.
+    pub fn epochs_trained(&self) -> usize {
+        let finished: usize = self.stages[..self.stage.min(self.stages.len())]
+            .iter()
+            .map(|s| s.epochs_completed)
+            .sum();
+        finished + self.epoch.saturating_sub(1)
+    }
+
     /// The committed point, `None` before the first. A pointer that does not parse is an
     /// error naming the file.
     pub fn load(checkpoints: &Path) -> Result<Option<Self>> {

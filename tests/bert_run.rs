@@ -68,6 +68,37 @@ fn tiny_bert_staged_finetune_caches_features_and_predicts() {
     assert!(out.status.success(), "{stderr}");
     let labels = ["World", "Sports", "Business", "Sci/Tech"];
     assert!(labels.iter().any(|l| stdout.contains(l)), "{stdout}");
+
+    // The attention of an encoder layer: its WordPiece tokens with [CLS] and [SEP], no
+    // padding, and rows that are probability distributions.
+    let out = run(&[
+        "attention",
+        dir.to_str().unwrap(),
+        "The striker scored twice",
+        "--layer",
+        "bert.encoder.1",
+        "--head",
+        "mean",
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let map: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(map["layer"], "bert.encoder.1");
+    let tokens = map["tokens"].as_array().unwrap();
+    assert_eq!(tokens.first().unwrap(), "[CLS]");
+    assert_eq!(tokens.last().unwrap(), "[SEP]");
+    assert!(!tokens.iter().any(|t| t == "[PAD]"));
+    for row in map["weights"].as_array().unwrap() {
+        let row: Vec<f64> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_f64().unwrap())
+            .collect();
+        assert_eq!(row.len(), tokens.len());
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
 }
 
 #[test]

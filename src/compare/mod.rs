@@ -13,7 +13,9 @@ use serde::Deserialize;
 
 use crate::text_table::{self, Align};
 
+mod attention_map;
 mod confusion;
+pub use attention_map::{attention_size, plot_attention};
 pub use confusion::{confusion_size, plot_confusion};
 
 /// What `pipe compare` needs from one run folder.

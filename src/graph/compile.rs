@@ -21,6 +21,16 @@ pub struct Inputs<B: Backend> {
     pub token_type_ids: Tensor<B, 2, Int>,
 }
 
+impl<B: Backend> Inputs<B> {
+    /// What every layer may read besides its own inputs.
+    fn ctx(&self) -> ForwardCtx<B> {
+        ForwardCtx {
+            mask: self.mask.clone(),
+            token_type_ids: self.token_type_ids.clone(),
+        }
+    }
+}
+
 impl<B: Backend> Graph<B> {
     /// Fresh weights for every layer, drawn in layer order from the backend's seeded RNG;
     /// pretrained layers load their weights unless a checkpoint will replace them anyway.
@@ -75,6 +85,36 @@ impl<B: Backend> Graph<B> {
         needed
     }
 
+    /// The attention weights of layer `layer` for these inputs (see
+    /// [`LayerForward::attention_maps`]): the layers before it run as in [`Graph::logits`].
+    pub fn attention_maps(&self, inputs: &Inputs<B>, layer: usize) -> Vec<(String, Tensor<B, 4>)> {
+        let outputs = self.run_layers(inputs, 0, layer, Vec::new());
+        let args = self.layer_args(inputs, layer, &outputs);
+        self.layers[layer].attention_maps(args, &inputs.ctx())
+    }
+
+    /// What layer `i` reads: graph inputs and earlier layers' outputs, in its input order.
+    fn layer_args(
+        &self,
+        inputs: &Inputs<B>,
+        i: usize,
+        outputs: &[Vec<Option<Value<B>>>],
+    ) -> Vec<Value<B>> {
+        self.routes[i]
+            .iter()
+            .map(|s| match *s {
+                Source::Input(k) => match k {
+                    0 => Value::Ids(inputs.ids.clone()),
+                    1 => Value::Vector(inputs.mask.clone()),
+                    _ => Value::Ids(inputs.token_type_ids.clone()),
+                },
+                Source::Layer(l, o) => outputs[l][o]
+                    .clone()
+                    .expect("the plan orders layers after their inputs"),
+            })
+            .collect()
+    }
+
     /// Runs layers `from..to`; `outputs` holds (at least) what they read from layers `..from`.
     pub fn run_layers(
         &self,
@@ -83,27 +123,11 @@ impl<B: Backend> Graph<B> {
         to: usize,
         mut outputs: Vec<Vec<Option<Value<B>>>>,
     ) -> Vec<Vec<Option<Value<B>>>> {
-        let ctx = ForwardCtx {
-            mask: inputs.mask.clone(),
-            token_type_ids: inputs.token_type_ids.clone(),
-        };
-        let input_values = [
-            Value::Ids(inputs.ids.clone()),
-            Value::Vector(inputs.mask.clone()),
-            Value::Ids(inputs.token_type_ids.clone()),
-        ];
+        let ctx = inputs.ctx();
         outputs.resize_with(from, Vec::new);
         let last = self.layers.len() - 1;
         for i in from..to {
-            let args: Vec<Value<B>> = self.routes[i]
-                .iter()
-                .map(|s| match *s {
-                    Source::Input(k) => input_values[k].clone(),
-                    Source::Layer(l, o) => outputs[l][o]
-                        .clone()
-                        .expect("the plan orders layers after their inputs"),
-                })
-                .collect();
+            let args = self.layer_args(inputs, i, &outputs);
             let layer = &self.layers[i];
             let out = if i == last {
                 layer.forward_logits(args, &ctx)

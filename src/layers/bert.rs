@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::global_average_pooling_1d::masked_mean;
 use super::layer_normalization::layer_norm;
+use super::multi_head_attention::attention_weights;
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind};
 use crate::fused::{self, AttentionOptions};
 use crate::pretrained::{BertConfig, locate};
@@ -257,6 +258,20 @@ impl<B: Backend> Bert<B> {
         token_types: Tensor<B, 2, Int>,
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 3>> {
+        let mut x = self.embed(ids, token_types);
+        let mut states = Vec::with_capacity(self.encoder.layer.len());
+        for layer in &self.encoder.layer {
+            x = self.layer_forward(layer, x, &mask);
+            states.push(x.clone());
+        }
+        states
+    }
+
+    /// Word + position + token-type embeddings, normalised.
+    ///
+    /// # Shapes
+    /// - ids, token_types: [batch, length]; output: [batch, length, hidden]
+    fn embed(&self, ids: Tensor<B, 2, Int>, token_types: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, l] = ids.dims();
         let device = ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..l as i64, &device)
@@ -266,13 +281,42 @@ impl<B: Backend> Bert<B> {
         let x = e.word_embeddings.forward(ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(token_types);
-        let mut x = fused::dropout(self.norm(&e.layer_norm, x), e.dropout.prob);
-        let mut states = Vec::with_capacity(self.encoder.layer.len());
-        for layer in &self.encoder.layer {
-            x = self.layer_forward(layer, x, &mask);
-            states.push(x.clone());
+        fused::dropout(self.norm(&e.layer_norm, x), e.dropout.prob)
+    }
+
+    fn attention_options(&self, hidden: usize) -> AttentionOptions {
+        AttentionOptions {
+            num_heads: self.num_heads,
+            scale: 1.0 / ((hidden / self.num_heads) as f32).sqrt(),
+            // transformers adds the most negative f32 to padded keys' scores.
+            mask_penalty: f32::MIN,
         }
-        states
+    }
+
+    /// Each encoder layer's self-attention weights, `encoder.0` first.
+    ///
+    /// # Shapes
+    /// - ids, token_types, mask: [batch, length]
+    /// - output: one [batch, heads, length, length] per encoder layer
+    pub fn attention(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+    ) -> Vec<Tensor<B, 4>> {
+        let mut x = self.embed(ids, token_types);
+        let mut maps = Vec::with_capacity(self.encoder.layer.len());
+        for layer in &self.encoder.layer {
+            let sa = &layer.attention.self_attention;
+            maps.push(attention_weights(
+                sa.query.forward(x.clone()),
+                sa.key.forward(x.clone()),
+                Some(mask.clone()),
+                self.attention_options(x.dims()[2]),
+            ));
+            x = self.layer_forward(layer, x, &mask);
+        }
+        maps
     }
 
     fn norm(&self, norm: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -292,12 +336,7 @@ impl<B: Backend> Bert<B> {
             fused::linear_seq(&sa.value, x.clone()),
             Some(mask.clone()),
             sa.dropout.prob,
-            AttentionOptions {
-                num_heads: self.num_heads,
-                scale: 1.0 / ((h / self.num_heads) as f32).sqrt(),
-                // transformers adds the most negative f32 to padded keys' scores.
-                mask_penalty: f32::MIN,
-            },
+            self.attention_options(h),
         );
         let ao = &layer.attention.output;
         let projected = fused::linear_seq(&ao.dense, context);
@@ -419,5 +458,13 @@ impl<B: Backend> LayerForward<B> for Bert<B> {
         });
         outputs.insert(0, default);
         outputs
+    }
+
+    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+        let ids = inputs.into_iter().next().expect("ids").ids();
+        let maps = self.attention(ids, ctx.token_type_ids.clone(), ctx.mask.clone());
+        (maps.into_iter().enumerate())
+            .map(|(i, m)| (format!("encoder.{i}"), m))
+            .collect()
     }
 }

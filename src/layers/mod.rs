@@ -203,6 +203,17 @@ pub trait LayerForward<B: Backend> {
     fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         self.forward(inputs, ctx)
     }
+    /// The weights of the layer's attention for these inputs, [batch, heads, queries, keys],
+    /// each named within the layer (`""` for the layer's own, `encoder.N` in a BERT); none for
+    /// layers that do not attend. `pipe attention` draws them.
+    fn attention_maps(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+    ) -> Vec<(String, Tensor<B, 4>)> {
+        let _ = (inputs, ctx);
+        Vec::new()
+    }
 }
 
 pub(crate) fn require_rank(

@@ -149,18 +149,75 @@ impl<B: Backend> MultiHeadAttention<B> {
             v,
             self.masked.then(|| mask.clone()),
             self.dropout.prob,
-            AttentionOptions {
-                num_heads: self.num_heads,
-                scale: 1.0 / (self.key_dim as f32).sqrt(),
-                // Keras' additive mask value for padded keys.
-                mask_penalty: -1e9,
-            },
+            self.options(),
         );
         fused::linear_seq(&self.attention_output, out)
     }
 }
 
+/// Attention weights `softmax(q·kᵀ·scale + penalty·(1 − mask))` with plain tensor ops (the
+/// fused kernel never materialises them): what `pipe attention` draws. Padded keys get exactly
+/// 0 where a mask is given, since `exp(penalty)` underflows.
+///
+/// # Shapes
+/// - q: [batch, lq, heads·dim]; k: [batch, lk, heads·dim]; mask: [batch, lk]
+/// - output: [batch, heads, lq, lk], each row summing to 1
+pub fn attention_weights<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    mask: Option<Tensor<B, 2>>,
+    options: AttentionOptions,
+) -> Tensor<B, 4> {
+    let heads = options.num_heads;
+    let split = |x: Tensor<B, 3>| {
+        let [b, l, d] = x.dims();
+        x.reshape([b, l, heads, d / heads]).swap_dims(1, 2)
+    };
+    let scores = split(q).matmul(split(k).transpose()) * options.scale;
+    let scores = match mask {
+        Some(mask) => {
+            let [b, lk] = mask.dims();
+            let padded = mask.neg().add_scalar(1.0).reshape([b, 1, 1, lk]);
+            scores + padded * options.mask_penalty
+        }
+        None => scores,
+    };
+    burn::tensor::activation::softmax(scores, 3)
+}
+
+impl<B: Backend> MultiHeadAttention<B> {
+    fn options(&self) -> AttentionOptions {
+        AttentionOptions {
+            num_heads: self.num_heads,
+            scale: 1.0 / (self.key_dim as f32).sqrt(),
+            // Keras' additive mask value for padded keys.
+            mask_penalty: -1e9,
+        }
+    }
+
+    /// The attention weights [`attend`](Self::attend) applies.
+    ///
+    /// # Shapes
+    /// - query: [batch, lq, d_q]; value: [batch, lk, d_kv]; mask: [batch, lk]
+    /// - output: [batch, heads, lq, lk]
+    pub fn weights(&self, query: Tensor<B, 3>, value: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 4> {
+        attention_weights(
+            self.query.forward(query),
+            self.key.forward(value),
+            self.masked.then(|| mask.clone()),
+            self.options(),
+        )
+    }
+}
+
 impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
+    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+        let mut it = inputs.into_iter();
+        let query = it.next().expect("query").sequence();
+        let value = it.next().map(Value::sequence).unwrap_or_else(|| query.clone());
+        vec![(String::new(), self.weights(query, value, &ctx.mask))]
+    }
+
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let mut it = inputs.into_iter();
         let query = it.next().expect("query").sequence();
@@ -169,5 +226,52 @@ impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
             .map(Value::sequence)
             .unwrap_or_else(|| query.clone());
         vec![Value::Sequence(self.attend(query, value, &ctx.mask))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+
+    use super::*;
+
+    type B = Flex;
+
+    fn ctx_mask(rows: &[&[f32]]) -> Tensor<B, 2> {
+        let (b, l) = (rows.len(), rows[0].len());
+        let flat: Vec<f32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Tensor::<B, 1>::from_floats(flat.as_slice(), &Default::default()).reshape([b, l])
+    }
+
+    #[test]
+    fn weights_rows_sum_to_one_and_padded_keys_get_none() {
+        let device = Default::default();
+        B::seed(&device, 7);
+        let config = MultiHeadAttentionConfig {
+            num_heads: 2,
+            key_dim: 4,
+            value_dim: None,
+            dropout: 0.0,
+            masked: true,
+        };
+        let layer = config.build::<B>(6, 6, &device);
+        let x = Tensor::<B, 3>::random([2, 5, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let mask = ctx_mask(&[&[1.0, 1.0, 1.0, 0.0, 0.0], &[1.0, 1.0, 1.0, 1.0, 1.0]]);
+        let w = layer.weights(x.clone(), x.clone(), &mask);
+        assert_eq!(w.dims(), [2, 2, 5, 5]);
+        let sums: Vec<f32> = w.clone().sum_dim(3).into_data().to_vec().unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        let padded: Vec<f32> = w.clone().slice([0..1, 0..2, 0..5, 3..5]).into_data().to_vec().unwrap();
+        assert!(padded.iter().all(|&p| p == 0.0), "{padded:?}");
+
+        // The same weights are what the fused kernel applies: weights · V, heads merged and
+        // projected, is the layer's output.
+        let [b, l, _] = x.dims();
+        let v = layer.value.forward(x.clone()).reshape([b, l, 2, 4]).swap_dims(1, 2);
+        let merged = w.matmul(v).swap_dims(1, 2).reshape([b, l, 8]);
+        let expected = layer.attention_output.forward(merged);
+        let got = layer.attend(x.clone(), x, &mask);
+        let diff: f32 = (got - expected).abs().max().into_scalar();
+        assert!(diff < 1e-5, "fused attention differs from its weights by {diff}");
     }
 }

@@ -69,6 +69,9 @@ macro_rules! registry {
             fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
                 match self { $(LayerModule::$variant(m) => m.forward_logits(inputs, ctx)),* }
             }
+            fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+                match self { $(LayerModule::$variant(m) => m.attention_maps(inputs, ctx)),* }
+            }
         }
     };
 }

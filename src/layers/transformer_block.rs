@@ -112,6 +112,10 @@ impl LayerDef for TransformerBlockConfig {
 }
 
 impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
+    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+        let x = inputs.into_iter().next().expect("one input").sequence();
+        vec![(String::new(), self.att.weights(x.clone(), x, &ctx.mask))]
+    }
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         let attn = self.att.attend(x.clone(), x.clone(), &ctx.mask);

@@ -67,6 +67,17 @@ impl Vectorizer {
         }
     }
 
+    /// The vocabulary entry of token id `id` (`[UNK]` for words outside a learned vocabulary).
+    pub fn token(&self, id: i32) -> String {
+        let id = u32::try_from(id).unwrap_or(0);
+        match self {
+            Vectorizer::TextVectorization(v) => {
+                v.vocabulary().get(id as usize).cloned().unwrap_or_default()
+            }
+            Vectorizer::Pretrained(t) => t.tokenizer().id_to_token(id).unwrap_or_default(),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         match self {
             Vectorizer::TextVectorization(v) => v.vocab_size(),

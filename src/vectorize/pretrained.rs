@@ -59,6 +59,11 @@ impl PretrainedTokenizer {
         })
     }
 
+    /// The HF tokenizer (the one `save` writes).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
     }

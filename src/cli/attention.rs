@@ -371,11 +371,11 @@ impl View {
     }
 }
 
-/// Two decimals, or three significant digits for weights below 0.01 (an unmasked layer's
-/// real tokens can share a few per cent between them).
+/// Four decimals (a near-uniform row over ten tokens is 0.1 everywhere give or take a few
+/// ten-thousandths), or three significant digits below 0.0001 (an unmasked layer's real tokens).
 fn weight_text(w: f32) -> String {
-    if w >= 0.01 || w == 0.0 {
-        format!("{w:.2}")
+    if w >= 1e-4 || w == 0.0 {
+        format!("{w:.4}")
     } else {
         format!("{w:.2e}")
     }

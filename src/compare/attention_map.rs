@@ -1,6 +1,6 @@
 //! The attention heat-map of `pipe attention --out`: one row per query token, one column per
-//! key token, the tokens on both axes, colour from white (0) to deep red (the matrix's largest
-//! weight, shown on the colour bar), and a title naming the layer, head and predicted label.
+//! key token, the tokens on both axes, colour from white (the matrix's smallest weight) to deep
+//! red (its largest), both on the colour bar, and a title naming the layer, head and label.
 
 use std::path::Path;
 
@@ -96,20 +96,28 @@ where
         &font(16, text_anchor::HPos::Center),
         (root.dim_in_pixel().0 as i32 / 2, 26),
     )?;
-    let top_weight = weights
+    // The colour runs over the weights' own range (as seaborn's heatmap does): a trained
+    // classifier's attention can be near uniform, 0.1 ± 0.005 over ten tokens, which a 0-based
+    // scale would show as one flat colour. The bar gives the range.
+    let (low, high) = weights
         .iter()
         .flatten()
-        .fold(0f32, |m, &w| m.max(w))
-        .max(f32::MIN_POSITIVE) as f64;
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+    let range = (low as f64, high as f64);
+    let shade = |w: f32| {
+        let spread = range.1 - range.0;
+        heat(if spread > 1e-9 {
+            (w as f64 - range.0) / spread
+        } else {
+            1.0
+        })
+    };
     for (i, row) in weights.iter().enumerate() {
         let y = top + i as i32 * cell;
         for (j, &w) in row.iter().enumerate() {
             let x = left + j as i32 * cell;
             let corners = [(x, y), (x + cell, y + cell)];
-            root.draw(&Rectangle::new(
-                corners,
-                heat(w as f64 / top_weight).filled(),
-            ))?;
+            root.draw(&Rectangle::new(corners, shade(w).filled()))?;
             root.draw(&Rectangle::new(corners, BLACK.mix(0.12)))?;
         }
         root.draw_text(
@@ -133,15 +141,15 @@ where
         &font(13, text_anchor::HPos::Center),
         (left + n * cell / 2, top - 18),
     )?;
-    draw_colour_bar(root, (left + n * cell + 30, top), n * cell, top_weight)
+    draw_colour_bar(root, (left + n * cell + 30, top), n * cell, range)
 }
 
-/// The colour scale: 0 at the bottom, the largest weight at the top.
+/// The colour scale: the smallest weight at the bottom, the largest at the top.
 fn draw_colour_bar<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     (x, y): (i32, i32),
     height: i32,
-    top_weight: f64,
+    (low, high): (f64, f64),
 ) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
@@ -165,8 +173,17 @@ where
             text_anchor::HPos::Left,
             text_anchor::VPos::Center,
         ));
-    root.draw_text(&format!("{top_weight:.2}"), &font, (x + 22, y + 4))?;
-    root.draw_text("0", &font, (x + 22, y + height - 4))?;
+    // As many decimals as it takes for the two ends to read differently (a near-uniform map
+    // spans 0.0962 to 0.1047).
+    let decimals = (3..7)
+        .find(|&d| format!("{low:.d$}") != format!("{high:.d$}"))
+        .unwrap_or(3);
+    root.draw_text(&format!("{high:.decimals$}"), &font, (x + 22, y + 4))?;
+    root.draw_text(
+        &format!("{low:.decimals$}"),
+        &font,
+        (x + 22, y + height - 4),
+    )?;
     Ok(())
 }
 

@@ -43,6 +43,9 @@ pub struct RunArgs {
     /// Where run folders go (overrides `runtime.runs_dir`).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
+    /// Data-parallel workers: `N` or `cuda:0,cuda:1` (overrides `runtime.devices`).
+    #[arg(long, value_name = "N|LIST")]
+    pub devices: Option<String>,
     /// Continue this run folder from its last resume point.
     #[arg(long, value_name = "RUN", conflicts_with = "spec")]
     pub resume: Option<PathBuf>,
@@ -94,6 +97,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .flags
             .push(("--runs-dir".into(), "runtime.runs_dir".into(), dir));
     }
+    if let Some(d) = &args.devices {
+        layers
+            .flags
+            .push(("--devices".into(), "runtime.devices".into(), d.clone()));
+    }
     let (loaded, plan) = match load_plan_with(&spec_path, &layers, true) {
         Ok(v) => v,
         Err(code) => return Ok(code),
@@ -105,7 +113,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
         return Ok(EXIT_INVALID);
     }
-    let device = match DeviceChoice::parse(&loaded.spec.runtime.device) {
+    let device = match DeviceChoice::parse(&run_device(&loaded.spec.runtime)) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{}: error: {e}", loaded.source.value("runtime.device"));
@@ -133,6 +141,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         trial: args.trial,
         seed: loaded.spec.seed,
         device: device.describe(),
+        devices: devices_used(&loaded.spec.runtime),
         git_rev: git_rev(),
         pipe_version: env!("CARGO_PKG_VERSION").to_string(),
         burn_version: BURN_VERSION.to_string(),
@@ -155,9 +164,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
 }
 
 fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
-    if !args.overrides.sets.is_empty() || args.runs_dir.is_some() {
+    if !args.overrides.sets.is_empty() || args.runs_dir.is_some() || args.devices.is_some() {
         eprintln!(
-            "error: --resume continues a run exactly as it was set up; it takes no --set or --runs-dir"
+            "error: --resume continues a run exactly as it was set up; it takes no --set, --runs-dir or --devices"
         );
         return Ok(EXIT_INVALID);
     }
@@ -217,7 +226,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     let device_name = args
         .device
         .clone()
-        .unwrap_or_else(|| loaded.spec.runtime.device.clone());
+        .unwrap_or_else(|| run_device(&loaded.spec.runtime));
     let device = match DeviceChoice::parse(&device_name) {
         Ok(d) => d,
         Err(e) => {
@@ -421,8 +430,37 @@ fn execute(
         init_weights: args.init_weights.clone(),
         save_init: args.save_init.clone(),
         pause_after_epochs: args.pause_after_epochs.map(|n| n as usize),
+        workers: worker_indices(&spec.runtime),
     };
     dispatch_with(device, spec.runtime.precision, job)?
+}
+
+/// The device the run starts on: the first data-parallel worker's, else `runtime.device`.
+/// (`pipe check` has already refused a `runtime.devices` that does not parse.)
+fn run_device(runtime: &crate::spec::runtime::RuntimeSpec) -> String {
+    match (&runtime.devices, runtime.worker_devices()) {
+        (Some(_), Ok(workers)) => workers[0].clone(),
+        _ => runtime.device.clone(),
+    }
+}
+
+/// Each worker's device index (0 for CPU workers).
+fn worker_indices(runtime: &crate::spec::runtime::RuntimeSpec) -> Vec<usize> {
+    (runtime.worker_devices().unwrap_or_default().iter())
+        .map(|d| match DeviceChoice::parse(d) {
+            Ok(DeviceChoice::Cuda(i)) => i,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// run.json's `devices`: the CPU worker count, or the list of GPUs.
+fn devices_used(runtime: &crate::spec::runtime::RuntimeSpec) -> serde_json::Value {
+    let workers = runtime.worker_devices().unwrap_or_default();
+    match workers.first().map(|d| d.starts_with("cuda")) {
+        Some(true) => serde_json::json!(workers),
+        _ => serde_json::json!(workers.len()),
+    }
 }
 
 fn write_static_files(run: &RunDir, loaded: &LoadedSpec, plan: &Plan) -> Result<()> {

@@ -391,15 +391,45 @@ pub fn dropout<B: Backend, const D: usize>(x: Tensor<B, D>, prob: f64) -> Tensor
     x * keep_mask::<B, D>(shape, prob, &device)
 }
 
+thread_local! {
+    /// A data-parallel worker's own dropout stream: (key, masks drawn so far).
+    static DROPOUT_STREAM: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with this thread's CPU dropout masks keyed by `key` and a counter instead of the
+/// backend's RNG, which is one stream for the whole process: data-parallel workers draw at the
+/// same time, and each must draw the same masks whatever the others do.
+pub fn with_dropout_stream<R>(key: u64, f: impl FnOnce() -> R) -> R {
+    DROPOUT_STREAM.with(|s| s.set(Some((key, 0))));
+    let out = f();
+    DROPOUT_STREAM.with(|s| s.set(None));
+    out
+}
+
+/// The next key of this thread's dropout stream, if one is set (splitmix64 of key + counter).
+fn stream_key() -> Option<u64> {
+    DROPOUT_STREAM.with(|s| {
+        let (key, n) = s.get()?;
+        s.set(Some((key, n + 1)));
+        let mut z = key.wrapping_add((n + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Some((z ^ (z >> 31)) >> 16)
+    })
+}
+
 /// Inverted-dropout keep mask {0, 1/(1−p)}: on the CPU from a counter-based generator, in
-/// parallel, keyed by a seed drawn from the backend's RNG (so `seed` still fixes every mask);
-/// elsewhere burn's `Dropout` draw.
+/// parallel, keyed by a seed drawn from the backend's RNG (so `seed` still fixes every mask)
+/// or from the thread's [`with_dropout_stream`]; elsewhere burn's `Dropout` draw.
 fn keep_mask<B: Backend, const D: usize>(
     shape: [usize; D],
     prob: f64,
     device: &B::Device,
 ) -> Tensor<B, D> {
     let draw = || -> u64 {
+        if let Some(key) = stream_key() {
+            return key;
+        }
         // 48 random bits from the backend's stream.
         let draw: Vec<f32> =
             Tensor::<B, 1>::random([2], burn::tensor::Distribution::Default, device)

@@ -22,6 +22,14 @@ pub struct Inputs<B: Backend> {
 }
 
 impl<B: Backend> Inputs<B> {
+    pub fn to_device(self, device: &B::Device) -> Self {
+        Inputs {
+            ids: self.ids.to_device(device),
+            mask: self.mask.to_device(device),
+            token_type_ids: self.token_type_ids.to_device(device),
+        }
+    }
+
     /// What every layer may read besides its own inputs.
     fn ctx(&self) -> ForwardCtx<B> {
         ForwardCtx {

@@ -471,6 +471,14 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
         }
     }
 
+    // Data-parallel workers: each takes an equal share of every batch.
+    let workers = match spec.runtime.worker_devices() {
+        Ok(w) => w.len(),
+        Err(e) => {
+            diags.push(src.value("runtime.devices"), e);
+            1
+        }
+    };
     // Stages.
     // A spec without stages still checks and summarises; `pipe run` reports it.
     let mut stage_names: Vec<String> = Vec::new();
@@ -494,6 +502,16 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             diags.push(
                 src.value(&format!("{at}.epochs")),
                 "`epochs` must be at least 1",
+            );
+        }
+        if workers > 1 && !stage.batch_size.is_multiple_of(workers) {
+            diags.push(
+                src.value(&format!("{at}.batch_size")),
+                format!(
+                    "stage `{sname}`: `batch_size` {} does not split evenly over the {workers} \
+                     workers of `runtime.devices`",
+                    stage.batch_size
+                ),
             );
         }
         for (key, value) in [

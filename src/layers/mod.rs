@@ -144,6 +144,13 @@ impl<B: Backend> Value<B> {
             other => panic!("internal: expected a vector, got {other:?}"),
         }
     }
+    pub fn to_device(self, device: &B::Device) -> Self {
+        match self {
+            Value::Ids(t) => Value::Ids(t.to_device(device)),
+            Value::Vector(t) => Value::Vector(t.to_device(device)),
+            Value::Sequence(t) => Value::Sequence(t.to_device(device)),
+        }
+    }
     /// Applies an elementwise function whatever the rank.
     pub fn map_float(
         self,

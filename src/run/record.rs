@@ -105,6 +105,9 @@ pub struct RunRecord {
     pub trial: Option<usize>,
     pub seed: u64,
     pub device: String,
+    /// The data-parallel workers as used: their count on the CPU, the list of GPUs on CUDA.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub devices: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_rev: Option<String>,
     pub pipe_version: String,

@@ -29,6 +29,81 @@ pub struct RuntimeSpec {
     /// keyed by its weights and the encoded rows, for reuse by later runs.
     #[serde(default = "yes")]
     pub feature_cache: bool,
+    /// Data-parallel training: `N` workers (on the CPU, N threads sharing its cores; with
+    /// `device = "cuda"`, the first N GPUs) or a list such as `["cuda:0", "cuda:1"]`. Each step
+    /// splits `batch_size` evenly over them and averages their gradients. Default: one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Devices>,
+}
+
+/// `runtime.devices`: a count, a list of device names, or either as `--devices` text
+/// (`"2"`, `"cuda:0,cuda:1"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Devices {
+    Count(usize),
+    List(Vec<String>),
+    Text(String),
+}
+
+impl RuntimeSpec {
+    /// One device name per data-parallel worker (`cpu` repeated for CPU workers); a single
+    /// entry is the one-device path. Errors say what is wrong with `runtime.devices`.
+    pub fn worker_devices(&self) -> Result<Vec<String>, String> {
+        match &self.devices {
+            None => Ok(vec![self.device.clone()]),
+            Some(Devices::Count(n)) => device_count(*n, &self.device),
+            Some(Devices::List(names)) => device_list(names),
+            Some(Devices::Text(text)) => match text.trim().parse::<usize>() {
+                Ok(n) => device_count(n, &self.device),
+                Err(_) => device_list(
+                    &text
+                        .split(',')
+                        .map(|d| d.trim().to_string())
+                        .collect::<Vec<_>>(),
+                ),
+            },
+        }
+    }
+}
+
+fn device_count(n: usize, device: &str) -> Result<Vec<String>, String> {
+    if n == 0 {
+        return Err("`devices` must be at least 1".into());
+    }
+    Ok(if device.starts_with("cuda") || device == "gpu" {
+        (0..n).map(|i| format!("cuda:{i}")).collect()
+    } else {
+        vec![device.to_string(); n]
+    })
+}
+
+fn device_list(names: &[String]) -> Result<Vec<String>, String> {
+    let names: Vec<String> = names
+        .iter()
+        .map(|d| {
+            if d == "cuda" || d == "gpu" {
+                "cuda:0".to_string()
+            } else {
+                d.clone()
+            }
+        })
+        .collect();
+    let Some(first) = names.first() else {
+        return Err("`devices` lists no device".into());
+    };
+    let kind = |d: &str| d.split(':').next().unwrap_or("").to_string();
+    if let Some(other) = names.iter().find(|d| kind(d) != kind(first)) {
+        return Err(format!(
+            "`devices` mixes `{first}` and `{other}`: the workers must be of one kind"
+        ));
+    }
+    if kind(first) == "cuda"
+        && let Some(twice) = (names.iter().enumerate()).find(|(i, d)| names[..*i].contains(d))
+    {
+        return Err(format!("`devices` lists `{}` twice", twice.1));
+    }
+    Ok(names)
 }
 
 fn yes() -> bool {
@@ -43,6 +118,7 @@ impl Default for RuntimeSpec {
             threads: None,
             precision: Precision::F32,
             feature_cache: true,
+            devices: None,
         }
     }
 }
@@ -54,4 +130,50 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workers(device: &str, devices: Option<Devices>) -> Result<Vec<String>, String> {
+        let runtime = RuntimeSpec {
+            device: device.into(),
+            devices,
+            ..Default::default()
+        };
+        runtime.worker_devices()
+    }
+
+    #[test]
+    fn devices_are_a_count_a_list_or_flag_text() {
+        assert_eq!(workers("cpu", None).unwrap(), vec!["cpu"]);
+        assert_eq!(
+            workers("cpu", Some(Devices::Count(2))).unwrap(),
+            vec!["cpu", "cpu"]
+        );
+        assert_eq!(
+            workers("cuda", Some(Devices::Count(2))).unwrap(),
+            vec!["cuda:0", "cuda:1"]
+        );
+        assert_eq!(
+            workers("cpu", Some(Devices::Text("cuda:1, cuda:0".into()))).unwrap(),
+            vec!["cuda:1", "cuda:0"]
+        );
+        assert_eq!(
+            workers("cpu", Some(Devices::Text("3".into())))
+                .unwrap()
+                .len(),
+            3
+        );
+        assert!(
+            workers("cpu", Some(Devices::Count(0)))
+                .unwrap_err()
+                .contains("at least 1")
+        );
+        let mixed = Devices::List(vec!["cpu".into(), "cuda:0".into()]);
+        assert!(workers("cpu", Some(mixed)).unwrap_err().contains("mixes"));
+        let twice = Devices::List(vec!["cuda".into(), "cuda:0".into()]);
+        assert!(workers("cpu", Some(twice)).unwrap_err().contains("twice"));
+    }
 }

@@ -17,6 +17,7 @@ use super::early_stopping::validation_metrics;
 use super::freeze::set_trainable;
 use super::metrics::{Running, correct, cross_entropy};
 use super::optim::StageOptimizer;
+use super::parallel::{DataParallel, ShardResult, worker_seed};
 use super::policies::StagePolicies;
 use super::prefix::FrozenPrefix;
 use super::resume::{ResumeState, SpecFingerprint};
@@ -58,6 +59,8 @@ pub struct TrainJob<'a> {
     /// Stop at the epoch end where this many epochs (over all stages) have been trained,
     /// leaving a resume point: a pruned sweep runs its trials rung by rung this way.
     pub pause_after_epochs: Option<usize>,
+    /// Data-parallel workers, by device index (CPU workers: all 0). One = no data parallelism.
+    pub workers: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -113,8 +116,15 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         init_weights,
         save_init,
         pause_after_epochs,
+        workers,
     } = job;
     B::seed(&device, spec.seed);
+    let parallel = match workers.len() {
+        0 | 1 => None,
+        _ => Some(DataParallel::<B>::start(worker_devices::<B>(
+            &device, &workers,
+        ))?),
+    };
     let mut model =
         Graph::<B>::init(plan, &device, resume.is_none()).map_err(anyhow::Error::msg)?;
     let mut outcome = TrainOutcome::default();
@@ -200,6 +210,41 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
                 )
             })
         };
+        // One worker's gradients of `rows`, its loss scaled by `share` (its part of the batch)
+        // and by the accumulation; with one worker this is the plain step.
+        let shard_gradients = |model: &Graph<B>, rows: &[usize], share: f64, on: &B::Device| {
+            let (inputs, labels) = train_dev.batch(rows);
+            let moved = on != &device;
+            let (inputs, labels) = match moved {
+                true => (inputs.to_device(on), labels.to_device(on)),
+                false => (inputs, labels),
+            };
+            let logits = match &prefix {
+                Some(p) => {
+                    let mut given = p.given(train, p.train_cache.as_ref(), rows, &device);
+                    if moved {
+                        given = to_device(given, on);
+                    }
+                    model.logits_from(&inputs, p.len, given)
+                }
+                None => model.logits(&inputs),
+            };
+            let loss = cross_entropy(logits.clone(), labels.clone());
+            let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
+            let right = correct(logits.detach(), labels);
+            let loss = if share != 1.0 {
+                loss.mul_scalar(share)
+            } else {
+                loss
+            };
+            let scaled = if stage.gradient_accumulation > 1 {
+                loss.div_scalar(stage.gradient_accumulation as f64)
+            } else {
+                loss
+            };
+            let grads = GradientsParams::from_grads(scaled.backward(), model);
+            (grads, loss_value, right) as ShardResult
+        };
         let per_epoch = batches_per_epoch(stage, train.len());
         let steps_per_epoch = per_epoch.div_ceil(stage.gradient_accumulation);
         let total_steps = steps_per_epoch * stage.epochs;
@@ -239,25 +284,19 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             let batches: Vec<&[usize]> = batch_rows.iter().map(Vec::as_slice).collect();
             for (bi, rows) in batches.iter().enumerate().skip(skip) {
                 // Dropout masks depend only on the position, so a resumed run draws the same.
-                B::seed(&device, step_seed(spec.seed, si, epoch, bi));
-                let (inputs, labels) = train_dev.batch(rows);
-                let logits = match &prefix {
-                    Some(p) => {
-                        let given = p.given(train, p.train_cache.as_ref(), rows, &device);
-                        model.logits_from(&inputs, p.len, given)
+                let seed = step_seed(spec.seed, si, epoch, bi);
+                let (grads, loss_value, right) = match &parallel {
+                    Some(dp) => dp.gradients(&model, rows, |w, fork, part, share| {
+                        crate::fused::with_dropout_stream(worker_seed(seed, w), || {
+                            shard_gradients(fork, part, share, dp.device(w))
+                        })
+                    })?,
+                    None => {
+                        B::seed(&device, seed);
+                        shard_gradients(&model, rows, 1.0, &device)
                     }
-                    None => model.logits(&inputs),
                 };
-                let loss = cross_entropy(logits.clone(), labels.clone());
-                let loss_value: f64 = loss.clone().into_scalar().elem::<f64>();
-                let right = correct(logits.detach(), labels);
                 running.add(loss_value, right, rows.len());
-                let scaled = if stage.gradient_accumulation > 1 {
-                    loss.div_scalar(stage.gradient_accumulation as f64)
-                } else {
-                    loss
-                };
-                let grads = GradientsParams::from_grads(scaled.backward(), &model);
                 accumulator.accumulate(&model, grads);
                 pending += 1;
                 if pending < stage.gradient_accumulation && bi + 1 < batches.len() {
@@ -464,6 +503,34 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
     // Final weights without autodiff state, so they load on any backend.
     checkpoint::save(&model.valid(), &run.model_weights())?;
     Ok(outcome)
+}
+
+/// The devices of the data-parallel workers: `device` itself for CPU workers, else the
+/// device of `device`'s kind with each index.
+fn worker_devices<B: AutodiffBackend>(device: &B::Device, workers: &[usize]) -> Vec<B::Device> {
+    use burn::tensor::backend::{Device as _, DeviceId};
+    let id = device.to_id();
+    (workers.iter())
+        .map(|&i| match i == id.index_id as usize {
+            true => device.clone(),
+            false => B::Device::from_id(DeviceId::new(id.type_id, i as u16)),
+        })
+        .collect()
+}
+
+/// A frozen prefix's outputs, moved to a worker's device.
+fn to_device<B: Backend>(
+    outputs: Vec<Vec<Option<crate::layers::Value<B>>>>,
+    device: &B::Device,
+) -> Vec<Vec<Option<crate::layers::Value<B>>>> {
+    (outputs.into_iter())
+        .map(|layer| {
+            layer
+                .into_iter()
+                .map(|v| v.map(|v| v.to_device(device)))
+                .collect()
+        })
+        .collect()
 }
 
 /// Where the stages left off, for the test evaluation after the last one.

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod freeze;
 pub mod metrics;
 pub mod optim;
+pub mod parallel;
 pub mod policies;
 pub mod prefix;
 pub mod resume;

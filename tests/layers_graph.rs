@@ -64,6 +64,10 @@ fn parameter_formulas_match_built_modules() {
             std::fs::read_to_string(common::root().join("pipelines/agnews_transformer.toml"))
                 .unwrap(),
         ),
+        (
+            "cnn.toml",
+            std::fs::read_to_string(common::root().join("pipelines/agnews_cnn.toml")).unwrap(),
+        ),
     ] {
         let loaded = load_spec_str(file, &text, &[], &[]).unwrap();
         let plan = plan::resolve_with(&loaded, false).unwrap();
@@ -148,4 +152,26 @@ fn dag_with_named_inputs_trains_with_every_training_option() {
         "gradient accumulation halves the optimizer steps:\n{metrics}"
     );
     assert!(events.iter().filter(|e| e["event"] == "metrics").count() == rows.len());
+}
+
+#[test]
+fn the_cnn_pipeline_trains_and_reports_its_parameters() {
+    let runs = scratch("cnn");
+    let out = pipe()
+        .args([
+            "run",
+            "pipelines/agnews_cnn.toml",
+            "--quiet",
+            "--set=dataset.limit=300",
+            "--set=vectorizer.output_sequence_length=32",
+            &format!("--runs-dir={}", runs.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let record = common::json(&only_run(&runs, "agnews_cnn").join("run.json"));
+    assert_eq!(record["status"], "completed");
+    // 20,000 × 64 embedding + 5·64·128 + 128 convolution + 128·4 + 4 head.
+    assert_eq!(record["params"]["total"], 1_280_000 + 41_088 + 516);
+    assert!(record["metrics"]["test.accuracy"].as_f64().unwrap() > 0.25);
 }

@@ -13,10 +13,12 @@ mod registry;
 // file in this folder plus one line here.
 registry::registry! {
     "bert" => bert::BertLayerConfig as Bert,
+    "conv1d" => conv1d::Conv1dConfig as Conv1d,
     "dense" => dense::DenseConfig as Dense,
     "dropout" => dropout::DropoutConfig as Dropout,
     "embedding" => embedding::EmbeddingConfig as Embedding,
     "global_average_pooling_1d" => global_average_pooling_1d::GlobalAveragePooling1dConfig as GlobalAveragePooling1d,
+    "global_max_pooling_1d" => global_max_pooling_1d::GlobalMaxPooling1dConfig as GlobalMaxPooling1d,
     "layer_normalization" => layer_normalization::LayerNormalizationConfig as LayerNormalization,
     "multi_head_attention" => multi_head_attention::MultiHeadAttentionConfig as MultiHeadAttention,
     "token_and_position_embedding" => token_and_position_embedding::TokenAndPositionEmbeddingConfig as TokenAndPositionEmbedding,

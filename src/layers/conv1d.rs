@@ -1,0 +1,208 @@
+//! `conv1d`: Keras' `Conv1D` on a sequence, channels last — `filters` windows of `kernel_size`
+//! tokens slid along the sequence, then an activation. burn-nn's `Conv1d` does the work on the
+//! channels-first layout; the kernel starts Glorot-uniform and the bias at zero, as in Keras.
+
+use burn::nn::PaddingConfig1d;
+use burn::nn::conv::{Conv1d as BurnConv1d, Conv1dConfig as BurnConv1dConfig};
+use burn::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::dense::{Activation, activate};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, require_rank,
+};
+
+fn one() -> usize {
+    1
+}
+
+/// How the windows meet the sequence's ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvPadding {
+    /// Only whole windows: `(length − kernel_size) / strides + 1` outputs.
+    #[default]
+    Valid,
+    /// Zero-padded at both ends so that the output keeps the input's length (strides 1 only).
+    Same,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Conv1dConfig {
+    /// Output channels: how many windows are learned.
+    pub filters: usize,
+    /// Window length, in tokens.
+    pub kernel_size: usize,
+    /// Step between windows, in tokens (default 1).
+    #[serde(default = "one")]
+    pub strides: usize,
+    /// `valid` (default) or `same`.
+    #[serde(default)]
+    pub padding: ConvPadding,
+    /// Applied to each output (default `linear`: none).
+    #[serde(default)]
+    pub activation: Activation,
+}
+
+#[derive(Module, Debug)]
+pub struct Conv1d<B: Backend> {
+    conv: BurnConv1d<B>,
+    #[module(skip)]
+    activation: Activation,
+}
+
+impl Conv1dConfig {
+    /// The output length for an input of `length` tokens.
+    fn output_length(&self, length: usize) -> Result<usize, String> {
+        match self.padding {
+            ConvPadding::Same => Ok(length),
+            ConvPadding::Valid if length < self.kernel_size => Err(format!(
+                "kernel_size {} is longer than the sequence ({length} tokens)",
+                self.kernel_size
+            )),
+            ConvPadding::Valid => Ok((length - self.kernel_size) / self.strides + 1),
+        }
+    }
+}
+
+impl LayerDef for Conv1dConfig {
+    type Module<B: Backend> = Conv1d<B>;
+
+    fn validate(&self) -> Result<(), String> {
+        positive(self.filters, "filters")?;
+        positive(self.kernel_size, "kernel_size")?;
+        positive(self.strides, "strides")?;
+        if self.padding == ConvPadding::Same && self.strides != 1 {
+            return Err("`padding = \"same\"` needs `strides = 1`".into());
+        }
+        Ok(())
+    }
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        ctx: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
+        require_rank(inputs, &[2], "conv1d")?;
+        if ctx.dynamic_padding {
+            return Err(
+                "a convolution reads the padding at a sequence's end, and `padding = \"longest\"` \
+                 changes how much there is with the batch: use `padding = \"max_length\"`"
+                    .into(),
+            );
+        }
+        let length = inputs[0].dims[0].map(|l| self.output_length(l)).transpose()?;
+        Ok(vec![(
+            "output".into(),
+            TensorSpec::float(vec![length, Some(self.filters)]),
+        )])
+    }
+    fn param_count(&self, inputs: &[TensorSpec], _: &InferCtx) -> usize {
+        let d_in = inputs[0].features().unwrap_or(0);
+        self.kernel_size * d_in * self.filters + self.filters
+    }
+    fn init<B: Backend>(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+        device: &B::Device,
+    ) -> Result<Conv1d<B>, String> {
+        let (d_in, k, f) = (inputs[0].features().unwrap_or(0), self.kernel_size, self.filters);
+        let padding = match self.padding {
+            ConvPadding::Valid => PaddingConfig1d::Valid,
+            ConvPadding::Same => PaddingConfig1d::Same,
+        };
+        let mut conv = BurnConv1dConfig::new(d_in, f, k)
+            .with_stride(self.strides)
+            .with_padding(padding)
+            .init(device);
+        // Keras' fans for a [kernel, in, out] kernel: kernel·in and kernel·out.
+        conv.weight = init::uniform([f, d_in, k], init::glorot_limit(k * d_in, k * f), device);
+        conv.bias = Some(burn::module::Param::from_tensor(Tensor::zeros([f], device)));
+        Ok(Conv1d {
+            conv,
+            activation: self.activation,
+        })
+    }
+}
+
+impl<B: Backend> Conv1d<B> {
+    /// # Shapes
+    /// - x: [batch, length, channels in]; output: [batch, output length, filters]
+    pub fn apply(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let y = self.conv.forward(x.swap_dims(1, 2)).swap_dims(1, 2);
+        activate(y, self.activation)
+    }
+}
+
+impl<B: Backend> LayerForward<B> for Conv1d<B> {
+    fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
+        let x = inputs.into_iter().next().expect("one input").sequence();
+        vec![Value::Sequence(self.apply(x))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+
+    use super::*;
+
+    type B = Flex;
+
+    fn config(padding: ConvPadding, strides: usize) -> Conv1dConfig {
+        Conv1dConfig {
+            filters: 2,
+            kernel_size: 3,
+            strides,
+            padding,
+            activation: Activation::Linear,
+        }
+    }
+
+    fn built(c: &Conv1dConfig, d_in: usize) -> Conv1d<B> {
+        let spec = [TensorSpec::float(vec![Some(6), Some(d_in)])];
+        c.init::<B>(&spec, &InferCtx::default(), &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn output_lengths_and_parameter_count_match_the_built_layer() {
+        let spec = [TensorSpec::float(vec![Some(10), Some(4)])];
+        let ctx = InferCtx::default();
+        let shape = |c: &Conv1dConfig| c.infer(&spec, &ctx).unwrap()[0].1.dims.clone();
+        assert_eq!(shape(&config(ConvPadding::Valid, 1)), vec![Some(8), Some(2)]);
+        assert_eq!(shape(&config(ConvPadding::Valid, 2)), vec![Some(4), Some(2)]);
+        assert_eq!(shape(&config(ConvPadding::Same, 1)), vec![Some(10), Some(2)]);
+        assert!(config(ConvPadding::Same, 2).validate().is_err());
+        let c = config(ConvPadding::Valid, 1);
+        assert_eq!(c.param_count(&spec, &ctx), 3 * 4 * 2 + 2);
+        assert_eq!(built(&c, 4).num_params(), c.param_count(&spec, &ctx));
+        let dynamic = InferCtx {
+            dynamic_padding: true,
+            ..Default::default()
+        };
+        assert!(c.infer(&spec, &dynamic).unwrap_err().contains("max_length"));
+    }
+
+    #[test]
+    fn constant_weights_sum_each_window() {
+        let device = Default::default();
+        for (padding, expected) in [
+            // Windows of 3 over 1..=6 with every weight 1 and 2 input channels: 2·(sum).
+            (ConvPadding::Valid, vec![12.0, 18.0, 24.0, 30.0]),
+            // Zero-padded by one at each end.
+            (ConvPadding::Same, vec![6.0, 12.0, 18.0, 24.0, 30.0, 22.0]),
+        ] {
+            let c = config(padding, 1);
+            let mut layer = built(&c, 2);
+            layer.conv.weight = burn::module::Param::from_tensor(Tensor::ones([2, 2, 3], &device));
+            let x: Vec<f32> = (1..=6).flat_map(|v| [v as f32, v as f32]).collect();
+            let x = Tensor::<B, 1>::from_floats(x.as_slice(), &device).reshape([1, 6, 2]);
+            let y: Vec<f32> = layer.apply(x).into_data().to_vec().unwrap();
+            let first: Vec<f32> = y.chunks(2).map(|c| c[0]).collect();
+            assert_eq!(first, expected, "{padding:?}");
+            assert!(y.chunks(2).all(|c| c[0] == c[1]), "both filters see the same");
+        }
+    }
+}

@@ -68,6 +68,11 @@ fn parameter_formulas_match_built_modules() {
             "cnn.toml",
             std::fs::read_to_string(common::root().join("pipelines/agnews_cnn.toml")).unwrap(),
         ),
+        (
+            "branches.toml",
+            std::fs::read_to_string(common::root().join("pipelines/agnews_cnn_branches.toml"))
+                .unwrap(),
+        ),
     ] {
         let loaded = load_spec_str(file, &text, &[], &[]).unwrap();
         let plan = plan::resolve_with(&loaded, false).unwrap();

@@ -12,7 +12,9 @@ mod registry;
 // The layer registry: `"type name" => module::Config as Variant`. A new layer type is a new
 // file in this folder plus one line here.
 registry::registry! {
+    "add" => add::AddConfig as Add,
     "bert" => bert::BertLayerConfig as Bert,
+    "concatenate" => concatenate::ConcatenateConfig as Concatenate,
     "conv1d" => conv1d::Conv1dConfig as Conv1d,
     "dense" => dense::DenseConfig as Dense,
     "dropout" => dropout::DropoutConfig as Dropout,

@@ -55,10 +55,47 @@ units = 4
 activation = "softmax"
 "#;
 
+/// The other new layers in one small graph: a residual `add` around a `same` convolution,
+/// windowed max pooling, `flatten` and a dense head.
+const POOLED: &str = r#"name = "pooled"
+[dataset]
+train = "data/ag_news/train.csv"
+labels = ["World", "Sports", "Business", "Sci/Tech"]
+[vectorizer]
+type = "text_vectorization"
+max_tokens = 500
+output_sequence_length = 24
+[[model.layers]]
+name = "embed"
+type = "embedding"
+output_dim = 8
+[[model.layers]]
+name = "conv"
+type = "conv1d"
+filters = 8
+kernel_size = 3
+padding = "same"
+activation = "relu"
+[[model.layers]]
+name = "residual"
+type = "add"
+inputs = ["embed", "conv"]
+[[model.layers]]
+type = "max_pooling_1d"
+pool_size = 4
+[[model.layers]]
+type = "flatten"
+[[model.layers]]
+type = "dense"
+units = 4
+activation = "softmax"
+"#;
+
 #[test]
 fn parameter_formulas_match_built_modules() {
     for (file, text) in [
         ("dag.toml", DAG.to_string()),
+        ("pooled.toml", POOLED.to_string()),
         (
             "a.toml",
             std::fs::read_to_string(common::root().join("pipelines/agnews_transformer.toml"))
@@ -179,4 +216,28 @@ fn the_cnn_pipeline_trains_and_reports_its_parameters() {
     // 20,000 × 64 embedding + 5·64·128 + 128 convolution + 128·4 + 4 head.
     assert_eq!(record["params"]["total"], 1_280_000 + 41_088 + 516);
     assert!(record["metrics"]["test.accuracy"].as_f64().unwrap() > 0.25);
+
+    // The small graph of the other new layers trains too; its head reads 6 windows × 8.
+    let spec = runs.join("pooled.toml");
+    let pooled = format!("{POOLED}[[stages]]\nepochs = 1\nbatch_size = 32\noptimizer = {{ type = \"adam\", learning_rate = 1e-3 }}\n",).replace(
+        "data/ag_news",
+        &common::root().join("data/ag_news").display().to_string(),
+    );
+    std::fs::write(&spec, pooled).unwrap();
+    let out = pipe()
+        .args([
+            "run",
+            spec.to_str().unwrap(),
+            "--quiet",
+            "--set=dataset.limit=200",
+        ])
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let record = common::json(&only_run(&runs, "pooled").join("run.json"));
+    assert_eq!(
+        record["params"]["total"],
+        500 * 8 + (3 * 8 * 8 + 8) + (6 * 8 * 4 + 4)
+    );
 }

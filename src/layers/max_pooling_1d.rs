@@ -1,0 +1,128 @@
+//! `max_pooling_1d`: the largest value of each feature in windows of `pool_size` positions,
+//! every `strides` positions (Keras' `MaxPooling1D` with its default `padding = "valid"`:
+//! whole windows only).
+
+use burn::prelude::*;
+use burn::tensor::module::max_pool1d;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive, require_rank,
+};
+
+fn two() -> usize {
+    2
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPooling1dConfig {
+    /// Window length, in positions (default 2).
+    #[serde(default = "two")]
+    pub pool_size: usize,
+    /// Step between windows, in positions (default: `pool_size`, windows side by side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strides: Option<usize>,
+}
+
+#[derive(Module, Clone, Debug)]
+pub struct MaxPooling1d {
+    pool_size: usize,
+    strides: usize,
+}
+
+impl MaxPooling1dConfig {
+    fn strides(&self) -> usize {
+        self.strides.unwrap_or(self.pool_size)
+    }
+}
+
+impl LayerDef for MaxPooling1dConfig {
+    type Module<B: Backend> = MaxPooling1d;
+
+    fn validate(&self) -> Result<(), String> {
+        positive(self.pool_size, "pool_size")?;
+        positive(self.strides(), "strides")
+    }
+    fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        _: &InferCtx,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
+        require_rank(inputs, &[2], "max_pooling_1d")?;
+        let length = match inputs[0].dims[0] {
+            Some(l) if l < self.pool_size => {
+                return Err(format!(
+                    "pool_size {} is longer than the sequence ({l} positions)",
+                    self.pool_size
+                ));
+            }
+            Some(l) => Some((l - self.pool_size) / self.strides() + 1),
+            None => None,
+        };
+        Ok(vec![(
+            "output".into(),
+            TensorSpec::float(vec![length, inputs[0].dims[1]]),
+        )])
+    }
+    fn param_count(&self, _: &[TensorSpec], _: &InferCtx) -> usize {
+        0
+    }
+    fn init<B: Backend>(
+        &self,
+        _: &[TensorSpec],
+        _: &InferCtx,
+        _: &B::Device,
+    ) -> Result<MaxPooling1d, String> {
+        Ok(MaxPooling1d {
+            pool_size: self.pool_size,
+            strides: self.strides(),
+        })
+    }
+}
+
+impl MaxPooling1d {
+    /// # Shapes
+    /// - x: [batch, length, d]; output: [batch, (length − pool_size) / strides + 1, d]
+    pub fn apply<B: Backend>(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        max_pool1d(x.swap_dims(1, 2), self.pool_size, self.strides, 0, 1, false).swap_dims(1, 2)
+    }
+}
+
+impl<B: Backend> LayerForward<B> for MaxPooling1d {
+    fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
+        let x = inputs.into_iter().next().expect("one input").sequence();
+        vec![Value::Sequence(self.apply(x))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::Flex;
+
+    use super::*;
+
+    #[test]
+    fn windows_keep_their_largest_value() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 1>::from_floats([1.0, 5.0, 2.0, 4.0, 3.0], &device).reshape([1, 5, 1]);
+        let pool = MaxPooling1d {
+            pool_size: 2,
+            strides: 2,
+        };
+        assert_eq!(pool.apply(x.clone()).into_data().to_vec::<f32>().unwrap(), vec![5.0, 4.0]);
+        let sliding = MaxPooling1d {
+            pool_size: 3,
+            strides: 1,
+        };
+        assert_eq!(sliding.apply(x).into_data().to_vec::<f32>().unwrap(), vec![5.0, 5.0, 4.0]);
+        let config = MaxPooling1dConfig {
+            pool_size: 2,
+            strides: None,
+        };
+        let spec = [TensorSpec::float(vec![Some(5), Some(1)])];
+        let out = config.infer(&spec, &InferCtx::default()).unwrap();
+        assert_eq!(out[0].1.dims, vec![Some(2), Some(1)]);
+    }
+}

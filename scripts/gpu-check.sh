@@ -23,6 +23,7 @@
 #      (MiniLM's weights where found, else random weights from its config.json)
 #   5. pipe bench --device cuda beside PyTorch on the same GPU (torch_model_a.py, torch_model_b.py
 #      --device cuda), interleaved rounds, with the ratios
+#   6. with two or more GPUs: model A's epoch with `--devices N` (all of them) against one GPU
 # Output: a PASS/FAIL/SKIP line per check on stdout, details under $GPU_CHECK_DIR (default
 # /tmp/pipe-gpu-check); where the device tool's $OUT is set, the logs (no weights) come back in it.
 set -uo pipefail
@@ -60,9 +61,10 @@ if [ "${1:-}" = "build" ]; then
     # Only the pipe binary links with identical-code folding (lld): the copies of the same generic
     # code that burn's and cubecl's crates each instantiate become one. Passing it to `cargo
     # rustc` instead of RUSTFLAGS keeps every dependency's build as it is.
-    cargo rustc --release --features cuda --locked --bin pipe --target-dir "$target" \
+    profile="${PIPE_DIST_PROFILE:-release}"
+    cargo rustc --profile "$profile" --features cuda --locked --bin pipe --target-dir "$target" \
         -- -C link-arg=-Wl,--icf=all || exit 1
-    mkdir -p dist && cp "$target/release/pipe" dist/pipe-cuda
+    mkdir -p dist && cp "$target/$profile/pipe" dist/pipe-cuda
     echo "built dist/pipe-cuda: $(stat -c %s dist/pipe-cuda | awk -v m="$MIB" '{printf "%.1f MiB", $1 / m}')"
     scripts/check-libs.sh dist/pipe-cuda && bundle
     exit
@@ -217,6 +219,23 @@ if [ "$GPU" = 1 ]; then
         && pass "bench on CUDA (figures above; $PEERS_SAY)" || fail "bench on CUDA: $(tail -1 "$WORK/bench-cuda.log")"
 else
     skip "bench on CUDA beside PyTorch (no GPU; peers: $PEERS_SAY)"
+fi
+
+# --- 6. data parallelism over every GPU present -----------------------------------------
+rate() { # run folder -> training samples/s of its first stage
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1] + "/run.json")); s = r["stages"][0]
+print("%.0f samples/s" % (r["rows"]["train"] * s["epochs_completed"] / s["seconds"]))' "$1"
+}
+GPUS=0
+[ "$GPU" = 1 ] && GPUS=$(nvidia-smi -L | grep -c '^GPU')
+if [ "$GPUS" -ge 2 ]; then
+    for n in 1 "$GPUS"; do
+        $BIN run pipelines/agnews_transformer.toml --device cuda --devices "$n" --runs-dir "$WORK/dp-$n" \
+            --quiet > "$WORK/dp-$n.log" 2>&1 || fail "model A on $n GPU(s): $(tail -1 "$WORK/dp-$n.log")"
+    done
+    [ -n "$(only_run "$WORK/dp-$GPUS")" ] && pass "model A, devices = $GPUS: $(rate "$(only_run "$WORK/dp-$GPUS")") against $(rate "$(only_run "$WORK/dp-1")") on one GPU"
+else
+    skip "data parallelism over GPUs ($GPUS GPU(s) visible; it needs two)"
 fi
 
 echo "== $(( $(date +%s) - started )) s; details in $WORK"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU check for pipe, unattended, in one call.
 #
-#   scripts/gpu-check.sh build     # on a machine with Rust: the CUDA binary, stripped, into
-#                                  # dist/pipe-cuda (prints its size), then `bundle`
+#   scripts/gpu-check.sh build     # on a machine with Rust: the CUDA binary (profile `dist`: fat
+#                                  # LTO, stripped; PIPE_DIST_PROFILE=release for a faster
+#                                  # build) into dist/pipe-cuda (prints its size), then `bundle`
 #   scripts/gpu-check.sh bundle    # gathers what the GPU machine needs into gpu-bundle/ (git-ignored,
 #                                  # carried by the device tool) and prints what would travel
 #   scripts/gpu-check.sh [BIN]     # anywhere: runs the checks (default BIN: gpu-bundle/pipe-cuda,
@@ -61,7 +62,7 @@ if [ "${1:-}" = "build" ]; then
     # Only the pipe binary links with identical-code folding (lld): the copies of the same generic
     # code that burn's and cubecl's crates each instantiate become one. Passing it to `cargo
     # rustc` instead of RUSTFLAGS keeps every dependency's build as it is.
-    profile="${PIPE_DIST_PROFILE:-release}"
+    profile="${PIPE_DIST_PROFILE:-dist}"
     cargo rustc --profile "$profile" --features cuda --locked --bin pipe --target-dir "$target" \
         -- -C link-arg=-Wl,--icf=all || exit 1
     mkdir -p dist && cp "$target/$profile/pipe" dist/pipe-cuda

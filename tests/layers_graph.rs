@@ -110,6 +110,10 @@ fn parameter_formulas_match_built_modules() {
             std::fs::read_to_string(common::root().join("pipelines/agnews_cnn_branches.toml"))
                 .unwrap(),
         ),
+        (
+            "bilstm.toml",
+            std::fs::read_to_string(common::root().join("pipelines/agnews_bilstm.toml")).unwrap(),
+        ),
     ] {
         let loaded = load_spec_str(file, &text, &[], &[]).unwrap();
         let plan = plan::resolve_with(&loaded, false).unwrap();
@@ -239,5 +243,29 @@ fn the_cnn_pipeline_trains_and_reports_its_parameters() {
     assert_eq!(
         record["params"]["total"],
         500 * 8 + (3 * 8 * 8 + 8) + (6 * 8 * 4 + 4)
+    );
+}
+
+#[test]
+fn the_bilstm_pipeline_trains_on_batches_cut_to_their_longest_row() {
+    let runs = scratch("bilstm");
+    let out = pipe()
+        .args([
+            "run",
+            "pipelines/agnews_bilstm.toml",
+            "--quiet",
+            "--set=dataset.limit=200",
+            "--set=stages.train.epochs=1",
+            &format!("--runs-dir={}", runs.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let record = common::json(&only_run(&runs, "agnews_bilstm").join("run.json"));
+    assert_eq!(record["status"], "completed");
+    // 20,000 × 64 embedding + 2 directions × 4 gates × (64·64 + 64·64 + 2·64) + 128·4 + 4.
+    assert_eq!(
+        record["params"]["total"],
+        1_280_000 + 2 * 4 * (64 * 64 + 64 * 64 + 128) + 516
     );
 }

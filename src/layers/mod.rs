@@ -7,6 +7,7 @@
 #![allow(clippy::large_enum_variant)]
 
 pub mod init;
+mod recurrent;
 mod registry;
 
 // The layer registry: `"type name" => module::Config as Variant`. A new layer type is a new
@@ -22,7 +23,9 @@ registry::registry! {
     "flatten" => flatten::FlattenConfig as Flatten,
     "global_average_pooling_1d" => global_average_pooling_1d::GlobalAveragePooling1dConfig as GlobalAveragePooling1d,
     "global_max_pooling_1d" => global_max_pooling_1d::GlobalMaxPooling1dConfig as GlobalMaxPooling1d,
+    "gru" => gru::GruConfig as Gru,
     "layer_normalization" => layer_normalization::LayerNormalizationConfig as LayerNormalization,
+    "lstm" => lstm::LstmConfig as Lstm,
     "max_pooling_1d" => max_pooling_1d::MaxPooling1dConfig as MaxPooling1d,
     "multi_head_attention" => multi_head_attention::MultiHeadAttentionConfig as MultiHeadAttention,
     "token_and_position_embedding" => token_and_position_embedding::TokenAndPositionEmbeddingConfig as TokenAndPositionEmbedding,

@@ -268,8 +268,10 @@ fn spec_text_mutations_never_panic() {
     );
 }
 
-/// A random valid model: an embedding, then 0–3 sequence layers, a pooling or flatten-free
-/// reduction, and a dense head; random stage options.
+/// A random model: an embedding, then 0–3 sequence layers (attention, normalisation, dropout,
+/// conv1d, max pooling, lstm / gru), a reduction (average or max pooling, flatten, an lstm's
+/// final state), a dense head, random stage options and 1 or 2 data-parallel workers. Many
+/// are valid; the others must be refused in one line per error.
 fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
     let embed_dim = *[8usize, 12, 16].choose(rng).unwrap();
     let mut layers = vec![if rng.random_bool(0.5) {
@@ -284,7 +286,7 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
     let masked = rng.random_bool(0.5);
     for i in 0..rng.random_range(0..=3) {
         let heads = *[1usize, 2, 4].choose(rng).unwrap();
-        layers.push(match rng.random_range(0..4) {
+        layers.push(match rng.random_range(0..8) {
             0 => format!(
                 "[[model.layers]]\nname = \"block{i}\"\ntype = \"transformer_block\"\nnum_heads = {heads}\nkey_dim = {}\nff_dim = {}\ndropout = {}\nmasked = {masked}\n",
                 rng.random_range(1..=8),
@@ -298,15 +300,41 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
             2 => format!(
                 "[[model.layers]]\nname = \"norm{i}\"\ntype = \"layer_normalization\"\n"
             ),
+            // Length-changing layers: masked layers after them must refuse in one line.
+            4 => format!(
+                "[[model.layers]]\nname = \"conv{i}\"\ntype = \"conv1d\"\nfilters = {}\nkernel_size = {}\npadding = \"{}\"\nactivation = \"relu\"\n",
+                rng.random_range(1..=16),
+                rng.random_range(1..=5),
+                ["valid", "same"].choose(rng).unwrap()
+            ),
+            5 => format!(
+                "[[model.layers]]\nname = \"pool{i}\"\ntype = \"max_pooling_1d\"\npool_size = {}\n",
+                rng.random_range(1..=3)
+            ),
+            6 => format!(
+                "[[model.layers]]\nname = \"rnn{i}\"\ntype = \"{}\"\nunits = {}\nreturn_sequences = true\nbidirectional = {}\nmasked = {masked}\n",
+                ["lstm", "gru"].choose(rng).unwrap(),
+                rng.random_range(1..=8),
+                rng.random_bool(0.5)
+            ),
             _ => format!(
                 "[[model.layers]]\nname = \"drop{i}\"\ntype = \"dropout\"\nrate = {}\n",
                 [0.0, 0.2, 0.9].choose(rng).unwrap()
             ),
         });
     }
-    layers.push(format!(
-        "[[model.layers]]\nname = \"pool\"\ntype = \"global_average_pooling_1d\"\nmasked = {masked}\n"
-    ));
+    layers.push(match rng.random_range(0..4) {
+        0 => format!(
+            "[[model.layers]]\nname = \"pool\"\ntype = \"global_max_pooling_1d\"\nmasked = {masked}\n"
+        ),
+        1 => "[[model.layers]]\nname = \"pool\"\ntype = \"flatten\"\n".to_string(),
+        2 => format!(
+            "[[model.layers]]\nname = \"pool\"\ntype = \"lstm\"\nunits = 4\nmasked = {masked}\n"
+        ),
+        _ => format!(
+            "[[model.layers]]\nname = \"pool\"\ntype = \"global_average_pooling_1d\"\nmasked = {masked}\n"
+        ),
+    });
     if rng.random_bool(0.5) {
         layers.push(format!(
             "[[model.layers]]\nname = \"hidden\"\ntype = \"dense\"\nunits = {}\nactivation = \"{}\"\n",
@@ -332,7 +360,7 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
         ""
     };
     format!(
-        "name = \"fuzz\"\nseed = {}\n\n[dataset]\nformat = \"ag_news_csv\"\ntrain = \"{}\"\nlimit = 16\nvalidation = 0.25\n\n[vectorizer]\ntype = \"text_vectorization\"\nmax_tokens = {}\noutput_sequence_length = {}\n{padding}\n{}\n[[stages]]\nname = \"train\"\nepochs = 1\nbatch_size = {}\nsteps_per_epoch = 2\nclip_norm = {}\n\n[stages.optimizer]\n{optimizer}\n",
+        "name = \"fuzz\"\nseed = {}\n\n[dataset]\nformat = \"ag_news_csv\"\ntrain = \"{}\"\nlimit = 16\nvalidation = 0.25\n\n[vectorizer]\ntype = \"text_vectorization\"\nmax_tokens = {}\noutput_sequence_length = {}\n{padding}\n{}\n[[stages]]\nname = \"train\"\nepochs = 1\nbatch_size = {}\nsteps_per_epoch = 2\nclip_norm = {}\n\n[stages.optimizer]\n{optimizer}\n\n[runtime]\ndevices = {}\n",
         rng.random_range(0..1000),
         train.display(),
         rng.random_range(2..300),
@@ -340,6 +368,7 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
         layers.join("\n"),
         rng.random_range(1..=8),
         [0.5, 1.0, 5.0].choose(rng).unwrap(),
+        rng.random_range(1..=2),
     )
 }
 

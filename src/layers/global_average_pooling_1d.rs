@@ -5,7 +5,7 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
+use super::{require_aligned, 
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_masked, require_rank,
 };
 
@@ -30,6 +30,7 @@ impl LayerDef for GlobalAveragePooling1dConfig {
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_masked(self.masked, ctx)?;
+        require_aligned(self.masked, &inputs[0], ctx)?;
         require_rank(inputs, &[2], "global_average_pooling_1d")?;
         Ok(vec![(
             "output".into(),

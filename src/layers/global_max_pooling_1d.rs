@@ -5,7 +5,7 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
+use super::{require_aligned, ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -30,15 +30,7 @@ impl LayerDef for GlobalMaxPooling1dConfig {
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[2], "global_max_pooling_1d")?;
-        let tokens = (!ctx.dynamic_padding).then_some(ctx.sequence_length).flatten();
-        if self.masked && inputs[0].dims[0] != tokens {
-            return Err(format!(
-                "`masked = true` needs one position per token ({}), got {}: a `valid` or strided \
-                 conv1d before it shifts the positions",
-                tokens.map_or("None".to_string(), |t| t.to_string()),
-                inputs[0]
-            ));
-        }
+        require_aligned(self.masked, &inputs[0], ctx)?;
         Ok(vec![(
             "output".into(),
             TensorSpec::float(vec![inputs[0].dims[1]]),

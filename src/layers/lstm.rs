@@ -12,7 +12,7 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
+use super::{require_aligned, 
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive, rate,
     recurrent, require_masked, require_rank,
 };
@@ -73,6 +73,7 @@ impl LayerDef for LstmConfig {
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_masked(self.masked, ctx)?;
+        require_aligned(self.masked, &inputs[0], ctx)?;
         require_rank(inputs, &[2], "lstm")?;
         let width = self.units * self.directions();
         Ok(recurrent::output(inputs, width, self.return_sequences))
@@ -143,7 +144,10 @@ mod tests {
     #[test]
     fn parameter_count_is_burns_two_biases_per_gate() {
         let spec = [TensorSpec::float(vec![Some(6), Some(4)])];
-        let ctx = InferCtx::default();
+        let ctx = InferCtx {
+            sequence_length: Some(6),
+            ..Default::default()
+        };
         for bidirectional in [false, true] {
             let c = config(bidirectional, false);
             let built = c.init::<B>(&spec, &ctx, &Default::default()).unwrap();

@@ -48,9 +48,16 @@ impl LayerDef for MaxPooling1dConfig {
     fn infer(
         &self,
         inputs: &[TensorSpec],
-        _: &InferCtx,
+        ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[2], "max_pooling_1d")?;
+        if ctx.dynamic_padding {
+            return Err(
+                "windows at a sequence's end take in its padding, and `padding = \"longest\"` \
+                 changes how much there is with the batch: use `padding = \"max_length\"`"
+                    .into(),
+            );
+        }
         let length = match inputs[0].dims[0] {
             Some(l) if l < self.pool_size => {
                 return Err(format!(

@@ -123,6 +123,22 @@ pub fn require_masked(masked: bool, ctx: &InferCtx) -> Result<(), String> {
     Ok(())
 }
 
+/// The error for a masked layer whose positions are no longer the tokens' (the mask has one
+/// entry per token): after a `valid` or strided `conv1d`, or a `max_pooling_1d`.
+pub fn require_aligned(masked: bool, input: &TensorSpec, ctx: &InferCtx) -> Result<(), String> {
+    let tokens = (!ctx.dynamic_padding)
+        .then_some(ctx.sequence_length)
+        .flatten();
+    if masked && input.dims.first().copied().flatten() != tokens {
+        return Err(format!(
+            "`masked = true` needs one position per token ({}), got {input}: a `valid` or \
+             strided conv1d or a max_pooling_1d before it shifts the positions",
+            tokens.map_or("None".to_string(), |t| t.to_string()),
+        ));
+    }
+    Ok(())
+}
+
 /// A batch of values flowing between layers.
 #[derive(Clone, Debug)]
 pub enum Value<B: Backend> {

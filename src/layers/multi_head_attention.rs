@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused::{self, AttentionOptions};
 
-use super::{
+use super::{require_aligned, 
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
     require_masked, require_rank,
 };
@@ -106,6 +106,8 @@ impl LayerDef for MultiHeadAttentionConfig {
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_masked(self.masked, ctx)?;
+        // The mask covers the keys: the value input's positions.
+        require_aligned(self.masked, inputs.last().expect("an input"), ctx)?;
         require_rank(inputs, &[2], "multi_head_attention (query)")?;
         if inputs.len() == 2 {
             require_rank(&inputs[1..], &[2], "multi_head_attention (value)")?;

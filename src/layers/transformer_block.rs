@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::layer_normalization::layer_norm;
 use crate::fused;
 use super::multi_head_attention::{MultiHeadAttention, MultiHeadAttentionConfig};
-use super::{
+use super::{require_aligned, 
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
     require_masked, require_rank,
 };
@@ -81,6 +81,7 @@ impl LayerDef for TransformerBlockConfig {
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_masked(self.masked, ctx)?;
+        require_aligned(self.masked, &inputs[0], ctx)?;
         require_rank(inputs, &[2], "transformer_block")?;
         Ok(vec![("output".into(), inputs[0].clone())])
     }

@@ -143,6 +143,32 @@ struct SweepRecord {
 }
 
 impl SweepRecord {
+    /// A new sweep's record: every trial pending.
+    fn new(id: String, args: &SweepArgs, parallel: usize, trials: &[Trial], dir: &Path) -> Self {
+        SweepRecord {
+            id,
+            spec: args.spec.display().to_string(),
+            base_overrides: args.overrides.sets.clone(),
+            created_at: chrono::Utc::now().to_rfc3339(),
+            parallel,
+            trials: trials
+                .iter()
+                .map(|t| TrialRecord {
+                    index: t.index,
+                    overrides: t.overrides.clone(),
+                    status: "pending".into(),
+                    run: None,
+                    exit_code: None,
+                    signal: None,
+                    log: dir.join(format!("trial-{}.log", t.index)),
+                    epochs: None,
+                    rungs: Vec::new(),
+                })
+                .collect(),
+            prune: None,
+        }
+    }
+
     fn save(&self, dir: &Path) -> Result<()> {
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
@@ -166,6 +192,84 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
     if let Some(set) = pruning.as_ref().and_then(|p| p.epochs_override.clone()) {
         args.overrides.sets.push(set);
     }
+    let Some(sweep) = sweep_spec(&args, &loaded) else {
+        return Ok(EXIT_INVALID);
+    };
+    let parallel = args.parallel.or(sweep.parallel).unwrap_or(1).max(1);
+    let trials = match expand(&sweep, loaded.spec.seed) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(EXIT_INVALID);
+        }
+    };
+    if !all_trials_check(&args, &trials) {
+        return Ok(EXIT_INVALID);
+    }
+
+    let runs_dir = args
+        .runs_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&loaded.spec.runtime.runs_dir));
+    let (dir, id) = create_sweep_dir(&runs_dir.join(&loaded.spec.name))?;
+    let mut record = SweepRecord::new(id, &args, parallel, &trials, &dir);
+    if let Some(Emit::Slurm) = args.emit {
+        return emit_slurm(&args, &trials, &mut record, &dir);
+    }
+
+    eprintln!(
+        "sweep folder: {} ({} trials, {parallel} at a time)",
+        dir.display(),
+        trials.len()
+    );
+    record.save(&dir)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        let _ = ctrlc::set_handler(move || {
+            flag.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut asha = pruning
+        .as_ref()
+        .map(|p| Asha::new(trials.len(), p.rungs.clone(), p.reduction, p.mode));
+    let sweep = Sweep {
+        args: &args,
+        trials: &trials,
+        dir: &dir,
+        parallel,
+        pruning: pruning.as_ref(),
+    };
+    sweep.drive(&mut record, asha.as_mut(), &interrupted)?;
+    if let (Some(asha), Some(p)) = (asha.as_mut(), &pruning) {
+        let stopped = interrupted.load(Ordering::SeqCst);
+        record.prune = Some(finish_pruning(p, asha, &mut record.trials, stopped));
+    }
+    for t in record.trials.iter_mut().filter(|t| t.status == "pending") {
+        t.status = "skipped".into();
+    }
+    record.save(&dir)?;
+    print_comparison(&record, pruning.as_ref())?;
+    let failed = record
+        .trials
+        .iter()
+        .filter(|t| t.status == "failed")
+        .count();
+    if failed > 0 {
+        eprintln!("{failed} trial(s) failed; the others are above");
+    }
+    Ok(if interrupted.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else if failed > 0 {
+        1
+    } else {
+        0
+    })
+}
+
+/// The spec's `[sweep]` with `--random`, `--grid`, `--trials` and `--seed` merged in; `None`
+/// once every bad range or grid has been reported.
+fn sweep_spec(args: &SweepArgs, loaded: &crate::spec::LoadedSpec) -> Option<SweepSpec> {
     let mut sweep: SweepSpec = loaded.spec.sweep.clone().unwrap_or_default();
     // Every range is checked before anything is created, each error naming where it was given.
     let mut bad_ranges = 0;
@@ -194,28 +298,24 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
         }
     }
     if bad_ranges > 0 {
-        return Ok(EXIT_INVALID);
+        return None;
     }
     for g in &args.grid {
         if let Err(e) = parse_grid(g, &mut sweep.grid) {
             eprintln!("--grid {g}: error: {e}");
-            return Ok(EXIT_INVALID);
+            return None;
         }
     }
     sweep.trials = args.trials.or(sweep.trials);
     sweep.seed = args.seed.or(sweep.seed);
-    let parallel = args.parallel.or(sweep.parallel).unwrap_or(1).max(1);
-    let trials = match expand(&sweep, loaded.spec.seed) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Ok(EXIT_INVALID);
-        }
-    };
+    Some(sweep)
+}
 
-    // Every trial must resolve before any starts: a typo in trial 7 should not cost 6 runs.
+/// Every trial must resolve before any starts: a typo in trial 7 should not cost 6 runs.
+/// Prints each trial's errors; false when any has them.
+fn all_trials_check(args: &SweepArgs, trials: &[Trial]) -> bool {
     let mut bad = 0;
-    for t in &trials {
+    for t in trials {
         let sets: Vec<String> = args
             .overrides
             .sets
@@ -241,141 +341,88 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
             "error: {bad} of {} trials do not check; nothing was run",
             trials.len()
         );
-        return Ok(EXIT_INVALID);
     }
+    bad == 0
+}
 
-    let runs_dir = args
-        .runs_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&loaded.spec.runtime.runs_dir));
-    let (dir, id) = create_sweep_dir(&runs_dir.join(&loaded.spec.name))?;
-    let mut record = SweepRecord {
-        id,
-        spec: args.spec.display().to_string(),
-        base_overrides: args.overrides.sets.clone(),
-        created_at: chrono::Utc::now().to_rfc3339(),
-        parallel,
-        trials: trials
-            .iter()
-            .map(|t| TrialRecord {
-                index: t.index,
-                overrides: t.overrides.clone(),
-                status: "pending".into(),
-                run: None,
-                exit_code: None,
-                signal: None,
-                log: dir.join(format!("trial-{}.log", t.index)),
-                epochs: None,
-                rungs: Vec::new(),
-            })
-            .collect(),
-        prune: None,
-    };
-
-    if let Some(Emit::Slurm) = args.emit {
-        for t in &mut record.trials {
-            t.status = "emitted".into();
-        }
-        record.save(&dir)?;
-        let pipe = std::env::current_exe()?.display().to_string();
-        print!(
-            "{}",
-            slurm_script(
-                &pipe,
-                &args.spec.display().to_string(),
-                &args.overrides.sets,
-                &trials,
-                &dir.display().to_string()
-            )
-        );
-        eprintln!("sweep folder: {} ({} trials)", dir.display(), trials.len());
-        return Ok(0);
+/// `--emit slurm`: the trials as a job array on stdout, recorded `emitted`.
+fn emit_slurm(
+    args: &SweepArgs,
+    trials: &[Trial],
+    record: &mut SweepRecord,
+    dir: &Path,
+) -> Result<i32> {
+    for t in &mut record.trials {
+        t.status = "emitted".into();
     }
-
-    eprintln!(
-        "sweep folder: {} ({} trials, {parallel} at a time)",
-        dir.display(),
-        trials.len()
+    record.save(dir)?;
+    let pipe = std::env::current_exe()?.display().to_string();
+    print!(
+        "{}",
+        slurm_script(
+            &pipe,
+            &args.spec.display().to_string(),
+            &args.overrides.sets,
+            trials,
+            &dir.display().to_string()
+        )
     );
-    record.save(&dir)?;
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let flag = interrupted.clone();
-        let _ = ctrlc::set_handler(move || {
-            flag.store(true, Ordering::SeqCst);
-        });
-    }
-    let mut asha = pruning
-        .as_ref()
-        .map(|p| Asha::new(trials.len(), p.rungs.clone(), p.reduction, p.mode));
-    let sweep = Sweep {
-        args: &args,
-        trials: &trials,
-        dir: &dir,
-        parallel,
-        pruning: pruning.as_ref(),
-    };
-    sweep.drive(&mut record, asha.as_mut(), &interrupted)?;
-    if let (Some(asha), Some(p)) = (asha.as_mut(), &pruning) {
-        if !interrupted.load(Ordering::SeqCst) {
-            for k in asha.prune_waiting() {
-                record.trials[k].status = "pruned".into();
-                if let Some(run) = &record.trials[k].run {
-                    mark_pruned(run);
-                }
+    eprintln!("sweep folder: {} ({} trials)", dir.display(), trials.len());
+    Ok(0)
+}
+
+/// Once the processes are done: prunes what is still paused (unless interrupted, when nothing
+/// can be decided), says how many epochs were trained, and returns sweep.json's `prune`.
+fn finish_pruning(
+    p: &Pruning,
+    asha: &mut Asha,
+    trials: &mut [TrialRecord],
+    interrupted: bool,
+) -> PruneRecord {
+    if !interrupted {
+        for k in asha.prune_waiting() {
+            trials[k].status = "pruned".into();
+            if let Some(run) = &trials[k].run {
+                mark_pruned(run);
             }
         }
-        let summary = p.record(asha, &record.trials);
-        eprintln!(
-            "pruned sweep ({} on {}, rungs at {} epochs): {} epochs trained in all; the same trials unpruned: {}",
-            summary.method,
-            summary.metric,
-            summary
-                .rungs
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            summary.epochs_trained,
-            summary.epochs_unpruned
-        );
-        record.prune = Some(summary);
     }
-    for t in record.trials.iter_mut().filter(|t| t.status == "pending") {
-        t.status = "skipped".into();
-    }
-    record.save(&dir)?;
+    let summary = p.record(asha, trials);
+    eprintln!(
+        "pruned sweep ({} on {}, rungs at {} epochs): {} epochs trained in all; the same trials unpruned: {}",
+        summary.method,
+        summary.metric,
+        summary
+            .rungs
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        summary.epochs_trained,
+        summary.epochs_unpruned
+    );
+    summary
+}
 
+/// The trials' run folders side by side, ranked by the pruning metric or test accuracy.
+fn print_comparison(record: &SweepRecord, pruning: Option<&Pruning>) -> Result<()> {
     let folders: Vec<PathBuf> = record.trials.iter().filter_map(|t| t.run.clone()).collect();
-    if !folders.is_empty() {
-        let runs = load_runs(&folders);
-        // A pruned sweep ranks by its metric (pruned trials have no test figures).
-        let has = |key: &str| {
-            runs.iter()
-                .any(|r| matches!(r, crate::compare::Loaded::Ok(s) if s.metrics.contains_key(key)))
-        };
-        let sort = match &pruning {
-            Some(p) if has(&p.metric) => Some(p.metric.as_str()),
-            _ => has("test.accuracy").then_some("test.accuracy"),
-        };
-        let table = build_table(&runs, sort)?;
-        print!("{}", render(&table, Format::Table));
+    if folders.is_empty() {
+        return Ok(());
     }
-    let failed = record
-        .trials
-        .iter()
-        .filter(|t| t.status == "failed")
-        .count();
-    if failed > 0 {
-        eprintln!("{failed} trial(s) failed; the others are above");
-    }
-    Ok(if interrupted.load(Ordering::SeqCst) {
-        EXIT_INTERRUPTED
-    } else if failed > 0 {
-        1
-    } else {
-        0
-    })
+    let runs = load_runs(&folders);
+    // A pruned sweep ranks by its metric (pruned trials have no test figures).
+    let has = |key: &str| {
+        runs.iter()
+            .any(|r| matches!(r, crate::compare::Loaded::Ok(s) if s.metrics.contains_key(key)))
+    };
+    let sort = match pruning {
+        Some(p) if has(&p.metric) => Some(p.metric.as_str()),
+        _ => has("test.accuracy").then_some("test.accuracy"),
+    };
+    let table = build_table(&runs, sort)?;
+    print!("{}", render(&table, Format::Table));
+    Ok(())
 }
 
 /// `--prune`'s settings, checked before anything runs.

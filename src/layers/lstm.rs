@@ -161,7 +161,6 @@ mod tests {
     #[test]
     fn padding_changes_neither_final_state() {
         let device = Default::default();
-        B::seed(&device, 3);
         let spec = [TensorSpec::float(vec![None, Some(2)])];
         let layer = config(true, false).init::<B>(&spec, &InferCtx::default(), &device).unwrap();
         let ctx = |len: usize, pad: usize| ForwardCtx {

@@ -248,7 +248,6 @@ mod tests {
     #[test]
     fn weights_rows_sum_to_one_and_padded_keys_get_none() {
         let device = Default::default();
-        B::seed(&device, 7);
         let config = MultiHeadAttentionConfig {
             num_heads: 2,
             key_dim: 4,

@@ -1,6 +1,7 @@
 //! `lstm`: a long short-term memory layer over a sequence (Keras' `LSTM`, optionally wrapped
 //! in `Bidirectional`), on burn-nn's `Lstm`. Masked by default: each row is read up to its last
-//! real token, so padding changes neither direction's final state.
+//! real token, so padding changes neither direction's final state. Its keys, module and
+//! forward pass are those of `gru` (src/layers/recurrent.rs); only the cell differs.
 //!
 //! Parameters: burn's LSTM, like PyTorch's, keeps two bias vectors per gate (one on the input
 //! and one on the hidden transform), so a layer holds `4·(d_in·u + u·u + 2u)` per direction
@@ -12,51 +13,20 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{require_aligned, 
-    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive, rate,
-    recurrent, require_masked, require_rank,
-};
+use super::recurrent::{Recurrent, RecurrentConfig, Steps};
+use super::{InferCtx, LayerDef, TensorSpec};
 
-fn yes() -> bool {
-    true
-}
-
+// `lstm`'s keys: those of `RecurrentConfig` (a plain comment: a doc comment would wrap
+// the schema in `allOf`, which the schema generator does not resolve).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LstmConfig {
-    /// Size of the hidden state (per direction).
-    pub units: usize,
-    /// Return the output at every step, [length, units·directions], instead of the final
-    /// state, [units·directions] (default false, as Keras).
-    #[serde(default)]
-    pub return_sequences: bool,
-    /// Also run backwards over the sequence; the two directions' outputs are concatenated,
-    /// forward first (default false).
-    #[serde(default)]
-    pub bidirectional: bool,
-    /// Dropout on the inputs of every step while training (Keras' `dropout`; default 0).
-    #[serde(default)]
-    pub dropout: f64,
-    /// Read each row only up to its last real token (default true).
-    #[serde(default = "yes")]
-    pub masked: bool,
-}
+#[serde(transparent)]
+pub struct LstmConfig(pub RecurrentConfig);
 
-#[derive(Module, Debug)]
-pub struct Lstm<B: Backend> {
-    forward: BurnLstm<B>,
-    backward: Option<BurnLstm<B>>,
-    #[module(skip)]
-    return_sequences: bool,
-    #[module(skip)]
-    dropout: f64,
-    #[module(skip)]
-    masked: bool,
-}
+pub type Lstm<B> = Recurrent<B, BurnLstm<B>>;
 
-impl LstmConfig {
-    fn directions(&self) -> usize {
-        1 + usize::from(self.bidirectional)
+impl<B: Backend> Steps<B> for BurnLstm<B> {
+    fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward(x, None).0
     }
 }
 
@@ -64,23 +34,17 @@ impl LayerDef for LstmConfig {
     type Module<B: Backend> = Lstm<B>;
 
     fn validate(&self) -> Result<(), String> {
-        positive(self.units, "units")?;
-        rate(self.dropout, "dropout")
+        self.0.validate()
     }
     fn infer(
         &self,
         inputs: &[TensorSpec],
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
-        require_masked(self.masked, ctx)?;
-        require_aligned(self.masked, &inputs[0], ctx)?;
-        require_rank(inputs, &[2], "lstm")?;
-        let width = self.units * self.directions();
-        Ok(recurrent::output(inputs, width, self.return_sequences))
+        self.0.infer(inputs, ctx, "lstm")
     }
     fn param_count(&self, inputs: &[TensorSpec], _: &InferCtx) -> usize {
-        let (d, u) = (inputs[0].features().unwrap_or(0), self.units);
-        self.directions() * 4 * (d * u + u * u + 2 * u)
+        self.0.param_count(inputs, 4)
     }
     fn init<B: Backend>(
         &self,
@@ -89,36 +53,9 @@ impl LayerDef for LstmConfig {
         device: &B::Device,
     ) -> Result<Lstm<B>, String> {
         let d = inputs[0].features().unwrap_or(0);
-        let build = || BurnLstmConfig::new(d, self.units, true).init(device);
-        Ok(Lstm {
-            forward: build(),
-            backward: self.bidirectional.then(build),
-            return_sequences: self.return_sequences,
-            dropout: self.dropout,
-            masked: self.masked,
-        })
-    }
-}
-
-impl<B: Backend> LayerForward<B> for Lstm<B> {
-    /// # Shapes
-    /// - input: [batch, length, d]; output: [batch, units·directions] or, with
-    ///   `return_sequences`, [batch, length, units·directions]
-    fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
-        let x = inputs.into_iter().next().expect("one input").sequence();
-        let x = crate::fused::dropout(x, self.dropout);
-        let backward = self
-            .backward
-            .as_ref()
-            .map(|m| move |x: Tensor<B, 3>| m.forward(x, None).0);
-        let out = recurrent::run(
-            x,
-            self.masked.then_some(&ctx.mask),
-            self.return_sequences,
-            |x| self.forward.forward(x, None).0,
-            backward.as_ref().map(|f| f as &dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>),
-        );
-        vec![out]
+        Ok(self
+            .0
+            .build(|| BurnLstmConfig::new(d, self.0.units, true).init(device)))
     }
 }
 
@@ -128,17 +65,18 @@ mod tests {
     use burn::module::Module;
 
     use super::*;
+    use crate::layers::{ForwardCtx, LayerForward, Value};
 
     type B = Flex;
 
     fn config(bidirectional: bool, return_sequences: bool) -> LstmConfig {
-        LstmConfig {
+        LstmConfig(RecurrentConfig {
             units: 3,
             return_sequences,
             bidirectional,
             dropout: 0.0,
             masked: true,
-        }
+        })
     }
 
     #[test]

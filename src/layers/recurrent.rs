@@ -1,22 +1,129 @@
-//! What `lstm` and `gru` share: running a recurrent module forwards (and, bidirectional,
-//! backwards) over each row's real tokens only, so that padding does not change the final
-//! state, and picking the outputs Keras returns.
+//! What `lstm` and `gru` share: their keys, their module (a cell per direction), and running
+//! a cell forwards (and, bidirectional, backwards) over each row's real tokens only, so that
+//! padding does not change the final state, picking the outputs Keras returns.
 
 use burn::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{TensorSpec, Value};
+use super::{
+    ForwardCtx, InferCtx, LayerForward, TensorSpec, Value, positive, rate, require_aligned,
+    require_masked, require_rank,
+};
 
-/// A recurrent layer's output shape for `width` outputs per step.
-pub fn output(
-    inputs: &[TensorSpec],
-    width: usize,
+fn yes() -> bool {
+    true
+}
+
+/// The keys of `lstm` and `gru`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentConfig {
+    /// Size of the hidden state (per direction).
+    pub units: usize,
+    /// Return the output at every step, [length, units·directions], instead of the final
+    /// state, [units·directions] (default false, as Keras).
+    #[serde(default)]
+    pub return_sequences: bool,
+    /// Also run backwards over the sequence; the two directions' outputs are concatenated,
+    /// forward first (default false).
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Dropout on the inputs of every step while training (Keras' `dropout`; default 0).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Read each row only up to its last real token (default true).
+    #[serde(default = "yes")]
+    pub masked: bool,
+}
+
+impl RecurrentConfig {
+    fn directions(&self) -> usize {
+        1 + usize::from(self.bidirectional)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        positive(self.units, "units")?;
+        rate(self.dropout, "dropout")
+    }
+
+    /// The output shape of layer type `what`.
+    pub fn infer(
+        &self,
+        inputs: &[TensorSpec],
+        ctx: &InferCtx,
+        what: &str,
+    ) -> Result<Vec<(String, TensorSpec)>, String> {
+        require_masked(self.masked, ctx)?;
+        require_aligned(self.masked, &inputs[0], ctx)?;
+        require_rank(inputs, &[2], what)?;
+        let dims = match self.return_sequences {
+            true => vec![inputs[0].dims[0], Some(self.units * self.directions())],
+            false => vec![Some(self.units * self.directions())],
+        };
+        Ok(vec![("output".into(), TensorSpec::float(dims))])
+    }
+
+    /// Parameters of `gates` gates per direction, each with burn's (and PyTorch's) two biases.
+    pub fn param_count(&self, inputs: &[TensorSpec], gates: usize) -> usize {
+        let (d, u) = (inputs[0].features().unwrap_or(0), self.units);
+        self.directions() * gates * (d * u + u * u + 2 * u)
+    }
+
+    /// The layer with a fresh `cell()` per direction.
+    pub fn build<B: Backend, M: Module<B>>(&self, cell: impl Fn() -> M) -> Recurrent<B, M> {
+        Recurrent {
+            forward: cell(),
+            backward: self.bidirectional.then(&cell),
+            return_sequences: self.return_sequences,
+            dropout: self.dropout,
+            masked: self.masked,
+            backend: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A recurrent cell run over a whole sequence.
+pub trait Steps<B: Backend> {
+    /// # Shapes
+    /// - x: [batch, length, d]; output: the hidden state after each step, [batch, length, units]
+    fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3>;
+}
+
+/// An `lstm` or `gru` layer: a cell per direction.
+#[derive(Module, Debug)]
+pub struct Recurrent<B: Backend, M: Module<B>> {
+    forward: M,
+    backward: Option<M>,
+    #[module(skip)]
     return_sequences: bool,
-) -> Vec<(String, TensorSpec)> {
-    let dims = match return_sequences {
-        true => vec![inputs[0].dims[0], Some(width)],
-        false => vec![Some(width)],
-    };
-    vec![("output".into(), TensorSpec::float(dims))]
+    #[module(skip)]
+    dropout: f64,
+    #[module(skip)]
+    masked: bool,
+    #[module(skip)]
+    backend: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend, M: Module<B> + Steps<B>> LayerForward<B> for Recurrent<B, M> {
+    /// # Shapes
+    /// - input: [batch, length, d]; output: [batch, units·directions] or, with
+    ///   `return_sequences`, [batch, length, units·directions]
+    fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
+        let x = inputs.into_iter().next().expect("one input").sequence();
+        let x = crate::fused::dropout(x, self.dropout);
+        let backward = self.backward.as_ref().map(|m| move |x| m.steps(x));
+        let out = run(
+            x,
+            self.masked.then_some(&ctx.mask),
+            self.return_sequences,
+            |x| self.forward.steps(x),
+            backward
+                .as_ref()
+                .map(|f| f as &dyn Fn(Tensor<B, 3>) -> Tensor<B, 3>),
+        );
+        vec![out]
+    }
 }
 
 /// Each row's real length, [batch, 1]: the mask's sum, or the whole length without a mask.

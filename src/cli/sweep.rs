@@ -669,12 +669,20 @@ fn rung_result(run: &Path, metric: &str) -> (f64, usize) {
 
 /// A pruned trial's run.json says `pruned` instead of `paused`.
 fn mark_pruned(run: &Path) {
+    update_run_json(run, RunStatus::Paused, |record| {
+        record.status = RunStatus::Pruned
+    });
+}
+
+/// Applies `change` to a trial's run.json if it still says `status`; a run.json that cannot be
+/// read is left as it is, one that cannot be written is a warning.
+fn update_run_json(run: &Path, status: RunStatus, change: impl FnOnce(&mut RunRecord)) {
     let path = run.join("run.json");
     let Ok(mut record) = RunRecord::load(&path) else {
         return;
     };
-    if record.status == RunStatus::Paused {
-        record.status = RunStatus::Pruned;
+    if record.status == status {
+        change(&mut record);
         if let Err(e) = record.save(&path) {
             eprintln!("warning: {}: {e}", path.display());
         }
@@ -696,34 +704,20 @@ fn create_sweep_dir(parent: &Path) -> Result<(PathBuf, String)> {
 
 fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path, pause: Option<usize>) -> Result<Child> {
     let log = std::fs::File::create(dir.join(format!("trial-{}.log", trial.index)))?;
-    let mut cmd = Command::new(std::env::current_exe().context("locating the pipe binary")?);
-    cmd.arg("run").arg(&args.spec);
+    let mut cmd = trial_command(args, pause)?;
+    cmd.arg(&args.spec);
     for s in args.overrides.sets.iter().chain(&trial.overrides) {
         cmd.arg("--set").arg(s);
-    }
-    if let Some(d) = &args.device {
-        cmd.arg("--device").arg(d);
     }
     // The trial's feature cache belongs under the sweep's runs dir too, not the spec's.
     if let Some(r) = &args.runs_dir {
         cmd.arg("--runs-dir").arg(r);
     }
-    if let Some(n) = pause {
-        cmd.arg("--pause-after-epochs").arg(n.to_string());
-    }
-    // Their own process group: a Ctrl-C at the terminal reaches only the sweep, which then
-    // interrupts each trial exactly once (a second interrupt would make a trial exit at once).
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.arg("--into")
         .arg(dir)
         .arg("--trial")
-        .arg(trial.index.to_string())
-        .arg("--quiet")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    Ok(cmd.spawn()?)
+        .arg(trial.index.to_string());
+    start_logged(cmd, log)
 }
 
 /// A paused trial's next process: `pipe run --resume RUN`, its output appended to the trial's log.
@@ -732,8 +726,18 @@ fn spawn_resume(args: &SweepArgs, run: &Path, log: &Path, pause: Option<usize>) 
         .append(true)
         .create(true)
         .open(log)?;
+    let mut cmd = trial_command(args, pause)?;
+    cmd.arg("--resume").arg(run);
+    start_logged(cmd, log)
+}
+
+/// `pipe run` with what every trial process takes: the sweep's `--device` and a rung to
+/// pause at. Each trial leads its own process group: a Ctrl-C at the terminal reaches only
+/// the sweep, which then interrupts each trial exactly once (a second interrupt would make a
+/// trial exit at once).
+fn trial_command(args: &SweepArgs, pause: Option<usize>) -> Result<Command> {
     let mut cmd = Command::new(std::env::current_exe().context("locating the pipe binary")?);
-    cmd.arg("run").arg("--resume").arg(run);
+    cmd.arg("run");
     if let Some(d) = &args.device {
         cmd.arg("--device").arg(d);
     }
@@ -742,6 +746,11 @@ fn spawn_resume(args: &SweepArgs, run: &Path, log: &Path, pause: Option<usize>) 
     }
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    Ok(cmd)
+}
+
+/// Starts `cmd` quietly, with its stdout and stderr in `log`.
+fn start_logged(mut cmd: Command, log: std::fs::File) -> Result<Child> {
     cmd.arg("--quiet")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -833,20 +842,13 @@ impl TrialEnding {
 
 /// A trial's run.json still says `running` when a signal killed it: it now says `failed`, and why.
 fn mark_killed(run: &Path, signal: &str) {
-    let path = run.join("run.json");
-    let Ok(mut record) = RunRecord::load(&path) else {
-        return;
-    };
-    if record.status == RunStatus::Running {
+    update_run_json(run, RunStatus::Running, |record| {
         record.status = RunStatus::Failed;
         record.ended_at = Some(chrono::Utc::now().to_rfc3339());
         record.error = Some(format!(
             "killed by {signal} (the out-of-memory killer sends SIGKILL)"
         ));
-        if let Err(e) = record.save(&path) {
-            eprintln!("warning: {}: {e}", path.display());
-        }
-    }
+    });
 }
 
 #[cfg(all(test, unix))]

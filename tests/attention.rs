@@ -3,23 +3,7 @@
 
 mod common;
 
-use common::{only_run, run, scratch, text};
-
-/// Trains `spec` with `sets` into `runs` and returns its run folder.
-fn trained(runs: &std::path::Path, spec: &str, sets: &[String]) -> std::path::PathBuf {
-    let mut args = vec!["run".to_string(), spec.to_string(), "--quiet".into()];
-    args.extend_from_slice(sets);
-    args.push(format!("--runs-dir={}", runs.display()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = run(&args);
-    assert!(out.status.success(), "{:?}", text(&out));
-    let name = std::path::Path::new(spec)
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap();
-    only_run(runs, name)
-}
+use common::{run, scratch, text};
 
 fn attention_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["attention", dir.to_str().unwrap()];
@@ -53,10 +37,10 @@ fn assert_rows_sum_to_one(weights: &serde_json::Value, padding: &serde_json::Val
 #[test]
 fn a_masked_block_shows_the_real_tokens_and_rows_that_sum_to_one() {
     let runs = scratch("attmasked");
-    let dir = trained(
+    let dir = common::trained(
+        std::path::Path::new("pipelines/sports_csv.toml"),
+        &["--set=stages.train.epochs=1"],
         &runs,
-        "pipelines/sports_csv.toml",
-        &["--set=stages.train.epochs=1".into()],
     );
     let text_in = "The striker scored twice in the final";
     let all = attention_json(&dir, &[text_in]);
@@ -139,7 +123,12 @@ fn a_masked_block_shows_the_real_tokens_and_rows_that_sum_to_one() {
 fn an_unmasked_block_reports_what_went_to_padding() {
     let runs = scratch("attunmasked");
     let sets = common::quick(&runs, 300);
-    let dir = trained(&runs, "pipelines/agnews_transformer.toml", &sets[..3]);
+    let sets: Vec<&str> = sets[..3].iter().map(String::as_str).collect();
+    let dir = common::trained(
+        std::path::Path::new("pipelines/agnews_transformer.toml"),
+        &sets,
+        &runs,
+    );
     let map = attention_json(&dir, &["Stocks fell sharply", "--head", "0"]);
     assert_eq!(
         map["tokens"],

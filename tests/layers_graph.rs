@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use burn::backend::Flex;
 use burn::module::Module;
 use common::{only_run, pipe, scratch, text};
@@ -203,19 +205,15 @@ fn dag_with_named_inputs_trains_with_every_training_option() {
 #[test]
 fn the_cnn_pipeline_trains_and_reports_its_parameters() {
     let runs = scratch("cnn");
-    let out = pipe()
-        .args([
-            "run",
-            "pipelines/agnews_cnn.toml",
-            "--quiet",
+    let cnn = common::trained(
+        Path::new("pipelines/agnews_cnn.toml"),
+        &[
             "--set=dataset.limit=300",
             "--set=vectorizer.output_sequence_length=32",
-            &format!("--runs-dir={}", runs.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
-    let record = common::json(&only_run(&runs, "agnews_cnn").join("run.json"));
+        ],
+        &runs,
+    );
+    let record = common::json(&cnn.join("run.json"));
     assert_eq!(record["status"], "completed");
     // 20,000 × 64 embedding + 5·64·128 + 128 convolution + 128·4 + 4 head.
     assert_eq!(record["params"]["total"], 1_280_000 + 41_088 + 516);
@@ -228,18 +226,8 @@ fn the_cnn_pipeline_trains_and_reports_its_parameters() {
         &common::root().join("data/ag_news").display().to_string(),
     );
     std::fs::write(&spec, pooled).unwrap();
-    let out = pipe()
-        .args([
-            "run",
-            spec.to_str().unwrap(),
-            "--quiet",
-            "--set=dataset.limit=200",
-        ])
-        .arg(format!("--runs-dir={}", runs.display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
-    let record = common::json(&only_run(&runs, "pooled").join("run.json"));
+    let pooled = common::trained(&spec, &["--set=dataset.limit=200"], &runs);
+    let record = common::json(&pooled.join("run.json"));
     assert_eq!(
         record["params"]["total"],
         500 * 8 + (3 * 8 * 8 + 8) + (6 * 8 * 4 + 4)
@@ -249,19 +237,12 @@ fn the_cnn_pipeline_trains_and_reports_its_parameters() {
 #[test]
 fn the_bilstm_pipeline_trains_on_batches_cut_to_their_longest_row() {
     let runs = scratch("bilstm");
-    let out = pipe()
-        .args([
-            "run",
-            "pipelines/agnews_bilstm.toml",
-            "--quiet",
-            "--set=dataset.limit=200",
-            "--set=stages.train.epochs=1",
-            &format!("--runs-dir={}", runs.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
-    let record = common::json(&only_run(&runs, "agnews_bilstm").join("run.json"));
+    let bilstm = common::trained(
+        Path::new("pipelines/agnews_bilstm.toml"),
+        &["--set=dataset.limit=200", "--set=stages.train.epochs=1"],
+        &runs,
+    );
+    let record = common::json(&bilstm.join("run.json"));
     assert_eq!(record["status"], "completed");
     // 20,000 × 64 embedding + 2 directions × 4 gates × (64·64 + 64·64 + 2·64) + 128·4 + 4.
     assert_eq!(

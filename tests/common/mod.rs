@@ -112,6 +112,22 @@ pub fn only_run(runs_dir: &Path, pipeline: &str) -> PathBuf {
     runs.pop().unwrap()
 }
 
+/// `pipe run SPEC --quiet SETS... --runs-dir RUNS`, which must succeed: the run folder, under
+/// `RUNS/<the spec file's stem>/` (the pipelines' names are their file names).
+pub fn trained(spec: &Path, sets: &[&str], runs: &Path) -> PathBuf {
+    let out = pipe()
+        .arg("run")
+        .arg(spec)
+        .arg("--quiet")
+        .args(sets)
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let name = spec.file_stem().unwrap().to_str().unwrap();
+    only_run(runs, name)
+}
+
 /// Overrides that make the lesson's model A a seconds-long run on real AG News rows.
 pub fn quick(runs_dir: &Path, rows: usize) -> Vec<String> {
     vec![

@@ -62,14 +62,6 @@ impl Diagnostics {
             Location::None => (2, 0, 0),
         });
     }
-
-    pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
-    }
 }
 
 impl fmt::Display for Diagnostics {

@@ -16,7 +16,7 @@ use crate::run::{RunDir, atomic_write, checkpoint};
 use crate::spec::LoadedSpec;
 use crate::spec::dataset::DatasetFormat;
 use crate::text_table::{self, Align};
-use crate::train::engine::predict;
+use crate::train::evaluate::predict;
 use crate::train::metrics::{ClassReport, class_report};
 use crate::vectorize::Vectorizer;
 

@@ -306,9 +306,9 @@ fn drive(
             if let Some(last) = outcome.stages.last() {
                 record.metrics = last.last.clone();
             }
-            if let Some((loss, acc)) = outcome.test {
-                record.metrics.insert("test.loss".into(), loss);
-                record.metrics.insert("test.accuracy".into(), acc);
+            if let Some(test) = outcome.test {
+                record.metrics.insert("test.loss".into(), test.loss);
+                record.metrics.insert("test.accuracy".into(), test.accuracy);
             }
             if outcome.paused {
                 record.status = RunStatus::Paused;

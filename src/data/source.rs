@@ -241,69 +241,31 @@ fn load_csv(
         .from_reader(bytes);
     let mut record = csv::ByteRecord::new();
     let read = |reader: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord| {
-        reader.read_byte_record(record).map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
-            row_error(
-                line,
-                Problem::Csv {
-                    message: e.to_string(),
-                },
-            )
-        })
+        read_record(reader, record, row_error)
     };
-
-    let columns: Vec<String>;
-    let text_idx: Vec<usize>;
-    let label_idx: usize;
-    match opts.format {
+    let layout = match opts.format {
         Format::AgNewsCsv => {
-            columns = AG_NEWS_COLUMNS.iter().map(|c| c.to_string()).collect();
-            text_idx = opts
-                .text
-                .iter()
-                .map(|name| column_index(&columns, name).expect("checked in load"))
-                .collect();
-            label_idx = 0;
+            let columns: Vec<String> = AG_NEWS_COLUMNS.iter().map(|c| c.to_string()).collect();
+            CsvLayout {
+                text: (opts.text.iter())
+                    .map(|name| column_index(&columns, name).expect("checked in load"))
+                    .collect(),
+                label: 0,
+                columns,
+            }
         }
         _ => {
             if !read(&mut reader, &mut record)? {
                 return Ok(Vec::new());
             }
-            let line = record.position().map_or(1, |p| p.line());
-            columns = record
-                .iter()
-                .enumerate()
-                .map(|(i, field)| {
-                    std::str::from_utf8(field).map(str::to_string).map_err(|_| {
-                        row_error(
-                            line,
-                            Problem::InvalidUtf8Field {
-                                field: i + 1,
-                                name: "header".to_string(),
-                            },
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let find = |name: &str| {
-                column_index(&columns, name).ok_or_else(|| {
-                    row_error(
-                        line,
-                        Problem::MissingColumn {
-                            name: name.to_string(),
-                            columns: columns.clone(),
-                        },
-                    )
-                })
-            };
-            text_idx = opts
-                .text
-                .iter()
-                .map(|name| find(name))
-                .collect::<Result<_, _>>()?;
-            label_idx = find(&opts.label)?;
+            CsvLayout::from_header(&record, opts, row_error)?
         }
-    }
+    };
+    let CsvLayout {
+        columns,
+        text: text_idx,
+        label: label_idx,
+    } = layout;
     let names = columns.join(",");
 
     let mut out = Vec::new();
@@ -345,6 +307,74 @@ fn load_csv(
         out.push(Example { text, label });
     }
     Ok(out)
+}
+
+/// A CSV source's columns, and which of them hold the text and the label.
+struct CsvLayout {
+    columns: Vec<String>,
+    text: Vec<usize>,
+    label: usize,
+}
+
+impl CsvLayout {
+    /// From a header row; a column the spec names that is missing is an error on its line.
+    fn from_header(
+        record: &csv::ByteRecord,
+        opts: &SourceOptions,
+        row_error: &dyn Fn(u64, Problem) -> DataError,
+    ) -> Result<Self, DataError> {
+        let line = record.position().map_or(1, |p| p.line());
+        let columns: Vec<String> = (record.iter().enumerate())
+            .map(|(i, field)| {
+                std::str::from_utf8(field).map(str::to_string).map_err(|_| {
+                    row_error(
+                        line,
+                        Problem::InvalidUtf8Field {
+                            field: i + 1,
+                            name: "header".to_string(),
+                        },
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let find = |name: &str| {
+            column_index(&columns, name).ok_or_else(|| {
+                row_error(
+                    line,
+                    Problem::MissingColumn {
+                        name: name.to_string(),
+                        columns: columns.clone(),
+                    },
+                )
+            })
+        };
+        let text = (opts.text.iter())
+            .map(|name| find(name))
+            .collect::<Result<_, _>>()?;
+        let label = find(&opts.label)?;
+        Ok(CsvLayout {
+            columns,
+            text,
+            label,
+        })
+    }
+}
+
+/// The next record; `false` at the end. A malformed one is an error on its line.
+fn read_record(
+    reader: &mut csv::Reader<&[u8]>,
+    record: &mut csv::ByteRecord,
+    row_error: &dyn Fn(u64, Problem) -> DataError,
+) -> Result<bool, DataError> {
+    reader.read_byte_record(record).map_err(|e| {
+        let line = e.position().map_or(0, |p| p.line());
+        row_error(
+            line,
+            Problem::Csv {
+                message: e.to_string(),
+            },
+        )
+    })
 }
 
 fn load_jsonl(

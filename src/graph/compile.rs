@@ -1,9 +1,11 @@
 //! Plan → one burn Module: the layers in order, with the routing between them.
 
+use burn::module::{ModuleMapper, Param, ParamId};
 use burn::prelude::*;
 
 use super::plan::{Plan, Source};
-use crate::layers::{ForwardCtx, LayerForward, LayerModule, Value};
+use crate::data::batch::Inputs;
+use crate::layers::{LayerForward, LayerModule, Value};
 
 /// The whole model. Layers run in spec order (the plan guarantees inputs come first).
 #[derive(Module, Debug)]
@@ -11,32 +13,6 @@ pub struct Graph<B: Backend> {
     pub layers: Vec<LayerModule<B>>,
     #[module(skip)]
     routes: Vec<Vec<Source>>,
-}
-
-/// One batch of model inputs.
-#[derive(Clone, Debug)]
-pub struct Inputs<B: Backend> {
-    pub ids: Tensor<B, 2, Int>,
-    pub mask: Tensor<B, 2>,
-    pub token_type_ids: Tensor<B, 2, Int>,
-}
-
-impl<B: Backend> Inputs<B> {
-    pub fn to_device(self, device: &B::Device) -> Self {
-        Inputs {
-            ids: self.ids.to_device(device),
-            mask: self.mask.to_device(device),
-            token_type_ids: self.token_type_ids.to_device(device),
-        }
-    }
-
-    /// What every layer may read besides its own inputs.
-    fn ctx(&self) -> ForwardCtx<B> {
-        ForwardCtx {
-            mask: self.mask.clone(),
-            token_type_ids: self.token_type_ids.clone(),
-        }
-    }
 }
 
 impl<B: Backend> Graph<B> {
@@ -58,7 +34,7 @@ impl<B: Backend> Graph<B> {
             layers,
             routes: plan.layers.iter().map(|l| l.sources.clone()).collect(),
         };
-        Ok(crate::train::resume::stable_param_ids(graph))
+        Ok(stable_param_ids(graph))
     }
 
     /// Logits [batch, classes]: a final softmax is left out, so the loss can use log-softmax.
@@ -84,7 +60,7 @@ impl<B: Backend> Graph<B> {
             .iter()
             .flatten()
             .filter_map(|s| match *s {
-                Source::Layer(l, o) if l < prefix => Some((l, o)),
+                Source::Layer { layer, output } if layer < prefix => Some((layer, output)),
                 _ => None,
             })
             .collect();
@@ -116,7 +92,7 @@ impl<B: Backend> Graph<B> {
                     1 => Value::Vector(inputs.mask.clone()),
                     _ => Value::Ids(inputs.token_type_ids.clone()),
                 },
-                Source::Layer(l, o) => outputs[l][o]
+                Source::Layer { layer, output } => outputs[layer][output]
                     .clone()
                     .expect("the plan orders layers after their inputs"),
             })
@@ -154,4 +130,31 @@ fn final_value<B: Backend>(outputs: Vec<Vec<Option<Value<B>>>>) -> Value<B> {
         .next_back()
         .and_then(|o| o.into_iter().next().flatten())
         .expect("the graph has layers")
+}
+
+/// Gives every parameter an id derived from its path in the module tree, so a model built in
+/// another process has the same ids and optimizer state (keyed by id) loads onto it.
+pub fn stable_param_ids<B: Backend, M: Module<B>>(module: M) -> M {
+    struct Ids {
+        path: Vec<String>,
+    }
+    impl<B: Backend> ModuleMapper<B> for Ids {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (_, tensor, mapper) = param.consume();
+            // FNV-1a over the path: stable across processes and builds.
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in self.path.join(".").bytes() {
+                h ^= b as u64;
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            Param::from_mapped_value(ParamId::from(h), tensor, mapper)
+        }
+    }
+    module.map(&mut Ids { path: Vec::new() })
 }

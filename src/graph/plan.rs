@@ -12,10 +12,11 @@ use crate::spec::{LoadedSpec, Spec, Validation, VectorizerSpec};
 /// Where a layer input comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
-    /// One of the vectorizer's outputs (ids, mask, token types).
+    /// One of the vectorizer's outputs, by its index in [`Plan::inputs`] (ids, mask, token
+    /// types).
     Input(usize),
-    /// Output `.1` of layer `.0`.
-    Layer(usize, usize),
+    /// One of an earlier layer's outputs: indices into [`Plan::layers`] and its `outputs`.
+    Layer { layer: usize, output: usize },
 }
 
 #[derive(Clone, Debug)]
@@ -51,12 +52,6 @@ impl Plan {
             .filter(|l| l.trainable)
             .map(|l| l.params)
             .sum()
-    }
-    pub fn output(&self) -> &TensorSpec {
-        &self.layers.last().expect("a plan has layers").outputs[0].1
-    }
-    pub fn layer_index(&self, name: &str) -> Option<usize> {
-        self.layers.iter().position(|l| l.name == name)
     }
 }
 
@@ -180,15 +175,36 @@ pub fn resolve(loaded: &LoadedSpec) -> Result<Plan, Diagnostics> {
 /// `check_files = false` skips the existence of data files (summary, eval of a moved run).
 pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diagnostics> {
     let spec = &loaded.spec;
-    let src = &loaded.source;
     let mut diags = Diagnostics::default();
+    check_dataset(loaded, check_files, &mut diags);
+    check_path_name(&spec.name, "name", "the pipeline name", loaded, &mut diags);
+    let (ctx, inputs) = check_vectorizer(loaded, &mut diags);
+    let names = layer_names(spec);
+    let layers = plan_layers(loaded, &names, &inputs, &ctx, &mut diags);
+    let num_classes = spec.dataset.labels.len();
+    check_head(loaded, &layers, num_classes, &mut diags);
+    check_stages(loaded, &names, &mut diags);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    Ok(Plan {
+        inputs,
+        layers: layers
+            .into_iter()
+            .map(|l| l.expect("no diagnostics"))
+            .collect(),
+        ctx,
+        num_classes,
+    })
+}
 
-    // Dataset.
-    let ds = &spec.dataset;
+/// The `[dataset]` table: files, classes, text columns, validation and limit.
+fn check_dataset(loaded: &LoadedSpec, check_files: bool, diags: &mut Diagnostics) {
+    let (ds, src) = (&loaded.spec.dataset, &loaded.source);
     if check_files {
-        check_file(&ds.train, "dataset.train", loaded, &mut diags);
+        check_file(&ds.train, "dataset.train", loaded, diags);
         if let Some(test) = &ds.test {
-            check_file(test, "dataset.test", loaded, &mut diags);
+            check_file(test, "dataset.test", loaded, diags);
         }
     }
     match &loaded.inferred_labels {
@@ -245,8 +261,15 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             "`dataset.limit` must be at least 1",
         );
     }
+}
 
-    check_path_name(&spec.name, "name", "the pipeline name", loaded, &mut diags);
+/// The `[vectorizer]` table's sizes, and what it feeds the model (with a pretrained
+/// tokenizer's real vocabulary size).
+fn check_vectorizer(
+    loaded: &LoadedSpec,
+    diags: &mut Diagnostics,
+) -> (InferCtx, Vec<(String, TensorSpec)>) {
+    let (spec, src) = (&loaded.spec, &loaded.source);
     let (mut ctx, inputs) = vectorizer_shapes(spec);
     match &spec.vectorizer {
         VectorizerSpec::TextVectorization(v) => {
@@ -280,197 +303,256 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             }
         }
     }
+    (ctx, inputs)
+}
 
-    // Layers.
-    let kinds: Vec<(Option<String>, String)> = spec
-        .model
-        .layers
-        .iter()
+/// Every layer's name: its own, or the automatic `type_N`.
+fn layer_names(spec: &Spec) -> Vec<String> {
+    let kinds: Vec<(Option<String>, String)> = (spec.model.layers.iter())
         .map(|l| (l.name.clone(), l.kind.clone()))
         .collect();
-    let names = crate::spec::model::auto_names(&kinds);
+    crate::spec::model::auto_names(&kinds)
+}
+
+/// Plans the layers in order; a layer that fails (or whose input failed) is `None`, so that
+/// later layers still report their own problems.
+fn plan_layers(
+    loaded: &LoadedSpec,
+    names: &[String],
+    inputs: &[(String, TensorSpec)],
+    ctx: &InferCtx,
+    diags: &mut Diagnostics,
+) -> Vec<Option<PlannedLayer>> {
+    if loaded.spec.model.layers.is_empty() {
+        diags.push(loaded.source.key("model"), "the model has no layers");
+    }
     let mut layers: Vec<Option<PlannedLayer>> = Vec::new();
-    if spec.model.layers.is_empty() {
-        diags.push(src.key("model"), "the model has no layers");
+    for i in 0..loaded.spec.model.layers.len() {
+        let earlier = Earlier {
+            names: &names[..i],
+            layers: &layers,
+            inputs,
+        };
+        let planned = plan_layer(loaded, i, &names[i], &earlier, ctx, diags);
+        layers.push(planned);
     }
-    for (i, layer) in spec.model.layers.iter().enumerate() {
-        let at = format!("model.layers[{i}]");
-        let name = &names[i];
-        if names[..i].contains(name) || name == INPUT_NAME {
-            diags.push(
-                src.value(&format!("{at}.name")),
-                format!("duplicate layer name `{name}`"),
-            );
-        }
-        let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(layer.params.clone()))
-        {
-            Ok(Some(c)) => Some(c),
-            Ok(None) => {
-                let hint = suggest(&layer.kind, LAYER_TYPES.iter().copied())
-                    .map(|s| format!(", did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!(" (known: {})", LAYER_TYPES.join(", ")));
-                diags.push(
-                    src.value(&format!("{at}.type")),
-                    format!("unknown layer type `{}`{hint}", layer.kind),
-                );
-                None
-            }
-            Err((message, path)) => {
-                let field = message
-                    .strip_prefix("unknown field `")
-                    .and_then(|r| r.split('`').next())
-                    .map(str::to_string);
-                let loc = match (&field, path.is_empty()) {
-                    (Some(f), _) => src.key(&format!("{at}.{f}")),
-                    (None, false) => src.value(&format!("{at}.{path}")),
-                    (None, true) => src.key(&format!("{at}.type")),
-                };
-                let key = if path.is_empty() || field.is_some() {
-                    String::new()
-                } else {
-                    format!("`{path}`: ")
-                };
-                diags.push(
-                    loc,
-                    format!(
-                        "layer `{name}` ({}): {key}{}",
-                        layer.kind,
-                        with_suggestion(&message)
-                    ),
-                );
-                None
-            }
-        };
-        let Some(config) = config else {
-            layers.push(None);
-            continue;
-        };
-        if let Err(e) = config.validate() {
-            diags.push(
-                src.key(&format!("{at}.type")),
-                format!("layer `{name}` ({}): {e}", layer.kind),
-            );
-            layers.push(None);
-            continue;
-        }
+    layers
+}
 
-        // Inputs: named, or the previous layer's default output.
-        let refs: Vec<(String, String)> = match (&layer.input, &layer.inputs) {
-            (Some(_), Some(_)) => {
-                diags.push(
-                    src.key(&format!("{at}.inputs")),
-                    format!("layer `{name}`: give `input` or `inputs`, not both"),
-                );
-                layers.push(None);
-                continue;
+/// What a layer can take its inputs from: the vectorizer's outputs and the layers before it.
+struct Earlier<'a> {
+    names: &'a [String],
+    layers: &'a [Option<PlannedLayer>],
+    inputs: &'a [(String, TensorSpec)],
+}
+
+/// One layer: its config parsed and validated, its inputs resolved, its shape inferred.
+fn plan_layer(
+    loaded: &LoadedSpec,
+    i: usize,
+    name: &String,
+    earlier: &Earlier,
+    ctx: &InferCtx,
+    diags: &mut Diagnostics,
+) -> Option<PlannedLayer> {
+    let (layer, src) = (&loaded.spec.model.layers[i], &loaded.source);
+    let at = format!("model.layers[{i}]");
+    if earlier.names.contains(name) || name == INPUT_NAME {
+        diags.push(
+            src.value(&format!("{at}.name")),
+            format!("duplicate layer name `{name}`"),
+        );
+    }
+    let config = parse_layer(loaded, i, name, diags)?;
+    let refs = input_refs(loaded, i, name, earlier.names, diags)?;
+    let mut sources = Vec::new();
+    let mut specs = Vec::new();
+    let mut upstream_failed = false;
+    for (r, key) in &refs {
+        match lookup(r, earlier) {
+            Ok(Some((s, spec))) => {
+                sources.push(s);
+                specs.push(spec);
             }
-            (Some(r), None) => vec![(r.clone(), format!("{at}.input"))],
-            (None, Some(rs)) => rs
-                .iter()
-                .enumerate()
-                .map(|(j, r)| (r.clone(), format!("{at}.inputs[{j}]")))
-                .collect(),
-            (None, None) if i == 0 => vec![(INPUT_NAME.to_string(), String::new())],
-            (None, None) => vec![(names[i - 1].clone(), String::new())],
-        };
-        let mut sources = Vec::new();
-        let mut specs = Vec::new();
-        let mut upstream_failed = false;
-        for (r, key) in &refs {
-            match lookup(r, &names[..i], &layers, &inputs) {
-                Ok(Some((s, spec))) => {
-                    sources.push(s);
-                    specs.push(spec);
-                }
-                Ok(None) => upstream_failed = true,
-                Err(msg) => {
-                    let loc = if key.is_empty() {
-                        src.key(&format!("{at}.type"))
-                    } else {
-                        src.value(key)
-                    };
-                    diags.push(loc, format!("layer `{name}`: {msg}"));
-                    upstream_failed = true;
-                }
-            }
-        }
-        if upstream_failed {
-            layers.push(None);
-            continue;
-        }
-        if !config.arity().contains(&sources.len()) {
-            diags.push(
-                src.key(&format!("{at}.type")),
-                format!(
-                    "layer `{name}` ({}) takes {:?} inputs, got {}",
-                    layer.kind,
-                    config.arity(),
-                    sources.len()
-                ),
-            );
-            layers.push(None);
-            continue;
-        }
-        match config.infer(&specs, &ctx) {
-            Ok(outputs) => {
-                let params = config.param_count(&specs, &ctx);
-                layers.push(Some(PlannedLayer {
-                    name: name.clone(),
-                    config,
-                    sources,
-                    input_specs: specs,
-                    outputs,
-                    params,
-                    trainable: layer.trainable.unwrap_or(true),
-                }));
-            }
+            Ok(None) => upstream_failed = true,
             Err(msg) => {
-                let from: Vec<String> = refs
-                    .iter()
-                    .zip(&specs)
-                    .map(|((r, _), s)| {
-                        let kind = describe_source(r, &names[..i], spec);
-                        format!("`{r}`{kind} {s}")
-                    })
-                    .collect();
-                diags.push(
-                    src.key(&format!("{at}.type")),
-                    format!(
-                        "shape mismatch: layer `{name}` ({}) cannot take {}: {msg}",
-                        layer.kind,
-                        from.join(" and ")
-                    ),
-                );
-                layers.push(None);
+                let loc = if key.is_empty() {
+                    src.key(&format!("{at}.type"))
+                } else {
+                    src.value(key)
+                };
+                diags.push(loc, format!("layer `{name}`: {msg}"));
+                upstream_failed = true;
             }
         }
     }
-
-    let num_classes = ds.labels.len();
-    if let Some(Some(last)) = layers.last().filter(|_| num_classes > 0) {
-        let out = &last.outputs[0].1;
-        let ok =
-            out.kind == ValueKind::Float && out.rank() == 1 && out.features() == Some(num_classes);
-        if !ok {
+    if upstream_failed {
+        return None;
+    }
+    if !config.arity().contains(&sources.len()) {
+        diags.push(
+            src.key(&format!("{at}.type")),
+            format!(
+                "layer `{name}` ({}) takes {:?} inputs, got {}",
+                layer.kind,
+                config.arity(),
+                sources.len()
+            ),
+        );
+        return None;
+    }
+    match config.infer(&specs, ctx) {
+        Ok(outputs) => Some(PlannedLayer {
+            name: name.clone(),
+            params: config.param_count(&specs, ctx),
+            config,
+            sources,
+            input_specs: specs,
+            outputs,
+            trainable: layer.trainable.unwrap_or(true),
+        }),
+        Err(msg) => {
+            let from: Vec<String> = (refs.iter().zip(&specs))
+                .map(|((r, _), s)| {
+                    let kind = describe_source(r, earlier.names, &loaded.spec);
+                    format!("`{r}`{kind} {s}")
+                })
+                .collect();
             diags.push(
-                src.key(&format!("model.layers[{}].type", layers.len() - 1)),
+                src.key(&format!("{at}.type")),
                 format!(
-                    "shape mismatch: the last layer `{}` outputs {out}, but the dataset has {num_classes} classes, so it must output (None, {num_classes})",
-                    last.name
+                    "shape mismatch: layer `{name}` ({}) cannot take {}: {msg}",
+                    layer.kind,
+                    from.join(" and ")
                 ),
             );
-        }
-        if let LayerConfig::Dense(d) = &last.config {
-            use crate::layers::dense::Activation;
-            if !matches!(d.activation, Activation::Softmax | Activation::Linear) {
-                diags.push(
-                    src.value(&format!("model.layers[{}].activation", layers.len() - 1)),
-                    "the classification head must end in `softmax` or `linear` (logits)",
-                );
-            }
+            None
         }
     }
+}
 
+/// Layer `i`'s config from its table, validated; errors name the key (or the type).
+fn parse_layer(
+    loaded: &LoadedSpec,
+    i: usize,
+    name: &str,
+    diags: &mut Diagnostics,
+) -> Option<LayerConfig> {
+    let (layer, src) = (&loaded.spec.model.layers[i], &loaded.source);
+    let at = format!("model.layers[{i}]");
+    let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(layer.params.clone())) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            let hint = suggest(&layer.kind, LAYER_TYPES.iter().copied())
+                .map(|s| format!(", did you mean `{s}`?"))
+                .unwrap_or_else(|| format!(" (known: {})", LAYER_TYPES.join(", ")));
+            diags.push(
+                src.value(&format!("{at}.type")),
+                format!("unknown layer type `{}`{hint}", layer.kind),
+            );
+            return None;
+        }
+        Err((message, path)) => {
+            let field = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .map(str::to_string);
+            let loc = match (&field, path.is_empty()) {
+                (Some(f), _) => src.key(&format!("{at}.{f}")),
+                (None, false) => src.value(&format!("{at}.{path}")),
+                (None, true) => src.key(&format!("{at}.type")),
+            };
+            let key = if path.is_empty() || field.is_some() {
+                String::new()
+            } else {
+                format!("`{path}`: ")
+            };
+            diags.push(
+                loc,
+                format!(
+                    "layer `{name}` ({}): {key}{}",
+                    layer.kind,
+                    with_suggestion(&message)
+                ),
+            );
+            return None;
+        }
+    };
+    if let Err(e) = config.validate() {
+        diags.push(
+            src.key(&format!("{at}.type")),
+            format!("layer `{name}` ({}): {e}", layer.kind),
+        );
+        return None;
+    }
+    Some(config)
+}
+
+/// Layer `i`'s input references with the key each came from (`""`: implied): named, or the
+/// previous layer's default output.
+fn input_refs(
+    loaded: &LoadedSpec,
+    i: usize,
+    name: &str,
+    names: &[String],
+    diags: &mut Diagnostics,
+) -> Option<Vec<(String, String)>> {
+    let layer = &loaded.spec.model.layers[i];
+    let at = format!("model.layers[{i}]");
+    Some(match (&layer.input, &layer.inputs) {
+        (Some(_), Some(_)) => {
+            diags.push(
+                loaded.source.key(&format!("{at}.inputs")),
+                format!("layer `{name}`: give `input` or `inputs`, not both"),
+            );
+            return None;
+        }
+        (Some(r), None) => vec![(r.clone(), format!("{at}.input"))],
+        (None, Some(rs)) => (rs.iter().enumerate())
+            .map(|(j, r)| (r.clone(), format!("{at}.inputs[{j}]")))
+            .collect(),
+        (None, None) if i == 0 => vec![(INPUT_NAME.to_string(), String::new())],
+        (None, None) => vec![(names[i - 1].clone(), String::new())],
+    })
+}
+
+/// The last layer must give one probability (or logit) per class.
+fn check_head(
+    loaded: &LoadedSpec,
+    layers: &[Option<PlannedLayer>],
+    num_classes: usize,
+    diags: &mut Diagnostics,
+) {
+    let src = &loaded.source;
+    let Some(Some(last)) = layers.last().filter(|_| num_classes > 0) else {
+        return;
+    };
+    let out = &last.outputs[0].1;
+    let ok = out.kind == ValueKind::Float && out.rank() == 1 && out.features() == Some(num_classes);
+    if !ok {
+        diags.push(
+            src.key(&format!("model.layers[{}].type", layers.len() - 1)),
+            format!(
+                "shape mismatch: the last layer `{}` outputs {out}, but the dataset has {num_classes} classes, so it must output (None, {num_classes})",
+                last.name
+            ),
+        );
+    }
+    if let LayerConfig::Dense(d) = &last.config {
+        use crate::layers::dense::Activation;
+        if !matches!(d.activation, Activation::Softmax | Activation::Linear) {
+            diags.push(
+                src.value(&format!("model.layers[{}].activation", layers.len() - 1)),
+                "the classification head must end in `softmax` or `linear` (logits)",
+            );
+        }
+    }
+}
+
+/// The `[[stages]]`: names, sizes, rates, policies and freeze patterns. A spec without
+/// stages still checks and summarises; `pipe run` reports it.
+fn check_stages(loaded: &LoadedSpec, layer_names: &[String], diags: &mut Diagnostics) {
+    let (spec, src) = (&loaded.spec, &loaded.source);
     // Data-parallel workers: each takes an equal share of every batch.
     let workers = match spec.runtime.worker_devices() {
         Ok(w) => w.len(),
@@ -479,98 +561,94 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
             1
         }
     };
-    // Stages.
-    // A spec without stages still checks and summarises; `pipe run` reports it.
     let mut stage_names: Vec<String> = Vec::new();
     for (i, stage) in spec.stages.iter().enumerate() {
-        let at = format!("stages[{i}]");
         let sname = stage.name_or_default(i);
         if stage_names.contains(&sname) {
             diags.push(
-                src.value(&format!("{at}.name")),
+                src.value(&format!("stages[{i}].name")),
                 format!("duplicate stage name `{sname}`"),
             );
         }
         stage_names.push(sname.clone());
-        if stage.name.is_some() {
-            let key = format!("{at}.name");
-            check_path_name(&sname, &key, "a stage name", loaded, &mut diags);
-        }
-        let validated = ds.validation.is_some();
-        crate::spec::policy::check_stage(stage, &at, &sname, validated, src, &mut diags);
-        if stage.epochs == 0 {
-            diags.push(
-                src.value(&format!("{at}.epochs")),
-                "`epochs` must be at least 1",
-            );
-        }
-        if workers > 1 && !stage.batch_size.is_multiple_of(workers) {
-            diags.push(
-                src.value(&format!("{at}.batch_size")),
-                format!(
-                    "stage `{sname}`: `batch_size` {} does not split evenly over the {workers} \
-                     workers of `runtime.devices`",
-                    stage.batch_size
-                ),
-            );
-        }
-        for (key, value) in [
-            ("steps_per_epoch", stage.steps_per_epoch),
-            ("validation_steps", stage.validation_steps),
-            ("validate_every", stage.validate_every),
-            ("checkpoint_every", stage.checkpoint_every),
-        ] {
-            if value == Some(0) {
-                diags.push(
-                    src.value(&format!("{at}.{key}")),
-                    format!("stage `{sname}`: `{key}` must be at least 1 (leave it out for none)"),
-                );
-            }
-        }
-        if stage.batch_size == 0 {
-            diags.push(
-                src.value(&format!("{at}.batch_size")),
-                "`batch_size` must be at least 1",
-            );
-        }
-        if stage.gradient_accumulation == 0 {
-            diags.push(
-                src.value(&format!("{at}.gradient_accumulation")),
-                "`gradient_accumulation` must be at least 1",
-            );
-        }
-        let lr = stage.optimizer.learning_rate();
-        if !(lr > 0.0 && lr.is_finite()) {
-            diags.push(
-                src.value(&format!("{at}.optimizer")),
-                format!("learning_rate must be positive, got {lr}"),
-            );
-        }
-        for (j, pattern) in stage.freeze.iter().enumerate() {
-            if !names.iter().any(|n| glob_match(pattern, n)) {
-                let hint = suggest(pattern, names.iter().map(|s| s.as_str()))
-                    .map(|s| format!("; did you mean `{s}`?"))
-                    .unwrap_or_default();
-                diags.push(
-                    src.value(&format!("{at}.freeze[{j}]")),
-                    format!("stage `{sname}`: `freeze` pattern `{pattern}` matches no layer{hint}"),
-                );
-            }
-        }
+        check_stage(loaded, i, &sname, workers, layer_names, diags);
     }
+}
 
-    if !diags.is_empty() {
-        return Err(diags);
+fn check_stage(
+    loaded: &LoadedSpec,
+    i: usize,
+    sname: &str,
+    workers: usize,
+    layer_names: &[String],
+    diags: &mut Diagnostics,
+) {
+    let (stage, src) = (&loaded.spec.stages[i], &loaded.source);
+    let at = format!("stages[{i}]");
+    if stage.name.is_some() {
+        let key = format!("{at}.name");
+        check_path_name(sname, &key, "a stage name", loaded, diags);
     }
-    Ok(Plan {
-        inputs,
-        layers: layers
-            .into_iter()
-            .map(|l| l.expect("no diagnostics"))
-            .collect(),
-        ctx,
-        num_classes,
-    })
+    let validated = loaded.spec.dataset.validation.is_some();
+    crate::spec::policy::check_stage(stage, &at, sname, validated, src, diags);
+    if stage.epochs == 0 {
+        diags.push(
+            src.value(&format!("{at}.epochs")),
+            "`epochs` must be at least 1",
+        );
+    }
+    if workers > 1 && !stage.batch_size.is_multiple_of(workers) {
+        diags.push(
+            src.value(&format!("{at}.batch_size")),
+            format!(
+                "stage `{sname}`: `batch_size` {} does not split evenly over the {workers} \
+                 workers of `runtime.devices`",
+                stage.batch_size
+            ),
+        );
+    }
+    for (key, value) in [
+        ("steps_per_epoch", stage.steps_per_epoch),
+        ("validation_steps", stage.validation_steps),
+        ("validate_every", stage.validate_every),
+        ("checkpoint_every", stage.checkpoint_every),
+    ] {
+        if value == Some(0) {
+            diags.push(
+                src.value(&format!("{at}.{key}")),
+                format!("stage `{sname}`: `{key}` must be at least 1 (leave it out for none)"),
+            );
+        }
+    }
+    for (key, value) in [
+        ("batch_size", stage.batch_size),
+        ("gradient_accumulation", stage.gradient_accumulation),
+    ] {
+        if value == 0 {
+            diags.push(
+                src.value(&format!("{at}.{key}")),
+                format!("`{key}` must be at least 1"),
+            );
+        }
+    }
+    let lr = stage.optimizer.learning_rate();
+    if !(lr > 0.0 && lr.is_finite()) {
+        diags.push(
+            src.value(&format!("{at}.optimizer")),
+            format!("learning_rate must be positive, got {lr}"),
+        );
+    }
+    for (j, pattern) in stage.freeze.iter().enumerate() {
+        if !layer_names.iter().any(|n| glob_match(pattern, n)) {
+            let hint = suggest(pattern, layer_names.iter().map(|s| s.as_str()))
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
+            diags.push(
+                src.value(&format!("{at}.freeze[{j}]")),
+                format!("stage `{sname}`: `freeze` pattern `{pattern}` matches no layer{hint}"),
+            );
+        }
+    }
 }
 
 fn describe_source(reference: &str, names: &[String], spec: &Spec) -> String {
@@ -583,12 +661,12 @@ fn describe_source(reference: &str, names: &[String], spec: &Spec) -> String {
 }
 
 /// Resolves `layer` or `layer.output_name` among earlier layers. `Ok(None)`: that layer failed.
-fn lookup(
-    reference: &str,
-    names: &[String],
-    layers: &[Option<PlannedLayer>],
-    inputs: &[(String, TensorSpec)],
-) -> Result<Option<(Source, TensorSpec)>, String> {
+fn lookup(reference: &str, earlier: &Earlier) -> Result<Option<(Source, TensorSpec)>, String> {
+    let Earlier {
+        names,
+        layers,
+        inputs,
+    } = earlier;
     let (layer, output) = match reference.split_once('.') {
         Some((l, o)) => (l, Some(o)),
         None => (reference, None),
@@ -630,7 +708,10 @@ fn lookup(
             })?,
     };
     Ok(Some((
-        Source::Layer(idx, out),
+        Source::Layer {
+            layer: idx,
+            output: out,
+        },
         planned.outputs[out].1.clone(),
     )))
 }

@@ -30,7 +30,10 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
                         format!("input.{}", plan.inputs[k].0)
                     }
                 }
-                Source::Layer(l, o) => {
+                Source::Layer {
+                    layer: l,
+                    output: o,
+                } => {
                     let src = &plan.layers[l];
                     if o == 0 {
                         src.name.clone()
@@ -42,7 +45,7 @@ pub fn summary_table(name: &str, plan: &Plan) -> String {
             .collect();
         let sequential = match layer.sources.as_slice() {
             [Source::Input(0)] => i == 0,
-            [Source::Layer(l, 0)] => *l + 1 == i,
+            [Source::Layer { layer, output: 0 }] => *layer + 1 == i,
             _ => false,
         };
         let frozen = if layer.trainable { "" } else { ", frozen" };

@@ -33,6 +33,40 @@ pub struct MetricRow {
     pub elapsed_s: f64,
 }
 
+/// A loss and an accuracy, of one pass over some rows.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Score {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Fraction of rows whose most probable class is the label, in [0, 1].
+    pub accuracy: f64,
+}
+
+impl MetricRow {
+    /// A row of `split` after `step` optimizer steps of `epoch` in `stage`.
+    pub fn new(
+        stage: &str,
+        split: &str,
+        (epoch, step): (usize, usize),
+        score: Score,
+        lr: f64,
+        samples_per_s: f64,
+        elapsed_s: f64,
+    ) -> Self {
+        MetricRow {
+            stage: stage.to_string(),
+            epoch,
+            step,
+            split: split.to_string(),
+            loss: score.loss,
+            accuracy: score.accuracy,
+            lr,
+            samples_per_s,
+            elapsed_s,
+        }
+    }
+}
+
 pub struct MetricsLog {
     metrics: csv::Writer<File>,
     timing: csv::Writer<File>,

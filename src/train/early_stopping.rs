@@ -15,8 +15,8 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::run::checkpoint;
 use crate::run::record::StoppedEarly;
+use crate::run::{Score, checkpoint};
 use crate::spec::policy::{EarlyStoppingSpec, Mode};
 
 /// What early stopping has seen in the current stage.
@@ -168,10 +168,10 @@ impl EarlyStopping {
 }
 
 /// The metrics of a validation pass, as the policies read them.
-pub fn validation_metrics(loss: f64, accuracy: f64) -> BTreeMap<String, f64> {
+pub fn validation_metrics(score: Score) -> BTreeMap<String, f64> {
     BTreeMap::from([
-        ("validation.loss".to_string(), loss),
-        ("validation.accuracy".to_string(), accuracy),
+        ("validation.loss".to_string(), score.loss),
+        ("validation.accuracy".to_string(), score.accuracy),
     ])
 }
 

@@ -2,6 +2,8 @@
 
 use burn::prelude::*;
 
+use crate::run::Score;
+
 /// Mean sparse categorical cross-entropy of logits [n, c] against labels [n].
 /// (One fused operation: log-softmax and the pick in one node, with its own gradient.)
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
@@ -39,6 +41,12 @@ impl Running {
     }
     pub fn accuracy(&self) -> f64 {
         self.correct as f64 / self.seen.max(1) as f64
+    }
+    pub fn score(&self) -> Score {
+        Score {
+            loss: self.loss(),
+            accuracy: self.accuracy(),
+        }
     }
 }
 

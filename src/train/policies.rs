@@ -8,9 +8,10 @@ use std::path::Path;
 use anyhow::Result;
 use burn::prelude::*;
 
-use super::checkpoints::{Retention, RetentionState};
-use super::early_stopping::{EarlyStopping, StoppingState, validation_metrics};
-use super::resume::ResumeState;
+use super::checkpoints::Retention;
+use super::early_stopping::{EarlyStopping, validation_metrics};
+use super::resume::{PolicyState, ResumeState};
+use crate::run::Score;
 use crate::run::record::StageRecord;
 use crate::spec::StageSpec;
 
@@ -18,9 +19,6 @@ pub struct StagePolicies {
     pub stopping: Option<EarlyStopping>,
     pub retention: Retention,
 }
-
-/// The policy fields of a resume point: `best_score`, `early_stopping`, `checkpoints`.
-pub type PointFields = (Option<f64>, Option<StoppingState>, Option<RetentionState>);
 
 impl StagePolicies {
     /// Stage `si` named `name`; `validated`: the run has validation rows; `resuming`: the resume
@@ -46,13 +44,13 @@ impl StagePolicies {
     /// A validation pass inside an epoch (`validate_every`): whether the stage stops here.
     pub fn at_validation<B: Backend, M: Module<B>>(
         &mut self,
-        (loss, accuracy): (f64, f64),
+        score: Score,
         (epoch, step): (usize, usize),
         model: &M,
         dir: &Path,
     ) -> Result<bool> {
         match self.stopping.as_mut() {
-            Some(es) => es.observe(&validation_metrics(loss, accuracy), epoch, step, model, dir),
+            Some(es) => es.observe(&validation_metrics(score), epoch, step, model, dir),
             None => Ok(false),
         }
     }
@@ -109,12 +107,14 @@ impl StagePolicies {
 
     /// What a resume point records of the policies; nothing for a point that starts the next
     /// stage, whose policies start afresh.
-    pub fn point_fields(&self, same_stage: bool) -> PointFields {
+    pub fn point_fields(&self, same_stage: bool) -> PolicyState {
         if !same_stage {
-            return (None, None, None);
+            return PolicyState::default();
         }
-        let best = self.retention.state.best.first().and_then(|b| b.value);
-        let stopping = self.stopping.as_ref().map(|es| es.state.clone());
-        (best, stopping, Some(self.retention.state.clone()))
+        PolicyState {
+            best_score: self.retention.state.best.first().and_then(|b| b.value),
+            early_stopping: self.stopping.as_ref().map(|es| es.state.clone()),
+            checkpoints: Some(self.retention.state.clone()),
+        }
     }
 }

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, NamedMpkFileRecorder, Recorder};
 use serde::{Deserialize, Serialize};
 
 use super::checkpoints::{Kept, RetentionState};
 use super::early_stopping::StoppingState;
+use super::metrics::Running;
 use crate::run::atomic_write;
 use crate::run::record::StageRecord;
 use crate::spec::{LoadedSpec, Spec};
@@ -140,7 +140,96 @@ pub fn pointer(checkpoints: &Path) -> PathBuf {
     checkpoints.join("resume.json")
 }
 
+/// Where a resume point continues: the stage, epoch and batch the run goes on with, and the
+/// optimizer steps already taken in that stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResumeAt {
+    pub stage: usize,
+    pub epoch: usize,
+    pub next_batch: usize,
+    pub step: usize,
+}
+
+/// What a stage's policies carry into a resume point (none for a point that starts the next
+/// stage, whose policies start afresh).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyState {
+    pub best_score: Option<f64>,
+    pub early_stopping: Option<StoppingState>,
+    pub checkpoints: Option<RetentionState>,
+}
+
+/// The files a resume point's weights and optimizer state are written to, named after the
+/// stage and step they were saved at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PointFiles {
+    pub model: String,
+    /// Empty when the point starts a new stage, which starts with a fresh optimizer.
+    pub optimizer: String,
+}
+
+impl PointFiles {
+    /// A point inside an epoch (`checkpoint_every`, an interrupt).
+    pub fn mid_epoch(stage: usize, step: usize) -> Self {
+        PointFiles {
+            model: format!("resume-{stage}-{step}.safetensors"),
+            optimizer: format!("resume-{stage}-{step}-optimizer.mpk"),
+        }
+    }
+    /// A point at an epoch end; `same_stage`: the next epoch is in this stage (it keeps the
+    /// optimizer state).
+    pub fn epoch_end(stage: usize, step: usize, same_stage: bool) -> Self {
+        PointFiles {
+            model: format!("resume-{stage}-{step}-end.safetensors"),
+            optimizer: match same_stage {
+                true => format!("resume-{stage}-{step}-end-optimizer.mpk"),
+                false => String::new(),
+            },
+        }
+    }
+}
+
 impl ResumeState {
+    /// The point at `at`, with the epoch's running sums so far, the stage records (finished
+    /// ones, then the current one), the metrics.csv rows written, the policies' state and the
+    /// files it is saved in.
+    pub fn new(
+        at: ResumeAt,
+        running: Running,
+        stages: Vec<StageRecord>,
+        metric_rows: usize,
+        policies: PolicyState,
+        files: PointFiles,
+        spec: &SpecFingerprint,
+    ) -> Self {
+        ResumeState {
+            stage: at.stage,
+            epoch: at.epoch,
+            next_batch: at.next_batch,
+            step: at.step,
+            loss_sum: running.loss_sum,
+            correct: running.correct,
+            seen: running.seen,
+            best_score: policies.best_score,
+            stages,
+            metric_rows,
+            model_file: files.model,
+            optimizer_file: files.optimizer,
+            spec: Some(spec.clone()),
+            early_stopping: policies.early_stopping,
+            checkpoints: policies.checkpoints,
+        }
+    }
+
+    /// The epoch's running sums at this point.
+    pub fn running(&self) -> Running {
+        Running {
+            loss_sum: self.loss_sum,
+            correct: self.correct,
+            seen: self.seen,
+        }
+    }
+
     /// Whole epochs trained before this point, over all stages.
     pub fn epochs_trained(&self) -> usize {
         let finished: usize = self.stages[..self.stage.min(self.stages.len())]
@@ -279,33 +368,6 @@ pub fn load_record<B: Backend, R: burn::record::Record<B>>(
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
         .load(path.to_path_buf(), device)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
-}
-
-/// Gives every parameter an id derived from its path in the module tree, so a model built in
-/// another process has the same ids and optimizer state (keyed by id) loads onto it.
-pub fn stable_param_ids<B: Backend, M: Module<B>>(module: M) -> M {
-    struct Ids {
-        path: Vec<String>,
-    }
-    impl<B: Backend> ModuleMapper<B> for Ids {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.path.pop();
-        }
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-            let (_, tensor, mapper) = param.consume();
-            // FNV-1a over the path: stable across processes and builds.
-            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-            for b in self.path.join(".").bytes() {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            Param::from_mapped_value(ParamId::from(h), tensor, mapper)
-        }
-    }
-    module.map(&mut Ids { path: Vec::new() })
 }
 
 #[cfg(test)]

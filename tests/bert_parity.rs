@@ -233,7 +233,7 @@ fn minilm_tokens_hidden_states_mean_and_pooler() {
         max_length: 128,
         padding: pipe::spec::vectorizer::Padding::MaxLength,
     };
-    let tok = pipe::vectorize::PretrainedTokenizer::from_spec(&spec).unwrap();
+    let tok = pipe::vectorize::SubwordTokenizer::pretrained(&spec).unwrap();
     let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
     let enc = tok.encode(&refs);
     let want_ids: Vec<i32> = flat(&exp["input_ids"])

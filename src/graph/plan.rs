@@ -103,6 +103,19 @@ pub fn vectorizer_shapes(spec: &Spec) -> (InferCtx, Vec<(String, TensorSpec)>) {
                 len,
             )
         }
+        VectorizerSpec::Wordpiece(v) | VectorizerSpec::Bpe(v) => (
+            InferCtx {
+                // The trained vocabulary holds at most this many pieces.
+                vocab_size: v.vocab_size,
+                sequence_length: Some(v.max_length),
+                load_pretrained: true,
+                dynamic_padding: v.padding == Padding::Longest,
+            },
+            match v.padding {
+                Padding::MaxLength => Some(v.max_length),
+                Padding::Longest => None,
+            },
+        ),
     };
     let inputs = vec![
         ("input_ids".to_string(), TensorSpec::ids(len)),
@@ -144,15 +157,15 @@ fn pretrained_vocab_size(
     spec: &crate::spec::vectorizer::PretrainedVectorizerSpec,
     run_vectorizer: Option<&Path>,
 ) -> Result<usize, String> {
-    use crate::vectorize::pretrained::PretrainedTokenizer;
+    use crate::vectorize::SubwordTokenizer;
     // The size does not depend on the length; a length too short is reported on its own.
     let spec = crate::spec::vectorizer::PretrainedVectorizerSpec {
         max_length: spec.max_length.max(2),
         ..spec.clone()
     };
     let tokenizer = match run_vectorizer {
-        Some(dir) => PretrainedTokenizer::load(dir, &spec),
-        None => PretrainedTokenizer::from_spec(&spec),
+        Some(dir) => SubwordTokenizer::load(dir, spec.max_length, &spec.padding),
+        None => SubwordTokenizer::pretrained(&spec),
     };
     tokenizer
         .map(|t| t.vocab_size())
@@ -300,6 +313,29 @@ fn check_vectorizer(
             match pretrained_vocab_size(v, loaded.vectorizer_dir.as_deref()) {
                 Ok(n) => ctx.vocab_size = n,
                 Err(e) => diags.push(src.value("vectorizer.from"), format!("`vectorizer`: {e}")),
+            }
+        }
+        VectorizerSpec::Wordpiece(v) | VectorizerSpec::Bpe(v) => {
+            // BPE starts from the 256 bytes; WordPiece from [PAD], [UNK] and a character.
+            let least = match spec.vectorizer {
+                VectorizerSpec::Bpe(_) => 257,
+                _ => 4,
+            };
+            let kind = spec.vectorizer.type_name();
+            if v.vocab_size < least {
+                diags.push(
+                    src.value("vectorizer.vocab_size"),
+                    format!(
+                        "`vocab_size` of a `{kind}` tokenizer must be at least {least}, got {}",
+                        v.vocab_size
+                    ),
+                );
+            }
+            if v.max_length == 0 {
+                diags.push(
+                    src.value("vectorizer.max_length"),
+                    "`max_length` must be at least 1",
+                );
             }
         }
     }

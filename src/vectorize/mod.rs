@@ -1,15 +1,18 @@
 //! Vectorizers: text to model inputs (ids, attention mask, token types).
 
 pub mod pretrained;
+pub mod subword;
 pub mod text_vectorization;
+pub mod trained;
 
 use std::path::Path;
 
 use anyhow::Result;
 
 use crate::spec::VectorizerSpec;
-pub use pretrained::PretrainedTokenizer;
+pub use subword::SubwordTokenizer;
 pub use text_vectorization::TextVectorization;
+use trained::SubwordKind;
 
 /// A batch of encoded texts, row-major [rows, len].
 #[derive(Clone, Debug, Default)]
@@ -28,7 +31,8 @@ pub struct Encoded {
 #[derive(Clone)]
 pub enum Vectorizer {
     TextVectorization(TextVectorization),
-    Pretrained(PretrainedTokenizer),
+    /// A pretrained model's tokenizer, or a WordPiece / BPE one trained on the train rows.
+    Subword(SubwordTokenizer),
 }
 
 impl Vectorizer {
@@ -43,8 +47,18 @@ impl Vectorizer {
                     .with_padding(&v.padding),
             )),
             VectorizerSpec::Pretrained(p) => {
-                Ok(Vectorizer::Pretrained(PretrainedTokenizer::from_spec(p)?))
+                Ok(Vectorizer::Subword(SubwordTokenizer::pretrained(p)?))
             }
+            VectorizerSpec::Wordpiece(t) => Ok(Vectorizer::Subword(SubwordTokenizer::train(
+                SubwordKind::WordPiece,
+                t,
+                train_texts,
+            )?)),
+            VectorizerSpec::Bpe(t) => Ok(Vectorizer::Subword(SubwordTokenizer::train(
+                SubwordKind::Bpe,
+                t,
+                train_texts,
+            )?)),
         }
     }
 
@@ -54,16 +68,21 @@ impl Vectorizer {
             VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(
                 TextVectorization::load(dir)?.with_padding(&v.padding),
             )),
-            VectorizerSpec::Pretrained(p) => {
-                Ok(Vectorizer::Pretrained(PretrainedTokenizer::load(dir, p)?))
-            }
+            VectorizerSpec::Pretrained(p) => Ok(Vectorizer::Subword(SubwordTokenizer::load(
+                dir,
+                p.max_length,
+                &p.padding,
+            )?)),
+            VectorizerSpec::Wordpiece(t) | VectorizerSpec::Bpe(t) => Ok(Vectorizer::Subword(
+                SubwordTokenizer::load(dir, t.max_length, &t.padding)?,
+            )),
         }
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         match self {
             Vectorizer::TextVectorization(v) => v.save(dir),
-            Vectorizer::Pretrained(t) => t.save(dir),
+            Vectorizer::Subword(t) => t.save(dir),
         }
     }
 
@@ -74,14 +93,14 @@ impl Vectorizer {
             Vectorizer::TextVectorization(v) => {
                 v.vocabulary().get(id as usize).cloned().unwrap_or_default()
             }
-            Vectorizer::Pretrained(t) => t.tokenizer().id_to_token(id).unwrap_or_default(),
+            Vectorizer::Subword(t) => t.tokenizer().id_to_token(id).unwrap_or_default(),
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Vectorizer::TextVectorization(v) => v.vocab_size(),
-            Vectorizer::Pretrained(t) => t.vocab_size(),
+            Vectorizer::Subword(t) => t.vocab_size(),
         }
     }
 
@@ -108,7 +127,7 @@ impl Vectorizer {
                 }
                 out
             }
-            Vectorizer::Pretrained(t) => t.encode(texts),
+            Vectorizer::Subword(t) => t.encode(texts),
         }
     }
 }

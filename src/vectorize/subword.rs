@@ -1,0 +1,95 @@
+//! A tokenizers-crate tokenizer (a pretrained model's, or one trained on the train rows) with
+//! pipe's truncation and padding: the file's own padding and truncation presets are replaced
+//! by the spec's.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
+
+use super::Encoded;
+use crate::spec::vectorizer::Padding;
+
+#[derive(Clone)]
+pub struct SubwordTokenizer {
+    tokenizer: Tokenizer,
+    max_length: usize,
+    padding: Padding,
+}
+
+impl SubwordTokenizer {
+    /// Loads the tokenizer.json a run saved.
+    pub fn load(dir: &Path, max_length: usize, padding: &Padding) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let tokenizer =
+            Tokenizer::from_file(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Self::new(tokenizer, max_length, padding)
+    }
+
+    /// `tokenizer` truncating to `max_length` pieces, padded by pipe as `padding` says.
+    pub fn new(mut tokenizer: Tokenizer, max_length: usize, padding: &Padding) -> Result<Self> {
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                ..Default::default()
+            }))
+            .map_err(|e| anyhow!("truncation: {e}"))?;
+        // pipe pads itself: to the batch's longest sequence, or to max_length.
+        tokenizer.with_padding(None);
+        Ok(SubwordTokenizer {
+            tokenizer,
+            max_length,
+            padding: padding.clone(),
+        })
+    }
+
+    /// The HF tokenizer (the one `save` writes).
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("tokenizer.json");
+        let json = self
+            .tokenizer
+            .to_string(true)
+            .map_err(|e| anyhow!("serialising {}: {e}", path.display()))?;
+        Ok(crate::run::atomic_write(&path, json.as_bytes())?)
+    }
+
+    /// Rows padded to `max_length` with their real lengths, so batches can be cut to their
+    /// longest row (dynamic padding) or kept at `max_length`.
+    pub fn encode(&self, texts: &[&str]) -> Encoded {
+        let len = self.max_length;
+        let mut out = Encoded {
+            rows: texts.len(),
+            len,
+            ids: vec![0; texts.len() * len],
+            mask: vec![0.0; texts.len() * len],
+            token_type_ids: vec![0; texts.len() * len],
+            lengths: vec![len; texts.len()],
+            dynamic: self.padding == Padding::Longest,
+        };
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(texts.to_vec(), true)
+            .expect("encoding plain text with a loaded tokenizer does not fail");
+        for (r, e) in encodings.iter().enumerate() {
+            let n = e.get_ids().len().min(len);
+            let base = r * len;
+            for i in 0..n {
+                out.ids[base + i] = e.get_ids()[i] as i32;
+                out.token_type_ids[base + i] = e.get_type_ids()[i] as i32;
+                out.mask[base + i] = e.get_attention_mask()[i] as f32;
+            }
+            out.lengths[r] = n;
+        }
+        out
+    }
+}

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
-use super::{ImageKind, PlotError, register_plot_font};
+use super::image::{ImageKind, PlotError, register_plot_font};
 
 /// Room for the token names (left, bottom), the title (top) and the colour bar (right).
 const LEFT: u32 = 150;

@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
-use super::{ImageKind, PlotError, register_plot_font};
+use super::image::{ImageKind, PlotError, register_plot_font};
 
 /// Pixels per cell, and room for the class names and the title around the grid.
 const CELL: u32 = 90;

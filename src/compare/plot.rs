@@ -4,12 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Deserialize;
 
-use super::image::{ImageKind, PlotError, register_plot_font};
+use super::image::{Figure, ImageKind, PlotError, write_image};
 use super::load::{Loaded, RunSummary};
 use super::table::{FIXED_COLUMNS, MISSING, Table, is_metric_column};
 
@@ -43,11 +43,7 @@ pub fn plot_with_size(
         Err(PlotError::Font(_)) => draw_file(kind, path, size, &curves, false),
         other => other,
     }
-    .map_err(|e| match e {
-        PlotError::Font(m) | PlotError::Other(m) => {
-            anyhow!("cannot draw {}: {m}", path.display())
-        }
-    })
+    .map_err(|e| e.cannot_draw(path))
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +248,21 @@ fn shortest_suffixes(keys: &[&String]) -> Vec<String> {
         .collect()
 }
 
+/// Both panels and, with `text`, their labels and the legend.
+struct CurvesFigure<'a> {
+    curves: &'a [RunCurves],
+    text: bool,
+}
+
+impl Figure for CurvesFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError>
+    where
+        DB::ErrorType: 'static,
+    {
+        Ok(draw(root, self.curves, self.text)?)
+    }
+}
+
 fn draw_file(
     kind: ImageKind,
     path: &Path,
@@ -259,20 +270,7 @@ fn draw_file(
     curves: &[RunCurves],
     text: bool,
 ) -> Result<(), PlotError> {
-    register_plot_font();
-    match kind {
-        ImageKind::Png => {
-            let root = BitMapBackend::new(path, size).into_drawing_area();
-            draw(&root, curves, text)?;
-            root.present()?;
-        }
-        ImageKind::Svg => {
-            let root = SVGBackend::new(path, size).into_drawing_area();
-            draw(&root, curves, text)?;
-            root.present()?;
-        }
-    }
-    Ok(())
+    write_image(kind, path, size, &CurvesFigure { curves, text })
 }
 
 #[derive(Clone, Copy, PartialEq)]

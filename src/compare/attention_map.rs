@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
-use super::{ImageKind, PlotError, register_plot_font};
+use super::image::{Figure, ImageKind, PlotError, write_image};
 
 /// Room for the token names (left, bottom), the title (top) and the colour bar (right).
 const LEFT: u32 = 150;
@@ -40,21 +40,28 @@ pub fn plot_attention(
     if tokens.is_empty() || weights.len() != tokens.len() {
         bail!("nothing to plot: no tokens");
     }
-    register_plot_font();
-    let size = attention_size(tokens.len());
-    let drawn = match kind {
-        ImageKind::Png => {
-            let root = BitMapBackend::new(path, size).into_drawing_area();
-            draw(&root, tokens, weights, title).and_then(|_| Ok(root.present()?))
-        }
-        ImageKind::Svg => {
-            let root = SVGBackend::new(path, size).into_drawing_area();
-            draw(&root, tokens, weights, title).and_then(|_| Ok(root.present()?))
-        }
+    let figure = AttentionMap {
+        tokens,
+        weights,
+        title,
     };
-    drawn.map_err(|e| match e {
-        PlotError::Font(m) | PlotError::Other(m) => anyhow!("cannot draw {}: {m}", path.display()),
-    })
+    write_image(kind, path, attention_size(tokens.len()), &figure).map_err(|e| e.cannot_draw(path))
+}
+
+/// The heat map of one head's weights.
+struct AttentionMap<'a> {
+    tokens: &'a [String],
+    weights: &'a [Vec<f32>],
+    title: &'a str,
+}
+
+impl Figure for AttentionMap<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self.tokens, self.weights, self.title)
+    }
 }
 
 /// White to a deep red with `t` in [0, 1].

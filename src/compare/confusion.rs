@@ -4,12 +4,12 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor;
 
-use super::{ImageKind, PlotError, register_plot_font};
+use super::image::{Figure, ImageKind, PlotError, write_image};
 
 /// Pixels per cell, and room for the class names and the title around the grid.
 const CELL: u32 = 90;
@@ -36,21 +36,28 @@ pub fn plot_confusion(
     if confusion.is_empty() || confusion.len() != labels.len() {
         bail!("nothing to plot: no classes");
     }
-    register_plot_font();
-    let size = confusion_size(labels.len());
-    let drawn = match kind {
-        ImageKind::Png => {
-            let root = BitMapBackend::new(path, size).into_drawing_area();
-            draw(&root, confusion, labels, title).and_then(|_| Ok(root.present()?))
-        }
-        ImageKind::Svg => {
-            let root = SVGBackend::new(path, size).into_drawing_area();
-            draw(&root, confusion, labels, title).and_then(|_| Ok(root.present()?))
-        }
+    let figure = ConfusionMatrix {
+        confusion,
+        labels,
+        title,
     };
-    drawn.map_err(|e| match e {
-        PlotError::Font(m) | PlotError::Other(m) => anyhow!("cannot draw {}: {m}", path.display()),
-    })
+    write_image(kind, path, confusion_size(labels.len()), &figure).map_err(|e| e.cannot_draw(path))
+}
+
+/// The confusion-matrix grid with its class names.
+struct ConfusionMatrix<'a> {
+    confusion: &'a [Vec<usize>],
+    labels: &'a [String],
+    title: &'a str,
+}
+
+impl Figure for ConfusionMatrix<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError>
+    where
+        DB::ErrorType: 'static,
+    {
+        draw(root, self.confusion, self.labels, self.title)
+    }
 }
 
 /// White to a deep blue with the row share `t` in [0, 1].

@@ -300,6 +300,11 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
             2 => format!(
                 "[[model.layers]]\nname = \"norm{i}\"\ntype = \"layer_normalization\"\n"
             ),
+            // Refuses `padding = "longest"` on sequences, in one line.
+            3 => format!(
+                "[[model.layers]]\nname = \"batchnorm{i}\"\ntype = \"batch_normalization\"\nmomentum = {}\n",
+                [0.0, 0.9, 0.99].choose(rng).unwrap()
+            ),
             // Length-changing layers: masked layers after them must refuse in one line.
             4 => format!(
                 "[[model.layers]]\nname = \"conv{i}\"\ntype = \"conv1d\"\nfilters = {}\nkernel_size = {}\npadding = \"{}\"\nactivation = \"relu\"\n",

@@ -27,6 +27,8 @@ pub struct PlannedLayer {
     pub input_specs: Vec<TensorSpec>,
     pub outputs: Vec<(String, TensorSpec)>,
     pub params: usize,
+    /// Of `params`, the running statistics no optimizer trains.
+    pub state: usize,
     /// `trainable = false` in the spec: frozen in every stage.
     pub trainable: bool,
 }
@@ -50,7 +52,7 @@ impl Plan {
         self.layers
             .iter()
             .filter(|l| l.trainable)
-            .map(|l| l.params)
+            .map(|l| l.params - l.state)
             .sum()
     }
 }
@@ -441,6 +443,7 @@ fn plan_layer(
         Ok(outputs) => Some(PlannedLayer {
             name: name.clone(),
             params: config.param_count(&specs, ctx),
+            state: config.state_count(&specs, ctx),
             config,
             sources,
             input_specs: specs,

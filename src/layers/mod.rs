@@ -14,6 +14,7 @@ mod registry;
 // file in this folder plus one line here.
 registry::registry! {
     "add" => add::AddConfig as Add,
+    "batch_normalization" => batch_normalization::BatchNormalizationConfig as BatchNormalization,
     "bert" => bert::BertLayerConfig as Bert,
     "concatenate" => concatenate::ConcatenateConfig as Concatenate,
     "conv1d" => conv1d::Conv1dConfig as Conv1d,
@@ -214,6 +215,12 @@ pub trait LayerDef: DeserializeOwned + Serialize + JsonSchema + Clone + fmt::Deb
     ) -> Result<Vec<(String, TensorSpec)>, String>;
     /// Parameter count for these inputs, without allocating the weights.
     fn param_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize;
+    /// How many of those are running statistics that no optimizer trains (batch
+    /// normalization's moving mean and variance): non-trainable in `pipe summary`.
+    fn state_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize {
+        let _ = (inputs, ctx);
+        0
+    }
     /// Fresh weights, drawn from the backend's seeded RNG (pretrained layers load theirs
     /// unless `ctx.load_pretrained` is off). Errors say what could not be loaded.
     fn init<B: Backend>(

@@ -53,6 +53,9 @@ macro_rules! registry {
             pub fn param_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize {
                 match self { $(LayerConfig::$variant(c) => c.param_count(inputs, ctx)),* }
             }
+            pub fn state_count(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> usize {
+                match self { $(LayerConfig::$variant(c) => c.state_count(inputs, ctx)),* }
+            }
             pub fn init<B: Backend>(&self, inputs: &[TensorSpec], ctx: &InferCtx, device: &B::Device) -> Result<LayerModule<B>, String> {
                 match self { $(LayerConfig::$variant(c) => c.init::<B>(inputs, ctx, device).map(LayerModule::$variant)),* }
             }

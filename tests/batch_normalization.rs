@@ -1,0 +1,119 @@
+//! `batch_normalization` end to end: Keras' parameter count with the moving statistics as
+//! non-trainable, and those statistics kept in the run folder, through a pause and resume,
+//! and used by eval.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{json, only_run, pipe, scratch, text};
+
+const SPEC: &str = r#"name = "normalized"
+seed = 3
+[dataset]
+format = "ag_news_csv"
+train = "DATA/train.csv"
+test = "DATA/test.csv"
+text = ["title", "description"]
+labels = ["World", "Sports", "Business", "Sci/Tech"]
+validation = "test"
+limit = 300
+[vectorizer]
+type = "text_vectorization"
+max_tokens = 500
+output_sequence_length = 24
+[[model.layers]]
+type = "embedding"
+output_dim = 8
+[[model.layers]]
+type = "conv1d"
+filters = 8
+kernel_size = 3
+padding = "same"
+activation = "relu"
+[[model.layers]]
+name = "norm_positions"
+type = "batch_normalization"
+[[model.layers]]
+type = "global_max_pooling_1d"
+[[model.layers]]
+name = "norm_pooled"
+type = "batch_normalization"
+momentum = 0.9
+[[model.layers]]
+type = "dense"
+units = 4
+activation = "softmax"
+[[stages]]
+epochs = 2
+batch_size = 32
+optimizer = { type = "adam", learning_rate = 1e-2 }
+"#;
+
+fn spec(dir: &Path) -> PathBuf {
+    let data = common::root().join("data/ag_news");
+    let path = dir.join("normalized.toml");
+    std::fs::write(&path, SPEC.replace("DATA", &data.display().to_string())).unwrap();
+    path
+}
+
+#[test]
+fn moving_statistics_are_counted_saved_resumed_and_used_by_eval() {
+    let dir = scratch("batchnorm");
+    let spec = spec(&dir);
+    let straight = common::trained(&spec, &[], &dir.join("straight"));
+    let record = json(&straight.join("run.json"));
+    // Embedding, convolution, 4·8 + 4·8 normalisation (2·8 of each moving), head.
+    let params = &record["params"];
+    assert_eq!(
+        params["total"],
+        500 * 8 + (3 * 8 * 8 + 8) + 32 + 32 + (8 * 4 + 4)
+    );
+    assert_eq!(params["non_trainable"], 16 + 16);
+
+    // Paused after the first epoch and resumed: the same end, moving statistics included.
+    let paused = dir.join("paused");
+    let out = pipe()
+        .arg("run")
+        .arg(&spec)
+        .args(["--quiet", "--pause-after-epochs=1"])
+        .arg(format!("--runs-dir={}", paused.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let resumed = only_run(&paused, "normalized");
+    let out = pipe()
+        .args(["run", "--quiet", "--resume", resumed.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    common::assert_same_end(&straight, &resumed);
+    let weights = common::tensors(&straight.join("model/model.safetensors"));
+    let moving: Vec<&String> = weights.keys().filter(|k| k.contains("running")).collect();
+    assert_eq!(moving.len(), 4, "{:?}", weights.keys());
+    // Training moved them away from their start (mean 0).
+    for mean in moving.iter().filter(|k| k.contains("running_mean")) {
+        assert!(weights[*mean].iter().any(|&b| b != 0), "{mean} never moved");
+    }
+
+    // eval normalises with the moving statistics from the run folder: the run's test figure.
+    let rows = dir.join("test-300.csv");
+    let test = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
+    std::fs::write(
+        &rows,
+        test.lines().take(300).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let out = pipe()
+        .args(["eval", straight.to_str().unwrap(), "--json", "--data"])
+        .arg(&rows)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let eval: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        eval["report"]["accuracy"].as_f64().unwrap(),
+        record["metrics"]["test.accuracy"].as_f64().unwrap()
+    );
+}

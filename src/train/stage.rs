@@ -97,9 +97,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
 
     /// The stage's record, with its time, joins the run's.
     fn finish_stage(&mut self, stage: StageRun<'a, B>) {
-        let mut record = stage.record;
-        record.seconds = stage.started.elapsed().as_secs_f64();
-        self.outcome.stages.push(record);
+        self.record_stage_so_far(&stage);
     }
 
     /// Freezes the stage's layers, builds (or reloads) its optimizer and caches its frozen
@@ -278,7 +276,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             // On the epoch's last batch the epoch end writes the resume point.
             if stop && !last_batch {
                 stage.record.steps = stage.step;
-                self.finish_stage_copy(stage);
+                self.record_stage_so_far(stage);
                 self.outcome.interrupted = true;
                 return Ok((model, AfterEpoch::Stop(StageEnd::Interrupted)));
             }
@@ -286,8 +284,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         self.end_epoch(model, stage, ep)
     }
 
-    /// A stage left mid-way: its record so far joins the run's.
-    fn finish_stage_copy(&mut self, stage: &StageRun<'a, B>) {
+    /// The stage's record so far, with its time, joins the run's (a stage left mid-way on an
+    /// interrupt or a pause, or a finished one).
+    fn record_stage_so_far(&mut self, stage: &StageRun<'a, B>) {
         let mut record = stage.record.clone();
         record.seconds = stage.started.elapsed().as_secs_f64();
         self.outcome.stages.push(record);
@@ -420,7 +419,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             .is_some_and(|n| trained + epoch >= n)
             && at.stage < self.spec.stages.len();
         if self.interrupt.load(Ordering::SeqCst) || pause {
-            self.finish_stage_copy(stage);
+            self.record_stage_so_far(stage);
             self.outcome.paused = pause;
             self.outcome.interrupted = !pause;
             let end = if pause {

@@ -32,7 +32,12 @@ impl LayerDef for AddConfig {
     fn param_count(&self, _: &[TensorSpec], _: &InferCtx) -> usize {
         0
     }
-    fn init<B: Backend>(&self, _: &[TensorSpec], _: &InferCtx, _: &B::Device) -> Result<Add, String> {
+    fn init<B: Backend>(
+        &self,
+        _: &[TensorSpec],
+        _: &InferCtx,
+        _: &B::Device,
+    ) -> Result<Add, String> {
         Ok(Add)
     }
 }
@@ -64,7 +69,10 @@ mod tests {
         let spec = TensorSpec::float(vec![Some(2)]);
         let config = AddConfig {};
         let ctx = InferCtx::default();
-        assert_eq!(config.infer(&[spec.clone(), spec.clone()], &ctx).unwrap()[0].1, spec);
+        assert_eq!(
+            config.infer(&[spec.clone(), spec.clone()], &ctx).unwrap()[0].1,
+            spec
+        );
         let wider = TensorSpec::float(vec![Some(3)]);
         assert!(config.infer(&[spec, wider], &ctx).is_err());
         let x = Tensor::<Flex, 1>::from_floats([1.0, 2.0], &device).reshape([1, 2]);
@@ -72,7 +80,14 @@ mod tests {
             mask: Tensor::zeros([1, 1], &device),
             token_type_ids: Tensor::zeros([1, 1], &device),
         };
-        let out = Add.forward(vec![Value::Vector(x.clone()), Value::Vector(x.clone()), Value::Vector(x)], &ctx);
+        let out = Add.forward(
+            vec![
+                Value::Vector(x.clone()),
+                Value::Vector(x.clone()),
+                Value::Vector(x),
+            ],
+            &ctx,
+        );
         let v: Vec<f32> = out[0].clone().vector().into_data().to_vec().unwrap();
         assert_eq!(v, vec![3.0, 6.0]);
     }

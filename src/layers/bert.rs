@@ -327,7 +327,12 @@ impl<B: Backend> Bert<B> {
     ///
     /// # Shapes
     /// - x: [batch, length, hidden]; mask: [batch, length]; output: [batch, length, hidden]
-    fn layer_forward(&self, layer: &BertLayer<B>, x: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 3> {
+    fn layer_forward(
+        &self,
+        layer: &BertLayer<B>,
+        x: Tensor<B, 3>,
+        mask: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
         let h = x.dims()[2];
         let sa = &layer.attention.self_attention;
         let context = fused::attention(
@@ -344,7 +349,10 @@ impl<B: Backend> Bert<B> {
             &ao.layer_norm,
             fused::residual_dropout(x, projected, ao.dropout.prob),
         );
-        let inner = self.act(fused::linear_seq(&layer.intermediate.dense, attended.clone()));
+        let inner = self.act(fused::linear_seq(
+            &layer.intermediate.dense,
+            attended.clone(),
+        ));
         let o = &layer.output;
         let output = fused::linear_seq(&o.dense, inner);
         self.norm(
@@ -460,7 +468,11 @@ impl<B: Backend> LayerForward<B> for Bert<B> {
         outputs
     }
 
-    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+    fn attention_maps(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+    ) -> Vec<(String, Tensor<B, 4>)> {
         let ids = inputs.into_iter().next().expect("ids").ids();
         let maps = self.attention(ids, ctx.token_type_ids.clone(), ctx.mask.clone());
         (maps.into_iter().enumerate())

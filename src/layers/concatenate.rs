@@ -37,7 +37,11 @@ pub(crate) fn require_mergeable(
         if !same || s.features().is_none() {
             return Err(format!(
                 "{what} needs inputs of matching shapes{}: input 1 is {first}, input {} is {s}",
-                if join_features { " but for the last dimension" } else { "" },
+                if join_features {
+                    " but for the last dimension"
+                } else {
+                    ""
+                },
                 i + 1
             ));
         }
@@ -109,7 +113,12 @@ mod tests {
         let out = config.infer(&[a.clone(), b], &ctx).unwrap();
         assert_eq!(out[0].1.dims, vec![Some(5), Some(7)]);
         let shorter = TensorSpec::float(vec![Some(4), Some(4)]);
-        assert!(config.infer(&[a, shorter], &ctx).unwrap_err().contains("matching shapes"));
+        assert!(
+            config
+                .infer(&[a, shorter], &ctx)
+                .unwrap_err()
+                .contains("matching shapes")
+        );
         let x = Tensor::<Flex, 1>::from_floats([1.0, 2.0], &device).reshape([1, 2]);
         let y = Tensor::<Flex, 1>::from_floats([3.0], &device).reshape([1, 1]);
         let ctx = ForwardCtx {

@@ -92,7 +92,9 @@ impl LayerDef for Conv1dConfig {
                     .into(),
             );
         }
-        let length = inputs[0].dims[0].map(|l| self.output_length(l)).transpose()?;
+        let length = inputs[0].dims[0]
+            .map(|l| self.output_length(l))
+            .transpose()?;
         Ok(vec![(
             "output".into(),
             TensorSpec::float(vec![length, Some(self.filters)]),
@@ -108,7 +110,11 @@ impl LayerDef for Conv1dConfig {
         _: &InferCtx,
         device: &B::Device,
     ) -> Result<Conv1d<B>, String> {
-        let (d_in, k, f) = (inputs[0].features().unwrap_or(0), self.kernel_size, self.filters);
+        let (d_in, k, f) = (
+            inputs[0].features().unwrap_or(0),
+            self.kernel_size,
+            self.filters,
+        );
         let padding = match self.padding {
             ConvPadding::Valid => PaddingConfig1d::Valid,
             ConvPadding::Same => PaddingConfig1d::Same,
@@ -163,7 +169,8 @@ mod tests {
 
     fn built(c: &Conv1dConfig, d_in: usize) -> Conv1d<B> {
         let spec = [TensorSpec::float(vec![Some(6), Some(d_in)])];
-        c.init::<B>(&spec, &InferCtx::default(), &Default::default()).unwrap()
+        c.init::<B>(&spec, &InferCtx::default(), &Default::default())
+            .unwrap()
     }
 
     #[test]
@@ -171,9 +178,18 @@ mod tests {
         let spec = [TensorSpec::float(vec![Some(10), Some(4)])];
         let ctx = InferCtx::default();
         let shape = |c: &Conv1dConfig| c.infer(&spec, &ctx).unwrap()[0].1.dims.clone();
-        assert_eq!(shape(&config(ConvPadding::Valid, 1)), vec![Some(8), Some(2)]);
-        assert_eq!(shape(&config(ConvPadding::Valid, 2)), vec![Some(4), Some(2)]);
-        assert_eq!(shape(&config(ConvPadding::Same, 1)), vec![Some(10), Some(2)]);
+        assert_eq!(
+            shape(&config(ConvPadding::Valid, 1)),
+            vec![Some(8), Some(2)]
+        );
+        assert_eq!(
+            shape(&config(ConvPadding::Valid, 2)),
+            vec![Some(4), Some(2)]
+        );
+        assert_eq!(
+            shape(&config(ConvPadding::Same, 1)),
+            vec![Some(10), Some(2)]
+        );
         assert!(config(ConvPadding::Same, 2).validate().is_err());
         let c = config(ConvPadding::Valid, 1);
         assert_eq!(c.param_count(&spec, &ctx), 3 * 4 * 2 + 2);
@@ -202,7 +218,10 @@ mod tests {
             let y: Vec<f32> = layer.apply(x).into_data().to_vec().unwrap();
             let first: Vec<f32> = y.chunks(2).map(|c| c[0]).collect();
             assert_eq!(first, expected, "{padding:?}");
-            assert!(y.chunks(2).all(|c| c[0] == c[1]), "both filters see the same");
+            assert!(
+                y.chunks(2).all(|c| c[0] == c[1]),
+                "both filters see the same"
+            );
         }
     }
 }

@@ -91,7 +91,9 @@ impl LayerDef for DenseConfig {
                 let bound = 1.0 / (d_in.max(1) as f64).sqrt();
                 burn::nn::Linear {
                     weight: init::uniform([d_in, self.units], bound, device),
-                    bias: self.use_bias.then(|| init::uniform([self.units], bound, device)),
+                    bias: self
+                        .use_bias
+                        .then(|| init::uniform([self.units], bound, device)),
                 }
             }
         };

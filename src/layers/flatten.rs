@@ -84,8 +84,18 @@ mod tests {
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let config = FlattenConfig {};
         let known = [TensorSpec::float(vec![Some(3), Some(2)])];
-        assert_eq!(config.infer(&known, &InferCtx::default()).unwrap()[0].1.dims, vec![Some(6)]);
+        assert_eq!(
+            config.infer(&known, &InferCtx::default()).unwrap()[0]
+                .1
+                .dims,
+            vec![Some(6)]
+        );
         let unknown = [TensorSpec::float(vec![None, Some(2)])];
-        assert!(config.infer(&unknown, &InferCtx::default()).unwrap_err().contains("known length"));
+        assert!(
+            config
+                .infer(&unknown, &InferCtx::default())
+                .unwrap_err()
+                .contains("known length")
+        );
     }
 }

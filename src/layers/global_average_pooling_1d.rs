@@ -5,8 +5,9 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{require_aligned, 
-    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_masked, require_rank,
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned,
+    require_masked, require_rank,
 };
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]

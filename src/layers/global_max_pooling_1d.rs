@@ -5,7 +5,9 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{require_aligned, ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned, require_rank,
+};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -96,6 +98,11 @@ mod tests {
             ..Default::default()
         };
         let config = GlobalMaxPooling1dConfig { masked: true };
-        assert!(config.infer(&spec, &ctx).unwrap_err().contains("one position per token (10)"));
+        assert!(
+            config
+                .infer(&spec, &ctx)
+                .unwrap_err()
+                .contains("one position per token (10)")
+        );
     }
 }

@@ -91,7 +91,10 @@ mod tests {
             let built = c.init::<B>(&spec, &ctx, &Default::default()).unwrap();
             assert_eq!(built.num_params(), c.param_count(&spec, &ctx));
         }
-        assert_eq!(config(false, false).param_count(&spec, &ctx), 4 * (4 * 3 + 3 * 3 + 6));
+        assert_eq!(
+            config(false, false).param_count(&spec, &ctx),
+            4 * (4 * 3 + 3 * 3 + 6)
+        );
         let out = config(true, true).infer(&spec, &ctx).unwrap();
         assert_eq!(out[0].1.dims, vec![Some(6), Some(6)]);
     }
@@ -100,7 +103,9 @@ mod tests {
     fn padding_changes_neither_final_state() {
         let device = Default::default();
         let spec = [TensorSpec::float(vec![None, Some(2)])];
-        let layer = config(true, false).init::<B>(&spec, &InferCtx::default(), &device).unwrap();
+        let layer = config(true, false)
+            .init::<B>(&spec, &InferCtx::default(), &device)
+            .unwrap();
         let ctx = |len: usize, pad: usize| ForwardCtx {
             mask: Tensor::<B, 1>::from_floats(
                 [vec![1.0; len], vec![0.0; pad]].concat().as_slice(),
@@ -110,10 +115,16 @@ mod tests {
             token_type_ids: Tensor::zeros([1, len + pad], &device),
         };
         let real = Tensor::<B, 3>::random([1, 4, 2], burn::tensor::Distribution::Default, &device);
-        let padded = Tensor::cat(vec![real.clone(), Tensor::ones([1, 3, 2], &device) * 7.0], 1);
+        let padded = Tensor::cat(
+            vec![real.clone(), Tensor::ones([1, 3, 2], &device) * 7.0],
+            1,
+        );
         let a = layer.forward(vec![Value::Sequence(real)], &ctx(4, 0));
         let b = layer.forward(vec![Value::Sequence(padded)], &ctx(4, 3));
-        let diff: f32 = (a[0].clone().vector() - b[0].clone().vector()).abs().max().into_scalar();
+        let diff: f32 = (a[0].clone().vector() - b[0].clone().vector())
+            .abs()
+            .max()
+            .into_scalar();
         assert!(diff < 1e-6, "padding moved the final state by {diff}");
     }
 }

@@ -113,17 +113,24 @@ mod tests {
     #[test]
     fn windows_keep_their_largest_value() {
         let device = Default::default();
-        let x = Tensor::<Flex, 1>::from_floats([1.0, 5.0, 2.0, 4.0, 3.0], &device).reshape([1, 5, 1]);
+        let x =
+            Tensor::<Flex, 1>::from_floats([1.0, 5.0, 2.0, 4.0, 3.0], &device).reshape([1, 5, 1]);
         let pool = MaxPooling1d {
             pool_size: 2,
             strides: 2,
         };
-        assert_eq!(pool.apply(x.clone()).into_data().to_vec::<f32>().unwrap(), vec![5.0, 4.0]);
+        assert_eq!(
+            pool.apply(x.clone()).into_data().to_vec::<f32>().unwrap(),
+            vec![5.0, 4.0]
+        );
         let sliding = MaxPooling1d {
             pool_size: 3,
             strides: 1,
         };
-        assert_eq!(sliding.apply(x).into_data().to_vec::<f32>().unwrap(), vec![5.0, 5.0, 4.0]);
+        assert_eq!(
+            sliding.apply(x).into_data().to_vec::<f32>().unwrap(),
+            vec![5.0, 5.0, 4.0]
+        );
         let config = MaxPooling1dConfig {
             pool_size: 2,
             strides: None,

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused::{self, AttentionOptions};
 
-use super::{require_aligned, 
+use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
-    require_masked, require_rank,
+    require_aligned, require_masked, require_rank,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -202,7 +202,12 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// # Shapes
     /// - query: [batch, lq, d_q]; value: [batch, lk, d_kv]; mask: [batch, lk]
     /// - output: [batch, heads, lq, lk]
-    pub fn weights(&self, query: Tensor<B, 3>, value: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 4> {
+    pub fn weights(
+        &self,
+        query: Tensor<B, 3>,
+        value: Tensor<B, 3>,
+        mask: &Tensor<B, 2>,
+    ) -> Tensor<B, 4> {
         attention_weights(
             self.query.forward(query),
             self.key.forward(value),
@@ -213,10 +218,17 @@ impl<B: Backend> MultiHeadAttention<B> {
 }
 
 impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
-    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+    fn attention_maps(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+    ) -> Vec<(String, Tensor<B, 4>)> {
         let mut it = inputs.into_iter();
         let query = it.next().expect("query").sequence();
-        let value = it.next().map(Value::sequence).unwrap_or_else(|| query.clone());
+        let value = it
+            .next()
+            .map(Value::sequence)
+            .unwrap_or_else(|| query.clone());
         vec![(String::new(), self.weights(query, value, &ctx.mask))]
     }
 
@@ -256,23 +268,39 @@ mod tests {
             masked: true,
         };
         let layer = config.build::<B>(6, 6, &device);
-        let x = Tensor::<B, 3>::random([2, 5, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 3>::random(
+            [2, 5, 6],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let mask = ctx_mask(&[&[1.0, 1.0, 1.0, 0.0, 0.0], &[1.0, 1.0, 1.0, 1.0, 1.0]]);
         let w = layer.weights(x.clone(), x.clone(), &mask);
         assert_eq!(w.dims(), [2, 2, 5, 5]);
         let sums: Vec<f32> = w.clone().sum_dim(3).into_data().to_vec().unwrap();
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
-        let padded: Vec<f32> = w.clone().slice([0..1, 0..2, 0..5, 3..5]).into_data().to_vec().unwrap();
+        let padded: Vec<f32> = w
+            .clone()
+            .slice([0..1, 0..2, 0..5, 3..5])
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert!(padded.iter().all(|&p| p == 0.0), "{padded:?}");
 
         // The same weights are what the fused kernel applies: weights · V, heads merged and
         // projected, is the layer's output.
         let [b, l, _] = x.dims();
-        let v = layer.value.forward(x.clone()).reshape([b, l, 2, 4]).swap_dims(1, 2);
+        let v = layer
+            .value
+            .forward(x.clone())
+            .reshape([b, l, 2, 4])
+            .swap_dims(1, 2);
         let merged = w.matmul(v).swap_dims(1, 2).reshape([b, l, 8]);
         let expected = layer.attention_output.forward(merged);
         let got = layer.attend(x.clone(), x, &mask);
         let diff: f32 = (got - expected).abs().max().into_scalar();
-        assert!(diff < 1e-5, "fused attention differs from its weights by {diff}");
+        assert!(
+            diff < 1e-5,
+            "fused attention differs from its weights by {diff}"
+        );
     }
 }

@@ -7,12 +7,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::layer_normalization::layer_norm;
-use crate::fused;
 use super::multi_head_attention::{MultiHeadAttention, MultiHeadAttentionConfig};
-use super::{require_aligned, 
+use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
-    require_masked, require_rank,
+    require_aligned, require_masked, require_rank,
 };
+use crate::fused;
 
 fn lesson_dropout() -> f64 {
     0.1
@@ -113,7 +113,11 @@ impl LayerDef for TransformerBlockConfig {
 }
 
 impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
-    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+    fn attention_maps(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+    ) -> Vec<(String, Tensor<B, 4>)> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![(String::new(), self.att.weights(x.clone(), x, &ctx.mask))]
     }

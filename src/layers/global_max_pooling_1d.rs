@@ -9,11 +9,14 @@ use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned, require_rank,
 };
 
+/// The largest value of each feature over the sequence's positions (Keras'
+/// `GlobalMaxPooling1D`): a sequence in, one vector out.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalMaxPooling1dConfig {
-    /// Leave padded positions out (default false, as Keras). Needs the input's positions to be
-    /// the tokens' (not after a `valid` or strided `conv1d`).
+    /// Leave padded positions out (default false, as Keras); a row without real tokens keeps
+    /// them all. Needs the input's positions to be the tokens' (not after a `valid` or strided
+    /// `conv1d`, or a `max_pooling_1d`).
     #[serde(default)]
     pub masked: bool,
 }
@@ -72,6 +75,8 @@ impl GlobalMaxPooling1d {
 }
 
 impl<B: Backend> LayerForward<B> for GlobalMaxPooling1d {
+    /// # Shapes
+    /// - input: [batch, length, d]; ctx.mask: [batch, length]; output: [batch, d]
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Vector(self.apply(x, &ctx.mask))]

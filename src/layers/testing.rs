@@ -226,6 +226,50 @@ pub mod plain {
             .collect()
     }
 
+    /// A recurrent gate read out of burn's `GateController`: x·W + b + h·U + c.
+    pub struct Gate {
+        pub input: Affine,
+        pub hidden: Affine,
+    }
+
+    impl Gate {
+        pub fn of(gate: &burn::nn::GateController<B>) -> Self {
+            Gate {
+                input: Affine::of(&gate.input_transform),
+                hidden: Affine::of(&gate.hidden_transform),
+            }
+        }
+        /// The gate's value before its activation, for input `x` and previous hidden state `h`.
+        pub fn pre(&self, x: &[f32], h: &[f32]) -> Vec<f32> {
+            let (a, b) = (self.input.apply(x), self.hidden.apply(h));
+            a.iter().zip(&b).map(|(u, v)| u + v).collect()
+        }
+    }
+
+    pub fn sigmoid(x: f32) -> f32 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// What a masked bidirectional recurrent layer gives for one row whose first `tokens`
+    /// steps are real, from each direction's cell run (its hidden state after each step of the
+    /// steps given): the final state (forward after the last real token, then backward after
+    /// reading the real tokens from last to first) and each real position's outputs.
+    pub fn bidirectional(
+        x: &Rows,
+        tokens: usize,
+        forward: impl Fn(&Rows) -> Rows,
+        backward: impl Fn(&Rows) -> Rows,
+    ) -> (Vec<f32>, Rows) {
+        let real = x[..tokens].to_vec();
+        let ahead = forward(&real);
+        let back = backward(&real.iter().rev().cloned().collect());
+        let last = [ahead[tokens - 1].clone(), back[tokens - 1].clone()].concat();
+        let steps = (0..tokens)
+            .map(|t| [ahead[t].clone(), back[tokens - 1 - t].clone()].concat())
+            .collect();
+        (last, steps)
+    }
+
     /// The standard normal distribution function Φ, from its Taylor series (plenty of terms
     /// for |x| ≤ 3): exact GELU is x·Φ(x).
     pub fn normal_cdf(x: f64) -> f64 {

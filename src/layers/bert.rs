@@ -106,6 +106,29 @@ pub struct BertPooler<B: Backend> {
     pub dense: Linear<B>,
 }
 
+/// The feed-forward activation inside each encoder layer, from config.json's `hidden_act`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiddenActivation {
+    /// `gelu`: exact (erf) GELU.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`: GELU's tanh approximation.
+    GeluApproximate,
+    /// `relu`.
+    Relu,
+}
+
+impl HiddenActivation {
+    /// The activation `hidden_act` names; `BertConfig::check` has refused any other name, and
+    /// the tanh forms are the remaining ones.
+    pub fn of(hidden_act: &str) -> Self {
+        match hidden_act {
+            "gelu" => HiddenActivation::Gelu,
+            "relu" => HiddenActivation::Relu,
+            _ => HiddenActivation::GeluApproximate,
+        }
+    }
+}
+
 /// The encoder and pooler, with field names that follow the Hugging Face tensor names.
 #[derive(Module, Debug)]
 pub struct Bert<B: Backend> {
@@ -113,8 +136,8 @@ pub struct Bert<B: Backend> {
     pub encoder: BertEncoder<B>,
     pub pooler: BertPooler<B>,
     num_heads: usize,
-    /// 0 = exact GELU, 1 = tanh GELU, 2 = ReLU.
-    activation: usize,
+    #[module(skip)]
+    activation: HiddenActivation,
     /// LayerNorm epsilon from the config (burn's LayerNorm keeps its own private).
     layer_norm_eps: f64,
     #[module(skip)]
@@ -209,11 +232,7 @@ impl<B: Backend> Bert<B> {
                 dense: linear(h, h, device),
             },
             num_heads: c.num_attention_heads,
-            activation: match c.hidden_act.as_str() {
-                "gelu" => 0,
-                "relu" => 2,
-                _ => 1,
-            },
+            activation: HiddenActivation::of(&c.hidden_act),
             layer_norm_eps: c.layer_norm_eps,
             pooling,
         }
@@ -245,9 +264,9 @@ impl<B: Backend> Bert<B> {
 
     fn act(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         match self.activation {
-            0 => fused::gelu(x),
-            2 => relu(x),
-            _ => burn::tensor::activation::gelu_approximate(x),
+            HiddenActivation::Gelu => fused::gelu(x),
+            HiddenActivation::GeluApproximate => burn::tensor::activation::gelu_approximate(x),
+            HiddenActivation::Relu => relu(x),
         }
     }
 

@@ -27,8 +27,8 @@ pub enum Activation {
     Tanh,
     /// 1 / (1 + e^−x), in (0, 1).
     Sigmoid,
-    /// Over the last dimension: the outputs become probabilities that sum to 1. As the final
-    /// layer of a classifier the loss reads the logits before it (see `forward_logits`).
+    /// Over the last dimension: the outputs become probabilities that sum to 1. In a
+    /// classifier's last layer the loss reads the values before it (a stable log-softmax).
     Softmax,
 }
 

@@ -26,6 +26,10 @@ pub struct GruConfig(pub RecurrentConfig);
 pub type Gru<B> = Recurrent<B, BurnGru<B>>;
 
 impl<B: Backend> Steps<B> for BurnGru<B> {
+    /// The GRU's hidden state after each step, from a zero state.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, d]; output: [batch, length, units]
     fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(x, None)
     }

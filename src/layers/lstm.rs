@@ -25,6 +25,10 @@ pub struct LstmConfig(pub RecurrentConfig);
 pub type Lstm<B> = Recurrent<B, BurnLstm<B>>;
 
 impl<B: Backend> Steps<B> for BurnLstm<B> {
+    /// The LSTM's hidden state after each step, from a zero state.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, d]; output: [batch, length, units]
     fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(x, None).0
     }

@@ -438,7 +438,7 @@ mod tests {
             .unwrap();
         assert_eq!(out[0].1, query);
         let vector = TensorSpec::float(vec![Some(4)]);
-        let err = config(false).infer(&[vector.clone()], &ctx).unwrap_err();
+        let err = config(false).infer(&[vector], &ctx).unwrap_err();
         assert!(
             err.contains("multi_head_attention (query) needs input of rank [2]"),
             "{err}"
@@ -453,7 +453,7 @@ mod tests {
         };
         assert!(
             config(false)
-                .infer(&[value.clone()], &dynamic)
+                .infer(std::slice::from_ref(&value), &dynamic)
                 .unwrap_err()
                 .contains("masked = true")
         );

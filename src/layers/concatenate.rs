@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind};
 
+/// Joins 2–16 inputs along their last (feature) dimension, in the order of `inputs`
+/// (Keras' `Concatenate(axis=-1)`). The inputs agree on every other dimension. No keys of
+/// its own.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConcatenateConfig {}
@@ -37,7 +40,11 @@ pub(crate) fn require_mergeable(
         if !same || s.features().is_none() {
             return Err(format!(
                 "{what} needs inputs of matching shapes{}: input 1 is {first}, input {} is {s}",
-                if join_features { " but for the last dimension" } else { "" },
+                if join_features {
+                    " but for the last dimension"
+                } else {
+                    ""
+                },
                 i + 1
             ));
         }
@@ -96,6 +103,7 @@ mod tests {
     use burn::backend::Flex;
 
     use super::*;
+    use crate::layers::testing::{forward_ctx, tensor, values};
 
     #[test]
     fn features_are_joined_in_input_order_and_shapes_checked() {
@@ -109,7 +117,12 @@ mod tests {
         let out = config.infer(&[a.clone(), b], &ctx).unwrap();
         assert_eq!(out[0].1.dims, vec![Some(5), Some(7)]);
         let shorter = TensorSpec::float(vec![Some(4), Some(4)]);
-        assert!(config.infer(&[a, shorter], &ctx).unwrap_err().contains("matching shapes"));
+        assert!(
+            config
+                .infer(&[a, shorter], &ctx)
+                .unwrap_err()
+                .contains("matching shapes")
+        );
         let x = Tensor::<Flex, 1>::from_floats([1.0, 2.0], &device).reshape([1, 2]);
         let y = Tensor::<Flex, 1>::from_floats([3.0], &device).reshape([1, 1]);
         let ctx = ForwardCtx {
@@ -119,5 +132,39 @@ mod tests {
         let out = Concatenate.forward(vec![Value::Vector(x), Value::Vector(y)], &ctx);
         let v: Vec<f32> = out[0].clone().vector().into_data().to_vec().unwrap();
         assert_eq!(v, vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
+    fn sequences_are_joined_position_by_position() {
+        // [1, 2, 2] and [1, 2, 1]: each position gets its own features side by side.
+        let a = tensor(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2]);
+        let b = tensor(&[-1.0, -2.0], [1, 2, 1]);
+        let out = Concatenate.forward(
+            vec![Value::Sequence(a), Value::Sequence(b)],
+            &forward_ctx(&[&[1.0, 1.0]]),
+        );
+        let out = out[0].clone().sequence();
+        assert_eq!(out.dims(), [1, 2, 3]);
+        assert_eq!(values(out), vec![1.0, 2.0, -1.0, 3.0, 4.0, -2.0]);
+    }
+
+    #[test]
+    fn widths_add_up_and_other_kinds_or_ranks_are_refused() {
+        let ctx = InferCtx::default();
+        let c = ConcatenateConfig {};
+        let v = |d| TensorSpec::float(vec![Some(d)]);
+        let out = c.infer(&[v(2), v(3), v(4)], &ctx).unwrap();
+        assert_eq!(out[0].1, v(9));
+        let seq = TensorSpec::float(vec![Some(5), Some(3)]);
+        let err = c.infer(&[v(3), seq], &ctx).unwrap_err();
+        assert!(
+            err.contains("matching shapes but for the last dimension"),
+            "{err}"
+        );
+        let err = c
+            .infer(&[v(3), TensorSpec::ids(Some(3))], &ctx)
+            .unwrap_err();
+        assert!(err.contains("input 2 is (None, 3) int"), "{err}");
+        assert_eq!(c.arity(), 2..=16);
     }
 }

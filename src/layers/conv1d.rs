@@ -28,17 +28,21 @@ pub enum ConvPadding {
     Same,
 }
 
+/// A 1-d convolution along the sequence (Keras' `Conv1D`, channels last): each output
+/// position is a learned weighted sum of a window of positions, per filter, then the
+/// activation.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Conv1dConfig {
-    /// Output channels: how many windows are learned.
+    /// Output channels (features): how many windows are learned.
     pub filters: usize,
     /// Window length, in tokens.
     pub kernel_size: usize,
     /// Step between windows, in tokens (default 1).
     #[serde(default = "one")]
     pub strides: usize,
-    /// `valid` (default) or `same`.
+    /// How the windows meet the sequence's ends: `valid` (default; whole windows only, so the
+    /// output is shorter) or `same` (zero-padded, so the output keeps the length; strides 1).
     #[serde(default)]
     pub padding: ConvPadding,
     /// Applied to each output (default `linear`: none).
@@ -92,7 +96,9 @@ impl LayerDef for Conv1dConfig {
                     .into(),
             );
         }
-        let length = inputs[0].dims[0].map(|l| self.output_length(l)).transpose()?;
+        let length = inputs[0].dims[0]
+            .map(|l| self.output_length(l))
+            .transpose()?;
         Ok(vec![(
             "output".into(),
             TensorSpec::float(vec![length, Some(self.filters)]),
@@ -108,7 +114,11 @@ impl LayerDef for Conv1dConfig {
         _: &InferCtx,
         device: &B::Device,
     ) -> Result<Conv1d<B>, String> {
-        let (d_in, k, f) = (inputs[0].features().unwrap_or(0), self.kernel_size, self.filters);
+        let (d_in, k, f) = (
+            inputs[0].features().unwrap_or(0),
+            self.kernel_size,
+            self.filters,
+        );
         let padding = match self.padding {
             ConvPadding::Valid => PaddingConfig1d::Valid,
             ConvPadding::Same => PaddingConfig1d::Same,
@@ -137,6 +147,8 @@ impl<B: Backend> Conv1d<B> {
 }
 
 impl<B: Backend> LayerForward<B> for Conv1d<B> {
+    /// # Shapes
+    /// - input: [batch, length, channels in]; output: [batch, output length, filters]
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Sequence(self.apply(x))]
@@ -148,6 +160,7 @@ mod tests {
     use burn::backend::Flex;
 
     use super::*;
+    use crate::layers::testing::{assert_close, pattern, tensor, values};
 
     type B = Flex;
 
@@ -163,7 +176,8 @@ mod tests {
 
     fn built(c: &Conv1dConfig, d_in: usize) -> Conv1d<B> {
         let spec = [TensorSpec::float(vec![Some(6), Some(d_in)])];
-        c.init::<B>(&spec, &InferCtx::default(), &Default::default()).unwrap()
+        c.init::<B>(&spec, &InferCtx::default(), &Default::default())
+            .unwrap()
     }
 
     #[test]
@@ -171,9 +185,18 @@ mod tests {
         let spec = [TensorSpec::float(vec![Some(10), Some(4)])];
         let ctx = InferCtx::default();
         let shape = |c: &Conv1dConfig| c.infer(&spec, &ctx).unwrap()[0].1.dims.clone();
-        assert_eq!(shape(&config(ConvPadding::Valid, 1)), vec![Some(8), Some(2)]);
-        assert_eq!(shape(&config(ConvPadding::Valid, 2)), vec![Some(4), Some(2)]);
-        assert_eq!(shape(&config(ConvPadding::Same, 1)), vec![Some(10), Some(2)]);
+        assert_eq!(
+            shape(&config(ConvPadding::Valid, 1)),
+            vec![Some(8), Some(2)]
+        );
+        assert_eq!(
+            shape(&config(ConvPadding::Valid, 2)),
+            vec![Some(4), Some(2)]
+        );
+        assert_eq!(
+            shape(&config(ConvPadding::Same, 1)),
+            vec![Some(10), Some(2)]
+        );
         assert!(config(ConvPadding::Same, 2).validate().is_err());
         let c = config(ConvPadding::Valid, 1);
         assert_eq!(c.param_count(&spec, &ctx), 3 * 4 * 2 + 2);
@@ -202,7 +225,85 @@ mod tests {
             let y: Vec<f32> = layer.apply(x).into_data().to_vec().unwrap();
             let first: Vec<f32> = y.chunks(2).map(|c| c[0]).collect();
             assert_eq!(first, expected, "{padding:?}");
-            assert!(y.chunks(2).all(|c| c[0] == c[1]), "both filters see the same");
+            assert!(
+                y.chunks(2).all(|c| c[0] == c[1]),
+                "both filters see the same"
+            );
         }
+    }
+
+    /// Keras' definition, in plain Rust: output[t][o] = Σ_j Σ_c kernel[o][c][j] · x[t·s + j][c]
+    /// + bias[o], windows starting at each multiple of the stride that fits.
+    fn plain_conv(
+        x: &[Vec<f32>],
+        kernel: &[f32],
+        bias: &[f32],
+        k: usize,
+        stride: usize,
+    ) -> Vec<f32> {
+        let (d_in, filters) = (x[0].len(), bias.len());
+        let mut out = Vec::new();
+        for start in (0..=x.len() - k).step_by(stride) {
+            for (o, b) in bias.iter().enumerate() {
+                let mut sum = *b;
+                for j in 0..k {
+                    for c in 0..d_in {
+                        sum += kernel[(o * d_in + c) * k + j] * x[start + j][c];
+                    }
+                }
+                out.push(sum);
+            }
+        }
+        assert_eq!(out.len() % filters, 0);
+        out
+    }
+
+    #[test]
+    fn hand_set_weights_match_a_plain_convolution() {
+        let x: Vec<Vec<f32>> = (0..7)
+            .map(|t| vec![t as f32 - 3.0, ((t * 5) % 7) as f32 - 3.0])
+            .collect();
+        for strides in [1, 2] {
+            let c = Conv1dConfig {
+                activation: Activation::Relu,
+                ..config(ConvPadding::Valid, strides)
+            };
+            let spec = [TensorSpec::float(vec![Some(7), Some(2)])];
+            let mut layer = c
+                .init::<B>(&spec, &InferCtx::default(), &Default::default())
+                .unwrap();
+            let (kernel, bias) = (pattern(2 * 2 * 3, 1), [0.25, -0.5]);
+            layer.conv.weight = burn::module::Param::from_tensor(tensor(&kernel, [2, 2, 3]));
+            layer.conv.bias = Some(burn::module::Param::from_tensor(tensor(&bias, [2])));
+            let got = values(layer.apply(tensor(&x.concat(), [1, 7, 2])));
+            let expected: Vec<f32> = plain_conv(&x, &kernel, &bias, 3, strides)
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
+            assert_eq!(got.len(), expected.len());
+            // Some outputs are clipped by the ReLU, some pass.
+            assert!(expected.contains(&0.0) && expected.iter().any(|&v| v > 0.0));
+            assert_close(&got, &expected, 1e-5);
+        }
+    }
+
+    #[test]
+    fn too_short_sequences_and_token_ids_are_refused() {
+        let c = config(ConvPadding::Valid, 1);
+        let ctx = InferCtx::default();
+        let short = [TensorSpec::float(vec![Some(2), Some(4)])];
+        let err = c.infer(&short, &ctx).unwrap_err();
+        assert!(
+            err.contains("kernel_size 3 is longer than the sequence (2 tokens)"),
+            "{err}"
+        );
+        assert!(config(ConvPadding::Same, 1).infer(&short, &ctx).is_ok());
+        let ids = c.infer(&[TensorSpec::ids(Some(6))], &ctx).unwrap_err();
+        assert!(ids.contains("float features"), "{ids}");
+        let zero = Conv1dConfig {
+            kernel_size: 0,
+            ..c
+        };
+        assert!(zero.validate().unwrap_err().contains("`kernel_size`"));
     }
 }

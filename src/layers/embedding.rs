@@ -12,12 +12,14 @@ use super::{
 /// Keras' `embeddings_initializer="uniform"` range.
 pub const EMBEDDING_INIT: f64 = 0.05;
 
+/// A learned vector per token id (Keras' `Embedding`): token ids in, a sequence of vectors out.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingConfig {
-    /// Vector size.
+    /// The size of each token's vector: the features of the output sequence.
     pub output_dim: usize,
-    /// Vocabulary size; defaults to the vectorizer's.
+    /// Rows in the table: how many token ids it covers (default: the vectorizer's vocabulary
+    /// size; never smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_dim: Option<usize>,
 }
@@ -27,6 +29,7 @@ pub struct Embedding<B: Backend> {
     embedding: BurnEmbedding<B>,
 }
 
+/// The check of the layers that read token ids: `inputs[0]` is (None, length) ids.
 pub(crate) fn require_ids(inputs: &[TensorSpec], what: &str) -> Result<(), String> {
     if inputs[0].kind != ValueKind::Ids || inputs[0].rank() != 1 {
         return Err(format!(
@@ -37,6 +40,7 @@ pub(crate) fn require_ids(inputs: &[TensorSpec], what: &str) -> Result<(), Strin
     Ok(())
 }
 
+/// A `rows` × `dim` table, uniform in ±[`EMBEDDING_INIT`] as Keras starts one.
 pub(crate) fn table<B: Backend>(rows: usize, dim: usize, device: &B::Device) -> BurnEmbedding<B> {
     BurnEmbedding {
         weight: init::uniform([rows, dim], EMBEDDING_INIT, device),
@@ -89,8 +93,87 @@ impl LayerDef for EmbeddingConfig {
 }
 
 impl<B: Backend> LayerForward<B> for Embedding<B> {
+    /// # Shapes
+    /// - input: token ids [batch, length]; output: [batch, length, output_dim]
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let ids = inputs.into_iter().next().expect("one input").ids();
         vec![Value::Sequence(self.embedding.forward(ids))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+
+    use super::*;
+    use crate::layers::testing::{B, forward_ctx, ids, tensor, values};
+
+    fn ctx(vocab_size: usize) -> InferCtx {
+        InferCtx {
+            vocab_size,
+            sequence_length: Some(3),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_id_looks_up_its_own_row() {
+        let c = EmbeddingConfig {
+            output_dim: 2,
+            input_dim: None,
+        };
+        let spec = [TensorSpec::ids(Some(3))];
+        let mut layer = c.init::<B>(&spec, &ctx(4), &Default::default()).unwrap();
+        // Row i holds [10·i, 10·i + 1].
+        let table = [0.0, 1.0, 10.0, 11.0, 20.0, 21.0, 30.0, 31.0];
+        layer.embedding.weight = Param::from_tensor(tensor(&table, [4, 2]));
+        let out = layer.forward(
+            vec![Value::Ids(ids(&[&[2, 0, 3], &[1, 1, 0]]))],
+            &forward_ctx(&[&[1.0; 3], &[1.0; 3]]),
+        );
+        assert_eq!(
+            values(out[0].clone().sequence()),
+            vec![
+                20.0, 21.0, 0.0, 1.0, 30.0, 31.0, 10.0, 11.0, 10.0, 11.0, 0.0, 1.0
+            ]
+        );
+    }
+
+    #[test]
+    fn parameter_count_matches_the_built_table() {
+        let spec = [TensorSpec::ids(Some(3))];
+        for input_dim in [None, Some(9)] {
+            let c = EmbeddingConfig {
+                output_dim: 5,
+                input_dim,
+            };
+            let built = c.init::<B>(&spec, &ctx(7), &Default::default()).unwrap();
+            assert_eq!(c.param_count(&spec, &ctx(7)), built.num_params());
+            assert_eq!(built.num_params(), input_dim.unwrap_or(7) * 5);
+        }
+    }
+
+    #[test]
+    fn ids_become_a_sequence_and_a_short_table_is_refused() {
+        let c = EmbeddingConfig {
+            output_dim: 5,
+            input_dim: Some(6),
+        };
+        let out = c.infer(&[TensorSpec::ids(None)], &ctx(6)).unwrap();
+        assert_eq!(out[0].1, TensorSpec::float(vec![None, Some(5)]));
+        let short = c.infer(&[TensorSpec::ids(Some(3))], &ctx(8)).unwrap_err();
+        assert!(
+            short.contains("input_dim 6 is smaller than the vectorizer's vocabulary (8)"),
+            "{short}"
+        );
+        let float = c
+            .infer(&[TensorSpec::float(vec![Some(3), Some(2)])], &ctx(6))
+            .unwrap_err();
+        assert!(float.contains("needs token ids"), "{float}");
+        let zero = EmbeddingConfig {
+            output_dim: 0,
+            input_dim: None,
+        };
+        assert!(zero.validate().unwrap_err().contains("`output_dim`"));
     }
 }

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
 
+/// A sequence of known length as one vector, its positions one after another (Keras'
+/// `Flatten`); a vector passes through. No keys of its own.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlattenConfig {}
@@ -69,6 +71,7 @@ mod tests {
     use burn::backend::Flex;
 
     use super::*;
+    use crate::layers::testing::{forward_ctx, tensor, values};
 
     #[test]
     fn a_sequence_becomes_its_rows_one_after_another() {
@@ -84,8 +87,42 @@ mod tests {
         assert_eq!(v, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let config = FlattenConfig {};
         let known = [TensorSpec::float(vec![Some(3), Some(2)])];
-        assert_eq!(config.infer(&known, &InferCtx::default()).unwrap()[0].1.dims, vec![Some(6)]);
+        assert_eq!(
+            config.infer(&known, &InferCtx::default()).unwrap()[0]
+                .1
+                .dims,
+            vec![Some(6)]
+        );
         let unknown = [TensorSpec::float(vec![None, Some(2)])];
-        assert!(config.infer(&unknown, &InferCtx::default()).unwrap_err().contains("known length"));
+        assert!(
+            config
+                .infer(&unknown, &InferCtx::default())
+                .unwrap_err()
+                .contains("known length")
+        );
+    }
+
+    #[test]
+    fn rows_of_a_batch_stay_apart_and_vectors_pass_through() {
+        let ctx = forward_ctx(&[&[1.0, 1.0], &[1.0, 1.0]]);
+        let x = tensor(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [2, 2, 2]);
+        let out = Flatten.forward(vec![Value::Sequence(x)], &ctx)[0]
+            .clone()
+            .vector();
+        assert_eq!(out.dims(), [2, 4]);
+        assert_eq!(values(out), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let v = tensor(&[1.0, 2.0, 3.0, 4.0], [2, 2]);
+        let out = Flatten.forward(vec![Value::Vector(v)], &ctx)[0]
+            .clone()
+            .vector();
+        assert_eq!(values(out), vec![1.0, 2.0, 3.0, 4.0]);
+        let vector = [TensorSpec::float(vec![Some(5)])];
+        let config = FlattenConfig {};
+        assert_eq!(
+            config.infer(&vector, &InferCtx::default()).unwrap()[0].1,
+            vector[0]
+        );
+        let ids = config.infer(&[TensorSpec::ids(Some(3))], &InferCtx::default());
+        assert!(ids.unwrap_err().contains("float features"));
     }
 }

@@ -5,13 +5,18 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{require_aligned, ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned, require_rank,
+};
 
+/// The largest value of each feature over the sequence's positions (Keras'
+/// `GlobalMaxPooling1D`): a sequence in, one vector out.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalMaxPooling1dConfig {
-    /// Leave padded positions out (default false, as Keras). Needs the input's positions to be
-    /// the tokens' (not after a `valid` or strided `conv1d`).
+    /// Leave padded positions out (default false, as Keras); a row without real tokens keeps
+    /// them all. Needs the input's positions to be the tokens' (not after a `valid` or strided
+    /// `conv1d`, or a `max_pooling_1d`).
     #[serde(default)]
     pub masked: bool,
 }
@@ -57,9 +62,11 @@ impl GlobalMaxPooling1d {
     pub fn apply<B: Backend>(&self, x: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 2> {
         let [b, l, d] = x.dims();
         let x = if self.masked {
-            // Padded positions drop below any real value; a row without real tokens keeps them.
+            // Padded positions drop below any real value; a row without real tokens (an empty
+            // text) keeps them all, as unmasked, instead of a maximum near −1e9.
             let padded = mask.clone().neg().add_scalar(1.0).reshape([b, l, 1]);
-            x - padded * 1e9
+            let has_tokens = mask.clone().sum_dim(1).clamp_max(1.0).reshape([b, 1, 1]);
+            x - padded * has_tokens * 1e9
         } else {
             x
         };
@@ -68,6 +75,8 @@ impl GlobalMaxPooling1d {
 }
 
 impl<B: Backend> LayerForward<B> for GlobalMaxPooling1d {
+    /// # Shapes
+    /// - input: [batch, length, d]; ctx.mask: [batch, length]; output: [batch, d]
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Vector(self.apply(x, &ctx.mask))]
@@ -76,26 +85,60 @@ impl<B: Backend> LayerForward<B> for GlobalMaxPooling1d {
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::Flex;
-
     use super::*;
+    use crate::layers::testing::{forward_ctx, tensor, values};
+
+    /// Rows of 3 positions × 2 features; row 0's last position is padding, row 1 has no tokens.
+    const X: [f32; 12] = [
+        1.0, -5.0, 3.0, -2.0, 9.0, 4.0, -1.0, 2.0, -3.0, 7.0, -2.0, 0.0,
+    ];
+    const MASK: [&[f32]; 2] = [&[1.0, 1.0, 0.0], &[0.0, 0.0, 0.0]];
+
+    fn pooled(masked: bool, x: &[f32]) -> Vec<f32> {
+        let layer = GlobalMaxPooling1d { masked };
+        let out = layer.forward(
+            vec![Value::Sequence(tensor(x, [2, 3, 2]))],
+            &forward_ctx(&MASK),
+        );
+        values(out[0].clone().vector())
+    }
 
     #[test]
     fn the_maximum_per_feature_without_the_padding_when_masked() {
-        let device = Default::default();
-        let x = Tensor::<Flex, 1>::from_floats([1.0, -5.0, 3.0, -2.0, 9.0, 4.0], &device)
-            .reshape([1, 3, 2]);
-        let mask = Tensor::<Flex, 1>::from_floats([1.0, 1.0, 0.0], &device).reshape([1, 3]);
-        let plain = GlobalMaxPooling1d { masked: false }.apply(x.clone(), &mask);
-        assert_eq!(plain.into_data().to_vec::<f32>().unwrap(), vec![9.0, 4.0]);
-        let masked = GlobalMaxPooling1d { masked: true }.apply(x, &mask);
-        assert_eq!(masked.into_data().to_vec::<f32>().unwrap(), vec![3.0, -2.0]);
-        let spec = [TensorSpec::float(vec![Some(8), Some(2)])];
+        assert_eq!(pooled(false, &X), vec![9.0, 4.0, -1.0, 7.0]);
+        // Row 0 without its padded position; row 1 has no tokens to prefer, so all its
+        // positions count, as unmasked.
+        assert_eq!(pooled(true, &X), vec![3.0, -2.0, -1.0, 7.0]);
+    }
+
+    #[test]
+    fn masked_padding_gets_no_weight() {
+        let mut changed = X;
+        changed[4..6].copy_from_slice(&[50.0, 60.0]);
+        assert_eq!(pooled(true, &changed)[..2], pooled(true, &X)[..2]);
+        assert_ne!(pooled(false, &changed)[..2], pooled(false, &X)[..2]);
+    }
+
+    #[test]
+    fn a_sequence_becomes_a_vector_whose_positions_must_be_the_tokens_when_masked() {
         let ctx = InferCtx {
             sequence_length: Some(10),
             ..Default::default()
         };
-        let config = GlobalMaxPooling1dConfig { masked: true };
-        assert!(config.infer(&spec, &ctx).unwrap_err().contains("one position per token (10)"));
+        let c = |masked| GlobalMaxPooling1dConfig { masked };
+        let full = [TensorSpec::float(vec![Some(10), Some(2)])];
+        assert_eq!(c(true).infer(&full, &ctx).unwrap()[0].1.dims, vec![Some(2)]);
+        let shortened = [TensorSpec::float(vec![Some(8), Some(2)])];
+        let err = c(true).infer(&shortened, &ctx).unwrap_err();
+        assert!(err.contains("one position per token (10)"), "{err}");
+        assert!(c(false).infer(&shortened, &ctx).is_ok());
+        let vector = [TensorSpec::float(vec![Some(2)])];
+        assert!(
+            c(false)
+                .infer(&vector, &ctx)
+                .unwrap_err()
+                .contains("rank [2]")
+        );
+        assert_eq!(c(true).param_count(&full, &ctx), 0);
     }
 }

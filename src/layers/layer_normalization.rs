@@ -13,9 +13,13 @@ fn keras_epsilon() -> f64 {
     1e-3
 }
 
+/// Layer normalisation (Keras' `LayerNormalization`): each position's features shifted to
+/// mean 0 and scaled to variance 1, then a learned scale and shift per feature.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LayerNormalizationConfig {
+    /// Added to the variance before its square root, so that near-constant features do not
+    /// divide by zero (default 0.001, Keras'; must be positive).
     #[serde(default = "keras_epsilon")]
     pub epsilon: f64,
 }
@@ -26,6 +30,7 @@ pub struct LayerNormalization<B: Backend> {
     epsilon: f64,
 }
 
+/// burn's `LayerNorm` over `dim` features (scale 1, shift 0) with this epsilon.
 pub fn layer_norm<B: Backend>(dim: usize, epsilon: f64, device: &B::Device) -> LayerNorm<B> {
     LayerNormConfig::new(dim).with_epsilon(epsilon).init(device)
 }
@@ -65,6 +70,8 @@ impl LayerDef for LayerNormalizationConfig {
 }
 
 impl<B: Backend> LayerForward<B> for LayerNormalization<B> {
+    /// # Shapes
+    /// - input: [batch, d] or [batch, length, d]; output: that shape
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input");
         let eps = self.epsilon;
@@ -72,5 +79,55 @@ impl<B: Backend> LayerForward<B> for LayerNormalization<B> {
             |t| fused::layer_norm_module(&self.norm, t, eps),
             |t| fused::layer_norm_module(&self.norm, t, eps),
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+
+    use super::*;
+    use crate::layers::testing::{B, assert_close, forward_ctx, tensor, values};
+
+    fn layer(d: usize, epsilon: f64) -> LayerNormalization<B> {
+        let spec = [TensorSpec::float(vec![Some(d)])];
+        LayerNormalizationConfig { epsilon }
+            .init::<B>(&spec, &InferCtx::default(), &Default::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn each_position_is_normalised_with_the_configured_epsilon() {
+        let mut norm = layer(2, 1e-3);
+        norm.norm.gamma = Param::from_tensor(tensor(&[2.0, 3.0], [2]));
+        norm.norm.beta = Some(Param::from_tensor(tensor(&[0.5, -1.0], [2])));
+        // [0, 0.1]: mean 0.05, variance 0.0025, so each is ±0.05 / sqrt(0.0035) before the
+        // scale and shift; burn's default epsilon (1e-5) would give ±0.98.
+        let z = 0.05 / (0.0025f32 + 1e-3).sqrt();
+        // [1, 5]: ±2 / sqrt(4.001).
+        let w = 2.0 / 4.001f32.sqrt();
+        let expected = [0.5 - 2.0 * z, -1.0 + 3.0 * z, 0.5 - 2.0 * w, -1.0 + 3.0 * w];
+        let x = [0.0, 0.1, 1.0, 5.0];
+        let ctx = forward_ctx(&[&[1.0], &[1.0]]);
+        let vector = norm.forward(vec![Value::Vector(tensor(&x, [2, 2]))], &ctx);
+        assert_close(&values(vector[0].clone().vector()), &expected, 1e-5);
+        let sequence = norm.forward(vec![Value::Sequence(tensor(&x, [1, 2, 2]))], &ctx);
+        assert_close(&values(sequence[0].clone().sequence()), &expected, 1e-5);
+    }
+
+    #[test]
+    fn parameter_count_and_shape_rule() {
+        let c = LayerNormalizationConfig { epsilon: 1e-3 };
+        let spec = [TensorSpec::float(vec![None, Some(6)])];
+        let ctx = InferCtx::default();
+        assert_eq!(c.param_count(&spec, &ctx), layer(6, 1e-3).num_params());
+        assert_eq!(c.param_count(&spec, &ctx), 12);
+        assert_eq!(c.infer(&spec, &ctx).unwrap()[0].1, spec[0]);
+        let ids = c.infer(&[TensorSpec::ids(Some(3))], &ctx).unwrap_err();
+        assert!(ids.contains("float features"), "{ids}");
+        for epsilon in [0.0, -1e-3] {
+            let err = LayerNormalizationConfig { epsilon }.validate().unwrap_err();
+            assert!(err.contains("`epsilon` must be positive"));
+        }
     }
 }

@@ -25,6 +25,10 @@ pub struct LstmConfig(pub RecurrentConfig);
 pub type Lstm<B> = Recurrent<B, BurnLstm<B>>;
 
 impl<B: Backend> Steps<B> for BurnLstm<B> {
+    /// The LSTM's hidden state after each step, from a zero state.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, d]; output: [batch, length, units]
     fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(x, None).0
     }
@@ -65,6 +69,8 @@ mod tests {
     use burn::module::Module;
 
     use super::*;
+    use crate::layers::testing::plain::{self, sigmoid};
+    use crate::layers::testing::{assert_close, forward_ctx, pattern, set_linear, tensor, values};
     use crate::layers::{ForwardCtx, LayerForward, Value};
 
     type B = Flex;
@@ -91,7 +97,10 @@ mod tests {
             let built = c.init::<B>(&spec, &ctx, &Default::default()).unwrap();
             assert_eq!(built.num_params(), c.param_count(&spec, &ctx));
         }
-        assert_eq!(config(false, false).param_count(&spec, &ctx), 4 * (4 * 3 + 3 * 3 + 6));
+        assert_eq!(
+            config(false, false).param_count(&spec, &ctx),
+            4 * (4 * 3 + 3 * 3 + 6)
+        );
         let out = config(true, true).infer(&spec, &ctx).unwrap();
         assert_eq!(out[0].1.dims, vec![Some(6), Some(6)]);
     }
@@ -100,7 +109,9 @@ mod tests {
     fn padding_changes_neither_final_state() {
         let device = Default::default();
         let spec = [TensorSpec::float(vec![None, Some(2)])];
-        let layer = config(true, false).init::<B>(&spec, &InferCtx::default(), &device).unwrap();
+        let layer = config(true, false)
+            .init::<B>(&spec, &InferCtx::default(), &device)
+            .unwrap();
         let ctx = |len: usize, pad: usize| ForwardCtx {
             mask: Tensor::<B, 1>::from_floats(
                 [vec![1.0; len], vec![0.0; pad]].concat().as_slice(),
@@ -110,10 +121,92 @@ mod tests {
             token_type_ids: Tensor::zeros([1, len + pad], &device),
         };
         let real = Tensor::<B, 3>::random([1, 4, 2], burn::tensor::Distribution::Default, &device);
-        let padded = Tensor::cat(vec![real.clone(), Tensor::ones([1, 3, 2], &device) * 7.0], 1);
+        let padded = Tensor::cat(
+            vec![real.clone(), Tensor::ones([1, 3, 2], &device) * 7.0],
+            1,
+        );
         let a = layer.forward(vec![Value::Sequence(real)], &ctx(4, 0));
         let b = layer.forward(vec![Value::Sequence(padded)], &ctx(4, 3));
-        let diff: f32 = (a[0].clone().vector() - b[0].clone().vector()).abs().max().into_scalar();
+        let diff: f32 = (a[0].clone().vector() - b[0].clone().vector())
+            .abs()
+            .max()
+            .into_scalar();
         assert!(diff < 1e-6, "padding moved the final state by {diff}");
+    }
+
+    /// Burn's (and PyTorch's) LSTM step in plain Rust: input, forget and output gates
+    /// σ(x·W + b + h·U + c), candidate tanh(...), c' = f·c + i·g, h' = o·tanh(c').
+    fn plain_lstm(cell: &BurnLstm<B>, steps: &plain::Rows) -> plain::Rows {
+        let [input, forget, output, candidate] = [
+            &cell.input_gate,
+            &cell.forget_gate,
+            &cell.output_gate,
+            &cell.cell_gate,
+        ]
+        .map(plain::Gate::of);
+        let units = input.input.bias.len();
+        let (mut h, mut c) = (vec![0.0; units], vec![0.0; units]);
+        let mut outputs = Vec::new();
+        for x in steps {
+            let i = input.pre(x, &h);
+            let f = forget.pre(x, &h);
+            let o = output.pre(x, &h);
+            let g = candidate.pre(x, &h);
+            for u in 0..units {
+                c[u] = sigmoid(f[u]) * c[u] + sigmoid(i[u]) * g[u].tanh();
+                h[u] = sigmoid(o[u]) * c[u].tanh();
+            }
+            outputs.push(h.clone());
+        }
+        outputs
+    }
+
+    /// A bidirectional layer on 2 features with every weight hand-set.
+    fn hand_set(return_sequences: bool) -> Lstm<B> {
+        let spec = [TensorSpec::float(vec![None, Some(2)])];
+        let mut layer = config(true, return_sequences)
+            .init::<B>(&spec, &InferCtx::default(), &Default::default())
+            .unwrap();
+        let backward = layer.backward.as_mut().unwrap();
+        for (seed, cell) in [(0, &mut layer.forward), (40, backward)] {
+            let gates = [
+                &mut cell.input_gate,
+                &mut cell.forget_gate,
+                &mut cell.output_gate,
+                &mut cell.cell_gate,
+            ];
+            for (i, gate) in gates.into_iter().enumerate() {
+                set_linear(&mut gate.input_transform, seed + 4 * i);
+                set_linear(&mut gate.hidden_transform, seed + 4 * i + 2);
+            }
+        }
+        layer
+    }
+
+    #[test]
+    fn hand_set_weights_match_a_plain_lstm_over_the_real_tokens() {
+        // Row 0: 3 real steps and one padded; row 1: 4 real steps.
+        let x: Vec<f32> = pattern(16, 9).iter().map(|v| 4.0 * v).collect();
+        let mask: [&[f32]; 2] = [&[1.0, 1.0, 1.0, 0.0], &[1.0; 4]];
+        let input = || vec![Value::Sequence(tensor(&x, [2, 4, 2]))];
+        let last = hand_set(false).forward(input(), &forward_ctx(&mask));
+        let steps = hand_set(true).forward(input(), &forward_ctx(&mask));
+        let (last, steps) = (
+            values(last[0].clone().vector()),
+            values(steps[0].clone().sequence()),
+        );
+        let layer = hand_set(false);
+        let cell = |s: &plain::Rows| plain_lstm(&layer.forward, s);
+        let cell_back = |s: &plain::Rows| plain_lstm(layer.backward.as_ref().unwrap(), s);
+        for (b, tokens) in [(0, 3), (1, 4)] {
+            let rows = plain::rows(&x[b * 8..(b + 1) * 8], 2);
+            let (expected_last, expected_steps) =
+                plain::bidirectional(&rows, tokens, cell, cell_back);
+            assert_close(&last[b * 6..(b + 1) * 6], &expected_last, 1e-5);
+            for (t, expected) in expected_steps.iter().enumerate() {
+                let at = (b * 4 + t) * 6;
+                assert_close(&steps[at..at + 6], expected, 1e-5);
+            }
+        }
     }
 }

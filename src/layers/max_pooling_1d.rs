@@ -15,6 +15,8 @@ fn two() -> usize {
     2
 }
 
+/// The largest value of each feature in windows along the sequence (Keras' `MaxPooling1D`,
+/// `padding = "valid"`): a shorter sequence out.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaxPooling1dConfig {
@@ -98,6 +100,8 @@ impl MaxPooling1d {
 }
 
 impl<B: Backend> LayerForward<B> for MaxPooling1d {
+    /// # Shapes
+    /// - input: [batch, length, d]; output: [batch, (length − pool_size) / strides + 1, d]
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Sequence(self.apply(x))]
@@ -109,21 +113,29 @@ mod tests {
     use burn::backend::Flex;
 
     use super::*;
+    use crate::layers::testing::{forward_ctx, tensor, values};
 
     #[test]
     fn windows_keep_their_largest_value() {
         let device = Default::default();
-        let x = Tensor::<Flex, 1>::from_floats([1.0, 5.0, 2.0, 4.0, 3.0], &device).reshape([1, 5, 1]);
+        let x =
+            Tensor::<Flex, 1>::from_floats([1.0, 5.0, 2.0, 4.0, 3.0], &device).reshape([1, 5, 1]);
         let pool = MaxPooling1d {
             pool_size: 2,
             strides: 2,
         };
-        assert_eq!(pool.apply(x.clone()).into_data().to_vec::<f32>().unwrap(), vec![5.0, 4.0]);
+        assert_eq!(
+            pool.apply(x.clone()).into_data().to_vec::<f32>().unwrap(),
+            vec![5.0, 4.0]
+        );
         let sliding = MaxPooling1d {
             pool_size: 3,
             strides: 1,
         };
-        assert_eq!(sliding.apply(x).into_data().to_vec::<f32>().unwrap(), vec![5.0, 5.0, 4.0]);
+        assert_eq!(
+            sliding.apply(x).into_data().to_vec::<f32>().unwrap(),
+            vec![5.0, 5.0, 4.0]
+        );
         let config = MaxPooling1dConfig {
             pool_size: 2,
             strides: None,
@@ -131,5 +143,52 @@ mod tests {
         let spec = [TensorSpec::float(vec![Some(5), Some(1)])];
         let out = config.infer(&spec, &InferCtx::default()).unwrap();
         assert_eq!(out[0].1.dims, vec![Some(2), Some(1)]);
+    }
+
+    #[test]
+    fn each_feature_and_row_is_pooled_on_its_own() {
+        // Two rows of 4 positions × 2 features.
+        let x = [
+            1.0, 8.0, 3.0, -1.0, 0.0, 2.0, -4.0, 5.0, //
+            -1.0, -2.0, -3.0, -4.0, 6.0, 0.0, 7.0, 1.0,
+        ];
+        let pool = MaxPooling1d {
+            pool_size: 2,
+            strides: 2,
+        };
+        let ctx = forward_ctx(&[&[1.0; 4], &[1.0; 4]]);
+        let out = pool.forward(vec![Value::Sequence(tensor(&x, [2, 4, 2]))], &ctx);
+        let out = out[0].clone().sequence();
+        assert_eq!(out.dims(), [2, 2, 2]);
+        assert_eq!(values(out), vec![3.0, 8.0, 0.0, 5.0, -1.0, -2.0, 7.0, 1.0]);
+    }
+
+    #[test]
+    fn too_short_sequences_and_dynamic_padding_are_refused() {
+        let c = |pool_size, strides| MaxPooling1dConfig { pool_size, strides };
+        let spec = [TensorSpec::float(vec![Some(7), Some(3)])];
+        let ctx = InferCtx::default();
+        // Whole windows only: (7 − 3) / 2 + 1 = 3.
+        assert_eq!(
+            c(3, Some(2)).infer(&spec, &ctx).unwrap()[0].1.dims,
+            vec![Some(3), Some(3)]
+        );
+        assert_eq!(
+            c(3, None).infer(&spec, &ctx).unwrap()[0].1.dims,
+            vec![Some(2), Some(3)]
+        );
+        let err = c(8, None).infer(&spec, &ctx).unwrap_err();
+        assert!(
+            err.contains("pool_size 8 is longer than the sequence (7 positions)"),
+            "{err}"
+        );
+        let dynamic = InferCtx {
+            dynamic_padding: true,
+            ..Default::default()
+        };
+        let err = c(2, None).infer(&[TensorSpec::float(vec![None, Some(3)])], &dynamic);
+        assert!(err.unwrap_err().contains("padding = \"max_length\""));
+        assert!(c(2, Some(0)).validate().unwrap_err().contains("`strides`"));
+        assert!(c(0, None).validate().unwrap_err().contains("`pool_size`"));
     }
 }

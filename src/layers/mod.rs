@@ -9,6 +9,9 @@
 pub mod init;
 mod recurrent;
 mod registry;
+/// Helpers and plain-Rust reference calculations for the layer files' tests.
+#[cfg(test)]
+pub(crate) mod testing;
 
 // The layer registry: `"type name" => module::Config as Variant`. A new layer type is a new
 // file in this folder plus one line here.

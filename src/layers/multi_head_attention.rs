@@ -10,34 +10,45 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused::{self, AttentionOptions};
 
-use super::{require_aligned, 
+use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
-    require_masked, require_rank,
+    require_aligned, require_masked, require_rank,
 };
 
+/// Multi-head attention (Keras' `MultiHeadAttention`): with one input, self-attention; with
+/// two (`inputs = [query, value]`), the first attends over the second (keys = values). The
+/// output has the query's shape.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MultiHeadAttentionConfig {
+    /// Attention heads: independent attentions side by side, each with its own projections.
     pub num_heads: usize,
-    /// Size of each head's query and key.
+    /// Features of each head's query and key (per head, independent of the input's width;
+    /// the scores are scaled by 1/sqrt(key_dim)).
     pub key_dim: usize,
-    /// Size of each head's value (default `key_dim`).
+    /// Features of each head's value (default: `key_dim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_dim: Option<usize>,
-    /// Dropout on the attention weights.
+    /// Dropout on the attention weights while training, a rate in [0, 1) (default 0).
     #[serde(default)]
     pub dropout: f64,
-    /// Ignore padded keys (the vectorizer's mask).
+    /// Give padded keys no weight, from the vectorizer's mask (default false). Needed with
+    /// `padding = "longest"`; needs the value input's positions to be the tokens' (not after
+    /// a `valid` or strided `conv1d`).
     #[serde(default)]
     pub masked: bool,
 }
 
 #[derive(Module, Debug)]
 pub struct MultiHeadAttention<B: Backend> {
-    query: Linear<B>,
-    key: Linear<B>,
-    value: Linear<B>,
-    attention_output: Linear<B>,
+    /// [d_q, heads·key_dim]
+    pub(crate) query: Linear<B>,
+    /// [d_kv, heads·key_dim]
+    pub(crate) key: Linear<B>,
+    /// [d_kv, heads·value_dim]
+    pub(crate) value: Linear<B>,
+    /// [heads·value_dim, d_q]
+    pub(crate) attention_output: Linear<B>,
     dropout: Dropout,
     num_heads: usize,
     key_dim: usize,
@@ -46,6 +57,7 @@ pub struct MultiHeadAttention<B: Backend> {
 }
 
 impl MultiHeadAttentionConfig {
+    /// Features of each head's value.
     pub fn value_dim(&self) -> usize {
         self.value_dim.unwrap_or(self.key_dim)
     }
@@ -59,6 +71,7 @@ impl MultiHeadAttentionConfig {
             + (h * v * d_q + d_q)
     }
 
+    /// The layer for query width `d_q` and key/value width `d_kv`, Keras-initialised.
     pub fn build<B: Backend>(
         &self,
         d_q: usize,
@@ -202,7 +215,12 @@ impl<B: Backend> MultiHeadAttention<B> {
     /// # Shapes
     /// - query: [batch, lq, d_q]; value: [batch, lk, d_kv]; mask: [batch, lk]
     /// - output: [batch, heads, lq, lk]
-    pub fn weights(&self, query: Tensor<B, 3>, value: Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 4> {
+    pub fn weights(
+        &self,
+        query: Tensor<B, 3>,
+        value: Tensor<B, 3>,
+        mask: &Tensor<B, 2>,
+    ) -> Tensor<B, 4> {
         attention_weights(
             self.query.forward(query),
             self.key.forward(value),
@@ -213,13 +231,28 @@ impl<B: Backend> MultiHeadAttention<B> {
 }
 
 impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
-    fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
+    /// # Shapes
+    /// - inputs: query [batch, lq, d_q] and optionally value [batch, lk, d_kv] (default: the
+    ///   query); ctx.mask: [batch, lk]
+    /// - output: one [batch, heads, lq, lk]
+    fn attention_maps(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+    ) -> Vec<(String, Tensor<B, 4>)> {
         let mut it = inputs.into_iter();
         let query = it.next().expect("query").sequence();
-        let value = it.next().map(Value::sequence).unwrap_or_else(|| query.clone());
+        let value = it
+            .next()
+            .map(Value::sequence)
+            .unwrap_or_else(|| query.clone());
         vec![(String::new(), self.weights(query, value, &ctx.mask))]
     }
 
+    /// # Shapes
+    /// - inputs: query [batch, lq, d_q] and optionally value [batch, lk, d_kv] (default: the
+    ///   query); ctx.mask: [batch, lk]
+    /// - output: [batch, lq, d_q]
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let mut it = inputs.into_iter();
         let query = it.next().expect("query").sequence();
@@ -233,11 +266,213 @@ impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
 
 #[cfg(test)]
 mod tests {
-    use burn::backend::Flex;
-
     use super::*;
+    use crate::layers::testing::plain::{self, Affine};
+    use crate::layers::testing::{
+        B, assert_close, forward_ctx, pattern, set_linear, tensor, values,
+    };
 
-    type B = Flex;
+    fn config(masked: bool) -> MultiHeadAttentionConfig {
+        MultiHeadAttentionConfig {
+            num_heads: 2,
+            key_dim: 3,
+            value_dim: Some(2),
+            dropout: 0.0,
+            masked,
+        }
+    }
+
+    /// Query width 4, value width 5, every projection hand-set.
+    fn hand_set(masked: bool) -> MultiHeadAttention<B> {
+        let mut layer = config(masked).build::<B>(4, 5, &Default::default());
+        set_linear(&mut layer.query, 1);
+        set_linear(&mut layer.key, 3);
+        set_linear(&mut layer.value, 5);
+        set_linear(&mut layer.attention_output, 7);
+        layer
+    }
+
+    const MASK: [&[f32]; 2] = [&[1.0, 1.0, 0.0], &[1.0, 1.0, 1.0]];
+
+    /// Queries [2, 2, 4] and values [2, 3, 5].
+    fn inputs(value_seed: usize) -> (Vec<f32>, Vec<f32>) {
+        let query: Vec<f32> = pattern(16, 11).iter().map(|v| 2.0 * v).collect();
+        let value: Vec<f32> = pattern(30, value_seed).iter().map(|v| 2.0 * v).collect();
+        (query, value)
+    }
+
+    fn attend(layer: &MultiHeadAttention<B>, query: &[f32], value: &[f32]) -> Vec<f32> {
+        let inputs = vec![
+            Value::Sequence(tensor(query, [2, 2, 4])),
+            Value::Sequence(tensor(value, [2, 3, 5])),
+        ];
+        values(
+            layer.forward(inputs, &forward_ctx(&MASK))[0]
+                .clone()
+                .sequence(),
+        )
+    }
+
+    #[test]
+    fn constant_weights_match_a_plain_calculation() {
+        let (query, value) = inputs(13);
+        for masked in [true, false] {
+            let layer = hand_set(masked);
+            let (q_map, k_map, v_map, o_map) = (
+                Affine::of(&layer.query),
+                Affine::of(&layer.key),
+                Affine::of(&layer.value),
+                Affine::of(&layer.attention_output),
+            );
+            let mut expected = Vec::new();
+            for (b, key_mask) in MASK.iter().enumerate() {
+                let q_rows = plain::rows(&query[b * 8..(b + 1) * 8], 4);
+                let v_rows = plain::rows(&value[b * 15..(b + 1) * 15], 5);
+                let key_mask = if masked {
+                    key_mask.to_vec()
+                } else {
+                    vec![1.0; 3]
+                };
+                let context = plain::attention(
+                    &q_map.apply_rows(&q_rows),
+                    &k_map.apply_rows(&v_rows),
+                    &v_map.apply_rows(&v_rows),
+                    &key_mask,
+                    2,
+                    1.0 / 3f32.sqrt(),
+                );
+                expected.extend(o_map.apply_rows(&context).concat());
+            }
+            assert_close(&attend(&layer, &query, &value), &expected, 1e-5);
+        }
+    }
+
+    #[test]
+    fn masked_padded_keys_change_nothing() {
+        let (query, value) = inputs(13);
+        // The same values but for row 0's padded position (the third).
+        let mut changed = value.clone();
+        for (i, v) in changed[10..15].iter_mut().enumerate() {
+            *v = 50.0 - i as f32;
+        }
+        let masked = hand_set(true);
+        assert_eq!(
+            attend(&masked, &query, &changed),
+            attend(&masked, &query, &value)
+        );
+        let unmasked = hand_set(false);
+        assert_ne!(
+            attend(&unmasked, &query, &changed),
+            attend(&unmasked, &query, &value)
+        );
+    }
+
+    #[test]
+    fn attention_maps_are_the_query_over_the_value_input() {
+        let (query, value) = inputs(13);
+        let layer = hand_set(true);
+        let inputs = vec![
+            Value::Sequence(tensor(&query, [2, 2, 4])),
+            Value::Sequence(tensor(&value, [2, 3, 5])),
+        ];
+        let maps = layer.attention_maps(inputs, &forward_ctx(&MASK));
+        assert_eq!(maps.len(), 1);
+        assert_eq!(maps[0].0, "");
+        assert_eq!(maps[0].1.dims(), [2, 2, 2, 3]);
+        let (q_map, k_map) = (Affine::of(&layer.query), Affine::of(&layer.key));
+        let mut expected = Vec::new();
+        for (b, key_mask) in MASK.iter().enumerate() {
+            let q = q_map.apply_rows(&plain::rows(&query[b * 8..(b + 1) * 8], 4));
+            let k = k_map.apply_rows(&plain::rows(&value[b * 15..(b + 1) * 15], 5));
+            let weights = plain::attention_weights(&q, &k, key_mask, 2, 1.0 / 3f32.sqrt());
+            expected.extend(weights.concat().concat());
+        }
+        assert_close(&values(maps[0].1.clone()), &expected, 1e-5);
+    }
+
+    #[test]
+    fn parameter_count_matches_the_built_layer() {
+        let ctx = InferCtx::default();
+        let seq = |d| TensorSpec::float(vec![Some(3), Some(d)]);
+        for (c, inputs) in [
+            (config(false), vec![seq(6)]),
+            (config(false), vec![seq(4), seq(5)]),
+            (
+                MultiHeadAttentionConfig {
+                    value_dim: None,
+                    ..config(false)
+                },
+                vec![seq(4), seq(5)],
+            ),
+        ] {
+            let built = c.init::<B>(&inputs, &ctx, &Default::default()).unwrap();
+            assert_eq!(
+                c.param_count(&inputs, &ctx),
+                built.num_params(),
+                "{c:?} on {inputs:?}"
+            );
+        }
+        // Keras: MultiHeadAttention(num_heads=2, key_dim=32) on a 32-wide input.
+        let keras = MultiHeadAttentionConfig {
+            num_heads: 2,
+            key_dim: 32,
+            value_dim: None,
+            dropout: 0.0,
+            masked: false,
+        };
+        assert_eq!(keras.param_count(&[seq(32)], &ctx), 8416);
+    }
+
+    #[test]
+    fn the_output_has_the_query_shape_and_bad_inputs_are_refused() {
+        let ctx = InferCtx {
+            sequence_length: Some(3),
+            ..Default::default()
+        };
+        let (query, value) = (
+            TensorSpec::float(vec![Some(2), Some(4)]),
+            TensorSpec::float(vec![Some(3), Some(5)]),
+        );
+        let out = config(true)
+            .infer(&[query.clone(), value.clone()], &ctx)
+            .unwrap();
+        assert_eq!(out[0].1, query);
+        let vector = TensorSpec::float(vec![Some(4)]);
+        let err = config(false).infer(&[vector], &ctx).unwrap_err();
+        assert!(
+            err.contains("multi_head_attention (query) needs input of rank [2]"),
+            "{err}"
+        );
+        let err = config(false)
+            .infer(&[query.clone(), TensorSpec::ids(Some(3))], &ctx)
+            .unwrap_err();
+        assert!(err.contains("(value) needs float features"), "{err}");
+        let dynamic = InferCtx {
+            dynamic_padding: true,
+            ..ctx.clone()
+        };
+        assert!(
+            config(false)
+                .infer(std::slice::from_ref(&value), &dynamic)
+                .unwrap_err()
+                .contains("masked = true")
+        );
+        // The mask covers the value input's positions, which must be the tokens'.
+        let err = config(true)
+            .infer(&[value.clone(), query.clone()], &ctx)
+            .unwrap_err();
+        assert!(err.contains("one position per token (3)"), "{err}");
+        let bad_dropout = MultiHeadAttentionConfig {
+            dropout: 1.0,
+            ..config(false)
+        };
+        assert!(bad_dropout.validate().unwrap_err().contains("`dropout`"));
+        let no_heads = MultiHeadAttentionConfig {
+            num_heads: 0,
+            ..config(false)
+        };
+        assert!(no_heads.validate().unwrap_err().contains("`num_heads`"));
+    }
 
     fn ctx_mask(rows: &[&[f32]]) -> Tensor<B, 2> {
         let (b, l) = (rows.len(), rows[0].len());
@@ -256,23 +491,39 @@ mod tests {
             masked: true,
         };
         let layer = config.build::<B>(6, 6, &device);
-        let x = Tensor::<B, 3>::random([2, 5, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 3>::random(
+            [2, 5, 6],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let mask = ctx_mask(&[&[1.0, 1.0, 1.0, 0.0, 0.0], &[1.0, 1.0, 1.0, 1.0, 1.0]]);
         let w = layer.weights(x.clone(), x.clone(), &mask);
         assert_eq!(w.dims(), [2, 2, 5, 5]);
         let sums: Vec<f32> = w.clone().sum_dim(3).into_data().to_vec().unwrap();
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
-        let padded: Vec<f32> = w.clone().slice([0..1, 0..2, 0..5, 3..5]).into_data().to_vec().unwrap();
+        let padded: Vec<f32> = w
+            .clone()
+            .slice([0..1, 0..2, 0..5, 3..5])
+            .into_data()
+            .to_vec()
+            .unwrap();
         assert!(padded.iter().all(|&p| p == 0.0), "{padded:?}");
 
         // The same weights are what the fused kernel applies: weights · V, heads merged and
         // projected, is the layer's output.
         let [b, l, _] = x.dims();
-        let v = layer.value.forward(x.clone()).reshape([b, l, 2, 4]).swap_dims(1, 2);
+        let v = layer
+            .value
+            .forward(x.clone())
+            .reshape([b, l, 2, 4])
+            .swap_dims(1, 2);
         let merged = w.matmul(v).swap_dims(1, 2).reshape([b, l, 8]);
         let expected = layer.attention_output.forward(merged);
         let got = layer.attend(x.clone(), x, &mask);
         let diff: f32 = (got - expected).abs().max().into_scalar();
-        assert!(diff < 1e-5, "fused attention differs from its weights by {diff}");
+        assert!(
+            diff < 1e-5,
+            "fused attention differs from its weights by {diff}"
+        );
     }
 }

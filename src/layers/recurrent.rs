@@ -15,11 +15,13 @@ fn yes() -> bool {
     true
 }
 
-/// The keys of `lstm` and `gru`.
+/// The keys of `lstm` and `gru`: a recurrent layer over a sequence (Keras' `LSTM` / `GRU`,
+/// optionally in `Bidirectional`).
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecurrentConfig {
-    /// Size of the hidden state (per direction).
+    /// Features of the hidden state, per direction: the output is `units` wide, or
+    /// 2·`units` when `bidirectional`.
     pub units: usize,
     /// Return the output at every step, [length, units·directions], instead of the final
     /// state, [units·directions] (default false, as Keras).
@@ -29,10 +31,14 @@ pub struct RecurrentConfig {
     /// forward first (default false).
     #[serde(default)]
     pub bidirectional: bool,
-    /// Dropout on the inputs of every step while training (Keras' `dropout`; default 0).
+    /// Dropout on the input values while training, a rate in [0, 1) (Keras' `dropout`, but
+    /// drawn for each value of each step rather than once per sequence; default 0).
     #[serde(default)]
     pub dropout: f64,
-    /// Read each row only up to its last real token (default true).
+    /// Read each row only up to its last real token, so that padding changes neither
+    /// direction's final state (default true). `false` is refused with `padding = "longest"`;
+    /// `true` needs the input's positions to be the tokens' (not after a `valid` or strided
+    /// `conv1d`, or a `max_pooling_1d`).
     #[serde(default = "yes")]
     pub masked: bool,
 }
@@ -42,6 +48,7 @@ impl RecurrentConfig {
         1 + usize::from(self.bidirectional)
     }
 
+    /// Positive units, a dropout rate in [0, 1).
     pub fn validate(&self) -> Result<(), String> {
         positive(self.units, "units")?;
         rate(self.dropout, "dropout")
@@ -93,8 +100,10 @@ pub trait Steps<B: Backend> {
 /// An `lstm` or `gru` layer: a cell per direction.
 #[derive(Module, Debug)]
 pub struct Recurrent<B: Backend, M: Module<B>> {
-    forward: M,
-    backward: Option<M>,
+    /// The cell run over each row from its first token.
+    pub(crate) forward: M,
+    /// The bidirectional layer's second cell, run over each row's real tokens from the last.
+    pub(crate) backward: Option<M>,
     #[module(skip)]
     return_sequences: bool,
     #[module(skip)]
@@ -258,5 +267,90 @@ mod tests {
             .to_vec()
             .unwrap();
         assert_eq!(row0, vec![10.0, 7.0, 3.0]);
+    }
+
+    fn config(return_sequences: bool, bidirectional: bool, masked: bool) -> RecurrentConfig {
+        RecurrentConfig {
+            units: 3,
+            return_sequences,
+            bidirectional,
+            dropout: 0.0,
+            masked,
+        }
+    }
+
+    #[test]
+    fn output_shapes_follow_return_sequences_and_directions() {
+        let ctx = InferCtx {
+            sequence_length: Some(6),
+            ..Default::default()
+        };
+        let spec = [TensorSpec::float(vec![Some(6), Some(4)])];
+        let dims = |c: RecurrentConfig| c.infer(&spec, &ctx, "lstm").unwrap()[0].1.dims.clone();
+        assert_eq!(dims(config(false, false, true)), vec![Some(3)]);
+        assert_eq!(dims(config(false, true, true)), vec![Some(6)]);
+        assert_eq!(dims(config(true, false, true)), vec![Some(6), Some(3)]);
+        assert_eq!(dims(config(true, true, true)), vec![Some(6), Some(6)]);
+        // Per direction: `gates` · (d·u + u·u + 2u).
+        assert_eq!(
+            config(false, true, true).param_count(&spec, 3),
+            2 * 3 * (12 + 9 + 6)
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_layer_and_the_fix() {
+        let ctx = InferCtx {
+            sequence_length: Some(6),
+            ..Default::default()
+        };
+        let err = config(false, false, true)
+            .infer(&[TensorSpec::ids(Some(6))], &ctx, "gru")
+            .unwrap_err();
+        assert!(err.contains("gru needs float features"), "{err}");
+        // After a length-changing layer the mask no longer lines up with the positions.
+        let shortened = [TensorSpec::float(vec![Some(4), Some(4)])];
+        let err = config(false, false, true)
+            .infer(&shortened, &ctx, "lstm")
+            .unwrap_err();
+        assert!(err.contains("one position per token (6)"), "{err}");
+        assert!(
+            config(false, false, false)
+                .infer(&shortened, &ctx, "lstm")
+                .is_ok()
+        );
+        let dynamic = InferCtx {
+            dynamic_padding: true,
+            ..ctx
+        };
+        let unknown = [TensorSpec::float(vec![None, Some(4)])];
+        let err = config(false, false, false)
+            .infer(&unknown, &dynamic, "lstm")
+            .unwrap_err();
+        assert!(err.contains("set `masked = true`"), "{err}");
+        assert!(
+            config(false, false, true)
+                .infer(&unknown, &dynamic, "lstm")
+                .is_ok()
+        );
+        let no_units = RecurrentConfig {
+            units: 0,
+            ..config(false, false, true)
+        };
+        assert!(no_units.validate().unwrap_err().contains("`units`"));
+        let bad_dropout = RecurrentConfig {
+            dropout: 1.0,
+            ..config(false, false, true)
+        };
+        assert!(bad_dropout.validate().unwrap_err().contains("`dropout`"));
+    }
+
+    #[test]
+    fn an_empty_row_returns_its_first_step() {
+        let device = Default::default();
+        let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device).reshape([1, 3, 1]);
+        let mask = Tensor::<B, 2>::zeros([1, 3], &device);
+        let out = run(x, Some(&mask), false, cumulative, Some(&cumulative)).vector();
+        assert_eq!(out.into_data().to_vec::<f32>().unwrap(), vec![1.0, 1.0]);
     }
 }

@@ -8,14 +8,19 @@ use serde::{Deserialize, Serialize};
 use super::embedding::{require_ids, table};
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive};
 
+/// A learned vector per token id plus a learned vector per position (the Keras transformer
+/// lesson's `TokenAndPositionEmbedding`): token ids in, a sequence of vectors out.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenAndPositionEmbeddingConfig {
+    /// The size of each token's (and position's) vector: the features of the output sequence.
     pub embed_dim: usize,
-    /// Vocabulary size; defaults to the vectorizer's.
+    /// Rows in the token table: how many token ids it covers (default: the vectorizer's
+    /// vocabulary size; never smaller).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vocab_size: Option<usize>,
-    /// Number of positions; defaults to the vectorizer's sequence length.
+    /// Rows in the position table, in tokens: the longest sequence it reads (default: the
+    /// vectorizer's `output_sequence_length`; needed when that is not fixed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maxlen: Option<usize>,
 }
@@ -27,6 +32,7 @@ pub struct TokenAndPositionEmbedding<B: Backend> {
 }
 
 impl TokenAndPositionEmbeddingConfig {
+    /// The token and position tables' row counts.
     fn sizes(&self, ctx: &InferCtx) -> (usize, usize) {
         (
             self.vocab_size.unwrap_or(ctx.vocab_size),
@@ -89,6 +95,8 @@ impl LayerDef for TokenAndPositionEmbeddingConfig {
 }
 
 impl<B: Backend> LayerForward<B> for TokenAndPositionEmbedding<B> {
+    /// # Shapes
+    /// - input: token ids [batch, length], length ≤ maxlen; output: [batch, length, embed_dim]
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let ids = inputs.into_iter().next().expect("one input").ids();
         let [batch, len] = ids.dims();
@@ -99,5 +107,104 @@ impl<B: Backend> LayerForward<B> for TokenAndPositionEmbedding<B> {
         vec![Value::Sequence(
             self.token_emb.forward(ids) + self.pos_emb.forward(positions),
         )]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+
+    use super::*;
+    use crate::layers::testing::{B, forward_ctx, ids, tensor, values};
+
+    fn config(vocab_size: Option<usize>, maxlen: Option<usize>) -> TokenAndPositionEmbeddingConfig {
+        TokenAndPositionEmbeddingConfig {
+            embed_dim: 2,
+            vocab_size,
+            maxlen,
+        }
+    }
+
+    fn ctx(vocab_size: usize, sequence_length: Option<usize>) -> InferCtx {
+        InferCtx {
+            vocab_size,
+            sequence_length,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn each_token_vector_gets_its_positions_vector_added() {
+        let spec = [TensorSpec::ids(Some(3))];
+        let mut layer = config(None, None)
+            .init::<B>(&spec, &ctx(4, Some(3)), &Default::default())
+            .unwrap();
+        // Token i: [i, 10·i]; position p: [100·p, −p].
+        layer.token_emb.weight =
+            Param::from_tensor(tensor(&[0.0, 0.0, 1.0, 10.0, 2.0, 20.0, 3.0, 30.0], [4, 2]));
+        layer.pos_emb.weight =
+            Param::from_tensor(tensor(&[0.0, 0.0, 100.0, -1.0, 200.0, -2.0], [3, 2]));
+        let out = layer.forward(
+            vec![Value::Ids(ids(&[&[3, 1, 0], &[2, 2, 2]]))],
+            &forward_ctx(&[&[1.0, 1.0, 0.0], &[1.0; 3]]),
+        );
+        assert_eq!(
+            values(out[0].clone().sequence()),
+            vec![
+                3.0, 30.0, 101.0, 9.0, 200.0, -2.0, 2.0, 20.0, 102.0, 19.0, 202.0, 18.0
+            ]
+        );
+        // A shorter batch (`padding = "longest"`) reads the first positions.
+        let short = layer.forward(
+            vec![Value::Ids(ids(&[&[1, 2]]))],
+            &forward_ctx(&[&[1.0, 1.0]]),
+        );
+        assert_eq!(
+            values(short[0].clone().sequence()),
+            vec![1.0, 10.0, 102.0, 19.0]
+        );
+    }
+
+    #[test]
+    fn parameter_count_matches_the_built_tables() {
+        let spec = [TensorSpec::ids(Some(3))];
+        let context = ctx(5, Some(3));
+        for c in [config(None, None), config(Some(8), Some(6))] {
+            let built = c.init::<B>(&spec, &context, &Default::default()).unwrap();
+            assert_eq!(c.param_count(&spec, &context), built.num_params(), "{c:?}");
+        }
+        assert_eq!(
+            config(Some(8), Some(6)).param_count(&spec, &context),
+            (8 + 6) * 2
+        );
+    }
+
+    #[test]
+    fn shape_rule_and_its_refusals() {
+        let c = config(None, None);
+        let out = c
+            .infer(&[TensorSpec::ids(Some(3))], &ctx(5, Some(3)))
+            .unwrap();
+        assert_eq!(out[0].1, TensorSpec::float(vec![Some(3), Some(2)]));
+        let err = c
+            .infer(&[TensorSpec::ids(None)], &ctx(5, None))
+            .unwrap_err();
+        assert!(err.contains("`maxlen` is needed"), "{err}");
+        let err = config(None, Some(2)).infer(&[TensorSpec::ids(Some(3))], &ctx(5, Some(3)));
+        assert!(
+            err.unwrap_err()
+                .contains("sequences of length 3 exceed maxlen 2")
+        );
+        let err = config(Some(4), None).infer(&[TensorSpec::ids(Some(3))], &ctx(5, Some(3)));
+        assert!(
+            err.unwrap_err()
+                .contains("vocab_size 4 is smaller than the vectorizer's vocabulary (5)")
+        );
+        let float = [TensorSpec::float(vec![Some(3), Some(2)])];
+        assert!(
+            c.infer(&float, &ctx(5, Some(3)))
+                .unwrap_err()
+                .contains("needs token ids")
+        );
     }
 }

@@ -159,7 +159,10 @@ mod tests {
         // moving = 0.99 · moving + 0.01 · batch, from mean 0 and variance 1.
         let inner = layer.valid();
         let mean = values(inner.norm.running_mean.value());
-        assert!((mean[0] - 0.03).abs() < 1e-6 && (mean[1] - 0.05).abs() < 1e-6, "{mean:?}");
+        assert!(
+            (mean[0] - 0.03).abs() < 1e-6 && (mean[1] - 0.05).abs() < 1e-6,
+            "{mean:?}"
+        );
         let var = values(inner.norm.running_var.value());
         assert!((var[0] - (0.99 + 0.035)).abs() < 1e-6, "{var:?}");
         assert!((var[1] - 0.99).abs() < 1e-6, "{var:?}");
@@ -195,7 +198,9 @@ mod tests {
     fn the_count_is_what_the_module_holds_and_half_of_it_is_state() {
         let input = [TensorSpec::float(vec![Some(16), Some(6)])];
         let ctx = InferCtx::default();
-        let layer = config().init::<Flex>(&input, &ctx, &Default::default()).unwrap();
+        let layer = config()
+            .init::<Flex>(&input, &ctx, &Default::default())
+            .unwrap();
         assert_eq!(config().param_count(&input, &ctx), layer.num_params());
         assert_eq!(config().param_count(&input, &ctx), 24);
         assert_eq!(config().state_count(&input, &ctx), 12);

@@ -6,7 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned, require_rank,
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned,
+    require_masked, require_rank,
 };
 
 /// The largest value of each feature over the sequence's positions (Keras'
@@ -35,6 +36,8 @@ impl LayerDef for GlobalMaxPooling1dConfig {
         ctx: &InferCtx,
     ) -> Result<Vec<(String, TensorSpec)>, String> {
         require_rank(inputs, &[2], "global_max_pooling_1d")?;
+        // Unmasked, a row's maximum would include padding or not depending on its batch.
+        require_masked(self.masked, ctx)?;
         require_aligned(self.masked, &inputs[0], ctx)?;
         Ok(vec![(
             "output".into(),
@@ -140,5 +143,15 @@ mod tests {
                 .contains("rank [2]")
         );
         assert_eq!(c(true).param_count(&full, &ctx), 0);
+        // Batches cut to their longest row: a row's maximum would take in padding in one
+        // batch and not in another, so only the masked pooling is allowed.
+        let dynamic = InferCtx {
+            dynamic_padding: true,
+            ..ctx
+        };
+        let open = [TensorSpec::float(vec![None, Some(2)])];
+        assert!(c(true).infer(&open, &dynamic).is_ok());
+        let err = c(false).infer(&open, &dynamic).unwrap_err();
+        assert!(err.contains("set `masked = true`"), "{err}");
     }
 }

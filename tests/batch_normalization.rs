@@ -97,21 +97,7 @@ fn moving_statistics_are_counted_saved_resumed_and_used_by_eval() {
     }
 
     // eval normalises with the moving statistics from the run folder: the run's test figure.
-    let rows = dir.join("test-300.csv");
-    let test = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
-    std::fs::write(
-        &rows,
-        test.lines().take(300).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    let out = pipe()
-        .args(["eval", straight.to_str().unwrap(), "--json", "--data"])
-        .arg(&rows)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let eval: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let eval = common::eval_first_test_rows(&straight, 300, &dir);
     assert_eq!(
         eval["report"]["accuracy"].as_f64().unwrap(),
         record["metrics"]["test.accuracy"].as_f64().unwrap()

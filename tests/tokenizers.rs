@@ -66,18 +66,7 @@ fn a_wordpiece_run_folder_keeps_a_deterministic_tokenizer_that_eval_reuses() {
     assert_eq!(ours.len, 48);
 
     // eval encodes the run's 400 test rows with the saved tokenizer: the run's own figures.
-    let rows = runs.join("test-400.csv");
-    let test = std::fs::read_to_string("data/ag_news/test.csv").unwrap();
-    let first_rows: Vec<&str> = test.lines().take(400).collect();
-    std::fs::write(&rows, first_rows.join("\n") + "\n").unwrap();
-    let out = pipe()
-        .args(["eval", first.to_str().unwrap(), "--json", "--data"])
-        .arg(&rows)
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stderr}");
-    let eval: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let eval = common::eval_first_test_rows(&first, 400, &runs);
     let record = json(&first.join("run.json"));
     assert_eq!(eval["report"]["rows"], 400);
     assert_eq!(

@@ -229,3 +229,20 @@ pub fn assert_same_end(a: &Path, b: &Path) {
         "final weights must be identical"
     );
 }
+
+/// `pipe eval RUN --json` on the first `rows` rows of the repo's AG News test split (written to
+/// `scratch`): the rows a run with `dataset.limit = rows` tested on. The printed JSON.
+pub fn eval_first_test_rows(run: &Path, rows: usize, scratch: &Path) -> serde_json::Value {
+    let file = scratch.join(format!("test-{rows}.csv"));
+    let test = std::fs::read_to_string(root().join("data/ag_news/test.csv")).unwrap();
+    let first: Vec<&str> = test.lines().take(rows).collect();
+    std::fs::write(&file, first.join("\n") + "\n").unwrap();
+    let out = pipe()
+        .args(["eval", run.to_str().unwrap(), "--json", "--data"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}

@@ -19,9 +19,15 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::graph::Graph;
 
-/// One shard's result: its gradients (already scaled by its share), its mean loss and its
-/// number of correct predictions.
-pub type ShardResult = (GradientsParams, f64, usize);
+/// The gradients of a batch or of one worker's shard of it, with what the step reports.
+pub struct ShardResult {
+    /// Already scaled by the shard's share of the batch (and by the accumulation).
+    pub grads: GradientsParams,
+    /// The mean loss over the shard's rows, unscaled.
+    pub loss: f64,
+    /// How many of its rows were predicted right.
+    pub correct: usize,
+}
 
 /// The workers of a data-parallel run, registered with burn's collective for as long as this
 /// lives.
@@ -82,11 +88,11 @@ impl<B: AutodiffBackend> DataParallel<B> {
                     let shard = &shard;
                     scope.spawn(move || {
                         let share = part.len() as f64 / total;
-                        let (grads, loss, right) = shard(w, &fork, part, share);
-                        let grads = grads
+                        let mut result = shard(w, &fork, part, share);
+                        result.grads = (result.grads)
                             .all_reduce::<B::InnerBackend>(PeerId::from(w), ReduceOperation::Sum)
                             .map_err(|e| anyhow!("all-reduce of worker {w}'s gradients: {e:?}"))?;
-                        Ok(((grads, loss, right), part.len()))
+                        Ok((result, part.len()))
                     })
                 })
                 .collect();
@@ -100,13 +106,17 @@ impl<B: AutodiffBackend> DataParallel<B> {
         let mut grads = None;
         let (mut loss, mut right) = (0.0, 0);
         for r in results {
-            let ((g, l, c), len) = r?;
-            loss += l * len as f64 / total;
-            right += c;
+            let (shard, len) = r?;
+            loss += shard.loss * len as f64 / total;
+            right += shard.correct;
             // Every worker holds the same sum; worker 0's is on the model's device.
-            grads.get_or_insert(g);
+            grads.get_or_insert(shard.grads);
         }
-        Ok((grads.expect("at least two workers"), loss, right))
+        Ok(ShardResult {
+            grads: grads.expect("at least two workers"),
+            loss,
+            correct: right,
+        })
     }
 }
 

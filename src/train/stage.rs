@@ -246,9 +246,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let mut pending = 0usize;
         for (bi, rows) in batches.iter().enumerate().skip(skip) {
             let seed = step_seed(self.spec.seed, si, epoch, bi);
-            let (grads, loss_value, right) = self.batch_gradients(&model, stage, rows, seed)?;
-            ep.running.add(loss_value, right, rows.len());
-            accumulator.accumulate(&model, grads);
+            let batch = self.batch_gradients(&model, stage, rows, seed)?;
+            ep.running.add(batch.loss, batch.correct, rows.len());
+            accumulator.accumulate(&model, batch.grads);
             pending += 1;
             let last_batch = bi + 1 == batches.len();
             if pending < spec.gradient_accumulation && !last_batch {
@@ -560,8 +560,11 @@ impl<B: AutodiffBackend> BatchStep<'_, '_, B> {
         } else {
             loss
         };
-        let grads = GradientsParams::from_grads(scaled.backward(), model);
-        (grads, loss_value, right)
+        ShardResult {
+            grads: GradientsParams::from_grads(scaled.backward(), model),
+            loss: loss_value,
+            correct: right,
+        }
     }
 }
 

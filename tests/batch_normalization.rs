@@ -103,3 +103,36 @@ fn moving_statistics_are_counted_saved_resumed_and_used_by_eval() {
         record["metrics"]["test.accuracy"].as_f64().unwrap()
     );
 }
+
+/// The sum of |moving mean| over the features of each batch_normalization layer, by tensor name.
+fn moving_mean_sizes(run: &Path) -> Vec<(String, f32)> {
+    let weights = common::tensors(&run.join("model/model.safetensors"));
+    (weights.into_iter())
+        .filter(|(name, _)| name.contains("running_mean"))
+        .map(|(name, bytes)| {
+            let size = (bytes.chunks(4))
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()).abs())
+                .sum();
+            (name, size)
+        })
+        .collect()
+}
+
+#[test]
+fn two_workers_move_the_moving_statistics_once_per_step_as_one_does() {
+    let dir = scratch("batchnorm-dp");
+    let spec = spec(&dir);
+    let one = common::trained(&spec, &[], &dir.join("one"));
+    let two = common::trained(&spec, &["--devices=2"], &dir.join("two"));
+    // Each worker normalises its half of a batch, so the weights differ a little; the moving
+    // means must still have moved by 20 steps' worth, not by the one fold a validation makes.
+    let (one, two) = (moving_mean_sizes(&one), moving_mean_sizes(&two));
+    assert_eq!(one.len(), 2);
+    for ((name, a), (_, b)) in one.iter().zip(&two) {
+        let ratio = b / a;
+        assert!(
+            (0.7..1.4).contains(&ratio),
+            "{name}: {b} with 2 workers, {a} with 1"
+        );
+    }
+}

@@ -9,7 +9,8 @@
 //! are saved with the weights, so checkpoints, resume and eval see them.
 //!
 //! Under data parallelism each worker normalises its own shard (as PyTorch's DDP does without
-//! SyncBatchNorm), so a batch_normalization model is not bit-equal across worker counts.
+//! SyncBatchNorm), so a batch_normalization model is not bit-equal across worker counts; the
+//! workers' updates of the moving statistics are averaged once per step (train/parallel.rs).
 
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
@@ -97,18 +98,45 @@ impl LayerDef for BatchNormalizationConfig {
 }
 
 impl<B: Backend> BatchNormalization<B> {
-    /// Batch statistics under autodiff (training), the moving ones otherwise.
+    /// Batch statistics while training (under autodiff, the layer not frozen), the moving ones
+    /// otherwise: a frozen layer runs in inference mode and keeps its statistics, as a Keras
+    /// layer with `trainable = False` does.
     ///
     /// # Shapes
     /// - x: [batch, features]; output: [batch, features]
     pub fn apply_vector(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        self.norm.forward(x)
+        self.normalize(x)
     }
 
     /// # Shapes
     /// - x: [batch, length, features]; output: [batch, length, features]
     pub fn apply_sequence(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.norm.forward(x.swap_dims(1, 2)).swap_dims(1, 2)
+        self.normalize(x.swap_dims(1, 2)).swap_dims(1, 2)
+    }
+
+    /// # Shapes
+    /// - x: [batch, features, ...]; output: the same
+    fn normalize<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        // Without autodiff nothing requires a gradient; a frozen layer's γ does not either.
+        if self.norm.gamma.val().is_require_grad() {
+            return self.norm.forward(x);
+        }
+        let mut shape = [1; D];
+        shape[1] = x.dims()[1];
+        let device = x.device();
+        let per_feature = |t: Tensor<B, 1>| t.to_device(&device).reshape(shape);
+        let mean = per_feature(self.norm.running_mean.value());
+        let sd = per_feature(
+            self.norm
+                .running_var
+                .value()
+                .add_scalar(self.norm.epsilon)
+                .sqrt(),
+        );
+        x.sub(mean)
+            .div(sd)
+            .mul(per_feature(self.norm.gamma.val()))
+            .add(per_feature(self.norm.beta.val()))
     }
 }
 
@@ -166,6 +194,18 @@ mod tests {
         let var = values(inner.norm.running_var.value());
         assert!((var[0] - (0.99 + 0.035)).abs() < 1e-6, "{var:?}");
         assert!((var[1] - 0.99).abs() < 1e-6, "{var:?}");
+    }
+
+    #[test]
+    fn a_frozen_layer_uses_and_keeps_its_moving_statistics() {
+        let layer = build::<Ad>(2).no_grad();
+        let x = Tensor::<Ad, 2>::from_floats([[1.0, -2.0], [3.0, 4.0]], &Default::default());
+        let y = values(layer.apply_vector(x));
+        let scale = 1.0 / (1.0_f32 + 1e-3).sqrt();
+        assert!((y[2] - 3.0 * scale).abs() < 1e-6, "{y:?}");
+        let inner = layer.valid();
+        assert_eq!(values(inner.norm.running_mean.value()), vec![0.0, 0.0]);
+        assert_eq!(values(inner.norm.running_var.value()), vec![1.0, 1.0]);
     }
 
     #[test]

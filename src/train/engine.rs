@@ -135,6 +135,8 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
             &device, &workers,
         ))?),
     };
+    // elapsed_s in metrics.csv counts from here, loading the starting weights included.
+    let started = Instant::now();
     let checkpoints = run.checkpoints();
     let starting = StartingWeights {
         resume: resume.as_ref(),
@@ -158,7 +160,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         pause_after_epochs,
         parallel,
         checkpoints,
-        started: Instant::now(),
+        started,
         fingerprint: SpecFingerprint::of(spec),
         last_point: resume.clone(),
         outcome: TrainOutcome::default(),

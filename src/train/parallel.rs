@@ -13,6 +13,7 @@ use anyhow::{Result, anyhow};
 use burn::collective::{
     CollectiveConfig, PeerId, ReduceOperation, finish_collective, register, reset_collective,
 };
+use burn::module::AutodiffModule;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
@@ -103,6 +104,11 @@ impl<B: AutodiffBackend> DataParallel<B> {
                 })
                 .collect()
         });
+        // Running statistics (batch_normalization's) were updated by each worker on its own
+        // thread; burn folds such per-thread updates in (their mean) only when the module is
+        // synced, and the workers' threads end with the step. Folding them in now makes each
+        // step move the statistics once, by the mean of the shards' updates.
+        let _ = model.valid();
         let mut grads = None;
         let (mut loss, mut right) = (0.0, 0);
         for r in results {

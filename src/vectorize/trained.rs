@@ -269,7 +269,8 @@ fn learn_merges(
         let Some((count, Reverse(pair))) = queue.pop() else {
             break;
         };
-        // Counts only fall between pushes: a stale entry is put back with its count now.
+        // An entry is stale when its pair's count changed after the push (a risen count was
+        // pushed again as well): put it back with its count now.
         let now = pairs.count(pair);
         if now != count {
             if now > 0 {

@@ -17,7 +17,10 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive_real, rate,
+    require_rank,
+};
 
 fn keras_momentum() -> f64 {
     0.99
@@ -48,17 +51,8 @@ impl LayerDef for BatchNormalizationConfig {
     type Module<B: Backend> = BatchNormalization<B>;
 
     fn validate(&self) -> Result<(), String> {
-        if !(0.0..1.0).contains(&self.momentum) {
-            return Err(format!(
-                "`momentum` must be in [0, 1), got {}",
-                self.momentum
-            ));
-        }
-        if self.epsilon > 0.0 {
-            Ok(())
-        } else {
-            Err("`epsilon` must be positive".into())
-        }
+        rate(self.momentum, "momentum")?;
+        positive_real(self.epsilon, "epsilon")
     }
     fn infer(
         &self,

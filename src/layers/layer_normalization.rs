@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused;
 
-use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
+use super::{
+    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive_real, require_rank,
+};
 
 fn keras_epsilon() -> f64 {
     1e-3
@@ -39,11 +41,7 @@ impl LayerDef for LayerNormalizationConfig {
     type Module<B: Backend> = LayerNormalization<B>;
 
     fn validate(&self) -> Result<(), String> {
-        if self.epsilon > 0.0 {
-            Ok(())
-        } else {
-            Err("`epsilon` must be positive".into())
-        }
+        positive_real(self.epsilon, "epsilon")
     }
     fn infer(
         &self,

@@ -66,72 +66,27 @@ impl LayerDef for LstmConfig {
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;
-    use burn::module::Module;
 
     use super::*;
+    use crate::layers::recurrent::checks;
     use crate::layers::testing::plain::{self, sigmoid};
     use crate::layers::testing::{assert_close, forward_ctx, pattern, set_linear, tensor, values};
-    use crate::layers::{ForwardCtx, LayerForward, Value};
+    use crate::layers::{LayerForward, Value};
 
     type B = Flex;
 
     fn config(bidirectional: bool, return_sequences: bool) -> LstmConfig {
-        LstmConfig(RecurrentConfig {
-            units: 3,
-            return_sequences,
-            bidirectional,
-            dropout: 0.0,
-            masked: true,
-        })
+        LstmConfig(checks::config(bidirectional, return_sequences))
     }
 
     #[test]
     fn parameter_count_is_burns_two_biases_per_gate() {
-        let spec = [TensorSpec::float(vec![Some(6), Some(4)])];
-        let ctx = InferCtx {
-            sequence_length: Some(6),
-            ..Default::default()
-        };
-        for bidirectional in [false, true] {
-            let c = config(bidirectional, false);
-            let built = c.init::<B>(&spec, &ctx, &Default::default()).unwrap();
-            assert_eq!(built.num_params(), c.param_count(&spec, &ctx));
-        }
-        assert_eq!(
-            config(false, false).param_count(&spec, &ctx),
-            4 * (4 * 3 + 3 * 3 + 6)
-        );
-        let out = config(true, true).infer(&spec, &ctx).unwrap();
-        assert_eq!(out[0].1.dims, vec![Some(6), Some(6)]);
+        checks::counts_match_the_module(LstmConfig, 4);
     }
 
     #[test]
     fn padding_changes_neither_final_state() {
-        let device = Default::default();
-        let spec = [TensorSpec::float(vec![None, Some(2)])];
-        let layer = config(true, false)
-            .init::<B>(&spec, &InferCtx::default(), &device)
-            .unwrap();
-        let ctx = |len: usize, pad: usize| ForwardCtx {
-            mask: Tensor::<B, 1>::from_floats(
-                [vec![1.0; len], vec![0.0; pad]].concat().as_slice(),
-                &device,
-            )
-            .reshape([1, len + pad]),
-            token_type_ids: Tensor::zeros([1, len + pad], &device),
-        };
-        let real = Tensor::<B, 3>::random([1, 4, 2], burn::tensor::Distribution::Default, &device);
-        let padded = Tensor::cat(
-            vec![real.clone(), Tensor::ones([1, 3, 2], &device) * 7.0],
-            1,
-        );
-        let a = layer.forward(vec![Value::Sequence(real)], &ctx(4, 0));
-        let b = layer.forward(vec![Value::Sequence(padded)], &ctx(4, 3));
-        let diff: f32 = (a[0].clone().vector() - b[0].clone().vector())
-            .abs()
-            .max()
-            .into_scalar();
-        assert!(diff < 1e-6, "padding moved the final state by {diff}");
+        checks::padding_changes_neither_final_state(LstmConfig);
     }
 
     /// Burn's (and PyTorch's) LSTM step in plain Rust: input, forget and output gates

@@ -287,6 +287,15 @@ pub(crate) fn positive(value: usize, key: &str) -> Result<(), String> {
     }
 }
 
+/// A real that must be above zero (a normalisation's `epsilon`).
+pub(crate) fn positive_real(value: f64, key: &str) -> Result<(), String> {
+    if value > 0.0 {
+        Ok(())
+    } else {
+        Err(format!("`{key}` must be positive"))
+    }
+}
+
 pub(crate) fn rate(value: f64, key: &str) -> Result<(), String> {
     if (0.0..1.0).contains(&value) {
         Ok(())

@@ -213,6 +213,83 @@ pub fn run<B: Backend>(
     }
 }
 
+/// The checks `lstm` and `gru` share, each run on its own layer type.
+#[cfg(test)]
+pub(super) mod checks {
+    use burn::backend::Flex;
+    use burn::module::Module;
+    use burn::prelude::*;
+
+    use super::RecurrentConfig;
+    use crate::layers::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value};
+
+    type B = Flex;
+
+    /// A masked 3-unit layer.
+    pub fn config(bidirectional: bool, return_sequences: bool) -> RecurrentConfig {
+        RecurrentConfig {
+            units: 3,
+            return_sequences,
+            bidirectional,
+            dropout: 0.0,
+            masked: true,
+        }
+    }
+
+    /// `param_count` is the built module's, `gates · (d·u + u·u + 2u)` in one direction (burn's
+    /// two biases per gate), and a bidirectional sequence is twice the units wide.
+    pub fn counts_match_the_module<C: LayerDef>(
+        layer: impl Fn(RecurrentConfig) -> C,
+        gates: usize,
+    ) {
+        let spec = [TensorSpec::float(vec![Some(6), Some(4)])];
+        let ctx = InferCtx {
+            sequence_length: Some(6),
+            ..Default::default()
+        };
+        for bidirectional in [false, true] {
+            let c = layer(config(bidirectional, false));
+            let built = c.init::<B>(&spec, &ctx, &Default::default()).unwrap();
+            assert_eq!(built.num_params(), c.param_count(&spec, &ctx));
+        }
+        assert_eq!(
+            layer(config(false, false)).param_count(&spec, &ctx),
+            gates * (4 * 3 + 3 * 3 + 6)
+        );
+        let out = layer(config(true, true)).infer(&spec, &ctx).unwrap();
+        assert_eq!(out[0].1.dims, vec![Some(6), Some(6)]);
+    }
+
+    /// Padding after the real tokens changes neither direction's final state.
+    pub fn padding_changes_neither_final_state<C: LayerDef>(layer: impl Fn(RecurrentConfig) -> C) {
+        let device = Default::default();
+        let spec = [TensorSpec::float(vec![None, Some(2)])];
+        let layer = layer(config(true, false))
+            .init::<B>(&spec, &InferCtx::default(), &device)
+            .unwrap();
+        let ctx = |len: usize, pad: usize| ForwardCtx {
+            mask: Tensor::<B, 1>::from_floats(
+                [vec![1.0; len], vec![0.0; pad]].concat().as_slice(),
+                &device,
+            )
+            .reshape([1, len + pad]),
+            token_type_ids: Tensor::zeros([1, len + pad], &device),
+        };
+        let real = Tensor::<B, 3>::random([1, 4, 2], burn::tensor::Distribution::Default, &device);
+        let padded = Tensor::cat(
+            vec![real.clone(), Tensor::ones([1, 3, 2], &device) * 7.0],
+            1,
+        );
+        let a = layer.forward(vec![Value::Sequence(real)], &ctx(4, 0));
+        let b = layer.forward(vec![Value::Sequence(padded)], &ctx(4, 3));
+        let diff: f32 = (a[0].clone().vector() - b[0].clone().vector())
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(diff < 1e-6, "padding moved the final state by {diff}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;

@@ -258,7 +258,7 @@ fn learn_merges(
 ) -> Vec<(u32, u32)> {
     let mut pairs = PairCounts::default();
     for (w, (symbols, n)) in words.iter().enumerate() {
-        pairs.add_word(w, symbols, *n as i64);
+        pairs.add_word(w, symbols, *n as i64, None);
     }
     let mut queue: BinaryHeap<(u64, Reverse<(u32, u32)>)> = (pairs.counts.iter())
         .map(|(&pair, &n)| (n, Reverse(pair)))
@@ -295,10 +295,13 @@ fn learn_merges(
             let Some(replaced) = merge_pair(symbols, pair, merged) else {
                 continue;
             };
-            pairs.add_word(w as usize, symbols, -(*n as i64));
+            pairs.add_word(w as usize, symbols, -(*n as i64), None);
             *symbols = replaced;
-            pairs.add_word(w as usize, symbols, *n as i64);
-            touched.extend(symbols.windows(2).map(|p| (p[0], p[1])));
+            // Only the pairs with the new piece are new to the word; the others were there
+            // before, with the same count, and still list it.
+            pairs.add_word(w as usize, symbols, *n as i64, Some(merged));
+            let new = |&(a, b): &(u32, u32)| a == merged || b == merged;
+            touched.extend(symbols.windows(2).map(|p| (p[0], p[1])).filter(new));
         }
         for p in touched {
             let n = pairs.count(p);
@@ -341,14 +344,17 @@ impl PairCounts {
     fn count(&self, pair: (u32, u32)) -> u64 {
         self.counts.get(&pair).copied().unwrap_or(0)
     }
-    /// Adds (or with a negative `n`, removes) the pairs of word `w` spelled `symbols`.
-    fn add_word(&mut self, w: usize, symbols: &[u32], n: i64) {
+    /// Adds (or with a negative `n`, removes) the pairs of word `w` spelled `symbols`. Added
+    /// pairs list the word as a holder: all of them, or with `new_piece` only those with it.
+    fn add_word(&mut self, w: usize, symbols: &[u32], n: i64, new_piece: Option<u32>) {
         for p in symbols.windows(2) {
             let pair = (p[0], p[1]);
             let count = self.counts.entry(pair).or_insert(0);
             *count = (*count as i64 + n).max(0) as u64;
             if n > 0 {
-                self.holders.entry(pair).or_default().push(w as u32);
+                if new_piece.is_none_or(|m| pair.0 == m || pair.1 == m) {
+                    self.holders.entry(pair).or_default().push(w as u32);
+                }
             } else if *count == 0 {
                 self.counts.remove(&pair);
             }

@@ -19,6 +19,8 @@
 #   1. nvidia-smi -L
 #   2. model A: the same starting weights (--save-init / --init-weights) and batches, dropout
 #      off, 3 optimizer steps on CPU and on CUDA: training losses within 1e-3 relative
+#   2b. model A's same first steps in bf16 and f16 against f32 (on CUDA; on CPU without a GPU),
+#      within 2e-2 relative
 #   3. model A, the lesson's 1 epoch on CUDA: a complete run folder, loadable on CPU (pipe eval --device cpu)
 #   4. bert_finetune (both stages, limited rows) on CUDA, and its first-step losses against CPU
 #      (MiniLM's weights where found, else random weights from its config.json)
@@ -117,14 +119,15 @@ fi
 if [ "$GPU" = 1 ] && ! $BIN run --help >/dev/null 2>&1; then fail "binary does not start"; fi
 
 only_run() { ls -d "$1"/*/*/ 2>/dev/null | head -1; }
-compare_losses() { # name cpu_dir gpu_dir
-    python3 - "$2" "$3" <<'PY' && pass "$1: CPU and CUDA losses within 1e-3 relative" || fail "$1: losses differ (see above)"
+compare_losses() { # name reference_dir other_dir [relative tolerance, default 1e-3] [what differs]
+    local tol="${4:-1e-3}" what="${5:-CPU and CUDA}"
+    python3 - "$2" "$3" "$tol" <<'PY' && pass "$1: $what losses within $tol relative" || fail "$1: losses differ (see above)"
 import csv, sys
 def rows(d):
     return [float(r["loss"]) for r in csv.DictReader(open(d + "/metrics.csv")) if r["split"] == "train"]
-a, b = rows(sys.argv[1]), rows(sys.argv[2])
-print("cpu ", a); print("cuda", b)
-ok = len(a) == len(b) and len(a) > 0 and all(abs(x - y) <= 1e-3 * max(abs(x), 1e-12) for x, y in zip(a, b))
+a, b, tol = rows(sys.argv[1]), rows(sys.argv[2]), float(sys.argv[3])
+print("reference", a); print("other    ", b)
+ok = len(a) == len(b) and len(a) > 0 and all(abs(x - y) <= tol * max(abs(x), 1e-12) for x, y in zip(a, b))
 sys.exit(0 if ok else 1)
 PY
 }
@@ -143,6 +146,22 @@ if [ "$GPU" = 1 ]; then
 else
     skip "model A CPU/CUDA loss parity (no GPU)"
 fi
+
+# --- 2b. half precision: the same first steps in f32, bf16 and f16 on one device, from the same
+# starting weights (one backend type serves every precision; each tensor carries its dtype).
+# Adam's epsilon 1e-4 in all three: f16 needs it (`pipe check` says why). bf16 keeps 8
+# significant bits, so 2e-2 relative after 3 steps.
+HALF_DEVICE=cpu
+[ "$GPU" = 1 ] && HALF_DEVICE=cuda
+for prec in f32 bf16 f16; do
+    $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device "$HALF_DEVICE" --set "runtime.precision=\"$prec\"" \
+        --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-$prec" --init-weights "$WORK/a-init.safetensors" \
+        > "$WORK/half-$prec.log" 2>&1 || fail "model A in $prec on $HALF_DEVICE: $(tail -1 "$WORK/half-$prec.log")"
+done
+for prec in bf16 f16; do
+    [ -n "$(only_run "$WORK/half-$prec")" ] && compare_losses "model A first steps in $prec on $HALF_DEVICE" \
+        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$prec")" 2e-2 "f32 and $prec"
+done
 
 # --- 3. model A, the lesson's epoch ------------------------------------------------------
 if [ "$GPU" = 1 ]; then

@@ -4,7 +4,8 @@
 
 use anyhow::{Result, bail};
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend, DeviceError};
+use burn::tensor::{FloatDType, IntDType};
 
 pub use crate::spec::runtime::Precision;
 
@@ -88,11 +89,15 @@ pub fn dispatch_with<T: BackendTask>(
     precision: Precision,
     task: T,
 ) -> Result<T::Output> {
-    if precision != Precision::F32 && !matches!(device, DeviceChoice::Cuda(_)) {
-        bail!("precision {precision:?} needs --device cuda; the CPU backends train in f32");
+    if precision != Precision::F32 && matches!(device, DeviceChoice::NdArray) {
+        bail!("precision {precision:?} needs --device cpu or cuda; burn-ndarray trains in f32");
     }
     match device {
-        DeviceChoice::Cpu => Ok(task.run::<Autodiff<burn::backend::Flex>>(Default::default())),
+        DeviceChoice::Cpu => {
+            let device = Default::default();
+            set_float_precision::<burn::backend::Flex>(&device, precision)?;
+            Ok(task.run::<Autodiff<burn::backend::Flex>>(device))
+        }
         #[cfg(feature = "ndarray")]
         DeviceChoice::NdArray => {
             Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default()))
@@ -105,20 +110,48 @@ pub fn dispatch_with<T: BackendTask>(
         DeviceChoice::Cuda(i) => {
             probe_cuda()?;
             let device = burn::backend::cuda::CudaDevice::new(*i);
-            Ok(match precision {
-                Precision::F32 => task.run::<Autodiff<burn::backend::Cuda>>(device),
-                Precision::F16 => {
-                    task.run::<Autodiff<burn::backend::Cuda<burn::tensor::f16>>>(device)
-                }
-                Precision::Bf16 => {
-                    task.run::<Autodiff<burn::backend::Cuda<burn::tensor::bf16>>>(device)
-                }
-            })
+            set_float_precision::<burn::backend::Cuda>(&device, precision)?;
+            Ok(task.run::<Autodiff<burn::backend::Cuda>>(device))
         }
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda(_) => bail!(
             "this pipe was built without CUDA; rebuild with `cargo build --release --features cuda` (needs an NVIDIA driver at run time, no toolkit at build time)"
         ),
+    }
+}
+
+/// Makes `precision` the float dtype of every float tensor created on `device` from here on:
+/// parameters, inputs, activations, gradients and optimizer state.
+///
+/// One backend type serves every precision (burn 0.21 keeps the dtype on each tensor, and the
+/// CUDA kernels are chosen by it at run time): a `Cuda<f16>` and a `Cuda<bf16>` beside `Cuda`
+/// would each compile pipe's whole training code once more, a third of the CUDA binary each.
+/// A device keeps the dtype it first created a tensor in, so a second precision in the same
+/// process is an error rather than a silent mix.
+pub fn set_float_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
+    let dtype = match precision {
+        Precision::F32 => FloatDType::F32,
+        Precision::F16 => FloatDType::F16,
+        Precision::Bf16 => FloatDType::BF16,
+    };
+    set_float_dtype::<B>(device, dtype).map_err(|e| anyhow::anyhow!("precision {precision:?}: {e}"))
+}
+
+/// [`set_float_precision`] by dtype: data-parallel workers take their first device's.
+pub fn set_float_dtype<B: Backend>(device: &B::Device, dtype: FloatDType) -> Result<()> {
+    let int = IntDType::from(<B::IntElem as burn::tensor::Element>::dtype());
+    match burn::tensor::set_default_dtypes::<B>(device, dtype, int) {
+        Ok(()) => Ok(()),
+        Err(DeviceError::AlreadyInitialized { .. }) => {
+            let current = burn::tensor::get_device_settings::<B>(device).float_dtype;
+            if current != dtype {
+                bail!(
+                    "{device:?} already computes in {current:?} in this process, not {dtype:?} (one float dtype per device and process)"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

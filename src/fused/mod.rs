@@ -21,8 +21,8 @@ use std::any::{Any, TypeId};
 
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
-use burn::tensor::TensorPrimitive;
 use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{DType, FloatDType, TensorPrimitive};
 
 use reference::{unwrap, wrap};
 
@@ -34,6 +34,18 @@ pub struct AttentionOptions {
     pub scale: f32,
     /// Added to the scores of padded keys (a large negative number).
     pub mask_penalty: f32,
+}
+
+/// `value` clamped to the finite range of `dtype`. A mask penalty such as −1e9 or `f32::MIN`
+/// rounds to −∞ in f16 (`f32::MIN` in bf16 too), and the kept positions' 0·∞ is NaN.
+pub fn finite_in(dtype: DType, value: f64) -> f64 {
+    let max = match dtype {
+        DType::F16 => burn::tensor::f16::MAX.to_f64(),
+        DType::BF16 => burn::tensor::bf16::MAX.to_f64(),
+        DType::F32 | DType::Flex32 => f64::from(f32::MAX),
+        _ => f64::MAX,
+    };
+    value.clamp(-max, max)
 }
 
 /// A burn backend with pipe's fused operations. Tensors are primitives; shapes:
@@ -439,11 +451,20 @@ fn keep_mask<B: Backend, const D: usize>(
                 .expect("f32 data");
         ((draw[0] * 16_777_216.0) as u64) << 24 | (draw[1] * 16_777_216.0) as u64
     };
+    // The fused mask is f32; under a half precision it takes the device's float dtype, as
+    // every other tensor of the step does.
+    let float = burn::tensor::get_device_settings::<B>(device).float_dtype;
+    let flex_mask = |seed| {
+        let mask: Tensor<Flex, D> = wrap(flex::dropout_mask(&shape, prob, seed));
+        match float {
+            FloatDType::F32 => mask,
+            half => mask.cast(half),
+        }
+    };
     if is::<B, FlexAd>() {
-        let inner: Tensor<Flex, D> = wrap(flex::dropout_mask(&shape, prob, draw()));
-        cast(Tensor::<FlexAd, D>::from_inner(inner))
+        cast(Tensor::<FlexAd, D>::from_inner(flex_mask(draw())))
     } else if is::<B, Flex>() {
-        cast(wrap::<Flex, D>(flex::dropout_mask(&shape, prob, draw())))
+        cast(flex_mask(draw()))
     } else {
         reference::dropout_mask::<B, D>(shape, prob, device)
     }

@@ -40,7 +40,8 @@ pub fn attention_probs<B: Backend>(
     let k = split_heads(k, o.num_heads);
     let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(o.scale);
     if let Some(mask) = key_mask {
-        let penalty = (mask.neg().add_scalar(1.0) * o.mask_penalty as f64)
+        let penalty = super::finite_in(scores.dtype(), o.mask_penalty as f64);
+        let penalty = (mask.neg().add_scalar(1.0) * penalty)
             .unsqueeze_dim::<3>(1)
             .unsqueeze_dim::<4>(1);
         scores = scores + penalty;

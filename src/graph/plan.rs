@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::error::{Diagnostics, suggest, with_suggestion};
 use crate::layers::{InferCtx, LAYER_TYPES, LayerConfig, TensorSpec, ValueKind};
 use crate::spec::dataset::DatasetFormat;
+use crate::spec::stage::OptimizerSpec;
 use crate::spec::vectorizer::Padding;
 use crate::spec::{LoadedSpec, Spec, Validation, VectorizerSpec};
 
@@ -670,6 +671,7 @@ fn check_stage(
             );
         }
     }
+    check_f16_epsilon(loaded, i, sname, diags);
     let lr = stage.optimizer.learning_rate();
     if !(lr > 0.0 && lr.is_finite()) {
         diags.push(
@@ -687,6 +689,35 @@ fn check_stage(
                 format!("stage `{sname}`: `freeze` pattern `{pattern}` matches no layer{hint}"),
             );
         }
+    }
+}
+
+/// float16's smallest normal number, 2⁻¹⁴.
+const F16_SMALLEST_NORMAL: f64 = 6.103515625e-5;
+
+/// Adam's ε under `precision = "f16"`. Below f16's normal range the step m̂ / (√v̂ + ε)
+/// overflows once v̂ underflows, and the losses turn NaN: on burn-flex model A did so with
+/// Keras' default 1e-7 (and blew up with 1e-6), MiniLM's fine-tuning with PyTorch's 1e-8;
+/// both trained with 1e-4.
+fn check_f16_epsilon(loaded: &LoadedSpec, i: usize, sname: &str, diags: &mut Diagnostics) {
+    if loaded.spec.runtime.precision != crate::spec::runtime::Precision::F16 {
+        return;
+    }
+    let epsilon = match loaded.spec.stages[i].optimizer {
+        OptimizerSpec::Adam { epsilon, .. } | OptimizerSpec::AdamW { epsilon, .. } => epsilon,
+        OptimizerSpec::Sgd { .. } => return,
+    };
+    if epsilon < F16_SMALLEST_NORMAL {
+        diags.push(
+            loaded
+                .source
+                .value(&format!("stages[{i}].optimizer.epsilon")),
+            format!(
+                "stage `{sname}`: `epsilon` {epsilon:e} is below float16's smallest normal \
+                 number (6.1e-5): under `precision = \"f16\"` Adam's steps overflow and the \
+                 losses turn NaN; set `epsilon = 1e-4`, or use `precision = \"bf16\"`"
+            ),
+        );
     }
 }
 

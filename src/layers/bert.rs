@@ -277,7 +277,7 @@ impl<B: Backend> Bert<B> {
                 result.errors
             ));
         }
-        Ok(self)
+        Ok(crate::run::checkpoint::in_device_float_dtype(self))
     }
 
     /// The feed-forward activation, elementwise.

@@ -69,7 +69,8 @@ impl GlobalMaxPooling1d {
             // text) keeps them all, as unmasked, instead of a maximum near −1e9.
             let padded = mask.clone().neg().add_scalar(1.0).reshape([b, l, 1]);
             let has_tokens = mask.clone().sum_dim(1).clamp_max(1.0).reshape([b, 1, 1]);
-            x - padded * has_tokens * 1e9
+            let penalty = crate::fused::finite_in(x.dtype(), 1e9);
+            x - padded * has_tokens * penalty
         } else {
             x
         };

@@ -22,7 +22,10 @@ pub struct RuntimeSpec {
     /// Worker threads for the CPU backend (default: all cores).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<usize>,
-    /// Float precision: `f32`, or `f16` / `bf16` on CUDA.
+    /// Float precision of parameters, activations, gradients and optimizer state: `f32`,
+    /// `bf16` or `f16` (pure half precision, no loss scaling; f16 needs Adam's `epsilon` at
+    /// least 6.1e-5). Half precision is for CUDA; burn-flex (`cpu`) runs it too, slower than
+    /// f32, to check a half-precision pipeline without a GPU.
     #[serde(default)]
     pub precision: Precision,
     /// Keep the outputs of a frozen prefix (e.g. a frozen BERT) in `<runs_dir>/.feature-cache/`,

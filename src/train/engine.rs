@@ -133,7 +133,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         0 | 1 => None,
         _ => Some(DataParallel::<B>::start(worker_devices::<B>(
             &device, &workers,
-        ))?),
+        )?)?),
     };
     // elapsed_s in metrics.csv counts from here, loading the starting weights included.
     let started = Instant::now();
@@ -236,14 +236,23 @@ impl StartingWeights<'_> {
 }
 
 /// The devices of the data-parallel workers: `device` itself for CPU workers, else the
-/// device of `device`'s kind with each index.
-fn worker_devices<B: AutodiffBackend>(device: &B::Device, workers: &[usize]) -> Vec<B::Device> {
+/// device of `device`'s kind with each index, computing in `device`'s float dtype (the
+/// run's precision).
+fn worker_devices<B: AutodiffBackend>(
+    device: &B::Device,
+    workers: &[usize],
+) -> Result<Vec<B::Device>> {
     use burn::tensor::backend::{Device as _, DeviceId};
     let id = device.to_id();
+    let float = burn::tensor::get_device_settings::<B>(device).float_dtype;
     (workers.iter())
         .map(|&i| match i == id.index_id as usize {
-            true => device.clone(),
-            false => B::Device::from_id(DeviceId::new(id.type_id, i as u16)),
+            true => Ok(device.clone()),
+            false => {
+                let other = B::Device::from_id(DeviceId::new(id.type_id, i as u16));
+                crate::backend::set_float_dtype::<B>(&other, float)?;
+                Ok(other)
+            }
         })
         .collect()
 }

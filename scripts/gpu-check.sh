@@ -150,7 +150,9 @@ fi
 # --- 2b. half precision: the same first steps in f32, bf16 and f16 on one device, from the same
 # starting weights (one backend type serves every precision; each tensor carries its dtype).
 # Adam's epsilon 1e-4 in all three: f16 needs it (`pipe check` says why). bf16 keeps 8
-# significant bits, so 2e-2 relative after 3 steps.
+# significant bits: 2e-2 relative after 3 steps. f16 keeps 11, but without loss scaling Adam's
+# v underflows for gradients below 2.4e-4 and those steps differ from f32's (measured on the
+# CPU: 4 % at step 2), so 5e-2: what it catches is NaN, mixed dtypes, wrong weights.
 HALF_DEVICE=cpu
 [ "$GPU" = 1 ] && HALF_DEVICE=cuda
 for prec in f32 bf16 f16; do
@@ -158,9 +160,10 @@ for prec in f32 bf16 f16; do
         --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-$prec" --init-weights "$WORK/a-init.safetensors" \
         > "$WORK/half-$prec.log" 2>&1 || fail "model A in $prec on $HALF_DEVICE: $(tail -1 "$WORK/half-$prec.log")"
 done
-for prec in bf16 f16; do
+for prec_tol in bf16:2e-2 f16:5e-2; do
+    prec=${prec_tol%:*}
     [ -n "$(only_run "$WORK/half-$prec")" ] && compare_losses "model A first steps in $prec on $HALF_DEVICE" \
-        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$prec")" 2e-2 "f32 and $prec"
+        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$prec")" "${prec_tol#*:}" "f32 and $prec"
 done
 
 # --- 3. model A, the lesson's epoch ------------------------------------------------------

@@ -73,16 +73,19 @@ fn half_precisions_follow_f32_from_the_same_weights_and_their_runs_evaluate_in_f
     let reference = train_losses(&only_run(&f32_runs, "agnews_transformer"));
     assert_eq!(reference.len(), 3);
 
-    for (precision, dtype) in [("bf16", "BF16"), ("f16", "F16")] {
+    // bf16 keeps 8 significant bits. f16 keeps 11, but without loss scaling Adam's v underflows
+    // for gradients below 2.4e-4 and those steps differ from f32's (4 % at step 2 on 1,024
+    // rows): a bound that catches NaN, mixed dtypes and wrong weights.
+    for (precision, dtype, tolerance) in [("bf16", "BF16", 2e-2), ("f16", "F16", 5e-2)] {
         let runs = dir.join(precision);
         let out = run_model_a(precision, &init, &[], &runs);
         assert!(out.status.success(), "{precision}: {:?}", text(&out));
         let run = only_run(&runs, "agnews_transformer");
         let losses = train_losses(&run);
-        // Close to f32 (bf16 keeps 8 significant bits), yet not f32's own numbers.
+        // Close to f32, yet not f32's own numbers.
         for (a, b) in reference.iter().zip(&losses) {
             assert!(
-                (a - b).abs() <= 2e-2 * a,
+                (a - b).abs() <= tolerance * a,
                 "{precision}: {losses:?} vs f32 {reference:?}"
             );
         }

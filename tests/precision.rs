@@ -162,6 +162,11 @@ fn a_bf16_bert_loads_its_f32_weights_masks_padding_and_resumes_exactly() {
         !losses.is_empty() && losses.iter().all(|l| l.is_finite()),
         "{losses:?}"
     );
+    // Loaded from tiny_bert's f32 file, computed and saved in bf16.
+    assert_eq!(
+        dtypes(&straight.join("model/model.safetensors")),
+        ["BF16".to_string()].into()
+    );
 
     // Paused after the first stage's epoch and resumed: the same end, bit for bit.
     let paused = dir.join("paused");

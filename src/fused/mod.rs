@@ -37,11 +37,12 @@ pub struct AttentionOptions {
 }
 
 /// `value` clamped to the finite range of `dtype`. A mask penalty such as −1e9 or `f32::MIN`
-/// rounds to −∞ in f16 (`f32::MIN` in bf16 too), and the kept positions' 0·∞ is NaN.
+/// rounds to −∞ in f16 (`f32::MIN` in bf16 too), and the kept positions' 0·∞ is NaN. Half
+/// precisions get half their range, so that adding a score to the penalty stays finite too.
 pub fn finite_in(dtype: DType, value: f64) -> f64 {
     let max = match dtype {
-        DType::F16 => burn::tensor::f16::MAX.to_f64(),
-        DType::BF16 => burn::tensor::bf16::MAX.to_f64(),
+        DType::F16 => burn::tensor::f16::MAX.to_f64() / 2.0,
+        DType::BF16 => burn::tensor::bf16::MAX.to_f64() / 2.0,
         DType::F32 | DType::Flex32 => f64::from(f32::MAX),
         _ => f64::MAX,
     };
@@ -443,12 +444,16 @@ fn keep_mask<B: Backend, const D: usize>(
             return key;
         }
         // 48 random bits from the backend's stream.
-        let draw: Vec<f32> =
-            Tensor::<B, 1>::random([2], burn::tensor::Distribution::Default, device)
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .expect("f32 data");
+        // In f32 whatever the run's precision: bf16 would keep 8 of the 24 bits.
+        let draw: Vec<f32> = Tensor::<B, 1>::random(
+            [2],
+            burn::tensor::Distribution::Default,
+            (device, DType::F32),
+        )
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data");
         ((draw[0] * 16_777_216.0) as u64) << 24 | (draw[1] * 16_777_216.0) as u64
     };
     // The fused mask is f32; under a half precision it takes the device's float dtype, as

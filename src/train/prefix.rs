@@ -169,7 +169,13 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         struct Weights<'a>(&'a mut blake3::Hasher);
         impl<IB: Backend> burn::module::ModuleVisitor<IB> for Weights<'_> {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<IB, D>>) {
-                let data = param.val().into_data().convert::<f32>();
+                let value = param.val();
+                // Features computed in a half precision are not f32's, even from weights that
+                // both dtypes hold exactly; f32 keys stay as they were.
+                if value.dtype() != burn::tensor::DType::F32 {
+                    self.0.update(format!("{:?}", value.dtype()).as_bytes());
+                }
+                let data = value.into_data().convert::<f32>();
                 self.0.update(&(data.shape.len() as u64).to_le_bytes());
                 for &d in data.shape.iter() {
                     self.0.update(&(d as u64).to_le_bytes());

@@ -62,11 +62,14 @@ if [ "${1:-}" = "build" ]; then
     export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
     target="${CUDA_TARGET_DIR:-target/cuda}"
     # Only the pipe binary links with identical-code folding (lld): the copies of the same generic
-    # code that burn's and cubecl's crates each instantiate become one. Passing it to `cargo
-    # rustc` instead of RUSTFLAGS keeps every dependency's build as it is.
+    # code that burn's and cubecl's crates each instantiate become one. And LLVM inlines only
+    # what does not grow the code (-inline-threshold=0; loops are still vectorised and unrolled
+    # as at opt-level 3): 41.7 MiB instead of 45.6, with model A's CPU throughput unchanged
+    # (README "CUDA"). Passing both to `cargo rustc` instead of RUSTFLAGS keeps every
+    # dependency's build as it is.
     profile="${PIPE_DIST_PROFILE:-dist}"
     cargo rustc --profile "$profile" --features cuda --locked --bin pipe --target-dir "$target" \
-        -- -C link-arg=-Wl,--icf=all || exit 1
+        -- -C link-arg=-Wl,--icf=all -C llvm-args=-inline-threshold=0 || exit 1
     mkdir -p dist && cp "$target/$profile/pipe" dist/pipe-cuda
     echo "built dist/pipe-cuda: $(stat -c %s dist/pipe-cuda | awk -v m="$MIB" '{printf "%.1f MiB", $1 / m}')"
     scripts/check-libs.sh dist/pipe-cuda && bundle

@@ -125,8 +125,8 @@ pub fn dispatch_with<T: BackendTask>(
 ///
 /// One backend type serves every precision (burn 0.21 keeps the dtype on each tensor, and the
 /// kernels are chosen by it at run time), so burn-flex runs a half precision as CUDA does and
-/// the tests can check it without a GPU. A device keeps the dtype it first created a tensor in, so a second precision in the same
-/// process is an error rather than a silent mix.
+/// the tests can check it without a GPU. A device keeps the dtype it first created a tensor in,
+/// so a second precision in the same process is an error rather than a silent mix.
 pub fn set_float_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
     let dtype = match precision {
         Precision::F32 => FloatDType::F32,

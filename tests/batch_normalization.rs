@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{json, only_run, pipe, scratch, text};
+use common::{json, scratch};
 
 const SPEC: &str = r#"name = "normalized"
 seed = 3
@@ -72,21 +72,7 @@ fn moving_statistics_are_counted_saved_resumed_and_used_by_eval() {
     assert_eq!(params["non_trainable"], 16 + 16);
 
     // Paused after the first epoch and resumed: the same end, moving statistics included.
-    let paused = dir.join("paused");
-    let out = pipe()
-        .arg("run")
-        .arg(&spec)
-        .args(["--quiet", "--pause-after-epochs=1"])
-        .arg(format!("--runs-dir={}", paused.display()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
-    let resumed = only_run(&paused, "normalized");
-    let out = pipe()
-        .args(["run", "--quiet", "--resume", resumed.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{:?}", text(&out));
+    let resumed = common::paused_then_resumed(&spec, &[], &dir.join("paused"));
     common::assert_same_end(&straight, &resumed);
     let weights = common::tensors(&straight.join("model/model.safetensors"));
     let moving: Vec<&String> = weights.keys().filter(|k| k.contains("running")).collect();

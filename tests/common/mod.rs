@@ -128,6 +128,28 @@ pub fn trained(spec: &Path, sets: &[&str], runs: &Path) -> PathBuf {
     only_run(runs, name)
 }
 
+/// [`trained`], paused by `--pause-after-epochs=1` (exit 3) and resumed to its end with `pipe
+/// run --resume`, which must succeed: the run folder.
+pub fn paused_then_resumed(spec: &Path, sets: &[&str], runs: &Path) -> PathBuf {
+    let out = pipe()
+        .arg("run")
+        .arg(spec)
+        .arg("--quiet")
+        .args(sets)
+        .arg("--pause-after-epochs=1")
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let run = only_run(runs, spec.file_stem().unwrap().to_str().unwrap());
+    let out = pipe()
+        .args(["run", "--quiet", "--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    run
+}
+
 /// Overrides that make the lesson's model A a seconds-long run on real AG News rows.
 pub fn quick(runs_dir: &Path, rows: usize) -> Vec<String> {
     vec![
@@ -142,23 +164,37 @@ pub fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Tensor name → raw bytes of a safetensors file (its JSON header's key order is not stable).
-pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+/// A safetensors file's bytes, its header's tensor entries (name → dtype, shape, offsets) and
+/// where the data starts.
+fn safetensors(path: &Path) -> (Vec<u8>, serde_json::Map<String, serde_json::Value>, usize) {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-    header
-        .as_object()
-        .unwrap()
+    let mut entries = header.as_object().unwrap().clone();
+    entries.remove("__metadata__");
+    (bytes, entries, 8 + n)
+}
+
+/// The dtypes of a safetensors file's tensors.
+pub fn tensor_dtypes(path: &Path) -> std::collections::BTreeSet<String> {
+    let (_, entries, _) = safetensors(path);
+    (entries.values())
+        .map(|v| v["dtype"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Tensor name → raw bytes of a safetensors file (its JSON header's key order is not stable).
+pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let (bytes, entries, start) = safetensors(path);
+    entries
         .iter()
-        .filter(|(k, _)| *k != "__metadata__")
         .map(|(k, v)| {
             let o = v["data_offsets"].as_array().unwrap();
             let (s, e) = (
                 o[0].as_u64().unwrap() as usize,
                 o[1].as_u64().unwrap() as usize,
             );
-            (k.clone(), bytes[8 + n + s..8 + n + e].to_vec())
+            (k.clone(), bytes[start + s..start + e].to_vec())
         })
         .collect()
 }

@@ -7,7 +7,7 @@
 #   scripts/gpu-check.sh bundle    # gathers what the GPU machine needs into gpu-bundle/ (git-ignored,
 #                                  # carried by the device tool) and prints what would travel
 #   scripts/gpu-check.sh [BIN]     # anywhere: runs the checks (default BIN: gpu-bundle/pipe-cuda.gz
-#                                  # unpacked into the work folder, else dist/pipe-cuda, else
+#                                  # unpacked into dist/pipe-cuda, else dist/pipe-cuda, else
 #                                  # target/release/pipe); the GPU part is
 #                                  # skipped, with a message, when no NVIDIA GPU is visible
 #
@@ -87,14 +87,17 @@ BIN="${1:-}"
 WORK="${GPU_CHECK_DIR:-/tmp/pipe-gpu-check}"
 rm -rf "$WORK" && mkdir -p "$WORK"
 if [ -z "$BIN" ] && [ -f "$BUNDLE/pipe-cuda.gz" ]; then
-    # gzip is on every Linux base image; python3 (there for the PyTorch peers) where it is not.
-    BIN="$WORK/pipe-cuda"
+    # Into dist/ in the working tree (ignored, never carried) rather than /tmp, which a container
+    # may mount noexec. gzip is on every Linux base image; python3 (there for the peers) if not.
+    BIN=dist/pipe-cuda
+    mkdir -p dist
     if command -v gzip >/dev/null; then
-        gzip -dc "$BUNDLE/pipe-cuda.gz" > "$BIN"
+        gzip -dc "$BUNDLE/pipe-cuda.gz" > "$BIN.part"
     else
         python3 -c 'import gzip, shutil, sys; shutil.copyfileobj(gzip.open(sys.argv[1]), sys.stdout.buffer)' \
-            "$BUNDLE/pipe-cuda.gz" > "$BIN"
-    fi && chmod +x "$BIN" || { echo "FAIL could not unpack $BUNDLE/pipe-cuda.gz"; exit 1; }
+            "$BUNDLE/pipe-cuda.gz" > "$BIN.part"
+    fi && chmod +x "$BIN.part" && mv "$BIN.part" "$BIN" \
+        || { echo "FAIL could not unpack $BUNDLE/pipe-cuda.gz"; rm -f "$BIN.part"; exit 1; }
 fi
 if [ -z "$BIN" ]; then
     for b in dist/pipe-cuda target/release/pipe; do
@@ -280,7 +283,7 @@ fi
 echo "== $(( $(date +%s) - started )) s; details in $WORK"
 # The device tool returns at most 8 files from $OUT: the logs and tables in one archive.
 if [ -n "${OUT:-}" ] && [ -d "$OUT" ] && [ "$OUT" != "$WORK" ]; then
-    tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" --exclude='*.safetensors' --exclude=./pipe-cuda . \
+    tar -czf "$OUT/gpu-check-logs.tar.gz" -C "$WORK" --exclude='*.safetensors' . \
         && echo "== logs and run folders (without weights) in \$OUT/gpu-check-logs.tar.gz"
 fi
 exit $FAILED

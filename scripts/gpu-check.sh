@@ -20,13 +20,13 @@
 #   1. nvidia-smi -L
 #   2. model A: the same starting weights (--save-init / --init-weights) and batches, dropout
 #      off, 3 optimizer steps on CPU and on CUDA: training losses within 1e-3 relative
+#   5. (run next: the figure matters most) pipe bench --device cuda beside PyTorch on the same
+#      GPU (torch_model_a.py, torch_model_b.py --device cuda), interleaved rounds, with the ratios
 #   2b. model A's same first steps in bf16 and f16 against f32 (on CUDA; on CPU without a GPU),
 #      within 2e-2 (bf16) and 5e-2 (f16) relative
 #   3. model A, the lesson's 1 epoch on CUDA: a complete run folder, loadable on CPU (pipe eval --device cpu)
 #   4. bert_finetune (both stages, limited rows) on CUDA, and its first-step losses against CPU
 #      (MiniLM's weights where found, else random weights from its config.json)
-#   5. pipe bench --device cuda beside PyTorch on the same GPU (torch_model_a.py, torch_model_b.py
-#      --device cuda), interleaved rounds, with the ratios
 #   6. with two or more GPUs: model A's epoch with `--devices N` (all of them) against one GPU
 # Output: a PASS/FAIL/SKIP line per check on stdout, details under $GPU_CHECK_DIR (default
 # /tmp/pipe-gpu-check); where the device tool's $OUT is set, the logs (no weights) come back in it.
@@ -115,6 +115,24 @@ pass() { echo "PASS $*"; }
 fail() { echo "FAIL $*"; FAILED=1; }
 skip() { echo "SKIP $*"; }
 started=$(date +%s)
+# Each command has a time limit, and all of them one budget (the device call's limit is 540 s):
+# a check that hangs is a FAIL line, the checks after it still run while the budget lasts, and
+# the logs still come back. The bench runs right after the first CUDA check: it is the figure.
+BUDGET_S="${GPU_CHECK_BUDGET_S:-480}"
+limit() { # SECONDS COMMAND...: at most SECONDS, and no longer than what is left of the budget
+    local want=$1 left rc
+    shift
+    left=$((BUDGET_S - ($(date +%s) - started)))
+    [ "$left" -lt "$want" ] && want=$left
+    if [ "$want" -lt 10 ]; then
+        echo "not run, the ${BUDGET_S} s budget is spent: ${*:1:3}" >&2
+        return 124
+    fi
+    timeout -k 5 "$want" "$@"
+    rc=$?
+    [ "$rc" = 124 ] || [ "$rc" = 137 ] && echo "timed out after $want s: ${*:1:3}" >&2
+    return "$rc"
+}
 
 echo "== pipe gpu-check: $BIN ($($BIN --version 2>&1))"
 if command -v nvidia-smi >/dev/null && nvidia-smi -L; then
@@ -154,11 +172,11 @@ PY
 # --- 2. model A parity -------------------------------------------------------------------
 A_PARITY=(--set dataset.limit=1024 --set stages.train.steps_per_epoch=1 --set stages.train.epochs=3
           --set model.block.dropout=0.0 --set model.dropout.rate=0.0 --set model.dropout_1.rate=0.0 --quiet)
-$BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu --runs-dir "$WORK/a-cpu" \
+limit 120 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu --runs-dir "$WORK/a-cpu" \
     --save-init "$WORK/a-init.safetensors" > "$WORK/a-cpu.log" 2>&1 \
     && pass "model A on CPU (reference)" || fail "model A on CPU: $(tail -1 "$WORK/a-cpu.log")"
 if [ "$GPU" = 1 ]; then
-    $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cuda --runs-dir "$WORK/a-cuda" \
+    limit 180 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cuda --runs-dir "$WORK/a-cuda" \
         --init-weights "$WORK/a-init.safetensors" > "$WORK/a-cuda.log" 2>&1 \
         && compare_losses "model A first steps" "$(only_run "$WORK/a-cpu")" "$(only_run "$WORK/a-cuda")" \
         || fail "model A parity run on CUDA: $(tail -1 "$WORK/a-cuda.log")"
@@ -166,47 +184,7 @@ else
     skip "model A CPU/CUDA loss parity (no GPU)"
 fi
 
-# --- 2b. half precision: the same first steps in f32, bf16 and f16 on one device, from the same
-# starting weights (one backend type serves every precision; each tensor carries its dtype).
-# Adam's epsilon 1e-4 in all three: f16 needs it (`pipe check` says why). bf16 keeps 8
-# significant bits: 2e-2 relative after 3 steps. f16 keeps 11, but without loss scaling Adam's
-# v underflows for gradients below 2.4e-4 and those steps differ from f32's (measured on the
-# CPU: 4 % at step 2), so 5e-2: what it catches is NaN, mixed dtypes, wrong weights.
-HALF_DEVICE=cpu
-[ "$GPU" = 1 ] && HALF_DEVICE=cuda
-for prec in f32 bf16 f16; do
-    $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device "$HALF_DEVICE" --set "runtime.precision=\"$prec\"" \
-        --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-$prec" --init-weights "$WORK/a-init.safetensors" \
-        > "$WORK/half-$prec.log" 2>&1 || fail "model A in $prec on $HALF_DEVICE: $(tail -1 "$WORK/half-$prec.log")"
-done
-for prec_tol in bf16:2e-2 f16:5e-2; do
-    prec=${prec_tol%:*}
-    [ -n "$(only_run "$WORK/half-$prec")" ] && compare_losses "model A first steps in $prec on $HALF_DEVICE" \
-        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$prec")" "${prec_tol#*:}" "f32 and $prec"
-done
-
-# --- 3. model A, the lesson's epoch ------------------------------------------------------
-if [ "$GPU" = 1 ]; then
-    if $BIN run pipelines/agnews_transformer.toml --device cuda --runs-dir "$WORK/a-full" --quiet > "$WORK/a-full.log" 2>&1; then
-        RUN=$(only_run "$WORK/a-full")
-        missing=""
-        for f in pipeline.toml run.json metrics.csv timing.csv summary.txt log.txt vectorizer/tokenizer.json \
-                 checkpoints/train-last.safetensors checkpoints/train-best.safetensors model/model.safetensors; do
-            [ -f "$RUN/$f" ] || missing="$missing $f"
-        done
-        [ -z "$missing" ] && pass "model A 1 epoch on CUDA: run folder complete ($(grep -o '"test.accuracy": [0-9.]*' "$RUN/run.json"))" \
-            || fail "model A run folder lacks:$missing"
-        $BIN eval "$RUN" --data data/ag_news/test.csv --device cpu > "$WORK/a-eval-cpu.log" 2>&1 \
-            && pass "GPU-trained run evaluates on CPU: $(grep '^accuracy' "$WORK/a-eval-cpu.log")" \
-            || fail "pipe eval --device cpu on the CUDA run: $(tail -1 "$WORK/a-eval-cpu.log")"
-    else
-        fail "model A 1 epoch on CUDA: $(tail -1 "$WORK/a-full.log")"
-    fi
-else
-    skip "model A 1 epoch on CUDA (no GPU)"
-fi
-
-# --- 4. BERT ------------------------------------------------------------------------------
+# --- which BERT weights (the bench measures BERT only where bert_finetune checks) -----------
 # MiniLM's weights where a searched folder has them; else random weights in its shape.
 BERT_WEIGHTS=(--set model.bert.pretrained=false)
 BENCH_WEIGHTS=(--random-weights)
@@ -218,31 +196,12 @@ for d in "${model_dirs[@]}" models ../shared/models; do
         break
     fi
 done
-if $BIN check pipelines/bert_finetune.toml "${BERT_WEIGHTS[@]}" > "$WORK/bert-check.log" 2>&1; then
+if limit 60 $BIN check pipelines/bert_finetune.toml "${BERT_WEIGHTS[@]}" > "$WORK/bert-check.log" 2>&1; then
+    BERT=1 BENCH_MODEL=all
     echo "bert_finetune: $WEIGHTS"
-    B_PARITY=(--set dataset.limit=256 --set stages.features.steps_per_epoch=1 --set stages.features.epochs=2
-              --set stages.finetune.steps_per_epoch=1 --set stages.finetune.epochs=2
-              --set model.bert.dropout=0.0 --set model.dropout.rate=0.0 --set runtime.feature_cache=false
-              "${BERT_WEIGHTS[@]}" --quiet)
-    $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cpu --runs-dir "$WORK/b-cpu" \
-        --save-init "$WORK/b-init.safetensors" > "$WORK/b-cpu.log" 2>&1 \
-        && pass "bert_finetune on CPU (reference)" || fail "bert_finetune on CPU: $(tail -1 "$WORK/b-cpu.log")"
-    if [ "$GPU" = 1 ]; then
-        $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cuda --runs-dir "$WORK/b-cuda" \
-            --init-weights "$WORK/b-init.safetensors" > "$WORK/b-cuda.log" 2>&1 \
-            && compare_losses "bert_finetune first steps (both stages)" "$(only_run "$WORK/b-cpu")" "$(only_run "$WORK/b-cuda")" \
-            || fail "bert_finetune on CUDA: $(tail -1 "$WORK/b-cuda.log")"
-        $BIN run pipelines/bert_finetune.toml --set dataset.limit=512 "${BERT_WEIGHTS[@]}" --device cuda \
-            --runs-dir "$WORK/b-full" --quiet > "$WORK/b-full.log" 2>&1 \
-            && pass "bert_finetune (512 rows, both stages, $WEIGHTS) on CUDA: $(grep -o '"test.accuracy": [0-9.]*' "$(only_run "$WORK/b-full")/run.json")" \
-            || fail "bert_finetune 512 rows on CUDA: $(tail -1 "$WORK/b-full.log")"
-    else
-        skip "bert_finetune on CUDA (no GPU)"
-    fi
-    BENCH_MODEL=all
 else
+    BERT=0 BENCH_MODEL=a
     skip "BERT checks: bert_finetune does not check ($(tail -1 "$WORK/bert-check.log"))"
-    BENCH_MODEL=a
 fi
 
 # --- 5. throughput, beside PyTorch on the same GPU ----------------------------------------
@@ -256,11 +215,74 @@ else
 fi
 if [ "$GPU" = 1 ]; then
     echo "bench: $PEERS_SAY"
-    $BIN bench --device cuda --model "$BENCH_MODEL" "${BENCH_WEIGHTS[@]}" "${PEERS[@]}" \
+    limit 240 $BIN bench --device cuda --model "$BENCH_MODEL" "${BENCH_WEIGHTS[@]}" "${PEERS[@]}" \
         2> "$WORK/bench-cuda.log" | tee "$WORK/bench-cuda.txt" \
         && pass "bench on CUDA (figures above; $PEERS_SAY)" || fail "bench on CUDA: $(tail -1 "$WORK/bench-cuda.log")"
 else
     skip "bench on CUDA beside PyTorch (no GPU; peers: $PEERS_SAY)"
+fi
+
+# --- 2b. half precision: the same first steps in f32, bf16 and f16 on one device, from the same
+# starting weights (one backend type serves every precision; each tensor carries its dtype).
+# Adam's epsilon 1e-4 in all three: f16 needs it (`pipe check` says why). bf16 keeps 8
+# significant bits: 2e-2 relative after 3 steps. f16 keeps 11, but without loss scaling Adam's
+# v underflows for gradients below 2.4e-4 and those steps differ from f32's (measured on the
+# CPU: 4 % at step 2), so 5e-2: what it catches is NaN, mixed dtypes, wrong weights.
+HALF_DEVICE=cpu
+[ "$GPU" = 1 ] && HALF_DEVICE=cuda
+for prec in f32 bf16 f16; do
+    limit 90 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device "$HALF_DEVICE" --set "runtime.precision=\"$prec\"" \
+        --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-$prec" --init-weights "$WORK/a-init.safetensors" \
+        > "$WORK/half-$prec.log" 2>&1 || fail "model A in $prec on $HALF_DEVICE: $(tail -1 "$WORK/half-$prec.log")"
+done
+for prec_tol in bf16:2e-2 f16:5e-2; do
+    prec=${prec_tol%:*}
+    [ -n "$(only_run "$WORK/half-$prec")" ] && compare_losses "model A first steps in $prec on $HALF_DEVICE" \
+        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$prec")" "${prec_tol#*:}" "f32 and $prec"
+done
+
+# --- 3. model A, the lesson's epoch ------------------------------------------------------
+if [ "$GPU" = 1 ]; then
+    if limit 150 $BIN run pipelines/agnews_transformer.toml --device cuda --runs-dir "$WORK/a-full" --quiet > "$WORK/a-full.log" 2>&1; then
+        RUN=$(only_run "$WORK/a-full")
+        missing=""
+        for f in pipeline.toml run.json metrics.csv timing.csv summary.txt log.txt vectorizer/tokenizer.json \
+                 checkpoints/train-last.safetensors checkpoints/train-best.safetensors model/model.safetensors; do
+            [ -f "$RUN/$f" ] || missing="$missing $f"
+        done
+        [ -z "$missing" ] && pass "model A 1 epoch on CUDA: run folder complete ($(grep -o '"test.accuracy": [0-9.]*' "$RUN/run.json"))" \
+            || fail "model A run folder lacks:$missing"
+        limit 60 $BIN eval "$RUN" --data data/ag_news/test.csv --device cpu > "$WORK/a-eval-cpu.log" 2>&1 \
+            && pass "GPU-trained run evaluates on CPU: $(grep '^accuracy' "$WORK/a-eval-cpu.log")" \
+            || fail "pipe eval --device cpu on the CUDA run: $(tail -1 "$WORK/a-eval-cpu.log")"
+    else
+        fail "model A 1 epoch on CUDA: $(tail -1 "$WORK/a-full.log")"
+    fi
+else
+    skip "model A 1 epoch on CUDA (no GPU)"
+fi
+
+# --- 4. BERT runs ---------------------------------------------------------------------
+if [ "$BERT" = 1 ]; then
+    B_PARITY=(--set dataset.limit=256 --set stages.features.steps_per_epoch=1 --set stages.features.epochs=2
+              --set stages.finetune.steps_per_epoch=1 --set stages.finetune.epochs=2
+              --set model.bert.dropout=0.0 --set model.dropout.rate=0.0 --set runtime.feature_cache=false
+              "${BERT_WEIGHTS[@]}" --quiet)
+    limit 120 $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cpu --runs-dir "$WORK/b-cpu" \
+        --save-init "$WORK/b-init.safetensors" > "$WORK/b-cpu.log" 2>&1 \
+        && pass "bert_finetune on CPU (reference)" || fail "bert_finetune on CPU: $(tail -1 "$WORK/b-cpu.log")"
+    if [ "$GPU" = 1 ]; then
+        limit 120 $BIN run pipelines/bert_finetune.toml "${B_PARITY[@]}" --device cuda --runs-dir "$WORK/b-cuda" \
+            --init-weights "$WORK/b-init.safetensors" > "$WORK/b-cuda.log" 2>&1 \
+            && compare_losses "bert_finetune first steps (both stages)" "$(only_run "$WORK/b-cpu")" "$(only_run "$WORK/b-cuda")" \
+            || fail "bert_finetune on CUDA: $(tail -1 "$WORK/b-cuda.log")"
+        limit 120 $BIN run pipelines/bert_finetune.toml --set dataset.limit=512 "${BERT_WEIGHTS[@]}" --device cuda \
+            --runs-dir "$WORK/b-full" --quiet > "$WORK/b-full.log" 2>&1 \
+            && pass "bert_finetune (512 rows, both stages, $WEIGHTS) on CUDA: $(grep -o '"test.accuracy": [0-9.]*' "$(only_run "$WORK/b-full")/run.json")" \
+            || fail "bert_finetune 512 rows on CUDA: $(tail -1 "$WORK/b-full.log")"
+    else
+        skip "bert_finetune on CUDA (no GPU)"
+    fi
 fi
 
 # --- 6. data parallelism over every GPU present -----------------------------------------
@@ -272,7 +294,7 @@ GPUS=0
 [ "$GPU" = 1 ] && GPUS=$(nvidia-smi -L | grep -c '^GPU')
 if [ "$GPUS" -ge 2 ]; then
     for n in 1 "$GPUS"; do
-        $BIN run pipelines/agnews_transformer.toml --device cuda --devices "$n" --runs-dir "$WORK/dp-$n" \
+        limit 120 $BIN run pipelines/agnews_transformer.toml --device cuda --devices "$n" --runs-dir "$WORK/dp-$n" \
             --quiet > "$WORK/dp-$n.log" 2>&1 || fail "model A on $n GPU(s): $(tail -1 "$WORK/dp-$n.log")"
     done
     [ -n "$(only_run "$WORK/dp-$GPUS")" ] && pass "model A, devices = $GPUS: $(rate "$(only_run "$WORK/dp-$GPUS")") against $(rate "$(only_run "$WORK/dp-1")") on one GPU"

@@ -47,6 +47,11 @@ fn describe(dir: &Path, files: &[&str]) -> String {
 /// The folder holding one of the alternative file sets of `from` (e.g. `tokenizer.json` or
 /// `vocab.txt`). `want` lists alternatives, each a set of files that must all be present.
 pub fn locate_any(from: &str, want: &[&[&str]]) -> Result<PathBuf, String> {
+    locate_in(from, want, !offline())
+}
+
+/// [`locate_any`], with the hub tried only when `online`.
+fn locate_in(from: &str, want: &[&[&str]], online: bool) -> Result<PathBuf, String> {
     let all: Vec<&str> = want.iter().flat_map(|w| w.iter().copied()).collect();
     let complete = |dir: &Path| {
         want.iter()
@@ -93,13 +98,13 @@ pub fn locate_any(from: &str, want: &[&[&str]]) -> Result<PathBuf, String> {
         .join(format!("models--{}", from.replace('/', "--")));
     looked.push(describe(&cache_dir, &all));
 
-    if offline() {
-        looked.push("the Hugging Face hub (not tried: offline)".into());
-    } else {
+    if online {
         match download(from, want) {
             Ok(dir) => return Ok(dir),
             Err(e) => looked.push(format!("the Hugging Face hub ({e})")),
         }
+    } else {
+        looked.push("the Hugging Face hub (not tried: offline)".into());
     }
     Err(format!(
         "model `{from}`: could not find {}; looked in: {}",
@@ -149,16 +154,15 @@ mod tests {
 
     #[test]
     fn a_folder_path_is_used_as_is_and_a_miss_lists_places() {
-        let dir = std::env::temp_dir().join(format!("pipe-locate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // Removed when dropped, also when an assertion fails.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("config.json"), "{}").unwrap();
-        assert_eq!(
-            locate(dir.to_str().unwrap(), &["config.json"]).unwrap(),
-            dir
-        );
-        // SAFETY of the test: offline so no download is attempted.
-        unsafe { std::env::set_var("PIPE_OFFLINE", "1") };
-        let err = locate(dir.to_str().unwrap(), &["config.json", "model.safetensors"]).unwrap_err();
+        let from = dir.to_str().unwrap();
+        assert_eq!(locate(from, &["config.json"]).unwrap(), dir);
+        // Offline through the parameter, not PIPE_OFFLINE: setting the process's environment
+        // while other tests' threads read it is undefined behaviour.
+        let err = locate_in(from, &[&["config.json", "model.safetensors"]], false).unwrap_err();
         assert!(
             err.contains("has config.json; no model.safetensors"),
             "{err}"

@@ -160,8 +160,9 @@ mod tests {
         std::fs::write(dir.join("config.json"), "{}").unwrap();
         let from = dir.to_str().unwrap();
         assert_eq!(locate(from, &["config.json"]).unwrap(), dir);
-        // Offline through the parameter, not PIPE_OFFLINE: setting the process's environment
-        // while other tests' threads read it is undefined behaviour.
+        // Offline through the parameter, not PIPE_OFFLINE: the variable would stay set for every
+        // other test in this process, and setting it while their threads run is unsound where
+        // C code reads the environment (why `set_var` is unsafe).
         let err = locate_in(from, &[&["config.json", "model.safetensors"]], false).unwrap_err();
         assert!(
             err.contains("has config.json; no model.safetensors"),

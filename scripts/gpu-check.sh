@@ -19,7 +19,9 @@
 # What it checks:
 #   1. nvidia-smi -L
 #   2. model A: the same starting weights (--save-init / --init-weights) and batches, dropout
-#      off, 3 optimizer steps on CPU and on CUDA: training losses within 1e-3 relative
+#      off, 3 optimizer steps on CPU and on CUDA: training losses within 1e-3 relative; and on
+#      CPU, a run that panics (PIPE_TEST_PANIC_AT_STEP) ends failed, as the tests check for the
+#      release build (the carried binary is built with panic = "abort")
 #   5. (run next: the figure matters most) pipe bench --device cuda beside PyTorch on the same
 #      GPU (torch_model_a.py, torch_model_b.py --device cuda), interleaved rounds, with the ratios
 #   2b. model A's same first steps in bf16 and f16 against f32 (on CUDA; on CPU without a GPU),
@@ -45,7 +47,7 @@ bundle() {
         [ -f "$f" ] || { echo "bundle: $f is missing"; return 1; }
     done
     rm -rf "$BUNDLE" && mkdir -p "$BUNDLE/peers" "$BUNDLE/models/all-MiniLM-L6-v2"
-    # Carried compressed (gzip -9: 41.7 MiB -> 15.2 MiB measured): the device tool's 64 MiB is
+    # Carried compressed (gzip -9: 35.1 MiB -> 12.6 MiB measured): the device tool's 64 MiB is
     # for the working tree and the carried folder together, and the checks unpack it in a second.
     gzip -9 -c dist/pipe-cuda > "$BUNDLE/pipe-cuda.gz" || return 1
     cp "$peers"/{torch_model_a.py,torch_model_b.py,common.py} "$BUNDLE/peers/"
@@ -187,6 +189,18 @@ A_PARITY=(--set dataset.limit=1024 --set stages.train.steps_per_epoch=1 --set st
 limit 120 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu --runs-dir "$WORK/a-cpu" \
     --save-init "$WORK/a-init.safetensors" > "$WORK/a-cpu.log" 2>&1 \
     && pass "model A on CPU (reference)" || fail "model A on CPU: $(tail -1 "$WORK/a-cpu.log")"
+# The carried binary is built with `panic = "abort"` (README "CUDA"): a panic must still end the
+# run with exit code 1 and a run.json that says failed, as the tests check for the release build.
+PIPE_TEST_PANIC_AT_STEP=2 limit 60 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu \
+    --runs-dir "$WORK/a-panic" > "$WORK/a-panic.log" 2>&1
+panic_rc=$?
+panic_run=$(only_run "$WORK/a-panic")
+if [ "$panic_rc" = 1 ] && [ -n "$panic_run" ] && grep -q '"status": "failed"' "$panic_run/run.json" \
+    && grep -q 'asked for a panic at step 2' "$panic_run/run.json"; then
+    pass "a panic mid-stage: exit code 1, run.json failed with the panic's place"
+else
+    fail "a panic mid-stage: exit code $panic_rc, $(tail -1 "$WORK/a-panic.log")"
+fi
 if [ "$GPU" = 1 ]; then
     limit 180 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cuda --runs-dir "$WORK/a-cuda" \
         --init-weights "$WORK/a-init.safetensors" > "$WORK/a-cuda.log" 2>&1 \

@@ -3,6 +3,10 @@
 //! it happened. The hook below formats the line and remembers it; `cli::main` and the run's
 //! stage loop catch the unwinding and turn it into that ending. The backtrace goes to the run's
 //! log.txt (through tracing), not to the terminal.
+//!
+//! A binary built with `panic = "abort"` (the `dist` profile of the carried CUDA binary, which
+//! saves its unwinding code) has nothing to catch: there the hook ends the process itself, the
+//! same way, after [`RunEnding`] has marked the run failed.
 
 use std::backtrace::Backtrace;
 use std::panic::PanicHookInfo;
@@ -10,6 +14,33 @@ use std::sync::Mutex;
 
 /// The first panic of the process, as `panicked at FILE:LINE:COL: MESSAGE`.
 static FIRST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// What `pipe run` does to its run.json when a panic cannot unwind to its catch: given the
+/// panic's text, marks the run failed as the catch would.
+type EndRun = Box<dyn FnOnce(&str) + Send>;
+
+/// The run in progress, while one is (only read where panics abort).
+static RUN_IN_PROGRESS: Mutex<Option<EndRun>> = Mutex::new(None);
+
+/// While alive, a panic in a binary built with `panic = "abort"` ends the run through the
+/// closure it was made with; dropped once the run's own ending has been decided.
+pub struct RunEnding(());
+
+impl RunEnding {
+    pub fn new(end: impl FnOnce(&str) + Send + 'static) -> Self {
+        *RUN_IN_PROGRESS.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(end));
+        RunEnding(())
+    }
+}
+
+impl Drop for RunEnding {
+    fn drop(&mut self) {
+        RUN_IN_PROGRESS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+}
 
 /// Replaces the default hook (several lines, a note about RUST_BACKTRACE) with one line.
 /// Only the first panic prints: worker threads of one failing operation may all panic.
@@ -21,6 +52,19 @@ pub fn install_hook() {
             tracing::error!(backtrace = %Backtrace::force_capture(), "{text}");
             eprintln!("error: internal error: {text}");
             *first = Some(text);
+        }
+        if cfg!(panic = "abort") {
+            // Still holding FIRST_PANIC: a second thread's panic waits here instead of
+            // aborting the process while run.json is being written.
+            let text = first.clone().unwrap_or_default();
+            let end = RUN_IN_PROGRESS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(end) = end {
+                end(&text);
+            }
+            std::process::exit(super::EXIT_FAILURE);
         }
     }));
 }

@@ -284,6 +284,9 @@ fn drive(
     }
 
     // A panic (a bug) still leaves a run.json that says the run failed, and where.
+    let run_json = run.run_json();
+    let ending =
+        panic::RunEnding::new(move |error| fail_saved_run(&run_json, earlier_s, clock, error));
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         execute(
             args,
@@ -296,6 +299,7 @@ fn drive(
             resume,
         )
     }));
+    drop(ending);
     let panicked = caught.is_err();
     let result = caught.unwrap_or_else(|_| Err(anyhow::anyhow!(panic::first_panic())));
     record.ended_at = Some(chrono::Utc::now().to_rfc3339());
@@ -346,6 +350,21 @@ fn drive(
         }
     }
     Ok(code)
+}
+
+/// How a run ends when its panic cannot unwind to `drive`'s catch (a `panic = "abort"` build,
+/// [`panic::RunEnding`]): run.json as last saved, marked failed as `drive` marks it.
+fn fail_saved_run(path: &Path, earlier_s: f64, clock: Instant, error: &str) {
+    let Ok(mut record) = RunRecord::load(path) else {
+        return;
+    };
+    record.ended_at = Some(chrono::Utc::now().to_rfc3339());
+    record.duration_s = Some(earlier_s + clock.elapsed().as_secs_f64());
+    record.status = RunStatus::Failed;
+    record.error = Some(error.to_string());
+    tracing::error!(error, "run failed");
+    let _ = record.save(path);
+    tracing::info!(status = ?record.status, "run ended");
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -601,5 +620,40 @@ impl crate::train::engine::Progress for PanicAtStep {
     }
     fn finish(&mut self) {
         self.inner.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ending of a `panic = "abort"` build (this test build unwinds, so the hook never
+    /// calls it here): run.json as last saved, failed with the panic's text, the rest kept.
+    #[test]
+    fn a_run_that_cannot_unwind_ends_failed_from_its_saved_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let saved: RunRecord = serde_json::from_value(serde_json::json!({
+            "status": "running", "pipeline": "p", "run": "r", "spec_file": "p.toml",
+            "started_at": "2026-12-02T00:00:00Z", "seed": 7, "device": "cpu (burn-flex)",
+            "pipe_version": "0", "burn_version": BURN_VERSION, "overrides": [],
+            "params": {"total": 3, "trainable": 3, "non_trainable": 0},
+            "rows": {"train": 5, "validation": 0, "test": 2}, "stages": [], "metrics": {},
+            "duration_s": 2.5
+        }))
+        .unwrap();
+        saved.save(&path).unwrap();
+        fail_saved_run(&path, 2.5, Instant::now(), "panicked at src/x.rs:1:2: boom");
+        let ended = RunRecord::load(&path).unwrap();
+        assert_eq!(ended.status, RunStatus::Failed);
+        assert_eq!(
+            ended.error.as_deref(),
+            Some("panicked at src/x.rs:1:2: boom")
+        );
+        assert!(ended.ended_at.is_some());
+        assert!(ended.duration_s.unwrap() >= 2.5);
+        assert_eq!((ended.rows.train, ended.rows.test, ended.seed), (5, 2, 7));
+        // Nothing beside run.json: the atomic write left no temporary file.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

@@ -302,8 +302,7 @@ fn drive(
     drop(ending);
     let panicked = caught.is_err();
     let result = caught.unwrap_or_else(|_| Err(anyhow::anyhow!(panic::first_panic())));
-    record.ended_at = Some(chrono::Utc::now().to_rfc3339());
-    record.duration_s = Some(earlier_s + clock.elapsed().as_secs_f64());
+    stamp_end(&mut record, earlier_s, clock);
     let code = match result {
         Ok(outcome) => {
             record.stages = outcome.stages.clone();
@@ -326,9 +325,7 @@ fn drive(
             }
         }
         Err(e) => {
-            record.status = RunStatus::Failed;
-            record.error = Some(format!("{e:#}"));
-            tracing::error!(error = %format!("{e:#}"), "run failed");
+            mark_failed(&mut record, format!("{e:#}"));
             // The panic hook has already printed its one line.
             if !panicked {
                 eprintln!("error: {e:#}");
@@ -336,8 +333,7 @@ fn drive(
             EXIT_FAILURE
         }
     };
-    record.save(&run.run_json())?;
-    tracing::info!(status = ?record.status, "run ended");
+    save_ending(&record, &run.run_json())?;
     if args.json {
         println!(
             "{}",
@@ -358,13 +354,28 @@ fn fail_saved_run(path: &Path, earlier_s: f64, clock: Instant, error: &str) {
     let Ok(mut record) = RunRecord::load(path) else {
         return;
     };
+    stamp_end(&mut record, earlier_s, clock);
+    mark_failed(&mut record, error.to_string());
+    let _ = save_ending(&record, path);
+}
+
+/// When the run ended, and its training time over this session and the earlier ones.
+fn stamp_end(record: &mut RunRecord, earlier_s: f64, clock: Instant) {
     record.ended_at = Some(chrono::Utc::now().to_rfc3339());
     record.duration_s = Some(earlier_s + clock.elapsed().as_secs_f64());
+}
+
+fn mark_failed(record: &mut RunRecord, error: String) {
+    tracing::error!(error = %error, "run failed");
     record.status = RunStatus::Failed;
-    record.error = Some(error.to_string());
-    tracing::error!(error, "run failed");
-    let _ = record.save(path);
+    record.error = Some(error);
+}
+
+/// run.json as the run ended, and the log line that says so.
+fn save_ending(record: &RunRecord, path: &Path) -> std::io::Result<()> {
+    record.save(path)?;
     tracing::info!(status = ?record.status, "run ended");
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compare;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod fused;
 pub mod graph;
 pub mod layers;

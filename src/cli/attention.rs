@@ -19,7 +19,12 @@ use crate::graph::{Graph, Plan};
 use crate::run::checkpoint;
 
 /// The layer types whose attention can be drawn.
-const ATTENTION_TYPES: &[&str] = &["multi_head_attention", "transformer_block", "bert"];
+const ATTENTION_TYPES: &[&str] = &[
+    "multi_head_attention",
+    "transformer_block",
+    "hf_encoder",
+    "bert",
+];
 
 #[derive(clap::Args, Debug)]
 #[command(

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod compare;
 pub mod eval;
+pub mod export;
 pub mod panic;
 pub mod predict;
 pub mod progress;
@@ -56,6 +57,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with a run's final model.
     Predict(predict::PredictArgs),
+    /// Write a run's model in another tool's format (`--format hf`: transformers).
+    Export(export::ExportArgs),
     /// Show what a run's attention looks at for a text (terminal, heat-map or JSON).
     Attention(attention::AttentionArgs),
     /// Run a grid or random hyperparameter sweep, one `pipe run` per trial.
@@ -82,6 +85,7 @@ fn dispatch(cli: Cli) -> i32 {
         Command::Schema(a) => schema::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Export(a) => export::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Sweep(a) => sweep::run(a),

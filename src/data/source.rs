@@ -898,7 +898,7 @@ mod tests {
         );
     }
 
-    /// Found by tests/fuzz.rs: a stray quote makes the header swallow a line break, and the
+    /// Found by tests/it/fuzz.rs: a stray quote makes the header swallow a line break, and the
     /// error listing the columns must still be one line.
     #[test]
     fn a_header_with_a_line_break_gives_a_one_line_error() {

@@ -18,7 +18,7 @@ pub(crate) mod testing;
 registry::registry! {
     "add" => add::AddConfig as Add,
     "batch_normalization" => batch_normalization::BatchNormalizationConfig as BatchNormalization,
-    "bert" => bert::BertLayerConfig as Bert,
+    "bert" => bert::HfEncoderConfig as Bert,
     "concatenate" => concatenate::ConcatenateConfig as Concatenate,
     "conv1d" => conv1d::Conv1dConfig as Conv1d,
     "dense" => dense::DenseConfig as Dense,
@@ -28,6 +28,7 @@ registry::registry! {
     "global_average_pooling_1d" => global_average_pooling_1d::GlobalAveragePooling1dConfig as GlobalAveragePooling1d,
     "global_max_pooling_1d" => global_max_pooling_1d::GlobalMaxPooling1dConfig as GlobalMaxPooling1d,
     "gru" => gru::GruConfig as Gru,
+    "hf_encoder" => hf_encoder::HfEncoderConfig as HfEncoder,
     "layer_normalization" => layer_normalization::LayerNormalizationConfig as LayerNormalization,
     "lstm" => lstm::LstmConfig as Lstm,
     "max_pooling_1d" => max_pooling_1d::MaxPooling1dConfig as MaxPooling1d,

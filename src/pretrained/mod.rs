@@ -3,11 +3,12 @@
 //! (`$HF_HOME/hub/models--org--name/snapshots/<rev>/`), and finally downloaded from the hub
 //! when online. A miss is one error that lists every place searched.
 
-pub mod bert_config;
+pub mod checkpoint;
+pub mod encoder_config;
 
 use std::path::{Path, PathBuf};
 
-pub use bert_config::BertConfig;
+pub use encoder_config::{EncoderConfig, Family, PoolerActivation, SUPPORTED_MODEL_TYPES};
 
 /// Folders searched after `PIPE_MODEL_PATH`: a `models/` folder beside the pipelines, and the
 /// workspace's shared model store.
@@ -21,13 +22,32 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+thread_local! {
+    static OFFLINE_IN_THIS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// From now on, model lookups made on this thread never download, whatever the environment
+/// says: for code in one process with others (tests, embedders) that must not reach the network
+/// and must not change the process-wide environment the others read.
+pub fn stay_offline_in_this_thread() {
+    OFFLINE_IN_THIS_THREAD.set(true);
+}
+
 fn offline() -> bool {
-    ["HF_HUB_OFFLINE", "PIPE_OFFLINE"]
-        .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0"))
+    OFFLINE_IN_THIS_THREAD.get()
+        || ["HF_HUB_OFFLINE", "PIPE_OFFLINE"]
+            .iter()
+            .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0"))
 }
 
 fn describe(dir: &Path, files: &[&str]) -> String {
+    let mut unique: Vec<&str> = Vec::new();
+    for f in files {
+        if !unique.contains(f) {
+            unique.push(f);
+        }
+    }
+    let files = &unique[..];
     if !dir.is_dir() {
         return format!("{} (absent)", dir.display());
     }

@@ -15,6 +15,18 @@ pub struct SubwordTokenizer {
     tokenizer: Tokenizer,
     max_length: usize,
     padding: Padding,
+    /// The id padded positions get: the tokenizer's `[PAD]` or `<pad>` (RoBERTa's is 1), so
+    /// that padded rows are what the model's own tokenizer would give.
+    pad_id: i32,
+}
+
+/// The padding token's id: `[PAD]` (BERT's family) or `<pad>` (RoBERTa's, SentencePiece
+/// models'), else 0.
+fn pad_id(tokenizer: &Tokenizer) -> i32 {
+    ["[PAD]", "<pad>"]
+        .iter()
+        .find_map(|t| tokenizer.token_to_id(t))
+        .map_or(0, |id| id as i32)
 }
 
 impl SubwordTokenizer {
@@ -38,6 +50,7 @@ impl SubwordTokenizer {
         // pipe pads itself: to the batch's longest sequence, or to max_length.
         tokenizer.with_padding(None);
         Ok(SubwordTokenizer {
+            pad_id: pad_id(&tokenizer),
             tokenizer,
             max_length,
             padding: padding.clone(),
@@ -70,7 +83,7 @@ impl SubwordTokenizer {
         let mut out = Encoded {
             rows: texts.len(),
             len,
-            ids: vec![0; texts.len() * len],
+            ids: vec![self.pad_id; texts.len() * len],
             mask: vec![0.0; texts.len() * len],
             token_type_ids: vec![0; texts.len() * len],
             lengths: vec![len; texts.len()],

@@ -1,0 +1,58 @@
+//! `pipe export RUN --format hf --out DIR`: the run's model in a format other tools load.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use super::eval::TrainedRun;
+
+/// The formats `pipe export` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A Hugging Face `…ForSequenceClassification` folder: config.json, model.safetensors and
+    /// the tokenizer files, for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
+    Hf,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Example:\n  pipe export runs/bert_finetune/20261201-101500-1a2b3c --format hf --out exported/\n  python -c 'from transformers import pipeline; print(pipeline(\"text-classification\", model=\"exported\")(\"Stocks fell\"))'"
+)]
+pub struct ExportArgs {
+    /// A run folder.
+    pub run: PathBuf,
+    /// What to write.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// The folder to write into (created if absent; files of the same names are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(args: ExportArgs) -> Result<i32> {
+    let trained = match TrainedRun::open(&args.run)? {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    match args.format {
+        ExportFormat::Hf => {
+            let files = match crate::export::export_hf(
+                &trained.run,
+                &trained.loaded.spec,
+                &trained.plan,
+                &trained.vectorizer,
+                &args.out,
+            ) {
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", args.run.display());
+                    return Ok(super::EXIT_INVALID);
+                }
+            };
+            for f in files {
+                println!("wrote {}", f.display());
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,510 @@
+//! A pretrained encoder's weights: the files that hold them (model.safetensors, or the shards a
+//! model.safetensors.index.json lists), the tensors' names and shapes as stored, and the table
+//! between each family's Hugging Face tensor names and the `hf_encoder` module's own paths.
+//! The same table loads a checkpoint and exports one (`pipe export --format hf`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::encoder_config::{EncoderConfig, Family};
+
+/// One stored tensor: its dtype as safetensors names it, its shape, and the file holding it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTensor {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub file: PathBuf,
+}
+
+/// The files holding a model folder's weights: model.safetensors, or the shards its
+/// model.safetensors.index.json names. PyTorch pickles (`pytorch_model.bin`) are refused with
+/// how to convert them: reading a pickle runs code, and safetensors is what the hub serves.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return shards(&index);
+    }
+    for pickle in ["pytorch_model.bin", "pytorch_model.bin.index.json"] {
+        let path = dir.join(pickle);
+        if path.is_file() {
+            return Err(format!(
+                "{}: pipe reads safetensors only, and this folder has no model.safetensors; \
+                 write one with transformers (`AutoModel.from_pretrained(\"{dir}\").save_pretrained(\"{dir}\")` \
+                 saves safetensors) or download the hub's model.safetensors",
+                path.display(),
+                dir = dir.display()
+            ));
+        }
+    }
+    Err(format!(
+        "{}: no model.safetensors or model.safetensors.index.json",
+        dir.display()
+    ))
+}
+
+/// The shard files of a sharded checkpoint, each once, in the order the index first names them.
+fn shards(index: &Path) -> Result<Vec<PathBuf>, String> {
+    let at = |e: String| format!("{}: {e}", index.display());
+    let text = std::fs::read_to_string(index).map_err(|e| at(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| at("no `weight_map` object".into()))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for (tensor, file) in map {
+        let name = file
+            .as_str()
+            .filter(|f| !f.contains('/') && !f.contains('\\') && !f.starts_with('.'))
+            .ok_or_else(|| at(format!("`weight_map.{tensor}` is not a file name: {file}")))?;
+        let path = dir.join(name);
+        if !files.contains(&path) {
+            if !path.is_file() {
+                return Err(at(format!("names {name} (for {tensor}), which is absent")));
+            }
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Every tensor of a safetensors file: name → dtype and shape, from its JSON header.
+pub fn read_header(path: &Path) -> Result<BTreeMap<String, StoredTensor>, String> {
+    use std::io::Read;
+    let at = |e: String| format!("{}: {e}", path.display());
+    let mut file = std::fs::File::open(path).map_err(|e| at(e.to_string()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|_| at("not a safetensors file (shorter than its 8-byte header length)".into()))?;
+    let len = u64::from_le_bytes(len);
+    let size = file.metadata().map_err(|e| at(e.to_string()))?.len();
+    if len > size.saturating_sub(8) || len > 100 << 20 {
+        return Err(at(format!(
+            "not a safetensors file (header length {len} in a {size}-byte file)"
+        )));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| at(e.to_string()))?;
+    let json: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| at(format!("header: {e}")))?;
+    let mut tensors = BTreeMap::new();
+    for (name, info) in json {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype").and_then(|d| d.as_str());
+        let shape: Option<Vec<usize>> = info.get("shape").and_then(|s| {
+            s.as_array()?
+                .iter()
+                .map(|d| d.as_u64().map(|d| d as usize))
+                .collect()
+        });
+        let (Some(dtype), Some(shape)) = (dtype, shape) else {
+            return Err(at(format!("header: tensor `{name}` has no dtype or shape")));
+        };
+        tensors.insert(
+            name,
+            StoredTensor {
+                dtype: dtype.to_string(),
+                shape,
+                file: path.to_path_buf(),
+            },
+        );
+    }
+    Ok(tensors)
+}
+
+/// All tensors of a model folder's weight files.
+pub fn stored_tensors(files: &[PathBuf]) -> Result<BTreeMap<String, StoredTensor>, String> {
+    let mut all = BTreeMap::new();
+    for f in files {
+        all.extend(read_header(f)?);
+    }
+    Ok(all)
+}
+
+/// One tensor of the encoder: its Hugging Face name (without the family's `bert.`-style
+/// prefix), the module's path for it, its PyTorch shape, and the config.json key that sets
+/// that shape (for error messages).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorPlan {
+    pub hf_name: String,
+    pub module_path: String,
+    pub shape: Vec<usize>,
+    pub size_key: &'static str,
+}
+
+/// Where the pooler's dense layer comes from in a checkpoint of `family` (the classifier's
+/// input is made by it): BERT's own pooler, or the sequence-classification head's first layer.
+pub fn pooler_names(family: Family) -> &'static [&'static str] {
+    match family {
+        Family::Bert => &["pooler.dense"],
+        // RoBERTa's and ELECTRA's classification heads do not read the base model's pooler;
+        // a checkpoint without a head (a base model) gets a new one, as in transformers.
+        Family::Roberta | Family::Electra => &["classifier.dense"],
+        Family::DistilBert => &["pre_classifier"],
+    }
+}
+
+/// The name of the sequence-classification head's last linear layer.
+pub fn classifier_name(family: Family) -> &'static str {
+    match family {
+        Family::Bert | Family::DistilBert => "classifier",
+        Family::Roberta | Family::Electra => "classifier.out_proj",
+    }
+}
+
+fn linear(plan: &mut Vec<TensorPlan>, hf: &str, module: &str, out_in: [(usize, &'static str); 2]) {
+    let ((out, out_key), (input, _)) = (out_in[0], out_in[1]);
+    plan.push(TensorPlan {
+        hf_name: format!("{hf}.weight"),
+        module_path: format!("{module}.weight"),
+        shape: vec![out, input],
+        size_key: out_key,
+    });
+    plan.push(TensorPlan {
+        hf_name: format!("{hf}.bias"),
+        module_path: format!("{module}.bias"),
+        shape: vec![out],
+        size_key: out_key,
+    });
+}
+
+fn layer_norm(plan: &mut Vec<TensorPlan>, hf: &str, module: &str, (n, key): (usize, &'static str)) {
+    for (hf_param, module_param) in [("weight", "weight"), ("bias", "bias")] {
+        plan.push(TensorPlan {
+            hf_name: format!("{hf}.{hf_param}"),
+            module_path: format!("{module}.{module_param}"),
+            shape: vec![n],
+            size_key: key,
+        });
+    }
+}
+
+fn table(
+    plan: &mut Vec<TensorPlan>,
+    hf: &str,
+    module: &str,
+    rows: (usize, &'static str),
+    width: usize,
+) {
+    plan.push(TensorPlan {
+        hf_name: format!("{hf}.weight"),
+        module_path: format!("{module}.weight"),
+        shape: vec![rows.0, width],
+        size_key: rows.1,
+    });
+}
+
+/// Every tensor of the encoder (embeddings, layers), in the family's Hugging Face names, without
+/// the pooler (see [`pooler_plan`]).
+pub fn encoder_plan(c: &EncoderConfig) -> Vec<TensorPlan> {
+    let (h, e, i) = (c.hidden_size, c.embedding_size, c.intermediate_size);
+    let distil = c.family == Family::DistilBert;
+    let (hk, ik) = if distil {
+        ("dim", "hidden_dim")
+    } else {
+        ("hidden_size", "intermediate_size")
+    };
+    let ek = if e != h { "embedding_size" } else { hk };
+    let mut p = Vec::new();
+    table(
+        &mut p,
+        "embeddings.word_embeddings",
+        "embeddings.word_embeddings",
+        (c.vocab_size, "vocab_size"),
+        e,
+    );
+    table(
+        &mut p,
+        "embeddings.position_embeddings",
+        "embeddings.position_embeddings",
+        (c.max_position_embeddings, "max_position_embeddings"),
+        e,
+    );
+    if c.type_vocab_size > 0 {
+        table(
+            &mut p,
+            "embeddings.token_type_embeddings",
+            "embeddings.token_type_embeddings",
+            (c.type_vocab_size, "type_vocab_size"),
+            e,
+        );
+    }
+    layer_norm(
+        &mut p,
+        "embeddings.LayerNorm",
+        "embeddings.layer_norm",
+        (e, ek),
+    );
+    if e != h {
+        linear(
+            &mut p,
+            "embeddings_project",
+            "embeddings.projection",
+            [(h, hk), (e, ek)],
+        );
+    }
+    for n in 0..c.num_hidden_layers {
+        let m = format!("encoder.layer.{n}");
+        let names: [(&str, &str); 8] = if distil {
+            [
+                ("attention.q_lin", "attention.self_attention.query"),
+                ("attention.k_lin", "attention.self_attention.key"),
+                ("attention.v_lin", "attention.self_attention.value"),
+                ("attention.out_lin", "attention.output.dense"),
+                ("sa_layer_norm", "attention.output.layer_norm"),
+                ("ffn.lin1", "intermediate.dense"),
+                ("ffn.lin2", "output.dense"),
+                ("output_layer_norm", "output.layer_norm"),
+            ]
+        } else {
+            [
+                ("attention.self.query", "attention.self_attention.query"),
+                ("attention.self.key", "attention.self_attention.key"),
+                ("attention.self.value", "attention.self_attention.value"),
+                ("attention.output.dense", "attention.output.dense"),
+                ("attention.output.LayerNorm", "attention.output.layer_norm"),
+                ("intermediate.dense", "intermediate.dense"),
+                ("output.dense", "output.dense"),
+                ("output.LayerNorm", "output.layer_norm"),
+            ]
+        };
+        let hf = if distil {
+            format!("transformer.layer.{n}")
+        } else {
+            m.clone()
+        };
+        let at = |(a, b): (&str, &str)| (format!("{hf}.{a}"), format!("{m}.{b}"));
+        let sizes = [[(h, hk), (h, hk)]; 4];
+        for (k, size) in sizes.into_iter().enumerate() {
+            let (a, b) = at(names[k]);
+            linear(&mut p, &a, &b, size);
+        }
+        let (a, b) = at(names[4]);
+        layer_norm(&mut p, &a, &b, (h, hk));
+        let (a, b) = at(names[5]);
+        linear(&mut p, &a, &b, [(i, ik), (h, hk)]);
+        let (a, b) = at(names[6]);
+        linear(&mut p, &a, &b, [(h, hk), (i, ik)]);
+        let (a, b) = at(names[7]);
+        layer_norm(&mut p, &a, &b, (h, hk));
+    }
+    p
+}
+
+/// The pooler's dense layer under `hf` (one of [`pooler_names`]).
+pub fn pooler_plan(c: &EncoderConfig, hf: &str) -> Vec<TensorPlan> {
+    let hk = if c.family == Family::DistilBert {
+        "dim"
+    } else {
+        "hidden_size"
+    };
+    let mut p = Vec::new();
+    linear(
+        &mut p,
+        hf,
+        "pooler.dense",
+        [(c.hidden_size, hk), (c.hidden_size, hk)],
+    );
+    p
+}
+
+/// How a checkpoint's tensors map onto the encoder module.
+#[derive(Debug)]
+pub struct LoadPlan {
+    /// (stored name, module path) of every tensor to load.
+    pub tensors: Vec<(String, String)>,
+    /// The checkpoint has no pooler (a base model whose family's head makes it): it starts from
+    /// random weights, as transformers' `from_pretrained` does.
+    pub new_pooler: bool,
+    /// The weight files to read.
+    pub files: Vec<PathBuf>,
+}
+
+/// Buffers that checkpoints may carry beside the parameters (not weights; ignored).
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("position_ids") || name.ends_with("token_type_ids")
+}
+
+/// Matches a checkpoint's tensors against the encoder `c` describes: every tensor present with
+/// the shape config.json implies, and no encoder tensor left over. Errors name the weight file,
+/// the tensor and the config.json key.
+pub fn plan_load(dir: &Path, c: &EncoderConfig) -> Result<LoadPlan, String> {
+    let files = weight_files(dir)?;
+    let stored = stored_tensors(&files)?;
+    let prefix = format!("{}.", c.family.base_prefix());
+    let prefixed = stored.keys().any(|k| k.starts_with(&prefix));
+    let full = |hf: &str| {
+        if prefixed {
+            format!("{prefix}{hf}")
+        } else {
+            hf.to_string()
+        }
+    };
+    let mut tensors = Vec::new();
+    let config = dir.join("config.json");
+    let check = |plan: &TensorPlan, name: &str| -> Result<(), String> {
+        let Some(t) = stored.get(name) else {
+            return Err(format!(
+                "{}: no tensor `{name}`, which a {} encoder with this config.json has",
+                files_named(&files),
+                c.model_type
+            ));
+        };
+        if t.shape != plan.shape {
+            return Err(format!(
+                "{}: tensor `{name}` has shape {:?}, but {} implies {:?} (`{}`)",
+                t.file.display(),
+                t.shape,
+                config.display(),
+                plan.shape,
+                plan.size_key
+            ));
+        }
+        Ok(())
+    };
+    for plan in encoder_plan(c) {
+        let name = full(&plan.hf_name);
+        check(&plan, &name)?;
+        tensors.push((name, plan.module_path));
+    }
+    // The pooler: BERT's under the base prefix; the heads' at the top level.
+    let pooler_source = pooler_names(c.family).iter().find_map(|hf| {
+        let name = if c.family == Family::Bert {
+            full(&format!("{hf}.weight"))
+        } else {
+            format!("{hf}.weight")
+        };
+        stored
+            .contains_key(&name)
+            .then(|| name.trim_end_matches(".weight").to_string())
+    });
+    let new_pooler = pooler_source.is_none();
+    if let Some(source) = pooler_source {
+        for plan in pooler_plan(c, &source) {
+            check(&plan, &plan.hf_name)?;
+            tensors.push((plan.hf_name, plan.module_path));
+        }
+    }
+    // Tensors of the encoder that the config does not account for (a layer more than
+    // `num_hidden_layers`, a renamed weight) mean the config and the weights disagree.
+    let expected: std::collections::HashSet<&str> =
+        tensors.iter().map(|(name, _)| name.as_str()).collect();
+    let encoder_part = [
+        "embeddings.",
+        "embeddings_project.",
+        "encoder.",
+        "transformer.",
+    ];
+    for name in stored.keys() {
+        let bare = name.strip_prefix(&prefix).unwrap_or(name);
+        if !expected.contains(name.as_str())
+            && !is_buffer(name)
+            && (prefixed == name.starts_with(&prefix))
+            && encoder_part.iter().any(|p| bare.starts_with(p))
+        {
+            return Err(format!(
+                "{}: unexpected tensor `{name}`: config.json ({} layers, model_type `{}`) has no such weight",
+                stored[name].file.display(),
+                c.num_hidden_layers,
+                c.model_type
+            ));
+        }
+    }
+    Ok(LoadPlan {
+        tensors,
+        new_pooler,
+        files,
+    })
+}
+
+fn files_named(files: &[PathBuf]) -> String {
+    match files {
+        [one] => one.display().to_string(),
+        many => format!(
+            "{} (sharded: {} files)",
+            many[0].parent().unwrap_or(Path::new(".")).display(),
+            many.len()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(json: serde_json::Value) -> EncoderConfig {
+        EncoderConfig::from_json(&json).unwrap()
+    }
+
+    fn bert_json() -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "bert", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 6, "max_position_embeddings": 8,
+        })
+    }
+
+    #[test]
+    fn plans_cover_every_parameter_once() {
+        let c = config(bert_json());
+        let plan = encoder_plan(&c);
+        let count: usize = plan.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+        assert_eq!(count + 4 * 4 + 4, c.param_count());
+        let distil = config(serde_json::json!({
+            "model_type": "distilbert", "vocab_size": 10, "dim": 4, "n_layers": 2,
+            "n_heads": 2, "hidden_dim": 6, "max_position_embeddings": 8,
+        }));
+        let plan = encoder_plan(&distil);
+        assert!(
+            plan.iter()
+                .any(|p| p.hf_name == "transformer.layer.1.ffn.lin2.weight"
+                    && p.module_path == "encoder.layer.1.output.dense.weight"
+                    && p.shape == vec![4, 6])
+        );
+        assert!(!plan.iter().any(|p| p.hf_name.contains("token_type")));
+        let count: usize = plan.iter().map(|p| p.shape.iter().product::<usize>()).sum();
+        assert_eq!(count + 4 * 4 + 4, distil.param_count());
+    }
+
+    #[test]
+    fn pickles_are_refused_with_how_to_convert() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pytorch_model.bin"), b"x").unwrap();
+        let err = weight_files(dir.path()).unwrap_err();
+        assert!(
+            err.contains("pytorch_model.bin: pipe reads safetensors only"),
+            "{err}"
+        );
+        assert!(err.contains("save_pretrained"), "{err}");
+    }
+
+    #[test]
+    fn a_shard_index_names_its_files_once_and_a_missing_shard_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = serde_json::json!({"weight_map": {
+            "a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors",
+            "c": "model-00001-of-00002.safetensors",
+        }});
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("model-00001-of-00002.safetensors"), b"").unwrap();
+        let err = weight_files(dir.path()).unwrap_err();
+        assert!(
+            err.contains("model-00002-of-00002.safetensors (for b)"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("model-00002-of-00002.safetensors"), b"").unwrap();
+        assert_eq!(weight_files(dir.path()).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,362 @@
+//! A Hugging Face encoder's `config.json`, read by its `model_type` into one shape that the
+//! `hf_encoder` layer builds from, whatever the family calls its keys.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A transformer family whose checkpoints pipe loads, from config.json's `model_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `bert`: absolute positions, token types, pooler tanh(dense(h[:, 0])).
+    Bert,
+    /// `roberta`, `xlm-roberta`, `camembert`: BERT's layers; positions count from the padding
+    /// id + 1 over real tokens; the classification head's tanh(dense(h[:, 0])) as the pooler.
+    Roberta,
+    /// `distilbert`: BERT's layers under other names, no token types; the pre-classifier's
+    /// relu(dense(h[:, 0])) as the pooler.
+    DistilBert,
+    /// `electra` (the discriminator): embeddings `embedding_size` wide, projected to the hidden
+    /// size; the classification head's gelu(dense(h[:, 0])) as the pooler.
+    Electra,
+}
+
+/// config.json's `model_type`s that pipe loads, in the order error messages list them.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "bert",
+    "distilbert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "electra",
+];
+
+impl Family {
+    /// The family of a `model_type`; `None` for one pipe does not load.
+    pub fn of(model_type: &str) -> Option<Family> {
+        match model_type {
+            "bert" => Some(Family::Bert),
+            "roberta" | "xlm-roberta" | "camembert" => Some(Family::Roberta),
+            "distilbert" => Some(Family::DistilBert),
+            "electra" => Some(Family::Electra),
+            _ => None,
+        }
+    }
+
+    /// The prefix of the encoder's tensors in a `…ForSequenceClassification` checkpoint
+    /// (`bert.embeddings…`); XLM-R and CamemBERT checkpoints use `roberta.` as well.
+    pub fn base_prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::DistilBert => "distilbert",
+            Family::Electra => "electra",
+        }
+    }
+
+    /// The activation after the pooler's dense layer.
+    pub fn pooler_activation(self) -> PoolerActivation {
+        match self {
+            Family::Bert | Family::Roberta => PoolerActivation::Tanh,
+            Family::DistilBert => PoolerActivation::Relu,
+            Family::Electra => PoolerActivation::Gelu,
+        }
+    }
+}
+
+/// The activation of the pooler (the dense layer that makes the classifier's input).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolerActivation {
+    Tanh,
+    Relu,
+    Gelu,
+}
+
+/// An encoder's sizes and options, whatever its family names them.
+#[derive(Clone, Debug)]
+pub struct EncoderConfig {
+    pub family: Family,
+    /// config.json's `model_type` as written (`xlm-roberta`, not the family's name).
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    /// The embeddings' width: the hidden size, except ELECTRA's `embedding_size`.
+    pub embedding_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    /// 0: the family has no token-type embeddings (DistilBERT).
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: String,
+    pub hidden_dropout_prob: f64,
+    pub attention_probs_dropout_prob: f64,
+    /// The padding id: the vectorizer pads with it, and RoBERTa's positions start after it.
+    pub pad_token_id: usize,
+}
+
+fn gelu() -> String {
+    "gelu".into()
+}
+fn eps() -> f64 {
+    1e-12
+}
+fn two() -> usize {
+    2
+}
+fn dropout() -> f64 {
+    0.1
+}
+fn absolute() -> String {
+    "absolute".into()
+}
+
+/// config.json of BERT, RoBERTa / XLM-R / CamemBERT and ELECTRA (the same keys).
+#[derive(Deserialize)]
+struct BertStyle {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "two")]
+    type_vocab_size: usize,
+    #[serde(default = "eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "gelu")]
+    hidden_act: String,
+    #[serde(default = "dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "dropout")]
+    attention_probs_dropout_prob: f64,
+    #[serde(default)]
+    pad_token_id: Option<usize>,
+    /// ELECTRA only.
+    #[serde(default)]
+    embedding_size: Option<usize>,
+    #[serde(default = "absolute")]
+    position_embedding_type: String,
+}
+
+/// DistilBERT's config.json: its own names for the same sizes.
+#[derive(Deserialize)]
+struct DistilBertStyle {
+    vocab_size: usize,
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    /// The feed-forward width (transformers' default: 4 × dim).
+    #[serde(default)]
+    hidden_dim: Option<usize>,
+    max_position_embeddings: usize,
+    #[serde(default = "gelu")]
+    activation: String,
+    #[serde(default = "dropout")]
+    dropout: f64,
+    #[serde(default = "dropout")]
+    attention_dropout: f64,
+    #[serde(default)]
+    pad_token_id: Option<usize>,
+}
+
+impl EncoderConfig {
+    /// `dir/config.json`, read by its `model_type` and checked. Errors name the file and the key.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let path = dir.join("config.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let at = |e: String| format!("{}: {e}", path.display());
+        let json: Value = serde_json::from_str(&text).map_err(|e| at(e.to_string()))?;
+        let config = Self::from_json(&json).map_err(at)?;
+        config.check().map(|()| config).map_err(at)
+    }
+
+    /// A config.json's contents, by its `model_type`.
+    pub fn from_json(json: &Value) -> Result<Self, String> {
+        let supported = SUPPORTED_MODEL_TYPES.join(", ");
+        let model_type = match json.get("model_type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(other) => return Err(format!("`model_type` must be a string, got {other}")),
+            None => {
+                return Err(format!(
+                    "no `model_type`: pipe reads the family from it (supported: {supported}); \
+                     add e.g. \"model_type\": \"bert\" if this is a BERT checkpoint"
+                ));
+            }
+        };
+        let family = Family::of(&model_type).ok_or_else(|| {
+            format!("model_type `{model_type}` is not supported (supported: {supported})")
+        })?;
+        let parse_error = |e: serde_json::Error| format!("model_type `{model_type}`: {e}");
+        match family {
+            Family::DistilBert => {
+                let c: DistilBertStyle =
+                    serde_json::from_value(json.clone()).map_err(parse_error)?;
+                Ok(EncoderConfig {
+                    family,
+                    model_type,
+                    vocab_size: c.vocab_size,
+                    hidden_size: c.dim,
+                    embedding_size: c.dim,
+                    num_hidden_layers: c.n_layers,
+                    num_attention_heads: c.n_heads,
+                    intermediate_size: c.hidden_dim.unwrap_or(4 * c.dim),
+                    max_position_embeddings: c.max_position_embeddings,
+                    type_vocab_size: 0,
+                    // transformers' DistilBERT builds its LayerNorms with eps 1e-12.
+                    layer_norm_eps: 1e-12,
+                    hidden_act: c.activation,
+                    hidden_dropout_prob: c.dropout,
+                    attention_probs_dropout_prob: c.attention_dropout,
+                    pad_token_id: c.pad_token_id.unwrap_or(0),
+                })
+            }
+            Family::Bert | Family::Roberta | Family::Electra => {
+                let c: BertStyle = serde_json::from_value(json.clone()).map_err(parse_error)?;
+                if c.position_embedding_type != "absolute" {
+                    return Err(format!(
+                        "`position_embedding_type` `{}` is not supported (only \"absolute\")",
+                        c.position_embedding_type
+                    ));
+                }
+                let embedding_size = match family {
+                    Family::Electra => c.embedding_size.unwrap_or(c.hidden_size),
+                    _ => c.hidden_size,
+                };
+                let default_pad = if family == Family::Roberta { 1 } else { 0 };
+                Ok(EncoderConfig {
+                    family,
+                    model_type,
+                    vocab_size: c.vocab_size,
+                    hidden_size: c.hidden_size,
+                    embedding_size,
+                    num_hidden_layers: c.num_hidden_layers,
+                    num_attention_heads: c.num_attention_heads,
+                    intermediate_size: c.intermediate_size,
+                    max_position_embeddings: c.max_position_embeddings,
+                    type_vocab_size: c.type_vocab_size,
+                    layer_norm_eps: c.layer_norm_eps,
+                    hidden_act: c.hidden_act,
+                    hidden_dropout_prob: c.hidden_dropout_prob,
+                    attention_probs_dropout_prob: c.attention_probs_dropout_prob,
+                    pad_token_id: c.pad_token_id.unwrap_or(default_pad),
+                })
+            }
+        }
+    }
+
+    /// The longest sequence the positions cover: RoBERTa's first position is the padding id
+    /// + 1, so `max_position_embeddings` - 2 for the usual padding id 1.
+    pub fn max_sequence_length(&self) -> usize {
+        match self.family {
+            Family::Roberta => self
+                .max_position_embeddings
+                .saturating_sub(self.pad_token_id + 1),
+            _ => self.max_position_embeddings,
+        }
+    }
+
+    /// Sizes an encoder can be built with: every count at least 1 (a zero would build empty
+    /// tables that the first batch indexes out of range), heads dividing the width,
+    /// probabilities in [0, 1), a positive LayerNorm epsilon, a known activation.
+    pub fn check(&self) -> Result<(), String> {
+        let (size, heads, layers, ffn, vocab) = match self.family {
+            Family::DistilBert => ("dim", "n_heads", "n_layers", "hidden_dim", "vocab_size"),
+            _ => (
+                "hidden_size",
+                "num_attention_heads",
+                "num_hidden_layers",
+                "intermediate_size",
+                "vocab_size",
+            ),
+        };
+        let mut counts = vec![
+            (vocab, self.vocab_size),
+            (size, self.hidden_size),
+            (layers, self.num_hidden_layers),
+            (heads, self.num_attention_heads),
+            (ffn, self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("embedding_size", self.embedding_size),
+        ];
+        if self.family != Family::DistilBert {
+            counts.push(("type_vocab_size", self.type_vocab_size));
+        }
+        for (key, value) in counts {
+            if value == 0 {
+                return Err(format!("`{key}` must be at least 1, got 0"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(format!(
+                "{size} {} is not a multiple of {heads} {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.pad_token_id >= self.vocab_size {
+            return Err(format!(
+                "`pad_token_id` {} is not below vocab_size {}",
+                self.pad_token_id, self.vocab_size
+            ));
+        }
+        if self.family == Family::Roberta && self.max_sequence_length() == 0 {
+            return Err(format!(
+                "max_position_embeddings {} leaves no position after the padding id {}",
+                self.max_position_embeddings, self.pad_token_id
+            ));
+        }
+        let (hidden_key, attention_key) = match self.family {
+            Family::DistilBert => ("dropout", "attention_dropout"),
+            _ => ("hidden_dropout_prob", "attention_probs_dropout_prob"),
+        };
+        for (key, p) in [
+            (hidden_key, self.hidden_dropout_prob),
+            (attention_key, self.attention_probs_dropout_prob),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("`{key}` must be in [0, 1), got {p}"));
+            }
+        }
+        if !(self.layer_norm_eps > 0.0 && self.layer_norm_eps.is_finite()) {
+            return Err(format!(
+                "`layer_norm_eps` must be positive, got {}",
+                self.layer_norm_eps
+            ));
+        }
+        match self.hidden_act.as_str() {
+            "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh" => Ok(()),
+            other => {
+                let key = if self.family == Family::DistilBert {
+                    "activation"
+                } else {
+                    "hidden_act"
+                };
+                Err(format!("unsupported {key} `{other}`"))
+            }
+        }
+    }
+
+    /// Parameters of the family's base model with the pooler pipe builds (BERT's pooler, or
+    /// the head's dense layer that plays its part): the count `num_parameters()` gives for
+    /// `…ForSequenceClassification` less its last linear layer.
+    pub fn param_count(&self) -> usize {
+        let (v, p, t, h, e, i, l) = (
+            self.vocab_size,
+            self.max_position_embeddings,
+            self.type_vocab_size,
+            self.hidden_size,
+            self.embedding_size,
+            self.intermediate_size,
+            self.num_hidden_layers,
+        );
+        let mut emb = (v + p + t) * e + 2 * e;
+        if e != h {
+            emb += e * h + h;
+        }
+        let layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
+        emb + l * layer + (h * h + h)
+    }
+}

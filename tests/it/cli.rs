@@ -1,0 +1,246 @@
+//! The command line itself: bad flag values, error line endings, every verb's examples in
+//! `--help`, `pipe eval --json` and `[runtime] threads`.
+
+use crate::common;
+
+use common::{json, only_run, pipe, quick, run, scratch, text};
+
+const VERBS: [&str; 10] = [
+    "run", "check", "summary", "schema", "eval", "predict", "sweep", "compare", "runs", "bench",
+];
+
+#[test]
+fn a_bad_format_value_exits_2_with_the_list_of_choices() {
+    let out = run(&["compare", "runs", "--format", "xml"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.starts_with("error: invalid value 'xml' for '--format <FORMAT>'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("[possible values: table, csv, md, json]"),
+        "{stderr}"
+    );
+
+    let out = run(&["eval", "runs/x", "--data", "x.csv", "--format", "tsv"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("[possible values: ag_news_csv, csv, jsonl]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn other_enumerated_flags_are_checked_by_the_parser() {
+    for (args, choices) in [
+        (
+            &["bench", "--model", "b"][..],
+            "[possible values: a, bert, all]",
+        ),
+        (
+            &["sweep", "spec.toml", "--emit", "pbs"][..],
+            "[possible values: slurm]",
+        ),
+    ] {
+        let out = run(args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(choices), "{args:?}: {stderr}");
+    }
+    let out = run(&["predict", "runs/x", "text", "--device", "tpu"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("unknown device `tpu` (expected cpu, ndarray, cuda or cuda:N)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_error_line_ends_with_a_newline() {
+    let dir = scratch("errnewline");
+    let spec = std::fs::read_to_string(common::root().join("pipelines/agnews_transformer.toml"))
+        .unwrap()
+        .replacen("type = \"dense\"", "type = \"denes\"", 1);
+    let path = dir.join("spec.toml");
+    std::fs::write(&path, spec).unwrap();
+    let missing = dir.join("no-such-run");
+    for args in [
+        vec!["check", path.to_str().unwrap()],
+        vec!["summary", path.to_str().unwrap()],
+        vec!["eval", missing.to_str().unwrap(), "--data", "x.csv"],
+        vec!["compare", "--format", "xml", "runs"],
+    ] {
+        let out = run(&args);
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+        assert!(stderr.ends_with('\n'), "{args:?}: {stderr:?}");
+    }
+}
+
+#[test]
+fn every_verb_has_examples_in_its_help() {
+    for verb in VERBS {
+        let out = run(&[verb, "--help"]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{verb}: {stderr}");
+        assert!(
+            stdout.contains(&format!("Examples:\n  pipe {verb}")),
+            "{verb}: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn eval_json_prints_the_report_and_threads_size_the_pool() {
+    let runs = scratch("evaljson");
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "pipelines/agnews_transformer.toml".into(),
+        "--quiet".into(),
+        "--set=runtime.threads=1".into(),
+    ];
+    args.extend(quick(&runs, 200));
+    let out = pipe().args(&args).output().unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let folder = only_run(&runs, "agnews_transformer");
+    // burn-flex and the fused kernels run on rayon's global pool, sized by runtime.threads.
+    let log = std::fs::read_to_string(folder.join("log.txt")).unwrap();
+    assert!(log.contains("cpu_threads=1"), "{log}");
+
+    let out = run(&[
+        "eval",
+        folder.to_str().unwrap(),
+        "--data",
+        "data/ag_news/test.csv",
+        "--json",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed, json(&folder.join("eval.json")));
+    assert_eq!(printed["report"]["rows"], 7600);
+    assert_eq!(printed["data"], "data/ag_news/test.csv");
+    let accuracy = printed["report"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert_eq!(printed["report"]["per_class"].as_array().unwrap().len(), 4);
+
+    // The confusion matrix as a figure: a PNG of the size for 4 classes, an SVG with the names.
+    for name in ["cm.png", "cm.svg"] {
+        let plot = runs.join(name);
+        let out = run(&[
+            "eval",
+            folder.to_str().unwrap(),
+            "--data",
+            "data/ag_news/test.csv",
+            "--plot",
+            plot.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert!(text(&out).1.contains(&format!("wrote {}", plot.display())));
+        if name.ends_with(".png") {
+            let decoder =
+                png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&plot).unwrap()));
+            let info = decoder.read_info().unwrap().info().clone();
+            assert_eq!((info.width, info.height), pipe::compare::confusion_size(4));
+        } else {
+            let svg = std::fs::read_to_string(&plot).unwrap();
+            for label in ["World", "Sports", "Business", "Sci/Tech", "predicted class"] {
+                assert!(svg.contains(label), "{label} missing from the SVG");
+            }
+        }
+    }
+    let out = run(&[
+        "eval",
+        folder.to_str().unwrap(),
+        "--data",
+        "data/ag_news/test.csv",
+        "--plot",
+        "cm.gif",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert_eq!(
+        text(&out).1,
+        "--plot: error: the file name must end in .png or .svg\n"
+    );
+}
+
+/// `pipelines/sports_csv.toml` lists no labels: they come from its train file.
+#[test]
+fn labels_omitted_are_read_from_the_train_file() {
+    let out = run(&["check", "pipelines/sports_csv.toml"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(
+            "classes from data/examples/sports_train.csv (`dataset.labels` omitted): other (922 rows), sports (278 rows)"
+        ),
+        "{stdout}"
+    );
+
+    let runs = scratch("inferred-labels");
+    let out = pipe()
+        .args(["run", "pipelines/sports_csv.toml", "--quiet"])
+        .args(quick(&runs, 200))
+        .arg("--set=stages.train.epochs=1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out).1);
+    let dir = only_run(&runs, "sports_csv");
+    let record = json(&dir.join("run.json"));
+    assert_eq!(record["labels"], serde_json::json!(["other", "sports"]));
+    assert_eq!(record["labels_inferred"], serde_json::json!(true));
+    let resolved = std::fs::read_to_string(dir.join("pipeline.toml")).unwrap();
+    assert!(
+        resolved.contains("labels = [\n    \"other\",\n    \"sports\",\n]")
+            || resolved.contains("labels = [\"other\", \"sports\"]"),
+        "{resolved}"
+    );
+}
+
+#[test]
+fn a_test_label_the_train_file_lacks_is_a_check_error_naming_its_line() {
+    let dir = scratch("unseen-label");
+    let train = dir.join("train.csv");
+    let test = dir.join("test.csv");
+    std::fs::write(&train, "text,topic\na b,x\nc d,y\ne f,x\n").unwrap();
+    std::fs::write(&test, "text,topic\na b,x\nc d,z\n").unwrap();
+    let spec = std::fs::read_to_string("pipelines/sports_csv.toml")
+        .unwrap()
+        .replace(
+            "data/examples/sports_train.csv",
+            &train.display().to_string(),
+        )
+        .replace(
+            "validation = 0.2",
+            &format!("test = \"{}\"\nvalidation = \"test\"", test.display()),
+        );
+    let spec_path = dir.join("unseen.toml");
+    std::fs::write(&spec_path, spec).unwrap();
+    let out = run(&["check", spec_path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}:3: label \"z\" is not one of x, y (the classes come from the train file",
+            test.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+
+    // One class only: no classifier.
+    std::fs::write(&train, "text,topic\na b,x\nc d,x\n").unwrap();
+    std::fs::write(&test, "text,topic\na b,x\n").unwrap();
+    let out = run(&["check", spec_path.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the train file has 1 class(es) (x); a classifier needs at least two"),
+        "{stderr}"
+    );
+}

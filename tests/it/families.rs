@@ -1,0 +1,338 @@
+//! Each transformer family `hf_encoder` loads, against transformers' own outputs on tiny random
+//! checkpoints (tests/fixtures/families, written by scripts/make_family_fixtures.py): token ids
+//! from the checkpoint's tokenizer.json, the last hidden state at every position (padding
+//! included), the classifier's input, the logits and the parameter count; then a run on each
+//! family, and its `--format hf` export under the family's own tensor names.
+
+use crate::common;
+use common::{flat, ints, json, only_run, pipe, run, scratch, text, values};
+
+use burn::backend::Flex;
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use pipe::layers::hf_encoder::{HfEncoder, Pooling};
+use pipe::pretrained::EncoderConfig;
+use pipe::spec::vectorizer::{Padding, PretrainedVectorizerSpec};
+use pipe::vectorize::SubwordTokenizer;
+
+/// The families whose fixtures pipe matches (folder names under tests/fixtures/families).
+const FAMILIES: &[&str] = &["bert", "distilbert", "roberta", "xlm_roberta", "electra"];
+
+fn dir(family: &str) -> std::path::PathBuf {
+    common::fixtures().join("families").join(family)
+}
+
+/// The largest difference relative to the reference's magnitude (absolute below 1).
+fn relative_diff(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+        .fold(0.0, f64::max)
+}
+
+#[derive(Module, Debug)]
+struct Head<B: Backend> {
+    classifier: Linear<B>,
+}
+
+/// The checkpoint's own last linear layer (`classifier` or `classifier.out_proj`).
+fn head<B: Backend>(dir: &std::path::Path, last_linear: &str, hidden: usize) -> Head<B> {
+    let mut h = Head {
+        classifier: burn::nn::LinearConfig::new(hidden, 4).init(&Default::default()),
+    };
+    let from = format!("^{}\\.", last_linear.replace('.', "\\."));
+    let mut store = SafetensorsStore::from_file(dir.join("model.safetensors"))
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_key_remapping(&from, "classifier.")
+        .allow_partial(true);
+    let r = h.load_from(&mut store).unwrap();
+    assert!(r.missing.is_empty(), "{last_linear}: {:?}", r.missing);
+    h
+}
+
+#[test]
+fn every_family_matches_transformers() {
+    let device = Default::default();
+    for &family in FAMILIES {
+        let dir = dir(family);
+        let exp = json(&dir.join("expected.json"));
+        let config = EncoderConfig::load(&dir).unwrap();
+        let model = HfEncoder::<Flex>::init(&config, None, Pooling::Cls, &device)
+            .load_pretrained(&dir, &config)
+            .unwrap();
+        let ids = ints::<Flex>(&exp["input_ids"], &device);
+        let types = match exp.get("token_type_ids") {
+            Some(t) => ints::<Flex>(t, &device),
+            None => ids.zeros_like(),
+        };
+        let mask = ints::<Flex>(&exp["attention_mask"], &device).float();
+        let states = model.encode(ids, types, mask);
+        let last = states.last().unwrap().clone();
+        let d = relative_diff(&values(last.clone()), &flat(&exp["last_hidden_state"]));
+        assert!(d < 1e-4, "{family}: last_hidden_state off by {d:e}");
+        let pooled = model.pool(&last);
+        let d = relative_diff(&values(pooled.clone()), &flat(&exp["classifier_input"]));
+        assert!(d < 1e-4, "{family}: classifier input off by {d:e}");
+        let last_linear = exp["last_linear"].as_str().unwrap();
+        let logits = head::<Flex>(&dir, last_linear, config.hidden_size)
+            .classifier
+            .forward(pooled);
+        let d = relative_diff(&values(logits), &flat(&exp["logits"]));
+        assert!(d < 1e-4, "{family}: logits off by {d:e}");
+        // transformers' num_parameters() of the sequence classifier: pipe's encoder with its
+        // pooler, plus the last linear layer (hidden × 4 + 4).
+        let h = config.hidden_size;
+        assert_eq!(
+            config.param_count() + h * 4 + 4,
+            exp["num_parameters"].as_u64().unwrap() as usize,
+            "{family}"
+        );
+        assert_eq!(model.num_params(), config.param_count(), "{family}");
+    }
+}
+
+#[test]
+fn every_family_tokenizes_as_its_tokenizer_json() {
+    for &family in FAMILIES {
+        let dir = dir(family);
+        let exp = json(&dir.join("expected.json"));
+        let tokenizer = SubwordTokenizer::pretrained(&PretrainedVectorizerSpec {
+            from: dir.display().to_string(),
+            max_length: 24,
+            padding: Padding::Longest,
+        })
+        .unwrap();
+        let texts: Vec<&str> = (exp["texts"].as_array().unwrap().iter())
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let encoded = tokenizer.encode(&texts);
+        let want: Vec<i32> = flat(&exp["input_ids"]).iter().map(|&x| x as i32).collect();
+        // The fixture pads to its longest row, 24 = max_length: the same layout, and the
+        // padded positions hold the tokenizer's padding id (RoBERTa's is 1).
+        assert_eq!(encoded.ids, want, "{family}");
+        let mask: Vec<f32> = flat(&exp["attention_mask"])
+            .iter()
+            .map(|&x| x as f32)
+            .collect();
+        assert_eq!(encoded.mask, mask, "{family}");
+    }
+}
+
+#[test]
+fn unknown_families_and_pickles_are_refused_at_check_time() {
+    let scratch = scratch("families-refused");
+    let model = scratch.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    let mut config: serde_json::Value = json(&dir("bert").join("config.json"));
+    config["model_type"] = "gpt2".into();
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    let spec = family_pipeline(&scratch, &model, "hf_encoder");
+    let out = run(&["check", spec.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("config.json: model_type `gpt2` is not supported (supported: bert, distilbert, roberta, xlm-roberta, camembert, electra)"),
+        "{stderr}"
+    );
+    config["model_type"] = "bert".into();
+    std::fs::write(model.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(model.join("pytorch_model.bin"), b"not read").unwrap();
+    let out = run(&["check", spec.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("pytorch_model.bin: pipe reads safetensors only"),
+        "{stderr}"
+    );
+}
+
+/// A pipeline on `model` (a family's fixture folder): its tokenizer, the encoder as layer
+/// `encoder` of type `kind`, dropout and a 4-way dense head; 2 steps of AdamW on 64 rows.
+fn family_pipeline(
+    scratch: &std::path::Path,
+    model: &std::path::Path,
+    kind: &str,
+) -> std::path::PathBuf {
+    let spec = scratch.join("family.toml");
+    let text = format!(
+        r#"name = "family"
+seed = 3
+
+[dataset]
+format = "ag_news_csv"
+train = "data/ag_news/train.csv"
+test = "data/ag_news/test.csv"
+text = ["title", "description"]
+labels = ["World", "Sports", "Business", "Sci/Tech"]
+validation = 0.25
+limit = 64
+
+[vectorizer]
+type = "pretrained"
+from = "{model}"
+max_length = 32
+
+[[model.layers]]
+name = "encoder"
+type = "{kind}"
+from = "{model}"
+
+[[model.layers]]
+type = "dropout"
+rate = 0.1
+
+[[model.layers]]
+name = "classifier"
+type = "dense"
+units = 4
+
+[[stages]]
+name = "train"
+epochs = 1
+batch_size = 16
+steps_per_epoch = 2
+optimizer = {{ type = "adamw", learning_rate = 1e-3 }}
+"#,
+        model = model.display()
+    );
+    std::fs::write(&spec, text).unwrap();
+    spec
+}
+
+/// The tensors of a safetensors file: name → shape, and its metadata.
+fn header(path: &std::path::Path) -> (Vec<(String, Vec<u64>)>, serde_json::Value) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut h: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let metadata = h.remove("__metadata__").unwrap_or_default();
+    let mut names: Vec<(String, Vec<u64>)> = h
+        .into_iter()
+        .map(|(k, v)| {
+            let shape = v["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .collect();
+            (k, shape)
+        })
+        .collect();
+    names.sort();
+    (names, metadata)
+}
+
+#[test]
+fn each_family_trains_predicts_and_exports_under_its_own_tensor_names() {
+    for &family in FAMILIES {
+        let scratch = scratch(&format!("family-{family}"));
+        let spec = family_pipeline(&scratch, &dir(family), "hf_encoder");
+        let runs = scratch.join("runs");
+        let out = pipe()
+            .args(["run", spec.to_str().unwrap(), "--quiet"])
+            .arg(format!("--runs-dir={}", runs.display()))
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{family}: {stdout}\n{stderr}");
+        let run_dir = only_run(&runs, "family");
+        assert_eq!(json(&run_dir.join("run.json"))["status"], "completed");
+        let exported = scratch.join("exported");
+        let out = run(&[
+            "export",
+            run_dir.to_str().unwrap(),
+            "--format",
+            "hf",
+            "--out",
+            exported.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{family}: {stdout}\n{stderr}");
+        // The names and shapes transformers saved for this family's sequence classifier.
+        let exp = json(&dir(family).join("expected.json"));
+        let (names, metadata) = header(&exported.join("model.safetensors"));
+        let want = exp["tensor_shapes"].as_object().unwrap();
+        let mut want: Vec<(String, Vec<u64>)> = want
+            .iter()
+            .filter(|(k, _)| !k.ends_with("position_ids"))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.as_u64().unwrap())
+                        .collect(),
+                )
+            })
+            .collect();
+        want.sort();
+        assert_eq!(names, want, "{family}");
+        assert_eq!(metadata["format"], "pt", "{family}");
+        let config = json(&exported.join("config.json"));
+        let source = json(&dir(family).join("config.json"));
+        assert_eq!(config["model_type"], source["model_type"], "{family}");
+        assert_eq!(config["architectures"], source["architectures"], "{family}");
+        assert_eq!(config["id2label"]["3"], "Sci/Tech");
+        assert_eq!(config["label2id"]["Sports"], 1);
+        let tokenizer_config = json(&exported.join("tokenizer_config.json"));
+        assert_eq!(tokenizer_config["model_max_length"], 32, "{family}");
+        assert!(exported.join("tokenizer.json").is_file());
+        // The exported encoder is the run's: read back as a pretrained `from`, it loads
+        // under the family's names into the same weights.
+        let config = EncoderConfig::load(&exported).unwrap();
+        assert_eq!(
+            config.family,
+            EncoderConfig::load(&dir(family)).unwrap().family
+        );
+        let loaded = HfEncoder::<Flex>::init(&config, None, Pooling::Cls, &Default::default())
+            .load_pretrained(&exported, &config)
+            .unwrap();
+        let changed = loaded.pooler.dense.weight.val();
+        let source = HfEncoder::<Flex>::init(&config, None, Pooling::Cls, &Default::default())
+            .load_pretrained(&dir(family), &config)
+            .unwrap();
+        let moved = (changed - source.pooler.dense.weight.val())
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(moved > 0.0, "{family}: two AdamW steps moved the pooler");
+    }
+}
+
+#[test]
+fn an_export_refuses_what_a_sequence_classifier_cannot_express() {
+    let scratch = scratch("families-export-refused");
+    let runs = scratch.join("runs");
+    let out = pipe()
+        .args([
+            "run",
+            "pipelines/agnews_transformer_masked.toml",
+            "--quiet",
+            "--set=dataset.limit=64",
+            "--set=stages.train.epochs=1",
+        ])
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run_dir = only_run(&runs, "agnews_transformer_masked");
+    let out = run(&[
+        "export",
+        run_dir.to_str().unwrap(),
+        "--format",
+        "hf",
+        "--out",
+        scratch.join("out").to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--format hf exports an hf_encoder"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!scratch.join("out").exists());
+}

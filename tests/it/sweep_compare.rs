@@ -1,0 +1,373 @@
+//! `pipe sweep` with --parallel 2 end to end, then `pipe compare` on its three run folders.
+
+use crate::common;
+
+/// The one folder `pipe sweep` made under `dir`.
+fn only_child(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut children: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(children.len(), 1, "{children:?}");
+    children.pop().unwrap()
+}
+
+use common::{json, run, scratch, text};
+
+#[test]
+fn grid_sweep_in_parallel_then_compare_table_csv_json_and_plot() {
+    let runs = scratch("sweep");
+    let out = run(&[
+        "sweep",
+        "pipelines/agnews_transformer.toml",
+        "--grid",
+        "stages.train.optimizer.learning_rate=1e-3,3e-3,1e-2",
+        "--parallel",
+        "2",
+        "--set=dataset.limit=300",
+        "--set=vectorizer.output_sequence_length=32",
+        "--set=stages.train.batch_size=32",
+        "--set=stages.train.epochs=2",
+        &format!("--runs-dir={}", runs.display()),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let sweep_dir = only_child(&runs.join("agnews_transformer"));
+    assert!(
+        sweep_dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("sweep-")
+    );
+    let record = json(&sweep_dir.join("sweep.json"));
+    let trials = record["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    let mut folders = Vec::new();
+    for t in trials {
+        assert_eq!(t["status"], "completed", "{t}");
+        let folder = std::path::PathBuf::from(t["run"].as_str().unwrap());
+        assert_eq!(json(&folder.join("run.json"))["trial"], t["index"]);
+        folders.push(folder);
+    }
+    // Distinct folders even though the trials started within the same second.
+    folders.sort();
+    folders.dedup();
+    assert_eq!(folders.len(), 3);
+    // The final table shows the swept key and the metrics, not the keys all trials share.
+    let header = stdout.lines().next().unwrap();
+    assert!(
+        header.contains("stages.train.optimizer.learning_rate"),
+        "{stdout}"
+    );
+    assert!(header.contains("test.accuracy"), "{stdout}");
+    assert!(!header.contains("dataset.limit"), "{stdout}");
+
+    let dir = sweep_dir.to_str().unwrap();
+    let out = run(&["compare", dir, "--sort", "test.accuracy"]);
+    let (table, _) = text(&out);
+    assert!(out.status.success());
+    assert_eq!(
+        table.lines().filter(|l| l.contains("completed")).count(),
+        3,
+        "{table}"
+    );
+
+    let out = run(&["compare", dir, "--format", "csv"]);
+    let (csv, _) = text(&out);
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    assert!(
+        reader
+            .headers()
+            .unwrap()
+            .iter()
+            .any(|h| h == "stages.train.optimizer.learning_rate")
+    );
+    assert_eq!(reader.records().count(), 3);
+
+    let out = run(&["compare", dir, "--format", "json"]);
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(parsed["runs"].as_array().unwrap().len(), 3);
+
+    // A broken folder is listed with its reason, not fatal.
+    let broken = runs.join("not-a-run");
+    std::fs::create_dir_all(&broken).unwrap();
+    let out = run(&["compare", dir, broken.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(text(&out).0.contains("unreadable"), "{:?}", text(&out));
+
+    let png = runs.join("curves.png");
+    let out = run(&["compare", dir, "--plot", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let pixels = &buf[..info.buffer_size()];
+    let non_white = pixels
+        .chunks(3)
+        .filter(|p| p.iter().any(|&c| c < 200))
+        .count();
+    assert!(info.width > 400 && info.height > 200);
+    assert!(non_white > pixels.len() / 3 / 100, "the plot is blank");
+
+    // A trial that does not type-check stops the sweep before anything runs.
+    let out = run(&[
+        "sweep",
+        "pipelines/agnews_transformer.toml",
+        "--grid",
+        "model.block.num_heads=2,many",
+        &format!("--runs-dir={}", runs.join("bad").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("nothing was run"), "{:?}", text(&out));
+    assert!(!runs.join("bad").exists());
+
+    // The same trials as a Slurm array.
+    let out = run(&[
+        "sweep",
+        "pipelines/agnews_transformer.toml",
+        "--grid",
+        "seed=1,2",
+        "--emit",
+        "slurm",
+        &format!("--runs-dir={}", runs.join("slurm").display()),
+    ]);
+    let (script, _) = text(&out);
+    assert!(
+        script.starts_with("#!/bin/bash\n#SBATCH --job-name=pipe-sweep\n#SBATCH --array=0-1"),
+        "{script}"
+    );
+    assert!(script.contains("--trial $SLURM_ARRAY_TASK_ID"));
+}
+
+#[test]
+fn ctrl_c_on_a_sweep_interrupts_its_trials_cleanly() {
+    let runs = scratch("sweepint");
+    let mut child = common::pipe()
+        .args([
+            "sweep",
+            "pipelines/agnews_transformer.toml",
+            "--grid",
+            "seed=1,2,3",
+            "--parallel",
+            "2",
+            "--set=dataset.limit=2000",
+            "--set=vectorizer.output_sequence_length=64",
+            "--set=stages.train.batch_size=32",
+            "--set=stages.train.epochs=100",
+            &format!("--runs-dir={}", runs.display()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until both running trials are training (their metrics.csv exists).
+    let start = std::time::Instant::now();
+    loop {
+        let training = std::fs::read_dir(runs.join("agnews_transformer"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .map(|s| {
+                std::fs::read_dir(s.unwrap().path())
+                    .unwrap()
+                    .flatten()
+                    .filter(|e| e.path().join("metrics.csv").is_file())
+                    .count()
+            })
+            .unwrap_or(0);
+        if training == 2 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "trials never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let sweep_dir = only_child(&runs.join("agnews_transformer"));
+    let record = json(&sweep_dir.join("sweep.json"));
+    let statuses: Vec<&str> = record["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, vec!["interrupted", "interrupted", "skipped"]);
+    for t in record["trials"].as_array().unwrap().iter().take(2) {
+        let run = std::path::PathBuf::from(t["run"].as_str().unwrap());
+        assert_eq!(json(&run.join("run.json"))["status"], "interrupted");
+        assert!(
+            run.join("checkpoints/resume.json").is_file(),
+            "an interrupted trial can be resumed"
+        );
+    }
+}
+
+/// `(trial index → (status, run folder))` of a sweep.json.
+fn trials_of(sweep_dir: &std::path::Path) -> Vec<(String, std::path::PathBuf, serde_json::Value)> {
+    let record = json(&sweep_dir.join("sweep.json"));
+    (record["trials"].as_array().unwrap().iter())
+        .map(|t| {
+            let run = std::path::PathBuf::from(t["run"].as_str().unwrap());
+            (t["status"].as_str().unwrap().to_string(), run, t.clone())
+        })
+        .collect()
+}
+
+/// The epochs of the `train` rows of a run's metrics.csv, in order.
+fn train_epochs(run: &std::path::Path) -> Vec<u64> {
+    let mut reader = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (split, epoch) = (col("split"), col("epoch"));
+    reader
+        .records()
+        .map(|r| r.unwrap())
+        .filter(|r| &r[split] == "train")
+        .map(|r| r[epoch].parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn asha_prunes_trials_trains_fewer_epochs_and_keeps_the_best() {
+    let runs = scratch("asha");
+    let sweep = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "pipelines/sports_csv.toml",
+            "--random",
+            "stages.train.optimizer.learning_rate=1e-5..3e-2:log",
+            "--trials",
+            "9",
+        ];
+        args.extend_from_slice(extra);
+        let dir = runs.join(name);
+        let runs_dir = format!("--runs-dir={}", dir.display());
+        args.push(&runs_dir);
+        let out = run(&args);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        (only_child(&dir.join("sports_csv")), stdout, stderr)
+    };
+    let (full, _, _) = sweep("full", &["--set=stages.train.epochs=3", "--parallel=2"]);
+    let (pruned, table, stderr) = sweep(
+        "pruned",
+        &[
+            "--prune=asha",
+            "--metric=validation.loss",
+            "--min-epochs=1",
+            "--reduction=3",
+            "--max-epochs=3",
+        ],
+    );
+    let full_trials = trials_of(&full);
+    let pruned_trials = trials_of(&pruned);
+    let record = json(&pruned.join("sweep.json"));
+    let prune = &record["prune"];
+    assert_eq!(prune["method"], "asha");
+    assert_eq!(prune["rungs"], serde_json::json!([1, 3]));
+
+    // Fewer epochs than the same trials unpruned (9 × 3), and as many as the run folders say.
+    let epochs_trained = prune["epochs_trained"].as_u64().unwrap();
+    assert_eq!(prune["epochs_unpruned"], 27);
+    assert!(epochs_trained < 27, "{prune}");
+    let counted: u64 = (pruned_trials.iter())
+        .map(|(_, run, _)| train_epochs(run).len() as u64)
+        .sum();
+    assert_eq!(counted, epochs_trained, "{stderr}");
+    assert!(stderr.contains("epochs trained in all"), "{stderr}");
+
+    let statuses: Vec<&str> = pruned_trials.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert!(
+        statuses.iter().all(|s| *s == "pruned" || *s == "completed"),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&"pruned") && statuses.contains(&"completed"),
+        "{statuses:?}"
+    );
+    let validation_loss = |run: &std::path::Path| {
+        json(&run.join("run.json"))["metrics"]["validation.loss"]
+            .as_f64()
+            .unwrap()
+    };
+    for (k, (status, run, trial)) in pruned_trials.iter().enumerate() {
+        let epochs = train_epochs(run);
+        assert_eq!(json(&run.join("run.json"))["status"], status.as_str());
+        if status == "pruned" {
+            assert_eq!(epochs, vec![1], "a pruned trial stopped at its rung");
+            assert!(
+                run.join("checkpoints/resume.json").is_file(),
+                "it can be resumed"
+            );
+        } else {
+            // Promoted with --resume: no epoch trained twice, and the same end as unpruned.
+            assert_eq!(epochs, vec![1, 2, 3], "trial {k}");
+            assert_eq!(trial["rungs"].as_array().unwrap().len(), 2, "{trial}");
+            let (_, unpruned, _) = &full_trials[k];
+            let (a, b) = (validation_loss(run), validation_loss(unpruned));
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs(),
+                "trial {k}: {a} vs {b} unpruned"
+            );
+        }
+    }
+    // The best trial of the unpruned sweep was not pruned.
+    let best = (0..full_trials.len())
+        .min_by(|&a, &b| {
+            validation_loss(&full_trials[a].1).total_cmp(&validation_loss(&full_trials[b].1))
+        })
+        .unwrap();
+    assert_eq!(
+        pruned_trials[best].0, "completed",
+        "best unpruned trial {best}"
+    );
+    let decisions = prune["decisions"].as_array().unwrap();
+    let pruned_count = statuses.iter().filter(|s| **s == "pruned").count();
+    assert_eq!(
+        decisions
+            .iter()
+            .filter(|d| d["decision"] == "pruned")
+            .count(),
+        pruned_count
+    );
+    assert!(
+        table.contains("pruned"),
+        "the final table lists pruned trials:\n{table}"
+    );
+    let out = run(&["compare", pruned.to_str().unwrap()]);
+    let (compared, _) = text(&out);
+    assert_eq!(
+        compared.lines().filter(|l| l.contains("pruned")).count(),
+        pruned_count,
+        "{compared}"
+    );
+
+    // A Slurm array cannot prune.
+    let out = run(&[
+        "sweep",
+        "pipelines/sports_csv.toml",
+        "--grid",
+        "seed=1,2",
+        "--prune",
+        "asha",
+        "--emit",
+        "slurm",
+        &format!("--runs-dir={}", runs.join("slurm").display()),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).1.starts_with("--prune: error:"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!runs.join("slurm").exists());
+}

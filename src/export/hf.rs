@@ -109,6 +109,7 @@ pub fn architecture(model_type: &str) -> &'static str {
         "camembert" => "CamembertForSequenceClassification",
         "distilbert" => "DistilBertForSequenceClassification",
         "electra" => "ElectraForSequenceClassification",
+        "deberta-v2" => "DebertaV2ForSequenceClassification",
         _ => "BertForSequenceClassification",
     }
 }
@@ -174,6 +175,7 @@ pub fn hf_tensors<B: Backend>(
         Family::Bert => format!("{prefix}.pooler.dense"),
         Family::Roberta | Family::Electra => "classifier.dense".into(),
         Family::DistilBert => "pre_classifier".into(),
+        Family::DebertaV2 => "pooler.dense".into(),
     };
     let mut out = Vec::new();
     let mut take = |hf: String, path: &str, shape: &[usize]| -> Result<(), String> {

@@ -26,7 +26,11 @@ use super::multi_head_attention::attention_weights;
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind};
 use crate::fused::{self, AttentionOptions};
 use crate::pretrained::checkpoint::plan_load;
-use crate::pretrained::{EncoderConfig, Family, PoolerActivation, locate, locate_any};
+use crate::pretrained::{
+    EncoderConfig, Family, PoolerActivation, RelativeAttention, locate, locate_any,
+};
+
+mod disentangled;
 
 /// A `bert` layer's default output: what `input = "<the layer>"` reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -88,12 +92,14 @@ pub struct HfEncoderConfig {
 #[derive(Module, Debug)]
 pub struct EncoderEmbeddings<B: Backend> {
     pub word_embeddings: Embedding<B>,
-    pub position_embeddings: Embedding<B>,
+    /// Absent where positions enter only through attention (DeBERTa-v3).
+    pub position_embeddings: Option<Embedding<B>>,
     /// Absent where the family has no token types (DistilBERT).
     pub token_type_embeddings: Option<Embedding<B>>,
     pub layer_norm: LayerNorm<B>,
     pub dropout: Dropout,
-    /// ELECTRA's `embeddings_project`, from the embedding width to the hidden size.
+    /// ELECTRA's `embeddings_project` (after the LayerNorm) or DeBERTa's `embed_proj` (before
+    /// it, without a bias), from the embedding width to the hidden size.
     pub projection: Option<Linear<B>>,
 }
 
@@ -103,6 +109,9 @@ pub struct EncoderSelfAttention<B: Backend> {
     pub key: Linear<B>,
     pub value: Linear<B>,
     pub dropout: Dropout,
+    /// DeBERTa's own projections of the relative positions where keys are not shared.
+    pub pos_key: Option<Linear<B>>,
+    pub pos_query: Option<Linear<B>>,
 }
 
 #[derive(Module, Debug)]
@@ -133,6 +142,10 @@ pub struct EncoderLayer<B: Backend> {
 #[derive(Module, Debug)]
 pub struct EncoderLayers<B: Backend> {
     pub layer: Vec<EncoderLayer<B>>,
+    /// DeBERTa's relative-position embeddings, shared by every layer.
+    pub rel_embeddings: Option<Embedding<B>>,
+    /// DeBERTa's LayerNorm of `rel_embeddings` (`norm_rel_ebd`).
+    pub layer_norm: Option<LayerNorm<B>>,
 }
 
 #[derive(Module, Debug)]
@@ -187,6 +200,11 @@ pub struct HfEncoder<B: Backend> {
     positions: Positions,
     #[module(skip)]
     pooler_activation: PoolerActivation,
+    #[module(skip)]
+    family: Family,
+    /// DeBERTa's disentangled attention; `None`: attention over content alone.
+    #[module(skip)]
+    relative: Option<RelativeAttention>,
     /// LayerNorm epsilon from the config (burn's LayerNorm keeps its own private).
     layer_norm_eps: f64,
     #[module(skip)]
@@ -242,6 +260,18 @@ fn embedding<B: Backend>(n: usize, d: usize, device: &B::Device) -> Embedding<B>
     }
 }
 
+fn disentangled_projections<B: Backend>(
+    sa: &EncoderSelfAttention<B>,
+) -> disentangled::Projections<'_, B> {
+    disentangled::Projections {
+        query: &sa.query,
+        key: &sa.key,
+        value: &sa.value,
+        pos_query: sa.pos_query.as_ref(),
+        pos_key: sa.pos_key.as_ref(),
+    }
+}
+
 impl<B: Backend> HfEncoder<B> {
     /// Random weights as transformers initialises them (normal 0.02, zero biases, LayerNorm 1/0).
     pub fn init(
@@ -251,6 +281,8 @@ impl<B: Backend> HfEncoder<B> {
         device: &B::Device,
     ) -> Self {
         let (h, e) = (c.hidden_size, c.embedding_size);
+        let deberta = c.family == Family::DebertaV2;
+        let own_positions = c.relative.filter(|r| !r.share_att_key);
         let hidden_dropout = || DropoutConfig::new(dropout.unwrap_or(c.hidden_dropout_prob)).init();
         let attention_dropout =
             || DropoutConfig::new(dropout.unwrap_or(c.attention_probs_dropout_prob)).init();
@@ -262,12 +294,19 @@ impl<B: Backend> HfEncoder<B> {
         HfEncoder {
             embeddings: EncoderEmbeddings {
                 word_embeddings: embedding(c.vocab_size, e, device),
-                position_embeddings: embedding(c.max_position_embeddings, e, device),
+                position_embeddings: (c.position_biased_input)
+                    .then(|| embedding(c.max_position_embeddings, e, device)),
                 token_type_embeddings: (c.type_vocab_size > 0)
                     .then(|| embedding(c.type_vocab_size, e, device)),
-                layer_norm: layer_norm(e, c.layer_norm_eps, device),
+                layer_norm: layer_norm(if deberta { h } else { e }, c.layer_norm_eps, device),
                 dropout: hidden_dropout(),
-                projection: (e != h).then(|| linear(e, h, device)),
+                projection: (e != h).then(|| {
+                    let mut projection = linear(e, h, device);
+                    if deberta {
+                        projection.bias = None;
+                    }
+                    projection
+                }),
             },
             encoder: EncoderLayers {
                 layer: (0..c.num_hidden_layers)
@@ -278,6 +317,12 @@ impl<B: Backend> HfEncoder<B> {
                                 key: linear(h, h, device),
                                 value: linear(h, h, device),
                                 dropout: attention_dropout(),
+                                pos_key: own_positions
+                                    .filter(|r| r.c2p)
+                                    .map(|_| linear(h, h, device)),
+                                pos_query: own_positions
+                                    .filter(|r| r.p2c)
+                                    .map(|_| linear(h, h, device)),
                             },
                             output: sub(h),
                         },
@@ -287,6 +332,10 @@ impl<B: Backend> HfEncoder<B> {
                         output: sub(c.intermediate_size),
                     })
                     .collect(),
+                rel_embeddings: c.relative.map(|r| embedding(2 * r.span, h, device)),
+                layer_norm: (c.relative)
+                    .filter(|r| r.norm_rel_embeddings)
+                    .map(|_| layer_norm(h, c.layer_norm_eps, device)),
             },
             pooler: EncoderPooler {
                 dense: linear(h, h, device),
@@ -297,7 +346,9 @@ impl<B: Backend> HfEncoder<B> {
                 Family::Roberta => Positions::AfterPadding(c.pad_token_id),
                 _ => Positions::FromZero,
             },
-            pooler_activation: c.family.pooler_activation(),
+            pooler_activation: c.pooler_activation,
+            family: c.family,
+            relative: c.relative,
             layer_norm_eps: c.layer_norm_eps,
             pooling,
         }
@@ -381,9 +432,10 @@ impl<B: Backend> HfEncoder<B> {
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 3>> {
         let mut x = self.embed(ids, token_types, &mask);
+        let rel = self.relative_embeddings();
         let mut states = Vec::with_capacity(self.encoder.layer.len());
         for layer in &self.encoder.layer {
-            x = self.layer_forward(layer, x, &mask);
+            x = self.layer_forward(layer, x, &mask, rel.as_ref());
             states.push(x.clone());
         }
         states
@@ -414,9 +466,20 @@ impl<B: Backend> HfEncoder<B> {
             }
         };
         let e = &self.embeddings;
-        let mut x = e.word_embeddings.forward(ids) + e.position_embeddings.forward(positions);
+        let mut x = e.word_embeddings.forward(ids);
+        if let Some(table) = &e.position_embeddings {
+            x = x + table.forward(positions);
+        }
         if let Some(types) = &e.token_type_embeddings {
             x = x + types.forward(token_types);
+        }
+        if self.family == Family::DebertaV2 {
+            // DeBERTa projects before normalising, then zeroes the padded positions.
+            if let Some(projection) = &e.projection {
+                x = fused::linear_seq(projection, x);
+            }
+            let x = self.norm(&e.layer_norm, x) * mask.clone().unsqueeze_dim::<3>(2);
+            return fused::dropout(x, e.dropout.prob);
         }
         let x = fused::dropout(self.norm(&e.layer_norm, x), e.dropout.prob);
         match &e.projection {
@@ -446,22 +509,55 @@ impl<B: Backend> HfEncoder<B> {
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 4>> {
         let mut x = self.embed(ids, token_types, &mask);
+        let rel = self.relative_embeddings();
         let mut maps = Vec::with_capacity(self.encoder.layer.len());
         for layer in &self.encoder.layer {
             let sa = &layer.attention.self_attention;
-            maps.push(attention_weights(
-                sa.query.forward(x.clone()),
-                sa.key.forward(x.clone()),
-                Some(mask.clone()),
-                self.attention_options(x.dims()[2]),
-            ));
-            x = self.layer_forward(layer, x, &mask);
+            maps.push(match (&self.relative, &rel) {
+                (Some(r), Some(rel)) => {
+                    let p = disentangled_projections(sa);
+                    let weights = disentangled::weights_and_values(
+                        x.clone(),
+                        rel.clone(),
+                        &mask,
+                        &p,
+                        self.num_heads,
+                        r,
+                        0.0,
+                    );
+                    weights.0
+                }
+                _ => attention_weights(
+                    sa.query.forward(x.clone()),
+                    sa.key.forward(x.clone()),
+                    Some(mask.clone()),
+                    self.attention_options(x.dims()[2]),
+                ),
+            });
+            x = self.layer_forward(layer, x, &mask, rel.as_ref());
         }
         maps
     }
 
     fn norm(&self, norm: &LayerNorm<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
         fused::layer_norm_module(norm, x, self.layer_norm_eps)
+    }
+
+    /// DeBERTa's relative-position embeddings as every layer reads them (normalised where
+    /// `norm_rel_ebd` says); `None` for the other families.
+    ///
+    /// # Shapes
+    /// - output: [2·span, hidden]
+    fn relative_embeddings(&self) -> Option<Tensor<B, 2>> {
+        let table = self.encoder.rel_embeddings.as_ref()?.weight.val();
+        Some(match &self.encoder.layer_norm {
+            Some(norm) => {
+                let [rows, h] = table.dims();
+                self.norm(norm, table.reshape([1, rows, h]))
+                    .reshape([rows, h])
+            }
+            None => table,
+        })
     }
 
     /// One encoder layer.
@@ -473,17 +569,32 @@ impl<B: Backend> HfEncoder<B> {
         layer: &EncoderLayer<B>,
         x: Tensor<B, 3>,
         mask: &Tensor<B, 2>,
+        rel: Option<&Tensor<B, 2>>,
     ) -> Tensor<B, 3> {
         let h = x.dims()[2];
         let sa = &layer.attention.self_attention;
-        let context = fused::attention(
-            fused::linear_seq(&sa.query, x.clone()),
-            fused::linear_seq(&sa.key, x.clone()),
-            fused::linear_seq(&sa.value, x.clone()),
-            Some(mask.clone()),
-            sa.dropout.prob,
-            self.attention_options(h),
-        );
+        let context = match (&self.relative, rel) {
+            (Some(r), Some(rel)) => {
+                let (weights, values) = disentangled::weights_and_values(
+                    x.clone(),
+                    rel.clone(),
+                    mask,
+                    &disentangled_projections(sa),
+                    self.num_heads,
+                    r,
+                    sa.dropout.prob,
+                );
+                disentangled::context(weights, values)
+            }
+            _ => fused::attention(
+                fused::linear_seq(&sa.query, x.clone()),
+                fused::linear_seq(&sa.key, x.clone()),
+                fused::linear_seq(&sa.value, x.clone()),
+                Some(mask.clone()),
+                sa.dropout.prob,
+                self.attention_options(h),
+            ),
+        };
         let ao = &layer.attention.output;
         let projected = fused::linear_seq(&ao.dense, context);
         let attended = self.norm(
@@ -672,6 +783,9 @@ mod tests {
         EncoderConfig {
             family: Family::Bert,
             model_type: "bert".into(),
+            position_biased_input: true,
+            relative: None,
+            pooler_activation: PoolerActivation::Tanh,
             embedding_size: 4,
             pad_token_id: 0,
             vocab_size: 12,
@@ -721,7 +835,10 @@ mod tests {
         let e = &mut bert.embeddings;
         for (seed, table) in [
             (1, &mut e.word_embeddings),
-            (3, &mut e.position_embeddings),
+            (
+                3,
+                e.position_embeddings.as_mut().expect("BERT has positions"),
+            ),
             (
                 5,
                 e.token_type_embeddings
@@ -801,7 +918,7 @@ mod tests {
         let table = |t: &Embedding<B>| plain::rows(&values(t.weight.val()), h);
         let (word, position, token_type) = (
             table(&e.word_embeddings),
-            table(&e.position_embeddings),
+            table(e.position_embeddings.as_ref().expect("BERT has positions")),
             table(
                 e.token_type_embeddings
                     .as_ref()

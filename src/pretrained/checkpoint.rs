@@ -149,13 +149,15 @@ pub fn pooler_names(family: Family) -> &'static [&'static str] {
         // a checkpoint without a head (a base model) gets a new one, as in transformers.
         Family::Roberta | Family::Electra => &["classifier.dense"],
         Family::DistilBert => &["pre_classifier"],
+        // DeBERTa's context pooler belongs to its head, outside the `deberta.` prefix.
+        Family::DebertaV2 => &["pooler.dense"],
     }
 }
 
 /// The name of the sequence-classification head's last linear layer.
 pub fn classifier_name(family: Family) -> &'static str {
     match family {
-        Family::Bert | Family::DistilBert => "classifier",
+        Family::Bert | Family::DistilBert | Family::DebertaV2 => "classifier",
         Family::Roberta | Family::Electra => "classifier.out_proj",
     }
 }
@@ -205,98 +207,202 @@ fn table(
 /// Every tensor of the encoder (embeddings, layers), in the family's Hugging Face names, without
 /// the pooler (see [`pooler_plan`]).
 pub fn encoder_plan(c: &EncoderConfig) -> Vec<TensorPlan> {
-    let (h, e, i) = (c.hidden_size, c.embedding_size, c.intermediate_size);
+    let (h, e) = (c.hidden_size, c.embedding_size);
+    let distil = c.family == Family::DistilBert;
+    let hk = if distil { "dim" } else { "hidden_size" };
+    let ek = if e != h { "embedding_size" } else { hk };
+    let mut p = Vec::new();
+    let rows = |n, key| (n, key);
+    table(
+        &mut p,
+        "embeddings.word_embeddings",
+        "embeddings.word_embeddings",
+        rows(c.vocab_size, "vocab_size"),
+        e,
+    );
+    if c.position_biased_input {
+        table(
+            &mut p,
+            "embeddings.position_embeddings",
+            "embeddings.position_embeddings",
+            rows(c.max_position_embeddings, "max_position_embeddings"),
+            e,
+        );
+    }
+    if c.type_vocab_size > 0 {
+        table(
+            &mut p,
+            "embeddings.token_type_embeddings",
+            "embeddings.token_type_embeddings",
+            rows(c.type_vocab_size, "type_vocab_size"),
+            e,
+        );
+    }
+    if c.family == Family::DebertaV2 {
+        // DeBERTa projects (without a bias) before its LayerNorm, which is hidden-wide.
+        if e != h {
+            p.push(TensorPlan {
+                hf_name: "embeddings.embed_proj.weight".into(),
+                module_path: "embeddings.projection.weight".into(),
+                shape: vec![h, e],
+                size_key: "embedding_size",
+            });
+        }
+        layer_norm(
+            &mut p,
+            "embeddings.LayerNorm",
+            "embeddings.layer_norm",
+            (h, hk),
+        );
+    } else {
+        layer_norm(
+            &mut p,
+            "embeddings.LayerNorm",
+            "embeddings.layer_norm",
+            (e, ek),
+        );
+        if e != h {
+            linear(
+                &mut p,
+                "embeddings_project",
+                "embeddings.projection",
+                [(h, hk), (e, ek)],
+            );
+        }
+    }
+    if let Some(r) = &c.relative {
+        let key = "position_buckets / max_relative_positions";
+        table(
+            &mut p,
+            "encoder.rel_embeddings",
+            "encoder.rel_embeddings",
+            rows(2 * r.span, key),
+            h,
+        );
+        if r.norm_rel_embeddings {
+            layer_norm(&mut p, "encoder.LayerNorm", "encoder.layer_norm", (h, hk));
+        }
+    }
+    for n in 0..c.num_hidden_layers {
+        layer_plan(&mut p, c, n);
+    }
+    p
+}
+
+/// The tensors of encoder layer `n`.
+fn layer_plan(p: &mut Vec<TensorPlan>, c: &EncoderConfig, n: usize) {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
     let distil = c.family == Family::DistilBert;
     let (hk, ik) = if distil {
         ("dim", "hidden_dim")
     } else {
         ("hidden_size", "intermediate_size")
     };
-    let ek = if e != h { "embedding_size" } else { hk };
-    let mut p = Vec::new();
-    table(
-        &mut p,
-        "embeddings.word_embeddings",
-        "embeddings.word_embeddings",
-        (c.vocab_size, "vocab_size"),
-        e,
+    let (query, key, value) = match c.family {
+        Family::DistilBert => ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+        Family::DebertaV2 => (
+            "attention.self.query_proj",
+            "attention.self.key_proj",
+            "attention.self.value_proj",
+        ),
+        _ => (
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+        ),
+    };
+    let rest: [&str; 5] = if distil {
+        [
+            "attention.out_lin",
+            "sa_layer_norm",
+            "ffn.lin1",
+            "ffn.lin2",
+            "output_layer_norm",
+        ]
+    } else {
+        [
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ]
+    };
+    let m = format!("encoder.layer.{n}");
+    let hf = if distil {
+        format!("transformer.layer.{n}")
+    } else {
+        m.clone()
+    };
+    let square = [(h, hk), (h, hk)];
+    linear(
+        p,
+        &format!("{hf}.{query}"),
+        &format!("{m}.attention.self_attention.query"),
+        square,
     );
-    table(
-        &mut p,
-        "embeddings.position_embeddings",
-        "embeddings.position_embeddings",
-        (c.max_position_embeddings, "max_position_embeddings"),
-        e,
+    linear(
+        p,
+        &format!("{hf}.{key}"),
+        &format!("{m}.attention.self_attention.key"),
+        square,
     );
-    if c.type_vocab_size > 0 {
-        table(
-            &mut p,
-            "embeddings.token_type_embeddings",
-            "embeddings.token_type_embeddings",
-            (c.type_vocab_size, "type_vocab_size"),
-            e,
-        );
-    }
-    layer_norm(
-        &mut p,
-        "embeddings.LayerNorm",
-        "embeddings.layer_norm",
-        (e, ek),
+    linear(
+        p,
+        &format!("{hf}.{value}"),
+        &format!("{m}.attention.self_attention.value"),
+        square,
     );
-    if e != h {
-        linear(
-            &mut p,
-            "embeddings_project",
-            "embeddings.projection",
-            [(h, hk), (e, ek)],
-        );
-    }
-    for n in 0..c.num_hidden_layers {
-        let m = format!("encoder.layer.{n}");
-        let names: [(&str, &str); 8] = if distil {
-            [
-                ("attention.q_lin", "attention.self_attention.query"),
-                ("attention.k_lin", "attention.self_attention.key"),
-                ("attention.v_lin", "attention.self_attention.value"),
-                ("attention.out_lin", "attention.output.dense"),
-                ("sa_layer_norm", "attention.output.layer_norm"),
-                ("ffn.lin1", "intermediate.dense"),
-                ("ffn.lin2", "output.dense"),
-                ("output_layer_norm", "output.layer_norm"),
-            ]
-        } else {
-            [
-                ("attention.self.query", "attention.self_attention.query"),
-                ("attention.self.key", "attention.self_attention.key"),
-                ("attention.self.value", "attention.self_attention.value"),
-                ("attention.output.dense", "attention.output.dense"),
-                ("attention.output.LayerNorm", "attention.output.layer_norm"),
-                ("intermediate.dense", "intermediate.dense"),
-                ("output.dense", "output.dense"),
-                ("output.LayerNorm", "output.layer_norm"),
-            ]
-        };
-        let hf = if distil {
-            format!("transformer.layer.{n}")
-        } else {
-            m.clone()
-        };
-        let at = |(a, b): (&str, &str)| (format!("{hf}.{a}"), format!("{m}.{b}"));
-        let sizes = [[(h, hk), (h, hk)]; 4];
-        for (k, size) in sizes.into_iter().enumerate() {
-            let (a, b) = at(names[k]);
-            linear(&mut p, &a, &b, size);
+    if let Some(r) = c.relative.filter(|r| !r.share_att_key) {
+        if r.c2p {
+            let name = format!("{hf}.attention.self.pos_key_proj");
+            linear(
+                p,
+                &name,
+                &format!("{m}.attention.self_attention.pos_key"),
+                square,
+            );
         }
-        let (a, b) = at(names[4]);
-        layer_norm(&mut p, &a, &b, (h, hk));
-        let (a, b) = at(names[5]);
-        linear(&mut p, &a, &b, [(i, ik), (h, hk)]);
-        let (a, b) = at(names[6]);
-        linear(&mut p, &a, &b, [(h, hk), (i, ik)]);
-        let (a, b) = at(names[7]);
-        layer_norm(&mut p, &a, &b, (h, hk));
+        if r.p2c {
+            let name = format!("{hf}.attention.self.pos_query_proj");
+            linear(
+                p,
+                &name,
+                &format!("{m}.attention.self_attention.pos_query"),
+                square,
+            );
+        }
     }
-    p
+    linear(
+        p,
+        &format!("{hf}.{}", rest[0]),
+        &format!("{m}.attention.output.dense"),
+        square,
+    );
+    layer_norm(
+        p,
+        &format!("{hf}.{}", rest[1]),
+        &format!("{m}.attention.output.layer_norm"),
+        (h, hk),
+    );
+    linear(
+        p,
+        &format!("{hf}.{}", rest[2]),
+        &format!("{m}.intermediate.dense"),
+        [(i, ik), (h, hk)],
+    );
+    linear(
+        p,
+        &format!("{hf}.{}", rest[3]),
+        &format!("{m}.output.dense"),
+        [(h, hk), (i, ik)],
+    );
+    layer_norm(
+        p,
+        &format!("{hf}.{}", rest[4]),
+        &format!("{m}.output.layer_norm"),
+        (h, hk),
+    );
 }
 
 /// The pooler's dense layer under `hf` (one of [`pooler_names`]).
@@ -453,10 +559,18 @@ mod tests {
 
     #[test]
     fn plans_cover_every_parameter_once() {
+        // BERT's closed formula (tests/fixtures/README.md §5): (V + P + T)·H + 2H, per layer
+        // 4(H² + H) + 2H + (H·I + I) + (I·H + H) + 2H, the pooler H² + H.
         let c = config(bert_json());
         let plan = encoder_plan(&c);
         let count: usize = plan.iter().map(|p| p.shape.iter().product::<usize>()).sum();
-        assert_eq!(count + 4 * 4 + 4, c.param_count());
+        let layer = 4 * (16 + 4) + 8 + (24 + 6) + (24 + 4) + 8;
+        assert_eq!(count, (10 + 8 + 2) * 4 + 8 + 2 * layer);
+        assert_eq!(c.param_count(), count + 16 + 4);
+        let mut names: Vec<&str> = plan.iter().map(|p| p.module_path.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), plan.len(), "each module path once");
         let distil = config(serde_json::json!({
             "model_type": "distilbert", "vocab_size": 10, "dim": 4, "n_layers": 2,
             "n_heads": 2, "hidden_dim": 6, "max_position_embeddings": 8,
@@ -470,7 +584,7 @@ mod tests {
         );
         assert!(!plan.iter().any(|p| p.hf_name.contains("token_type")));
         let count: usize = plan.iter().map(|p| p.shape.iter().product::<usize>()).sum();
-        assert_eq!(count + 4 * 4 + 4, distil.param_count());
+        assert_eq!(count, (10 + 8) * 4 + 8 + 2 * layer);
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub enum Family {
     /// `electra` (the discriminator): embeddings `embedding_size` wide, projected to the hidden
     /// size; the classification head's gelu(dense(h[:, 0])) as the pooler.
     Electra,
+    /// `deberta-v2` (DeBERTa-v2 and -v3): BERT's layers with disentangled attention over
+    /// relative positions, masked embeddings; the context pooler act(dense(h[:, 0])).
+    DebertaV2,
 }
 
 /// config.json's `model_type`s that pipe loads, in the order error messages list them.
@@ -30,6 +33,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "xlm-roberta",
     "camembert",
     "electra",
+    "deberta-v2",
 ];
 
 impl Family {
@@ -40,6 +44,7 @@ impl Family {
             "roberta" | "xlm-roberta" | "camembert" => Some(Family::Roberta),
             "distilbert" => Some(Family::DistilBert),
             "electra" => Some(Family::Electra),
+            "deberta-v2" => Some(Family::DebertaV2),
             _ => None,
         }
     }
@@ -52,15 +57,7 @@ impl Family {
             Family::Roberta => "roberta",
             Family::DistilBert => "distilbert",
             Family::Electra => "electra",
-        }
-    }
-
-    /// The activation after the pooler's dense layer.
-    pub fn pooler_activation(self) -> PoolerActivation {
-        match self {
-            Family::Bert | Family::Roberta => PoolerActivation::Tanh,
-            Family::DistilBert => PoolerActivation::Relu,
-            Family::Electra => PoolerActivation::Gelu,
+            Family::DebertaV2 => "deberta",
         }
     }
 }
@@ -71,6 +68,26 @@ pub enum PoolerActivation {
     Tanh,
     Relu,
     Gelu,
+}
+
+/// DeBERTa's disentangled attention: content-to-position and position-to-content scores over
+/// relative positions, from `rel_embeddings` (`2 × span` rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelativeAttention {
+    /// Relative distances covered on each side: `position_buckets`, else
+    /// `max_relative_positions` (`max_position_embeddings` when below 1).
+    pub span: usize,
+    /// `position_buckets` > 0: distances beyond half the buckets are log-bucketed up to
+    /// `max_relative_positions` (`(bucket_size, max_position)`).
+    pub log_buckets: Option<(usize, usize)>,
+    /// `pos_att_type` holds `c2p` (content to position).
+    pub c2p: bool,
+    /// `pos_att_type` holds `p2c` (position to content).
+    pub p2c: bool,
+    /// The position projections are the layer's own query/key projections (`share_att_key`).
+    pub share_att_key: bool,
+    /// `norm_rel_ebd` holds `layer_norm`: the relative embeddings are normalised first.
+    pub norm_rel_embeddings: bool,
 }
 
 /// An encoder's sizes and options, whatever its family names them.
@@ -95,6 +112,12 @@ pub struct EncoderConfig {
     pub attention_probs_dropout_prob: f64,
     /// The padding id: the vectorizer pads with it, and RoBERTa's positions start after it.
     pub pad_token_id: usize,
+    /// Absolute position embeddings are added to the input (all but DeBERTa-v3).
+    pub position_biased_input: bool,
+    /// DeBERTa's relative attention (`relative_attention`).
+    pub relative: Option<RelativeAttention>,
+    /// The pooler's activation (DeBERTa: `pooler_hidden_act`).
+    pub pooler_activation: PoolerActivation,
 }
 
 fn gelu() -> String {
@@ -134,11 +157,123 @@ struct BertStyle {
     attention_probs_dropout_prob: f64,
     #[serde(default)]
     pad_token_id: Option<usize>,
-    /// ELECTRA only.
+    /// ELECTRA and DeBERTa.
     #[serde(default)]
     embedding_size: Option<usize>,
     #[serde(default = "absolute")]
     position_embedding_type: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn minus_one() -> i64 {
+    -1
+}
+fn deberta_eps() -> f64 {
+    1e-7
+}
+fn zero() -> usize {
+    0
+}
+
+/// `pos_att_type`: a list, or one string with `|` between the types.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PosAttType {
+    List(Vec<String>),
+    Joined(String),
+}
+
+/// DeBERTa-v2's config.json (BERT's sizes; its own defaults and relative-attention keys).
+#[derive(Deserialize)]
+struct DebertaStyle {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "zero")]
+    type_vocab_size: usize,
+    #[serde(default = "deberta_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "gelu")]
+    hidden_act: String,
+    #[serde(default = "dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "dropout")]
+    attention_probs_dropout_prob: f64,
+    #[serde(default)]
+    pad_token_id: Option<usize>,
+    #[serde(default)]
+    embedding_size: Option<usize>,
+    #[serde(default)]
+    relative_attention: bool,
+    #[serde(default = "minus_one")]
+    max_relative_positions: i64,
+    #[serde(default = "minus_one")]
+    position_buckets: i64,
+    #[serde(default = "yes")]
+    position_biased_input: bool,
+    #[serde(default)]
+    pos_att_type: Option<PosAttType>,
+    #[serde(default)]
+    share_att_key: bool,
+    #[serde(default)]
+    norm_rel_ebd: Option<String>,
+    #[serde(default = "gelu")]
+    pooler_hidden_act: String,
+    #[serde(default)]
+    pooler_hidden_size: Option<usize>,
+    #[serde(default)]
+    conv_kernel_size: Option<usize>,
+    #[serde(default)]
+    attention_head_size: Option<usize>,
+}
+
+impl DebertaStyle {
+    fn relative(&self) -> Result<Option<RelativeAttention>, String> {
+        if !self.relative_attention {
+            return Ok(None);
+        }
+        let types: Vec<String> = match &self.pos_att_type {
+            None => Vec::new(),
+            Some(PosAttType::List(l)) => l.iter().map(|t| t.trim().to_lowercase()).collect(),
+            Some(PosAttType::Joined(s)) => s.split('|').map(|t| t.trim().to_lowercase()).collect(),
+        };
+        if let Some(other) = types.iter().find(|t| *t != "c2p" && *t != "p2c") {
+            return Err(format!(
+                "`pos_att_type` `{other}` is not supported (only \"c2p\" and \"p2c\")"
+            ));
+        }
+        let max_relative = match self.max_relative_positions {
+            m if m < 1 => self.max_position_embeddings,
+            m => m as usize,
+        };
+        let buckets = usize::try_from(self.position_buckets)
+            .ok()
+            .filter(|&b| b > 0);
+        Ok(Some(RelativeAttention {
+            span: buckets.unwrap_or(max_relative),
+            log_buckets: buckets.map(|b| (b, max_relative)),
+            c2p: types.iter().any(|t| t == "c2p"),
+            p2c: types.iter().any(|t| t == "p2c"),
+            share_att_key: self.share_att_key,
+            norm_rel_embeddings: (self.norm_rel_ebd.as_deref().unwrap_or("none"))
+                .split('|')
+                .any(|t| t.trim() == "layer_norm"),
+        }))
+    }
+}
+
+fn pooler_activation(name: &str) -> Result<PoolerActivation, String> {
+    match name {
+        "gelu" => Ok(PoolerActivation::Gelu),
+        "tanh" => Ok(PoolerActivation::Tanh),
+        "relu" => Ok(PoolerActivation::Relu),
+        other => Err(format!("unsupported pooler_hidden_act `{other}`")),
+    }
 }
 
 /// DistilBERT's config.json: its own names for the same sizes.
@@ -212,6 +347,49 @@ impl EncoderConfig {
                     hidden_dropout_prob: c.dropout,
                     attention_probs_dropout_prob: c.attention_dropout,
                     pad_token_id: c.pad_token_id.unwrap_or(0),
+                    position_biased_input: true,
+                    relative: None,
+                    pooler_activation: PoolerActivation::Relu,
+                })
+            }
+            Family::DebertaV2 => {
+                let c: DebertaStyle = serde_json::from_value(json.clone()).map_err(parse_error)?;
+                if c.conv_kernel_size.unwrap_or(0) > 0 {
+                    return Err(
+                        "`conv_kernel_size`: DeBERTa-v2's convolution layer is not supported"
+                            .into(),
+                    );
+                }
+                if c.attention_head_size
+                    .is_some_and(|d| d * c.num_attention_heads != c.hidden_size)
+                {
+                    return Err(
+                        "`attention_head_size` × `num_attention_heads` must equal `hidden_size`"
+                            .into(),
+                    );
+                }
+                if c.pooler_hidden_size.is_some_and(|p| p != c.hidden_size) {
+                    return Err("`pooler_hidden_size` must equal `hidden_size`".into());
+                }
+                Ok(EncoderConfig {
+                    family,
+                    relative: c.relative()?,
+                    pooler_activation: pooler_activation(&c.pooler_hidden_act)?,
+                    model_type,
+                    vocab_size: c.vocab_size,
+                    hidden_size: c.hidden_size,
+                    embedding_size: c.embedding_size.unwrap_or(c.hidden_size),
+                    num_hidden_layers: c.num_hidden_layers,
+                    num_attention_heads: c.num_attention_heads,
+                    intermediate_size: c.intermediate_size,
+                    max_position_embeddings: c.max_position_embeddings,
+                    type_vocab_size: c.type_vocab_size,
+                    layer_norm_eps: c.layer_norm_eps,
+                    hidden_act: c.hidden_act,
+                    hidden_dropout_prob: c.hidden_dropout_prob,
+                    attention_probs_dropout_prob: c.attention_probs_dropout_prob,
+                    pad_token_id: c.pad_token_id.unwrap_or(0),
+                    position_biased_input: c.position_biased_input,
                 })
             }
             Family::Bert | Family::Roberta | Family::Electra => {
@@ -243,6 +421,12 @@ impl EncoderConfig {
                     hidden_dropout_prob: c.hidden_dropout_prob,
                     attention_probs_dropout_prob: c.attention_probs_dropout_prob,
                     pad_token_id: c.pad_token_id.unwrap_or(default_pad),
+                    position_biased_input: true,
+                    relative: None,
+                    pooler_activation: match family {
+                        Family::Electra => PoolerActivation::Gelu,
+                        _ => PoolerActivation::Tanh,
+                    },
                 })
             }
         }
@@ -282,8 +466,19 @@ impl EncoderConfig {
             ("max_position_embeddings", self.max_position_embeddings),
             ("embedding_size", self.embedding_size),
         ];
-        if self.family != Family::DistilBert {
+        if !matches!(self.family, Family::DistilBert | Family::DebertaV2) {
             counts.push(("type_vocab_size", self.type_vocab_size));
+        }
+        if let Some(r) = &self.relative {
+            counts.push(("position_buckets / max_relative_positions", r.span));
+            if let Some((buckets, max_position)) = r.log_buckets
+                && (buckets < 2 || max_position <= buckets / 2 + 1)
+            {
+                return Err(format!(
+                    "position_buckets {buckets} needs max_relative_positions above {}, got {max_position}",
+                    buckets / 2 + 1
+                ));
+            }
         }
         for (key, value) in counts {
             if value == 0 {
@@ -341,22 +536,13 @@ impl EncoderConfig {
 
     /// Parameters of the family's base model with the pooler pipe builds (BERT's pooler, or
     /// the head's dense layer that plays its part): the count `num_parameters()` gives for
-    /// `…ForSequenceClassification` less its last linear layer.
+    /// `…ForSequenceClassification` less its last linear layer. Counted from the tensors a
+    /// checkpoint holds, so the count and the loader cannot disagree.
     pub fn param_count(&self) -> usize {
-        let (v, p, t, h, e, i, l) = (
-            self.vocab_size,
-            self.max_position_embeddings,
-            self.type_vocab_size,
-            self.hidden_size,
-            self.embedding_size,
-            self.intermediate_size,
-            self.num_hidden_layers,
-        );
-        let mut emb = (v + p + t) * e + 2 * e;
-        if e != h {
-            emb += e * h + h;
-        }
-        let layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
-        emb + l * layer + (h * h + h)
+        let pooler = self.hidden_size * self.hidden_size + self.hidden_size;
+        let tensors: usize = (super::checkpoint::encoder_plan(self).iter())
+            .map(|t| t.shape.iter().product::<usize>())
+            .sum();
+        tensors + pooler
     }
 }

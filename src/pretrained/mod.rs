@@ -8,7 +8,9 @@ pub mod encoder_config;
 
 use std::path::{Path, PathBuf};
 
-pub use encoder_config::{EncoderConfig, Family, PoolerActivation, SUPPORTED_MODEL_TYPES};
+pub use encoder_config::{
+    EncoderConfig, Family, PoolerActivation, RelativeAttention, SUPPORTED_MODEL_TYPES,
+};
 
 /// Folders searched after `PIPE_MODEL_PATH`: a `models/` folder beside the pipelines, and the
 /// workspace's shared model store.

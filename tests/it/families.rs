@@ -17,7 +17,14 @@ use pipe::spec::vectorizer::{Padding, PretrainedVectorizerSpec};
 use pipe::vectorize::SubwordTokenizer;
 
 /// The families whose fixtures pipe matches (folder names under tests/fixtures/families).
-const FAMILIES: &[&str] = &["bert", "distilbert", "roberta", "xlm_roberta", "electra"];
+const FAMILIES: &[&str] = &[
+    "bert",
+    "distilbert",
+    "roberta",
+    "xlm_roberta",
+    "electra",
+    "deberta_v2",
+];
 
 fn dir(family: &str) -> std::path::PathBuf {
     common::fixtures().join("families").join(family)
@@ -133,7 +140,7 @@ fn unknown_families_and_pickles_are_refused_at_check_time() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("config.json: model_type `gpt2` is not supported (supported: bert, distilbert, roberta, xlm-roberta, camembert, electra)"),
+        stderr.contains("config.json: model_type `gpt2` is not supported (supported: bert, distilbert, roberta, xlm-roberta, camembert, electra, deberta-v2"),
         "{stderr}"
     );
     config["model_type"] = "bert".into();

@@ -1,0 +1,170 @@
+//! DeBERTa's disentangled self-attention: the content scores Q·Kᵀ plus content-to-position
+//! (Q against the projected relative-position embeddings) and position-to-content (K against
+//! them) scores, each indexed by the bucketed distance between query and key; scaled by
+//! sqrt(head size × (1 + the number of position terms)). Padded queries and keys have their
+//! scores replaced by the lowest f32, as transformers does, so a padded query attends evenly.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::fused;
+use crate::pretrained::RelativeAttention;
+
+/// The bucket of the distance `d` = query − key: itself up to half the buckets, then
+/// logarithmic up to `max_position` (transformers' `make_log_bucket_position`, in f32 as there).
+pub fn relative_bucket(d: i64, r: &RelativeAttention) -> i64 {
+    let Some((buckets, max_position)) = r.log_buckets else {
+        return d;
+    };
+    let mid = (buckets / 2) as i64;
+    let abs = if d < mid && d > -mid {
+        mid - 1
+    } else {
+        d.abs()
+    };
+    if abs <= mid {
+        return d;
+    }
+    let ratio = (abs as f32 / mid as f32).ln();
+    let range = ((max_position as f64 - 1.0) / mid as f64) as f32;
+    let log_pos = (ratio / range.ln() * (mid - 1) as f32).ceil() as i64 + mid;
+    log_pos * d.signum()
+}
+
+/// For query `i` and key `j`: the row of the relative embeddings their distance reads,
+/// clamp(bucket(i − j) + span, 0, 2·span − 1).
+///
+/// # Shapes
+/// - output: [len, len]
+pub fn relative_index<B: Backend>(
+    len: usize,
+    r: &RelativeAttention,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let span = r.span as i64;
+    let index: Vec<i64> = (0..len as i64)
+        .flat_map(|i| {
+            (0..len as i64).map(move |j| (relative_bucket(i - j, r) + span).clamp(0, 2 * span - 1))
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(index, [len, len]), device)
+}
+
+/// One layer's projections: the content ones, and the position ones where the keys are not
+/// shared (`share_att_key` false).
+pub struct Projections<'a, B: Backend> {
+    pub query: &'a Linear<B>,
+    pub key: &'a Linear<B>,
+    pub value: &'a Linear<B>,
+    pub pos_query: Option<&'a Linear<B>>,
+    pub pos_key: Option<&'a Linear<B>>,
+}
+
+/// [batch, length, heads·d] → [batch, heads, length, d].
+fn heads<B: Backend>(x: Tensor<B, 3>, num_heads: usize) -> Tensor<B, 4> {
+    let [b, l, h] = x.dims();
+    x.reshape([b, l, num_heads, h / num_heads]).swap_dims(1, 2)
+}
+
+/// The attention weights and the values they weigh.
+///
+/// # Shapes
+/// - x: [batch, length, hidden]; rel: [2·span, hidden] (normalised where the config says);
+///   mask: [batch, length]
+/// - output: weights [batch, heads, length, length], values [batch, heads, length, head size]
+pub fn weights_and_values<B: Backend>(
+    x: Tensor<B, 3>,
+    rel: Tensor<B, 2>,
+    mask: &Tensor<B, 2>,
+    p: &Projections<B>,
+    num_heads: usize,
+    r: &RelativeAttention,
+    dropout: f64,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [b, l, h] = x.dims();
+    let d = h / num_heads;
+    let device = x.device();
+    let q = heads(fused::linear_seq(p.query, x.clone()), num_heads);
+    let k = heads(fused::linear_seq(p.key, x.clone()), num_heads);
+    let v = heads(fused::linear_seq(p.value, x), num_heads);
+    let factor = 1 + usize::from(r.c2p) + usize::from(r.p2c);
+    let scale = ((d * factor) as f32).sqrt();
+    let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3));
+    let rows = rel.dims()[0];
+    let rel = rel.reshape([1, rows, h]);
+    let index = relative_index::<B>(l, r, &device)
+        .reshape([1, 1, l, l])
+        .expand([b, num_heads, l, l]);
+    // Positions projected like the content (the same weights when keys are shared).
+    let positions = |projection: &Linear<B>| {
+        heads(fused::linear_seq(projection, rel.clone()), num_heads).expand([b, num_heads, rows, d])
+    };
+    if r.c2p {
+        let pos_key = positions(p.pos_key.unwrap_or(p.key));
+        let all = q.matmul(pos_key.swap_dims(2, 3));
+        scores = scores + all.gather(3, index.clone());
+    }
+    if r.p2c {
+        let pos_query = positions(p.pos_query.unwrap_or(p.query));
+        // p2c[i, j] = K_j · Pq[index[i, j]]: gathered per key, then turned to [query, key].
+        let all = k.matmul(pos_query.swap_dims(2, 3));
+        scores = scores + all.gather(3, index.swap_dims(2, 3)).swap_dims(2, 3);
+    }
+    let scores = scores / scale;
+    let valid = mask.clone().reshape([b, 1, l, 1]) * mask.clone().reshape([b, 1, 1, l]);
+    let scores = scores.mask_fill(valid.lower_elem(0.5).expand([b, num_heads, l, l]), f32::MIN);
+    let weights = fused::dropout(softmax(scores, 3), dropout);
+    (weights, v)
+}
+
+/// The attended values, heads joined again.
+///
+/// # Shapes
+/// - weights: [batch, heads, length, length]; values: [batch, heads, length, head size]
+/// - output: [batch, length, hidden]
+pub fn context<B: Backend>(weights: Tensor<B, 4>, values: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, n, l, d] = values.dims();
+    weights
+        .matmul(values)
+        .swap_dims(1, 2)
+        .reshape([b, l, n * d])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v3(buckets: usize, max_position: usize) -> RelativeAttention {
+        RelativeAttention {
+            span: buckets,
+            log_buckets: Some((buckets, max_position)),
+            c2p: true,
+            p2c: true,
+            share_att_key: true,
+            norm_rel_embeddings: true,
+        }
+    }
+
+    #[test]
+    fn buckets_are_the_distance_near_and_logarithmic_far() {
+        // transformers' table for 8 buckets over 64 positions (tests/fixtures/families/
+        // deberta_v2: |d| 5..10 → ±5, 11..23 → ±6).
+        let r = v3(8, 64);
+        let got: Vec<i64> = (-12..=12).map(|d| relative_bucket(d, &r)).collect();
+        let want = [
+            -6, -6, -5, -5, -5, -5, -5, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 5, 5, 5, 5, 5, 6, 6,
+        ];
+        assert_eq!(got, want);
+        // DeBERTa-v3-base's 256 buckets over 512 positions: linear up to 128.
+        let base = v3(256, 512);
+        assert_eq!(relative_bucket(128, &base), 128);
+        assert_eq!(relative_bucket(-500, &base), -relative_bucket(500, &base));
+        assert!(relative_bucket(511, &base) <= 255);
+        let plain = RelativeAttention {
+            log_buckets: None,
+            ..base
+        };
+        assert_eq!(relative_bucket(-300, &plain), -300);
+    }
+}

@@ -110,6 +110,7 @@ pub fn architecture(model_type: &str) -> &'static str {
         "distilbert" => "DistilBertForSequenceClassification",
         "electra" => "ElectraForSequenceClassification",
         "deberta-v2" => "DebertaV2ForSequenceClassification",
+        "modernbert" => "ModernBertForSequenceClassification",
         _ => "BertForSequenceClassification",
     }
 }
@@ -176,6 +177,7 @@ pub fn hf_tensors<B: Backend>(
         Family::Roberta | Family::Electra => "classifier.dense".into(),
         Family::DistilBert => "pre_classifier".into(),
         Family::DebertaV2 => "pooler.dense".into(),
+        Family::ModernBert => "head.dense".into(),
     };
     let mut out = Vec::new();
     let mut take = |hf: String, path: &str, shape: &[usize]| -> Result<(), String> {

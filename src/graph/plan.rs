@@ -199,7 +199,7 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
     let layers = plan_layers(loaded, &names, &inputs, &ctx, &mut diags);
     let num_classes = spec.dataset.labels.len();
     check_head(loaded, &layers, num_classes, &mut diags);
-    check_stages(loaded, &names, &mut diags);
+    check_stages(loaded, &names, &layers, &mut diags);
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -591,7 +591,12 @@ fn check_head(
 
 /// The `[[stages]]`: names, sizes, rates, policies and freeze patterns. A spec without
 /// stages still checks and summarises; `pipe run` reports it.
-fn check_stages(loaded: &LoadedSpec, layer_names: &[String], diags: &mut Diagnostics) {
+fn check_stages(
+    loaded: &LoadedSpec,
+    layer_names: &[String],
+    layers: &[Option<PlannedLayer>],
+    diags: &mut Diagnostics,
+) {
     let (spec, src) = (&loaded.spec, &loaded.source);
     // Data-parallel workers: each takes an equal share of every batch.
     let workers = match spec.runtime.worker_devices() {
@@ -611,7 +616,7 @@ fn check_stages(loaded: &LoadedSpec, layer_names: &[String], diags: &mut Diagnos
             );
         }
         stage_names.push(sname.clone());
-        check_stage(loaded, i, &sname, workers, layer_names, diags);
+        check_stage(loaded, i, &sname, workers, (layer_names, layers), diags);
     }
 }
 
@@ -620,7 +625,7 @@ fn check_stage(
     i: usize,
     sname: &str,
     workers: usize,
-    layer_names: &[String],
+    (layer_names, layers): (&[String], &[Option<PlannedLayer>]),
     diags: &mut Diagnostics,
 ) {
     let (stage, src) = (&loaded.spec.stages[i], &loaded.source);
@@ -680,7 +685,16 @@ fn check_stage(
         );
     }
     for (j, pattern) in stage.freeze.iter().enumerate() {
-        if !layer_names.iter().any(|n| glob_match(pattern, n)) {
+        if let Some(why) = part_pattern_problem(pattern, layers) {
+            diags.push(
+                src.value(&format!("{at}.freeze[{j}]")),
+                format!("stage `{sname}`: `freeze` pattern `{pattern}`: {why}"),
+            );
+            continue;
+        }
+        if !layer_names.iter().any(|n| glob_match(pattern, n))
+            && frozen_parts(pattern, layers).is_empty()
+        {
             let hint = suggest(pattern, layer_names.iter().map(|s| s.as_str()))
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
@@ -690,6 +704,49 @@ fn check_stage(
             );
         }
     }
+}
+
+/// The `(layer index, part)` pairs a `freeze` pattern `<layer>.<part glob>` names (an encoder's
+/// `embeddings`, `layer.N`, `pooler`).
+pub fn frozen_parts(pattern: &str, layers: &[Option<PlannedLayer>]) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let Some(layer) = layer else { continue };
+        let Some(part) = pattern.strip_prefix(&format!("{}.", layer.name)) else {
+            continue;
+        };
+        for p in layer.config.parts() {
+            if glob_match(part, &p) {
+                found.push((i, p));
+            }
+        }
+    }
+    found
+}
+
+/// A `<layer>.<part>` pattern whose layer exists but has no such part: what it has.
+fn part_pattern_problem(pattern: &str, layers: &[Option<PlannedLayer>]) -> Option<String> {
+    let layer = layers
+        .iter()
+        .flatten()
+        .find(|l| pattern.starts_with(&format!("{}.", l.name)))?;
+    if !frozen_parts(pattern, layers).is_empty() {
+        return None;
+    }
+    let parts = layer.config.parts();
+    Some(if parts.is_empty() {
+        format!(
+            "layer `{}` ({}) has no parts to freeze on their own; freeze it whole",
+            layer.name,
+            layer.config.type_name()
+        )
+    } else {
+        format!(
+            "layer `{}` has no such part (its parts: {})",
+            layer.name,
+            parts.join(", ")
+        )
+    })
 }
 
 /// float16's smallest normal number, 2⁻¹⁴.

@@ -26,11 +26,13 @@ use super::multi_head_attention::attention_weights;
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind};
 use crate::fused::{self, AttentionOptions};
 use crate::pretrained::checkpoint::plan_load;
+use crate::pretrained::encoder_config::ModernBertOptions;
 use crate::pretrained::{
     EncoderConfig, Family, PoolerActivation, RelativeAttention, locate, locate_any,
 };
 
 mod disentangled;
+mod modernbert;
 
 /// A `bert` layer's default output: what `input = "<the layer>"` reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -146,11 +148,17 @@ pub struct EncoderLayers<B: Backend> {
     pub rel_embeddings: Option<Embedding<B>>,
     /// DeBERTa's LayerNorm of `rel_embeddings` (`norm_rel_ebd`).
     pub layer_norm: Option<LayerNorm<B>>,
+    /// ModernBERT's layers (pre-LayerNorm; `layer` is empty then).
+    pub pre_norm_layer: Vec<modernbert::PreNormLayer<B>>,
+    /// ModernBERT's `final_norm`.
+    pub final_norm: Option<LayerNorm<B>>,
 }
 
 #[derive(Module, Debug)]
 pub struct EncoderPooler<B: Backend> {
     pub dense: Linear<B>,
+    /// ModernBERT's head normalises after the activation (`head.norm`).
+    pub norm: Option<LayerNorm<B>>,
 }
 
 /// The feed-forward activation inside each encoder layer, from config.json's `hidden_act`.
@@ -205,6 +213,9 @@ pub struct HfEncoder<B: Backend> {
     /// DeBERTa's disentangled attention; `None`: attention over content alone.
     #[module(skip)]
     relative: Option<RelativeAttention>,
+    /// ModernBERT's layout; `None`: BERT's post-LayerNorm layers.
+    #[module(skip)]
+    modern: Option<ModernBertOptions>,
     /// LayerNorm epsilon from the config (burn's LayerNorm keeps its own private).
     layer_norm_eps: f64,
     #[module(skip)]
@@ -220,19 +231,22 @@ impl HfEncoderConfig {
     pub fn encoder_config(&self) -> Result<EncoderConfig, String> {
         EncoderConfig::load(&self.model_dir()?)
     }
-    /// The folder's weights are unreadable for a reason known before loading them: only a
-    /// PyTorch pickle (a folder with config.json alone is fine until the weights are needed).
-    fn check_weights_format(&self) -> Result<(), String> {
+    /// The folder's weights, checked before any run starts as far as their headers tell: only a
+    /// PyTorch pickle, or tensors that config.json contradicts (missing, unexpected or
+    /// mis-shaped). A folder with config.json alone is fine until the weights are needed.
+    fn check_weights(&self, c: &EncoderConfig) -> Result<(), String> {
+        if !self.pretrained {
+            return Ok(());
+        }
         let dir = self.model_dir()?;
         let has = |f: &str| dir.join(f).is_file();
-        if self.pretrained
-            && !has("model.safetensors")
-            && !has("model.safetensors.index.json")
-            && (has("pytorch_model.bin") || has("pytorch_model.bin.index.json"))
-        {
-            crate::pretrained::checkpoint::weight_files(&dir)?;
+        if has("model.safetensors") || has("model.safetensors.index.json") {
+            plan_load(&dir, c).map(|_| ())
+        } else if has("pytorch_model.bin") || has("pytorch_model.bin.index.json") {
+            crate::pretrained::checkpoint::weight_files(&dir).map(|_| ())
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 }
 
@@ -258,6 +272,15 @@ fn embedding<B: Backend>(n: usize, d: usize, device: &B::Device) -> Embedding<B>
     Embedding {
         weight: normal([n, d], device),
     }
+}
+
+/// A LayerNorm of `d` features, ones and zeros, with or without its bias (beta).
+fn norm_with_bias<B: Backend>(d: usize, eps: f64, bias: bool, device: &B::Device) -> LayerNorm<B> {
+    let mut norm = layer_norm(d, eps, device);
+    if !bias {
+        norm.beta = None;
+    }
+    norm
 }
 
 fn disentangled_projections<B: Backend>(
@@ -298,7 +321,12 @@ impl<B: Backend> HfEncoder<B> {
                     .then(|| embedding(c.max_position_embeddings, e, device)),
                 token_type_embeddings: (c.type_vocab_size > 0)
                     .then(|| embedding(c.type_vocab_size, e, device)),
-                layer_norm: layer_norm(if deberta { h } else { e }, c.layer_norm_eps, device),
+                layer_norm: norm_with_bias(
+                    if deberta { h } else { e },
+                    c.layer_norm_eps,
+                    c.modern.as_ref().is_none_or(|m| m.norm_bias),
+                    device,
+                ),
                 dropout: hidden_dropout(),
                 projection: (e != h).then(|| {
                     let mut projection = linear(e, h, device);
@@ -310,6 +338,7 @@ impl<B: Backend> HfEncoder<B> {
             },
             encoder: EncoderLayers {
                 layer: (0..c.num_hidden_layers)
+                    .filter(|_| c.modern.is_none())
                     .map(|_| EncoderLayer {
                         attention: EncoderAttention {
                             self_attention: EncoderSelfAttention {
@@ -336,9 +365,22 @@ impl<B: Backend> HfEncoder<B> {
                 layer_norm: (c.relative)
                     .filter(|r| r.norm_rel_embeddings)
                     .map(|_| layer_norm(h, c.layer_norm_eps, device)),
+                pre_norm_layer: (c.modern.as_ref())
+                    .map(|m| modernbert::init(c, m, dropout, device))
+                    .unwrap_or_default(),
+                final_norm: (c.modern.as_ref())
+                    .map(|m| norm_with_bias(h, c.layer_norm_eps, m.norm_bias, device)),
             },
             pooler: EncoderPooler {
-                dense: linear(h, h, device),
+                dense: {
+                    let mut dense = linear(h, h, device);
+                    if c.modern.as_ref().is_some_and(|m| !m.head_bias) {
+                        dense.bias = None;
+                    }
+                    dense
+                },
+                norm: (c.modern.as_ref())
+                    .map(|m| norm_with_bias(h, c.layer_norm_eps, m.norm_bias, device)),
             },
             num_heads: c.num_attention_heads,
             activation: HiddenActivation::of(&c.hidden_act),
@@ -349,6 +391,7 @@ impl<B: Backend> HfEncoder<B> {
             pooler_activation: c.pooler_activation,
             family: c.family,
             relative: c.relative,
+            modern: c.modern.clone(),
             layer_norm_eps: c.layer_norm_eps,
             pooling,
         }
@@ -432,11 +475,37 @@ impl<B: Backend> HfEncoder<B> {
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 3>> {
         let mut x = self.embed(ids, token_types, &mask);
+        if let Some(m) = &self.modern {
+            return self.encode_modern(m, x, mask);
+        }
         let rel = self.relative_embeddings();
         let mut states = Vec::with_capacity(self.encoder.layer.len());
         for layer in &self.encoder.layer {
             x = self.layer_forward(layer, x, &mask, rel.as_ref());
             states.push(x.clone());
+        }
+        states
+    }
+
+    /// ModernBERT's layers on the normalised embeddings; the last output after `final_norm`.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, hidden]; mask: [batch, length]
+    /// - output: one [batch, length, hidden] per layer
+    fn encode_modern(
+        &self,
+        m: &ModernBertOptions,
+        mut x: Tensor<B, 3>,
+        mask: Tensor<B, 2>,
+    ) -> Vec<Tensor<B, 3>> {
+        let pass = modernbert::Pass::new(m, self.num_heads, x.dims()[2], self.layer_norm_eps, mask);
+        let mut states = Vec::with_capacity(self.encoder.pre_norm_layer.len());
+        for (i, layer) in self.encoder.pre_norm_layer.iter().enumerate() {
+            x = pass.layer(layer, i, x, |t| self.act(t));
+            states.push(x.clone());
+        }
+        if let (Some(norm), Some(last)) = (&self.encoder.final_norm, states.pop()) {
+            states.push(self.norm(norm, last));
         }
         states
     }
@@ -509,6 +578,16 @@ impl<B: Backend> HfEncoder<B> {
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 4>> {
         let mut x = self.embed(ids, token_types, &mask);
+        if let Some(m) = &self.modern {
+            let h = x.dims()[2];
+            let pass = modernbert::Pass::new(m, self.num_heads, h, self.layer_norm_eps, mask);
+            let mut maps = Vec::new();
+            for (i, layer) in self.encoder.pre_norm_layer.iter().enumerate() {
+                maps.push(pass.attention_weights(layer, i, x.clone()));
+                x = pass.layer(layer, i, x, |t| self.act(t));
+            }
+            return maps;
+        }
         let rel = self.relative_embeddings();
         let mut maps = Vec::with_capacity(self.encoder.layer.len());
         for layer in &self.encoder.layer {
@@ -615,18 +694,28 @@ impl<B: Backend> HfEncoder<B> {
 
     /// The family's pooler: act(dense(h[:, 0])), the first position's hidden state
     /// transformed as the family's sequence classifier does before its last layer (tanh for
-    /// BERT and RoBERTa, GELU for ELECTRA, ReLU for DistilBERT).
+    /// BERT and RoBERTa, GELU for ELECTRA and DeBERTa, ReLU for DistilBERT); ModernBERT's head
+    /// norm(act(dense(·))) on h[:, 0] or on the mean over real tokens (`classifier_pooling`).
     ///
     /// # Shapes
-    /// - sequence: [batch, length, hidden]; output: [batch, hidden]
-    pub fn pool(&self, sequence: &Tensor<B, 3>) -> Tensor<B, 2> {
+    /// - sequence: [batch, length, hidden]; mask: [batch, length]; output: [batch, hidden]
+    pub fn pool(&self, sequence: &Tensor<B, 3>, mask: &Tensor<B, 2>) -> Tensor<B, 2> {
         let [b, _, h] = sequence.dims();
-        let first = sequence.clone().slice([0..b, 0..1, 0..h]).reshape([b, h]);
+        let first = match &self.modern {
+            Some(m) if m.mean_pooling => masked_mean(sequence.clone(), mask.clone()),
+            _ => sequence.clone().slice([0..b, 0..1, 0..h]).reshape([b, h]),
+        };
         let dense = self.pooler.dense.forward(first);
-        match self.pooler_activation {
+        let activated = match self.pooler_activation {
             PoolerActivation::Tanh => tanh(dense),
             PoolerActivation::Relu => relu(dense),
             PoolerActivation::Gelu => fused::gelu(dense),
+        };
+        match &self.pooler.norm {
+            Some(norm) => self
+                .norm(norm, activated.reshape([b, 1, h]))
+                .reshape([b, h]),
+            None => activated,
         }
     }
 }
@@ -641,9 +730,7 @@ impl LayerDef for HfEncoderConfig {
             }
             // config.json is part of the layer's configuration: a bad one is reported as such,
             // not as a shape mismatch.
-            _ => self
-                .encoder_config()
-                .and_then(|_| self.check_weights_format()),
+            _ => self.encoder_config().and_then(|c| self.check_weights(&c)),
         }
     }
     fn infer(
@@ -658,27 +745,29 @@ impl LayerDef for HfEncoderConfig {
             ));
         }
         let c = self.encoder_config()?;
+        let config = self.model_dir()?.join("config.json");
+        let config = config.display();
         // A dynamically padded batch can still be as long as the vectorizer's maximum.
         if let Some(len) = s.dims[0].or(ctx.sequence_length)
             && len > c.max_sequence_length()
         {
             return Err(match c.family {
                 Family::Roberta => format!(
-                    "sequences of length {len} exceed the {} positions of max_position_embeddings {} ({} numbers positions from its padding id {} + 1)",
+                    "sequences of length {len} exceed the {} positions of max_position_embeddings {} in {config} ({} numbers positions from its padding id {} + 1)",
                     c.max_sequence_length(),
                     c.max_position_embeddings,
                     c.model_type,
                     c.pad_token_id
                 ),
                 _ => format!(
-                    "sequences of length {len} exceed max_position_embeddings {}",
+                    "sequences of length {len} exceed max_position_embeddings {} in {config}",
                     c.max_position_embeddings
                 ),
             });
         }
         if ctx.vocab_size > c.vocab_size {
             return Err(format!(
-                "the tokenizer has {} ids but the model only {}",
+                "the tokenizer has {} ids but the model only {} (`vocab_size` in {config})",
                 ctx.vocab_size, c.vocab_size
             ));
         }
@@ -702,6 +791,13 @@ impl LayerDef for HfEncoderConfig {
         let default = outputs.remove(self.pooling.output_index());
         outputs.insert(0, default);
         Ok(outputs)
+    }
+    fn parts(&self) -> Vec<String> {
+        let layers = self.encoder_config().map_or(0, |c| c.num_hidden_layers);
+        (std::iter::once("embeddings".to_string()))
+            .chain((0..layers).map(|i| format!("layer.{i}")))
+            .chain(std::iter::once("pooler".to_string()))
+            .collect()
     }
     fn param_count(&self, _: &[TensorSpec], _: &InferCtx) -> usize {
         self.encoder_config().map(|c| c.param_count()).unwrap_or(0)
@@ -729,6 +825,40 @@ impl LayerDef for HfEncoderConfig {
 }
 
 impl<B: Backend> LayerForward<B> for HfEncoder<B> {
+    /// `embeddings`, `layer.N` (encoder layer N, whatever the family calls its layers) and
+    /// `pooler`; DeBERTa's relative-position embeddings go with `embeddings`.
+    fn freeze_parts(mut self, parts: &[String]) -> Self {
+        let frozen = |part: &str| parts.iter().any(|p| p == part);
+        if frozen("embeddings") {
+            self.embeddings = self.embeddings.no_grad();
+            self.encoder.rel_embeddings = self.encoder.rel_embeddings.map(|e| e.no_grad());
+            self.encoder.layer_norm = self.encoder.layer_norm.map(|n| n.no_grad());
+        }
+        self.encoder.layer = (self.encoder.layer.into_iter().enumerate())
+            .map(|(i, l)| {
+                if frozen(&format!("layer.{i}")) {
+                    l.no_grad()
+                } else {
+                    l
+                }
+            })
+            .collect();
+        self.encoder.pre_norm_layer = (self.encoder.pre_norm_layer.into_iter().enumerate())
+            .map(|(i, l)| {
+                if frozen(&format!("layer.{i}")) {
+                    l.no_grad()
+                } else {
+                    l
+                }
+            })
+            .collect();
+        if frozen("pooler") {
+            self.pooler = self.pooler.no_grad();
+            self.encoder.final_norm = self.encoder.final_norm.map(|n| n.no_grad());
+        }
+        self
+    }
+
     /// The default output first (`pooling`), then the others in their fixed order.
     ///
     /// # Shapes
@@ -741,7 +871,7 @@ impl<B: Backend> LayerForward<B> for HfEncoder<B> {
         let sequence = states.last().expect("at least one layer").clone();
         let [b, _, h] = sequence.dims();
         let mut outputs = vec![
-            Value::Vector(self.pool(&sequence)),
+            Value::Vector(self.pool(&sequence, &ctx.mask)),
             Value::Sequence(sequence.clone()),
             Value::Vector(sequence.clone().slice([0..b, 0..1, 0..h]).reshape([b, h])),
             Value::Vector(masked_mean(sequence, ctx.mask.clone())),
@@ -786,6 +916,7 @@ mod tests {
             position_biased_input: true,
             relative: None,
             pooler_activation: PoolerActivation::Tanh,
+            modern: None,
             embedding_size: 4,
             pad_token_id: 0,
             vocab_size: 12,

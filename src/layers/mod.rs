@@ -237,10 +237,24 @@ pub trait LayerDef: DeserializeOwned + Serialize + JsonSchema + Clone + fmt::Deb
     fn validate(&self) -> Result<(), String> {
         Ok(())
     }
+    /// The parts a stage can freeze on their own, as `<layer>.<part>` (an encoder's
+    /// `embeddings`, `layer.N`, `pooler`); none for most layers.
+    fn parts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 pub trait LayerForward<B: Backend> {
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>>;
+    /// The layer with the named [`LayerDef::parts`] frozen (no gradients); the others as
+    /// they were.
+    fn freeze_parts(self, parts: &[String]) -> Self
+    where
+        Self: Sized,
+    {
+        let _ = parts;
+        self
+    }
     /// The forward pass as a classification head: pre-softmax logits where the layer ends in a
     /// softmax, so that the loss can use a stable log-softmax (as Keras does).
     fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {

@@ -47,6 +47,9 @@ macro_rules! registry {
             pub fn validate(&self) -> Result<(), String> {
                 match self { $(LayerConfig::$variant(c) => c.validate()),* }
             }
+            pub fn parts(&self) -> Vec<String> {
+                match self { $(LayerConfig::$variant(c) => c.parts()),* }
+            }
             pub fn infer(&self, inputs: &[TensorSpec], ctx: &InferCtx) -> Result<Vec<(String, TensorSpec)>, String> {
                 match self { $(LayerConfig::$variant(c) => c.infer(inputs, ctx)),* }
             }
@@ -68,6 +71,9 @@ macro_rules! registry {
         impl<B: Backend> LayerForward<B> for LayerModule<B> {
             fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
                 match self { $(LayerModule::$variant(m) => m.forward(inputs, ctx)),* }
+            }
+            fn freeze_parts(self, parts: &[String]) -> Self {
+                match self { $(LayerModule::$variant(m) => LayerModule::$variant(LayerForward::<B>::freeze_parts(m, parts))),* }
             }
             fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
                 match self { $(LayerModule::$variant(m) => m.forward_logits(inputs, ctx)),* }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::encoder_config::{EncoderConfig, Family};
+use super::encoder_config::{EncoderConfig, Family, ModernBertOptions};
 
 /// One stored tensor: its dtype as safetensors names it, its shape, and the file holding it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,13 +151,15 @@ pub fn pooler_names(family: Family) -> &'static [&'static str] {
         Family::DistilBert => &["pre_classifier"],
         // DeBERTa's context pooler belongs to its head, outside the `deberta.` prefix.
         Family::DebertaV2 => &["pooler.dense"],
+        // ModernBERT's head: dense, activation, LayerNorm (`head.norm` beside it).
+        Family::ModernBert => &["head.dense"],
     }
 }
 
 /// The name of the sequence-classification head's last linear layer.
 pub fn classifier_name(family: Family) -> &'static str {
     match family {
-        Family::Bert | Family::DistilBert | Family::DebertaV2 => "classifier",
+        Family::Bert | Family::DistilBert | Family::DebertaV2 | Family::ModernBert => "classifier",
         Family::Roberta | Family::Electra => "classifier.out_proj",
     }
 }
@@ -176,6 +178,33 @@ fn linear(plan: &mut Vec<TensorPlan>, hf: &str, module: &str, out_in: [(usize, &
         shape: vec![out],
         size_key: out_key,
     });
+}
+
+/// A weight, and its bias where the checkpoint has one.
+fn linear_maybe_bias(
+    plan: &mut Vec<TensorPlan>,
+    hf: &str,
+    module: &str,
+    out_in: [(usize, &'static str); 2],
+    bias: bool,
+) {
+    linear(plan, hf, module, out_in);
+    if !bias {
+        plan.pop();
+    }
+}
+
+fn layer_norm_maybe_bias(
+    plan: &mut Vec<TensorPlan>,
+    hf: &str,
+    module: &str,
+    size: (usize, &'static str),
+    bias: bool,
+) {
+    layer_norm(plan, hf, module, size);
+    if !bias {
+        plan.pop();
+    }
 }
 
 fn layer_norm(plan: &mut Vec<TensorPlan>, hf: &str, module: &str, (n, key): (usize, &'static str)) {
@@ -207,6 +236,9 @@ fn table(
 /// Every tensor of the encoder (embeddings, layers), in the family's Hugging Face names, without
 /// the pooler (see [`pooler_plan`]).
 pub fn encoder_plan(c: &EncoderConfig) -> Vec<TensorPlan> {
+    if let Some(modern) = &c.modern {
+        return modern_plan(c, modern);
+    }
     let (h, e) = (c.hidden_size, c.embedding_size);
     let distil = c.family == Family::DistilBert;
     let hk = if distil { "dim" } else { "hidden_size" };
@@ -286,6 +318,54 @@ pub fn encoder_plan(c: &EncoderConfig) -> Vec<TensorPlan> {
     for n in 0..c.num_hidden_layers {
         layer_plan(&mut p, c, n);
     }
+    p
+}
+
+/// ModernBERT's tensors: the fused query|key|value and input|gate projections are kept fused.
+fn modern_plan(c: &EncoderConfig, m: &ModernBertOptions) -> Vec<TensorPlan> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let (hk, ik) = ("hidden_size", "intermediate_size");
+    let mut p = Vec::new();
+    table(
+        &mut p,
+        "embeddings.tok_embeddings",
+        "embeddings.word_embeddings",
+        (c.vocab_size, "vocab_size"),
+        h,
+    );
+    layer_norm_maybe_bias(
+        &mut p,
+        "embeddings.norm",
+        "embeddings.layer_norm",
+        (h, hk),
+        m.norm_bias,
+    );
+    for n in 0..c.num_hidden_layers {
+        let (hf, module) = (format!("layers.{n}"), format!("encoder.pre_norm_layer.{n}"));
+        // The first layer reads the normalised embeddings as they are (no attn_norm).
+        if n > 0 {
+            let (a, b) = (format!("{hf}.attn_norm"), format!("{module}.attn_norm"));
+            layer_norm_maybe_bias(&mut p, &a, &b, (h, hk), m.norm_bias);
+        }
+        let at = |a: &str, b: &str| (format!("{hf}.{a}"), format!("{module}.{b}"));
+        let (a, b) = at("attn.Wqkv", "qkv");
+        linear_maybe_bias(&mut p, &a, &b, [(3 * h, hk), (h, hk)], m.attention_bias);
+        let (a, b) = at("attn.Wo", "attention_output");
+        linear_maybe_bias(&mut p, &a, &b, [(h, hk), (h, hk)], m.attention_bias);
+        let (a, b) = at("mlp_norm", "mlp_norm");
+        layer_norm_maybe_bias(&mut p, &a, &b, (h, hk), m.norm_bias);
+        let (a, b) = at("mlp.Wi", "mlp_input");
+        linear_maybe_bias(&mut p, &a, &b, [(2 * i, ik), (h, hk)], m.mlp_bias);
+        let (a, b) = at("mlp.Wo", "mlp_output");
+        linear_maybe_bias(&mut p, &a, &b, [(h, hk), (i, ik)], m.mlp_bias);
+    }
+    layer_norm_maybe_bias(
+        &mut p,
+        "final_norm",
+        "encoder.final_norm",
+        (h, hk),
+        m.norm_bias,
+    );
     p
 }
 
@@ -412,13 +492,17 @@ pub fn pooler_plan(c: &EncoderConfig, hf: &str) -> Vec<TensorPlan> {
     } else {
         "hidden_size"
     };
+    let square = [(c.hidden_size, hk), (c.hidden_size, hk)];
     let mut p = Vec::new();
-    linear(
-        &mut p,
-        hf,
-        "pooler.dense",
-        [(c.hidden_size, hk), (c.hidden_size, hk)],
-    );
+    match &c.modern {
+        Some(m) => {
+            linear_maybe_bias(&mut p, hf, "pooler.dense", square, m.head_bias);
+            let norm = hf.replace(".dense", ".norm");
+            let size = (c.hidden_size, hk);
+            layer_norm_maybe_bias(&mut p, &norm, "pooler.norm", size, m.norm_bias);
+        }
+        None => linear(&mut p, hf, "pooler.dense", square),
+    }
     p
 }
 
@@ -508,6 +592,8 @@ pub fn plan_load(dir: &Path, c: &EncoderConfig) -> Result<LoadPlan, String> {
         "embeddings_project.",
         "encoder.",
         "transformer.",
+        "layers.",
+        "final_norm.",
     ];
     for name in stored.keys() {
         let bare = name.strip_prefix(&prefix).unwrap_or(name);

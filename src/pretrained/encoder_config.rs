@@ -23,6 +23,9 @@ pub enum Family {
     /// `deberta-v2` (DeBERTa-v2 and -v3): BERT's layers with disentangled attention over
     /// relative positions, masked embeddings; the context pooler act(dense(h[:, 0])).
     DebertaV2,
+    /// `modernbert`: pre-LayerNorm layers without biases, rotary positions, GeGLU, local
+    /// (sliding-window) and global attention in turn; the head norm(act(dense(pool))).
+    ModernBert,
 }
 
 /// config.json's `model_type`s that pipe loads, in the order error messages list them.
@@ -34,6 +37,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "camembert",
     "electra",
     "deberta-v2",
+    "modernbert",
 ];
 
 impl Family {
@@ -45,6 +49,7 @@ impl Family {
             "distilbert" => Some(Family::DistilBert),
             "electra" => Some(Family::Electra),
             "deberta-v2" => Some(Family::DebertaV2),
+            "modernbert" => Some(Family::ModernBert),
             _ => None,
         }
     }
@@ -58,6 +63,7 @@ impl Family {
             Family::DistilBert => "distilbert",
             Family::Electra => "electra",
             Family::DebertaV2 => "deberta",
+            Family::ModernBert => "model",
         }
     }
 }
@@ -90,6 +96,26 @@ pub struct RelativeAttention {
     pub norm_rel_embeddings: bool,
 }
 
+/// ModernBERT's options beyond the shared sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModernBertOptions {
+    /// Per layer: global (full) attention, else local (`layer_types`, or every
+    /// `global_attn_every_n_layers`-th layer global from the first).
+    pub global_layers: Vec<bool>,
+    /// Rotary base of the global and of the local layers.
+    pub global_rope_theta: f64,
+    pub local_rope_theta: f64,
+    /// A local layer's query sees keys at most this far away (`local_attention` / 2).
+    pub half_window: usize,
+    pub norm_bias: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    /// The head's dense layer has a bias (`classifier_bias`).
+    pub head_bias: bool,
+    /// `classifier_pooling = "mean"`: the head reads the mean over real tokens, not h[:, 0].
+    pub mean_pooling: bool,
+}
+
 /// An encoder's sizes and options, whatever its family names them.
 #[derive(Clone, Debug)]
 pub struct EncoderConfig {
@@ -118,6 +144,8 @@ pub struct EncoderConfig {
     pub relative: Option<RelativeAttention>,
     /// The pooler's activation (DeBERTa: `pooler_hidden_act`).
     pub pooler_activation: PoolerActivation,
+    /// ModernBERT's layout.
+    pub modern: Option<ModernBertOptions>,
 }
 
 fn gelu() -> String {
@@ -267,6 +295,136 @@ impl DebertaStyle {
     }
 }
 
+fn no() -> bool {
+    false
+}
+fn modern_eps() -> f64 {
+    1e-5
+}
+fn cls() -> String {
+    "cls".into()
+}
+fn three() -> usize {
+    3
+}
+fn window() -> usize {
+    128
+}
+
+/// ModernBERT's config.json.
+#[derive(Deserialize)]
+struct ModernBertStyle {
+    vocab_size: usize,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "modern_eps")]
+    norm_eps: f64,
+    #[serde(default = "no")]
+    norm_bias: bool,
+    #[serde(default = "no")]
+    attention_bias: bool,
+    #[serde(default = "no")]
+    mlp_bias: bool,
+    #[serde(default = "no")]
+    classifier_bias: bool,
+    #[serde(default = "gelu")]
+    hidden_activation: String,
+    #[serde(default = "gelu")]
+    classifier_activation: String,
+    #[serde(default = "cls")]
+    classifier_pooling: String,
+    #[serde(default)]
+    embedding_dropout: f64,
+    #[serde(default)]
+    attention_dropout: f64,
+    #[serde(default)]
+    pad_token_id: Option<usize>,
+    #[serde(default = "window")]
+    local_attention: usize,
+    #[serde(default = "three")]
+    global_attn_every_n_layers: usize,
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    global_rope_theta: Option<f64>,
+    #[serde(default)]
+    local_rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_parameters: Option<Value>,
+}
+
+impl ModernBertStyle {
+    fn options(&self) -> Result<ModernBertOptions, String> {
+        let global_layers = match &self.layer_types {
+            Some(types) => {
+                if types.len() != self.num_hidden_layers {
+                    return Err(format!(
+                        "`layer_types` has {} entries for {} layers",
+                        types.len(),
+                        self.num_hidden_layers
+                    ));
+                }
+                types
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "full_attention" => Ok(true),
+                        "sliding_attention" => Ok(false),
+                        other => Err(format!("`layer_types`: unknown `{other}`")),
+                    })
+                    .collect::<Result<Vec<bool>, String>>()?
+            }
+            None => {
+                let every = self.global_attn_every_n_layers.max(1);
+                (0..self.num_hidden_layers)
+                    .map(|i| i % every == 0)
+                    .collect()
+            }
+        };
+        // transformers 5 writes the rotary bases per layer type; older files as two keys.
+        let theta = |kind: &str, old: Option<f64>, default: f64| {
+            (self.rope_parameters.as_ref())
+                .and_then(|r| r.get(kind)?.get("rope_theta")?.as_f64())
+                .or(old)
+                .unwrap_or(default)
+        };
+        if let Some(kind) = (self.rope_parameters.as_ref())
+            .and_then(|r| r.as_object())
+            .and_then(|r| {
+                r.values()
+                    .filter_map(|v| v.get("rope_type")?.as_str())
+                    .find(|t| *t != "default")
+            })
+        {
+            return Err(format!(
+                "`rope_parameters`: rope_type `{kind}` is not supported (only \"default\")"
+            ));
+        }
+        let mean_pooling = match self.classifier_pooling.as_str() {
+            "cls" => false,
+            "mean" => true,
+            other => {
+                return Err(format!(
+                    "`classifier_pooling` `{other}` is not supported (\"cls\" or \"mean\")"
+                ));
+            }
+        };
+        Ok(ModernBertOptions {
+            global_layers,
+            global_rope_theta: theta("full_attention", self.global_rope_theta, 160_000.0),
+            local_rope_theta: theta("sliding_attention", self.local_rope_theta, 10_000.0),
+            half_window: self.local_attention / 2,
+            norm_bias: self.norm_bias,
+            attention_bias: self.attention_bias,
+            mlp_bias: self.mlp_bias,
+            head_bias: self.classifier_bias,
+            mean_pooling,
+        })
+    }
+}
+
 fn pooler_activation(name: &str) -> Result<PoolerActivation, String> {
     match name {
         "gelu" => Ok(PoolerActivation::Gelu),
@@ -350,6 +508,33 @@ impl EncoderConfig {
                     position_biased_input: true,
                     relative: None,
                     pooler_activation: PoolerActivation::Relu,
+                    modern: None,
+                })
+            }
+            Family::ModernBert => {
+                let c: ModernBertStyle =
+                    serde_json::from_value(json.clone()).map_err(parse_error)?;
+                Ok(EncoderConfig {
+                    family,
+                    modern: Some(c.options()?),
+                    pooler_activation: pooler_activation(&c.classifier_activation)
+                        .map_err(|e| e.replace("pooler_hidden_act", "classifier_activation"))?,
+                    model_type,
+                    vocab_size: c.vocab_size,
+                    hidden_size: c.hidden_size,
+                    embedding_size: c.hidden_size,
+                    num_hidden_layers: c.num_hidden_layers,
+                    num_attention_heads: c.num_attention_heads,
+                    intermediate_size: c.intermediate_size,
+                    max_position_embeddings: c.max_position_embeddings,
+                    type_vocab_size: 0,
+                    layer_norm_eps: c.norm_eps,
+                    hidden_act: c.hidden_activation,
+                    hidden_dropout_prob: c.embedding_dropout,
+                    attention_probs_dropout_prob: c.attention_dropout,
+                    pad_token_id: c.pad_token_id.unwrap_or(0),
+                    position_biased_input: false,
+                    relative: None,
                 })
             }
             Family::DebertaV2 => {
@@ -390,6 +575,7 @@ impl EncoderConfig {
                     attention_probs_dropout_prob: c.attention_probs_dropout_prob,
                     pad_token_id: c.pad_token_id.unwrap_or(0),
                     position_biased_input: c.position_biased_input,
+                    modern: None,
                 })
             }
             Family::Bert | Family::Roberta | Family::Electra => {
@@ -427,6 +613,7 @@ impl EncoderConfig {
                         Family::Electra => PoolerActivation::Gelu,
                         _ => PoolerActivation::Tanh,
                     },
+                    modern: None,
                 })
             }
         }
@@ -466,7 +653,10 @@ impl EncoderConfig {
             ("max_position_embeddings", self.max_position_embeddings),
             ("embedding_size", self.embedding_size),
         ];
-        if !matches!(self.family, Family::DistilBert | Family::DebertaV2) {
+        if !matches!(
+            self.family,
+            Family::DistilBert | Family::DebertaV2 | Family::ModernBert
+        ) {
             counts.push(("type_vocab_size", self.type_vocab_size));
         }
         if let Some(r) = &self.relative {
@@ -524,10 +714,10 @@ impl EncoderConfig {
         match self.hidden_act.as_str() {
             "gelu" | "relu" | "gelu_new" | "gelu_pytorch_tanh" => Ok(()),
             other => {
-                let key = if self.family == Family::DistilBert {
-                    "activation"
-                } else {
-                    "hidden_act"
+                let key = match self.family {
+                    Family::DistilBert => "activation",
+                    Family::ModernBert => "hidden_activation",
+                    _ => "hidden_act",
                 };
                 Err(format!("unsupported {key} `{other}`"))
             }
@@ -539,10 +729,10 @@ impl EncoderConfig {
     /// `…ForSequenceClassification` less its last linear layer. Counted from the tensors a
     /// checkpoint holds, so the count and the loader cannot disagree.
     pub fn param_count(&self) -> usize {
-        let pooler = self.hidden_size * self.hidden_size + self.hidden_size;
-        let tensors: usize = (super::checkpoint::encoder_plan(self).iter())
+        let pooler = super::checkpoint::pooler_names(self.family)[0];
+        (super::checkpoint::encoder_plan(self).iter())
+            .chain(&super::checkpoint::pooler_plan(self, pooler))
             .map(|t| t.shape.iter().product::<usize>())
-            .sum();
-        tensors + pooler
+            .sum()
     }
 }

@@ -90,6 +90,17 @@ fn locate_in(from: &str, want: &[&[&str]], online: bool) -> Result<PathBuf, Stri
     } else if from.starts_with('.') || from.starts_with('/') || from.contains('\\') {
         looked.push(format!("{} (absent)", direct.display()));
     }
+    // A path is that folder alone: the model stores and the hub hold ids, not paths.
+    if from.starts_with('.') || from.starts_with('/') || from.contains('\\') {
+        return Err(format!(
+            "model `{from}`: could not find {}; looked in: {}",
+            want.iter()
+                .map(|s| s.join(" + "))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            looked.join("; ")
+        ));
+    }
 
     let base = from.rsplit('/').next().unwrap_or(from);
     for dir in search_dirs() {
@@ -190,6 +201,8 @@ mod tests {
             err.contains("has config.json; no model.safetensors"),
             "{err}"
         );
-        assert!(err.contains("not tried: offline"), "{err}");
+        // A path names that folder alone: no model store or hub is searched for it.
+        assert!(err.ends_with("no model.safetensors)"), "{err}");
+        assert_eq!(err.matches("looked in").count(), 1, "{err}");
     }
 }

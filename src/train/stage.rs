@@ -28,6 +28,7 @@ use super::resume::{PointFiles, ResumeAt, ResumeState};
 use super::schedule::learning_rate;
 use crate::graph::Graph;
 use crate::graph::plan::glob_match;
+use crate::layers::LayerForward;
 use crate::layers::Value;
 use crate::run::record::StageRecord;
 use crate::run::{MetricRow, Score, checkpoint};
@@ -115,9 +116,21 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let frozen: Vec<bool> = (plan.layers.iter())
             .map(|l| !l.trainable || stage.freeze.iter().any(|p| glob_match(p, &l.name)))
             .collect();
+        // `<layer>.<part>` patterns freeze parts of a layer (an encoder's embeddings, first
+        // layers); the layer itself still trains.
+        let planned: Vec<Option<_>> = plan.layers.iter().cloned().map(Some).collect();
+        let parts: Vec<(usize, String)> = (stage.freeze.iter())
+            .flat_map(|p| crate::graph::plan::frozen_parts(p, &planned))
+            .collect();
         let mut model = model;
-        model.layers = (model.layers.into_iter().zip(&frozen))
-            .map(|(layer, &f)| set_trainable(layer, !f))
+        model.layers = (model.layers.into_iter().zip(&frozen).enumerate())
+            .map(|(i, (layer, &f))| {
+                let own: Vec<String> = (parts.iter())
+                    .filter(|(l, _)| *l == i)
+                    .map(|(_, p)| p.clone())
+                    .collect();
+                set_trainable(layer, !f).freeze_parts(&own)
+            })
             .collect();
         tracing::info!(stage = %name, frozen = ?frozen, "stage start");
 

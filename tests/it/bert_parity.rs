@@ -60,7 +60,7 @@ fn tiny_bert_hidden_states_pooler_and_logits() {
         let ids = ints::<Cpu>(&exp["input_ids"], &device);
         let types = ints::<Cpu>(&exp["token_type_ids"], &device);
         let mask = ints::<Cpu>(&exp["attention_mask"], &device).float();
-        let states = model.encode(ids, types, mask);
+        let states = model.encode(ids, types, mask.clone());
         let hidden = flat(&exp["hidden_states"]);
         let per = hidden.len() / 3;
         for (i, s) in states.iter().enumerate() {
@@ -70,7 +70,7 @@ fn tiny_bert_hidden_states_pooler_and_logits() {
         let last = states.last().unwrap().clone();
         let d = max_diff(&values(last.clone()), &flat(&exp["last_hidden_state"]));
         assert!(d < 1e-5, "{dir}: last_hidden_state off by {d}");
-        let pooled = model.pool(&last);
+        let pooled = model.pool(&last, &mask);
         let d = max_diff(&values(pooled.clone()), &flat(&exp["pooler_output"]));
         assert!(d < 1e-5, "{dir}: pooler_output off by {d}");
         if dir.ends_with("tiny_bert") {
@@ -104,7 +104,7 @@ fn trace(optimizer: OptimizerSpec, key: &str) {
     let mut optim = StageOptimizer::<Classifier<Ad>, Ad>::new(&optimizer, None);
     let loss_of = |m: &Classifier<Ad>| {
         let states = m.bert.encode(ids.clone(), types.clone(), mask.clone());
-        let pooled = m.bert.pool(states.last().unwrap());
+        let pooled = m.bert.pool(states.last().unwrap(), &mask);
         cross_entropy(m.head.classifier.forward(pooled), labels.clone())
     };
     let expected = flat(&t["losses_before_step"]);
@@ -216,10 +216,13 @@ fn minilm_tokens_hidden_states_mean_and_pooler() {
     let slice = last.clone().slice([0..4, 0..8, 0..16]);
     let d = max_diff(&values(slice), &flat(&exp["last_hidden_state_first8x16"]));
     assert!(d < 1e-4, "hidden-state slice off by {d}");
-    let mean = pipe::layers::global_average_pooling_1d::masked_mean(last.clone(), mask);
+    let mean = pipe::layers::global_average_pooling_1d::masked_mean(last.clone(), mask.clone());
     let d = max_diff(&values(mean), &flat(&exp["masked_mean"]));
     assert!(d < 2e-5, "masked mean off by {d}");
-    let d = max_diff(&values(model.pool(&last)), &flat(&exp["pooler_output"]));
+    let d = max_diff(
+        &values(model.pool(&last, &mask)),
+        &flat(&exp["pooler_output"]),
+    );
     assert!(d < 2e-5, "pooler off by {d}");
 }
 

@@ -18,29 +18,50 @@ pub fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
 }
 
-/// A pretrained model a fresh clone does not have (all-MiniLM-L6-v2: 90 MB), looked up where
-/// `pipe` looks for it: each folder of `PIPE_MODEL_PATH`, `./models`, `../shared/models`.
-/// `None`, with a line saying which test is skipped and why, where it is absent; with
-/// `PIPE_REQUIRE_MODELS=1` (set by .ci/run, which has ../shared) absence fails the test.
-pub fn shared_model(name: &str, test: &str) -> Option<PathBuf> {
+/// The folders `pipe` looks in for a hub id before the Hugging Face cache: each folder of
+/// `PIPE_MODEL_PATH`, then `./models` and `../shared/models`.
+pub fn model_dirs() -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PIPE_MODEL_PATH")
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default();
     dirs.extend([root().join("models"), root().join("../shared/models")]);
-    if let Some(found) = dirs
-        .iter()
-        .map(|d| d.join(name))
+    dirs
+}
+
+/// The folder of model `name` (a hub id such as `FacebookAI/roberta-base`, or its last part)
+/// holding config.json, where `pipe` finds it: `<dir>/<name>` or `<dir>/<last part>` in
+/// [`model_dirs`]. `None`, with one "skipped: …" line naming `test` and the folders searched,
+/// where it is absent; with `required` and `PIPE_REQUIRE_MODELS=1` absence fails the test.
+fn local_model(name: &str, test: &str, required: bool) -> Option<PathBuf> {
+    let dirs = model_dirs();
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if let Some(found) = (dirs.iter())
+        .flat_map(|d| [d.join(name), d.join(base)])
         .find(|d| d.join("config.json").is_file())
     {
         return Some(found);
     }
     let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     let why = format!("{test} needs {name}, absent from {}", searched.join(", "));
-    if std::env::var("PIPE_REQUIRE_MODELS").is_ok_and(|v| v == "1") {
+    if required && std::env::var("PIPE_REQUIRE_MODELS").is_ok_and(|v| v == "1") {
         panic!("{why} (PIPE_REQUIRE_MODELS=1 turns this skip into a failure)");
     }
     eprintln!("skipped: {why}");
     None
+}
+
+/// A pretrained model a fresh clone does not have (all-MiniLM-L6-v2: 90 MB), looked up where
+/// `pipe` looks for it: each folder of `PIPE_MODEL_PATH`, `./models`, `../shared/models`.
+/// `None`, with a line saying which test is skipped and why, where it is absent; with
+/// `PIPE_REQUIRE_MODELS=1` (set by .ci/run, which has ../shared) absence fails the test.
+pub fn shared_model(name: &str, test: &str) -> Option<PathBuf> {
+    local_model(name, test, true)
+}
+
+/// [`shared_model`] for a model that ../shared/models does not hold either (CI has no copy):
+/// its absence is a skip even with `PIPE_REQUIRE_MODELS=1`.
+pub fn optional_model(name: &str, test: &str) -> Option<PathBuf> {
+    local_model(name, test, false)
 }
 
 pub fn pipe() -> Command {

@@ -24,6 +24,8 @@ const FAMILIES: &[&str] = &[
     "xlm_roberta",
     "electra",
     "deberta_v2",
+    "modernbert",
+    "modernbert_cls",
 ];
 
 fn dir(family: &str) -> std::path::PathBuf {
@@ -75,11 +77,11 @@ fn every_family_matches_transformers() {
             None => ids.zeros_like(),
         };
         let mask = ints::<Flex>(&exp["attention_mask"], &device).float();
-        let states = model.encode(ids, types, mask);
+        let states = model.encode(ids, types, mask.clone());
         let last = states.last().unwrap().clone();
         let d = relative_diff(&values(last.clone()), &flat(&exp["last_hidden_state"]));
         assert!(d < 1e-4, "{family}: last_hidden_state off by {d:e}");
-        let pooled = model.pool(&last);
+        let pooled = model.pool(&last, &mask);
         let d = relative_diff(&values(pooled.clone()), &flat(&exp["classifier_input"]));
         assert!(d < 1e-4, "{family}: classifier input off by {d:e}");
         let last_linear = exp["last_linear"].as_str().unwrap();
@@ -140,7 +142,7 @@ fn unknown_families_and_pickles_are_refused_at_check_time() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
-        stderr.contains("config.json: model_type `gpt2` is not supported (supported: bert, distilbert, roberta, xlm-roberta, camembert, electra, deberta-v2"),
+        stderr.contains("config.json: model_type `gpt2` is not supported (supported: bert, distilbert, roberta, xlm-roberta, camembert, electra, deberta-v2, modernbert)"),
         "{stderr}"
     );
     config["model_type"] = "bert".into();
@@ -342,4 +344,162 @@ fn an_export_refuses_what_a_sequence_classifier_cannot_express() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!scratch.join("out").exists());
+}
+
+/// A copy of a family fixture folder whose config.json `edit` changes.
+fn edited_copy(
+    scratch: &std::path::Path,
+    family: &str,
+    edit: impl Fn(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let to = scratch.join(format!("{family}-edited"));
+    std::fs::create_dir_all(&to).unwrap();
+    for f in std::fs::read_dir(dir(family)).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut config = json(&to.join("config.json"));
+    edit(&mut config);
+    std::fs::write(to.join("config.json"), config.to_string()).unwrap();
+    to
+}
+
+/// `pipe check` on a pipeline whose tokenizer is `vectorizer` and encoder `model`: its one
+/// error line.
+fn check_error(
+    scratch: &std::path::Path,
+    vectorizer: &std::path::Path,
+    model: &std::path::Path,
+    sets: &[&str],
+) -> String {
+    let spec = family_pipeline(scratch, model, "hf_encoder");
+    let out = pipe()
+        .arg("check")
+        .arg(&spec)
+        .arg(format!(
+            "--set=vectorizer.from=\"{}\"",
+            vectorizer.display()
+        ))
+        .args(sets)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn configs_that_contradict_their_weights_are_refused_naming_the_tensor_and_key() {
+    let scratch = scratch("families-contradictions");
+    let wider = edited_copy(&scratch, "bert", |c| c["intermediate_size"] = 65.into());
+    let err = check_error(&scratch, &wider, &wider, &[]);
+    assert!(
+        err.contains("model.safetensors: tensor `bert.encoder.layer.0.intermediate.dense.weight` has shape [64, 32], but")
+            && err.contains("implies [65, 32] (`intermediate_size`)"),
+        "{err}"
+    );
+    let deeper = edited_copy(&scratch, "roberta", |c| c["num_hidden_layers"] = 3.into());
+    let err = check_error(&scratch, &deeper, &deeper, &[]);
+    assert!(
+        err.contains("no tensor `roberta.encoder.layer.2.attention.self.query.weight`"),
+        "{err}"
+    );
+    let shallower = edited_copy(&scratch, "distilbert", |c| c["n_layers"] = 1.into());
+    let err = check_error(&scratch, &shallower, &shallower, &[]);
+    assert!(
+        err.contains("unexpected tensor `distilbert.transformer.layer.1.")
+            && err.contains("(1 layers, model_type `distilbert`)"),
+        "{err}"
+    );
+    // tiny_bert's 1,000-token vocabulary against a 500-row embedding table.
+    let model = dir("bert");
+    let err = check_error(&scratch, &common::fixtures().join("tiny_bert"), &model, &[]);
+    assert!(
+        err.contains("the tokenizer has 1000 ids but the model only 500 (`vocab_size` in")
+            && err.contains("families/bert/config.json"),
+        "{err}"
+    );
+    let err = check_error(
+        &scratch,
+        &model,
+        &model,
+        &["--set=vectorizer.max_length=65"],
+    );
+    assert!(
+        err.contains("sequences of length 65 exceed max_position_embeddings 64 in")
+            && err.contains("families/bert/config.json"),
+        "{err}"
+    );
+    // RoBERTa's positions start after the padding id: 66 rows hold 64 tokens.
+    let roberta = dir("roberta");
+    let err = check_error(
+        &scratch,
+        &roberta,
+        &roberta,
+        &["--set=vectorizer.max_length=65"],
+    );
+    assert!(
+        err.contains("exceed the 64 positions of max_position_embeddings 66"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_stage_freezes_an_encoders_embeddings_and_first_layer_by_name() {
+    for family in ["bert", "modernbert"] {
+        let scratch = scratch(&format!("families-freeze-{family}"));
+        let spec = family_pipeline(&scratch, &dir(family), "hf_encoder");
+        let runs = scratch.join("runs");
+        let out = pipe()
+            .args(["run", spec.to_str().unwrap(), "--quiet"])
+            .arg("--set=stages.train.freeze=[\"encoder.embeddings\", \"encoder.layer.0\"]")
+            .arg(format!("--runs-dir={}", runs.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{family}: {:?}", text(&out));
+        let exported = scratch.join("exported");
+        let run_dir = only_run(&runs, "family");
+        let out = run(&[
+            "export",
+            run_dir.to_str().unwrap(),
+            "--format=hf",
+            &format!("--out={}", exported.display()),
+        ]);
+        assert!(out.status.success(), "{family}: {:?}", text(&out));
+        let before = common::tensors(&dir(family).join("model.safetensors"));
+        let after = common::tensors(&exported.join("model.safetensors"));
+        let (embeddings, first, second) = match family {
+            "bert" => (
+                "bert.embeddings.word_embeddings.weight",
+                "bert.encoder.layer.0.attention.self.query.weight",
+                "bert.encoder.layer.1.attention.self.query.weight",
+            ),
+            _ => (
+                "model.embeddings.tok_embeddings.weight",
+                "model.layers.0.attn.Wqkv.weight",
+                "model.layers.1.attn.Wqkv.weight",
+            ),
+        };
+        assert_eq!(
+            before[embeddings], after[embeddings],
+            "{family}: embeddings frozen"
+        );
+        assert_eq!(before[first], after[first], "{family}: layer 0 frozen");
+        assert_ne!(before[second], after[second], "{family}: layer 1 trained");
+    }
+    // A part the encoder does not have is refused, naming the parts it has.
+    let scratch = scratch("families-freeze-unknown");
+    let spec = family_pipeline(&scratch, &dir("bert"), "hf_encoder");
+    let out = run(&[
+        "check",
+        spec.to_str().unwrap(),
+        "--set=stages.train.freeze=[\"encoder.layer.7\"]",
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`freeze` pattern `encoder.layer.7`: layer `encoder` has no such part (its parts: embeddings, layer.0, layer.1, pooler)"),
+        "{stderr}"
+    );
 }

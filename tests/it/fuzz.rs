@@ -5,7 +5,8 @@
 //! smoke CI runs; README "Fuzzing" gives the figures of a long run):
 //! - spec text: mutations of the repo's pipelines (bytes, lines, values, `--set` overrides)
 //!   through load → resolve, in this process, every panic caught and reported with its input;
-//! - valid specs: random layer stacks from the registry with random stage options, each run
+//! - valid specs: random layer stacks from the registry with random stage options, and
+//!   random `hf_encoder` pipelines on the tiny checkpoint of each transformer family, each run
 //!   by the real binary for 2 steps on 16 rows; a failure must be one error line, never a panic;
 //! - data files: random bytes and broken rows in the three formats, loaded in this process;
 //!   every failure must be an error naming the file and line.
@@ -374,6 +375,49 @@ fn random_valid_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
     )
 }
 
+/// A pipeline on one of the tiny transformer checkpoints of tests/fixtures/families: its
+/// tokenizer and an `hf_encoder` with random pooling, dropout, length, padding and frozen
+/// parts; lengths beyond a model's positions must be refused in one line.
+fn random_encoder_spec(rng: &mut ChaCha8Rng, train: &Path) -> String {
+    let families = [
+        "bert",
+        "distilbert",
+        "roberta",
+        "xlm_roberta",
+        "electra",
+        "deberta_v2",
+        "modernbert",
+        "modernbert_cls",
+    ];
+    let model = crate::common::fixtures()
+        .join("families")
+        .join(families.choose(rng).unwrap());
+    let pooling = *["cls", "mean", "none"].choose(rng).unwrap();
+    let pool = match pooling {
+        "none" => "[[model.layers]]\ntype = \"global_average_pooling_1d\"\nmasked = true\n",
+        _ => "",
+    };
+    let freeze = [
+        "",
+        "freeze = [\"encoder\"]\n",
+        "freeze = [\"encoder.embeddings\", \"encoder.layer.0\"]\n",
+        "freeze = [\"encoder.layer.*\"]\n",
+    ]
+    .choose(rng)
+    .unwrap()
+    .to_string();
+    format!(
+        "name = \"fuzz\"\nseed = {}\n\n[dataset]\nformat = \"ag_news_csv\"\ntrain = \"{}\"\nlimit = 16\nvalidation = 0.25\n\n[vectorizer]\ntype = \"pretrained\"\nfrom = \"{model}\"\nmax_length = {}\npadding = \"{}\"\n\n[[model.layers]]\nname = \"encoder\"\ntype = \"hf_encoder\"\nfrom = \"{model}\"\npooling = \"{pooling}\"\ndropout = {}\n\n{pool}\n[[model.layers]]\nname = \"head\"\ntype = \"dense\"\nunits = 4\n\n[[stages]]\nname = \"train\"\nepochs = 1\nbatch_size = {}\nsteps_per_epoch = 2\n{freeze}\n[stages.optimizer]\ntype = \"adamw\"\nlearning_rate = 1e-3\n",
+        rng.random_range(0..1000),
+        train.display(),
+        rng.random_range(1..=80),
+        ["longest", "max_length"].choose(rng).unwrap(),
+        [0.0, 0.1, 0.5].choose(rng).unwrap(),
+        rng.random_range(1..=8),
+        model = model.display(),
+    )
+}
+
 #[test]
 fn valid_specs_run_two_steps_or_fail_in_one_line() {
     offline();
@@ -383,7 +427,11 @@ fn valid_specs_run_two_steps_or_fail_in_one_line() {
     let specs = 48 * scale();
     let (mut ran, start) = (0usize, std::time::Instant::now());
     for n in 0..specs {
-        let text = random_valid_spec(&mut rng, &train);
+        let text = if rng.random_bool(0.25) {
+            random_encoder_spec(&mut rng, &train)
+        } else {
+            random_valid_spec(&mut rng, &train)
+        };
         let path = dir.join(format!("spec{n}.toml"));
         std::fs::write(&path, &text).unwrap();
         let out = pipe()

@@ -1,0 +1,263 @@
+//! ModernBERT's layers: pre-LayerNorm (none before the first layer's attention), rotary
+//! positions on queries and keys (rotate-half; one base for global layers, another for local
+//! ones), global attention or a sliding window of ±`local_attention / 2` keys, and a GeGLU
+//! feed-forward `Wo(act(input) · gate)`; a final LayerNorm. The query|key|value and the
+//! input|gate projections stay fused as the checkpoint stores them.
+
+use burn::nn::{Dropout, LayerNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::fused::{self, AttentionOptions};
+use crate::pretrained::encoder_config::ModernBertOptions;
+
+/// One ModernBERT layer, named after its Hugging Face tensors.
+#[derive(Module, Debug)]
+pub struct PreNormLayer<B: Backend> {
+    /// `attn_norm`; absent in the first layer, whose input is already normalised.
+    pub attn_norm: Option<LayerNorm<B>>,
+    /// `attn.Wqkv`: hidden → query | key | value.
+    pub qkv: Linear<B>,
+    /// `attn.Wo`.
+    pub attention_output: Linear<B>,
+    pub mlp_norm: LayerNorm<B>,
+    /// `mlp.Wi`: hidden → input | gate, each `intermediate_size` wide.
+    pub mlp_input: Linear<B>,
+    /// `mlp.Wo`.
+    pub mlp_output: Linear<B>,
+    pub attention_dropout: Dropout,
+    pub mlp_dropout: Dropout,
+}
+
+/// cos and sin of the rotary angles position · base^(−2k/d), each half repeated (rotate-half
+/// layout), computed as transformers does in f32.
+///
+/// # Shapes
+/// - output: cos, sin [1, 1, len, head_dim]
+fn rotary_tables<B: Backend>(
+    len: usize,
+    head_dim: usize,
+    base: f64,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|k| 1.0 / (base as f32).powf((2 * k) as f32 / head_dim as f32))
+        .collect();
+    let (mut cos, mut sin) = (
+        Vec::with_capacity(len * head_dim),
+        Vec::with_capacity(len * head_dim),
+    );
+    for p in 0..len {
+        for k in 0..head_dim {
+            let angle = p as f32 * inv_freq[k % half];
+            cos.push((angle as f64).cos() as f32);
+            sin.push((angle as f64).sin() as f32);
+        }
+    }
+    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
+    (table(cos), table(sin))
+}
+
+/// x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁) over the halves of the head.
+///
+/// # Shapes
+/// - x: [batch, heads, length, head_dim]; cos, sin: [1, 1, length, head_dim]
+fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, n, l, d] = x.dims();
+    let first = x.clone().slice([0..b, 0..n, 0..l, 0..d / 2]);
+    let second = x.clone().slice([0..b, 0..n, 0..l, d / 2..d]);
+    let rotated = Tensor::cat(vec![second.neg(), first], 3);
+    x * cos.clone().expand([b, n, l, d]) + rotated * sin.clone().expand([b, n, l, d])
+}
+
+/// [batch, length, heads·d] → [batch, heads, length, d] and back.
+fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+    let [b, l, h] = x.dims();
+    x.reshape([b, l, heads, h / heads]).swap_dims(1, 2)
+}
+fn join_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
+    let [b, n, l, d] = x.dims();
+    x.swap_dims(1, 2).reshape([b, l, n * d])
+}
+
+/// What every layer of one forward pass shares.
+pub struct Pass<'a, B: Backend> {
+    pub options: &'a ModernBertOptions,
+    pub num_heads: usize,
+    pub eps: f64,
+    /// Rotary tables of the global and the local layers.
+    pub global: (Tensor<B, 4>, Tensor<B, 4>),
+    pub local: (Tensor<B, 4>, Tensor<B, 4>),
+    pub mask: Tensor<B, 2>,
+}
+
+impl<'a, B: Backend> Pass<'a, B> {
+    /// # Shapes
+    /// - mask: [batch, length]
+    pub fn new(
+        options: &'a ModernBertOptions,
+        num_heads: usize,
+        hidden: usize,
+        eps: f64,
+        mask: Tensor<B, 2>,
+    ) -> Self {
+        let (len, device) = (mask.dims()[1], mask.device());
+        let head_dim = hidden / num_heads;
+        Pass {
+            global: rotary_tables(len, head_dim, options.global_rope_theta, &device),
+            local: rotary_tables(len, head_dim, options.local_rope_theta, &device),
+            options,
+            num_heads,
+            eps,
+            mask,
+        }
+    }
+
+    /// Queries and keys rotated, values as they are, for layer `index`.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, hidden] (normalised); output: three [batch, heads, length, d]
+    fn qkv(
+        &self,
+        layer: &PreNormLayer<B>,
+        index: usize,
+        x: Tensor<B, 3>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, l, h] = x.dims();
+        let qkv = fused::linear_seq(&layer.qkv, x);
+        let part = |i: usize| {
+            split_heads(
+                qkv.clone().slice([0..b, 0..l, i * h..(i + 1) * h]),
+                self.num_heads,
+            )
+        };
+        let (cos, sin) = match self.options.global_layers[index] {
+            true => &self.global,
+            false => &self.local,
+        };
+        (
+            rotate(part(0), cos, sin),
+            rotate(part(1), cos, sin),
+            part(2),
+        )
+    }
+
+    /// A local layer's additive mask: the lowest f32 for padded keys and keys beyond the
+    /// window (as transformers builds it, so a query with no key left attends evenly).
+    ///
+    /// # Shapes
+    /// - output: [batch, 1, length, length]
+    fn window_mask(&self) -> Tensor<B, 4> {
+        let [b, l] = self.mask.dims();
+        let w = self.options.half_window;
+        let inside: Vec<f32> = (0..l)
+            .flat_map(|i| (0..l).map(move |j| if i.abs_diff(j) <= w { 1.0 } else { 0.0 }))
+            .collect();
+        let inside =
+            Tensor::<B, 2>::from_data(TensorData::new(inside, [l, l]), &self.mask.device());
+        let keep = inside.reshape([1, 1, l, l]) * self.mask.clone().reshape([b, 1, 1, l]);
+        (keep.ones_like() - keep) * f32::MIN
+    }
+
+    /// Attention weights of layer `index`.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, hidden] (the layer's input); output: [batch, heads, length, length]
+    pub fn attention_weights(
+        &self,
+        layer: &PreNormLayer<B>,
+        index: usize,
+        x: Tensor<B, 3>,
+    ) -> Tensor<B, 4> {
+        let x = self.attn_input(layer, x);
+        let (q, k, _) = self.qkv(layer, index, x);
+        let [b, n, l, d] = q.dims();
+        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
+        let mask = match self.options.global_layers[index] {
+            true => (self.mask.ones_like() - self.mask.clone()).reshape([b, 1, 1, l]) * f32::MIN,
+            false => self.window_mask(),
+        };
+        softmax(scores + mask.expand([b, n, l, l]), 3)
+    }
+
+    fn attn_input(&self, layer: &PreNormLayer<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &layer.attn_norm {
+            Some(norm) => fused::layer_norm_module(norm, x, self.eps),
+            None => x,
+        }
+    }
+
+    /// One layer: x + attention(attn_norm(x)), then + GeGLU(mlp_norm(x)).
+    ///
+    /// # Shapes
+    /// - x: [batch, length, hidden]; output: [batch, length, hidden]
+    pub fn layer(
+        &self,
+        layer: &PreNormLayer<B>,
+        index: usize,
+        x: Tensor<B, 3>,
+        act: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
+        let (q, k, v) = self.qkv(layer, index, self.attn_input(layer, x.clone()));
+        let d = q.dims()[3];
+        let dropout = layer.attention_dropout.prob;
+        let context = if self.options.global_layers[index] {
+            let options = AttentionOptions {
+                num_heads: self.num_heads,
+                scale: 1.0 / (d as f32).sqrt(),
+                mask_penalty: f32::MIN,
+            };
+            let (q, k, v) = (join_heads(q), join_heads(k), join_heads(v));
+            fused::attention(q, k, v, Some(self.mask.clone()), dropout, options)
+        } else {
+            let [b, n, l, _] = q.dims();
+            let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
+            let scores = scores + self.window_mask().expand([b, n, l, l]);
+            let weights = fused::dropout(softmax(scores, 3), dropout);
+            join_heads(weights.matmul(v))
+        };
+        let attended = fused::dropout(fused::linear_seq(&layer.attention_output, context), dropout);
+        let x = x + attended;
+        let normed = fused::layer_norm_module(&layer.mlp_norm, x.clone(), self.eps);
+        let both = fused::linear_seq(&layer.mlp_input, normed);
+        let [b, l, two_i] = both.dims();
+        let i = two_i / 2;
+        let input = both.clone().slice([0..b, 0..l, 0..i]);
+        let gate = both.slice([0..b, 0..l, i..two_i]);
+        let inner = fused::dropout(act(input) * gate, layer.mlp_dropout.prob);
+        x + fused::linear_seq(&layer.mlp_output, inner)
+    }
+}
+
+/// Random layers as transformers initialises them (normal 0.02, LayerNorms 1/0), biases only
+/// where the config has them.
+pub fn init<B: Backend>(
+    c: &crate::pretrained::EncoderConfig,
+    m: &ModernBertOptions,
+    dropout: Option<f64>,
+    device: &B::Device,
+) -> Vec<PreNormLayer<B>> {
+    let (h, i) = (c.hidden_size, c.intermediate_size);
+    let linear = |d_in: usize, d_out: usize, bias: bool| {
+        let mut l = super::linear(d_in, d_out, device);
+        if !bias {
+            l.bias = None;
+        }
+        l
+    };
+    let norm = || super::norm_with_bias(h, c.layer_norm_eps, m.norm_bias, device);
+    let drop = |p: f64| burn::nn::DropoutConfig::new(dropout.unwrap_or(p)).init();
+    (0..c.num_hidden_layers)
+        .map(|n| PreNormLayer {
+            attn_norm: (n > 0).then(norm),
+            qkv: linear(h, 3 * h, m.attention_bias),
+            attention_output: linear(h, h, m.attention_bias),
+            mlp_norm: norm(),
+            mlp_input: linear(h, 2 * i, m.mlp_bias),
+            mlp_output: linear(i, h, m.mlp_bias),
+            attention_dropout: drop(c.attention_probs_dropout_prob),
+            mlp_dropout: drop(c.hidden_dropout_prob),
+        })
+        .collect()
+}

@@ -210,6 +210,11 @@ optimizer = {{ type = "adamw", learning_rate = 1e-3 }}
     spec
 }
 
+/// DistilBERT's config names its layer count `n_layers`.
+fn exp_layers(family: &str) -> Option<u64> {
+    json(&dir(family).join("config.json"))["n_layers"].as_u64()
+}
+
 /// The tensors of a safetensors file: name → shape, and its metadata.
 fn header(path: &std::path::Path) -> (Vec<(String, Vec<u64>)>, serde_json::Value) {
     let bytes = std::fs::read(path).unwrap();
@@ -248,6 +253,37 @@ fn each_family_trains_predicts_and_exports_under_its_own_tensor_names() {
         assert!(out.status.success(), "{family}: {stdout}\n{stderr}");
         let run_dir = only_run(&runs, "family");
         assert_eq!(json(&run_dir.join("run.json"))["status"], "completed");
+        // The last layer's attention over a text: rows over its tokens that sum to 1.
+        let last_layer = json(&dir(family).join("expected.json"))["config"]["num_hidden_layers"]
+            .as_u64()
+            .or_else(|| exp_layers(family))
+            .unwrap()
+            - 1;
+        let layer = format!("encoder.encoder.{last_layer}");
+        let out = run(&[
+            "attention",
+            run_dir.to_str().unwrap(),
+            "The striker scored twice in the final",
+            "--layer",
+            &layer,
+            "--head",
+            "mean",
+            "--json",
+        ]);
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{family}: {stderr}");
+        let map: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let tokens = map["tokens"].as_array().unwrap().len();
+        for row in map["weights"].as_array().unwrap() {
+            let row: Vec<f64> = (row.as_array().unwrap().iter())
+                .map(|w| w.as_f64().unwrap())
+                .collect();
+            assert_eq!(row.len(), tokens, "{family}");
+            assert!(
+                (row.iter().sum::<f64>() - 1.0).abs() < 1e-5,
+                "{family}: {row:?}"
+            );
+        }
         let exported = scratch.join("exported");
         let out = run(&[
             "export",

@@ -820,6 +820,14 @@ impl LayerDef for HfEncoderConfig {
                 &["config.json", "model.safetensors.index.json"],
             ],
         )?;
+        // A sharded hub model: its shards are fetched (or found in the cache) beside the index.
+        let index = dir.join("model.safetensors.index.json");
+        if !dir.join("model.safetensors").is_file() && index.is_file() {
+            let names = crate::pretrained::checkpoint::shard_names(&index)?;
+            for name in names.iter().filter(|n| !dir.join(n).is_file()) {
+                locate(&self.from, &["model.safetensors.index.json", name.as_str()])?;
+            }
+        }
         bert.load_pretrained(&dir, &c)
     }
 }

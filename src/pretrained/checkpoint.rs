@@ -46,6 +46,25 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     ))
 }
 
+/// The shard file names a model.safetensors.index.json lists, each once, in order (present or
+/// not: a hub model's index is found before its shards are fetched).
+pub fn shard_names(index: &Path) -> Result<Vec<String>, String> {
+    let at = |e: String| format!("{}: {e}", index.display());
+    let text = std::fs::read_to_string(index).map_err(|e| at(e.to_string()))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(e.to_string()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| at("no `weight_map` object".into()))?;
+    let mut names: Vec<String> = Vec::new();
+    for file in map.values().filter_map(|f| f.as_str()) {
+        if !names.iter().any(|n| n == file) {
+            names.push(file.to_string());
+        }
+    }
+    Ok(names)
+}
+
 /// The shard files of a sharded checkpoint, each once, in the order the index first names them.
 fn shards(index: &Path) -> Result<Vec<PathBuf>, String> {
     let at = |e: String| format!("{}: {e}", index.display());

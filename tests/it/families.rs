@@ -539,3 +539,60 @@ fn a_stage_freezes_an_encoders_embeddings_and_first_layer_by_name() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_sharded_checkpoint_loads_as_the_single_file_does() {
+    let scratch = scratch("families-sharded");
+    let source = dir("roberta");
+    let sharded = scratch.join("roberta-sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    std::fs::copy(source.join("config.json"), sharded.join("config.json")).unwrap();
+    let bytes = std::fs::read(source.join("model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = file.names().into_iter().map(String::from).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (i, half) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let shard = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let views: Vec<(String, safetensors::tensor::TensorView)> = half
+            .iter()
+            .map(|n| (n.clone(), file.tensor(n).unwrap()))
+            .collect();
+        safetensors::tensor::serialize_to_file(views, None, &sharded.join(&shard)).unwrap();
+        for n in half {
+            weight_map.insert(n.clone(), shard.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let config = EncoderConfig::load(&source).unwrap();
+    let device = Default::default();
+    let exp = json(&source.join("expected.json"));
+    let outputs = |from: &std::path::Path| {
+        let model = HfEncoder::<Flex>::init(&config, None, Pooling::Cls, &device)
+            .load_pretrained(from, &config)
+            .unwrap();
+        let ids = ints::<Flex>(&exp["input_ids"], &device);
+        let mask = ints::<Flex>(&exp["attention_mask"], &device).float();
+        values(
+            model
+                .encode(ids.clone(), ids.zeros_like(), mask)
+                .pop()
+                .unwrap(),
+        )
+    };
+    assert_eq!(outputs(&sharded), outputs(&source));
+    // A shard the index names but the folder lacks is named.
+    std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = HfEncoder::<Flex>::init(&config, None, Pooling::Cls, &device)
+        .load_pretrained(&sharded, &config)
+        .unwrap_err();
+    assert!(
+        err.contains("names model-00002-of-00002.safetensors (for "),
+        "{err}"
+    );
+}

@@ -57,3 +57,116 @@ fn minilm_cases_run_on_random_weights_from_a_config_alone() {
         assert!(m["samples_per_s"].as_f64().unwrap() > 0.0, "{m}");
     }
 }
+
+/// `pipe bench --model a` on a couple of steps: one train and one infer measurement at the
+/// lesson's shapes, whose throughput is the batch over the median step time, set beside the
+/// stored peer figures that match it (same model, phase, default threads, CPU) as a ratio.
+#[test]
+fn model_a_measures_train_and_infer_and_divides_by_the_matching_stored_peers() {
+    let dir = scratch("bench-a");
+    let peers = dir.join("peers.jsonl");
+    let line = |framework: &str, phase: &str, threads: &str, sps: f64, device: &str| {
+        let mut v = serde_json::json!({
+            "framework": framework, "model": "A", "phase": phase,
+            "threads": threads, "samples_per_s": sps,
+        });
+        if !device.is_empty() {
+            v["device"] = device.into();
+        }
+        v.to_string()
+    };
+    let stored = [
+        line("pytorch", "train", "default", 100.0, ""),
+        // Not comparable: another device, other threads, another model.
+        line("keras-tensorflow", "train", "default", 7.0, "cuda"),
+        line("pytorch", "infer", "2", 9.0, ""),
+        line("pytorch", "infer", "default", 400.0, "").replace("\"A\"", "\"B\""),
+    ];
+    std::fs::write(&peers, stored.join("\n") + "\n").unwrap();
+    let bench = |extra: &[&str]| {
+        pipe()
+            .args(["bench", "--model", "a", "--steps", "2", "--warmup", "1"])
+            .arg("--peers")
+            .arg(&peers)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    let out = bench(&["--json"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = (stdout.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let phases: Vec<(&str, u64)> = (lines.iter())
+        .map(|m| (m["phase"].as_str().unwrap(), m["batch"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(phases, [("train", 128), ("infer", 256)], "{stdout}");
+    for m in &lines {
+        assert_eq!(m["model"], "A");
+        assert_eq!(m["framework"], "pipe-burn");
+        assert_eq!(m["seq_len"], "256");
+        assert_eq!(
+            (m["timed_steps"].as_u64(), m["warmup_steps"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert_eq!(m["device"], "cpu (burn-flex)");
+        let (sps, ms) = (
+            m["samples_per_s"].as_f64().unwrap(),
+            m["step_ms_median"].as_f64().unwrap(),
+        );
+        let batch = m["batch"].as_f64().unwrap();
+        assert!(ms > 0.0, "{m}");
+        assert!(
+            (sps * ms / 1000.0 - batch).abs() < 1e-6 * batch,
+            "samples/s = batch / step: {m}"
+        );
+    }
+
+    let out = bench(&[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert!(
+        rows[0].trim_end().ends_with(&format!(
+            "vs peers (stored figures, not this run: {})",
+            peers.display()
+        )),
+        "{stdout}"
+    );
+    let cells = |row: &str| row.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let train = cells(rows[1]);
+    assert_eq!(
+        train[..5],
+        ["A", "train", "lesson", "shapes", "128"],
+        "{stdout}"
+    );
+    let sps: f64 = train[5].parse().unwrap();
+    assert_eq!(
+        train[9..12],
+        ["pytorch", "100/s", "→"],
+        "only the matching peer: {stdout}"
+    );
+    let ratio: f64 = train[12].strip_suffix('x').unwrap().parse().unwrap();
+    assert!(
+        (ratio - sps / 100.0).abs() <= 0.006,
+        "{ratio} vs {sps}/100: {stdout}"
+    );
+    assert_eq!(train.len(), 13, "{stdout}");
+    let infer = cells(rows[2]);
+    assert_eq!(
+        infer[..5],
+        ["A", "infer", "lesson", "shapes", "256"],
+        "{stdout}"
+    );
+    assert_eq!(infer.len(), 9, "no comparable peer, no ratio: {stdout}");
+
+    let out = pipe()
+        .args(["bench", "--model", "a", "--steps", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out).1, "--steps 0: error: must be at least 1\n");
+}

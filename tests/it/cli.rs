@@ -125,9 +125,19 @@ fn eval_json_prints_the_report_and_threads_size_the_pool() {
     assert_eq!(printed, json(&folder.join("eval.json")));
     assert_eq!(printed["report"]["rows"], 7600);
     assert_eq!(printed["data"], "data/ag_news/test.csv");
-    let accuracy = printed["report"]["accuracy"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&accuracy));
     assert_eq!(printed["report"]["per_class"].as_array().unwrap().len(), 4);
+    // The scores are those of the confusion matrix, whose rows are the file's classes (AG
+    // News' test split has 1,900 rows of each).
+    common::assert_report_matches_its_confusion(&printed["report"]);
+    for row in printed["report"]["confusion"].as_array().unwrap() {
+        let support: u64 = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(support, 1900, "{printed}");
+    }
 
     // The confusion matrix as a figure: a PNG of the size for 4 classes, an SVG with the names.
     for name in ["cm.png", "cm.svg"] {
@@ -243,4 +253,47 @@ fn a_test_label_the_train_file_lacks_is_a_check_error_naming_its_line() {
         stderr.contains("the train file has 1 class(es) (x); a classifier needs at least two"),
         "{stderr}"
     );
+}
+
+/// `pipe schema --check` passes on the committed schema and fails, saying what to run, on a
+/// stale or missing copy, writing nothing; `pipe schema --out` writes exactly the committed
+/// file.
+#[test]
+fn schema_check_passes_on_the_committed_schema_and_names_a_stale_one() {
+    let committed =
+        std::fs::read_to_string(common::root().join("schemas/pipeline.schema.json")).unwrap();
+    let out = run(&["schema", "--check"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "schemas/pipeline.schema.json is current\n");
+
+    let dir = scratch("schema-check");
+    let fresh = dir.join("fresh.json");
+    let out = run(&["schema", "--out", fresh.to_str().unwrap()]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).0, format!("wrote {}\n", fresh.display()));
+    assert_eq!(std::fs::read_to_string(&fresh).unwrap(), committed);
+
+    // A copy from before a key was renamed is stale; so is a missing file.
+    let stale = dir.join("stale.json");
+    let old = committed.replacen("\"clip_norm\"", "\"clipnorm\"", 1);
+    assert_ne!(old, committed);
+    std::fs::write(&stale, &old).unwrap();
+    let missing = dir.join("missing.json");
+    for path in [&stale, &missing] {
+        let out = run(&["schema", "--check", "--out", path.to_str().unwrap()]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+        assert_eq!(stdout, "");
+        assert_eq!(
+            stderr,
+            format!("{} is out of date; run `pipe schema`\n", path.display())
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&stale).unwrap(),
+        old,
+        "--check writes nothing"
+    );
+    assert!(!missing.exists(), "--check writes nothing");
 }

@@ -348,3 +348,177 @@ pub fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f64::max)
 }
+
+// Added for "tests that can fail" (#28): waiting on conditions, reading metrics.csv and writing
+// the repo's AG News rows in the other data formats.
+
+/// Polls `ready` every 20 ms until it holds; fails, naming `what`, once `deadline` has passed.
+/// What a test waits for instead of sleeping a fixed time.
+pub fn wait_until(what: &str, deadline: std::time::Duration, mut ready: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The data rows of a run's metrics.csv, each as column name → value.
+pub fn metrics_rows(run: &Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut reader = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (headers.iter().zip(r.iter()))
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// How many data rows (lines after the header) a run's metrics.csv has so far; 0 while it does
+/// not exist.
+pub fn metrics_rows_so_far(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .map(|t| t.lines().count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// One AG News row: class_index (1..=4), title, description.
+pub struct AgNewsRow {
+    pub class_index: usize,
+    pub title: String,
+    pub description: String,
+}
+
+/// The AG News class names, in class-index order (as the pipelines list them).
+pub const AG_NEWS_LABELS: [&str; 4] = ["World", "Sports", "Business", "Sci/Tech"];
+
+/// The first `n` rows of `data/ag_news/<split>.csv`, parsed.
+pub fn ag_news_rows(split: &str, n: usize) -> Vec<AgNewsRow> {
+    let path = root().join(format!("data/ag_news/{split}.csv"));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_path(path)
+        .unwrap();
+    reader
+        .records()
+        .take(n)
+        .map(|r| {
+            let r = r.unwrap();
+            AgNewsRow {
+                class_index: r[0].parse().unwrap(),
+                title: r[1].to_string(),
+                description: r[2].to_string(),
+            }
+        })
+        .collect()
+}
+
+/// `rows` as a header CSV (`label,title,description`, the label as its class name).
+pub fn write_header_csv(path: &Path, rows: &[AgNewsRow]) {
+    let mut w = csv::Writer::from_path(path).unwrap();
+    w.write_record(["label", "title", "description"]).unwrap();
+    for r in rows {
+        w.write_record([AG_NEWS_LABELS[r.class_index - 1], &r.title, &r.description])
+            .unwrap();
+    }
+    w.flush().unwrap();
+}
+
+/// `rows` as JSON Lines (`{"title", "description", "label"}`, the label as its class index
+/// 0..=3).
+pub fn write_jsonl(path: &Path, rows: &[AgNewsRow]) {
+    let lines: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "title": r.title,
+                "description": r.description,
+                "label": r.class_index - 1,
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+/// The f32 values of one tensor's raw little-endian bytes (see [`tensors`]).
+pub fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// `pipe predict RUN - --json` on `texts` (one a line on stdin): one JSON object per text.
+pub fn predict_json(run: &Path, texts: &[String]) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = pipe()
+        .args(["predict", run.to_str().unwrap(), "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = texts.join("\n") + "\n";
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = (stdout.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), texts.len(), "one line per text");
+    lines
+}
+
+/// An eval report (eval.json's `report`) agrees with its own confusion matrix (rows: truth,
+/// columns: predicted), recomputed here: the accuracy is its trace over its sum, each class's
+/// support its row sum, precision and recall its diagonal over its column and row sums, and F1
+/// their harmonic mean.
+pub fn assert_report_matches_its_confusion(report: &serde_json::Value) {
+    let confusion: Vec<Vec<f64>> = (report["confusion"].as_array().unwrap().iter())
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let c = confusion.len();
+    let total: f64 = confusion.iter().flatten().sum();
+    assert_eq!(report["rows"].as_f64().unwrap(), total);
+    let trace: f64 = (0..c).map(|k| confusion[k][k]).sum();
+    let close = |a: f64, b: f64, what: &str| assert!((a - b).abs() < 1e-12, "{what}: {a} vs {b}");
+    close(
+        report["accuracy"].as_f64().unwrap(),
+        trace / total,
+        "accuracy",
+    );
+    let classes = report["per_class"].as_array().unwrap();
+    assert_eq!(classes.len(), c);
+    for (k, class) in classes.iter().enumerate() {
+        let support: f64 = confusion[k].iter().sum();
+        let predicted: f64 = (0..c).map(|t| confusion[t][k]).sum();
+        let tp = confusion[k][k];
+        let precision = if predicted > 0.0 { tp / predicted } else { 0.0 };
+        let recall = if support > 0.0 { tp / support } else { 0.0 };
+        let f1 = if tp > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        assert_eq!(class["support"].as_f64().unwrap(), support, "{class}");
+        close(class["precision"].as_f64().unwrap(), precision, "precision");
+        close(class["recall"].as_f64().unwrap(), recall, "recall");
+        close(class["f1"].as_f64().unwrap(), f1, "f1");
+    }
+}

@@ -3,9 +3,13 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Scratch, json, only_run, pipe, quick, run, scratch, tensors, text};
+use common::{
+    AG_NEWS_LABELS, Scratch, ag_news_rows, assert_report_matches_its_confusion,
+    eval_first_test_rows, json, metrics_rows, metrics_rows_so_far, only_run, pipe, predict_json,
+    quick, run, scratch, tensors, text, wait_until,
+};
 
 const SPEC: &str = "pipelines/agnews_transformer.toml";
 
@@ -18,14 +22,35 @@ fn run_quick(name: &str, rows: usize, extra: &[&str]) -> (Scratch, std::path::Pa
     let out = pipe().args(&args).output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("test"), "{stdout}");
     let run = only_run(&runs, "agnews_transformer");
+    assert_prints_its_results(&stdout, &run);
     (runs, run)
+}
+
+/// `pipe run --quiet` prints `run FOLDER Completed in …`, then the results table whose test row
+/// holds run.json's test loss and accuracy.
+fn assert_prints_its_results(stdout: &str, run: &std::path::Path) {
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("run {} Completed in ", run.display())),
+        "{stdout}"
+    );
+    let metrics = &json(&run.join("run.json"))["metrics"];
+    let want = vec![
+        "test".to_string(),
+        format!("{:.4}", metrics["test.loss"].as_f64().unwrap()),
+        format!("{:.4}", metrics["test.accuracy"].as_f64().unwrap()),
+    ];
+    let test_rows: Vec<Vec<String>> = (stdout.lines())
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .filter(|w| w.first().is_some_and(|w| w == "test"))
+        .collect();
+    assert_eq!(test_rows, vec![want], "{stdout}");
 }
 
 #[test]
 fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
-    let (_runs_a, a) = run_quick("runa", 300, &["--set=stages.train.epochs=2"]);
+    let (runs_a, a) = run_quick("runa", 300, &["--set=stages.train.epochs=2"]);
     let (_runs_b, b) = run_quick("runb", 300, &["--set=stages.train.epochs=2"]);
 
     for f in [
@@ -60,8 +85,32 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
             .iter()
             .any(|o| o == "dataset.limit=300")
     );
+    // The test accuracy is that of the final model on the first 300 test rows: `pipe eval` and
+    // `pipe predict` on those rows (other code paths: the saved model, reloaded) agree exactly,
+    // and so does metrics.csv's test row.
     let acc = record["metrics"]["test.accuracy"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&acc));
+    let loss = record["metrics"]["test.loss"].as_f64().unwrap();
+    assert_eq!(record["rows"]["test"], 300);
+    let right = (acc * 300.0).round();
+    assert!((acc - right / 300.0).abs() < 1e-12, "{acc} is not k/300");
+    let evaluated = eval_first_test_rows(&a, 300, &runs_a);
+    assert_eq!(evaluated["report"]["rows"], 300);
+    assert_eq!(evaluated["report"]["accuracy"].as_f64().unwrap(), acc);
+    let test_row = metrics_rows(&a).pop().unwrap();
+    assert_eq!(test_row["split"], "test");
+    assert_eq!(test_row["accuracy"], format!("{acc:.6}"));
+    assert_eq!(test_row["loss"], format!("{loss:.6}"));
+    let texts: Vec<String> = (ag_news_rows("test", 300).iter())
+        .map(|r| format!("{} {}", r.title, r.description))
+        .collect();
+    let predicted = predict_json(&a, &texts);
+    let hits = (predicted.iter().zip(ag_news_rows("test", 300)))
+        .filter(|(p, r)| p["label"] == AG_NEWS_LABELS[r.class_index - 1])
+        .count();
+    assert_eq!(
+        hits as f64, right,
+        "pipe predict's accuracy on the test rows"
+    );
     assert!(
         std::fs::read_to_string(a.join("summary.txt"))
             .unwrap()
@@ -129,6 +178,16 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
         .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
         .sum();
     assert_eq!(confusion, 7600);
+    assert_report_matches_its_confusion(&eval["report"]);
+    // Each class's support is its number of rows in the file, whatever the model predicts.
+    let mut counts = [0u64; 4];
+    for r in ag_news_rows("test", 7600) {
+        counts[r.class_index - 1] += 1;
+    }
+    let supports: Vec<u64> = (eval["report"]["per_class"].as_array().unwrap().iter())
+        .map(|c| c["support"].as_u64().unwrap())
+        .collect();
+    assert_eq!(supports, counts);
 
     // predict: one line per text, from arguments and from stdin.
     let out = run(&[
@@ -146,14 +205,21 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
             ["World", "Sports", "Business", "Sci/Tech"].contains(&label),
             "{line}"
         );
-        let total: f64 = line
-            .split('\t')
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .map(|kv| kv.split('=').nth(1).unwrap().parse::<f64>().unwrap())
-            .sum();
+        let probabilities: Vec<(&str, f64)> = (line.split('\t').nth(1).unwrap().split(' '))
+            .map(|kv| kv.split_once('=').unwrap())
+            .map(|(k, v)| (k, v.parse::<f64>().unwrap()))
+            .collect();
+        let names: Vec<&str> = probabilities.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names, AG_NEWS_LABELS, "{line}");
+        let total: f64 = probabilities.iter().map(|(_, p)| p).sum();
         assert!((total - 1.0).abs() < 1e-3, "{line}");
+        let most = (probabilities.iter())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert_eq!(
+            most.0, label,
+            "the label is the most probable class: {line}"
+        );
     }
     let mut child = pipe()
         .args(["predict", a.to_str().unwrap(), "-", "--json"])
@@ -182,24 +248,19 @@ fn sigint_finishes_the_step_checkpoints_and_marks_interrupted() {
     args.extend(quick(&runs, 2000));
     args.push("--set=stages.train.epochs=100".into());
     let mut child = pipe().args(&args).spawn().unwrap();
-    // Wait until training is under way (metrics.csv exists), then interrupt.
-    let start = Instant::now();
-    loop {
-        let started = std::fs::read_dir(runs.join("agnews_transformer"))
+    // Interrupt once training is under way: the first epoch is logged (the Ctrl-C handler is
+    // set before metrics.csv is created), and 99 epochs are left.
+    let folder = || {
+        std::fs::read_dir(runs.join("agnews_transformer"))
             .ok()
             .and_then(|mut d| d.next())
-            .map(|e| e.unwrap().path().join("metrics.csv").is_file())
-            .unwrap_or(false);
-        if started {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "run never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
+            .map(|e| e.unwrap().path())
+    };
+    wait_until(
+        "the first epoch's rows in metrics.csv",
+        Duration::from_secs(120),
+        || folder().is_some_and(|f| metrics_rows_so_far(&f) >= 1),
+    );
     let status = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
@@ -212,6 +273,12 @@ fn sigint_finishes_the_step_checkpoints_and_marks_interrupted() {
     assert_eq!(record["status"], "interrupted");
     assert!(record["ended_at"].is_string());
     assert!(dir.join("checkpoints/train-last.safetensors").is_file());
+    // Stopped after the first epoch and long before the hundredth, at a resume point that
+    // says where (2,000 rows / 32 = 63 steps an epoch).
+    let steps = record["stages"][0]["steps"].as_u64().unwrap();
+    assert!((63..63 * 100).contains(&steps), "{record}");
+    let point = json(&dir.join("checkpoints/resume.json"));
+    assert_eq!(point["step"].as_u64(), Some(steps), "{point}");
 }
 
 #[test]
@@ -278,4 +345,91 @@ fn finished_run_prints_its_folder_and_what_to_try_next() {
         let out = pipe().args(&words[1..]).output().unwrap();
         assert!(out.status.success(), "{line}: {:?}", text(&out));
     }
+}
+
+/// `pipe runs DIR`: every run folder under DIR, newest first, with its status, age and
+/// headline metric (test accuracy, else validation, else train), each as its run.json says.
+#[test]
+fn runs_lists_each_run_with_its_status_age_and_headline_metric() {
+    let dir = scratch("runs-list");
+    let runs = dir.join("runs");
+    let empty = run(&["runs", runs.to_str().unwrap()]);
+    assert!(empty.status.success());
+    assert_eq!(
+        text(&empty).0,
+        format!("no runs under {}\n", runs.display())
+    );
+
+    // A completed model-A run (a test split), then a paused sports_csv run (validation rows
+    // only), then a run that fails on a broken train file, then a folder whose run.json is cut.
+    let completed = common::trained(
+        std::path::Path::new(SPEC),
+        &["--set=dataset.limit=64"],
+        &runs,
+    );
+    let out = pipe()
+        .args(["run", "pipelines/sports_csv.toml", "--quiet"])
+        .args(["--set=dataset.limit=100", "--set=stages.train.epochs=2"])
+        .arg("--pause-after-epochs=1")
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
+    let paused = only_run(&runs, "sports_csv");
+    let broken = dir.join("broken.csv");
+    std::fs::write(&broken, "\"3\",\"only two fields\"\n").unwrap();
+    let out = run(&[
+        "run",
+        "pipelines/agnews_cnn.toml",
+        "--quiet",
+        &format!("--set=dataset.train=\"{}\"", broken.display()),
+        &format!("--runs-dir={}", runs.display()),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let failed = only_run(&runs, "agnews_cnn");
+    let cut = runs.join("other/cut");
+    std::fs::create_dir_all(&cut).unwrap();
+    std::fs::write(cut.join("run.json"), "{\"status\": \"compl").unwrap();
+
+    let out = run(&["runs", runs.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["run", "status", "age", "metric"], "{stdout}");
+    let shown = |p: &std::path::Path| p.strip_prefix(&runs).unwrap().display().to_string();
+    let metric = |p: &std::path::Path, key: &str| {
+        let v = json(&p.join("run.json"))["metrics"][key].as_f64().unwrap();
+        format!("{v:.4}")
+    };
+    let want: Vec<(String, &str, Vec<String>)> = vec![
+        (shown(&failed), "failed", vec![]),
+        (
+            shown(&paused),
+            "paused",
+            vec![
+                "validation.accuracy".into(),
+                metric(&paused, "validation.accuracy"),
+            ],
+        ),
+        (
+            shown(&completed),
+            "completed",
+            vec!["test.accuracy".into(), metric(&completed, "test.accuracy")],
+        ),
+    ];
+    assert_eq!(lines.len(), 1 + want.len() + 1, "{stdout}");
+    for (line, (name, status, metric)) in lines[1..].iter().zip(&want) {
+        assert_eq!((line[0], line[1]), (name.as_str(), *status), "{stdout}");
+        let age: u64 = line[2].strip_suffix('s').unwrap().parse().unwrap();
+        assert!(age < 120, "{stdout}");
+        assert_eq!(line[3..], metric[..], "{stdout}");
+    }
+    assert_eq!(
+        lines.last().unwrap(),
+        &["other/cut", "?", "?", "(run.json", "unreadable)"],
+        "{stdout}"
+    );
 }

@@ -163,27 +163,23 @@ fn ctrl_c_on_a_sweep_interrupts_its_trials_cleanly() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until both running trials are training (their metrics.csv exists).
-    let start = std::time::Instant::now();
-    loop {
-        let training = std::fs::read_dir(runs.join("agnews_transformer"))
+    // Interrupt once both running trials are training: each has logged its first epoch.
+    let logged_an_epoch = || -> usize {
+        let Some(sweep) = std::fs::read_dir(runs.join("agnews_transformer"))
             .ok()
             .and_then(|mut d| d.next())
-            .map(|s| {
-                std::fs::read_dir(s.unwrap().path())
-                    .unwrap()
-                    .flatten()
-                    .filter(|e| e.path().join("metrics.csv").is_file())
-                    .count()
-            })
-            .unwrap_or(0);
-        if training == 2 {
-            break;
-        }
-        assert!(start.elapsed().as_secs() < 60, "trials never started");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
+        else {
+            return 0;
+        };
+        (std::fs::read_dir(sweep.unwrap().path()).unwrap().flatten())
+            .filter(|e| common::metrics_rows_so_far(&e.path()) >= 1)
+            .count()
+    };
+    common::wait_until(
+        "both running trials' first epoch",
+        std::time::Duration::from_secs(180),
+        || logged_an_epoch() == 2,
+    );
     assert!(
         std::process::Command::new("kill")
             .args(["-INT", &child.id().to_string()])
@@ -370,4 +366,229 @@ fn asha_prunes_trials_trains_fewer_epochs_and_keeps_the_best() {
         text(&out)
     );
     assert!(!runs.join("slurm").exists());
+}
+
+/// A sweep folder's trials: `(overrides as path → value, run folder)` in trial order, each
+/// completed.
+fn completed_trials(
+    sweep_dir: &std::path::Path,
+) -> Vec<(
+    std::collections::BTreeMap<String, String>,
+    std::path::PathBuf,
+)> {
+    trials_of(sweep_dir)
+        .into_iter()
+        .map(|(status, run, trial)| {
+            assert_eq!(status, "completed", "{trial}");
+            let overrides = (trial["overrides"].as_array().unwrap().iter())
+                .map(|o| {
+                    let (k, v) = o.as_str().unwrap().split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            (overrides, run)
+        })
+        .collect()
+}
+
+/// The resolved pipeline.toml of a run folder.
+fn resolved(run: &std::path::Path) -> toml::Value {
+    toml::from_str(&std::fs::read_to_string(run.join("pipeline.toml")).unwrap()).unwrap()
+}
+
+/// `--random` end to end: each trial's sampled values are inside their ranges (an integer
+/// range gives integers, a `:log` range spreads evenly over the decades), reach the trial's
+/// resolved spec and its training (the batch size sets the step count), and the search seed
+/// makes the same trials again.
+#[test]
+fn random_sweep_samples_in_range_and_each_trial_trains_with_its_values() {
+    let runs = scratch("random-sweep");
+    let sweep = |dir: &str, extra: &[&str]| {
+        let mut args = vec![
+            "sweep",
+            "pipelines/sports_csv.toml",
+            "--random",
+            "stages.train.optimizer.learning_rate=1e-4..1e-2:log",
+            "--random",
+            "stages.train.batch_size=8..32",
+            "--set=dataset.limit=100",
+            "--set=stages.train.epochs=1",
+        ];
+        args.extend_from_slice(extra);
+        let runs_dir = format!("--runs-dir={}", runs.join(dir).display());
+        args.push(&runs_dir);
+        let out = run(&args);
+        assert!(out.status.success(), "{:?}", text(&out));
+        only_child(&runs.join(dir).join("sports_csv"))
+    };
+    let swept = sweep("run", &["--trials", "3", "--seed", "7"]);
+    let trials = completed_trials(&swept);
+    assert_eq!(trials.len(), 3);
+    for (values, run) in &trials {
+        let keys: Vec<&String> = values.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "stages.train.batch_size",
+                "stages.train.optimizer.learning_rate"
+            ]
+        );
+        let batch: u64 = values["stages.train.batch_size"].parse().unwrap();
+        let lr: f64 = values["stages.train.optimizer.learning_rate"]
+            .parse()
+            .unwrap();
+        assert!((8..=32).contains(&batch), "{values:?}");
+        assert!((1e-4..=1e-2).contains(&lr), "{values:?}");
+        let spec = resolved(run);
+        let stage = &spec["stages"][0];
+        assert_eq!(stage["batch_size"].as_integer(), Some(batch as i64));
+        assert_eq!(stage["optimizer"]["learning_rate"].as_float(), Some(lr));
+        // 100 rows less the 20 % validation: 80 train rows in batches of the sampled size.
+        let record = json(&run.join("run.json"));
+        assert_eq!(
+            record["stages"][0]["steps"],
+            80u64.div_ceil(batch),
+            "{values:?}"
+        );
+    }
+
+    // The same search seed makes the same trials; another makes others. Written as a Slurm
+    // array, nothing trains.
+    let planned = |seed: &str, trials: &str, dir: &str| -> Vec<Vec<String>> {
+        let folder = sweep(
+            dir,
+            &["--trials", trials, "--seed", seed, "--emit", "slurm"],
+        );
+        (json(&folder.join("sweep.json"))["trials"]
+            .as_array()
+            .unwrap()
+            .iter())
+        .map(|t| serde_json::from_value(t["overrides"].clone()).unwrap())
+        .collect()
+    };
+    let ran: Vec<Vec<String>> = trials
+        .iter()
+        .map(|(v, _)| v.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        .collect();
+    assert_eq!(planned("7", "3", "again"), ran);
+    assert_ne!(planned("8", "3", "other"), ran);
+
+    // 400 draws: half the log range's draws lie in its lower decade (a plain uniform draw
+    // would put 9 % there), and the integer range reaches both its ends.
+    let many = planned("7", "400", "many");
+    let value = |t: &Vec<String>, k: usize| t[k].split_once('=').unwrap().1.to_string();
+    let lower_decade = many
+        .iter()
+        .filter(|t| value(t, 1).parse::<f64>().unwrap() < 1e-3)
+        .count();
+    assert!(
+        (150..=250).contains(&lower_decade),
+        "{lower_decade} of 400 below 1e-3"
+    );
+    let batches: Vec<i64> = many.iter().map(|t| value(t, 0).parse().unwrap()).collect();
+    assert_eq!(batches.iter().min(), Some(&8));
+    assert_eq!(batches.iter().max(), Some(&32));
+}
+
+/// A `[sweep]` table in the spec: its grid times its random samples are the trials, run
+/// `parallel` at a time with its seed; `--trials` on the command line wins over the table's;
+/// a bad range in it is an error at its line, before anything is created.
+#[test]
+fn a_sweep_table_in_the_spec_defines_the_trials() {
+    let dir = scratch("sweep-table");
+    let base = std::fs::read_to_string(common::root().join("pipelines/sports_csv.toml")).unwrap();
+    let table = "\n[sweep]\ngrid = { \"stages.train.epochs\" = [1, 2] }\nrandom = { \"stages.train.optimizer.learning_rate\" = \"1e-3..1e-2:log\" }\ntrials = 2\nparallel = 2\nseed = 3\n";
+    let spec = dir.join("swept.toml");
+    std::fs::write(
+        &spec,
+        base.replace(
+            "data/examples",
+            &common::root().join("data/examples").display().to_string(),
+        ) + table,
+    )
+    .unwrap();
+    let runs = dir.join("runs");
+    let out = run(&[
+        "sweep",
+        spec.to_str().unwrap(),
+        "--set=dataset.limit=100",
+        &format!("--runs-dir={}", runs.display()),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("(4 trials, 2 at a time)"), "{stderr}");
+    let swept = only_child(&runs.join("sports_csv"));
+    assert_eq!(json(&swept.join("sweep.json"))["parallel"], 2);
+    let trials = completed_trials(&swept);
+    let epochs: Vec<&str> = trials
+        .iter()
+        .map(|(v, _)| v["stages.train.epochs"].as_str())
+        .collect();
+    assert_eq!(epochs, ["1", "1", "2", "2"]);
+    let mut rates = Vec::new();
+    for (values, run) in &trials {
+        let lr: f64 = values["stages.train.optimizer.learning_rate"]
+            .parse()
+            .unwrap();
+        assert!((1e-3..=1e-2).contains(&lr), "{values:?}");
+        rates.push(lr);
+        let record = json(&run.join("run.json"));
+        let want: u64 = values["stages.train.epochs"].parse().unwrap();
+        assert_eq!(record["stages"][0]["epochs_completed"], want);
+        assert_eq!(
+            resolved(run)["stages"][0]["optimizer"]["learning_rate"].as_float(),
+            Some(lr)
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    assert_eq!(rates.len(), 4, "each trial draws its own rate");
+
+    // `--trials 1` overrides the table's 2: one sample per grid value.
+    let out = run(&[
+        "sweep",
+        spec.to_str().unwrap(),
+        "--trials",
+        "1",
+        "--emit",
+        "slurm",
+        &format!("--runs-dir={}", dir.join("one").display()),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(
+        text(&out).0.contains("#SBATCH --array=0-1\n"),
+        "{:?}",
+        text(&out)
+    );
+
+    // A bad range names its place in the file.
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("1e-3..1e-2:log", "1e-2..1e-3:log"),
+    )
+    .unwrap();
+    let bad = dir.join("bad");
+    let out = run(&[
+        "sweep",
+        spec.to_str().unwrap(),
+        &format!("--runs-dir={}", bad.display()),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let line = std::fs::read_to_string(&spec)
+        .unwrap()
+        .lines()
+        .position(|l| l.starts_with("random = "))
+        .unwrap()
+        + 1;
+    assert!(
+        stderr.starts_with(&format!("{}:{line}:", spec.display()))
+            && stderr.contains(
+                "error: `sweep.random.stages.train.optimizer.learning_rate`: empty range `1e-2..1e-3:log`"
+            ),
+        "{stderr}"
+    );
+    assert!(!bad.exists(), "nothing is created");
 }

@@ -24,19 +24,18 @@ fn search_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-thread_local! {
-    static OFFLINE_IN_THIS_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
+static STAY_OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// From now on, model lookups made on this thread never download, whatever the environment
-/// says: for code in one process with others (tests, embedders) that must not reach the network
-/// and must not change the process-wide environment the others read.
-pub fn stay_offline_in_this_thread() {
-    OFFLINE_IN_THIS_THREAD.set(true);
+/// From now on, no model lookup in this process downloads, whatever the environment says: for
+/// code sharing a process with others (tests, embedders) that must not reach the network and
+/// must not change the environment the others read. Process-wide, so lookups made on worker
+/// threads stay offline too.
+pub fn stay_offline() {
+    STAY_OFFLINE.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn offline() -> bool {
-    OFFLINE_IN_THIS_THREAD.get()
+    STAY_OFFLINE.load(std::sync::atomic::Ordering::Relaxed)
         || ["HF_HUB_OFFLINE", "PIPE_OFFLINE"]
             .iter()
             .any(|k| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0"))

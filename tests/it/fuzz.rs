@@ -26,10 +26,10 @@ use pipe::data::source::{self, Format, SourceOptions};
 
 /// No download is ever attempted: a mutated `from = "x"` would otherwise ask the Hugging Face
 /// hub for a model `x` (and, on a machine without ../shared, for MiniLM) on every input, and
-/// each attempt waits on the closed network. For this test's thread only: the process's
-/// environment, which every test in this binary shares, stays as it was.
+/// each attempt waits on the closed network. Process-wide (no test in this binary downloads),
+/// without changing the environment the other tests read.
 fn offline() {
-    pipe::pretrained::stay_offline_in_this_thread();
+    pipe::pretrained::stay_offline();
 }
 
 fn scale() -> usize {

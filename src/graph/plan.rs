@@ -693,7 +693,7 @@ fn check_stage(
             continue;
         }
         if !layer_names.iter().any(|n| glob_match(pattern, n))
-            && frozen_parts(pattern, layers).is_empty()
+            && frozen_parts(pattern, layers.iter().map(Option::as_ref)).is_empty()
         {
             let hint = suggest(pattern, layer_names.iter().map(|s| s.as_str()))
                 .map(|s| format!("; did you mean `{s}`?"))
@@ -708,9 +708,12 @@ fn check_stage(
 
 /// The `(layer index, part)` pairs a `freeze` pattern `<layer>.<part glob>` names (an encoder's
 /// `embeddings`, `layer.N`, `pooler`).
-pub fn frozen_parts(pattern: &str, layers: &[Option<PlannedLayer>]) -> Vec<(usize, String)> {
+pub fn frozen_parts<'a>(
+    pattern: &str,
+    layers: impl IntoIterator<Item = Option<&'a PlannedLayer>>,
+) -> Vec<(usize, String)> {
     let mut found = Vec::new();
-    for (i, layer) in layers.iter().enumerate() {
+    for (i, layer) in layers.into_iter().enumerate() {
         let Some(layer) = layer else { continue };
         let Some(part) = pattern.strip_prefix(&format!("{}.", layer.name)) else {
             continue;
@@ -730,7 +733,7 @@ fn part_pattern_problem(pattern: &str, layers: &[Option<PlannedLayer>]) -> Optio
         .iter()
         .flatten()
         .find(|l| pattern.starts_with(&format!("{}.", l.name)))?;
-    if !frozen_parts(pattern, layers).is_empty() {
+    if !frozen_parts(pattern, layers.iter().map(Option::as_ref)).is_empty() {
         return None;
     }
     let parts = layer.config.parts();

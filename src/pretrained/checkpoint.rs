@@ -46,9 +46,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     ))
 }
 
-/// The shard file names a model.safetensors.index.json lists, each once, in order (present or
-/// not: a hub model's index is found before its shards are fetched).
-pub fn shard_names(index: &Path) -> Result<Vec<String>, String> {
+/// The shard file names a model.safetensors.index.json lists, each once, in order, with the
+/// first tensor each holds (present or not: a hub model's index is found before its shards are
+/// fetched). A name that is not a plain file name is refused.
+fn index_entries(index: &Path) -> Result<Vec<(String, String)>, String> {
     let at = |e: String| format!("{}: {e}", index.display());
     let text = std::fs::read_to_string(index).map_err(|e| at(e.to_string()))?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(e.to_string()))?;
@@ -56,40 +57,43 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>, String> {
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| at("no `weight_map` object".into()))?;
-    let mut names: Vec<String> = Vec::new();
-    for file in map.values().filter_map(|f| f.as_str()) {
-        if !names.iter().any(|n| n == file) {
-            names.push(file.to_string());
-        }
-    }
-    Ok(names)
-}
-
-/// The shard files of a sharded checkpoint, each once, in the order the index first names them.
-fn shards(index: &Path) -> Result<Vec<PathBuf>, String> {
-    let at = |e: String| format!("{}: {e}", index.display());
-    let text = std::fs::read_to_string(index).map_err(|e| at(e.to_string()))?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| at(e.to_string()))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| at("no `weight_map` object".into()))?;
-    let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = Vec::new();
+    let mut entries: Vec<(String, String)> = Vec::new();
     for (tensor, file) in map {
         let name = file
             .as_str()
             .filter(|f| !f.contains('/') && !f.contains('\\') && !f.starts_with('.'))
             .ok_or_else(|| at(format!("`weight_map.{tensor}` is not a file name: {file}")))?;
-        let path = dir.join(name);
-        if !files.contains(&path) {
-            if !path.is_file() {
-                return Err(at(format!("names {name} (for {tensor}), which is absent")));
-            }
-            files.push(path);
+        if !entries.iter().any(|(n, _)| n == name) {
+            entries.push((name.to_string(), tensor.clone()));
         }
     }
-    Ok(files)
+    Ok(entries)
+}
+
+/// The shard file names a model.safetensors.index.json lists, each once, in order.
+pub fn shard_names(index: &Path) -> Result<Vec<String>, String> {
+    Ok(index_entries(index)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The shard files of a sharded checkpoint, each once, in the order the index first names them;
+/// a shard absent from the folder is named with a tensor it should hold.
+fn shards(index: &Path) -> Result<Vec<PathBuf>, String> {
+    let dir = index.parent().unwrap_or(Path::new("."));
+    (index_entries(index)?.into_iter())
+        .map(|(name, tensor)| {
+            let path = dir.join(&name);
+            match path.is_file() {
+                true => Ok(path),
+                false => Err(format!(
+                    "{}: names {name} (for {tensor}), which is absent",
+                    index.display()
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Every tensor of a safetensors file: name → dtype and shape, from its JSON header.

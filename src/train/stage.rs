@@ -118,9 +118,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             .collect();
         // `<layer>.<part>` patterns freeze parts of a layer (an encoder's embeddings, first
         // layers); the layer itself still trains.
-        let planned: Vec<Option<_>> = plan.layers.iter().cloned().map(Some).collect();
         let parts: Vec<(usize, String)> = (stage.freeze.iter())
-            .flat_map(|p| crate::graph::plan::frozen_parts(p, &planned))
+            .flat_map(|p| crate::graph::plan::frozen_parts(p, plan.layers.iter().map(Some)))
             .collect();
         let mut model = model;
         model.layers = (model.layers.into_iter().zip(&frozen).enumerate())

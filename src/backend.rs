@@ -83,6 +83,25 @@ pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Out
     dispatch_with(device, Precision::F32, task)
 }
 
+const NO_NDARRAY: &str = "this pipe was built without the ndarray backend; rebuild with `cargo build --release --features ndarray`";
+const NO_CUDA: &str = "this pipe was built without CUDA; rebuild with `cargo build --release --features cuda` (needs an NVIDIA driver at run time, no toolkit at build time)";
+
+impl DeviceChoice {
+    /// Whether this build (and, for CUDA, this machine) can run on the device: asked before
+    /// anything is created, so that a refusal leaves no failed run folder behind.
+    pub fn usable(&self) -> Result<()> {
+        match self {
+            DeviceChoice::Cpu => Ok(()),
+            DeviceChoice::NdArray if cfg!(feature = "ndarray") => Ok(()),
+            DeviceChoice::NdArray => bail!(NO_NDARRAY),
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda(_) => probe_cuda(),
+            #[cfg(not(feature = "cuda"))]
+            DeviceChoice::Cuda(_) => bail!(NO_CUDA),
+        }
+    }
+}
+
 /// [`dispatch`] with a float precision; half precision is a CUDA feature.
 pub fn dispatch_with<T: BackendTask>(
     device: &DeviceChoice,
@@ -103,9 +122,7 @@ pub fn dispatch_with<T: BackendTask>(
             Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default()))
         }
         #[cfg(not(feature = "ndarray"))]
-        DeviceChoice::NdArray => bail!(
-            "this pipe was built without the ndarray backend; rebuild with `cargo build --release --features ndarray`"
-        ),
+        DeviceChoice::NdArray => bail!(NO_NDARRAY),
         #[cfg(feature = "cuda")]
         DeviceChoice::Cuda(i) => {
             probe_cuda()?;
@@ -114,9 +131,7 @@ pub fn dispatch_with<T: BackendTask>(
             Ok(task.run::<Autodiff<burn::backend::Cuda>>(device))
         }
         #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => bail!(
-            "this pipe was built without CUDA; rebuild with `cargo build --release --features cuda` (needs an NVIDIA driver at run time, no toolkit at build time)"
-        ),
+        DeviceChoice::Cuda(_) => bail!(NO_CUDA),
     }
 }
 

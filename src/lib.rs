@@ -3,6 +3,10 @@
 //! A pipeline TOML file is loaded ([`spec`]), resolved into a shape-checked plan ([`graph`]),
 //! compiled into a burn Module, and trained stage by stage ([`train`]) into a run folder ([`run`]).
 
+// First, so that its printing macros are in scope in every module below.
+#[macro_use]
+pub mod console;
+
 pub mod backend;
 pub mod bench;
 pub mod cli;

@@ -232,7 +232,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
         ));
         let t = Instant::now();
         let cache = prefix.features(case.plan, case.data, 64, &device, None);
-        eprintln!(
+        errln!(
             "bench: {} rows' features encoded once in {:.1} s",
             case.data.len(),
             t.elapsed().as_secs_f64()

@@ -31,8 +31,10 @@ const ATTENTION_TYPES: &[&str] = &[
     after_help = "Examples:\n  pipe attention runs/sports_csv/20261201-101500-1a2b3c \"The team won the final in extra time\"\n  pipe attention runs/sports_csv/20261201-101500-1a2b3c \"The team won the final\" --head 1 --out attention.png\n  pipe attention runs/bert_finetune/20261201-101500-1a2b3c \"Stocks fell sharply\" --layer bert.encoder.5 --json"
 )]
 pub struct AttentionArgs {
-    /// A run folder.
+    /// A run folder, or a folder of runs (`runs/<pipeline>`): its newest usable run.
     pub run: PathBuf,
+    #[command(flatten)]
+    pub weights: super::eval::Weights,
     /// The text to run the model on.
     pub text: String,
     /// The attention layer: a `multi_head_attention` or `transformer_block` layer's name, or
@@ -75,17 +77,17 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
     if let Some(out) = &args.out
         && ImageKind::of(out).is_err()
     {
-        eprintln!("--out: error: the file name must end in .png or .svg");
+        errln!("--out: error: the file name must end in .png or .svg");
         return Ok(EXIT_INVALID);
     }
-    let trained = match TrainedRun::open(&args.run)? {
+    let trained = match TrainedRun::open(&args.run, &args.weights)? {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
     let (layer, within) = match choose_layer(&trained.plan, args.layer.as_deref()) {
         Ok(v) => v,
         Err(message) => {
-            eprintln!("{message}");
+            errln!("{message}");
             return Ok(EXIT_INVALID);
         }
     };
@@ -96,7 +98,7 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
     let split = EncodedSplit::new(&trained.vectorizer, std::slice::from_ref(&example));
     let task = AttentionTask {
         plan: &trained.plan,
-        weights: trained.run.model_weights(),
+        weights: trained.weights.clone(),
         split: &split,
         layer,
     };
@@ -111,7 +113,7 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
         None => maps.len().checked_sub(1),
     };
     let Some(map) = chosen.map(|i| &maps[i]) else {
-        eprintln!(
+        errln!(
             "--layer {}: error: no such attention in `{layer_name}` (it has: {})",
             args.layer.as_deref().unwrap_or(layer_name),
             names.join(", ")
@@ -121,7 +123,7 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
     if let Some(Head::Index(h)) = args.head
         && h >= map.heads
     {
-        eprintln!(
+        errln!(
             "--head {h}: error: `{}` has {} heads (0 to {})",
             qualified(layer_name, &map.name),
             map.heads,
@@ -143,7 +145,7 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
         .cloned()
         .unwrap_or_else(|| best.to_string());
     if args.json {
-        println!(
+        outln!(
             "{}",
             view.json(&shown, &label, probabilities[best], &args.text)
         );
@@ -157,7 +159,7 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
         let first = view.matrices.first().map(Vec::as_slice).unwrap_or(&[]);
         plot_attention(&view.tokens, first, &title, out)?;
         if !args.json {
-            eprintln!("wrote {}", out.display());
+            errln!("wrote {}", out.display());
         }
     }
     if !args.json && args.out.is_none() {
@@ -346,7 +348,7 @@ impl View {
 
     /// For each token, the three tokens it attends to most.
     fn print_top(&self, layer: &str, label: &str, probability: f32) {
-        println!(
+        outln!(
             "{layer}, {}: predicted {label} ({probability:.2})",
             self.head_text()
         );
@@ -354,7 +356,7 @@ impl View {
         let padding = &self.padding[0];
         let share = padding.iter().sum::<f32>() / padding.len().max(1) as f32;
         if share > 1e-3 {
-            println!(
+            outln!(
                 "this layer is not masked: {:.0} % of each token's attention goes to padding, on average (not shown)",
                 100.0 * share
             );
@@ -371,7 +373,7 @@ impl View {
             let top: Vec<String> = (order.iter().take(3))
                 .map(|&k| format!("{} {}", self.tokens[k], weight_text(row[k])))
                 .collect();
-            println!("{token:>width$} → {}", top.join("  "));
+            outln!("{token:>width$} → {}", top.join("  "));
         }
     }
 }

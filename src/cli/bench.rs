@@ -107,7 +107,7 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
         let (loaded, plan, data) =
             encoded(Path::new("pipelines/agnews_transformer.toml"), &[], 9999)?;
         let stage = &loaded.spec.stages[0];
-        eprintln!(
+        errln!(
             "bench: model A, train batch 128 / infer batch 256, length 256, {} real rows",
             data.len()
         );
@@ -147,7 +147,7 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
         } else {
             variant.to_string()
         };
-        eprintln!(
+        errln!(
             "bench: MiniLM (bert_finetune), batch 32, {variant}, {} real rows",
             data.len()
         );
@@ -241,7 +241,7 @@ fn peer_medians(all: &[PeerResult]) -> Vec<PeerResult> {
 pub fn run(args: BenchArgs) -> Result<i32> {
     // Bad arguments are invalid input (exit 2), each named as its flag.
     let invalid = |flag: &str, value: &dyn std::fmt::Display, message: &str| {
-        eprintln!("{flag} {value}: error: {message}");
+        errln!("{flag} {value}: error: {message}");
         Ok(super::EXIT_INVALID)
     };
     let device = args.device.clone();
@@ -266,7 +266,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
                 ours.extend(pipe_cases(model, &args, &device)?);
                 let Some(py) = &python else { continue };
                 for script in peers::scripts_for(model, gpu.is_some()) {
-                    eprintln!("bench: round {round}/{rounds}, {}", script.file);
+                    errln!("bench: round {round}/{rounds}, {}", script.file);
                     let (warmup, steps) = if *model == "a" { (3, 20) } else { (2, 8) };
                     let how = peers::PeerRun {
                         steps: args.steps.unwrap_or(steps),
@@ -294,13 +294,13 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     };
     if args.json {
         for m in &results {
-            println!("{}", serde_json::to_string(m)?);
+            outln!("{}", serde_json::to_string(m)?);
         }
         return Ok(0);
     }
     print_table(&results, &peer_results, &source, gpu.is_some());
     if peer_results.is_empty() {
-        println!(
+        outln!(
             "(no peer figures at {}: ratios omitted)",
             args.peers.display()
         );
@@ -349,7 +349,7 @@ fn print_table(results: &[Measurement], peer_results: &[PeerResult], source: &st
         ("cores", Align::Right),
         (peers_header.as_str(), Align::Left),
     ];
-    print!("{}", text_table::plain(&columns, rows));
+    out!("{}", text_table::plain(&columns, rows));
 }
 
 #[cfg(test)]

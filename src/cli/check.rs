@@ -22,21 +22,21 @@ pub fn run(args: CheckArgs) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     let spec = &loaded.spec;
-    println!("{}: ok — pipeline `{}`", args.spec.display(), spec.name);
-    println!(
+    outln!("{}: ok — pipeline `{}`", args.spec.display(), spec.name);
+    outln!(
         "  vectorizer {} → input {}",
         spec.vectorizer.type_name(),
         plan.inputs[0].1
     );
     for l in &plan.layers {
-        println!(
+        outln!(
             "  {:<28} {:<30} {:>12} params",
             l.name,
             format!("{}", l.outputs[0].1),
             l.params
         );
     }
-    println!(
+    outln!(
         "  {} parameters ({} trainable), {} classes",
         plan.total_params(),
         plan.trainable_params(),
@@ -47,14 +47,14 @@ pub fn run(args: CheckArgs) -> Result<i32> {
             .iter()
             .map(|c| format!("{} ({} rows)", c.label, c.rows))
             .collect();
-        println!(
+        outln!(
             "  classes from {} (`dataset.labels` omitted): {}",
             spec.dataset.train,
             shown.join(", ")
         );
     }
     for (i, s) in spec.stages.iter().enumerate() {
-        println!(
+        outln!(
             "  stage {}: {} epoch(s), batch {}, {} lr {}{}{}",
             s.name_or_default(i),
             s.epochs,

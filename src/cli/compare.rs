@@ -62,19 +62,26 @@ pub fn expand(path: &Path) -> Vec<PathBuf> {
 }
 
 pub fn run(args: CompareArgs) -> Result<i32> {
+    let missing: Vec<&PathBuf> = args.runs.iter().filter(|p| !p.exists()).collect();
+    for path in &missing {
+        errln!("{}: error: no such run folder", path.display());
+    }
+    if !missing.is_empty() {
+        return Ok(super::EXIT_INVALID);
+    }
     let format = args.format;
     let paths: Vec<PathBuf> = args.runs.iter().flat_map(|p| expand(p)).collect();
     let runs = load_runs(&paths);
     let table = build_table(&runs, args.sort.as_deref())?;
-    print!("{}", render(&table, format));
+    out!("{}", render(&table, format));
     if !matches!(format, Format::Table) {
         for (p, reason) in &table.unreadable {
-            eprintln!("unreadable: {}: {reason}", p.display());
+            errln!("unreadable: {}: {reason}", p.display());
         }
     }
     if let Some(path) = &args.plot {
         plot(&runs, &table, path)?;
-        eprintln!("wrote {}", path.display());
+        errln!("wrote {}", path.display());
     }
     Ok(0)
 }

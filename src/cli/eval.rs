@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::tensor::backend::AutodiffBackend;
 
-use super::load_run_plan;
+use super::load_trained_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::compare::{ImageKind, plot_confusion};
 use crate::data::batch::EncodedSplit;
@@ -25,12 +25,15 @@ use crate::vectorize::Vectorizer;
     after_help = "Examples:\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data data/ag_news/test.csv\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data my_rows.jsonl --format jsonl --json\n  pipe eval runs/agnews_transformer/20261201-101500-1a2b3c --data data/ag_news/test.csv --plot confusion.png"
 )]
 pub struct EvalArgs {
-    /// A run folder.
+    /// A run folder, or a folder of runs (`runs/<pipeline>`): its newest usable run.
     pub run: PathBuf,
+    #[command(flatten)]
+    pub weights: Weights,
     /// Data file with labels.
     #[arg(long)]
     pub data: PathBuf,
-    /// Its format, when it differs from the pipeline's dataset.
+    /// Its format; by default `.jsonl`/`.ndjson` files are JSON Lines, `.csv` files CSV, and
+    /// others in the pipeline's format.
     #[arg(long, value_enum)]
     pub format: Option<DatasetFormat>,
     /// Device for inference: `cpu`, `ndarray`, `cuda` or `cuda:N`.
@@ -47,27 +50,110 @@ pub struct EvalArgs {
     pub plot: Option<PathBuf>,
 }
 
-/// A finished run, ready for inference.
+/// Which weights of a run a verb uses.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq)]
+pub enum Checkpoint {
+    /// model/model.safetensors: what the run ended with.
+    #[default]
+    Final,
+    /// The last stage's best checkpoint by its monitor (checkpoints/<stage>-best.safetensors).
+    Best,
+    /// The last stage's newest checkpoint (checkpoints/<stage>-last.safetensors), which a run
+    /// that did not complete also has.
+    Last,
+}
+
+/// `--checkpoint`, shared by the verbs that use a trained model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Weights {
+    /// The weights to use: `final` (the run's model), or the last stage's `best` or `last`
+    /// checkpoint.
+    #[arg(long, value_enum, default_value = "final")]
+    pub checkpoint: Checkpoint,
+}
+
+impl Checkpoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            Checkpoint::Final => "final",
+            Checkpoint::Best => "best",
+            Checkpoint::Last => "last",
+        }
+    }
+
+    /// Where these weights are in `run` (whose spec is `spec`); they may be missing.
+    fn path(self, run: &RunDir, spec: &crate::spec::Spec) -> PathBuf {
+        let Some((i, stage)) = spec.stages.iter().enumerate().next_back() else {
+            return run.model_weights();
+        };
+        match self {
+            Checkpoint::Final => run.model_weights(),
+            which => run.checkpoint(&stage.name_or_default(i), which.name()),
+        }
+    }
+
+    /// Whether `run` has these weights, read without loading its spec: the final model, or a
+    /// checkpoint file of that kind.
+    fn present(self, run: &RunDir) -> bool {
+        if self == Checkpoint::Final {
+            return run.model_weights().is_file();
+        }
+        let suffix = format!("-{}.safetensors", self.name());
+        std::fs::read_dir(run.checkpoints()).is_ok_and(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        })
+    }
+
+    fn wanted(self) -> &'static str {
+        match self {
+            Checkpoint::Final => "a final model (none completed)",
+            Checkpoint::Best => "a best checkpoint",
+            Checkpoint::Last => "a checkpoint",
+        }
+    }
+}
+
+/// A trained run, ready for inference.
 pub struct TrainedRun {
     pub run: RunDir,
     pub loaded: LoadedSpec,
     pub plan: Plan,
     pub vectorizer: Vectorizer,
+    /// The weights file used (see [`Checkpoint`]).
+    pub weights: PathBuf,
 }
 
 impl TrainedRun {
-    pub fn open(path: &Path) -> Result<Result<Self, i32>> {
-        let run = RunDir::open(path)?;
-        if !run.model_weights().is_file() {
+    /// The run at `path` (or the newest usable one in a folder of runs) with the weights
+    /// `weights` names.
+    pub fn open(path: &Path, weights: &Weights) -> Result<Result<Self, i32>> {
+        let which = weights.checkpoint;
+        let (run, picked) = RunDir::open_or_newest(path, |run| which.present(run), which.wanted())?;
+        if picked {
+            errln!("using {}", run.path.display());
+        }
+        if which == Checkpoint::Final && !run.model_weights().is_file() {
             bail!(
-                "{}: no final model (model/model.safetensors); the run did not complete",
+                "{}: no final model (model/model.safetensors): the run did not complete; \
+                 `--checkpoint last` uses its newest checkpoint",
                 run.path.display()
             );
         }
-        let (loaded, plan) = match load_run_plan(&run, false) {
+        let (loaded, plan) = match load_trained_plan(&run) {
             Ok(v) => v,
             Err(code) => return Ok(Err(code)),
         };
+        let weights = which.path(&run, &loaded.spec);
+        if !weights.is_file() {
+            bail!(
+                "{}: no {} checkpoint ({} is missing)",
+                run.path.display(),
+                which.name(),
+                weights.display()
+            );
+        }
         let vectorizer = Vectorizer::load(&loaded.spec.vectorizer, &run.vectorizer_dir())
             .with_context(|| format!("loading {}", run.vectorizer_dir().display()))?;
         Ok(Ok(TrainedRun {
@@ -75,6 +161,7 @@ impl TrainedRun {
             loaded,
             plan,
             vectorizer,
+            weights,
         }))
     }
 
@@ -90,7 +177,7 @@ impl TrainedRun {
             device,
             Infer {
                 plan: &self.plan,
-                weights: self.run.model_weights(),
+                weights: self.weights.clone(),
                 split: &split,
                 batch_size,
             },
@@ -123,17 +210,18 @@ pub fn run(args: EvalArgs) -> Result<i32> {
         .as_deref()
         .is_some_and(|p| ImageKind::of(p).is_err())
     {
-        eprintln!("--plot: error: the file name must end in .png or .svg");
+        errln!("--plot: error: the file name must end in .png or .svg");
         return Ok(super::EXIT_INVALID);
     }
-    let trained = match TrainedRun::open(&args.run)? {
+    let trained = match TrainedRun::open(&args.run, &args.weights)? {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
     let mut dataset = trained.loaded.spec.dataset.clone();
-    if let Some(format) = &args.format {
-        dataset.format = format.clone();
-    }
+    dataset.format = match &args.format {
+        Some(format) => format.clone(),
+        None => crate::data::format_of_file(&args.data, &dataset.format),
+    };
     let examples = read(&args.data, &dataset)?;
     let probs = trained.probabilities(&examples, &args.device, args.batch_size)?;
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
@@ -142,6 +230,7 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     let json = serde_json::json!({
         "run": trained.run.path.display().to_string(),
         "data": args.data.display().to_string(),
+        "checkpoint": args.weights.checkpoint.name(),
         "report": report,
         "evaluated_at": chrono::Utc::now().to_rfc3339(),
     });
@@ -160,18 +249,18 @@ pub fn run(args: EvalArgs) -> Result<i32> {
             100.0 * report.accuracy
         );
         plot_confusion(&report.confusion, &report.labels, &title, plot)?;
-        eprintln!("wrote {}", plot.display());
+        errln!("wrote {}", plot.display());
     }
     if args.json {
-        print!("{text}");
+        out!("{text}");
     } else {
-        println!(
+        outln!(
             "{} on {} ({} rows)",
             trained.run.path.display(),
             args.data.display(),
             report.rows
         );
-        print!("{}", report_tables(&report));
+        out!("{}", report_tables(&report));
     }
     Ok(0)
 }
@@ -187,7 +276,10 @@ fn report_tables(report: &ClassReport) -> String {
             c.support.to_string(),
         ]
     });
-    let mut out = format!("accuracy {:.4}\n\n", report.accuracy);
+    let mut out = format!(
+        "accuracy {:.4}  macro-F1 {:.4}\n\n",
+        report.accuracy, report.macro_f1
+    );
     out += &text_table::plain(
         &[
             ("class", Align::Left),

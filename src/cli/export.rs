@@ -19,8 +19,10 @@ pub enum ExportFormat {
     after_help = "Example:\n  pipe export runs/bert_finetune/20261201-101500-1a2b3c --format hf --out exported/\n  python -c 'from transformers import pipeline; print(pipeline(\"text-classification\", model=\"exported\")(\"Stocks fell\"))'"
 )]
 pub struct ExportArgs {
-    /// A run folder.
+    /// A run folder, or a folder of runs (`runs/<pipeline>`): its newest usable run.
     pub run: PathBuf,
+    #[command(flatten)]
+    pub weights: super::eval::Weights,
     /// What to write.
     #[arg(long, value_enum)]
     pub format: ExportFormat,
@@ -30,14 +32,14 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<i32> {
-    let trained = match TrainedRun::open(&args.run)? {
+    let trained = match TrainedRun::open(&args.run, &args.weights)? {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
     match args.format {
         ExportFormat::Hf => {
             let files = match crate::export::export_hf(
-                &trained.run,
+                &trained.weights,
                 &trained.loaded.spec,
                 &trained.plan,
                 &trained.vectorizer,
@@ -45,12 +47,12 @@ pub fn run(args: ExportArgs) -> Result<i32> {
             ) {
                 Ok(files) => files,
                 Err(e) => {
-                    eprintln!("error: {}: {e:#}", args.run.display());
+                    errln!("error: {}: {e:#}", args.run.display());
                     return Ok(super::EXIT_INVALID);
                 }
             };
             for f in files {
-                println!("wrote {}", f.display());
+                outln!("wrote {}", f.display());
             }
         }
     }

@@ -95,7 +95,7 @@ fn dispatch(cli: Cli) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             EXIT_FAILURE
         }
     }
@@ -121,6 +121,43 @@ pub fn load_run_plan(run: &RunDir, check_files: bool) -> Result<(LoadedSpec, Pla
     )
 }
 
+/// [`load_run_plan`] for a finished model's verbs (eval, predict, attention, export): a
+/// pretrained layer reads the config.json the run saved, so the model's source is not needed.
+/// (`--resume` keeps the spec exactly as written: its resume point checks every value.)
+pub fn load_trained_plan(run: &RunDir) -> Result<(LoadedSpec, Plan), i32> {
+    let loaded = load_spec_with(&run.pipeline(), &OverrideLayers::default());
+    resolve_loaded(
+        loaded.map(|l| with_saved_pretrained(l, run)),
+        Some(run.vectorizer_dir()),
+        false,
+    )
+}
+
+/// A run's pretrained layers read their config.json from the copy the run saved
+/// (`pretrained/<layer>/`), not from `from`: the model's source may be elsewhere or gone by now,
+/// and the copy is the config the run was trained with. Runs made before the copy existed keep
+/// `from`. The weights come from the run's own model either way.
+fn with_saved_pretrained(mut loaded: LoadedSpec, run: &RunDir) -> LoadedSpec {
+    let kinds: Vec<(Option<String>, String)> = (loaded.spec.model.layers.iter())
+        .map(|l| (l.name.clone(), l.kind.clone()))
+        .collect();
+    let names = crate::spec::model::auto_names(&kinds);
+    for (layer, name) in loaded.spec.model.layers.iter_mut().zip(names) {
+        if !matches!(layer.kind.as_str(), "hf_encoder" | "bert") {
+            continue;
+        }
+        let saved = run.pretrained_dir(&name);
+        if saved.join("config.json").is_file() {
+            let saved = std::path::absolute(&saved).unwrap_or(saved);
+            layer.params.insert(
+                "from".to_string(),
+                toml::Value::String(saved.display().to_string()),
+            );
+        }
+    }
+    loaded
+}
+
 /// [`load_plan`] with explicit override layers.
 pub fn load_plan_with(
     path: &Path,
@@ -136,13 +173,16 @@ fn resolve_loaded(
     check_files: bool,
 ) -> Result<(LoadedSpec, Plan), i32> {
     let report = |d: Diagnostics| {
-        eprintln!("{d}");
+        errln!("{d}");
         EXIT_INVALID
     };
     let mut loaded = loaded.map_err(report)?;
     loaded.vectorizer_dir = vectorizer_dir.filter(|d| d.is_dir());
     let mut errors = std::mem::take(&mut loaded.errors);
     infer_labels(&mut loaded, &mut errors);
+    if check_files {
+        check_data_heads(&loaded, &mut errors);
+    }
     let plan = plan::resolve_with(&loaded, check_files);
     match plan {
         Ok(plan) if errors.is_empty() => Ok((loaded, plan)),
@@ -151,6 +191,34 @@ fn resolve_loaded(
             errors.0.extend(more.0);
             errors.sort();
             Err(report(errors))
+        }
+    }
+}
+
+/// How many rows of each data file `pipe check` (and a new run, before it makes its folder)
+/// reads when the spec lists its labels: enough to find a wrong column or field name, a wrong
+/// format or labels that are not the listed ones, without reading a large file through.
+const CHECKED_HEAD_ROWS: usize = 200;
+
+/// With `dataset.labels` listed, nothing else reads the data before training: the first rows
+/// of the train and test files are read here, so that a column the file does not have is a
+/// check-time error on the spec's line instead of a failed run.
+fn check_data_heads(loaded: &LoadedSpec, errors: &mut Diagnostics) {
+    let dataset = &loaded.spec.dataset;
+    if loaded.inferred_labels.is_some() || dataset.labels.is_empty() {
+        return;
+    }
+    let mut head = dataset.clone();
+    head.limit = Some(dataset.limit.unwrap_or(usize::MAX).min(CHECKED_HEAD_ROWS));
+    for (key, file) in [
+        ("dataset.train", Some(&dataset.train)),
+        ("dataset.test", dataset.test.as_ref()),
+    ] {
+        let Some(file) = file.filter(|f| Path::new(f).is_file()) else {
+            continue;
+        };
+        if let Err(e) = crate::data::read_limited(Path::new(file), &head) {
+            errors.push(loaded.source.value(key), e.to_string());
         }
     }
 }

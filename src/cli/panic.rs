@@ -50,7 +50,7 @@ pub fn install_hook() {
         let mut first = FIRST_PANIC.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
             tracing::error!(backtrace = %Backtrace::force_capture(), "{text}");
-            eprintln!("error: internal error: {text}");
+            errln!("error: internal error: {text}");
             *first = Some(text);
         }
         if cfg!(panic = "abort") {

@@ -75,7 +75,7 @@ impl Progress for Bar {
         );
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => errln!("{line}"),
         }
     }
     fn finish(&mut self) {
@@ -98,7 +98,7 @@ impl Progress for Lines {
         self.stage = stage.to_string();
         self.epochs = epochs;
         self.steps = steps;
-        eprintln!("stage {stage}: {epochs} epoch(s) of {steps} steps");
+        errln!("stage {stage}: {epochs} epoch(s) of {steps} steps");
     }
     fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, rate: f64) {
         // One line every 10 s at most keeps CI logs readable.
@@ -110,16 +110,23 @@ impl Progress for Lines {
             self.last = Some(Instant::now());
             let per_step = self.epoch_start.elapsed().as_secs_f64() / step.max(1) as f64;
             let eta = per_step * self.steps.saturating_sub(step) as f64;
-            eprintln!(
+            errln!(
                 "{} epoch {epoch}/{} step {step}/{} loss {loss:.4} acc {accuracy:.4} {rate:.0} samples/s ETA {eta:.0}s",
-                self.stage, self.epochs, self.steps
+                self.stage,
+                self.epochs,
+                self.steps
             );
         }
     }
     fn epoch_end(&mut self, row: &MetricRow) {
-        eprintln!(
+        errln!(
             "{} epoch {}/{} {}: loss {:.4} accuracy {:.4}",
-            row.stage, row.epoch, self.epochs, row.split, row.loss, row.accuracy
+            row.stage,
+            row.epoch,
+            self.epochs,
+            row.split,
+            row.loss,
+            row.accuracy
         );
     }
     fn finish(&mut self) {}

@@ -77,6 +77,8 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<i32> {
+    // The product is the run folder: a reader that goes away must not stop the training.
+    crate::console::keep_running_when_closed();
     if let Some(dir) = args.resume.clone() {
         return resume(args, &dir);
     }
@@ -107,7 +109,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     if loaded.spec.stages.is_empty() {
-        eprintln!(
+        errln!(
             "{}: error: the pipeline has no [[stages]] to run",
             spec_path.display()
         );
@@ -116,10 +118,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let device = match DeviceChoice::parse(&run_device(&loaded.spec.runtime)) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("{}: error: {e}", loaded.source.value("runtime.device"));
+            errln!("{}: error: {e}", loaded.source.value("runtime.device"));
             return Ok(EXIT_INVALID);
         }
     };
+    if let Err(e) = device.usable() {
+        errln!("{}: error: {e}", loaded.source.value("runtime.device"));
+        return Ok(EXIT_INVALID);
+    }
     set_cpu_threads(loaded.spec.runtime.threads)?;
 
     let runs_dir = PathBuf::from(&loaded.spec.runtime.runs_dir);
@@ -165,7 +171,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 
 fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     if !args.overrides.sets.is_empty() || args.runs_dir.is_some() || args.devices.is_some() {
-        eprintln!(
+        errln!(
             "error: --resume continues a run exactly as it was set up; it takes no --set, --runs-dir or --devices"
         );
         return Ok(EXIT_INVALID);
@@ -173,19 +179,19 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     let run = match RunDir::open(dir) {
         Ok(run) => run,
         Err(e) => {
-            eprintln!("--resume {}: error: {e}", dir.display());
+            errln!("--resume {}: error: {e}", dir.display());
             return Ok(EXIT_INVALID);
         }
     };
     let mut record = match RunRecord::load(&run.run_json()) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot resume: {e:#}");
+            errln!("error: cannot resume: {e:#}");
             return Ok(EXIT_INVALID);
         }
     };
     if record.status == RunStatus::Completed {
-        eprintln!(
+        errln!(
             "error: {} already completed; there is nothing to resume",
             run.path.display()
         );
@@ -194,7 +200,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     let state = match ResumeState::load(&run.checkpoints()) {
         Ok(Some(state)) => state,
         Ok(None) => {
-            eprintln!(
+            errln!(
                 "error: {} stopped before its first resume point; start it again with `pipe run {}`",
                 run.path.display(),
                 run.pipeline().display()
@@ -202,7 +208,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
             return Ok(EXIT_INVALID);
         }
         Err(e) => {
-            eprintln!("{e:#}");
+            errln!("{e:#}");
             return Ok(EXIT_INVALID);
         }
     };
@@ -212,12 +218,12 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
         Err(code) => return Ok(code),
     };
     if let Err(e) = state.matches(&loaded, &run.checkpoints()) {
-        eprintln!("{e}");
+        errln!("{e}");
         return Ok(EXIT_INVALID);
     }
     let trained = state.epochs_trained();
     if let Some(n) = args.pause_after_epochs.filter(|&n| n as usize <= trained) {
-        eprintln!(
+        errln!(
             "--pause-after-epochs {n}: error: {} has already trained {trained} epochs",
             run.path.display()
         );
@@ -230,7 +236,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     let device = match DeviceChoice::parse(&device_name) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("--device {device_name}: error: {e}");
+            errln!("--device {device_name}: error: {e}");
             return Ok(EXIT_INVALID);
         }
     };
@@ -250,6 +256,21 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     drive(&args, &loaded, &plan, &run, &device, record, Some(state))
 }
 
+/// Copies each pretrained encoder's config.json into the run folder: with the tokenizer in
+/// vectorizer/ and the weights in the model, the run then needs nothing from the model's
+/// source to predict, evaluate or export (see [`super::load_run_plan`]).
+fn save_pretrained_configs(plan: &Plan, run: &RunDir) -> Result<()> {
+    for (layer, source) in plan.pretrained_configs() {
+        let source = source.map_err(anyhow::Error::msg)?.join("config.json");
+        let dir = run.pretrained_dir(&layer);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bytes =
+            std::fs::read(&source).with_context(|| format!("reading {}", source.display()))?;
+        atomic_write(&dir.join("config.json"), &bytes)?;
+    }
+    Ok(())
+}
+
 /// Trains, then records how the run ended in run.json and prints the results.
 fn drive(
     args: &RunArgs,
@@ -261,7 +282,7 @@ fn drive(
     resume: Option<ResumeState>,
 ) -> Result<i32> {
     if !args.json {
-        eprintln!("run folder: {}", run.path.display());
+        errln!("run folder: {}", run.path.display());
     }
     tracing::info!(
         run = %run.path.display(),
@@ -276,10 +297,10 @@ fn drive(
         // Ctrl-C finishes the current step; the engine then checkpoints and returns.
         let _ = ctrlc::set_handler(move || {
             if flag.swap(true, Ordering::SeqCst) {
-                eprintln!("second interrupt: exiting now");
+                errln!("second interrupt: exiting now");
                 std::process::exit(EXIT_INTERRUPTED);
             }
-            eprintln!("interrupted: finishing the current step and saving a checkpoint");
+            errln!("interrupted: finishing the current step and saving a checkpoint");
         });
     }
 
@@ -328,14 +349,20 @@ fn drive(
             mark_failed(&mut record, format!("{e:#}"));
             // The panic hook has already printed its one line.
             if !panicked {
-                eprintln!("error: {e:#}");
+                errln!("error: {e:#}");
             }
             EXIT_FAILURE
         }
     };
     save_ending(&record, &run.run_json())?;
+    if record.status == RunStatus::Completed
+        && let Err(e) = crate::train::resume::discard(&run.checkpoints())
+    {
+        // The run is complete and recorded as such; a leftover resume point only costs space.
+        tracing::warn!("removing the completed run's resume point: {e}");
+    }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({"event": "end", "status": record.status, "run": run.path, "metrics": record.metrics})
         );
@@ -416,6 +443,7 @@ fn execute(
             splits.train.iter().map(|e| e.text.as_str()),
         )?;
         v.save(&run.vectorizer_dir())?;
+        save_pretrained_configs(plan, run)?;
         v
     };
     let train = EncodedSplit::new(&vectorizer, &splits.train);
@@ -526,7 +554,7 @@ fn start_log(run: &RunDir, append: bool) -> Result<()> {
 }
 
 fn print_results(record: &RunRecord, run: &RunDir) {
-    println!(
+    outln!(
         "run {} {:?} in {:.1} s",
         run.path.display(),
         record.status,
@@ -568,7 +596,7 @@ fn print_results(record: &RunRecord, run: &RunDir) {
         ("loss", Align::Right),
         ("accuracy", Align::Right),
     ];
-    print!("{}", text_table::plain(&columns, rows));
+    out!("{}", text_table::plain(&columns, rows));
     for s in &record.stages {
         if let Some(e) = &s.stopped_early {
             let best = e
@@ -579,9 +607,13 @@ fn print_results(record: &RunRecord, run: &RunDir) {
             } else {
                 ""
             };
-            println!(
+            outln!(
                 "stage {} stopped early at epoch {}, step {}: best {} {best} at step {}{restored}",
-                s.name, e.epoch, e.step, e.monitor, e.best_step
+                s.name,
+                e.epoch,
+                e.step,
+                e.monitor,
+                e.best_step
             );
         }
     }
@@ -595,11 +627,11 @@ fn print_next_steps(run: &RunDir, test_file: Option<&str>) {
     let dir = run.path.display();
     let runs = run.path.parent().map(|p| p.display().to_string());
     let data = test_file.unwrap_or("FILE");
-    eprintln!("next:");
-    eprintln!("  {program} eval {dir} --data {data}  # accuracy, per-class figures");
-    eprintln!("  {program} predict {dir} \"Stocks rallied as oil prices fell\"");
+    errln!("next:");
+    errln!("  {program} eval {dir} --data {data}  # accuracy, per-class figures");
+    errln!("  {program} predict {dir} \"Stocks rallied as oil prices fell\"");
     if let Some(runs) = runs {
-        eprintln!("  {program} compare {runs}  # this run beside the others, --plot for curves");
+        errln!("  {program} compare {runs}  # this run beside the others, --plot for curves");
     }
 }
 

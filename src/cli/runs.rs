@@ -52,7 +52,7 @@ pub fn run(args: RunsArgs) -> Result<i32> {
         }
     }
     if found.is_empty() {
-        println!("no runs under {}", args.dir.display());
+        outln!("no runs under {}", args.dir.display());
         return Ok(0);
     }
     found.sort_by(|a, b| b.0.cmp(&a.0));
@@ -88,6 +88,6 @@ pub fn run(args: RunsArgs) -> Result<i32> {
         ("age", Align::Right),
         ("metric", Align::Left),
     ];
-    print!("{}", text_table::plain(&columns, rows));
+    out!("{}", text_table::plain(&columns, rows));
     Ok(0)
 }

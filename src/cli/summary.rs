@@ -23,6 +23,6 @@ pub fn run(args: SummaryArgs) -> Result<i32> {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
-    print!("{}", summary_table(&loaded.spec.name, &plan));
+    out!("{}", summary_table(&loaded.spec.name, &plan));
     Ok(0)
 }

@@ -18,9 +18,10 @@ use crate::graph::plan;
 use crate::run::{RunRecord, RunStatus, atomic_write};
 use crate::spec::SweepSpec;
 use crate::spec::load::load_spec;
+use crate::spec::load::{OverrideLayers, load_spec_with};
 use crate::spec::policy::{MONITORS, Mode};
 use crate::sweep::asha::{self, Asha, Decision};
-use crate::sweep::{Trial, expand, parse_grid, parse_range, slurm_script};
+use crate::sweep::{KeyType, Trial, expand, parse_grid, parse_range, slurm_script};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -178,6 +179,8 @@ impl SweepRecord {
 }
 
 pub fn run(mut args: SweepArgs) -> Result<i32> {
+    // The product is the run folder: a reader that goes away must not stop the training.
+    crate::console::keep_running_when_closed();
     let (loaded, _) = match load_plan(&args.spec, &args.overrides.sets, true) {
         Ok(v) => v,
         Err(code) => return Ok(code),
@@ -185,7 +188,7 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
     let pruning = match Pruning::of(&args, &loaded) {
         Ok(p) => p,
         Err(message) => {
-            eprintln!("{message}");
+            errln!("{message}");
             return Ok(EXIT_INVALID);
         }
     };
@@ -196,10 +199,11 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
         return Ok(EXIT_INVALID);
     };
     let parallel = args.parallel.or(sweep.parallel).unwrap_or(1).max(1);
-    let trials = match expand(&sweep, loaded.spec.seed) {
+    let key_type = |path: &str| swept_key_type(&args, path);
+    let trials = match expand(&sweep, loaded.spec.seed, &key_type) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return Ok(EXIT_INVALID);
         }
     };
@@ -217,7 +221,7 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
         return emit_slurm(&args, &trials, &mut record, &dir);
     }
 
-    eprintln!(
+    errln!(
         "sweep folder: {} ({} trials, {parallel} at a time)",
         dir.display(),
         trials.len()
@@ -256,7 +260,7 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
         .filter(|t| t.status == "failed")
         .count();
     if failed > 0 {
-        eprintln!("{failed} trial(s) failed; the others are above");
+        errln!("{failed} trial(s) failed; the others are above");
     }
     Ok(if interrupted.load(Ordering::SeqCst) {
         EXIT_INTERRUPTED
@@ -265,6 +269,33 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
     } else {
         0
     })
+}
+
+/// What the key a random range sweeps holds, asked of the spec itself: the pipeline loaded
+/// and resolved with a fraction set there fails as "floating point …, expected an integer"
+/// exactly when the key (a spec key or a layer's) takes whole numbers.
+fn swept_key_type(args: &SweepArgs, path: &str) -> KeyType {
+    let mut sets = args.overrides.sets.clone();
+    sets.push(format!("{path}=0.5"));
+    let diagnostics = match load_spec_with(&args.spec, &OverrideLayers::new_run(&sets)) {
+        Err(d) => d,
+        Ok(probe) => {
+            let mut d = probe.errors.clone();
+            if let Err(more) = plan::resolve_with(&probe, false) {
+                d.0.extend(more.0);
+            }
+            d
+        }
+    };
+    let rejects_fraction = diagnostics
+        .0
+        .iter()
+        .any(|d| d.message.contains("floating point `0.5`"));
+    if rejects_fraction {
+        KeyType::Integer
+    } else {
+        KeyType::Float
+    }
 }
 
 /// The spec's `[sweep]` with `--random`, `--grid`, `--trials` and `--seed` merged in; `None`
@@ -276,7 +307,7 @@ fn sweep_spec(args: &SweepArgs, loaded: &crate::spec::LoadedSpec) -> Option<Swee
     for (path, range) in &sweep.random {
         if let Err(e) = parse_range(range) {
             let at = loaded.source.value(&format!("sweep.random.{path}"));
-            eprintln!("{at}: error: `sweep.random.{path}`: {e}");
+            errln!("{at}: error: `sweep.random.{path}`: {e}");
             bad_ranges += 1;
         }
     }
@@ -292,7 +323,7 @@ fn sweep_spec(args: &SweepArgs, loaded: &crate::spec::LoadedSpec) -> Option<Swee
                     .insert(path.trim().to_string(), range.trim().to_string());
             }
             Err(e) => {
-                eprintln!("--random {r}: error: {e}");
+                errln!("--random {r}: error: {e}");
                 bad_ranges += 1;
             }
         }
@@ -302,12 +333,20 @@ fn sweep_spec(args: &SweepArgs, loaded: &crate::spec::LoadedSpec) -> Option<Swee
     }
     for g in &args.grid {
         if let Err(e) = parse_grid(g, &mut sweep.grid) {
-            eprintln!("--grid {g}: error: {e}");
+            errln!("--grid {g}: error: {e}");
             return None;
         }
     }
     sweep.trials = args.trials.or(sweep.trials);
     sweep.seed = args.seed.or(sweep.seed);
+    if sweep.trials == Some(0) {
+        let at = match args.trials {
+            Some(_) => "--trials 0".to_string(),
+            None => loaded.source.value("sweep.trials").to_string(),
+        };
+        errln!("{at}: error: a sweep needs at least one trial");
+        return None;
+    }
     Some(sweep)
 }
 
@@ -333,11 +372,11 @@ fn all_trials_check(args: &SweepArgs, trials: &[Trial]) -> bool {
         });
         if let Err(d) = result {
             bad += 1;
-            eprintln!("trial {} ({}):\n{d}", t.index, t.overrides.join(" "));
+            errln!("trial {} ({}):\n{d}", t.index, t.overrides.join(" "));
         }
     }
     if bad > 0 {
-        eprintln!(
+        errln!(
             "error: {bad} of {} trials do not check; nothing was run",
             trials.len()
         );
@@ -357,7 +396,7 @@ fn emit_slurm(
     }
     record.save(dir)?;
     let pipe = std::env::current_exe()?.display().to_string();
-    print!(
+    out!(
         "{}",
         slurm_script(
             &pipe,
@@ -367,7 +406,7 @@ fn emit_slurm(
             &dir.display().to_string()
         )
     );
-    eprintln!("sweep folder: {} ({} trials)", dir.display(), trials.len());
+    errln!("sweep folder: {} ({} trials)", dir.display(), trials.len());
     Ok(0)
 }
 
@@ -388,7 +427,7 @@ fn finish_pruning(
         }
     }
     let summary = p.record(asha, trials);
-    eprintln!(
+    errln!(
         "pruned sweep ({} on {}, rungs at {} epochs): {} epochs trained in all; the same trials unpruned: {}",
         summary.method,
         summary.metric,
@@ -421,7 +460,7 @@ fn print_comparison(record: &SweepRecord, pruning: Option<&Pruning>) -> Result<(
         _ => has("test.accuracy").then_some("test.accuracy"),
     };
     let table = build_table(&runs, sort)?;
-    print!("{}", render(&table, Format::Table));
+    out!("{}", render(&table, Format::Table));
     Ok(())
 }
 
@@ -597,14 +636,14 @@ impl Sweep<'_> {
                 let pause = asha
                     .zip(self.pruning)
                     .and_then(|(a, p)| p.pause_at(a.target(k)));
-                eprintln!("trial {k} started: {}", t.overrides.join(" "));
+                errln!("trial {k} started: {}", t.overrides.join(" "));
                 (k, spawn(self.args, t, self.dir, pause)?)
             }
             Launch::Promote(k, epochs) => {
                 let t = &record.trials[k];
                 let run = t.run.as_ref().context("a paused trial has a run folder")?;
                 let pause = self.pruning.and_then(|p| p.pause_at(epochs));
-                eprintln!("trial {k} promoted: continues to {epochs} epochs");
+                errln!("trial {k} promoted: continues to {epochs} epochs");
                 (k, spawn_resume(self.args, run, &t.log, pause)?)
             }
         };
@@ -639,7 +678,7 @@ impl Sweep<'_> {
                 t.rungs.push(RungResult { epochs, value });
             }
             if t.status == "paused" {
-                eprintln!(
+                errln!(
                     "trial {k} paused at {epochs} epochs: {} {value:.4}",
                     p.metric
                 );
@@ -647,11 +686,11 @@ impl Sweep<'_> {
             }
         }
         match &t.signal {
-            Some(signal) => eprintln!(
+            Some(signal) => errln!(
                 "trial {k} failed: killed by {signal} (see {})",
                 t.log.display()
             ),
-            None => eprintln!("trial {k} {} (see {})", t.status, t.log.display()),
+            None => errln!("trial {k} {} (see {})", t.status, t.log.display()),
         }
     }
 }
@@ -684,7 +723,7 @@ fn update_run_json(run: &Path, status: RunStatus, change: impl FnOnce(&mut RunRe
     if record.status == status {
         change(&mut record);
         if let Err(e) = record.save(&path) {
-            eprintln!("warning: {}: {e}", path.display());
+            errln!("warning: {}: {e}", path.display());
         }
     }
 }

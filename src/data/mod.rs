@@ -43,9 +43,30 @@ pub fn infer_missing_labels(spec: &mut DatasetSpec) -> Result<Option<Vec<LabelCo
     Ok(Some(found))
 }
 
+/// The format of a file given on the command line (`pipe eval --data`, `pipe predict --data`):
+/// a `.jsonl`/`.ndjson` name is JSON Lines and a `.csv` name is CSV whatever the pipeline
+/// trained on (a headed CSV, unless the pipeline's own data is AG News' headerless CSV);
+/// any other name is taken to be in the pipeline's format.
+pub fn format_of_file(path: &Path, pipeline: &DatasetFormat) -> DatasetFormat {
+    let extension = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match (extension.as_deref(), pipeline) {
+        (Some("jsonl" | "ndjson"), _) => DatasetFormat::Jsonl,
+        (Some("csv"), DatasetFormat::Jsonl) => DatasetFormat::Csv,
+        _ => pipeline.clone(),
+    }
+}
+
 /// Reads any file in the dataset's format (used by `pipe eval --data`).
 pub fn read(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
     source::load(path, &source_options(spec, None))
+}
+
+/// The texts of a file to classify (`pipe predict --data`), with the dataset's text columns;
+/// labels are neither needed nor read.
+pub fn read_texts(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
+    source::load_texts(path, &source_options(spec, None))
 }
 
 /// Reads a file of the dataset's as a run does (`limit` applied).
@@ -62,7 +83,23 @@ pub fn load_splits(spec: &DatasetSpec, seed: u64) -> Result<Splits, DataError> {
     };
     Ok(match &spec.validation {
         Some(Validation::Fraction(f)) => {
+            let rows = train.len();
             let (train, validation) = source::split_fraction(train, *f, seed);
+            // Training on nothing would still "complete", with a loss of 0.
+            if train.is_empty() || validation.is_empty() {
+                let what = if train.is_empty() {
+                    "to train on"
+                } else {
+                    "to validate on"
+                };
+                return Err(DataError::Options {
+                    path: spec.train.clone().into(),
+                    message: format!(
+                        "`dataset.validation = {f}` of {rows} rows leaves no rows {what}; \
+                         use a fraction that keeps at least one row on each side"
+                    ),
+                });
+            }
             Splits {
                 train,
                 validation,

@@ -94,6 +94,18 @@ pub enum Problem {
     NotString { name: String, found: &'static str },
     #[error("label must be a string or an integer, found {found}")]
     BadLabelType { found: &'static str },
+    #[error("empty label {value:?}: every row needs its class")]
+    EmptyLabel { value: String },
+    #[error(
+        "label {value} is {kind}, but an earlier row's label {first:?} is {first_kind}: \
+         write every label as a name, or every label as a number"
+    )]
+    MixedLabelKinds {
+        value: String,
+        kind: &'static str,
+        first: String,
+        first_kind: &'static str,
+    },
 }
 
 /// Names joined for a message, each escaped and shortened, so a header that swallowed a line
@@ -133,11 +145,11 @@ pub fn load(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError
     if opts.labels.is_empty() {
         return Err(options_error(path, "no labels given"));
     }
-    let mut class_of = |value: &str| match opts.format {
+    let mut class_of = |value: &str, _: LabelKind| match opts.format {
         Format::AgNewsCsv => class_index(value, &opts.labels),
         _ => label_from_str(value, &opts.labels),
     };
-    read_rows(path, opts, &mut class_of)
+    read_rows(path, opts, Some(&mut class_of))
 }
 
 /// The classes of a file, for a spec that omits `labels`: its distinct label values with their
@@ -147,7 +159,31 @@ pub fn load(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError
 pub fn infer_labels(path: &Path, opts: &SourceOptions) -> Result<Vec<LabelCount>, DataError> {
     check_options(path, opts)?;
     let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
-    let mut count = |value: &str| {
+    // The first JSON number and the first label that is a name (not an integer written as
+    // a string): a file with both ("World" and 3) has a number where a name belongs, and
+    // would silently gain a class "3". 9 and "9" stay one class.
+    let mut first_number: Option<String> = None;
+    let mut first_name: Option<String> = None;
+    let mut count = |value: &str, kind: LabelKind| {
+        let is_name = kind == LabelKind::Text && value.trim().parse::<i64>().is_err();
+        if kind == LabelKind::Number && first_number.is_none() {
+            first_number = Some(value.to_string());
+        }
+        if is_name && first_name.is_none() {
+            first_name = Some(value.to_string());
+        }
+        if let (Some(number), Some(name)) = (&first_number, &first_name) {
+            let (other, other_kind) = match kind {
+                LabelKind::Number => (name, LabelKind::Text),
+                LabelKind::Text => (number, LabelKind::Number),
+            };
+            return Err(Problem::MixedLabelKinds {
+                value: quoted_snippet(value),
+                kind: kind.described(),
+                first: quoted_snippet(other),
+                first_kind: other_kind.described(),
+            });
+        }
         if opts.format == Format::AgNewsCsv && value.parse::<i64>().is_err() {
             return Err(Problem::ClassIndexNotInteger {
                 value: quoted_snippet(value),
@@ -156,7 +192,7 @@ pub fn infer_labels(path: &Path, opts: &SourceOptions) -> Result<Vec<LabelCount>
         *counts.entry(value.to_string()).or_default() += 1;
         Ok(0)
     };
-    read_rows(path, opts, &mut count)?;
+    read_rows(path, opts, Some(&mut count))?;
     let mut labels: Vec<LabelCount> = counts
         .into_iter()
         .map(|(label, rows)| LabelCount { label, rows })
@@ -196,13 +232,39 @@ fn check_options(path: &Path, opts: &SourceOptions) -> Result<(), DataError> {
     Ok(())
 }
 
-/// Label value (as text; a JSON number as written) → class index, or what is wrong with it.
-type ClassOf<'a> = dyn FnMut(&str) -> Result<usize, Problem> + 'a;
+/// How a label was written: CSV fields and JSON strings are text, JSON numbers are numbers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LabelKind {
+    Text,
+    Number,
+}
 
+impl LabelKind {
+    fn described(self) -> &'static str {
+        match self {
+            LabelKind::Text => "a string",
+            LabelKind::Number => "a number",
+        }
+    }
+}
+
+/// Label value (as text; a JSON number as written) → class index, or what is wrong with it.
+/// An empty or blank label is refused before it is asked: it is a missing value, not a class.
+type ClassOf<'a> = dyn FnMut(&str, LabelKind) -> Result<usize, Problem> + 'a;
+
+/// The texts of a file to classify (`pipe predict --data`): the text columns as a run reads
+/// them, in file order; a label column is not needed, and ignored where present (every
+/// example's label is 0).
+pub fn load_texts(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError> {
+    check_options(path, opts)?;
+    read_rows(path, opts, None)
+}
+
+/// Reads the rows; `class_of` maps label values to classes, `None` reads texts only.
 fn read_rows(
     path: &Path,
     opts: &SourceOptions,
-    class_of: &mut ClassOf,
+    class_of: Option<&mut ClassOf>,
 ) -> Result<Vec<Example>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Read {
         path: path.to_path_buf(),
@@ -213,6 +275,17 @@ fn read_rows(
         line,
         problem,
     };
+    let mut checked = class_of.map(|class_of| {
+        move |value: &str, kind: LabelKind| {
+            if value.trim().is_empty() {
+                return Err(Problem::EmptyLabel {
+                    value: value.to_string(),
+                });
+            }
+            class_of(value, kind)
+        }
+    });
+    let class_of = checked.as_mut().map(|f| f as &mut ClassOf);
     let examples = match opts.format {
         Format::AgNewsCsv | Format::Csv => load_csv(&bytes, opts, &row_error, class_of)?,
         Format::Jsonl => load_jsonl(&bytes, opts, &row_error, class_of)?,
@@ -229,7 +302,7 @@ fn load_csv(
     bytes: &[u8],
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
-    class_of: &mut ClassOf,
+    mut class_of: Option<&mut ClassOf>,
 ) -> Result<Vec<Example>, DataError> {
     // Headers are read by hand (has_headers false) so that the header gets the
     // same line numbers and UTF-8 checks as any row, and flexible(true) so a
@@ -241,8 +314,9 @@ fn load_csv(
         .from_reader(bytes);
     let mut record = csv::ByteRecord::new();
     let read = |reader: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord| {
-        read_record(reader, record, row_error)
+        read_record(reader, record, bytes, row_error)
     };
+    let mut lines = LineCounter::new(bytes);
     let layout = match opts.format {
         Format::AgNewsCsv => {
             let columns: Vec<String> = AG_NEWS_COLUMNS.iter().map(|c| c.to_string()).collect();
@@ -250,7 +324,7 @@ fn load_csv(
                 text: (opts.text.iter())
                     .map(|name| column_index(&columns, name).expect("checked in load"))
                     .collect(),
-                label: 0,
+                label: Some(0),
                 columns,
             }
         }
@@ -258,7 +332,8 @@ fn load_csv(
             if !read(&mut reader, &mut record)? {
                 return Ok(Vec::new());
             }
-            CsvLayout::from_header(&record, opts, row_error)?
+            let line = lines.of(&record);
+            CsvLayout::from_header(&record, line, opts, class_of.is_some(), row_error)?
         }
     };
     let CsvLayout {
@@ -276,7 +351,7 @@ fn load_csv(
         if !read(&mut reader, &mut record)? {
             break;
         }
-        let line = record.position().map_or(0, |p| p.line());
+        let line = lines.of(&record);
         if record.len() != columns.len() {
             return Err(row_error(
                 line,
@@ -302,28 +377,79 @@ fn load_csv(
             })?;
             fields.push(field);
         }
-        let label = class_of(fields[label_idx]).map_err(|problem| row_error(line, problem))?;
+        let label = match (class_of.as_mut(), label_idx) {
+            (Some(class_of), Some(i)) => {
+                class_of(fields[i], LabelKind::Text).map_err(|problem| row_error(line, problem))?
+            }
+            _ => 0,
+        };
         let text = join_text(text_idx.iter().map(|&i| fields[i]), opts);
         out.push(Example { text, label });
     }
     Ok(out)
 }
 
+/// Physical line numbers of CSV records, counted from their byte offsets.
+///
+/// The csv crate's own line count is one short after each CRLF row end (what Python's csv
+/// module and Excel write): it stops at the `\r` and counts the `\n` with the next record,
+/// whose start it has already recorded. Counting the newlines before the record's first byte
+/// (past any line-end bytes the offset still points at) gives the line a text editor shows.
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    /// Offset up to which newlines have been counted, and how many there were.
+    counted_to: usize,
+    newlines: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        LineCounter {
+            bytes,
+            counted_to: 0,
+            newlines: 0,
+        }
+    }
+
+    /// The line a record starts on.
+    fn of(&mut self, record: &csv::ByteRecord) -> u64 {
+        record.position().map_or(0, |p| self.at(p.byte()))
+    }
+
+    /// The 1-based line of the first byte at or after `byte` that is not a line end.
+    /// Offsets must not decrease between calls (records come in file order).
+    fn at(&mut self, byte: u64) -> u64 {
+        let mut start = (byte as usize).min(self.bytes.len());
+        while matches!(self.bytes.get(start), Some(b'\r' | b'\n')) {
+            start += 1;
+        }
+        if start < self.counted_to {
+            (self.counted_to, self.newlines) = (0, 0);
+        }
+        let span = &self.bytes[self.counted_to..start];
+        self.newlines += span.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.counted_to = start;
+        self.newlines + 1
+    }
+}
+
 /// A CSV source's columns, and which of them hold the text and the label.
 struct CsvLayout {
     columns: Vec<String>,
     text: Vec<usize>,
-    label: usize,
+    /// `None` when the file has no label column and none is needed.
+    label: Option<usize>,
 }
 
 impl CsvLayout {
     /// From a header row; a column the spec names that is missing is an error on its line.
     fn from_header(
         record: &csv::ByteRecord,
+        line: u64,
         opts: &SourceOptions,
+        needs_label: bool,
         row_error: &dyn Fn(u64, Problem) -> DataError,
     ) -> Result<Self, DataError> {
-        let line = record.position().map_or(1, |p| p.line());
         let columns: Vec<String> = (record.iter().enumerate())
             .map(|(i, field)| {
                 std::str::from_utf8(field).map(str::to_string).map_err(|_| {
@@ -351,7 +477,10 @@ impl CsvLayout {
         let text = (opts.text.iter())
             .map(|name| find(name))
             .collect::<Result<_, _>>()?;
-        let label = find(&opts.label)?;
+        let label = match needs_label {
+            true => Some(find(&opts.label)?),
+            false => column_index(&columns, &opts.label),
+        };
         Ok(CsvLayout {
             columns,
             text,
@@ -364,10 +493,13 @@ impl CsvLayout {
 fn read_record(
     reader: &mut csv::Reader<&[u8]>,
     record: &mut csv::ByteRecord,
+    bytes: &[u8],
     row_error: &dyn Fn(u64, Problem) -> DataError,
 ) -> Result<bool, DataError> {
     reader.read_byte_record(record).map_err(|e| {
-        let line = e.position().map_or(0, |p| p.line());
+        let line = e
+            .position()
+            .map_or(0, |p| LineCounter::new(bytes).at(p.byte()));
         row_error(
             line,
             Problem::Csv {
@@ -381,7 +513,7 @@ fn load_jsonl(
     bytes: &[u8],
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
-    class_of: &mut ClassOf,
+    mut class_of: Option<&mut ClassOf>,
 ) -> Result<Vec<Example>, DataError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut out = Vec::new();
@@ -396,8 +528,8 @@ fn load_jsonl(
         if text.trim().is_empty() {
             continue;
         }
-        let example =
-            json_example(text, opts, class_of).map_err(|problem| row_error(line, problem))?;
+        let example = json_example(text, opts, class_of.as_deref_mut())
+            .map_err(|problem| row_error(line, problem))?;
         out.push(example);
     }
     Ok(out)
@@ -406,7 +538,7 @@ fn load_jsonl(
 fn json_example(
     line: &str,
     opts: &SourceOptions,
-    class_of: &mut ClassOf,
+    class_of: Option<&mut ClassOf>,
 ) -> Result<Example, Problem> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
         // serde_json appends "at line 1 column N"; its line is always 1 here
@@ -440,11 +572,17 @@ fn json_example(
             }
         }
     }
+    let Some(class_of) = class_of else {
+        return Ok(Example {
+            text: join_text(parts.into_iter(), opts),
+            label: 0,
+        });
+    };
     let label = match get(&opts.label)? {
-        serde_json::Value::String(s) => class_of(s)?,
+        serde_json::Value::String(s) => class_of(s, LabelKind::Text)?,
         // As text, so that a class named "3" (inferred from numbers) is found by name first,
         // exactly as the same label written as a string.
-        serde_json::Value::Number(n) => class_of(&n.to_string())?,
+        serde_json::Value::Number(n) => class_of(&n.to_string(), LabelKind::Number)?,
         other => {
             return Err(Problem::BadLabelType {
                 found: json_kind(other),
@@ -669,7 +807,7 @@ mod tests {
         let path = ag_news("test.csv");
         let start = Instant::now();
         let examples = load(&path, &ag_opts()).unwrap();
-        eprintln!(
+        errln!(
             "loaded {} rows of test.csv in {:?}",
             examples.len(),
             start.elapsed()
@@ -838,6 +976,62 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(examples[0].text, "a x\ny");
         assert_eq!(examples[1].text, "q\"q b");
+    }
+
+    /// Excel and Python's csv module end rows with CRLF; errors still name the line an
+    /// editor shows (the csv crate's own count was one short from the second row on).
+    #[test]
+    fn crlf_rows_are_reported_at_their_physical_line() {
+        let content = "text,label\r\n\"a\",sports\r\n\"b\nc\",other\r\n\"d\",nope\r\n";
+        let opts = SourceOptions {
+            labels: vec!["other".into(), "sports".into()],
+            ..named_opts(Format::Csv)
+        };
+        let (_, err) = load_err("crlf.csv", content.as_bytes(), &opts);
+        assert!(
+            err.ends_with(":5: label \"nope\" is not one of other, sports"),
+            "{err}"
+        );
+    }
+
+    /// An empty or blank label is a missing value, refused at its row whether the classes
+    /// are listed or inferred; a JSON number among named labels is refused too.
+    #[test]
+    fn blank_labels_and_numbers_among_names_are_refused_at_their_row() {
+        let listed = SourceOptions {
+            labels: vec!["other".into(), "sports".into()],
+            ..named_opts(Format::Csv)
+        };
+        let inferred = SourceOptions {
+            labels: Vec::new(),
+            ..named_opts(Format::Csv)
+        };
+        let csv = "text,label\na,sports\nb,  \n";
+        let (_, err) = load_err("blank.csv", csv.as_bytes(), &listed);
+        assert!(
+            err.ends_with(":3: empty label \"  \": every row needs its class"),
+            "{err}"
+        );
+        let path = temp_file("blank-infer.csv", csv.as_bytes());
+        let err = infer_labels(&path, &inferred).unwrap_err().to_string();
+        assert!(
+            err.ends_with(":3: empty label \"  \": every row needs its class"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
+
+        let jsonl = b"{\"text\":\"a\",\"label\":\"sports\"}\n{\"text\":\"b\",\"label\":3}\n";
+        let path = temp_file("mixed.jsonl", jsonl);
+        let opts = SourceOptions {
+            labels: Vec::new(),
+            ..named_opts(Format::Jsonl)
+        };
+        let err = infer_labels(&path, &opts).unwrap_err().to_string();
+        assert!(
+            err.ends_with(":2: label 3 is a number, but an earlier row's label \"sports\" is a string: write every label as a name, or every label as a number"),
+            "{err}"
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]
@@ -1036,7 +1230,7 @@ mod tests {
         let examples = load(&path, &opts).unwrap();
         let elapsed = start.elapsed();
         std::fs::remove_file(&path).unwrap();
-        eprintln!("loaded 120,000 rows in {elapsed:?}");
+        errln!("loaded 120,000 rows in {elapsed:?}");
         assert_eq!(examples.len(), 120_000);
         // Generous: the machine is shared; debug builds are not timed.
         if !cfg!(debug_assertions) {

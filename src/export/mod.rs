@@ -13,16 +13,16 @@ use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::graph::Plan;
 use crate::graph::compile::Graph;
 use crate::pretrained::EncoderConfig;
-use crate::run::{RunDir, atomic_write, checkpoint};
+use crate::run::{atomic_write, checkpoint};
 use crate::spec::Spec;
 use crate::spec::VectorizerSpec;
 use crate::vectorize::Vectorizer;
 
 /// Writes the run as a Hugging Face `…ForSequenceClassification` folder into `out` (created if
 /// absent; files of the same names in it are replaced, nothing else is touched). Returns the
-/// files written.
+/// files written. `weights`: the run's weights file to export.
 pub fn export_hf(
-    run: &RunDir,
+    weights: &Path,
     spec: &Spec,
     plan: &Plan,
     vectorizer: &Vectorizer,
@@ -49,7 +49,7 @@ pub fn export_hf(
         &DeviceChoice::Cpu,
         HfWeights {
             plan,
-            weights: run.model_weights(),
+            weights: weights.to_path_buf(),
             layout: &layout,
             encoder: &encoder,
         },

@@ -46,6 +46,20 @@ pub struct Plan {
 pub const INPUT_NAME: &str = "input";
 
 impl Plan {
+    /// Each pretrained encoder layer's name and the folder of the config.json it was built
+    /// from (what a run folder keeps a copy of).
+    pub fn pretrained_configs(&self) -> Vec<(String, Result<std::path::PathBuf, String>)> {
+        self.layers
+            .iter()
+            .filter_map(|l| match &l.config {
+                LayerConfig::HfEncoder(c) | LayerConfig::Bert(c) => {
+                    Some((l.name.clone(), c.model_dir()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn total_params(&self) -> usize {
         self.layers.iter().map(|l| l.params).sum()
     }
@@ -471,16 +485,49 @@ fn plan_layer(
     }
 }
 
-/// Layer `i`'s config from its table, validated; errors name the key (or the type).
+/// Layer `i`'s config from its table, validated; errors name the key (or the type). Every
+/// unknown key is reported: each is recorded, taken out, and the table read again.
 fn parse_layer(
     loaded: &LoadedSpec,
     i: usize,
     name: &str,
     diags: &mut Diagnostics,
 ) -> Option<LayerConfig> {
+    let layers = &loaded.spec.model.layers;
+    let mut params = layers[i].params.clone();
+    // The output layer's width is the number of classes: a last `dense` may leave it out.
+    let classes = loaded.spec.dataset.labels.len();
+    if i + 1 == layers.len() && layers[i].kind == "dense" && classes > 0 {
+        params
+            .entry("units")
+            .or_insert(toml::Value::Integer(classes as i64));
+    }
+    let mut reported = false;
+    loop {
+        match parse_layer_once(loaded, i, name, &params, reported, diags) {
+            Ok(config) if !reported => return Some(config),
+            Ok(_) | Err(None) => return None,
+            Err(Some(unknown)) => {
+                reported = true;
+                params.remove(&unknown)?;
+            }
+        }
+    }
+}
+
+/// One reading of [`parse_layer`]: the valid config, or the error recorded and, when it was an
+/// unknown key of the layer's table, that key.
+fn parse_layer_once(
+    loaded: &LoadedSpec,
+    i: usize,
+    name: &str,
+    params: &toml::Table,
+    retry: bool,
+    diags: &mut Diagnostics,
+) -> Result<LayerConfig, Option<String>> {
     let (layer, src) = (&loaded.spec.model.layers[i], &loaded.source);
     let at = format!("model.layers[{i}]");
-    let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(layer.params.clone())) {
+    let config = match LayerConfig::parse(&layer.kind, toml::Value::Table(params.clone())) {
         Ok(Some(c)) => c,
         Ok(None) => {
             let hint = suggest(&layer.kind, LAYER_TYPES.iter().copied())
@@ -490,8 +537,10 @@ fn parse_layer(
                 src.value(&format!("{at}.type")),
                 format!("unknown layer type `{}`{hint}", layer.kind),
             );
-            return None;
+            return Err(None);
         }
+        // After an unknown key was taken out, a missing one is most likely it, misspelt.
+        Err((message, _)) if retry && message.starts_with("missing field") => return Err(None),
         Err((message, path)) => {
             let field = message
                 .strip_prefix("unknown field `")
@@ -515,7 +564,7 @@ fn parse_layer(
                     with_suggestion(&message)
                 ),
             );
-            return None;
+            return Err(field);
         }
     };
     if let Err(e) = config.validate() {
@@ -523,9 +572,9 @@ fn parse_layer(
             src.key(&format!("{at}.type")),
             format!("layer `{name}` ({}): {e}", layer.kind),
         );
-        return None;
+        return Err(None);
     }
-    Some(config)
+    Ok(config)
 }
 
 /// Layer `i`'s input references with the key each came from (`""`: implied): named, or the
@@ -680,7 +729,8 @@ fn check_stage(
     let lr = stage.optimizer.learning_rate();
     if !(lr > 0.0 && lr.is_finite()) {
         diags.push(
-            src.value(&format!("{at}.optimizer")),
+            // The key itself, so that a `--set` of it is blamed, not the file's line.
+            src.value(&format!("{at}.optimizer.learning_rate")),
             format!("learning_rate must be positive, got {lr}"),
         );
     }

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fused;
 
-use super::{
-    ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, require_rank,
-};
+use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, require_rank};
 
 /// A function applied to each output of a layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -41,7 +39,9 @@ fn yes() -> bool {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DenseConfig {
-    /// Output features: the size of the new last dimension.
+    /// Output features: the size of the new last dimension. The model's last layer may leave
+    /// it out: it then has one unit per class.
+    #[serde(default)]
     pub units: usize,
     /// Applied to each output (default `linear`: none).
     #[serde(default)]
@@ -78,7 +78,15 @@ impl LayerDef for DenseConfig {
     type Module<B: Backend> = Dense<B>;
 
     fn validate(&self) -> Result<(), String> {
-        positive(self.units, "units")
+        if self.units == 0 {
+            // 0 is also what a left-out `units` reads as; only the last layer fills it in.
+            return Err(
+                "`units` must be at least 1 (only the model's last layer may leave it \
+                 out, to get one unit per class)"
+                    .to_string(),
+            );
+        }
+        Ok(())
     }
     fn infer(
         &self,

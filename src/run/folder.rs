@@ -5,6 +5,16 @@ use std::path::{Path, PathBuf};
 
 use rand::Rng;
 
+/// A run's `started_at` from its run.json (RFC 3339 in UTC, so text order is time order);
+/// empty when unreadable.
+fn started_at(run: &RunDir) -> String {
+    std::fs::read_to_string(run.run_json())
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["started_at"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 #[derive(Clone, Debug)]
 pub struct RunDir {
     pub path: PathBuf,
@@ -43,13 +53,59 @@ impl RunDir {
         let run = RunDir {
             path: path.to_path_buf(),
         };
+        if !path.exists() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{}: no such run folder", path.display()),
+            ));
+        }
         if !run.run_json().is_file() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
-                format!("{} is not a run folder (no run.json)", path.display()),
+                format!(
+                    "{} is not a run folder (it has no run.json)",
+                    path.display()
+                ),
             ));
         }
         Ok(run)
+    }
+
+    /// A run folder, or, for a folder of runs (`runs/<pipeline>`, a sweep folder), the newest
+    /// run in it that `usable` accepts (`wanted` says what it looks for, for the error);
+    /// `Ok((run, true))` when it was picked that way.
+    /// Newest by run.json's `started_at` (names hold the start second only), then by name.
+    pub fn open_or_newest(
+        path: &Path,
+        usable: impl Fn(&RunDir) -> bool,
+        wanted: &str,
+    ) -> io::Result<(RunDir, bool)> {
+        if path.join("run.json").is_file() || !path.is_dir() {
+            return Self::open(path).map(|run| (run, false));
+        }
+        let mut runs: Vec<RunDir> = std::fs::read_dir(path)?
+            .filter_map(|entry| entry.ok())
+            .map(|entry| RunDir { path: entry.path() })
+            .filter(|run| run.run_json().is_file())
+            .collect();
+        runs.sort_by_cached_key(|run| (started_at(run), run.name()));
+        let found = runs.len();
+        match runs.into_iter().rev().find(|run| usable(run)) {
+            Some(run) => Ok((run, true)),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                match found {
+                    0 => format!(
+                        "{} holds no run folders (none has a run.json)",
+                        path.display()
+                    ),
+                    n => format!(
+                        "{} holds {n} run folder(s), none with {wanted}",
+                        path.display()
+                    ),
+                },
+            )),
+        }
     }
 
     pub fn name(&self) -> String {
@@ -91,6 +147,11 @@ impl RunDir {
     }
     pub fn model_weights(&self) -> PathBuf {
         self.model_dir().join("model.safetensors")
+    }
+    /// A pretrained layer's config.json as the run used it (`pretrained/<layer>/config.json`),
+    /// so that the run predicts, evaluates and exports without the model's source folder.
+    pub fn pretrained_dir(&self, layer: &str) -> PathBuf {
+        self.path.join("pretrained").join(layer)
     }
     pub fn eval_json(&self) -> PathBuf {
         self.path.join("eval.json")

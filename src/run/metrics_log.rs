@@ -145,7 +145,7 @@ impl MetricsLog {
                 "split": row.split, "loss": row.loss, "accuracy": row.accuracy, "lr": row.lr,
                 "samples_per_s": row.samples_per_s, "elapsed_s": row.elapsed_s,
             });
-            println!("{v}");
+            outln!("{v}");
         }
         Ok(())
     }

@@ -24,11 +24,24 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(named)?;
+    let mut file = shared_temp_file(dir).map_err(named)?;
     file.write_all(bytes).map_err(named)?;
     file.as_file().sync_all().map_err(named)?;
     file.persist(path).map_err(|e| named(e.error))?;
     sync_dir(dir).map_err(named)
+}
+
+/// A temporary file in `dir` that becomes readable as the user's umask says once renamed:
+/// tempfile's default mode is 0600, which would keep teammates on shared storage out of run
+/// folders that `File::create` (0666 less the umask) would have let them read.
+fn shared_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 /// Gives the (already durable) file `src` a second name `dst`, atomically and durably, without
@@ -111,6 +124,20 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a", "b"]);
+    }
+
+    /// Under the usual 022 umask a written file is readable by group and others (0644), as
+    /// `File::create` would make it; tempfile alone gives 0600.
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_leaves_files_readable_as_the_umask_allows() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (written, created) = (dir.path().join("run.json"), dir.path().join("plain"));
+        atomic_write(&written, b"{}").unwrap();
+        std::fs::write(&created, b"{}").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&written), mode(&created), "{:o}", mode(&written));
     }
 
     #[test]

@@ -178,12 +178,32 @@ pub fn load_spec_str(
 
 /// `PIPE_SEED=7`, `PIPE_STAGES__TRAIN__EPOCHS=3`: figment's environment provider does the
 /// prefix stripping and `__` nesting; pipe turns them into the same dotted paths as `--set`.
+/// `PIPE_` variables that configure pipe itself, its tests and scripts, not a spec key.
+const OWN_VARIABLES: &[&str] = &[
+    "model_path",
+    "offline",
+    "test_panic_at_step",
+    "require_models",
+    "shared_dir",
+    "peers_python",
+    "fuzz_scale",
+    "fuzz_seed",
+    "bin",
+    "dist_profile",
+];
+
 fn env_overrides() -> Vec<String> {
     let env = figment::providers::Env::prefixed("PIPE_").split("__");
     let mut out: Vec<String> = env
         .iter()
-        // Other PIPE_ variables (PIPE_MODEL_PATH, ...) configure pipe itself, not a spec key.
-        .filter(|(k, _)| TOP_LEVEL_KEYS.contains(&k.as_str().split('.').next().unwrap_or_default()))
+        .filter(|(k, _)| {
+            let first = k.as_str().split('.').next().unwrap_or_default();
+            // A spec key, or a near miss of one (`PIPE_SEEED`): that one is reported, as a
+            // `--set seeed=` would be. Anything else may belong to another program.
+            !OWN_VARIABLES.contains(&k.as_str())
+                && (TOP_LEVEL_KEYS.contains(&first)
+                    || suggest(first, TOP_LEVEL_KEYS.iter().copied()).is_some())
+        })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     out.sort();
@@ -456,27 +476,94 @@ pub fn parse_value(raw: &str) -> toml::Value {
         .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
+/// One step of a path into a TOML value.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// Removes key `field` from the table at `steps` inside `value` (or from the table holding the
+/// last step, when the path already ends at the field); whether there was one to remove.
+fn remove_key(value: &mut toml::Value, steps: &[Step], field: &str) -> bool {
+    let mut at = value;
+    for (i, step) in steps.iter().enumerate() {
+        let last = i + 1 == steps.len();
+        if last && matches!(step, Step::Key(k) if k == field) {
+            break;
+        }
+        let next = match (step, at) {
+            (Step::Key(k), toml::Value::Table(t)) => t.get_mut(k),
+            (Step::Index(n), toml::Value::Array(a)) => a.get_mut(*n),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    at.as_table_mut().is_some_and(|t| t.remove(field).is_some())
+}
+
 /// Deserializes `value` as `T`, recording an error located at the offending key if it fails.
+/// Every unknown key is reported, not only the first serde meets: each is recorded, taken out
+/// and the value read again, until it reads or fails for another reason.
 pub fn deserialize_at<T: DeserializeOwned>(
-    value: toml::Value,
+    mut value: toml::Value,
     base: &str,
     source: &SourceMap,
     diags: &mut Diagnostics,
 ) -> Option<T> {
+    let mut reported = false;
+    loop {
+        let (steps, field) = match deserialize_once(value.clone(), base, source, reported, diags) {
+            Ok(v) => return (!reported).then_some(v),
+            Err(Some(unknown)) => unknown,
+            Err(None) => return None,
+        };
+        reported = true;
+        if !remove_key(&mut value, &steps, &field) {
+            return None;
+        }
+    }
+}
+
+/// One attempt of [`deserialize_at`]: the value, or the error recorded and, when it was an
+/// unknown key, where that key is.
+/// `retry`: an unknown key was taken out before; a key now missing is most likely that one,
+/// misspelt, and already reported with its suggestion.
+fn deserialize_once<T: DeserializeOwned>(
+    value: toml::Value,
+    base: &str,
+    source: &SourceMap,
+    retry: bool,
+    diags: &mut Diagnostics,
+) -> Result<T, Option<(Vec<Step>, String)>> {
     match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
+        Ok(v) => Ok(v),
         Err(e) => {
             let mut path = base.to_string();
+            let mut steps = Vec::new();
             for seg in e.path().iter() {
                 match seg {
                     serde_path_to_error::Segment::Seq { index } => {
-                        path.push_str(&format!("[{index}]"))
+                        path.push_str(&format!("[{index}]"));
+                        steps.push(Step::Index(*index));
                     }
-                    serde_path_to_error::Segment::Map { key } => path = join(&path, key),
+                    serde_path_to_error::Segment::Map { key } => {
+                        path = join(&path, key);
+                        steps.push(Step::Key(key.clone()));
+                    }
                     _ => {}
                 }
             }
             let message = e.into_inner().message().to_string();
+            if retry && message.starts_with("missing field") {
+                return Err(None);
+            }
+            let unknown = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .map(|field| (steps, field.to_string()));
             let loc = if let Some(field) = message
                 .strip_prefix("unknown field `")
                 .and_then(|r| r.split('`').next())
@@ -503,7 +590,7 @@ pub fn deserialize_at<T: DeserializeOwned>(
                 format!("`{path}`: {}", with_suggestion(&message))
             };
             diags.push(loc, shown);
-            None
+            Err(unknown)
         }
     }
 }
@@ -750,6 +837,26 @@ optimizer = { type = "adam" }
             .replace("epocs = 2", "epochs = -1");
         let err = load_spec_str("p.toml", &bad, &[], &[]).unwrap_err();
         assert!(err.0.len() >= 2, "{err}");
+    }
+
+    #[test]
+    fn every_unknown_key_of_a_table_is_reported() {
+        let bad = SPEC.replace("epocs = 2", "epocs = 2\nbatch_sise = 8\nshufle = true");
+        let err = load_spec_str("p.toml", &bad, &[], &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("p.toml:15:1: error:") && text.contains("`epocs`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.toml:16:1: error:") && text.contains("`batch_sise`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.toml:17:1: error:") && text.contains("`shufle`"),
+            "{text}"
+        );
+        assert_eq!(err.0.len(), 3, "{text}");
     }
 
     #[test]

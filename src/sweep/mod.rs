@@ -24,7 +24,14 @@ pub struct Range {
     pub low: f64,
     pub high: f64,
     pub log: bool,
-    pub integer: bool,
+}
+
+/// What a swept key holds, which decides what a range draws: the key's type, never how the
+/// bounds are spelled (`learning_rate=-1..1` draws fractions, `epochs=1..4` whole numbers).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeyType {
+    Integer,
+    Float,
 }
 
 pub fn parse_range(text: &str) -> Result<Range> {
@@ -36,7 +43,6 @@ pub fn parse_range(text: &str) -> Result<Range> {
         bail!("expected low..high or low..high:log, got `{text}`");
     };
     let (lo, hi) = (lo.trim(), hi.trim());
-    let integer = !log && lo.parse::<i64>().is_ok() && hi.parse::<i64>().is_ok();
     let low: f64 = lo
         .parse()
         .map_err(|_| anyhow::anyhow!("`{lo}` is not a number in `{text}`"))?;
@@ -53,12 +59,7 @@ pub fn parse_range(text: &str) -> Result<Range> {
     if log && low <= 0.0 {
         bail!("a :log range needs positive bounds, got `{text}`");
     }
-    Ok(Range {
-        low,
-        high,
-        log,
-        integer,
-    })
+    Ok(Range { low, high, log })
 }
 
 /// Shortest decimal that keeps 4 significant digits, as TOML accepts it.
@@ -73,8 +74,33 @@ fn format_float(x: f64) -> String {
     }
 }
 
+/// One draw from `range` for a key of type `key`: an integer key draws whole numbers in
+/// [ceil(low), floor(high)] (log-uniformly with `:log`), a float key any value in the range.
+fn draw(range: &Range, key: KeyType, rng: &mut impl Rng) -> String {
+    match (key, range.log) {
+        (KeyType::Integer, false) => rng
+            .random_range(range.low.ceil() as i64..=range.high.floor() as i64)
+            .to_string(),
+        (KeyType::Integer, true) => {
+            let x = rng.random_range(range.low.ln()..=range.high.ln()).exp();
+            (x.round() as i64)
+                .clamp(range.low.ceil() as i64, range.high.floor() as i64)
+                .to_string()
+        }
+        (KeyType::Float, true) => {
+            format_float(rng.random_range(range.low.ln()..=range.high.ln()).exp())
+        }
+        (KeyType::Float, false) => format_float(rng.random_range(range.low..=range.high)),
+    }
+}
+
 /// Every grid combination; with random ranges, `trials` samples for each combination.
-pub fn expand(sweep: &SweepSpec, default_seed: u64) -> Result<Vec<Trial>> {
+/// `key_type` says what each swept key holds (see [`KeyType`]).
+pub fn expand(
+    sweep: &SweepSpec,
+    default_seed: u64,
+    key_type: &dyn Fn(&str) -> KeyType,
+) -> Result<Vec<Trial>> {
     let mut combos: Vec<Vec<String>> = vec![Vec::new()];
     for (path, values) in &sweep.grid {
         if values.is_empty() {
@@ -91,11 +117,15 @@ pub fn expand(sweep: &SweepSpec, default_seed: u64) -> Result<Vec<Trial>> {
             })
             .collect();
     }
-    let ranges: Vec<(String, Range)> = sweep
-        .random
-        .iter()
-        .map(|(p, r)| parse_range(r).map(|r| (p.clone(), r)))
-        .collect::<Result<_>>()?;
+    let mut ranges: Vec<(String, Range, KeyType)> = Vec::new();
+    for (path, text) in &sweep.random {
+        let range = parse_range(text)?;
+        let key = key_type(path);
+        if key == KeyType::Integer && range.low.ceil() > range.high.floor() {
+            bail!("`{path}` takes whole numbers, and `{text}` holds none");
+        }
+        ranges.push((path.clone(), range, key));
+    }
     let samples = if ranges.is_empty() {
         1
     } else {
@@ -109,15 +139,8 @@ pub fn expand(sweep: &SweepSpec, default_seed: u64) -> Result<Vec<Trial>> {
     for combo in combos {
         for _ in 0..samples {
             let mut overrides = combo.clone();
-            for (path, r) in &ranges {
-                let value = if r.integer {
-                    rng.random_range(r.low as i64..=r.high as i64).to_string()
-                } else if r.log {
-                    format_float((rng.random_range(r.low.ln()..=r.high.ln())).exp())
-                } else {
-                    format_float(rng.random_range(r.low..=r.high))
-                };
-                overrides.push(format!("{path}={value}"));
+            for (path, range, key) in &ranges {
+                overrides.push(format!("{path}={}", draw(range, *key, &mut rng)));
             }
             trials.push(Trial {
                 index: trials.len(),
@@ -193,6 +216,7 @@ mod tests {
                 ..Default::default()
             },
             0,
+            &|_| KeyType::Float,
         )
         .unwrap();
         assert_eq!(trials.len(), 4);
@@ -215,9 +239,16 @@ mod tests {
             trials: Some(20),
             ..Default::default()
         };
-        let a = expand(&sweep, 7).unwrap();
-        assert_eq!(a, expand(&sweep, 7).unwrap());
-        assert_ne!(a, expand(&sweep, 8).unwrap());
+        let types = |p: &str| {
+            if p == "heads" {
+                KeyType::Integer
+            } else {
+                KeyType::Float
+            }
+        };
+        let a = expand(&sweep, 7, &types).unwrap();
+        assert_eq!(a, expand(&sweep, 7, &types).unwrap());
+        assert_ne!(a, expand(&sweep, 8, &types).unwrap());
         for t in &a {
             let heads: i64 = t.overrides[0].split('=').nth(1).unwrap().parse().unwrap();
             let lr: f64 = t.overrides[1].split('=').nth(1).unwrap().parse().unwrap();
@@ -228,6 +259,43 @@ mod tests {
         }
         assert!(parse_range("5..1").is_err());
         assert!(parse_range("0..1:log").is_err());
+    }
+
+    #[test]
+    fn the_key_type_decides_what_a_range_draws() {
+        let sweep = |key: &str, range: &str| SweepSpec {
+            random: BTreeMap::from([(key.to_string(), range.to_string())]),
+            trials: Some(50),
+            ..Default::default()
+        };
+        let values = |trials: Vec<Trial>| -> Vec<String> {
+            trials
+                .iter()
+                .map(|t| t.overrides[0].split('=').nth(1).unwrap().to_string())
+                .collect()
+        };
+        // Whole-number bounds on a float key: fractions, spread over the range.
+        let lr = values(expand(&sweep("lr", "-1..1"), 3, &|_| KeyType::Float).unwrap());
+        let lr: Vec<f64> = lr.iter().map(|v| v.parse().unwrap()).collect();
+        assert!(lr.iter().all(|v| (-1.0..=1.0).contains(v)), "{lr:?}");
+        assert!(
+            lr.iter().filter(|v| v.fract() != 0.0).count() > 45,
+            "{lr:?}"
+        );
+        assert!(lr.iter().any(|&v| v < 0.0) && lr.iter().any(|&v| v > 0.0));
+        // Fractional bounds on an integer key: the whole numbers inside, log too.
+        let epochs = values(expand(&sweep("e", "0.5..3.5"), 3, &|_| KeyType::Integer).unwrap());
+        assert!(
+            epochs.iter().all(|v| ["1", "2", "3"].contains(&v.as_str())),
+            "{epochs:?}"
+        );
+        let batch = values(expand(&sweep("b", "16..256:log"), 3, &|_| KeyType::Integer).unwrap());
+        for v in &batch {
+            let v: i64 = v.parse().expect("a whole number");
+            assert!((16..=256).contains(&v), "{v}");
+        }
+        let none = expand(&sweep("e", "1.2..1.8"), 3, &|_| KeyType::Integer).unwrap_err();
+        assert!(none.to_string().contains("holds none"), "{none}");
     }
 
     #[test]

@@ -54,6 +54,8 @@ impl Running {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ClassReport {
     pub accuracy: f64,
+    /// The unweighted mean of the classes' F1 (each class counts alike, however rare).
+    pub macro_f1: f64,
     pub per_class: Vec<ClassScores>,
     pub confusion: Vec<Vec<usize>>,
     pub labels: Vec<String>,
@@ -103,10 +105,11 @@ pub fn class_report(truth: &[usize], predicted: &[usize], labels: &[String]) -> 
                 support,
             }
         })
-        .collect();
+        .collect::<Vec<ClassScores>>();
     let right: usize = (0..c).map(|k| confusion[k][k]).sum();
     ClassReport {
         accuracy: right as f64 / truth.len().max(1) as f64,
+        macro_f1: per_class.iter().map(|k| k.f1).sum::<f64>() / c.max(1) as f64,
         per_class,
         confusion,
         labels: labels.to_vec(),
@@ -129,6 +132,23 @@ mod tests {
         let l1 = (3f64).ln();
         assert!((loss as f64 - (l0 + l1) / 2.0).abs() < 1e-6);
         assert_eq!(correct(logits, labels), 2);
+    }
+
+    /// Macro-F1 weighs a rare class like a common one: here the majority class is perfect
+    /// and the rare one never found, so accuracy is high and macro-F1 is not.
+    #[test]
+    fn macro_f1_is_the_mean_of_class_f1() {
+        let labels = vec!["common".to_string(), "rare".to_string()];
+        let truth = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1];
+        let predicted = [0; 10];
+        let report = class_report(&truth, &predicted, &labels);
+        assert_eq!(report.accuracy, 0.8);
+        let f1_common = 2.0 * 0.8 * 1.0 / 1.8;
+        assert!(
+            (report.macro_f1 - f1_common / 2.0).abs() < 1e-12,
+            "{}",
+            report.macro_f1
+        );
     }
 
     #[test]

@@ -140,6 +140,23 @@ pub fn pointer(checkpoints: &Path) -> PathBuf {
     checkpoints.join("resume.json")
 }
 
+/// Removes the resume point of a run that has completed: there is nothing left to resume, and
+/// its weights and optimizer moments are two to three times the model (for a fine-tuned
+/// pretrained encoder, hundreds of MB). The pointer goes first, so that no pointer is ever
+/// left naming files that are gone.
+pub fn discard(checkpoints: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(pointer(checkpoints)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    for entry in std::fs::read_dir(checkpoints)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("resume-") {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Where a resume point continues: the stage, epoch and batch the run goes on with, and the
 /// optimizer steps already taken in that stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

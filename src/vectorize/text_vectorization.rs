@@ -611,7 +611,7 @@ mod tests {
         let start = Instant::now();
         let single: Vec<Vec<u32>> = texts.iter().map(|t| tv.encode(t)).collect();
         let single_time = start.elapsed();
-        eprintln!(
+        errln!(
             "encoded {} AG News test rows: encode_batch {batch_time:?}, encode loop {single_time:?}",
             texts.len()
         );

@@ -596,3 +596,57 @@ fn a_sharded_checkpoint_loads_as_the_single_file_does() {
         "{err}"
     );
 }
+
+/// A run on a pretrained model is self-contained: with the model's folder gone, it still
+/// predicts, evaluates and exports (it keeps the encoder's config.json; the tokenizer and the
+/// weights were its own already), and a completed run keeps no resume point.
+#[test]
+fn a_pretrained_run_serves_its_model_after_the_source_is_gone() {
+    let scratch = scratch("family-self-contained");
+    let model = scratch.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(dir("roberta")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
+    }
+    let spec = family_pipeline(&scratch, &model, "hf_encoder");
+    let runs = scratch.join("runs");
+    let out = pipe()
+        .args(["run", spec.to_str().unwrap(), "--quiet"])
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    let run_dir = only_run(&runs, "family");
+    let before = common::predict_json(&run_dir, &["Stocks fell sharply".to_string()]);
+    std::fs::remove_dir_all(&model).unwrap();
+
+    let after = common::predict_json(&run_dir, &["Stocks fell sharply".to_string()]);
+    assert_eq!(before, after);
+    let run_text = run_dir.to_str().unwrap();
+    let rows = scratch.join("rows.csv");
+    let test = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
+    std::fs::write(
+        &rows,
+        test.lines().take(20).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let out = run(&["eval", run_text, "--data", rows.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let exported = scratch.join("exported");
+    let out = run(&[
+        "export",
+        run_text,
+        "--format",
+        "hf",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(json(&exported.join("config.json"))["model_type"], "roberta");
+    let names: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("resume")), "{names:?}");
+}

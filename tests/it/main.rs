@@ -15,6 +15,7 @@ mod early_stopping;
 mod families;
 mod fuzz;
 mod layers_graph;
+mod newcomer;
 mod precision;
 mod reliability;
 mod resume;

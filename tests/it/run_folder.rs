@@ -236,9 +236,14 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
-    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
-    assert_eq!(first["text"], "one text");
+    // One line out per line in: the blank one answers with no label.
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    let lines: Vec<serde_json::Value> = (stdout.lines())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["text"], "one text");
+    assert_eq!(lines[2]["label"], serde_json::Value::Null, "{stdout}");
+    assert_eq!(lines[3]["text"], "third");
 }
 
 #[test]
@@ -286,8 +291,10 @@ fn broken_data_row_fails_with_file_and_line_and_marks_run_failed() {
     let dir = scratch("broken");
     let csv = dir.join("train.csv");
     let good = std::fs::read_to_string(common::root().join("data/ag_news/train.csv")).unwrap();
-    let mut lines: Vec<&str> = good.lines().take(50).collect();
-    lines[4] = "\"3\",\"only two fields\"";
+    // Past the first rows, which the check before a run reads (a bad row among those is
+    // refused before any run folder exists): the run finds it, and fails truthfully.
+    let mut lines: Vec<&str> = good.lines().take(300).collect();
+    lines[259] = "\"3\",\"only two fields\"";
     std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
     let runs = dir.join("runs");
     let out = run(&[
@@ -299,7 +306,7 @@ fn broken_data_row_fails_with_file_and_line_and_marks_run_failed() {
     ]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let want = format!("{}:5:", csv.display());
+    let want = format!("{}:260:", csv.display());
     assert!(stderr.contains(&want), "want {want} in {stderr}");
     let record = json(&only_run(&runs, "agnews_transformer").join("run.json"));
     assert_eq!(record["status"], "failed");
@@ -377,7 +384,10 @@ fn runs_lists_each_run_with_its_status_age_and_headline_metric() {
     assert_eq!(out.status.code(), Some(3), "{:?}", text(&out));
     let paused = only_run(&runs, "sports_csv");
     let broken = dir.join("broken.csv");
-    std::fs::write(&broken, "\"3\",\"only two fields\"\n").unwrap();
+    let good = std::fs::read_to_string(common::root().join("data/ag_news/train.csv")).unwrap();
+    let mut lines: Vec<&str> = good.lines().take(250).collect();
+    lines.push("\"3\",\"only two fields\"");
+    std::fs::write(&broken, lines.join("\n") + "\n").unwrap();
     let out = run(&[
         "run",
         "pipelines/agnews_cnn.toml",

@@ -333,6 +333,9 @@ fn drive(
             if let Some(test) = outcome.test {
                 record.metrics.insert("test.loss".into(), test.loss);
                 record.metrics.insert("test.accuracy".into(), test.accuracy);
+                if let Some(f1) = test.macro_f1 {
+                    record.metrics.insert("test.macro_f1".into(), f1);
+                }
             }
             if outcome.paused {
                 record.status = RunStatus::Paused;

@@ -40,6 +40,9 @@ pub struct Score {
     pub loss: f64,
     /// Fraction of rows whose most probable class is the label, in [0, 1].
     pub accuracy: f64,
+    /// The mean of the classes' F1, for a pass over held-out rows (`None` for training
+    /// batches, whose predictions are not kept).
+    pub macro_f1: Option<f64>,
 }
 
 impl MetricRow {

@@ -14,6 +14,7 @@ use crate::error::{Diagnostics, suggest};
 pub const MONITORS: &[&str] = &[
     "validation.loss",
     "validation.accuracy",
+    "validation.macro_f1",
     "train.loss",
     "train.accuracy",
 ];

@@ -169,10 +169,14 @@ impl EarlyStopping {
 
 /// The metrics of a validation pass, as the policies read them.
 pub fn validation_metrics(score: Score) -> BTreeMap<String, f64> {
-    BTreeMap::from([
+    let mut metrics = BTreeMap::from([
         ("validation.loss".to_string(), score.loss),
         ("validation.accuracy".to_string(), score.accuracy),
-    ])
+    ]);
+    if let Some(f1) = score.macro_f1 {
+        metrics.insert("validation.macro_f1".to_string(), f1);
+    }
+    metrics
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
-use super::metrics::{Running, correct, cross_entropy};
+use super::metrics::{Running, class_report, cross_entropy};
 use super::prefix::FrozenPrefix;
 use crate::data::batch::{DeviceSplit, EncodedSplit, Inputs};
 use crate::graph::Graph;
@@ -61,6 +61,9 @@ fn evaluate_rows<B: Backend>(
     logits_of: impl Fn(&Inputs<B>, &[usize]) -> Tensor<B, 2>,
 ) -> Score {
     let mut running = Running::default();
+    // Every row's label and prediction, for macro-F1 (a few bytes a row).
+    let (mut truth, mut predicted) = (Vec::new(), Vec::new());
+    let mut classes = 0;
     let mut rows: Vec<usize> = (0..split.len()).collect();
     // A full pass can batch rows by length (sums do not depend on the order); a capped one
     // must not, or it would score only the shortest rows.
@@ -76,9 +79,31 @@ fn evaluate_rows<B: Backend>(
         let loss: f64 = cross_entropy(logits.clone(), labels.clone())
             .into_scalar()
             .elem::<f64>();
-        running.add(loss, correct(logits, labels), chunk.len());
+        let [n, c] = logits.dims();
+        classes = c;
+        let batch_truth = ints(labels);
+        let batch_predicted = ints(logits.argmax(1).reshape([n]));
+        let right = (batch_truth.iter().zip(&batch_predicted))
+            .filter(|(t, p)| t == p)
+            .count();
+        running.add(loss, right, chunk.len());
+        truth.extend(batch_truth);
+        predicted.extend(batch_predicted);
     }
-    running.score()
+    let mut score = running.score();
+    if !truth.is_empty() {
+        let names: Vec<String> = (0..classes).map(|k| k.to_string()).collect();
+        score.macro_f1 = Some(class_report(&truth, &predicted, &names).macro_f1);
+    }
+    score
+}
+
+/// An integer tensor's values, as class indices.
+fn ints<B: Backend>(t: Tensor<B, 1, Int>) -> Vec<usize> {
+    t.into_data()
+        .iter::<i64>()
+        .map(|v| v.max(0) as usize)
+        .collect()
 }
 
 /// Class probabilities [rows, classes] for a split, in row order.
@@ -172,6 +197,7 @@ impl TestAfter<'_> {
         Some(Score {
             loss: *last.last.get("validation.loss")?,
             accuracy: *last.last.get("validation.accuracy")?,
+            macro_f1: last.last.get("validation.macro_f1").copied(),
         })
     }
 }

@@ -46,6 +46,7 @@ impl Running {
         Score {
             loss: self.loss(),
             accuracy: self.accuracy(),
+            macro_f1: None,
         }
     }
 }

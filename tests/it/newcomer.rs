@@ -17,6 +17,8 @@ fn quick_sports(runs: &Path) -> Vec<String> {
         "--quiet".into(),
         "--set=dataset.limit=300".into(),
         "--set=stages.train.epochs=2".into(),
+        "--set=stages.train.early_stopping={ monitor = \"validation.macro_f1\", patience = 3 }"
+            .into(),
         format!("--runs-dir={}", runs.display()),
     ]
 }
@@ -146,6 +148,10 @@ fn a_trained_run_serves_every_verb_as_a_unix_tool() {
     let macro_f1 = report["report"]["macro_f1"].as_f64().unwrap();
     assert!((macro_f1 - f1s.iter().sum::<f64>() / f1s.len() as f64).abs() < 1e-12);
     assert_eq!(report["checkpoint"], "final");
+    // Macro-F1 is a validation metric too, and an early-stopping monitor.
+    let record = json(&newest.join("run.json"));
+    let f1 = record["metrics"]["validation.macro_f1"].as_f64();
+    assert!(f1.is_some_and(|f| (0.0..=1.0).contains(&f)), "{record}");
 
     // The best checkpoint by the stage's monitor, recorded as such.
     let out = run(&[

@@ -74,10 +74,8 @@ fn parse_head(text: &str) -> Result<Head, String> {
 }
 
 pub fn run(args: AttentionArgs) -> Result<i32> {
-    if let Some(out) = &args.out
-        && ImageKind::of(out).is_err()
-    {
-        errln!("--out: error: the file name must end in .png or .svg");
+    if let Some(Err(e)) = args.out.as_deref().map(ImageKind::of) {
+        errln!("--out: error: {e}");
         return Ok(EXIT_INVALID);
     }
     let trained = match TrainedRun::open(&args.run, &args.weights)? {

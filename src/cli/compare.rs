@@ -69,6 +69,10 @@ pub fn run(args: CompareArgs) -> Result<i32> {
     if !missing.is_empty() {
         return Ok(super::EXIT_INVALID);
     }
+    if let Some(Err(e)) = args.plot.as_deref().map(crate::compare::ImageKind::of) {
+        errln!("--plot: error: {e}");
+        return Ok(super::EXIT_INVALID);
+    }
     let format = args.format;
     let paths: Vec<PathBuf> = args.runs.iter().flat_map(|p| expand(p)).collect();
     let runs = load_runs(&paths);

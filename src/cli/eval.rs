@@ -205,12 +205,8 @@ impl BackendTask for Infer<'_> {
 
 pub fn run(args: EvalArgs) -> Result<i32> {
     // Checked before any inference: a wrong file name should not cost a pass over the data.
-    if args
-        .plot
-        .as_deref()
-        .is_some_and(|p| ImageKind::of(p).is_err())
-    {
-        errln!("--plot: error: the file name must end in .png or .svg");
+    if let Some(Err(e)) = args.plot.as_deref().map(ImageKind::of) {
+        errln!("--plot: error: {e}");
         return Ok(super::EXIT_INVALID);
     }
     let trained = match TrainedRun::open(&args.run, &args.weights)? {

@@ -455,11 +455,25 @@ fn print_comparison(record: &SweepRecord, pruning: Option<&Pruning>) -> Result<(
         runs.iter()
             .any(|r| matches!(r, crate::compare::Loaded::Ok(s) if s.metrics.contains_key(key)))
     };
+    // Without test rows, the best held-out figure there is ranks them (not the run ids).
     let sort = match pruning {
         Some(p) if has(&p.metric) => Some(p.metric.as_str()),
-        _ => has("test.accuracy").then_some("test.accuracy"),
+        _ => ["test.accuracy", "validation.accuracy", "train.accuracy"]
+            .into_iter()
+            .find(|k| has(k)),
     };
-    let table = build_table(&runs, sort)?;
+    let mut table = build_table(&runs, sort)?;
+    // Each row names its trial, as sweep.json and the progress lines do.
+    table.columns.insert(0, "trial".to_string());
+    for row in &mut table.rows {
+        let trial = record.trials.iter().find(|t| {
+            t.run
+                .as_ref()
+                .and_then(|r| r.file_name())
+                .is_some_and(|n| n.to_string_lossy() == row[0])
+        });
+        row.insert(0, trial.map_or("-".to_string(), |t| t.index.to_string()));
+    }
     out!("{}", render(&table, Format::Table));
     Ok(())
 }

@@ -16,8 +16,19 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
-    /// The format a plot's file name asks for; anything but .png / .svg is an error.
+    /// The format a plot's file name asks for; anything but .png / .svg is an error, and so
+    /// is a folder that does not exist (checked here, before any work, because plotters
+    /// reports it as a debug dump of the OS error).
     pub fn of(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            bail!(
+                "cannot plot to {}: there is no folder {}",
+                path.display(),
+                dir.display()
+            );
+        }
         let ext = path
             .extension()
             .and_then(|e| e.to_str())

@@ -175,7 +175,7 @@ fn eval_json_prints_the_report_and_threads_size_the_pool() {
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     assert_eq!(
         text(&out).1,
-        "--plot: error: the file name must end in .png or .svg\n"
+        "--plot: error: cannot plot to cm.gif: the file name must end in .png or .svg\n"
     );
 }
 

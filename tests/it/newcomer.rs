@@ -277,6 +277,20 @@ fn mistakes_are_named_where_they_were_made() {
         stderr.contains("nothing-here: error: no such run folder"),
         "{stderr}"
     );
+    // A plot into a folder that is not there: named, before any work.
+    let plot = scratch.join("nowhere/curves.png");
+    let out = run(&[
+        "compare",
+        scratch.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("there is no folder") && stderr.contains("nowhere"),
+        "{stderr}"
+    );
     // `--device cuda` in a build without CUDA: refused before a run folder exists.
     if !cfg!(feature = "cuda") {
         let out = pipe()

@@ -63,6 +63,19 @@ fn grid_sweep_in_parallel_then_compare_table_csv_json_and_plot() {
     );
     assert!(header.contains("test.accuracy"), "{stdout}");
     assert!(!header.contains("dataset.limit"), "{stdout}");
+    // Each row names its trial, and the rows rank by test accuracy, best first.
+    assert!(header.starts_with("trial"), "{stdout}");
+    let column = |name: &str| header.split_whitespace().position(|c| c == name).unwrap();
+    let (trial_col, acc_col) = (column("trial"), column("test.accuracy"));
+    let rows: Vec<Vec<&str>> = (stdout.lines().skip(1))
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.len() > acc_col)
+        .collect();
+    let mut seen: Vec<&str> = rows.iter().map(|r| r[trial_col]).collect();
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2"], "{stdout}");
+    let accuracies: Vec<f64> = rows.iter().map(|r| r[acc_col].parse().unwrap()).collect();
+    assert!(accuracies.windows(2).all(|w| w[0] >= w[1]), "{stdout}");
 
     let dir = sweep_dir.to_str().unwrap();
     let out = run(&["compare", dir, "--sort", "test.accuracy"]);

@@ -70,7 +70,7 @@ if [ "${1:-}" = "build" ]; then
     # code that burn's and cubecl's crates each instantiate become one. And LLVM inlines only
     # what does not grow the code (-inline-threshold=0; loops are still vectorised and unrolled
     # as at opt-level 3): 41.7 MiB instead of 45.6, with model A's CPU throughput unchanged
-    # (README "CUDA"). Passing both to `cargo rustc` instead of RUSTFLAGS keeps every
+    # (docs/gpu.md). Passing both to `cargo rustc` instead of RUSTFLAGS keeps every
     # dependency's build as it is.
     profile="${PIPE_DIST_PROFILE:-dist}"
     cargo rustc --profile "$profile" --features cuda --locked --bin pipe --target-dir "$target" \
@@ -189,7 +189,7 @@ A_PARITY=(--set dataset.limit=1024 --set stages.train.steps_per_epoch=1 --set st
 limit 120 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu --runs-dir "$WORK/a-cpu" \
     --save-init "$WORK/a-init.safetensors" > "$WORK/a-cpu.log" 2>&1 \
     && pass "model A on CPU (reference)" || fail "model A on CPU: $(tail -1 "$WORK/a-cpu.log")"
-# The carried binary is built with `panic = "abort"` (README "CUDA"): a panic must still end the
+# The carried binary is built with `panic = "abort"` (docs/gpu.md): a panic must still end the
 # run with exit code 1 and a run.json that says failed, as the tests check for the release build.
 PIPE_TEST_PANIC_AT_STEP=2 limit 60 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cpu \
     --runs-dir "$WORK/a-panic" > "$WORK/a-panic.log" 2>&1

@@ -98,7 +98,7 @@ fn describe(info: &PanicHookInfo<'_>) -> String {
     }
 }
 
-/// Test hook, documented in the README: with `PIPE_TEST_PANIC_AT_STEP=N`, `pipe run` panics
+/// Test hook, documented in docs/errors.md: with `PIPE_TEST_PANIC_AT_STEP=N`, `pipe run` panics
 /// when its N-th optimizer step is reported, so the tests can check how a run that panics
 /// mid-stage ends (no real input is known to panic; each one found became a check).
 pub const TEST_PANIC_ENV: &str = "PIPE_TEST_PANIC_AT_STEP";

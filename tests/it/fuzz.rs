@@ -2,7 +2,7 @@
 //!
 //! Three harnesses, each seeded (`PIPE_FUZZ_SEED`, default 1) and sized by `PIPE_FUZZ_SCALE`
 //! (default 1: 48,000 spec texts, 48 valid specs and 30,000 data files, about 30 s in all, the
-//! smoke CI runs; README "Fuzzing" gives the figures of a long run):
+//! smoke CI runs; docs/fuzzing.md gives the figures of a long run):
 //! - spec text: mutations of the repo's pipelines (bytes, lines, values, `--set` overrides)
 //!   through load → resolve, in this process, every panic caught and reported with its input;
 //! - valid specs: random layer stacks from the registry with random stage options, and

@@ -134,25 +134,25 @@ impl TrainedRun {
         if picked {
             errln!("using {}", run.path.display());
         }
-        if which == Checkpoint::Final && !run.model_weights().is_file() {
-            bail!(
-                "{}: no final model (model/model.safetensors): the run did not complete; \
-                 `--checkpoint last` uses its newest checkpoint",
-                run.path.display()
-            );
-        }
         let (loaded, plan) = match load_trained_plan(&run) {
             Ok(v) => v,
             Err(code) => return Ok(Err(code)),
         };
         let weights = which.path(&run, &loaded.spec);
         if !weights.is_file() {
-            bail!(
-                "{}: no {} checkpoint ({} is missing)",
-                run.path.display(),
-                which.name(),
-                weights.display()
-            );
+            match which {
+                Checkpoint::Final => bail!(
+                    "{}: no final model (model/model.safetensors): the run did not complete; \
+                     `--checkpoint last` uses its newest checkpoint",
+                    run.path.display()
+                ),
+                _ => bail!(
+                    "{}: no {} checkpoint ({} is missing)",
+                    run.path.display(),
+                    which.name(),
+                    weights.display()
+                ),
+            }
         }
         let vectorizer = Vectorizer::load(&loaded.spec.vectorizer, &run.vectorizer_dir())
             .with_context(|| format!("loading {}", run.vectorizer_dir().display()))?;

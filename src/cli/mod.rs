@@ -138,10 +138,7 @@ pub fn load_trained_plan(run: &RunDir) -> Result<(LoadedSpec, Plan), i32> {
 /// and the copy is the config the run was trained with. Runs made before the copy existed keep
 /// `from`. The weights come from the run's own model either way.
 fn with_saved_pretrained(mut loaded: LoadedSpec, run: &RunDir) -> LoadedSpec {
-    let kinds: Vec<(Option<String>, String)> = (loaded.spec.model.layers.iter())
-        .map(|l| (l.name.clone(), l.kind.clone()))
-        .collect();
-    let names = crate::spec::model::auto_names(&kinds);
+    let names = loaded.spec.model.layer_names();
     for (layer, name) in loaded.spec.model.layers.iter_mut().zip(names) {
         if !matches!(layer.kind.as_str(), "hf_encoder" | "bert") {
             continue;

@@ -84,23 +84,33 @@ pub fn run(args: PredictArgs) -> Result<i32> {
         .collect();
     let probs = trained.probabilities(&examples, &args.device, args.batch_size)?;
     let labels = &trained.loaded.spec.dataset.labels;
+    // A text and its probabilities (one per text, in order), or `None` for a blank line.
     let mut probs = probs.iter();
-    let rows: Vec<(Option<&str>, Option<&Vec<f32>>)> = texts
+    let rows: Vec<Row> = texts
         .iter()
-        .map(|t| (t.as_deref(), t.as_ref().and_then(|_| probs.next())))
+        .map(|t| {
+            let text = t.as_deref()?;
+            Some((text, probs.next()?.as_slice()))
+        })
         .collect();
     match (&args.out, sink) {
         (Some(out), Sink::Csv) => write_file(out, &csv_rows(labels, &rows)?)?,
         (Some(out), _) => write_file(out, json_rows(labels, &rows).as_bytes())?,
         (None, Sink::JsonLines) => out!("{}", json_rows(labels, &rows)),
         (None, _) => {
-            for (_, p) in &rows {
-                outln!("{}", p.map(|p| plain_line(labels, p)).unwrap_or_default());
+            for row in &rows {
+                outln!(
+                    "{}",
+                    row.map(|(_, p)| plain_line(labels, p)).unwrap_or_default()
+                );
             }
         }
     }
     Ok(0)
 }
+
+/// One input's text and class probabilities; `None` for a blank line.
+type Row<'a> = Option<(&'a str, &'a [f32])>;
 
 /// The texts given as arguments, with `-` read from stdin line by line.
 fn read_texts(args: &[String]) -> Result<Vec<Option<String>>> {
@@ -151,11 +161,11 @@ fn plain_line(labels: &[String], p: &[f32]) -> String {
 
 /// One JSON object per row (`label` and `probabilities` null for a blank line), each ending
 /// in a newline.
-fn json_rows(labels: &[String], rows: &[(Option<&str>, Option<&Vec<f32>>)]) -> String {
+fn json_rows(labels: &[String], rows: &[Row]) -> String {
     let mut out = String::new();
-    for (text, p) in rows {
-        let value = match p {
-            Some(p) => {
+    for row in rows {
+        let value = match row {
+            Some((text, p)) => {
                 let map: serde_json::Map<String, serde_json::Value> = labels
                     .iter()
                     .zip(p.iter())
@@ -164,7 +174,7 @@ fn json_rows(labels: &[String], rows: &[(Option<&str>, Option<&Vec<f32>>)]) -> S
                 serde_json::json!({"text": text, "label": labels[argmax(p)], "probabilities": map})
             }
             None => {
-                serde_json::json!({"text": text.unwrap_or(""), "label": null, "probabilities": null})
+                serde_json::json!({"text": "", "label": null, "probabilities": null})
             }
         };
         out.push_str(&value.to_string());
@@ -174,19 +184,21 @@ fn json_rows(labels: &[String], rows: &[(Option<&str>, Option<&Vec<f32>>)]) -> S
 }
 
 /// A CSV with a header: `label`, one probability column per class, then `text`.
-fn csv_rows(labels: &[String], rows: &[(Option<&str>, Option<&Vec<f32>>)]) -> Result<Vec<u8>> {
+fn csv_rows(labels: &[String], rows: &[Row]) -> Result<Vec<u8>> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     let header = std::iter::once("label")
         .chain(labels.iter().map(String::as_str))
         .chain(std::iter::once("text"));
     writer.write_record(header)?;
-    for (text, p) in rows {
-        let mut record = vec![p.map(|p| labels[argmax(p)].clone()).unwrap_or_default()];
-        match p {
-            Some(p) => record.extend(p.iter().map(|v| format!("{v:.6}"))),
-            None => record.extend(labels.iter().map(|_| String::new())),
-        }
-        record.push(text.unwrap_or("").to_string());
+    for row in rows {
+        let record: Vec<String> = match row {
+            Some((text, p)) => std::iter::once(labels[argmax(p)].clone())
+                .chain(p.iter().map(|v| format!("{v:.6}")))
+                .chain(std::iter::once(text.to_string()))
+                .collect(),
+            // The label, a probability per class and the text: all empty.
+            None => vec![String::new(); labels.len() + 2],
+        };
         writer.write_record(&record)?;
     }
     Ok(writer.into_inner().map_err(|e| e.into_error())?)

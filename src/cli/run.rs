@@ -115,17 +115,13 @@ pub fn run(args: RunArgs) -> Result<i32> {
         );
         return Ok(EXIT_INVALID);
     }
-    let device = match DeviceChoice::parse(&run_device(&loaded.spec.runtime)) {
+    let device = match usable_device(&run_device(&loaded.spec.runtime)) {
         Ok(d) => d,
         Err(e) => {
             errln!("{}: error: {e}", loaded.source.value("runtime.device"));
             return Ok(EXIT_INVALID);
         }
     };
-    if let Err(e) = device.usable() {
-        errln!("{}: error: {e}", loaded.source.value("runtime.device"));
-        return Ok(EXIT_INVALID);
-    }
     set_cpu_threads(loaded.spec.runtime.threads)?;
 
     let runs_dir = PathBuf::from(&loaded.spec.runtime.runs_dir);
@@ -233,7 +229,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
         .device
         .clone()
         .unwrap_or_else(|| run_device(&loaded.spec.runtime));
-    let device = match DeviceChoice::parse(&device_name) {
+    let device = match usable_device(&device_name) {
         Ok(d) => d,
         Err(e) => {
             errln!("--device {device_name}: error: {e}");
@@ -256,9 +252,17 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
     drive(&args, &loaded, &plan, &run, &device, record, Some(state))
 }
 
+/// The device `text` names, when this build and machine can run on it: asked before a run
+/// folder is made (or a paused run is marked running), so that a refusal leaves nothing behind.
+fn usable_device(text: &str) -> Result<DeviceChoice, String> {
+    let device = DeviceChoice::parse(text)?;
+    device.usable().map_err(|e| e.to_string())?;
+    Ok(device)
+}
+
 /// Copies each pretrained encoder's config.json into the run folder: with the tokenizer in
 /// vectorizer/ and the weights in the model, the run then needs nothing from the model's
-/// source to predict, evaluate or export (see [`super::load_run_plan`]).
+/// source to predict, evaluate or export (see [`super::load_trained_plan`]).
 fn save_pretrained_configs(plan: &Plan, run: &RunDir) -> Result<()> {
     for (layer, source) in plan.pretrained_configs() {
         let source = source.map_err(anyhow::Error::msg)?.join("config.json");

@@ -209,7 +209,7 @@ pub fn resolve_with(loaded: &LoadedSpec, check_files: bool) -> Result<Plan, Diag
     check_dataset(loaded, check_files, &mut diags);
     check_path_name(&spec.name, "name", "the pipeline name", loaded, &mut diags);
     let (ctx, inputs) = check_vectorizer(loaded, &mut diags);
-    let names = layer_names(spec);
+    let names = spec.model.layer_names();
     let layers = plan_layers(loaded, &names, &inputs, &ctx, &mut diags);
     let num_classes = spec.dataset.labels.len();
     check_head(loaded, &layers, num_classes, &mut diags);
@@ -357,14 +357,6 @@ fn check_vectorizer(
         }
     }
     (ctx, inputs)
-}
-
-/// Every layer's name: its own, or the automatic `type_N`.
-fn layer_names(spec: &Spec) -> Vec<String> {
-    let kinds: Vec<(Option<String>, String)> = (spec.model.layers.iter())
-        .map(|l| (l.name.clone(), l.kind.clone()))
-        .collect();
-    crate::spec::model::auto_names(&kinds)
 }
 
 /// Plans the layers in order; a layer that fails (or whose input failed) is `None`, so that

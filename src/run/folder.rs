@@ -8,10 +8,8 @@ use rand::Rng;
 /// A run's `started_at` from its run.json (RFC 3339 in UTC, so text order is time order);
 /// empty when unreadable.
 fn started_at(run: &RunDir) -> String {
-    std::fs::read_to_string(run.run_json())
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v["started_at"].as_str().map(str::to_string))
+    super::RunRecord::load(&run.run_json())
+        .map(|r| r.started_at)
         .unwrap_or_default()
 }
 

@@ -176,8 +176,6 @@ pub fn load_spec_str(
     }
 }
 
-/// `PIPE_SEED=7`, `PIPE_STAGES__TRAIN__EPOCHS=3`: figment's environment provider does the
-/// prefix stripping and `__` nesting; pipe turns them into the same dotted paths as `--set`.
 /// `PIPE_` variables that configure pipe itself, its tests and scripts, not a spec key.
 const OWN_VARIABLES: &[&str] = &[
     "model_path",
@@ -192,6 +190,8 @@ const OWN_VARIABLES: &[&str] = &[
     "dist_profile",
 ];
 
+/// `PIPE_SEED=7`, `PIPE_STAGES__TRAIN__EPOCHS=3`: figment's environment provider does the
+/// prefix stripping and `__` nesting; pipe turns them into the same dotted paths as `--set`.
 fn env_overrides() -> Vec<String> {
     let env = figment::providers::Env::prefixed("PIPE_").split("__");
     let mut out: Vec<String> = env
@@ -560,14 +560,11 @@ fn deserialize_once<T: DeserializeOwned>(
             if retry && message.starts_with("missing field") {
                 return Err(None);
             }
-            let unknown = message
+            let unknown_field = message
                 .strip_prefix("unknown field `")
                 .and_then(|r| r.split('`').next())
-                .map(|field| (steps, field.to_string()));
-            let loc = if let Some(field) = message
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-            {
+                .map(str::to_string);
+            let loc = if let Some(field) = unknown_field.as_deref() {
                 // The path already ends at the unknown key; show its table, point at the key.
                 let key_path = if path.ends_with(&format!(".{field}")) || path == field {
                     path.clone()
@@ -590,7 +587,7 @@ fn deserialize_once<T: DeserializeOwned>(
                 format!("`{path}`: {}", with_suggestion(&message))
             };
             diags.push(loc, shown);
-            Err(unknown)
+            Err(unknown_field.map(|field| (steps, field)))
         }
     }
 }

@@ -9,6 +9,16 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
 }
 
+impl ModelSpec {
+    /// Every layer's name: its own, or the automatic `type_N` ([`auto_names`]).
+    pub fn layer_names(&self) -> Vec<String> {
+        let kinds: Vec<(Option<String>, String)> = (self.layers.iter())
+            .map(|l| (l.name.clone(), l.kind.clone()))
+            .collect();
+        auto_names(&kinds)
+    }
+}
+
 /// One layer. Keys other than the common ones below belong to the layer type.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LayerSpec {

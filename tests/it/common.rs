@@ -65,10 +65,13 @@ pub fn optional_model(name: &str, test: &str) -> Option<PathBuf> {
 }
 
 pub fn pipe() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pipe"));
+    isolated(Command::new(env!("CARGO_BIN_EXE_pipe")))
+}
+
+/// `c` run from the repository root, independent of the caller's `PIPE_*` overrides and
+/// offline. PIPE_MODEL_PATH only says where models are, so it stays (see `shared_model`).
+pub fn isolated(mut c: Command) -> Command {
     c.current_dir(root());
-    // Keep the tests independent of the caller's environment overrides.
-    // PIPE_MODEL_PATH only says where models are, so it stays (see `shared_model`).
     for (k, _) in std::env::vars() {
         if k.starts_with("PIPE_") && k != "PIPE_MODEL_PATH" {
             c.env_remove(k);

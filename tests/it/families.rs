@@ -603,12 +603,8 @@ fn a_sharded_checkpoint_loads_as_the_single_file_does() {
 #[test]
 fn a_pretrained_run_serves_its_model_after_the_source_is_gone() {
     let scratch = scratch("family-self-contained");
-    let model = scratch.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for entry in std::fs::read_dir(dir("roberta")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), model.join(entry.file_name())).unwrap();
-    }
+    // A copy of the fixture, as it is, to take away later.
+    let model = edited_copy(&scratch, "roberta", |_| {});
     let spec = family_pipeline(&scratch, &model, "hf_encoder");
     let runs = scratch.join("runs");
     let out = pipe()

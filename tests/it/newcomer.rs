@@ -48,17 +48,12 @@ fn run_folders(runs: &Path) -> Vec<PathBuf> {
 /// `bash -c SCRIPT` with the pipe binary as `$PIPE`, from the repository root, with pipefail:
 /// its exit status is the first failing command's (pipe's, before `head`).
 fn shell(script: &str) -> std::process::Output {
-    let mut c = Command::new("bash");
-    c.args(["-c", &format!("set -o pipefail; {script}")])
+    common::isolated(Command::new("bash"))
+        .args(["-c", &format!("set -o pipefail; {script}")])
         .env("PIPE", env!("CARGO_BIN_EXE_pipe"))
-        .env("PIPE_OFFLINE", "1")
-        .current_dir(common::root())
-        .stdin(Stdio::null());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PIPE_") && k != "PIPE_MODEL_PATH")
-    {
-        c.env_remove(k);
-    }
-    c.output().unwrap()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
 }
 
 /// `pipe run … 2>&1 | head -1`: the reader goes away after one line; the run goes on to its
@@ -183,11 +178,8 @@ fn a_trained_run_serves_every_verb_as_a_unix_tool() {
     assert_eq!(header, ["label", "other", "sports", "text"]);
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 400);
-    let first_text = std::fs::read_to_string("data/examples/sports_test.jsonl")
-        .or_else(|_| {
-            std::fs::read_to_string(common::root().join("data/examples/sports_test.jsonl"))
-        })
-        .unwrap();
+    let first_text =
+        std::fs::read_to_string(common::root().join("data/examples/sports_test.jsonl")).unwrap();
     let first: serde_json::Value =
         serde_json::from_str(first_text.lines().next().unwrap()).unwrap();
     assert_eq!(&rows[0][3], first["text"].as_str().unwrap());

@@ -64,7 +64,7 @@ pub fn expand(path: &Path) -> Vec<PathBuf> {
 pub fn run(args: CompareArgs) -> Result<i32> {
     let missing: Vec<&PathBuf> = args.runs.iter().filter(|p| !p.exists()).collect();
     for path in &missing {
-        errln!("{}: error: no such run folder", path.display());
+        errln!("error: {}: no such run folder", path.display());
     }
     if !missing.is_empty() {
         return Ok(super::EXIT_INVALID);

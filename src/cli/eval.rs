@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::load_trained_plan;
@@ -130,7 +130,8 @@ impl TrainedRun {
     /// `weights` names.
     pub fn open(path: &Path, weights: &Weights) -> Result<Result<Self, i32>> {
         let which = weights.checkpoint;
-        let (run, picked) = RunDir::open_or_newest(path, |run| which.present(run), which.wanted())?;
+        let (run, picked) = RunDir::open_or_newest(path, |run| which.present(run), which.wanted())
+            .map_err(|e| super::Invalid(e.to_string()))?;
         if picked {
             errln!("using {}", run.path.display());
         }
@@ -140,19 +141,20 @@ impl TrainedRun {
         };
         let weights = which.path(&run, &loaded.spec);
         if !weights.is_file() {
-            match which {
-                Checkpoint::Final => bail!(
+            let missing = match which {
+                Checkpoint::Final => format!(
                     "{}: no final model (model/model.safetensors): the run did not complete; \
                      `--checkpoint last` uses its newest checkpoint",
                     run.path.display()
                 ),
-                _ => bail!(
+                _ => format!(
                     "{}: no {} checkpoint ({} is missing)",
                     run.path.display(),
                     which.name(),
                     weights.display()
                 ),
-            }
+            };
+            return Err(super::Invalid(missing).into());
         }
         let vectorizer = Vectorizer::load(&loaded.spec.vectorizer, &run.vectorizer_dir())
             .with_context(|| format!("loading {}", run.vectorizer_dir().display()))?;

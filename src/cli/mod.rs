@@ -32,6 +32,25 @@ pub const EXIT_INVALID: i32 = 2;
 pub const EXIT_PAUSED: i32 = 3;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
+/// A mistake in what was asked for (a run path, a checkpoint, a data file named on the command
+/// line), found before any work: it exits with [`EXIT_INVALID`], as an invalid spec or flag
+/// does, whichever verb found it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// The exit code of an error that reached the top: [`EXIT_INVALID`] for the user's input (an
+/// [`Invalid`] or a data file's [`DataError`](crate::data::DataError)), else [`EXIT_FAILURE`].
+fn exit_code_of(error: &anyhow::Error) -> i32 {
+    let invalid = |e: &(dyn std::error::Error + 'static)| {
+        e.is::<Invalid>() || e.is::<crate::data::DataError>()
+    };
+    match error.chain().any(invalid) {
+        true => EXIT_INVALID,
+        false => EXIT_FAILURE,
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "pipe",
@@ -96,7 +115,7 @@ fn dispatch(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => {
             errln!("error: {e:#}");
-            EXIT_FAILURE
+            exit_code_of(&e)
         }
     }
 }

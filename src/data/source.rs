@@ -121,11 +121,11 @@ fn listed(names: &[String]) -> String {
 /// Display is the one-line message a user sees, `file:line: problem`.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{}: cannot read: {source}", path.display())]
+    // The io error is part of the message, not a `source`: `{:#}` would print it twice.
+    #[error("{}: cannot read: {error}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{}: no rows", path.display())]
     NoRows { path: PathBuf },
@@ -266,9 +266,9 @@ fn read_rows(
     opts: &SourceOptions,
     class_of: Option<&mut ClassOf>,
 ) -> Result<Vec<Example>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Read {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let row_error = |line: u64, problem: Problem| DataError::Row {
         path: path.to_path_buf(),

@@ -192,8 +192,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         let score = ended.evaluate(&model.valid(), test, trainer.log, &device)?;
         trainer.outcome.test = Some(score);
     }
-    // Final weights without autodiff state, so they load on any backend.
-    checkpoint::save(&model.valid(), &run.model_weights())?;
+    // Final weights without autodiff state, so they load on any backend; most often the same
+    // bytes as the last stage's newest or best checkpoint, which they then share.
+    let last_stage = spec.stages.len().saturating_sub(1);
+    let last_stage = (spec.stages.get(last_stage)).map(|s| s.name_or_default(last_stage));
+    let twins = ["last", "best"]
+        .map(|which| run.checkpoint(&last_stage.clone().unwrap_or_default(), which));
+    checkpoint::save_or_link(&model.valid(), &run.model_weights(), &twins)?;
     Ok(trainer.outcome)
 }
 

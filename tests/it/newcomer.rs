@@ -85,6 +85,15 @@ fn a_trained_run_serves_every_verb_as_a_unix_tool() {
     assert_ne!(older, newest);
     let newest_text = newest.to_str().unwrap();
 
+    // The final weights are the last stage's newest checkpoint: one file with two names, not
+    // two copies (a pretrained encoder's weights are hundreds of megabytes).
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: PathBuf| std::fs::metadata(&p).unwrap().ino();
+    assert_eq!(
+        inode(newest.join("model/model.safetensors")),
+        inode(newest.join("checkpoints/train-last.safetensors"))
+    );
+
     // `pipe predict RUN - | head -1` on more lines than one write holds: a quiet exit 0.
     let out = shell(&format!(
         "printf 'The team won the final in extra time\\n%.0s' $(seq 5000) | \"$PIPE\" predict {newest_text} - | head -1"
@@ -266,7 +275,7 @@ fn mistakes_are_named_where_they_were_made() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr.contains("nothing-here: error: no such run folder"),
+        stderr.starts_with("error: ") && stderr.contains("nothing-here: no such run folder"),
         "{stderr}"
     );
     // A plot into a folder that is not there: named, before any work.
@@ -367,5 +376,45 @@ fn random_ranges_draw_by_the_type_of_their_key() {
     assert!(
         epochs.iter().all(|v| ["2", "3", "4"].contains(&v.as_str())),
         "{epochs:?}"
+    );
+}
+
+#[test]
+fn the_same_mistake_exits_the_same_in_every_verb() {
+    let scratch = scratch("newcomer-exit-codes");
+    let missing = scratch.join("no-such-run");
+    let missing = missing.to_str().unwrap();
+    let out_dir = scratch.join("out");
+    // (`pipe runs` of a folder not made yet says "no runs under …": before the first run,
+    // that is no mistake.)
+    let verbs: [&[&str]; 6] = [
+        &["eval", missing, "--data", "data/examples/sports_test.jsonl"],
+        &["predict", missing, "-"],
+        &["attention", missing, "a text"],
+        &[
+            "export",
+            missing,
+            "--format",
+            "hf",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &["compare", missing],
+        &["run", "--resume", missing],
+    ];
+    for args in verbs {
+        let out = pipe().args(args).stdin(Stdio::null()).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("no-such-run: no such"),
+            "{args:?}: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{args:?}: {stdout}");
+    }
+    assert!(
+        !out_dir.exists(),
+        "nothing is written for a refused command"
     );
 }

@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use crate::backend::BackendTask;
-use crate::data::batch::EncodedSplit;
+use crate::data::EncodedSplit;
 use crate::graph::{Graph, Plan};
 use crate::spec::StageSpec;
 use crate::train::freeze::set_trainable;
@@ -133,13 +133,13 @@ impl BackendTask for Case<'_> {
 /// `bucket_by_length` and the evaluation passes do, visiting the length-sorted batches spread
 /// over the whole range (stride 7) rather than shortest first.
 fn rows(data: &EncodedSplit, step: usize, batch: usize) -> Vec<usize> {
-    if !data.enc.dynamic {
+    if !data.padding.dynamic {
         return (0..batch)
             .map(|i| (step * batch + i) % data.len())
             .collect();
     }
     let mut order: Vec<usize> = (0..data.len()).collect();
-    order.sort_by_key(|&r| data.enc.lengths[r]);
+    order.sort_by_key(|&r| data.length(r));
     let batches = data.len().div_ceil(batch).max(1);
     let b = (step * 7) % batches;
     (0..batch)

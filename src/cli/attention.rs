@@ -13,8 +13,7 @@ use super::EXIT_INVALID;
 use super::eval::{TrainedRun, argmax};
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::compare::{ImageKind, plot_attention};
-use crate::data::Example;
-use crate::data::batch::EncodedSplit;
+use crate::data::EncodedSplit;
 use crate::graph::{Graph, Plan};
 use crate::run::checkpoint;
 
@@ -89,11 +88,7 @@ pub fn run(args: AttentionArgs) -> Result<i32> {
             return Ok(EXIT_INVALID);
         }
     };
-    let example = Example {
-        text: args.text.clone(),
-        label: 0,
-    };
-    let split = EncodedSplit::new(&trained.vectorizer, std::slice::from_ref(&example));
+    let split = EncodedSplit::encode(&trained.vectorizer, &[args.text.as_str()], &[0]);
     let task = AttentionTask {
         plan: &trained.plan,
         weights: trained.weights.clone(),
@@ -274,11 +269,10 @@ impl View {
         vectorizer: &crate::vectorize::Vectorizer,
         head: Option<Head>,
     ) -> Self {
-        let real: Vec<usize> = (0..map.len).filter(|&p| split.enc.mask[p] > 0.0).collect();
-        let tokens = real
-            .iter()
-            .map(|&p| vectorizer.token(split.enc.ids[p]))
-            .collect();
+        // The real tokens come first; the rest of the row is padding.
+        let ids = split.ids(0);
+        let real: Vec<usize> = (0..map.len.min(ids.len())).collect();
+        let tokens = real.iter().map(|&p| vectorizer.token(ids[p])).collect();
         let at = |h: usize, q: usize, k: usize| map.weights[(h * map.len + q) * map.len + k];
         let matrix = |h: usize| -> Vec<Vec<f32>> {
             real.iter()

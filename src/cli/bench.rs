@@ -9,10 +9,9 @@ use super::load_plan;
 use crate::backend::{DeviceChoice, dispatch};
 use crate::bench::peers::{self, PeerResult};
 use crate::bench::{Case, Measurement, Timing, median};
-use crate::data::batch::EncodedSplit;
-use crate::data::load_splits;
+use crate::data::EncodedSplit;
+use crate::data::encode_splits;
 use crate::text_table::{self, Align};
-use crate::vectorize::Vectorizer;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -84,13 +83,9 @@ fn encoded(
     sets.push(format!("dataset.limit={rows}"));
     let (loaded, plan) = load_plan(spec_path, &sets, true)
         .map_err(|_| anyhow::anyhow!("{} does not check", spec_path.display()))?;
-    let splits = load_splits(&loaded.spec.dataset, loaded.spec.seed)?;
-    let vectorizer = Vectorizer::fit(
-        &loaded.spec.vectorizer,
-        splits.train.iter().map(|e| e.text.as_str()),
-    )?;
-    let data = EncodedSplit::new(&vectorizer, &splits.train);
-    Ok((loaded, plan, data))
+    let vectorizer = crate::data::fit_vectorizer(&loaded.spec)?;
+    let splits = encode_splits(&loaded.spec.dataset, loaded.spec.seed, &vectorizer, None)?;
+    Ok((loaded, plan, splits.train))
 }
 
 fn timing(args: &BenchArgs, warmup: usize, steps: usize) -> Timing {

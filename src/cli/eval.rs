@@ -9,7 +9,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::load_trained_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::compare::{ImageKind, plot_confusion};
-use crate::data::batch::EncodedSplit;
+use crate::data::EncodedSplit;
 use crate::data::{Example, read};
 use crate::graph::{Graph, Plan};
 use crate::run::{RunDir, atomic_write, checkpoint};
@@ -174,7 +174,9 @@ impl TrainedRun {
         device: &DeviceChoice,
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
-        let split = EncodedSplit::new(&self.vectorizer, examples);
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        let labels: Vec<i32> = examples.iter().map(|e| e.label as i32).collect();
+        let split = EncodedSplit::encode(&self.vectorizer, &texts, &labels);
         dispatch(
             device,
             Infer {

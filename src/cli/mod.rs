@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod bench;
+pub mod cache;
 pub mod check;
 pub mod compare;
 pub mod eval;
@@ -86,6 +87,8 @@ pub enum Command {
     Compare(compare::CompareArgs),
     /// List run folders with status, age and headline metric.
     Runs(runs::RunsArgs),
+    /// List (or `--clear`) the encoded-data and frozen-feature caches under a runs dir.
+    Cache(cache::CacheArgs),
     /// Measure training and inference throughput against the PyTorch / Keras peers.
     Bench(bench::BenchArgs),
 }
@@ -110,6 +113,7 @@ fn dispatch(cli: Cli) -> i32 {
         Command::Sweep(a) => sweep::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Runs(a) => runs::run(a),
+        Command::Cache(a) => cache::run(a),
     };
     match result {
         Ok(code) => code,
@@ -233,7 +237,7 @@ fn check_data_heads(loaded: &LoadedSpec, errors: &mut Diagnostics) {
         let Some(file) = file.filter(|f| Path::new(f).is_file()) else {
             continue;
         };
-        if let Err(e) = crate::data::read_limited(Path::new(file), &head) {
+        if let Err(e) = crate::data::check_rows(Path::new(file), &head) {
             errors.push(loaded.source.value(key), e.to_string());
         }
     }
@@ -258,7 +262,7 @@ pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
     let Some(test) = dataset.test.as_deref().filter(|t| Path::new(t).is_file()) else {
         return;
     };
-    if let Err(e) = crate::data::read_limited(Path::new(test), dataset) {
+    if let Err(e) = crate::data::check_rows(Path::new(test), dataset) {
         errors.push(loaded.source.value("dataset.test"), format!("{e} ({why})"));
     }
 }

@@ -14,8 +14,8 @@ use super::{
     load_run_plan, panic, progress,
 };
 use crate::backend::{DeviceChoice, dispatch_with, set_cpu_threads};
-use crate::data::batch::EncodedSplit;
-use crate::data::load_splits;
+use crate::data::EncodedSplit;
+use crate::data::{encode_splits, fit_vectorizer};
 use crate::graph::{Plan, summary_table};
 use crate::run::record::{BURN_VERSION, ParamCounts, Rows, git_rev};
 use crate::run::{MetricsLog, RunDir, RunRecord, RunStatus, atomic_write};
@@ -425,43 +425,39 @@ fn execute(
 ) -> Result<TrainOutcome> {
     let spec = &loaded.spec;
     let t = Instant::now();
-    let splits = load_splits(&spec.dataset, spec.seed)?;
-    record.rows = Rows {
-        train: splits.train.len(),
-        validation: splits.validation.len(),
-        test: splits.test.len(),
-    };
-    record.save(&run.run_json())?;
-    tracing::info!(
-        train = splits.train.len(),
-        validation = splits.validation.len(),
-        test = splits.test.len(),
-        seconds = t.elapsed().as_secs_f64(),
-        "data loaded"
-    );
-
-    let t = Instant::now();
     let vectorizer = if resume.is_some() {
         // A resumed run uses the vectorizer it was trained with.
         Vectorizer::load(&spec.vectorizer, &run.vectorizer_dir())?
     } else {
-        let v = Vectorizer::fit(
-            &spec.vectorizer,
-            splits.train.iter().map(|e| e.text.as_str()),
-        )?;
+        let v = fit_vectorizer(spec)?;
         v.save(&run.vectorizer_dir())?;
         save_pretrained_configs(plan, run)?;
         v
     };
-    let train = EncodedSplit::new(&vectorizer, &splits.train);
-    let validation =
-        (!splits.validation.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.validation));
-    let test = (!splits.test.is_empty()).then(|| EncodedSplit::new(&vectorizer, &splits.test));
     tracing::info!(
         vocab = vectorizer.vocab_size(),
         seconds = t.elapsed().as_secs_f64(),
         "vectorizer ready"
     );
+
+    let t = Instant::now();
+    let cache = spec.runtime.data_cache();
+    let splits = encode_splits(&spec.dataset, spec.seed, &vectorizer, cache.as_deref())?;
+    let rows = |s: &Option<EncodedSplit>| s.as_ref().map_or(0, EncodedSplit::len);
+    record.rows = Rows {
+        train: splits.train.len(),
+        validation: rows(&splits.validation),
+        test: rows(&splits.test),
+    };
+    record.save(&run.run_json())?;
+    tracing::info!(
+        train = record.rows.train,
+        validation = record.rows.validation,
+        test = record.rows.test,
+        seconds = t.elapsed().as_secs_f64(),
+        "data encoded"
+    );
+    let (train, validation, test) = (splits.train, splits.validation, splits.test);
 
     let mut log = match &resume {
         Some(state) => {

@@ -1,20 +1,26 @@
 //! Datasets: reading example files and splitting them into train / validation / test.
 
 pub mod batch;
+pub mod cache;
+pub mod encoded;
 pub mod source;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+pub use encoded::EncodedSplit;
 pub use source::{DataError, Example};
 
 use crate::spec::dataset::{DatasetFormat, DatasetSpec, LabelCount, Validation};
+use crate::vectorize::{Fitting, Vectorizer};
+use encoded::{ENCODE_CHUNK, EncodedRows, RowsBuilder};
 
-/// The rows a run uses.
-#[derive(Clone, Debug, Default)]
-pub struct Splits {
-    pub train: Vec<Example>,
-    pub validation: Vec<Example>,
-    pub test: Vec<Example>,
+/// The encoded rows a run uses.
+#[derive(Clone)]
+pub struct EncodedSplits {
+    pub train: EncodedSplit,
+    pub validation: Option<EncodedSplit>,
+    pub test: Option<EncodedSplit>,
 }
 
 pub fn source_options(spec: &DatasetSpec, limit: Option<usize>) -> source::SourceOptions {
@@ -69,51 +75,172 @@ pub fn read_texts(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataE
     source::load_texts(path, &source_options(spec, None))
 }
 
-/// Reads a file of the dataset's as a run does (`limit` applied).
-pub fn read_limited(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
-    source::load(path, &source_options(spec, spec.limit))
+/// Reads a file of the dataset's as a run does (`limit` applied) and checks every row,
+/// keeping none of them: its row count.
+pub fn check_rows(path: &Path, spec: &DatasetSpec) -> Result<usize, DataError> {
+    source::each_row(path, &source_options(spec, spec.limit), &mut |_| Ok(()))
 }
 
-pub fn load_splits(spec: &DatasetSpec, seed: u64) -> Result<Splits, DataError> {
+/// The vectorizer a new run fits: a learned vocabulary counts the words of the train rows
+/// (those left after a validation fraction is taken out), read one at a time.
+pub fn fit_vectorizer(spec: &crate::spec::Spec) -> anyhow::Result<Vectorizer> {
+    let mut fitting = Fitting::new(&spec.vectorizer)?;
+    if !fitting.needs_texts() {
+        return fitting.finish();
+    }
+    let dataset = &spec.dataset;
+    let path = Path::new(&dataset.train);
+    let held_out = match &dataset.validation {
+        Some(Validation::Fraction(f)) => {
+            Some(validation_rows(check_rows(path, dataset)?, *f, spec.seed))
+        }
+        _ => None,
+    };
+    let mut row = 0;
+    let mut failed = None;
+    source::each_row(
+        path,
+        &source_options(dataset, dataset.limit),
+        &mut |example| {
+            let held = held_out.as_ref().is_some_and(|h| h[row]);
+            row += 1;
+            if !held && failed.is_none() {
+                failed = fitting.add(&example.text).err();
+            }
+            Ok(())
+        },
+    )?;
+    match failed {
+        Some(e) => Err(e),
+        None => fitting.finish(),
+    }
+}
+
+/// Which of `rows` rows a validation fraction holds out: `round(fraction · rows)` of them,
+/// picked by a ChaCha8 shuffle of the seed, so the same seed gives the same split on every
+/// platform (the rule of [`source::split_fraction`]).
+pub(crate) fn validation_rows(rows: usize, fraction: f64, seed: u64) -> Vec<bool> {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    let held = ((fraction * rows as f64).round() as usize).min(rows);
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let mut is_held = vec![false; rows];
+    for &i in &order[..held] {
+        is_held[i] = true;
+    }
+    is_held
+}
+
+/// A data file's rows as `vectorizer` encodes them: from the encoded cache in `cache` when it
+/// holds them, else read in chunks, encoded and (with `cache`) stored there.
+pub fn encode_file(
+    path: &Path,
+    spec: &DatasetSpec,
+    vectorizer: &Vectorizer,
+    cache: Option<&Path>,
+) -> Result<Arc<EncodedRows>, DataError> {
     let opts = source_options(spec, spec.limit);
-    let train = source::load(Path::new(&spec.train), &opts)?;
+    let key =
+        match cache {
+            Some(_) => Some(cache::key(path, &opts, &vectorizer.fingerprint()).map_err(
+                |error| DataError::Read {
+                    path: path.to_path_buf(),
+                    error,
+                },
+            )?),
+            None => None,
+        };
+    if let (Some(dir), Some(key)) = (cache, &key)
+        && let Some(rows) = cache::lookup(dir, key)
+    {
+        tracing::info!(file = %path.display(), rows = rows.rows(), "encoded rows from the cache");
+        return Ok(rows);
+    }
+    let mut builder = RowsBuilder::new(vectorizer.vocab_size());
+    let mut texts: Vec<String> = Vec::with_capacity(ENCODE_CHUNK);
+    let mut labels: Vec<i32> = Vec::with_capacity(ENCODE_CHUNK);
+    let encode = |texts: &mut Vec<String>, labels: &mut Vec<i32>, builder: &mut RowsBuilder| {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for (tokens, &label) in vectorizer.tokenize(&refs).iter().zip(labels.iter()) {
+            builder.push(tokens, label);
+        }
+        texts.clear();
+        labels.clear();
+    };
+    source::each_row(path, &opts, &mut |example| {
+        texts.push(example.text);
+        labels.push(example.label as i32);
+        if texts.len() == ENCODE_CHUNK {
+            encode(&mut texts, &mut labels, &mut builder);
+        }
+        Ok(())
+    })?;
+    encode(&mut texts, &mut labels, &mut builder);
+    let rows = builder.finish(key.as_ref().unwrap_or(&[0; 32]));
+    Ok(match (cache, &key) {
+        (Some(dir), Some(key)) => cache::store(dir, key, rows, path),
+        _ => Arc::new(rows),
+    })
+}
+
+/// The train, validation and test rows of a run, encoded by `vectorizer` (through the encoded
+/// cache in `cache`, when given).
+pub fn encode_splits(
+    spec: &DatasetSpec,
+    seed: u64,
+    vectorizer: &Vectorizer,
+    cache: Option<&Path>,
+) -> Result<EncodedSplits, DataError> {
+    let padding = vectorizer.padding();
+    let train = encode_file(Path::new(&spec.train), spec, vectorizer, cache)?;
     let test = match &spec.test {
-        Some(t) => source::load(Path::new(t), &opts)?,
-        None => Vec::new(),
+        Some(t) => Some(EncodedSplit::new(
+            encode_file(Path::new(t), spec, vectorizer, cache)?,
+            padding,
+        )),
+        None => None,
     };
     Ok(match &spec.validation {
         Some(Validation::Fraction(f)) => {
-            let rows = train.len();
-            let (train, validation) = source::split_fraction(train, *f, seed);
+            let rows = train.rows();
+            let held = validation_rows(rows, *f, seed);
+            let (mut kept, mut validation) = (Vec::new(), Vec::new());
+            for (r, &is_held) in held.iter().enumerate() {
+                match is_held {
+                    true => validation.push(r as u32),
+                    false => kept.push(r as u32),
+                }
+            }
             // Training on nothing would still "complete", with a loss of 0.
-            if train.is_empty() || validation.is_empty() {
-                let what = if train.is_empty() {
+            if kept.is_empty() || validation.is_empty() {
+                let what = if kept.is_empty() {
                     "to train on"
                 } else {
                     "to validate on"
                 };
                 return Err(DataError::Options {
-                    path: spec.train.clone().into(),
+                    path: PathBuf::from(&spec.train),
                     message: format!(
                         "`dataset.validation = {f}` of {rows} rows leaves no rows {what}; \
                          use a fraction that keeps at least one row on each side"
                     ),
                 });
             }
-            Splits {
-                train,
-                validation,
+            EncodedSplits {
+                train: EncodedSplit::picked(train.clone(), kept, padding),
+                validation: Some(EncodedSplit::picked(train, validation, padding)),
                 test,
             }
         }
-        Some(Validation::Split(_)) => Splits {
-            train,
+        Some(Validation::Split(_)) => EncodedSplits {
+            train: EncodedSplit::new(train, padding),
             validation: test.clone(),
             test,
         },
-        None => Splits {
-            train,
-            validation: Vec::new(),
+        None => EncodedSplits {
+            train: EncodedSplit::new(train, padding),
+            validation: None,
             test,
         },
     })

@@ -4,11 +4,10 @@
 //! mislabels rows produces numbers nobody can trust, so every defect is an
 //! error that names the file and the physical line where the bad row starts.
 
+use std::cell::RefCell;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
-
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
+use std::rc::Rc;
 
 pub use crate::spec::dataset::LabelCount;
 
@@ -149,7 +148,25 @@ pub fn load(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError
         Format::AgNewsCsv => class_index(value, &opts.labels),
         _ => label_from_str(value, &opts.labels),
     };
-    read_rows(path, opts, Some(&mut class_of))
+    collect_rows(path, opts, Some(&mut class_of))
+}
+
+/// [`load`] one row at a time: `sink` gets each example in file order, and nothing of the file
+/// is kept beyond the row being read (a file of millions of rows is read in bounded memory).
+pub fn each_row(
+    path: &Path,
+    opts: &SourceOptions,
+    sink: &mut dyn FnMut(Example) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
+    check_options(path, opts)?;
+    if opts.labels.is_empty() {
+        return Err(options_error(path, "no labels given"));
+    }
+    let mut class_of = |value: &str, _: LabelKind| match opts.format {
+        Format::AgNewsCsv => class_index(value, &opts.labels),
+        _ => label_from_str(value, &opts.labels),
+    };
+    read_rows(path, opts, Some(&mut class_of), sink)
 }
 
 /// The classes of a file, for a spec that omits `labels`: its distinct label values with their
@@ -192,7 +209,8 @@ pub fn infer_labels(path: &Path, opts: &SourceOptions) -> Result<Vec<LabelCount>
         *counts.entry(value.to_string()).or_default() += 1;
         Ok(0)
     };
-    read_rows(path, opts, Some(&mut count))?;
+    // Only the label values are kept, not the texts.
+    read_rows(path, opts, Some(&mut count), &mut |_| Ok(()))?;
     let mut labels: Vec<LabelCount> = counts
         .into_iter()
         .map(|(label, rows)| LabelCount { label, rows })
@@ -257,16 +275,31 @@ type ClassOf<'a> = dyn FnMut(&str, LabelKind) -> Result<usize, Problem> + 'a;
 /// example's label is 0).
 pub fn load_texts(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError> {
     check_options(path, opts)?;
-    read_rows(path, opts, None)
+    collect_rows(path, opts, None)
 }
 
-/// Reads the rows; `class_of` maps label values to classes, `None` reads texts only.
-fn read_rows(
+fn collect_rows(
     path: &Path,
     opts: &SourceOptions,
     class_of: Option<&mut ClassOf>,
 ) -> Result<Vec<Example>, DataError> {
-    let bytes = std::fs::read(path).map_err(|error| DataError::Read {
+    let mut examples = Vec::new();
+    read_rows(path, opts, class_of, &mut |e| {
+        examples.push(e);
+        Ok(())
+    })?;
+    Ok(examples)
+}
+
+/// Reads the rows into `sink`, returning how many there were; `class_of` maps label values to
+/// classes, `None` reads texts only.
+fn read_rows(
+    path: &Path,
+    opts: &SourceOptions,
+    class_of: Option<&mut ClassOf>,
+    sink: &mut dyn FnMut(Example) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
+    let file = std::fs::File::open(path).map_err(|error| DataError::Read {
         path: path.to_path_buf(),
         error,
     })?;
@@ -286,37 +319,47 @@ fn read_rows(
         }
     });
     let class_of = checked.as_mut().map(|f| f as &mut ClassOf);
-    let examples = match opts.format {
-        Format::AgNewsCsv | Format::Csv => load_csv(&bytes, opts, &row_error, class_of)?,
-        Format::Jsonl => load_jsonl(&bytes, opts, &row_error, class_of)?,
+    let read_error = |error| DataError::Read {
+        path: path.to_path_buf(),
+        error,
     };
-    if examples.is_empty() && opts.limit != Some(0) {
+    let rows = match opts.format {
+        Format::AgNewsCsv | Format::Csv => load_csv(file, opts, &row_error, class_of, sink)?,
+        Format::Jsonl => load_jsonl(file, opts, &row_error, &read_error, class_of, sink)?,
+    };
+    if rows == 0 && opts.limit != Some(0) {
         return Err(DataError::NoRows {
             path: path.to_path_buf(),
         });
     }
-    Ok(examples)
+    Ok(rows)
 }
 
 fn load_csv(
-    bytes: &[u8],
+    file: std::fs::File,
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
     mut class_of: Option<&mut ClassOf>,
-) -> Result<Vec<Example>, DataError> {
+    sink: &mut dyn FnMut(Example) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
     // Headers are read by hand (has_headers false) so that the header gets the
     // same line numbers and UTF-8 checks as any row, and flexible(true) so a
     // short row reaches us and is reported with its line instead of as the
     // csv crate's generic UnequalLengths error.
+    let window = Window::default();
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(bytes);
+        .from_reader(WindowReader {
+            inner: file,
+            window: window.clone(),
+        });
     let mut record = csv::ByteRecord::new();
-    let read = |reader: &mut csv::Reader<&[u8]>, record: &mut csv::ByteRecord| {
-        read_record(reader, record, bytes, row_error)
-    };
-    let mut lines = LineCounter::new(bytes);
+    let mut lines = LineCounter::new(window);
+    let read =
+        |reader: &mut csv::Reader<WindowReader>,
+         record: &mut csv::ByteRecord,
+         lines: &mut LineCounter| read_record(reader, record, lines, row_error);
     let layout = match opts.format {
         Format::AgNewsCsv => {
             let columns: Vec<String> = AG_NEWS_COLUMNS.iter().map(|c| c.to_string()).collect();
@@ -329,8 +372,8 @@ fn load_csv(
             }
         }
         _ => {
-            if !read(&mut reader, &mut record)? {
-                return Ok(Vec::new());
+            if !read(&mut reader, &mut record, &mut lines)? {
+                return Ok(0);
             }
             let line = lines.of(&record);
             CsvLayout::from_header(&record, line, opts, class_of.is_some(), row_error)?
@@ -343,15 +386,16 @@ fn load_csv(
     } = layout;
     let names = columns.join(",");
 
-    let mut out = Vec::new();
+    let mut rows = 0;
     loop {
-        if opts.limit.is_some_and(|limit| out.len() >= limit) {
+        if opts.limit.is_some_and(|limit| rows >= limit) {
             break;
         }
-        if !read(&mut reader, &mut record)? {
+        if !read(&mut reader, &mut record, &mut lines)? {
             break;
         }
         let line = lines.of(&record);
+        lines.release_done();
         if record.len() != columns.len() {
             return Err(row_error(
                 line,
@@ -384,9 +428,40 @@ fn load_csv(
             _ => 0,
         };
         let text = join_text(text_idx.iter().map(|&i| fields[i]), opts);
-        out.push(Example { text, label });
+        sink(Example { text, label })?;
+        rows += 1;
     }
-    Ok(out)
+    Ok(rows)
+}
+
+/// The bytes a CSV reader has taken in from its file, from the start of the record being read
+/// on, so that line numbers are counted from the bytes themselves; shared by the reader (which
+/// appends) and the [`LineCounter`] (which drops what is behind it).
+#[derive(Clone, Default)]
+struct Window(Rc<RefCell<WindowBytes>>);
+
+#[derive(Default)]
+struct WindowBytes {
+    bytes: Vec<u8>,
+    /// File offset of `bytes[0]`.
+    base: usize,
+}
+
+struct WindowReader {
+    inner: std::fs::File,
+    window: Window,
+}
+
+impl Read for WindowReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.window
+            .0
+            .borrow_mut()
+            .bytes
+            .extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// Physical line numbers of CSV records, counted from their byte offsets.
@@ -395,19 +470,30 @@ fn load_csv(
 /// module and Excel write): it stops at the `\r` and counts the `\n` with the next record,
 /// whose start it has already recorded. Counting the newlines before the record's first byte
 /// (past any line-end bytes the offset still points at) gives the line a text editor shows.
-struct LineCounter<'a> {
-    bytes: &'a [u8],
-    /// Offset up to which newlines have been counted, and how many there were.
+struct LineCounter {
+    window: Window,
+    /// File offset up to which newlines have been counted, and how many there were.
     counted_to: usize,
     newlines: u64,
 }
 
-impl<'a> LineCounter<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+impl LineCounter {
+    fn new(window: Window) -> Self {
         LineCounter {
-            bytes,
+            window,
             counted_to: 0,
             newlines: 0,
+        }
+    }
+
+    /// Drops the bytes already counted, once they are a few megabytes: records come in file
+    /// order, so they are never looked at again.
+    fn release_done(&mut self) {
+        let mut window = self.window.0.borrow_mut();
+        let done = self.counted_to.saturating_sub(window.base);
+        if done >= 4 << 20 {
+            window.bytes.drain(..done);
+            window.base += done;
         }
     }
 
@@ -419,16 +505,17 @@ impl<'a> LineCounter<'a> {
     /// The 1-based line of the first byte at or after `byte` that is not a line end.
     /// Offsets must not decrease between calls (records come in file order).
     fn at(&mut self, byte: u64) -> u64 {
-        let mut start = (byte as usize).min(self.bytes.len());
-        while matches!(self.bytes.get(start), Some(b'\r' | b'\n')) {
+        let window = self.window.0.borrow();
+        let (bytes, base) = (&window.bytes, window.base);
+        let mut start = (byte as usize).clamp(base, base + bytes.len());
+        while matches!(bytes.get(start - base), Some(b'\r' | b'\n')) {
             start += 1;
         }
-        if start < self.counted_to {
-            (self.counted_to, self.newlines) = (0, 0);
+        if start > self.counted_to {
+            let span = &bytes[self.counted_to.max(base) - base..start - base];
+            self.newlines += span.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.counted_to = start;
         }
-        let span = &self.bytes[self.counted_to..start];
-        self.newlines += span.iter().filter(|&&b| b == b'\n').count() as u64;
-        self.counted_to = start;
         self.newlines + 1
     }
 }
@@ -491,15 +578,13 @@ impl CsvLayout {
 
 /// The next record; `false` at the end. A malformed one is an error on its line.
 fn read_record(
-    reader: &mut csv::Reader<&[u8]>,
+    reader: &mut csv::Reader<WindowReader>,
     record: &mut csv::ByteRecord,
-    bytes: &[u8],
+    lines: &mut LineCounter,
     row_error: &dyn Fn(u64, Problem) -> DataError,
 ) -> Result<bool, DataError> {
     reader.read_byte_record(record).map_err(|e| {
-        let line = e
-            .position()
-            .map_or(0, |p| LineCounter::new(bytes).at(p.byte()));
+        let line = e.position().map_or(0, |p| lines.at(p.byte()));
         row_error(
             line,
             Problem::Csv {
@@ -510,18 +595,30 @@ fn read_record(
 }
 
 fn load_jsonl(
-    bytes: &[u8],
+    file: std::fs::File,
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
+    read_error: &dyn Fn(std::io::Error) -> DataError,
     mut class_of: Option<&mut ClassOf>,
-) -> Result<Vec<Example>, DataError> {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        if opts.limit.is_some_and(|limit| out.len() >= limit) {
+    sink: &mut dyn FnMut(Example) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut buffer = Vec::new();
+    let mut rows = 0;
+    for i in 0.. {
+        if opts.limit.is_some_and(|limit| rows >= limit) {
+            break;
+        }
+        buffer.clear();
+        if reader.read_until(b'\n', &mut buffer).map_err(read_error)? == 0 {
             break;
         }
         let line = i as u64 + 1;
+        let raw = buffer.strip_suffix(b"\n").unwrap_or(&buffer);
+        let raw = match i {
+            0 => raw.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(raw),
+            _ => raw,
+        };
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let text =
             std::str::from_utf8(raw).map_err(|_| row_error(line, Problem::InvalidUtf8Line))?;
@@ -530,9 +627,10 @@ fn load_jsonl(
         }
         let example = json_example(text, opts, class_of.as_deref_mut())
             .map_err(|problem| row_error(line, problem))?;
-        out.push(example);
+        sink(example)?;
+        rows += 1;
     }
-    Ok(out)
+    Ok(rows)
 }
 
 fn json_example(
@@ -693,16 +791,8 @@ pub fn split_fraction(
         fraction > 0.0 && fraction < 1.0,
         "validation fraction must be in (0, 1), got {fraction}"
     );
-    let n = examples.len();
-    let n_valid = ((fraction * n as f64).round() as usize).min(n);
-    let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-    let mut is_valid = vec![false; n];
-    for &i in &order[..n_valid] {
-        is_valid[i] = true;
-    }
-    let mut train = Vec::with_capacity(n - n_valid);
-    let mut valid = Vec::with_capacity(n_valid);
+    let is_valid = super::validation_rows(examples.len(), fraction, seed);
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
     for (example, valid_row) in examples.into_iter().zip(is_valid) {
         if valid_row {
             valid.push(example);
@@ -990,6 +1080,35 @@ mod tests {
         let (_, err) = load_err("crlf.csv", content.as_bytes(), &opts);
         assert!(
             err.ends_with(":5: label \"nope\" is not one of other, sports"),
+            "{err}"
+        );
+    }
+
+    /// A file is read in blocks and what is behind the current row is let go; line numbers
+    /// stay exact far past the first release (4 MB in), multi-line fields and CRLF included.
+    #[test]
+    fn rows_far_into_a_large_file_are_reported_at_their_physical_line() {
+        let mut content = String::from("text,label\r\n");
+        let rows = 160_000;
+        for i in 0..rows {
+            match i % 1000 {
+                0 => content.push_str("\"two\nlines\",sports\r\n"),
+                _ => content.push_str("\"a row of some forty bytes of text\",other\r\n"),
+            }
+        }
+        content.push_str("\"last\",nope\r\n");
+        assert!(content.len() > 5 << 20);
+        let opts = SourceOptions {
+            labels: vec!["other".into(), "sports".into()],
+            ..named_opts(Format::Csv)
+        };
+        let (_, err) = load_err("large.csv", content.as_bytes(), &opts);
+        // The header, one line per row, one more for each two-line field, then the bad row.
+        let line = 1 + rows + rows / 1000 + 1;
+        assert!(
+            err.ends_with(&format!(
+                ":{line}: label \"nope\" is not one of other, sports"
+            )),
             "{err}"
         );
     }

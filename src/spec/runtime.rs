@@ -32,6 +32,14 @@ pub struct RuntimeSpec {
     /// keyed by its weights and the encoded rows, for reuse by later runs.
     #[serde(default = "yes")]
     pub feature_cache: bool,
+    /// Keep each data file's encoded rows in the encoded cache (`data_cache_dir`), memory-mapped,
+    /// for reuse by later runs, sweep trials and `pipe eval` on the same file and vectorizer.
+    #[serde(default = "yes")]
+    pub data_cache: bool,
+    /// The encoded cache's folder (default: `<runs_dir>/.data-cache`). `pipe cache` lists and
+    /// clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_cache_dir: Option<String>,
     /// Data-parallel training: `N` workers (on the CPU, N threads sharing its cores; with
     /// `device = "cuda"`, the first N GPUs) or a list such as `["cuda:0", "cuda:1"]`. Each step
     /// splits `batch_size` evenly over them and averages their gradients. Default: one.
@@ -50,6 +58,15 @@ pub enum Devices {
 }
 
 impl RuntimeSpec {
+    /// The encoded cache's folder, `None` when `data_cache` is off.
+    pub fn data_cache(&self) -> Option<std::path::PathBuf> {
+        let dir = match &self.data_cache_dir {
+            Some(dir) => std::path::PathBuf::from(dir),
+            None => crate::data::cache::default_dir(std::path::Path::new(&self.runs_dir)),
+        };
+        self.data_cache.then_some(dir)
+    }
+
     /// One device name per data-parallel worker (`cpu` repeated for CPU workers); a single
     /// entry is the one-device path. Errors say what is wrong with `runtime.devices`.
     pub fn worker_devices(&self) -> Result<Vec<String>, String> {
@@ -121,6 +138,8 @@ impl Default for RuntimeSpec {
             threads: None,
             precision: Precision::F32,
             feature_cache: true,
+            data_cache: true,
+            data_cache_dir: None,
             devices: None,
         }
     }

@@ -4,7 +4,7 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
-use crate::data::batch::EncodedSplit;
+use crate::data::EncodedSplit;
 use crate::spec::StageSpec;
 
 /// Seed for the shuffle of one epoch: independent of how many random numbers anything else drew.
@@ -42,7 +42,7 @@ pub(super) fn epoch_batches(
         let mut out = Vec::new();
         for window in order.chunks(size * 32) {
             let mut w = window.to_vec();
-            w.sort_by_key(|&r| split.enc.lengths.get(r).copied().unwrap_or(0));
+            w.sort_by_key(|&r| split.length(r));
             out.extend(w.chunks(size).map(<[usize]>::to_vec));
         }
         if stage.shuffle {
@@ -66,7 +66,7 @@ pub(super) fn step_seed(seed: u64, stage: usize, epoch: usize, batch: usize) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vectorize::Encoded;
+    use crate::data::encoded::{Padded, RowsBuilder, Tokens};
 
     fn stage(bucket: bool) -> StageSpec {
         let text = format!(
@@ -78,16 +78,23 @@ mod tests {
     #[test]
     fn length_buckets_cover_every_row_once_with_little_padding() {
         let lengths: Vec<usize> = (0..40).map(|i| (i * 37) % 29 + 1).collect();
-        let split = EncodedSplit {
-            enc: Encoded {
-                rows: 40,
-                len: 30,
-                lengths: lengths.clone(),
-                dynamic: true,
-                ..Default::default()
-            },
-            labels: vec![0; 40],
+        let mut rows = RowsBuilder::new(100);
+        for &n in &lengths {
+            let ids = vec![1; n];
+            rows.push(
+                &Tokens {
+                    ids,
+                    type_ids: vec![],
+                },
+                0,
+            );
+        }
+        let padding = Padded {
+            len: 30,
+            dynamic: true,
+            pad_id: 0,
         };
+        let split = EncodedSplit::new(std::sync::Arc::new(rows.finish(&[0; 32])), padding);
         let bucketed = epoch_batches(&split, &stage(true), 7, usize::MAX);
         assert_eq!(
             bucketed,

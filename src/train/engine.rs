@@ -15,7 +15,7 @@ use super::evaluate::TestAfter;
 use super::parallel::DataParallel;
 use super::resume::{ResumeState, SpecFingerprint};
 use crate::backend::BackendTask;
-use crate::data::batch::{DeviceSplit, EncodedSplit};
+use crate::data::EncodedSplit;
 use crate::graph::{Graph, Plan};
 use crate::run::record::StageRecord;
 use crate::run::{MetricRow, MetricsLog, RunDir, Score, checkpoint};
@@ -82,11 +82,9 @@ pub(super) enum StageEnd {
     Paused,
 }
 
-/// The training rows, and their copy on the device the batches are gathered on. Shared by
-/// the data-parallel workers.
+/// The training rows and the device batches are made on. Shared by the data-parallel workers.
 pub(super) struct TrainRows<'a, B: AutodiffBackend> {
     pub split: &'a EncodedSplit,
-    pub on_device: DeviceSplit<B>,
     pub device: B::Device,
 }
 
@@ -96,7 +94,7 @@ pub(super) struct Trainer<'a, B: AutodiffBackend> {
     pub spec: &'a Spec,
     pub plan: &'a Plan,
     pub rows: TrainRows<'a, B>,
-    pub validation: Option<(&'a EncodedSplit, DeviceSplit<B::InnerBackend>)>,
+    pub validation: Option<&'a EncodedSplit>,
     pub log: &'a mut MetricsLog,
     pub progress: &'a mut dyn Progress,
     pub interrupt: Arc<AtomicBool>,
@@ -150,10 +148,9 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         // Uploaded once; batches are gathered on the device.
         rows: TrainRows {
             split: train,
-            on_device: DeviceSplit::<B>::new(train, &device),
             device: device.clone(),
         },
-        validation: validation.map(|v| (v, DeviceSplit::<B::InnerBackend>::new(v, &device))),
+        validation,
         log,
         progress,
         interrupt,

@@ -9,7 +9,8 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::metrics::{Running, class_report, cross_entropy};
 use super::prefix::FrozenPrefix;
-use crate::data::batch::{DeviceSplit, EncodedSplit, Inputs};
+use crate::data::EncodedSplit;
+use crate::data::batch::Inputs;
 use crate::graph::Graph;
 use crate::run::record::StageRecord;
 use crate::run::{MetricRow, MetricsLog, Score};
@@ -23,8 +24,7 @@ pub fn evaluate<B: Backend>(
     max_batches: Option<usize>,
     device: &B::Device,
 ) -> Score {
-    let on_device = DeviceSplit::<B>::new(split, device);
-    evaluate_rows(&on_device, batch_size, max_batches, |inputs, _| {
+    evaluate_rows(split, batch_size, max_batches, device, |inputs, _| {
         model.logits(inputs)
     })
 }
@@ -34,30 +34,27 @@ pub fn evaluate<B: Backend>(
 pub(super) fn evaluate_with<B: AutodiffBackend>(
     model: &Graph<B::InnerBackend>,
     split: &EncodedSplit,
-    on_device: &DeviceSplit<B::InnerBackend>,
     stage: &StageSpec,
     device: &B::Device,
     prefix: Option<&FrozenPrefix<B>>,
 ) -> Score {
     let (batch_size, max_batches) = (stage.batch_size, stage.validation_steps);
-    evaluate_rows(
-        on_device,
-        batch_size,
-        max_batches,
-        |inputs, rows| match prefix {
+    evaluate_rows::<B::InnerBackend>(split, batch_size, max_batches, device, |inputs, rows| {
+        match prefix {
             None => model.logits(inputs),
             Some(p) => {
                 let cache = p.validation_cache.as_ref();
                 model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
             }
-        },
-    )
+        }
+    })
 }
 
 fn evaluate_rows<B: Backend>(
-    split: &DeviceSplit<B>,
+    split: &EncodedSplit,
     batch_size: usize,
     max_batches: Option<usize>,
+    device: &B::Device,
     logits_of: impl Fn(&Inputs<B>, &[usize]) -> Tensor<B, 2>,
 ) -> Score {
     let mut running = Running::default();
@@ -67,14 +64,14 @@ fn evaluate_rows<B: Backend>(
     let mut rows: Vec<usize> = (0..split.len()).collect();
     // A full pass can batch rows by length (sums do not depend on the order); a capped one
     // must not, or it would score only the shortest rows.
-    if split.is_dynamic() && max_batches.is_none() {
+    if split.padding.dynamic && max_batches.is_none() {
         rows.sort_by_key(|&r| split.length(r));
     }
     for chunk in rows
         .chunks(batch_size.max(1))
         .take(max_batches.unwrap_or(usize::MAX))
     {
-        let (inputs, labels) = split.batch(chunk);
+        let (inputs, labels) = split.batch::<B>(chunk, device);
         let logits = logits_of(&inputs, chunk);
         let loss: f64 = cross_entropy(logits.clone(), labels.clone())
             .into_scalar()
@@ -115,8 +112,8 @@ pub fn predict<B: Backend>(
 ) -> Vec<Vec<f32>> {
     // Rows of similar length share a batch (little padding); results go back in row order.
     let mut rows: Vec<usize> = (0..split.len()).collect();
-    if split.enc.dynamic {
-        rows.sort_by_key(|&r| split.enc.lengths[r]);
+    if split.padding.dynamic {
+        rows.sort_by_key(|&r| split.length(r));
     }
     let mut out = vec![Vec::new(); split.len()];
     for chunk in rows.chunks(batch_size.max(1)) {

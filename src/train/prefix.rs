@@ -10,7 +10,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use std::path::Path;
 
-use crate::data::batch::EncodedSplit;
+use crate::data::EncodedSplit;
 use crate::graph::{Graph, Plan};
 use crate::layers::{Value, ValueKind};
 
@@ -108,7 +108,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         let mut columns: Vec<(usize, Vec<f32>)> = outputs.iter().map(|_| (0, Vec::new())).collect();
         // Rows sorted by length, so dynamically padded batches carry little padding.
         let mut order: Vec<usize> = (0..split.len()).collect();
-        order.sort_by_key(|&r| split.enc.lengths.get(r).copied().unwrap_or(0));
+        order.sort_by_key(|&r| split.length(r));
         let mut by_row: Vec<Vec<Vec<f32>>> = vec![Vec::new(); outputs.len()];
         for v in by_row.iter_mut() {
             v.resize(split.len(), Vec::new());
@@ -137,7 +137,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
     /// `DefaultHasher` over `Debug` text may change with any Rust release or field rename).
     fn key(&self, plan: &Plan, split: &EncodedSplit, outputs: &[(usize, usize)]) -> String {
         let mut h = blake3::Hasher::new();
-        h.update(b"pipe feature cache v1\0");
+        h.update(b"pipe feature cache v2\0");
         for l in &plan.layers[..self.len] {
             let config = serde_json::to_vec(&l.config.to_json()).expect("layer config as JSON");
             h.update(&(config.len() as u64).to_le_bytes())
@@ -152,20 +152,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
             &mut h,
             &mut outputs.iter().flat_map(|&(l, o)| [l as u64, o as u64]),
         );
-        let enc = &split.enc;
-        words(
-            &mut h,
-            &mut [enc.rows, enc.len, enc.ids.len()]
-                .map(|n| n as u64)
-                .into_iter(),
-        );
-        words(&mut h, &mut enc.ids.iter().map(|&v| v as u32 as u64));
-        words(
-            &mut h,
-            &mut enc.token_type_ids.iter().map(|&v| v as u32 as u64),
-        );
-        words(&mut h, &mut enc.lengths.iter().map(|&v| v as u64));
-        words(&mut h, &mut enc.mask.iter().map(|&v| v.to_bits() as u64));
+        split.hash_into(&mut h);
         struct Weights<'a>(&'a mut blake3::Hasher);
         impl<IB: Backend> burn::module::ModuleVisitor<IB> for Weights<'_> {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<IB, D>>) {

@@ -187,17 +187,16 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         prefix.train_cache =
             Some(prefix.features(plan, self.rows.split, batch, device, store.as_deref()));
         prefix.validation_cache = (self.validation.as_ref())
-            .map(|(v, _)| prefix.features(plan, v, batch, device, store.as_deref()));
+            .map(|v| prefix.features(plan, v, batch, device, store.as_deref()));
         tracing::info!(stage = %name, layers = prefix.len, seconds = t.elapsed().as_secs_f64(), "frozen prefix features cached");
     }
 
     /// Validation of the current weights, through the stage's frozen prefix (and its cache).
     fn validate(&self, model: &Graph<B>, stage: &StageRun<'a, B>) -> Option<Score> {
-        let (split, on_device) = self.validation.as_ref()?;
+        let split = self.validation?;
         Some(evaluate_with(
             &model.valid(),
             split,
-            on_device,
             stage.spec,
             &self.rows.device,
             stage.prefix.as_ref(),
@@ -477,7 +476,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             None => self.validate(model, stage),
         };
         if let Some(score) = validated {
-            let rows = self.validation.as_ref().map_or(0, |(v, _)| v.len());
+            let rows = self.validation.map_or(0, |v| v.len());
             let rate = rows as f64 / t.elapsed().as_secs_f64().max(1e-9);
             let elapsed = self.started.elapsed().as_secs_f64();
             let row = MetricRow::new(&stage.name, "validation", at, score, ep.lr, rate, elapsed);
@@ -542,7 +541,7 @@ impl<B: AutodiffBackend> BatchStep<'_, '_, B> {
         share: f64,
         on: &B::Device,
     ) -> ShardResult {
-        let (inputs, labels) = self.rows.on_device.batch(rows);
+        let (inputs, labels) = self.rows.split.batch::<B>(rows, &self.rows.device);
         let moved = on != &self.rows.device;
         let (inputs, labels) = match moved {
             true => (inputs.to_device(on), labels.to_device(on)),

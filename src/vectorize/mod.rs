@@ -14,18 +14,22 @@ pub use subword::SubwordTokenizer;
 pub use text_vectorization::TextVectorization;
 use trained::SubwordKind;
 
-/// A batch of encoded texts, row-major [rows, len].
-#[derive(Clone, Debug, Default)]
-pub struct Encoded {
-    pub rows: usize,
+/// One text's tokens, at most the vectorizer's length. `type_ids` is empty when all are 0.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+/// How a vectorizer pads its rows into a batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Padded {
+    /// The longest a row can be, and a fixed batch's length.
     pub len: usize,
-    pub ids: Vec<i32>,
-    pub mask: Vec<f32>,
-    pub token_type_ids: Vec<i32>,
-    /// Real tokens per row (the rest is padding).
-    pub lengths: Vec<usize>,
     /// Batches are cut to their longest row instead of `len`.
     pub dynamic: bool,
+    /// The id padded positions get (the tokenizer's `[PAD]` or `<pad>`; 0 for text_vectorization).
+    pub pad_id: u32,
 }
 
 #[derive(Clone)]
@@ -35,31 +39,88 @@ pub enum Vectorizer {
     Subword(SubwordTokenizer),
 }
 
+/// A vectorizer being fitted: the train texts are added one at a time (only counts are kept),
+/// then [`Fitting::finish`] builds it.
+pub enum Fitting {
+    Adapt(
+        text_vectorization::WordCounts,
+        crate::spec::vectorizer::TextVectorizationSpec,
+    ),
+    Train(
+        SubwordKind,
+        Box<trained::WordCounts>,
+        crate::spec::vectorizer::TrainedTokenizerSpec,
+    ),
+    Ready(Box<Vectorizer>),
+}
+
+impl Fitting {
+    pub fn new(spec: &VectorizerSpec) -> Result<Self> {
+        Ok(match spec {
+            VectorizerSpec::TextVectorization(v) => Fitting::Adapt(Default::default(), v.clone()),
+            VectorizerSpec::Pretrained(p) => Fitting::Ready(Box::new(Vectorizer::Subword(
+                SubwordTokenizer::pretrained(p)?,
+            ))),
+            VectorizerSpec::Wordpiece(t) => Fitting::Train(
+                SubwordKind::WordPiece,
+                Box::new(trained::WordCounts::new(
+                    SubwordKind::WordPiece,
+                    t.lowercase,
+                )),
+                t.clone(),
+            ),
+            VectorizerSpec::Bpe(t) => Fitting::Train(
+                SubwordKind::Bpe,
+                Box::new(trained::WordCounts::new(SubwordKind::Bpe, t.lowercase)),
+                t.clone(),
+            ),
+        })
+    }
+
+    /// Whether it learns from the train texts (else [`Fitting::add`] need not be called).
+    pub fn needs_texts(&self) -> bool {
+        !matches!(self, Fitting::Ready(_))
+    }
+
+    pub fn add(&mut self, text: &str) -> Result<()> {
+        match self {
+            Fitting::Adapt(counts, _) => counts.add(text),
+            Fitting::Train(_, counts, _) => counts.add(text)?,
+            Fitting::Ready(_) => {}
+        }
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<Vectorizer> {
+        Ok(match self {
+            Fitting::Adapt(counts, v) => Vectorizer::TextVectorization(
+                counts
+                    .adapt(v.max_tokens, v.output_sequence_length)
+                    .with_padding(&v.padding),
+            ),
+            Fitting::Train(kind, counts, t) => Vectorizer::Subword(SubwordTokenizer::new(
+                trained::trained_tokenizer(kind, &t, *counts)?,
+                t.max_length,
+                &t.padding,
+            )?),
+            Fitting::Ready(v) => *v,
+        })
+    }
+}
+
 impl Vectorizer {
     /// Builds the vectorizer for a spec, adapting on the train texts where it learns a vocabulary.
     pub fn fit<'a>(
         spec: &VectorizerSpec,
         train_texts: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self> {
-        match spec {
-            VectorizerSpec::TextVectorization(v) => Ok(Vectorizer::TextVectorization(
-                TextVectorization::adapt(train_texts, v.max_tokens, v.output_sequence_length)
-                    .with_padding(&v.padding),
-            )),
-            VectorizerSpec::Pretrained(p) => {
-                Ok(Vectorizer::Subword(SubwordTokenizer::pretrained(p)?))
+        let mut fitting = Fitting::new(spec)?;
+        if fitting.needs_texts() {
+            for text in train_texts {
+                fitting.add(text)?;
             }
-            VectorizerSpec::Wordpiece(t) => Ok(Vectorizer::Subword(SubwordTokenizer::train(
-                SubwordKind::WordPiece,
-                t,
-                train_texts,
-            )?)),
-            VectorizerSpec::Bpe(t) => Ok(Vectorizer::Subword(SubwordTokenizer::train(
-                SubwordKind::Bpe,
-                t,
-                train_texts,
-            )?)),
         }
+        fitting.finish()
     }
 
     /// Loads what [`Vectorizer::save`] wrote into a run folder's `vectorizer/`.
@@ -104,30 +165,47 @@ impl Vectorizer {
         }
     }
 
-    pub fn encode(&self, texts: &[&str]) -> Encoded {
+    /// Each text's tokens at its real length (at most the padded length).
+    pub fn tokenize(&self, texts: &[&str]) -> Vec<Tokens> {
         match self {
-            Vectorizer::TextVectorization(v) => {
-                let len = v.sequence_length();
-                let mut out = Encoded {
-                    rows: texts.len(),
-                    len,
-                    ids: Vec::with_capacity(texts.len() * len),
-                    mask: Vec::with_capacity(texts.len() * len),
-                    token_type_ids: vec![0; texts.len() * len],
-                    lengths: Vec::with_capacity(texts.len()),
-                    dynamic: v.dynamic_padding(),
-                };
-                for row in v.encode_batch(texts) {
-                    out.lengths.push(row.iter().filter(|&&id| id != 0).count());
-                    for id in row {
-                        out.ids.push(id as i32);
-                        // Padding is id 0; Keras' mask_zero semantics.
-                        out.mask.push(if id == 0 { 0.0 } else { 1.0 });
+            Vectorizer::TextVectorization(v) => (v.encode_batch(texts).into_iter())
+                .map(|mut ids| {
+                    // Rows come padded with id 0 (Keras' mask_zero), which no word has.
+                    ids.truncate(ids.iter().position(|&id| id == 0).unwrap_or(ids.len()));
+                    Tokens {
+                        ids,
+                        type_ids: Vec::new(),
                     }
-                }
-                out
-            }
-            Vectorizer::Subword(t) => t.encode(texts),
+                })
+                .collect(),
+            Vectorizer::Subword(t) => t.tokenize(texts),
         }
+    }
+
+    /// How rows are padded into a batch.
+    pub fn padding(&self) -> Padded {
+        match self {
+            Vectorizer::TextVectorization(v) => Padded {
+                len: v.sequence_length(),
+                dynamic: v.dynamic_padding(),
+                pad_id: 0,
+            },
+            Vectorizer::Subword(t) => t.padding(),
+        }
+    }
+
+    /// Identity of what [`Vectorizer::tokenize`] gives: BLAKE3 of the tokenizer's JSON and the
+    /// padded length (the encoded cache's key).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let (tokenizer, len) = match self {
+            Vectorizer::TextVectorization(v) => (v.tokenizer(), v.sequence_length()),
+            Vectorizer::Subword(t) => (t.tokenizer(), t.padding().len),
+        };
+        let json = tokenizer.to_string(false).unwrap_or_default();
+        let mut h = blake3::Hasher::new();
+        h.update(b"pipe vectorizer v1\0")
+            .update(&(len as u64).to_le_bytes())
+            .update(json.as_bytes());
+        *h.finalize().as_bytes()
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
-use super::Encoded;
+use super::{Padded, Tokens};
 use crate::spec::vectorizer::Padding;
 
 #[derive(Clone)]
@@ -76,33 +76,33 @@ impl SubwordTokenizer {
         Ok(crate::run::atomic_write(&path, json.as_bytes())?)
     }
 
-    /// Rows padded to `max_length` with their real lengths, so batches can be cut to their
-    /// longest row (dynamic padding) or kept at `max_length`.
-    pub fn encode(&self, texts: &[&str]) -> Encoded {
-        let len = self.max_length;
-        let mut out = Encoded {
-            rows: texts.len(),
-            len,
-            ids: vec![self.pad_id; texts.len() * len],
-            mask: vec![0.0; texts.len() * len],
-            token_type_ids: vec![0; texts.len() * len],
-            lengths: vec![len; texts.len()],
+    /// How rows are padded into a batch: with the tokenizer's padding id.
+    pub fn padding(&self) -> Padded {
+        Padded {
+            len: self.max_length,
             dynamic: self.padding == Padding::Longest,
-        };
+            pad_id: self.pad_id as u32,
+        }
+    }
+
+    /// Each text's pieces (truncated to `max_length`) and their token types.
+    pub fn tokenize(&self, texts: &[&str]) -> Vec<Tokens> {
         let encodings = self
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)
             .expect("encoding plain text with a loaded tokenizer does not fail");
-        for (r, e) in encodings.iter().enumerate() {
-            let n = e.get_ids().len().min(len);
-            let base = r * len;
-            for i in 0..n {
-                out.ids[base + i] = e.get_ids()[i] as i32;
-                out.token_type_ids[base + i] = e.get_type_ids()[i] as i32;
-                out.mask[base + i] = e.get_attention_mask()[i] as f32;
-            }
-            out.lengths[r] = n;
-        }
-        out
+        (encodings.iter())
+            .map(|e| {
+                let n = e.get_ids().len().min(self.max_length);
+                let type_ids = &e.get_type_ids()[..n];
+                Tokens {
+                    ids: e.get_ids()[..n].to_vec(),
+                    type_ids: match type_ids.iter().any(|&t| t != 0) {
+                        true => type_ids.to_vec(),
+                        false => Vec::new(),
+                    },
+                }
+            })
+            .collect()
     }
 }

@@ -158,6 +158,37 @@ impl TextVectorization {
         max_tokens: usize,
         output_sequence_length: usize,
     ) -> Self {
+        let mut counts = WordCounts::default();
+        for text in texts {
+            counts.add(text);
+        }
+        counts.adapt(max_tokens, output_sequence_length)
+    }
+}
+
+/// How often each word occurs in the texts seen so far: what `adapt` learns from, gathered
+/// one text at a time so that the texts need not be kept.
+#[derive(Default)]
+pub struct WordCounts {
+    counts: HashMap<String, u64>,
+    buf: String,
+}
+
+impl WordCounts {
+    pub fn add(&mut self, text: &str) {
+        standardize_into(text, &mut self.buf);
+        for token in split_tokens(&self.buf) {
+            match self.counts.get_mut(token) {
+                Some(c) => *c += 1,
+                None => {
+                    self.counts.insert(token.to_owned(), 1);
+                }
+            }
+        }
+    }
+
+    /// The vectorizer adapted on the texts added.
+    pub fn adapt(self, max_tokens: usize, output_sequence_length: usize) -> TextVectorization {
         assert!(
             max_tokens >= 2,
             "max_tokens counts \"\" and \"[UNK]\", so it must be at least 2"
@@ -166,30 +197,19 @@ impl TextVectorization {
             output_sequence_length > 0,
             "output_sequence_length must be positive"
         );
-        let mut counts: HashMap<String, u64> = HashMap::new();
-        let mut buf = String::new();
-        for text in texts {
-            standardize_into(text, &mut buf);
-            for token in split_tokens(&buf) {
-                match counts.get_mut(token) {
-                    Some(c) => *c += 1,
-                    None => {
-                        counts.insert(token.to_owned(), 1);
-                    }
-                }
-            }
-        }
-        let vocabulary = keras_vocabulary(counts, max_tokens);
+        let vocabulary = keras_vocabulary(self.counts, max_tokens);
         let tokenizer = build_tokenizer(&vocabulary, output_sequence_length)
             .expect("the tokenizer pipeline is built from constant, valid patterns");
-        Self {
+        TextVectorization {
             tokenizer,
             vocabulary,
             sequence_length: output_sequence_length,
             dynamic_padding: false,
         }
     }
+}
 
+impl TextVectorization {
     /// Sets how batches are padded (the spec's choice; not part of the saved tokenizer).
     pub fn with_padding(mut self, padding: &crate::spec::vectorizer::Padding) -> Self {
         self.dynamic_padding = *padding == crate::spec::vectorizer::Padding::Longest;

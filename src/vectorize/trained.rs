@@ -62,15 +62,22 @@ pub fn train_tokenizer<'a>(
     spec: &TrainedTokenizerSpec,
     texts: impl IntoIterator<Item = &'a str>,
 ) -> Result<Tokenizer> {
-    let (normalizer, pre_tokenizer) = text_pipeline(kind, spec.lowercase);
-    let words = count_words(texts, normalizer.as_ref(), &pre_tokenizer)?;
+    trained_tokenizer(kind, spec, count_words(kind, spec.lowercase, texts)?)
+}
+
+/// The tokenizer trained on `words` (counted with `kind`'s text pipeline).
+pub fn trained_tokenizer(
+    kind: SubwordKind,
+    spec: &TrainedTokenizerSpec,
+    words: WordCounts,
+) -> Result<Tokenizer> {
     let mut tokenizer = match kind {
-        SubwordKind::WordPiece => wordpiece(&words, spec)?,
-        SubwordKind::Bpe => bpe(&words, spec)?,
+        SubwordKind::WordPiece => wordpiece(&words.counts, spec)?,
+        SubwordKind::Bpe => bpe(&words.counts, spec)?,
     };
     tokenizer
-        .with_normalizer(normalizer)
-        .with_pre_tokenizer(Some(pre_tokenizer));
+        .with_normalizer(words.normalizer)
+        .with_pre_tokenizer(Some(words.pre_tokenizer));
     Ok(tokenizer)
 }
 
@@ -97,26 +104,50 @@ fn text_pipeline(
 
 /// How often each word (as the pre-tokenizer splits them) occurs, in a fixed order.
 fn count_words<'a>(
+    kind: SubwordKind,
+    lowercase: bool,
     texts: impl IntoIterator<Item = &'a str>,
-    normalizer: Option<&NormalizerWrapper>,
-    pre_tokenizer: &PreTokenizerWrapper,
-) -> Result<BTreeMap<String, u64>> {
-    let mut counts = BTreeMap::new();
+) -> Result<WordCounts> {
+    let mut counts = WordCounts::new(kind, lowercase);
     for text in texts {
+        counts.add(text)?;
+    }
+    Ok(counts)
+}
+
+/// The words of the texts seen so far, with their counts: what a subword vocabulary is
+/// trained on, gathered one text at a time so that the texts need not be kept.
+pub struct WordCounts {
+    counts: BTreeMap<String, u64>,
+    normalizer: Option<NormalizerWrapper>,
+    pre_tokenizer: PreTokenizerWrapper,
+}
+
+impl WordCounts {
+    pub fn new(kind: SubwordKind, lowercase: bool) -> Self {
+        let (normalizer, pre_tokenizer) = text_pipeline(kind, lowercase);
+        WordCounts {
+            counts: BTreeMap::new(),
+            normalizer,
+            pre_tokenizer,
+        }
+    }
+
+    pub fn add(&mut self, text: &str) -> Result<()> {
         let mut split = PreTokenizedString::from(text);
-        if let Some(n) = normalizer {
+        if let Some(n) = &self.normalizer {
             split
                 .normalize(|s| n.normalize(s))
                 .map_err(|e| anyhow!("normalising a train text: {e}"))?;
         }
-        pre_tokenizer
+        self.pre_tokenizer
             .pre_tokenize(&mut split)
             .map_err(|e| anyhow!("splitting a train text into words: {e}"))?;
         for (word, _, _) in split.get_splits(OffsetReferential::Original, OffsetType::Byte) {
-            *counts.entry(word.to_string()).or_insert(0) += 1;
+            *self.counts.entry(word.to_string()).or_insert(0) += 1;
         }
+        Ok(())
     }
-    Ok(counts)
 }
 
 /// WordPiece: every character seen, alone and as a `##` continuation (so that a word is

@@ -525,3 +525,15 @@ pub fn assert_report_matches_its_confusion(report: &serde_json::Value) {
         close(class["f1"].as_f64().unwrap(), f1, "f1");
     }
 }
+
+/// `texts` as a run batches them: encoded by `vectorizer` and cut into one batch of every row
+/// (padded to the longest row or to the length, as the vectorizer pads); (ids, mask).
+pub fn batch_of(vectorizer: &pipe::vectorize::Vectorizer, texts: &[&str]) -> (Vec<i32>, Vec<f32>) {
+    let split = pipe::data::EncodedSplit::encode(vectorizer, texts, &[]);
+    let rows: Vec<usize> = (0..split.len()).collect();
+    let (inputs, _) = split.batch::<burn::backend::Flex>(&rows, &Default::default());
+    (
+        inputs.ids.to_data().to_vec::<i32>().unwrap(),
+        inputs.mask.to_data().to_vec::<f32>().unwrap(),
+    )
+}

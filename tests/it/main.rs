@@ -9,6 +9,7 @@ mod bench;
 mod bert_parity;
 mod bert_run;
 mod cli;
+mod data_cache;
 mod data_formats;
 mod data_parallel;
 mod early_stopping;

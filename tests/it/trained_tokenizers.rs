@@ -58,12 +58,12 @@ fn a_wordpiece_run_folder_keeps_a_deterministic_tokenizer_that_eval_reuses() {
     let vectorizer =
         pipe::vectorize::Vectorizer::load(&run_spec.spec.vectorizer, &first.join("vectorizer"))
             .unwrap();
-    let ours = vectorizer.encode(&["Stocks rallied as oil prices fell"]);
+    let (ours, _) = common::batch_of(&vectorizer, &["Stocks rallied as oil prices fell"]);
     let n = enc.get_ids().len();
     let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
-    assert_eq!(ours.ids[..n], ids[..]);
-    assert!(ours.ids[n..].iter().all(|&i| i == 0));
-    assert_eq!(ours.len, 48);
+    assert_eq!(ours[..n], ids[..]);
+    assert!(ours[n..].iter().all(|&i| i == 0));
+    assert_eq!(vectorizer.padding().len, 48);
 
     // eval encodes the run's 400 test rows with the saved tokenizer: the run's own figures.
     let eval = common::eval_first_test_rows(&first, 400, &runs);

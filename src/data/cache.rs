@@ -1,0 +1,197 @@
+//! The encoded cache: a data file's encoded rows, kept on disk and memory-mapped, so that a
+//! file is encoded once and every later run, sweep trial and `pipe eval` on it maps the result
+//! instead of reading and encoding it again.
+//!
+//! One file per (data file contents, the options that pick its rows and labels, vectorizer):
+//! `<dir>/<key>.rows`, `key` being BLAKE3 of all three and the format version, in hex. The file
+//! starts with a header that repeats the key and holds a checksum of the rest
+//! ([`super::encoded::Layout`]): a truncated, foreign, damaged or other-version file is
+//! detected, removed and rebuilt, never read. Files are written to a temporary name and
+//! renamed, so two runs building the same file at once each leave a whole one.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::encoded::{EncodedRows, FORMAT_VERSION, Layout, Storage, checksum};
+use super::source::SourceOptions;
+
+/// The file name extension of encoded-cache files.
+pub const EXTENSION: &str = "rows";
+
+/// The cache's folder for a runs dir: `<runs_dir>/.data-cache`.
+pub fn default_dir(runs_dir: &Path) -> PathBuf {
+    runs_dir.join(".data-cache")
+}
+
+/// The key of `path`'s rows as `opts` reads them and `vectorizer` (its fingerprint) encodes
+/// them. Reads the file through once (BLAKE3 runs at well over 1 GB/s here).
+pub fn key(path: &Path, opts: &SourceOptions, vectorizer: &[u8; 32]) -> std::io::Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"pipe encoded rows\0")
+        .update(&FORMAT_VERSION.to_le_bytes())
+        .update(vectorizer);
+    let options = serde_json::json!({
+        "format": format!("{:?}", opts.format),
+        "text": opts.text,
+        "label": opts.label,
+        "labels": opts.labels,
+        "unescape_backslash": opts.unescape_backslash,
+        "limit": opts.limit,
+    });
+    let options = options.to_string();
+    h.update(&(options.len() as u64).to_le_bytes())
+        .update(options.as_bytes());
+    let mut file = std::fs::File::open(path)?;
+    let mut buffer = vec![0; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buffer[..n]);
+    }
+    Ok(*h.finalize().as_bytes())
+}
+
+pub fn file_of(dir: &Path, key: &[u8; 32]) -> PathBuf {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!("{hex}.{EXTENSION}"))
+}
+
+/// The rows cached under `key`, memory-mapped; `None` when there are none, or when the file
+/// is not whole (it is then removed, for the caller to rebuild).
+pub fn lookup(dir: &Path, key: &[u8; 32]) -> Option<Arc<EncodedRows>> {
+    let path = file_of(dir, key);
+    let file = std::fs::File::open(&path).ok()?;
+    // SAFETY: cache files are only ever replaced by a rename, never written in place, so the
+    // mapped file does not change under the mapping (an outside program truncating it would
+    // be the one way to break that, as for any memory-mapped file).
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    match Layout::read(&map) {
+        Some((layout, stored_key, sum)) if stored_key == *key && sum == checksum(&map) => {
+            Some(Arc::new(EncodedRows::new(Storage::Mapped(map), layout)))
+        }
+        _ => {
+            tracing::warn!(file = %path.display(), "encoded cache file damaged or of another version: rebuilt");
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path.with_extension("json"));
+            None
+        }
+    }
+}
+
+/// Writes `rows` under `key` and returns them memory-mapped from there (the built bytes are
+/// freed); on a write error the rows stay in memory and a warning is logged. `source`, the data
+/// file they were read from, goes into a note beside them (`<key>.json`) for `pipe cache`.
+pub fn store(dir: &Path, key: &[u8; 32], rows: EncodedRows, source: &Path) -> Arc<EncodedRows> {
+    let path = file_of(dir, key);
+    let note = serde_json::json!({
+        "source": std::path::absolute(source).unwrap_or(source.to_path_buf()),
+        "rows": rows.rows(),
+    });
+    let note = note.to_string();
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| crate::run::atomic_write(&path.with_extension("json"), note.as_bytes()))
+        .and_then(|()| crate::run::atomic_write(&path, rows.bytes()));
+    if let Err(e) = written {
+        tracing::warn!(file = %path.display(), error = %e, "encoded cache not written");
+        return Arc::new(rows);
+    }
+    drop(rows);
+    lookup(dir, key).expect("the file just written is whole")
+}
+
+/// A cache file, for `pipe cache`.
+pub struct Entry {
+    pub path: PathBuf,
+    /// The data file the rows were read from (from the note beside them).
+    pub source: Option<String>,
+    pub bytes: u64,
+    pub rows: Option<usize>,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// The encoded-cache files in `dir`, newest first.
+pub fn entries(dir: &Path) -> Vec<Entry> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Entry> = (read.flatten())
+        .filter(|e| e.path().extension().is_some_and(|x| x == EXTENSION))
+        .map(|e| {
+            let meta = e.metadata().ok();
+            let rows = std::fs::File::open(e.path()).ok().and_then(|mut f| {
+                let mut header = vec![0; super::encoded::HEADER_BYTES];
+                f.read_exact(&mut header).ok()?;
+                let word = u64::from_le_bytes(header[16..24].try_into().ok()?);
+                (&header[..8] == super::encoded::MAGIC).then_some(word as usize)
+            });
+            let note = std::fs::read(e.path().with_extension("json")).ok();
+            let note: Option<serde_json::Value> =
+                note.and_then(|n| serde_json::from_slice(&n).ok());
+            Entry {
+                source: note.and_then(|n| n["source"].as_str().map(String::from)),
+                path: e.path(),
+                bytes: meta.as_ref().map_or(0, |m| m.len()),
+                rows,
+                modified: meta.and_then(|m| m.modified().ok()),
+            }
+        })
+        .collect();
+    out.sort_by_key(|e| std::cmp::Reverse(e.modified));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::encoded::{RowsBuilder, Tokens};
+
+    fn built(key: &[u8; 32]) -> EncodedRows {
+        let mut b = RowsBuilder::new(100);
+        for i in 0..50u32 {
+            let tokens = Tokens {
+                ids: (1..=i % 7 + 1).collect(),
+                type_ids: vec![],
+            };
+            b.push(&tokens, (i % 3) as i32);
+        }
+        b.finish(key)
+    }
+
+    #[test]
+    fn stored_rows_are_found_and_damaged_files_are_refused_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = [3; 32];
+        assert!(lookup(dir.path(), &key).is_none());
+        let source = Path::new("data/x.csv");
+        let stored = store(dir.path(), &key, built(&key), source);
+        assert_eq!(stored.rows(), 50);
+        let found = lookup(dir.path(), &key).expect("stored");
+        assert_eq!(found.bytes(), built(&key).bytes());
+        let path = file_of(dir.path(), &key);
+        let whole = std::fs::read(&path).unwrap();
+
+        // A flipped byte in the body, a truncated file, another key's file under this name.
+        let mut flipped = whole.clone();
+        let last = flipped.len() - 20;
+        flipped[last] ^= 1;
+        let other = built(&[4; 32]).bytes().to_vec();
+        for damaged in [
+            flipped,
+            whole[..whole.len() - 8].to_vec(),
+            other,
+            b"junk".to_vec(),
+        ] {
+            std::fs::write(&path, damaged).unwrap();
+            assert!(lookup(dir.path(), &key).is_none());
+            assert!(!path.exists(), "removed, to be rebuilt");
+        }
+        assert_eq!(entries(dir.path()).len(), 0);
+        store(dir.path(), &key, built(&key), source);
+        let listed = entries(dir.path());
+        assert_eq!((listed.len(), listed[0].rows), (1, Some(50)));
+        assert!(listed[0].source.as_ref().unwrap().ends_with("data/x.csv"));
+    }
+}

@@ -1,0 +1,140 @@
+//! The encoded cache (src/data/cache.rs): a run on the repo's data gives the metrics it gave
+//! before the cache existed, whether the rows were encoded afresh, read from the cache or read
+//! without it; a damaged cache file is rebuilt; `pipe cache` lists and clears.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+
+use common::{pipe, scratch, text};
+
+/// metrics.csv of each case as the binary before the encoded cache wrote it (commit b44b1ca):
+/// a regression here means the data path changed what a run trains on.
+const CASES: [(&str, &[&str], &str); 3] = [
+    (
+        "pipelines/agnews_transformer_masked.toml",
+        &["--set=stages.train.epochs=1"],
+        "tests/fixtures/metrics/agnews_transformer_masked.epochs1.csv",
+    ),
+    (
+        "pipelines/sports_csv.toml",
+        &[],
+        "tests/fixtures/metrics/sports_csv.csv",
+    ),
+    (
+        "pipelines/agnews_cnn_wordpiece.toml",
+        &["--set=stages.train.epochs=1", "--set=dataset.limit=3000"],
+        "tests/fixtures/metrics/agnews_cnn_wordpiece.limit3000.csv",
+    ),
+];
+
+/// Runs `spec` into `runs` under the name `name`: its run folder.
+fn run_into(runs: &Path, spec: &str, sets: &[&str], name: &str) -> PathBuf {
+    let out = pipe()
+        .args(["run", spec, "--quiet"])
+        .args(sets)
+        .arg(format!("--set=name={name}"))
+        .arg(format!("--runs-dir={}", runs.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{spec}: {:?}", text(&out));
+    common::only_run(runs, name)
+}
+
+fn cache_files(runs: &Path) -> Vec<PathBuf> {
+    let Ok(read) = std::fs::read_dir(runs.join(".data-cache")) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = (read.flatten().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rows"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn metrics_are_those_of_the_runs_before_the_encoded_cache() {
+    let scratch = scratch("data-cache-metrics");
+    let runs = scratch.join("runs");
+    for (i, (spec, sets, expected)) in CASES.iter().enumerate() {
+        let expected = std::fs::read_to_string(common::root().join(expected)).unwrap();
+        let metrics = |run: &Path| std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        let fresh = run_into(&runs, spec, sets, &format!("fresh{i}"));
+        assert_eq!(metrics(&fresh), expected, "{spec}: encoded afresh");
+        let log = std::fs::read_to_string(fresh.join("log.txt")).unwrap();
+        assert!(!log.contains("from the cache"), "{log}");
+        let cached = run_into(&runs, spec, sets, &format!("cached{i}"));
+        assert_eq!(metrics(&cached), expected, "{spec}: from the cache");
+        let log = std::fs::read_to_string(cached.join("log.txt")).unwrap();
+        assert!(log.contains("encoded rows from the cache"), "{log}");
+    }
+    // Without the cache: nothing is written there, and the figures are the same.
+    let (spec, sets, expected) = CASES[1];
+    let bare = scratch.join("bare");
+    let mut with_off = sets.to_vec();
+    with_off.push("--set=runtime.data_cache=false");
+    let run = run_into(&bare, spec, &with_off, "off");
+    let expected = std::fs::read_to_string(common::root().join(expected)).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.csv")).unwrap(),
+        expected
+    );
+    assert!(cache_files(&bare).is_empty());
+}
+
+#[test]
+fn a_damaged_cache_file_is_rebuilt_and_pipe_cache_lists_and_clears() {
+    let scratch = scratch("data-cache-damaged");
+    let runs = scratch.join("runs");
+    let (spec, sets, expected) = CASES[1];
+    let expected = std::fs::read_to_string(common::root().join(expected)).unwrap();
+    run_into(&runs, spec, sets, "first");
+    let files = cache_files(&runs);
+    assert_eq!(files.len(), 1, "one train file: {files:?}");
+    let whole = std::fs::read(&files[0]).unwrap();
+
+    // A flipped bit in the rows, a truncated file, a file of another format version.
+    let mut flipped = whole.clone();
+    let at = whole.len() / 2;
+    flipped[at] ^= 0x10;
+    let mut other_version = whole.clone();
+    other_version[8] = 99;
+    let damaged = [flipped, whole[..whole.len() / 3].to_vec(), other_version];
+    for (i, bytes) in damaged.into_iter().enumerate() {
+        std::fs::write(&files[0], bytes).unwrap();
+        let run = run_into(&runs, spec, sets, &format!("damaged{i}"));
+        let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        assert_eq!(metrics, expected, "case {i}");
+        let log = std::fs::read_to_string(run.join("log.txt")).unwrap();
+        assert!(
+            log.contains("damaged or of another version: rebuilt"),
+            "{log}"
+        );
+        assert_eq!(std::fs::read(&files[0]).unwrap(), whole, "rebuilt whole");
+    }
+
+    let out = pipe()
+        .args(["cache", "--runs-dir", runs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("encoded rows"), "{stdout}");
+    assert!(
+        stdout.contains("data/examples/sports_train.csv"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1200"), "the row count: {stdout}");
+    let out = pipe()
+        .args(["cache", "--clear", "--runs-dir", runs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(cache_files(&runs).is_empty());
+    assert!(
+        std::fs::read_dir(runs.join(".data-cache"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}

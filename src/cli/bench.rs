@@ -83,7 +83,7 @@ fn encoded(
     sets.push(format!("dataset.limit={rows}"));
     let (loaded, plan) = load_plan(spec_path, &sets, true)
         .map_err(|_| anyhow::anyhow!("{} does not check", spec_path.display()))?;
-    let vectorizer = crate::data::fit_vectorizer(&loaded.spec)?;
+    let vectorizer = crate::data::fit_vectorizer(&loaded.spec, None)?;
     let splits = encode_splits(&loaded.spec.dataset, loaded.spec.seed, &vectorizer, None)?;
     Ok((loaded, plan, splits.train))
 }

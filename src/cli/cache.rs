@@ -28,9 +28,12 @@ pub struct CacheArgs {
 pub fn run(args: CacheArgs) -> Result<i32> {
     let data_dir =
         (args.data_cache_dir.clone()).unwrap_or_else(|| cache::default_dir(&args.runs_dir));
-    let mut listed: Vec<(&str, cache::Entry)> = cache::entries(&data_dir)
-        .into_iter()
-        .map(|e| ("encoded rows", e))
+    let kind = |e: &cache::Entry| match e.path.is_dir() {
+        true => "vectorizer",
+        false => "encoded rows",
+    };
+    let mut listed: Vec<(&str, cache::Entry)> = (cache::entries(&data_dir).into_iter())
+        .map(|e| (kind(&e), e))
         .collect();
     let feature_dir = args.runs_dir.join(".feature-cache");
     if let Ok(read) = std::fs::read_dir(&feature_dir) {
@@ -60,7 +63,11 @@ pub fn run(args: CacheArgs) -> Result<i32> {
     if args.clear {
         let mut failed = 0;
         for (_, entry) in &listed {
-            if let Err(e) = std::fs::remove_file(&entry.path) {
+            let removed = match entry.path.is_dir() {
+                true => std::fs::remove_dir_all(&entry.path),
+                false => std::fs::remove_file(&entry.path),
+            };
+            if let Err(e) = removed {
                 errln!("error: {}: {e}", entry.path.display());
                 failed += 1;
             }

@@ -429,7 +429,7 @@ fn execute(
         // A resumed run uses the vectorizer it was trained with.
         Vectorizer::load(&spec.vectorizer, &run.vectorizer_dir())?
     } else {
-        let v = fit_vectorizer(spec)?;
+        let v = fit_vectorizer(spec, spec.runtime.data_cache().as_deref())?;
         v.save(&run.vectorizer_dir())?;
         save_pretrained_configs(plan, run)?;
         v

@@ -25,12 +25,39 @@ pub fn default_dir(runs_dir: &Path) -> PathBuf {
 }
 
 /// The key of `path`'s rows as `opts` reads them and `vectorizer` (its fingerprint) encodes
-/// them. Reads the file through once (BLAKE3 runs at well over 1 GB/s here).
+/// them.
 pub fn key(path: &Path, opts: &SourceOptions, vectorizer: &[u8; 32]) -> std::io::Result<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     h.update(b"pipe encoded rows\0")
         .update(&FORMAT_VERSION.to_le_bytes())
         .update(vectorizer);
+    source_identity(&mut h, path, opts)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+/// The key of the vectorizer learned from `path`'s rows as `opts` reads them, by `spec`
+/// (`held_out`: the validation fraction and seed that keep rows out of the learning).
+pub fn vectorizer_key(
+    path: &Path,
+    opts: &SourceOptions,
+    spec: &crate::spec::VectorizerSpec,
+    held_out: Option<(f64, u64)>,
+) -> std::io::Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"pipe fitted vectorizer v1\0");
+    let spec = serde_json::to_string(&(spec, held_out)).expect("a spec serialises");
+    h.update(&(spec.len() as u64).to_le_bytes())
+        .update(spec.as_bytes());
+    source_identity(&mut h, path, opts)?;
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Feeds the options that pick `path`'s rows and labels, and its contents, to `h`.
+fn source_identity(
+    h: &mut blake3::Hasher,
+    path: &Path,
+    opts: &SourceOptions,
+) -> std::io::Result<()> {
     let options = serde_json::json!({
         "format": format!("{:?}", opts.format),
         "text": opts.text,
@@ -41,7 +68,22 @@ pub fn key(path: &Path, opts: &SourceOptions, vectorizer: &[u8; 32]) -> std::io:
     });
     let options = options.to_string();
     h.update(&(options.len() as u64).to_le_bytes())
-        .update(options.as_bytes());
+        .update(options.as_bytes())
+        .update(&content_hash(path)?);
+    Ok(())
+}
+
+/// BLAKE3 of a file's bytes, read through once per process (a run asks for its train file's
+/// for the vectorizer and for the rows); remembered by path, size and modification time.
+fn content_hash(path: &Path) -> std::io::Result<[u8; 32]> {
+    type Seen = std::collections::HashMap<(PathBuf, u64, Option<std::time::SystemTime>), [u8; 32]>;
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let meta = std::fs::metadata(path)?;
+    let id = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    if let Some(hash) = SEEN.lock().ok().and_then(|s| s.as_ref()?.get(&id).copied()) {
+        return Ok(hash);
+    }
+    let mut h = blake3::Hasher::new();
     let mut file = std::fs::File::open(path)?;
     let mut buffer = vec![0; 1 << 20];
     loop {
@@ -51,7 +93,42 @@ pub fn key(path: &Path, opts: &SourceOptions, vectorizer: &[u8; 32]) -> std::io:
         }
         h.update(&buffer[..n]);
     }
-    Ok(*h.finalize().as_bytes())
+    let hash = *h.finalize().as_bytes();
+    if let Ok(mut seen) = SEEN.lock() {
+        seen.get_or_insert_default().insert(id, hash);
+    }
+    Ok(hash)
+}
+
+/// The folder of the vectorizer cached under `key`.
+pub fn vectorizer_dir(dir: &Path, key: &[u8; 32]) -> PathBuf {
+    file_of(dir, key).with_extension(VECTORIZER_EXTENSION)
+}
+
+/// The extension of a cached vectorizer's folder.
+pub const VECTORIZER_EXTENSION: &str = "vectorizer";
+
+/// Keeps a fitted vectorizer's files (what `save` writes into a folder) under `key`: written
+/// into a temporary folder, then renamed into place, so a reader sees all of them or none.
+pub fn store_vectorizer(
+    dir: &Path,
+    key: &[u8; 32],
+    source: &Path,
+    save: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_note(&file_of(dir, key), source, None)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".vectorizer-")
+        .tempdir_in(dir)?;
+    save(tmp.path())?;
+    let target = vectorizer_dir(dir, key);
+    match std::fs::rename(tmp.path(), &target) {
+        Ok(()) => Ok(()),
+        // Another run stored the same vectorizer first: theirs is as good.
+        Err(_) if target.is_dir() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub fn file_of(dir: &Path, key: &[u8; 32]) -> PathBuf {
@@ -86,13 +163,8 @@ pub fn lookup(dir: &Path, key: &[u8; 32]) -> Option<Arc<EncodedRows>> {
 /// file they were read from, goes into a note beside them (`<key>.json`) for `pipe cache`.
 pub fn store(dir: &Path, key: &[u8; 32], rows: EncodedRows, source: &Path) -> Arc<EncodedRows> {
     let path = file_of(dir, key);
-    let note = serde_json::json!({
-        "source": std::path::absolute(source).unwrap_or(source.to_path_buf()),
-        "rows": rows.rows(),
-    });
-    let note = note.to_string();
     let written = std::fs::create_dir_all(dir)
-        .and_then(|()| crate::run::atomic_write(&path.with_extension("json"), note.as_bytes()))
+        .and_then(|()| write_note(&path, source, Some(rows.rows())))
         .and_then(|()| crate::run::atomic_write(&path, rows.bytes()));
     if let Err(e) = written {
         tracing::warn!(file = %path.display(), error = %e, "encoded cache not written");
@@ -100,6 +172,15 @@ pub fn store(dir: &Path, key: &[u8; 32], rows: EncodedRows, source: &Path) -> Ar
     }
     drop(rows);
     lookup(dir, key).expect("the file just written is whole")
+}
+
+/// The note beside a cache file (`<key>.json`): where its rows came from.
+fn write_note(path: &Path, source: &Path, rows: Option<usize>) -> std::io::Result<()> {
+    let note = serde_json::json!({
+        "source": std::path::absolute(source).unwrap_or(source.to_path_buf()),
+        "rows": rows,
+    });
+    crate::run::atomic_write(&path.with_extension("json"), note.to_string().as_bytes())
 }
 
 /// A cache file, for `pipe cache`.
@@ -112,13 +193,15 @@ pub struct Entry {
     pub modified: Option<std::time::SystemTime>,
 }
 
-/// The encoded-cache files in `dir`, newest first.
+/// The encoded-cache files in `dir`, newest first; a cached vectorizer (a folder) is one entry
+/// with no rows.
 pub fn entries(dir: &Path) -> Vec<Entry> {
     let Ok(read) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    let is = |e: &std::fs::DirEntry, x: &str| e.path().extension().is_some_and(|y| y == x);
     let mut out: Vec<Entry> = (read.flatten())
-        .filter(|e| e.path().extension().is_some_and(|x| x == EXTENSION))
+        .filter(|e| is(e, EXTENSION) || is(e, VECTORIZER_EXTENSION))
         .map(|e| {
             let meta = e.metadata().ok();
             let rows = std::fs::File::open(e.path()).ok().and_then(|mut f| {
@@ -133,7 +216,13 @@ pub fn entries(dir: &Path) -> Vec<Entry> {
             Entry {
                 source: note.and_then(|n| n["source"].as_str().map(String::from)),
                 path: e.path(),
-                bytes: meta.as_ref().map_or(0, |m| m.len()),
+                bytes: match e.path().is_dir() {
+                    true => (std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+                        .filter_map(|f| f.metadata().ok())
+                        .map(|m| m.len())
+                        .sum(),
+                    false => meta.as_ref().map_or(0, |m| m.len()),
+                },
                 rows,
                 modified: meta.and_then(|m| m.modified().ok()),
             }

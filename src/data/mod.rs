@@ -82,19 +82,57 @@ pub fn check_rows(path: &Path, spec: &DatasetSpec) -> Result<usize, DataError> {
 }
 
 /// The vectorizer a new run fits: a learned vocabulary counts the words of the train rows
-/// (those left after a validation fraction is taken out), read one at a time.
-pub fn fit_vectorizer(spec: &crate::spec::Spec) -> anyhow::Result<Vectorizer> {
-    let mut fitting = Fitting::new(&spec.vectorizer)?;
+/// (those left after a validation fraction is taken out), read one at a time. With `cache`,
+/// one learned from the same rows by the same spec before is loaded from there instead.
+pub fn fit_vectorizer(
+    spec: &crate::spec::Spec,
+    cache: Option<&Path>,
+) -> anyhow::Result<Vectorizer> {
+    let fitting = Fitting::new(&spec.vectorizer)?;
     if !fitting.needs_texts() {
         return fitting.finish();
     }
     let dataset = &spec.dataset;
     let path = Path::new(&dataset.train);
-    let held_out = match &dataset.validation {
-        Some(Validation::Fraction(f)) => {
-            Some(validation_rows(check_rows(path, dataset)?, *f, spec.seed))
-        }
+    let fraction = match &dataset.validation {
+        Some(Validation::Fraction(f)) => Some((*f, spec.seed)),
         _ => None,
+    };
+    let Some(dir) = cache else {
+        return learn_vectorizer(fitting, spec, fraction);
+    };
+    let opts = source_options(dataset, dataset.limit);
+    let key = cache::vectorizer_key(path, &opts, &spec.vectorizer, fraction)?;
+    let cached = cache::vectorizer_dir(dir, &key);
+    if cached.is_dir() {
+        match Vectorizer::load(&spec.vectorizer, &cached) {
+            Ok(v) => {
+                tracing::info!(folder = %cached.display(), "vectorizer from the cache");
+                return Ok(v);
+            }
+            Err(e) => {
+                tracing::warn!(folder = %cached.display(), error = %e, "cached vectorizer unreadable: learned again");
+                let _ = std::fs::remove_dir_all(&cached);
+            }
+        }
+    }
+    let vectorizer = learn_vectorizer(fitting, spec, fraction)?;
+    if let Err(e) = cache::store_vectorizer(dir, &key, path, |d| vectorizer.save(d)) {
+        tracing::warn!(error = %e, "vectorizer not cached");
+    }
+    Ok(vectorizer)
+}
+
+fn learn_vectorizer(
+    mut fitting: Fitting,
+    spec: &crate::spec::Spec,
+    fraction: Option<(f64, u64)>,
+) -> anyhow::Result<Vectorizer> {
+    let dataset = &spec.dataset;
+    let path = Path::new(&dataset.train);
+    let held_out = match fraction {
+        Some((f, seed)) => Some(validation_rows(check_rows(path, dataset)?, f, seed)),
+        None => None,
     };
     let mut row = 0;
     let mut failed = None;

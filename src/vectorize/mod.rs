@@ -168,16 +168,15 @@ impl Vectorizer {
     /// Each text's tokens at its real length (at most the padded length).
     pub fn tokenize(&self, texts: &[&str]) -> Vec<Tokens> {
         match self {
-            Vectorizer::TextVectorization(v) => (v.encode_batch(texts).into_iter())
-                .map(|mut ids| {
-                    // Rows come padded with id 0 (Keras' mask_zero), which no word has.
-                    ids.truncate(ids.iter().position(|&id| id == 0).unwrap_or(ids.len()));
-                    Tokens {
-                        ids,
+            Vectorizer::TextVectorization(v) => {
+                use rayon::prelude::*;
+                (texts.par_iter())
+                    .map_init(String::new, |buf, text| Tokens {
+                        ids: v.ids(text, buf),
                         type_ids: Vec::new(),
-                    }
-                })
-                .collect(),
+                    })
+                    .collect()
+            }
             Vectorizer::Subword(t) => t.tokenize(texts),
         }
     }

@@ -149,6 +149,8 @@ pub struct TextVectorization {
     sequence_length: usize,
     /// Batches are cut to their longest row (`padding = "longest"`).
     dynamic_padding: bool,
+    /// Token → id, built on first use by [`TextVectorization::ids`].
+    index: std::sync::OnceLock<HashMap<String, u32>>,
 }
 
 impl TextVectorization {
@@ -205,6 +207,7 @@ impl WordCounts {
             vocabulary,
             sequence_length: output_sequence_length,
             dynamic_padding: false,
+            index: Default::default(),
         }
     }
 }
@@ -246,6 +249,23 @@ impl TextVectorization {
             .expect("WordLevel with an unk token cannot fail on any input")
             .get_ids()
             .to_vec()
+    }
+
+    /// The ids of one text's words, at most `sequence_length` of them, unpadded: the ids
+    /// [`TextVectorization::encode`] gives before its padding, found by the plain-Rust twin of
+    /// the tokenizer's pipeline (what `adapt` counts with) and a hash lookup, several times
+    /// faster than the tokenizer (a test checks both on all of AG News).
+    pub fn ids(&self, text: &str, standardized: &mut String) -> Vec<u32> {
+        let index = self.index.get_or_init(|| {
+            (self.vocabulary.iter().enumerate())
+                .map(|(id, token)| (token.clone(), id as u32))
+                .collect()
+        });
+        standardize_into(text, standardized);
+        split_tokens(standardized)
+            .take(self.sequence_length)
+            .map(|token| index.get(token).copied().unwrap_or(UNK_ID))
+            .collect()
     }
 
     pub fn encode_batch(&self, texts: &[&str]) -> Vec<Vec<u32>> {
@@ -331,6 +351,7 @@ impl TextVectorization {
             vocabulary,
             sequence_length,
             dynamic_padding: false,
+            index: Default::default(),
         })
     }
 }
@@ -518,6 +539,27 @@ mod tests {
             assert_eq!(&tv.encode(input), want, "{input:?}");
         }
         assert_eq!(tv.encode_batch(&as_strs(&c.inputs)), c.token_ids);
+    }
+
+    /// The fast path that encodes a run's rows gives the tokenizer's ids, without the padding.
+    #[test]
+    fn ids_are_the_tokenizers_without_padding_on_all_of_ag_news() {
+        let tv = adapted();
+        let test_texts = ag_news_texts("test");
+        let texts: Vec<&str> = (train_texts().iter().chain(&test_texts))
+            .map(String::as_str)
+            .chain(["", "  ", "[UNK] unk", "ÀÉ ßẞ ǅ Ω K"])
+            .collect();
+        let mut buf = String::new();
+        for (text, mut padded) in texts.iter().zip(tv.encode_batch(&texts)) {
+            padded.truncate(
+                padded
+                    .iter()
+                    .position(|&id| id == PAD_ID)
+                    .unwrap_or(padded.len()),
+            );
+            assert_eq!(tv.ids(text, &mut buf), padded, "{text:?}");
+        }
     }
 
     /// `adapt` counts with the plain-Rust splitter; this proves the tokenizer pipeline, which

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod compressed;
 pub mod encoded;
 pub mod source;
 
@@ -54,7 +55,7 @@ pub fn infer_missing_labels(spec: &mut DatasetSpec) -> Result<Option<Vec<LabelCo
 /// trained on (a headed CSV, unless the pipeline's own data is AG News' headerless CSV);
 /// any other name is taken to be in the pipeline's format.
 pub fn format_of_file(path: &Path, pipeline: &DatasetFormat) -> DatasetFormat {
-    let extension = path
+    let extension = compressed::uncompressed_name(path)
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
     match (extension.as_deref(), pipeline) {

@@ -323,8 +323,15 @@ fn read_rows(
         path: path.to_path_buf(),
         error,
     };
+    let file = super::compressed::reader(path, file).map_err(read_error)?;
     let rows = match opts.format {
-        Format::AgNewsCsv | Format::Csv => load_csv(file, opts, &row_error, class_of, sink)?,
+        Format::AgNewsCsv | Format::Csv => {
+            let errors = RowErrors {
+                row: &row_error,
+                read: &read_error,
+            };
+            load_csv(file, opts, &errors, class_of, sink)?
+        }
         Format::Jsonl => load_jsonl(file, opts, &row_error, &read_error, class_of, sink)?,
     };
     if rows == 0 && opts.limit != Some(0) {
@@ -336,9 +343,9 @@ fn read_rows(
 }
 
 fn load_csv(
-    file: std::fs::File,
+    file: Box<dyn Read>,
     opts: &SourceOptions,
-    row_error: &dyn Fn(u64, Problem) -> DataError,
+    errors: &RowErrors,
     mut class_of: Option<&mut ClassOf>,
     sink: &mut dyn FnMut(Example) -> Result<(), DataError>,
 ) -> Result<usize, DataError> {
@@ -356,10 +363,9 @@ fn load_csv(
         });
     let mut record = csv::ByteRecord::new();
     let mut lines = LineCounter::new(window);
-    let read =
-        |reader: &mut csv::Reader<WindowReader>,
-         record: &mut csv::ByteRecord,
-         lines: &mut LineCounter| read_record(reader, record, lines, row_error);
+    let read = |reader: &mut csv::Reader<WindowReader>,
+                record: &mut csv::ByteRecord,
+                lines: &mut LineCounter| read_record(reader, record, lines, errors);
     let layout = match opts.format {
         Format::AgNewsCsv => {
             let columns: Vec<String> = AG_NEWS_COLUMNS.iter().map(|c| c.to_string()).collect();
@@ -376,7 +382,7 @@ fn load_csv(
                 return Ok(0);
             }
             let line = lines.of(&record);
-            CsvLayout::from_header(&record, line, opts, class_of.is_some(), row_error)?
+            CsvLayout::from_header(&record, line, opts, class_of.is_some(), errors.row)?
         }
     };
     let CsvLayout {
@@ -397,7 +403,7 @@ fn load_csv(
         let line = lines.of(&record);
         lines.release_done();
         if record.len() != columns.len() {
-            return Err(row_error(
+            return Err((errors.row)(
                 line,
                 Problem::FieldCount {
                     expected: columns.len(),
@@ -411,7 +417,7 @@ fn load_csv(
         let mut fields: Vec<&str> = Vec::with_capacity(record.len());
         for (i, field) in record.iter().enumerate() {
             let field = std::str::from_utf8(field).map_err(|_| {
-                row_error(
+                (errors.row)(
                     line,
                     Problem::InvalidUtf8Field {
                         field: i + 1,
@@ -422,9 +428,8 @@ fn load_csv(
             fields.push(field);
         }
         let label = match (class_of.as_mut(), label_idx) {
-            (Some(class_of), Some(i)) => {
-                class_of(fields[i], LabelKind::Text).map_err(|problem| row_error(line, problem))?
-            }
+            (Some(class_of), Some(i)) => class_of(fields[i], LabelKind::Text)
+                .map_err(|problem| (errors.row)(line, problem))?,
             _ => 0,
         };
         let text = join_text(text_idx.iter().map(|&i| fields[i]), opts);
@@ -448,7 +453,7 @@ struct WindowBytes {
 }
 
 struct WindowReader {
-    inner: std::fs::File,
+    inner: Box<dyn Read>,
     window: Window,
 }
 
@@ -581,21 +586,27 @@ fn read_record(
     reader: &mut csv::Reader<WindowReader>,
     record: &mut csv::ByteRecord,
     lines: &mut LineCounter,
-    row_error: &dyn Fn(u64, Problem) -> DataError,
+    errors: &RowErrors,
 ) -> Result<bool, DataError> {
     reader.read_byte_record(record).map_err(|e| {
         let line = e.position().map_or(0, |p| lines.at(p.byte()));
-        row_error(
-            line,
-            Problem::Csv {
-                message: e.to_string(),
-            },
-        )
+        let message = e.to_string();
+        match e.into_kind() {
+            // The file itself (or its decompression) failed, not a row.
+            csv::ErrorKind::Io(error) => (errors.read)(error),
+            _ => (errors.row)(line, Problem::Csv { message }),
+        }
     })
 }
 
+/// How a reader reports a bad row (at its line) and a file it cannot read.
+struct RowErrors<'a> {
+    row: &'a dyn Fn(u64, Problem) -> DataError,
+    read: &'a dyn Fn(std::io::Error) -> DataError,
+}
+
 fn load_jsonl(
-    file: std::fs::File,
+    file: Box<dyn Read>,
     opts: &SourceOptions,
     row_error: &dyn Fn(u64, Problem) -> DataError,
     read_error: &dyn Fn(std::io::Error) -> DataError,

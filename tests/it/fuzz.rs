@@ -8,8 +8,9 @@
 //! - valid specs: random layer stacks from the registry with random stage options, and
 //!   random `hf_encoder` pipelines on the tiny checkpoint of each transformer family, each run
 //!   by the real binary for 2 steps on 16 rows; a failure must be one error line, never a panic;
-//! - data files: random bytes and broken rows in the three formats, loaded in this process;
-//!   every failure must be an error naming the file and line.
+//! - data files: random bytes and broken rows in the three formats, plain, gzip-compressed
+//!   (whole or damaged) or posing as zstd, loaded in this process; every failure must be an
+//!   error naming the file.
 
 use crate::common;
 
@@ -528,9 +529,11 @@ fn data_file_mutations_fail_naming_the_file_and_line() {
     ];
     let mut rng = rng(3);
     let inputs = 30_000 * scale();
-    let path = dir.join("data.txt");
+    let data_path = dir.join("data.txt");
+    let (gz_path, zst_path) = (dir.join("data.txt.gz"), dir.join("data.txt.zst"));
     let (mut loaded, start) = (0usize, std::time::Instant::now());
     for n in 0..inputs {
+        let path = data_path.clone();
         let (format, seed, text, label, labels) = cases.choose(&mut rng).unwrap();
         let bytes = if rng.random_bool(0.1) {
             (0..rng.random_range(0..200))
@@ -539,7 +542,34 @@ fn data_file_mutations_fail_naming_the_file_and_line() {
         } else {
             broken_rows(seed.as_bytes(), &mut rng)
         };
-        std::fs::write(&path, &bytes).unwrap();
+        // Three in ten files go through a decompressor: gzip (whole, cut short or with a byte
+        // changed) or bytes that claim to be zstd.
+        let path = match rng.random_range(0..10) {
+            0 | 1 => {
+                use std::io::Write;
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&bytes).unwrap();
+                let mut packed = gz.finish().unwrap();
+                match rng.random_range(0..3) {
+                    0 => packed.truncate(rng.random_range(0..packed.len())),
+                    1 => {
+                        let at = rng.random_range(0..packed.len());
+                        packed[at] = rng.random();
+                    }
+                    _ => {}
+                }
+                std::fs::write(&gz_path, &packed).unwrap();
+                &gz_path
+            }
+            2 => {
+                std::fs::write(&zst_path, &bytes).unwrap();
+                &zst_path
+            }
+            _ => {
+                std::fs::write(&path, &bytes).unwrap();
+                &path
+            }
+        };
         let opts = SourceOptions {
             format: format.clone(),
             text: text.clone(),

@@ -584,9 +584,9 @@ fn data_file_mutations_fail_naming_the_file_and_line() {
         };
         let outcome = no_panic(|| {
             if opts.labels.is_empty() {
-                source::infer_labels(&path, &opts).map(|_| ())
+                source::infer_labels(path, &opts).map(|_| ())
             } else {
-                source::load(&path, &opts).map(|_| ())
+                source::load(path, &opts).map(|_| ())
             }
         });
         match outcome {

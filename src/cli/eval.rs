@@ -10,7 +10,7 @@ use super::load_trained_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::compare::{ImageKind, plot_confusion};
 use crate::data::EncodedSplit;
-use crate::data::{Example, read};
+use crate::data::{Example, encode_file};
 use crate::graph::{Graph, Plan};
 use crate::run::{RunDir, atomic_write, checkpoint};
 use crate::spec::LoadedSpec;
@@ -177,15 +177,33 @@ impl TrainedRun {
         let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
         let labels: Vec<i32> = examples.iter().map(|e| e.label as i32).collect();
         let split = EncodedSplit::encode(&self.vectorizer, &texts, &labels);
+        self.probabilities_of(&split, device, batch_size)
+    }
+
+    /// Class probabilities for each row of `split`.
+    pub fn probabilities_of(
+        &self,
+        split: &EncodedSplit,
+        device: &DeviceChoice,
+        batch_size: usize,
+    ) -> Result<Vec<Vec<f32>>> {
         dispatch(
             device,
             Infer {
                 plan: &self.plan,
                 weights: self.weights.clone(),
-                split: &split,
+                split,
                 batch_size,
             },
         )?
+    }
+
+    /// The encoded cache the run's spec names, when its folder's runs dir exists from here
+    /// (so `pipe eval` run from elsewhere makes no folders; it then encodes in memory).
+    fn data_cache(&self) -> Option<PathBuf> {
+        let runtime = &self.loaded.spec.runtime;
+        let usable = Path::new(&runtime.runs_dir).is_dir() || runtime.data_cache_dir.is_some();
+        runtime.data_cache().filter(|_| usable)
     }
 }
 
@@ -222,10 +240,15 @@ pub fn run(args: EvalArgs) -> Result<i32> {
         Some(format) => format.clone(),
         None => crate::data::format_of_file(&args.data, &dataset.format),
     };
-    let examples = read(&args.data, &dataset)?;
-    let probs = trained.probabilities(&examples, &args.device, args.batch_size)?;
+    // Every row of the file, through the encoded cache: a second eval of the same file (or the
+    // run's own test file) maps the rows encoded before.
+    dataset.limit = None;
+    let cache = trained.data_cache();
+    let rows = encode_file(&args.data, &dataset, &trained.vectorizer, cache.as_deref())?;
+    let split = EncodedSplit::new(rows, trained.vectorizer.padding());
+    let probs = trained.probabilities_of(&split, &args.device, args.batch_size)?;
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
-    let truth: Vec<usize> = examples.iter().map(|e| e.label).collect();
+    let truth: Vec<usize> = (0..split.len()).map(|r| split.label(r) as usize).collect();
     let report = class_report(&truth, &predicted, &dataset.labels);
     let json = serde_json::json!({
         "run": trained.run.path.display().to_string(),

@@ -188,3 +188,63 @@ fn compressed_data_files_train_as_the_plain_ones() {
     }
     assert!(tried > 0, "neither gzip nor zstd could be run");
 }
+
+/// Two runs that build the same cache files at once both complete with the same figures, and
+/// leave whole files; `pipe eval` of a file encodes it once and maps it after.
+#[test]
+fn concurrent_builders_and_eval_share_the_cache() {
+    let scratch = scratch("data-cache-concurrent");
+    let runs = scratch.join("runs");
+    let (spec, sets, expected) = CASES[1];
+    let expected = std::fs::read_to_string(common::root().join(expected)).unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            pipe()
+                .args(["run", spec, "--quiet"])
+                .args(sets)
+                .arg(format!("--set=name=together{i}"))
+                .arg(format!("--runs-dir={}", runs.display()))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run = common::only_run(&runs, &format!("together{i}"));
+        let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+        assert_eq!(metrics, expected, "run {i}");
+    }
+    let files = cache_files(&runs);
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // The run's pipeline.toml names the runs dir it ran in (the --runs-dir given), so eval
+    // finds the encoded cache there.
+    let run = common::only_run(&runs, "together0");
+    let eval = |expect_files: usize| {
+        let out = pipe()
+            .args([
+                "eval",
+                run.to_str().unwrap(),
+                "--data",
+                "data/examples/sports_test.jsonl",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert_eq!(cache_files(&runs).len(), expect_files);
+        common::json(&run.join("eval.json"))["report"].clone()
+    };
+    let first = eval(2);
+    assert_eq!(
+        eval(2),
+        first,
+        "the second eval maps the rows the first encoded"
+    );
+}

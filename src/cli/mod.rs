@@ -234,7 +234,7 @@ fn check_data_heads(loaded: &LoadedSpec, errors: &mut Diagnostics) {
         ("dataset.train", Some(&dataset.train)),
         ("dataset.test", dataset.test.as_ref()),
     ] {
-        let Some(file) = file.filter(|f| Path::new(f).is_file()) else {
+        let Some(file) = file.filter(|f| Path::new(f).exists()) else {
             continue;
         };
         if let Err(e) = crate::data::check_rows(Path::new(file), &head) {
@@ -248,7 +248,7 @@ fn check_data_heads(loaded: &LoadedSpec, errors: &mut Diagnostics) {
 /// reported by the plan, once.
 pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
     let dataset = &mut loaded.spec.dataset;
-    if !dataset.labels.is_empty() || !Path::new(&dataset.train).is_file() {
+    if !dataset.labels.is_empty() || !Path::new(&dataset.train).exists() {
         return;
     }
     let why = "the classes come from the train file: `dataset.labels` is omitted";
@@ -259,7 +259,7 @@ pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
             return;
         }
     }
-    let Some(test) = dataset.test.as_deref().filter(|t| Path::new(t).is_file()) else {
+    let Some(test) = dataset.test.as_deref().filter(|t| Path::new(t).exists()) else {
         return;
     };
     if let Err(e) = crate::data::check_rows(Path::new(test), dataset) {

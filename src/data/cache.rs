@@ -73,7 +73,7 @@ fn source_identity(
     Ok(())
 }
 
-/// BLAKE3 of a file's bytes, read through once per process (a run asks for its train file's
+/// BLAKE3 of a file's bytes (a folder's: its files' names and bytes), read through once per process (a run asks for its train file's
 /// for the vectorizer and for the rows); remembered by path, size and modification time.
 fn content_hash(path: &Path) -> std::io::Result<[u8; 32]> {
     type Seen = std::collections::HashMap<(PathBuf, u64, Option<std::time::SystemTime>), [u8; 32]>;
@@ -84,14 +84,31 @@ fn content_hash(path: &Path) -> std::io::Result<[u8; 32]> {
         return Ok(hash);
     }
     let mut h = blake3::Hasher::new();
-    let mut file = std::fs::File::open(path)?;
-    let mut buffer = vec![0; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            break;
+    // A save_to_disk folder: each file, by name, in name order.
+    let files = match meta.is_dir() {
+        true => {
+            let mut files: Vec<PathBuf> = (std::fs::read_dir(path)?.flatten())
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect();
+            files.sort();
+            files
         }
-        h.update(&buffer[..n]);
+        false => vec![path.to_path_buf()],
+    };
+    let mut buffer = vec![0; 1 << 20];
+    for name in files {
+        let label = name.file_name().unwrap_or_default().to_string_lossy();
+        h.update(&(label.len() as u64).to_le_bytes())
+            .update(label.as_bytes());
+        let mut file = std::fs::File::open(&name)?;
+        loop {
+            let n = file.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buffer[..n]);
+        }
     }
     let hash = *h.finalize().as_bytes();
     if let Ok(mut seen) = SEEN.lock() {

@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod cache;
+mod columnar;
 pub mod compressed;
 pub mod encoded;
 pub mod source;
@@ -30,6 +31,8 @@ pub fn source_options(spec: &DatasetSpec, limit: Option<usize>) -> source::Sourc
             DatasetFormat::AgNewsCsv => source::Format::AgNewsCsv,
             DatasetFormat::Csv => source::Format::Csv,
             DatasetFormat::Jsonl => source::Format::Jsonl,
+            DatasetFormat::Parquet => source::Format::Parquet,
+            DatasetFormat::Arrow => source::Format::Arrow,
         },
         text: spec.text.clone(),
         label: spec.label.clone(),
@@ -60,6 +63,8 @@ pub fn format_of_file(path: &Path, pipeline: &DatasetFormat) -> DatasetFormat {
         .map(|e| e.to_string_lossy().to_ascii_lowercase());
     match (extension.as_deref(), pipeline) {
         (Some("jsonl" | "ndjson"), _) => DatasetFormat::Jsonl,
+        (Some("parquet"), _) => DatasetFormat::Parquet,
+        _ if path.is_dir() => DatasetFormat::Arrow,
         (Some("csv"), DatasetFormat::Jsonl) => DatasetFormat::Csv,
         _ => pipeline.clone(),
     }

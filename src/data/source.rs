@@ -26,6 +26,10 @@ pub enum Format {
     Csv,
     /// One JSON object per non-empty line; fields are picked by name.
     Jsonl,
+    /// A Parquet file; columns are picked by name.
+    Parquet,
+    /// A folder of Arrow IPC files (`datasets`' save_to_disk); columns are picked by name.
+    Arrow,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +99,8 @@ pub enum Problem {
     BadLabelType { found: &'static str },
     #[error("empty label {value:?}: every row needs its class")]
     EmptyLabel { value: String },
+    #[error("no value (null) in column {name:?}")]
+    NullValue { name: String },
     #[error(
         "label {value} is {kind}, but an earlier row's label {first:?} is {first_kind}: \
          write every label as a name, or every label as a number"
@@ -252,7 +258,7 @@ fn check_options(path: &Path, opts: &SourceOptions) -> Result<(), DataError> {
 
 /// How a label was written: CSV fields and JSON strings are text, JSON numbers are numbers.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum LabelKind {
+pub(super) enum LabelKind {
     Text,
     Number,
 }
@@ -268,7 +274,7 @@ impl LabelKind {
 
 /// Label value (as text; a JSON number as written) → class index, or what is wrong with it.
 /// An empty or blank label is refused before it is asked: it is a missing value, not a class.
-type ClassOf<'a> = dyn FnMut(&str, LabelKind) -> Result<usize, Problem> + 'a;
+pub(super) type ClassOf<'a> = dyn FnMut(&str, LabelKind) -> Result<usize, Problem> + 'a;
 
 /// The texts of a file to classify (`pipe predict --data`): the text columns as a run reads
 /// them, in file order; a label column is not needed, and ignored where present (every
@@ -299,10 +305,6 @@ fn read_rows(
     class_of: Option<&mut ClassOf>,
     sink: &mut dyn FnMut(Example) -> Result<(), DataError>,
 ) -> Result<usize, DataError> {
-    let file = std::fs::File::open(path).map_err(|error| DataError::Read {
-        path: path.to_path_buf(),
-        error,
-    })?;
     let row_error = |line: u64, problem: Problem| DataError::Row {
         path: path.to_path_buf(),
         line,
@@ -319,10 +321,24 @@ fn read_rows(
         }
     });
     let class_of = checked.as_mut().map(|f| f as &mut ClassOf);
+    if let Format::Parquet | Format::Arrow = opts.format {
+        let parquet = opts.format == Format::Parquet;
+        let rows = super::columnar::load(path, opts, parquet, class_of, sink)?;
+        return match rows == 0 && opts.limit != Some(0) {
+            true => Err(DataError::NoRows {
+                path: path.to_path_buf(),
+            }),
+            false => Ok(rows),
+        };
+    }
     let read_error = |error| DataError::Read {
         path: path.to_path_buf(),
         error,
     };
+    let file = std::fs::File::open(path).map_err(|error| DataError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
     let file = super::compressed::reader(path, file).map_err(read_error)?;
     let rows = match opts.format {
         Format::AgNewsCsv | Format::Csv => {
@@ -333,6 +349,7 @@ fn read_rows(
             load_csv(file, opts, &errors, class_of, sink)?
         }
         Format::Jsonl => load_jsonl(file, opts, &row_error, &read_error, class_of, sink)?,
+        Format::Parquet | Format::Arrow => unreachable!("read by the columnar reader above"),
     };
     if rows == 0 && opts.limit != Some(0) {
         return Err(DataError::NoRows {
@@ -771,7 +788,7 @@ fn quoted_snippet(value: &str) -> String {
     }
 }
 
-fn join_text<'a>(parts: impl Iterator<Item = &'a str>, opts: &SourceOptions) -> String {
+pub(super) fn join_text<'a>(parts: impl Iterator<Item = &'a str>, opts: &SourceOptions) -> String {
     let mut text = String::new();
     for (i, part) in parts.enumerate() {
         if i > 0 {

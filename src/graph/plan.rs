@@ -190,7 +190,8 @@ fn pretrained_vocab_size(
 }
 
 fn check_file(path: &str, key: &str, loaded: &LoadedSpec, diags: &mut Diagnostics) {
-    if !Path::new(path).is_file() {
+    // A file, or a save_to_disk folder (`format = "arrow"`).
+    if !Path::new(path).exists() {
         diags.push(
             loaded.source.value(key),
             format!("`{key}`: file not found: {path}"),

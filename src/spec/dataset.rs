@@ -16,6 +16,11 @@ pub enum DatasetFormat {
     Csv,
     /// One JSON object per line; `text` and `label` name fields.
     Jsonl,
+    /// A Parquet file (the Hugging Face hub's datasets); `text` and `label` name columns.
+    Parquet,
+    /// A folder written by `datasets`' `save_to_disk` (Arrow IPC streams, `data-*.arrow`);
+    /// `text` and `label` name columns.
+    Arrow,
 }
 
 /// Which rows validate after each epoch.

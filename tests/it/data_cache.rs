@@ -248,3 +248,71 @@ fn concurrent_builders_and_eval_share_the_cache() {
         "the second eval maps the rows the first encoded"
     );
 }
+
+/// The same 300 rows as a CSV, as a Parquet file written by pyarrow and as a folder written by
+/// `datasets`' save_to_disk (its label a ClassLabel: class indices with names) train to the
+/// same metrics; a missing column or one of the wrong type is one line naming file and column.
+/// (tests/fixtures/columnar is written by scripts/make_columnar_fixtures.py.)
+#[test]
+fn parquet_files_and_save_to_disk_folders_train_as_the_csv_does() {
+    let scratch = scratch("data-columnar");
+    let runs = scratch.join("runs");
+    let spec = "pipelines/sports_csv.toml";
+    let cases = [
+        ("csv", "data/examples/sports_train.csv"),
+        ("parquet", "tests/fixtures/columnar/sports_train.parquet"),
+        ("arrow", "tests/fixtures/columnar/sports_train_saved"),
+    ];
+    let mut metrics = Vec::new();
+    for (format, train) in cases {
+        let sets = [
+            format!("--set=dataset.format={format}"),
+            format!("--set=dataset.train={train}"),
+            "--set=dataset.limit=300".to_string(),
+        ];
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let run = run_into(&runs, spec, &sets, format);
+        metrics.push(std::fs::read_to_string(run.join("metrics.csv")).unwrap());
+        let record = common::json(&run.join("run.json"));
+        assert_eq!(
+            record["labels"],
+            serde_json::json!(["other", "sports"]),
+            "{format}"
+        );
+    }
+    assert_eq!(metrics[1], metrics[0], "parquet");
+    assert_eq!(metrics[2], metrics[0], "save_to_disk");
+
+    let refused = |format: &str, train: &str, set: &str, wanted: &str| {
+        let out = pipe()
+            .args(["check", spec])
+            .arg(format!("--set=dataset.format={format}"))
+            .arg(format!("--set=dataset.train={train}"))
+            .arg(set)
+            .output()
+            .unwrap();
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(wanted), "{stderr}");
+    };
+    let (parquet, saved) = (cases[1].1, cases[2].1);
+    refused(
+        "parquet",
+        parquet,
+        "--set=dataset.label=nope",
+        "sports_train.parquet: no column \"nope\" (columns: text, topic)",
+    );
+    refused(
+        "arrow",
+        saved,
+        "--set=dataset.text=[\"topic\"]",
+        "sports_train_saved: column \"topic\" holds Int64, not text",
+    );
+    refused(
+        "parquet",
+        "data/examples/sports_train.csv",
+        "--set=seed=1",
+        "sports_train.csv: not a readable Parquet file",
+    );
+}

@@ -8,9 +8,10 @@
 //! - valid specs: random layer stacks from the registry with random stage options, and
 //!   random `hf_encoder` pipelines on the tiny checkpoint of each transformer family, each run
 //!   by the real binary for 2 steps on 16 rows; a failure must be one error line, never a panic;
-//! - data files: random bytes and broken rows in the three formats, plain, gzip-compressed
-//!   (whole or damaged) or posing as zstd, loaded in this process; every failure must be an
-//!   error naming the file.
+//! - data files: random bytes and broken rows in the three text formats, plain,
+//!   gzip-compressed (whole or damaged) or posing as zstd, and damaged copies of the Parquet
+//!   and save_to_disk fixtures, loaded in this process; every failure must be an error naming
+//!   the file.
 
 use crate::common;
 
@@ -532,8 +533,15 @@ fn data_file_mutations_fail_naming_the_file_and_line() {
     let data_path = dir.join("data.txt");
     let (gz_path, zst_path) = (dir.join("data.txt.gz"), dir.join("data.txt.zst"));
     let (mut loaded, start) = (0usize, std::time::Instant::now());
+    const ARROW_FILE: &str = "data-00000-of-00001.arrow";
+    let fixtures = common::root().join("tests/fixtures/columnar");
+    let parquet = std::fs::read(fixtures.join("sports_train.parquet")).unwrap();
+    let arrow = std::fs::read(fixtures.join("sports_train_saved").join(ARROW_FILE)).unwrap();
+    let (parquet_path, arrow_path) = (dir.join("data.parquet"), dir.join("saved"));
+    std::fs::create_dir_all(&arrow_path).unwrap();
     for n in 0..inputs {
         let path = data_path.clone();
+        let mut columnar = None;
         let (format, seed, text, label, labels) = cases.choose(&mut rng).unwrap();
         let bytes = if rng.random_bool(0.1) {
             (0..rng.random_range(0..200))
@@ -565,15 +573,44 @@ fn data_file_mutations_fail_naming_the_file_and_line() {
                 std::fs::write(&zst_path, &bytes).unwrap();
                 &zst_path
             }
+            // The columnar fixtures with bytes changed or cut, read as their own format.
+            3 => {
+                let is_parquet = rng.random_bool(0.5);
+                let (file, written, at) = match is_parquet {
+                    true => (&parquet, parquet_path.clone(), &parquet_path),
+                    false => (&arrow, arrow_path.join(ARROW_FILE), &arrow_path),
+                };
+                let mut damaged = file.clone();
+                for _ in 0..rng.random_range(1..4) {
+                    let i = rng.random_range(0..damaged.len());
+                    damaged[i] = rng.random();
+                }
+                if rng.random_bool(0.3) {
+                    damaged.truncate(rng.random_range(0..damaged.len()));
+                }
+                std::fs::write(written, &damaged).unwrap();
+                columnar = Some(if is_parquet {
+                    Format::Parquet
+                } else {
+                    Format::Arrow
+                });
+                at
+            }
             _ => {
                 std::fs::write(&path, &bytes).unwrap();
                 &path
             }
         };
         let opts = SourceOptions {
-            format: format.clone(),
-            text: text.clone(),
-            label: label.to_string(),
+            format: columnar.clone().unwrap_or(format.clone()),
+            text: match columnar {
+                Some(_) => vec!["text".to_string()],
+                None => text.clone(),
+            },
+            label: match columnar {
+                Some(_) => "topic".to_string(),
+                None => label.to_string(),
+            },
             labels: if rng.random_bool(0.2) {
                 Vec::new()
             } else {

@@ -73,6 +73,12 @@ pub fn run(args: CacheArgs) -> Result<i32> {
             }
             let _ = std::fs::remove_file(entry.path.with_extension("json"));
         }
+        // The small facts beside them (a train file's classes, a test file's check).
+        for fact in std::fs::read_dir(&data_dir).into_iter().flatten().flatten() {
+            if fact.path().extension().is_some_and(|x| x == "json") {
+                let _ = std::fs::remove_file(fact.path());
+            }
+        }
         outln!(
             "removed {} cache file(s), {}",
             listed.len() - failed,

@@ -198,12 +198,10 @@ impl TrainedRun {
         )?
     }
 
-    /// The encoded cache the run's spec names, when its folder's runs dir exists from here
-    /// (so `pipe eval` run from elsewhere makes no folders; it then encodes in memory).
+    /// The encoded cache the run's spec names, when its runs dir exists from here (so
+    /// `pipe eval` run from elsewhere makes no folders; it then encodes in memory).
     fn data_cache(&self) -> Option<PathBuf> {
-        let runtime = &self.loaded.spec.runtime;
-        let usable = Path::new(&runtime.runs_dir).is_dir() || runtime.data_cache_dir.is_some();
-        runtime.data_cache().filter(|_| usable)
+        self.loaded.spec.runtime.existing_data_cache()
     }
 }
 

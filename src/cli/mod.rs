@@ -252,7 +252,9 @@ pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
         return;
     }
     let why = "the classes come from the train file: `dataset.labels` is omitted";
-    match crate::data::infer_missing_labels(dataset) {
+    let cache = loaded.spec.runtime.existing_data_cache();
+    let dataset = &mut loaded.spec.dataset;
+    match crate::data::infer_missing_labels(dataset, cache.as_deref()) {
         Ok(found) => loaded.inferred_labels = found,
         Err(e) => {
             errors.push(loaded.source.value("dataset.train"), format!("{e} ({why})"));
@@ -262,7 +264,7 @@ pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
     let Some(test) = dataset.test.as_deref().filter(|t| Path::new(t).exists()) else {
         return;
     };
-    if let Err(e) = crate::data::check_rows(Path::new(test), dataset) {
+    if let Err(e) = crate::data::check_rows_once(Path::new(test), dataset, cache.as_deref()) {
         errors.push(loaded.source.value("dataset.test"), format!("{e} ({why})"));
     }
 }

@@ -117,6 +117,43 @@ fn content_hash(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(hash)
 }
 
+/// `compute`'s answer about `path`'s rows (as `opts` reads them), kept in `dir` as
+/// `<key>.<what>.json` so that later runs on the same file skip the pass over it: the classes a
+/// train file holds, or that a test file was checked. Without `dir`, or when the file cannot be
+/// hashed, it is computed.
+pub fn remembered<T: serde::Serialize + serde::de::DeserializeOwned>(
+    dir: Option<&Path>,
+    what: &str,
+    path: &Path,
+    opts: &SourceOptions,
+    compute: impl FnOnce() -> Result<T, super::DataError>,
+) -> Result<T, super::DataError> {
+    let key = dir.and_then(|_| {
+        let mut h = blake3::Hasher::new();
+        h.update(b"pipe data fact\0")
+            .update(what.as_bytes())
+            .update(b"\0");
+        source_identity(&mut h, path, opts).ok()?;
+        Some(*h.finalize().as_bytes())
+    });
+    let (Some(dir), Some(key)) = (dir, key) else {
+        return compute();
+    };
+    let file = file_of(dir, &key).with_extension(format!("{what}.json"));
+    let known = std::fs::read(&file).ok();
+    if let Some(value) = known.and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
+        return Ok(value);
+    }
+    let value = compute()?;
+    let json = serde_json::to_vec(&value).expect("a fact serialises");
+    let written =
+        std::fs::create_dir_all(dir).and_then(|()| crate::run::atomic_write(&file, &json));
+    if let Err(e) = written {
+        tracing::warn!(file = %file.display(), error = %e, "data fact not cached");
+    }
+    Ok(value)
+}
+
 /// The folder of the vectorizer cached under `key`.
 pub fn vectorizer_dir(dir: &Path, key: &[u8; 32]) -> PathBuf {
     file_of(dir, key).with_extension(VECTORIZER_EXTENSION)

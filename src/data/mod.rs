@@ -43,12 +43,19 @@ pub fn source_options(spec: &DatasetSpec, limit: Option<usize>) -> source::Sourc
 }
 
 /// Fills in `labels` from the train file when the spec omits them, returning the classes
-/// found with their row counts (`None` when the spec lists its labels).
-pub fn infer_missing_labels(spec: &mut DatasetSpec) -> Result<Option<Vec<LabelCount>>, DataError> {
+/// found with their row counts (`None` when the spec lists its labels). With `cache`, the
+/// classes found in the same file before are taken from there.
+pub fn infer_missing_labels(
+    spec: &mut DatasetSpec,
+    cache: Option<&Path>,
+) -> Result<Option<Vec<LabelCount>>, DataError> {
     if !spec.labels.is_empty() {
         return Ok(None);
     }
-    let found = source::infer_labels(Path::new(&spec.train), &source_options(spec, spec.limit))?;
+    let (path, opts) = (Path::new(&spec.train), source_options(spec, spec.limit));
+    let found = cache::remembered(cache, "labels", path, &opts, || {
+        source::infer_labels(path, &opts)
+    })?;
     spec.labels = found.iter().map(|c| c.label.clone()).collect();
     Ok(Some(found))
 }
@@ -85,6 +92,16 @@ pub fn read_texts(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataE
 /// keeping none of them: its row count.
 pub fn check_rows(path: &Path, spec: &DatasetSpec) -> Result<usize, DataError> {
     source::each_row(path, &source_options(spec, spec.limit), &mut |_| Ok(()))
+}
+
+/// [`check_rows`], remembered in `cache` for the same file and options.
+pub fn check_rows_once(
+    path: &Path,
+    spec: &DatasetSpec,
+    cache: Option<&Path>,
+) -> Result<usize, DataError> {
+    let opts = source_options(spec, spec.limit);
+    cache::remembered(cache, "checked", path, &opts, || check_rows(path, spec))
 }
 
 /// The vectorizer a new run fits: a learned vocabulary counts the words of the train rows

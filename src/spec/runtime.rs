@@ -58,6 +58,14 @@ pub enum Devices {
 }
 
 impl RuntimeSpec {
+    /// [`RuntimeSpec::data_cache`] where it can be used without making a folder that is not
+    /// there yet: the runs dir exists (or the cache has its own folder). For the verbs that
+    /// read data without making a run (check, eval), run from anywhere.
+    pub fn existing_data_cache(&self) -> Option<std::path::PathBuf> {
+        let usable = std::path::Path::new(&self.runs_dir).is_dir() || self.data_cache_dir.is_some();
+        self.data_cache().filter(|_| usable)
+    }
+
     /// The encoded cache's folder, `None` when `data_cache` is off.
     pub fn data_cache(&self) -> Option<std::path::PathBuf> {
         let dir = match &self.data_cache_dir {

@@ -28,7 +28,7 @@ fn a_bad_format_value_exits_2_with_the_list_of_choices() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("[possible values: ag_news_csv, csv, jsonl]"),
+        stderr.contains("[possible values: ag_news_csv, csv, jsonl, parquet, arrow]"),
         "{stderr}"
     );
 }

@@ -1,5 +1,6 @@
 //! Vectorizers: text to model inputs (ids, attention mask, token types).
 
+mod fast_wordpiece;
 pub mod pretrained;
 pub mod subword;
 pub mod text_vectorization;

@@ -18,6 +18,8 @@ pub struct SubwordTokenizer {
     /// The id padded positions get: the tokenizer's `[PAD]` or `<pad>` (RoBERTa's is 1), so
     /// that padded rows are what the model's own tokenizer would give.
     pad_id: i32,
+    /// The plain-Rust twin of a BERT WordPiece tokenizer, for ASCII texts.
+    pub(super) fast: Option<std::sync::Arc<super::fast_wordpiece::FastWordPiece>>,
 }
 
 /// The padding token's id: `[PAD]` (BERT's family) or `<pad>` (RoBERTa's, SentencePiece
@@ -51,6 +53,7 @@ impl SubwordTokenizer {
         tokenizer.with_padding(None);
         Ok(SubwordTokenizer {
             pad_id: pad_id(&tokenizer),
+            fast: super::fast_wordpiece::FastWordPiece::of(&tokenizer).map(std::sync::Arc::new),
             tokenizer,
             max_length,
             padding: padding.clone(),
@@ -85,8 +88,37 @@ impl SubwordTokenizer {
         }
     }
 
-    /// Each text's pieces (truncated to `max_length`) and their token types.
+    /// Each text's pieces (truncated to `max_length`) and their token types. ASCII texts of a
+    /// BERT WordPiece tokenizer go through its plain-Rust twin, on all cores; the others
+    /// through the tokenizer.
     pub fn tokenize(&self, texts: &[&str]) -> Vec<Tokens> {
+        use rayon::prelude::*;
+        let Some(fast) = &self.fast else {
+            return self.tokenize_slowly(texts);
+        };
+        let mut out: Vec<Option<Tokens>> = (texts.par_iter())
+            .map_init(String::new, |buf, text| {
+                let ids = fast.ids(text, self.max_length, buf)?;
+                Some(Tokens {
+                    ids,
+                    type_ids: Vec::new(),
+                })
+            })
+            .collect();
+        let left: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
+        if !left.is_empty() {
+            let slow = self.tokenize_slowly(&left.iter().map(|&i| texts[i]).collect::<Vec<_>>());
+            for (i, tokens) in left.into_iter().zip(slow) {
+                out[i] = Some(tokens);
+            }
+        }
+        out.into_iter()
+            .map(|t| t.expect("every text encoded"))
+            .collect()
+    }
+
+    /// [`SubwordTokenizer::tokenize`] through the tokenizers crate.
+    pub fn tokenize_slowly(&self, texts: &[&str]) -> Vec<Tokens> {
         let encodings = self
             .tokenizer
             .encode_batch_fast(texts.to_vec(), true)

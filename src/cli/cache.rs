@@ -125,11 +125,5 @@ fn size(bytes: u64) -> String {
 }
 
 fn age(modified: std::time::SystemTime) -> String {
-    let s = modified.elapsed().map_or(0, |d| d.as_secs());
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m", s / 60),
-        7200..=172_799 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
+    super::runs::age_of(modified.elapsed().map_or(0, |d| d.as_secs()))
 }

@@ -197,12 +197,6 @@ impl TrainedRun {
             },
         )?
     }
-
-    /// The encoded cache the run's spec names, when its runs dir exists from here (so
-    /// `pipe eval` run from elsewhere makes no folders; it then encodes in memory).
-    fn data_cache(&self) -> Option<PathBuf> {
-        self.loaded.spec.runtime.existing_data_cache()
-    }
 }
 
 struct Infer<'a> {
@@ -241,7 +235,8 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     // Every row of the file, through the encoded cache: a second eval of the same file (or the
     // run's own test file) maps the rows encoded before.
     dataset.limit = None;
-    let cache = trained.data_cache();
+    // Only where the run's runs dir exists from here: eval run elsewhere makes no folders.
+    let cache = trained.loaded.spec.runtime.existing_data_cache();
     let rows = encode_file(&args.data, &dataset, &trained.vectorizer, cache.as_deref())?;
     let split = EncodedSplit::new(rows, trained.vectorizer.padding());
     let probs = trained.probabilities_of(&split, &args.device, args.batch_size)?;

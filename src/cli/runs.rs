@@ -19,9 +19,12 @@ fn age(started: &str) -> String {
     let Ok(t) = chrono::DateTime::parse_from_rfc3339(started) else {
         return "?".into();
     };
-    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-        .num_seconds()
-        .max(0);
+    let s = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
+    age_of(s.max(0) as u64)
+}
+
+/// `s` seconds as the tables show an age: `42s`, `17m`, `5h`, `3d`.
+pub(super) fn age_of(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
         120..=7199 => format!("{}m", s / 60),

@@ -212,6 +212,22 @@ impl RowsBuilder {
         self.labels.len()
     }
 
+    /// Encodes `texts` with `vectorizer` and appends them with their labels (`labels[i]`, or 0
+    /// past its end), at most [`ENCODE_CHUNK`] texts at a time.
+    pub fn push_texts(
+        &mut self,
+        vectorizer: &crate::vectorize::Vectorizer,
+        texts: &[&str],
+        labels: &[i32],
+    ) {
+        for (c, chunk) in texts.chunks(ENCODE_CHUNK).enumerate() {
+            for (i, tokens) in vectorizer.tokenize(chunk).iter().enumerate() {
+                let label = labels.get(c * ENCODE_CHUNK + i).copied().unwrap_or(0);
+                self.push(tokens, label);
+            }
+        }
+    }
+
     pub fn push(&mut self, tokens: &Tokens, label: i32) {
         let before = *self.offsets.last().expect("starts with 0") as usize;
         for &id in &tokens.ids {
@@ -291,12 +307,7 @@ impl EncodedSplit {
         labels: &[i32],
     ) -> Self {
         let mut builder = RowsBuilder::new(vectorizer.vocab_size());
-        for chunk in (0..texts.len()).collect::<Vec<_>>().chunks(ENCODE_CHUNK) {
-            let part: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            for (tokens, &i) in vectorizer.tokenize(&part).iter().zip(chunk) {
-                builder.push(tokens, labels.get(i).copied().unwrap_or(0));
-            }
-        }
+        builder.push_texts(vectorizer, texts, labels);
         EncodedSplit::new(Arc::new(builder.finish(&[0; 32])), vectorizer.padding())
     }
 

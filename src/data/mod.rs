@@ -77,11 +77,6 @@ pub fn format_of_file(path: &Path, pipeline: &DatasetFormat) -> DatasetFormat {
     }
 }
 
-/// Reads any file in the dataset's format (used by `pipe eval --data`).
-pub fn read(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
-    source::load(path, &source_options(spec, None))
-}
-
 /// The texts of a file to classify (`pipe predict --data`), with the dataset's text columns;
 /// labels are neither needed nor read.
 pub fn read_texts(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
@@ -179,7 +174,7 @@ fn learn_vectorizer(
 
 /// Which of `rows` rows a validation fraction holds out: `round(fraction · rows)` of them,
 /// picked by a ChaCha8 shuffle of the seed, so the same seed gives the same split on every
-/// platform (the rule of [`source::split_fraction`]).
+/// platform; both parts keep file order.
 pub(crate) fn validation_rows(rows: usize, fraction: f64, seed: u64) -> Vec<bool> {
     use rand::SeedableRng;
     use rand::seq::SliceRandom;
@@ -223,9 +218,7 @@ pub fn encode_file(
     let mut labels: Vec<i32> = Vec::with_capacity(ENCODE_CHUNK);
     let encode = |texts: &mut Vec<String>, labels: &mut Vec<i32>, builder: &mut RowsBuilder| {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        for (tokens, &label) in vectorizer.tokenize(&refs).iter().zip(labels.iter()) {
-            builder.push(tokens, label);
-        }
+        builder.push_texts(vectorizer, &refs, labels);
         texts.clear();
         labels.clear();
     };

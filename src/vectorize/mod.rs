@@ -110,20 +110,6 @@ impl Fitting {
 }
 
 impl Vectorizer {
-    /// Builds the vectorizer for a spec, adapting on the train texts where it learns a vocabulary.
-    pub fn fit<'a>(
-        spec: &VectorizerSpec,
-        train_texts: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self> {
-        let mut fitting = Fitting::new(spec)?;
-        if fitting.needs_texts() {
-            for text in train_texts {
-                fitting.add(text)?;
-            }
-        }
-        fitting.finish()
-    }
-
     /// Loads what [`Vectorizer::save`] wrote into a run folder's `vectorizer/`.
     pub fn load(spec: &VectorizerSpec, dir: &Path) -> Result<Self> {
         match spec {

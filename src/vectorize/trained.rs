@@ -26,7 +26,6 @@ use tokenizers::{
     Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, Tokenizer,
 };
 
-use super::SubwordTokenizer;
 use crate::spec::vectorizer::TrainedTokenizerSpec;
 
 /// Padding, id 0 in both kinds (as `text_vectorization`'s "").
@@ -42,18 +41,6 @@ const MAX_WORD_CHARS: usize = 100;
 pub enum SubwordKind {
     WordPiece,
     Bpe,
-}
-
-impl SubwordTokenizer {
-    /// Learns a `kind` vocabulary from `texts` as `spec` says.
-    pub fn train<'a>(
-        kind: SubwordKind,
-        spec: &TrainedTokenizerSpec,
-        texts: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self> {
-        let tokenizer = train_tokenizer(kind, spec, texts)?;
-        Self::new(tokenizer, spec.max_length, &spec.padding)
-    }
 }
 
 /// The trained tokenizers-crate tokenizer (what the run folder's tokenizer.json holds).

@@ -66,6 +66,17 @@ pub fn tune_allocator() {
     }
 }
 
+/// Hands the heap's free pages back to the system. With the thresholds above glibc never does
+/// so itself, so a large buffer freed once (the encoded rows built before they are written to
+/// the cache and mapped back) would stay resident for the whole run.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns unused pages; it is safe to call at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Sizes rayon's global pool, which burn-flex and pipe's fused kernels (src/fused) both run
 /// on, to `runtime.threads`. It must run before any parallel work: the pool starts once per
 /// process and keeps its size.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::load_plan;
+use super::{DataFiles, load_plan};
 use crate::backend::{DeviceChoice, dispatch};
 use crate::bench::peers::{self, PeerResult};
 use crate::bench::{Case, Measurement, Timing, median};
@@ -81,7 +81,7 @@ fn encoded(
 ) -> Result<(crate::spec::LoadedSpec, crate::graph::Plan, EncodedSplit)> {
     let mut sets = sets.to_vec();
     sets.push(format!("dataset.limit={rows}"));
-    let (loaded, plan) = load_plan(spec_path, &sets, true)
+    let (loaded, plan) = load_plan(spec_path, &sets, DataFiles::Checked)
         .map_err(|_| anyhow::anyhow!("{} does not check", spec_path.display()))?;
     let vectorizer = crate::data::fit_vectorizer(&loaded.spec, None)?;
     let splits = encode_splits(&loaded.spec.dataset, loaded.spec.seed, &vectorizer, None)?;

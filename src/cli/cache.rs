@@ -1,5 +1,5 @@
 //! `pipe cache [--runs-dir DIR] [--clear]`: the caches under a runs dir: the encoded cache
-//! (each data file's encoded rows, `.data-cache/`) and the frozen-feature cache
+//! (each data file's parsed texts and encoded rows, `.data-cache/`) and the frozen-feature cache
 //! (`.feature-cache/`), file by file with size and age; `--clear` removes them.
 
 use std::path::PathBuf;
@@ -28,9 +28,10 @@ pub struct CacheArgs {
 pub fn run(args: CacheArgs) -> Result<i32> {
     let data_dir =
         (args.data_cache_dir.clone()).unwrap_or_else(|| cache::default_dir(&args.runs_dir));
-    let kind = |e: &cache::Entry| match e.path.is_dir() {
-        true => "vectorizer",
-        false => "encoded rows",
+    let kind = |e: &cache::Entry| match e.path.extension().and_then(|x| x.to_str()) {
+        Some(crate::data::parsed::EXTENSION) => "parsed texts",
+        _ if e.path.is_dir() => "vectorizer",
+        _ => "encoded rows",
     };
     let mut listed: Vec<(&str, cache::Entry)> = (cache::entries(&data_dir).into_iter())
         .map(|e| (kind(&e), e))

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{Overrides, load_plan};
+use super::{DataFiles, Overrides, load_plan};
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -17,7 +17,7 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> Result<i32> {
-    let (loaded, plan) = match load_plan(&args.spec, &args.overrides.sets, true) {
+    let (loaded, plan) = match load_plan(&args.spec, &args.overrides.sets, DataFiles::Checked) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

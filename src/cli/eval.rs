@@ -10,7 +10,7 @@ use super::load_trained_plan;
 use crate::backend::{BackendTask, DeviceChoice, dispatch};
 use crate::compare::{ImageKind, plot_confusion};
 use crate::data::EncodedSplit;
-use crate::data::{Example, encode_file};
+use crate::data::encode_file;
 use crate::graph::{Graph, Plan};
 use crate::run::{RunDir, atomic_write, checkpoint};
 use crate::spec::LoadedSpec;
@@ -167,19 +167,6 @@ impl TrainedRun {
         }))
     }
 
-    /// Class probabilities for each example.
-    pub fn probabilities(
-        &self,
-        examples: &[Example],
-        device: &DeviceChoice,
-        batch_size: usize,
-    ) -> Result<Vec<Vec<f32>>> {
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let labels: Vec<i32> = examples.iter().map(|e| e.label as i32).collect();
-        let split = EncodedSplit::encode(&self.vectorizer, &texts, &labels);
-        self.probabilities_of(&split, device, batch_size)
-    }
-
     /// Class probabilities for each row of `split`.
     pub fn probabilities_of(
         &self,
@@ -187,13 +174,32 @@ impl TrainedRun {
         device: &DeviceChoice,
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
+        let mut next = Some(split.clone());
+        let mut out = Vec::new();
+        self.probabilities_each(device, batch_size, &mut || Ok(next.take()), &mut |p| {
+            out = p;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Class probabilities of one split after another, on one model loaded once: `next` hands
+    /// the splits over until it gives `None`, `done` gets each one's probabilities in row order.
+    pub fn probabilities_each(
+        &self,
+        device: &DeviceChoice,
+        batch_size: usize,
+        next: &mut dyn FnMut() -> Result<Option<EncodedSplit>>,
+        done: &mut dyn FnMut(Vec<Vec<f32>>) -> Result<()>,
+    ) -> Result<()> {
         dispatch(
             device,
             Infer {
                 plan: &self.plan,
                 weights: self.weights.clone(),
-                split,
                 batch_size,
+                next,
+                done,
             },
         )?
     }
@@ -202,18 +208,22 @@ impl TrainedRun {
 struct Infer<'a> {
     plan: &'a Plan,
     weights: PathBuf,
-    split: &'a EncodedSplit,
     batch_size: usize,
+    next: &'a mut dyn FnMut() -> Result<Option<EncodedSplit>>,
+    done: &'a mut dyn FnMut(Vec<Vec<f32>>) -> Result<()>,
 }
 
 impl BackendTask for Infer<'_> {
-    type Output = Result<Vec<Vec<f32>>>;
+    type Output = Result<()>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         // Inference runs on the inner backend: no autodiff graph, dropout off.
         let model = Graph::<B::InnerBackend>::init(self.plan, &device, false)
             .map_err(anyhow::Error::msg)?;
         let model = checkpoint::load(model, &self.weights)?;
-        Ok(predict(&model, self.split, self.batch_size, &device))
+        while let Some(split) = (self.next)()? {
+            (self.done)(predict(&model, &split, self.batch_size, &device))?;
+        }
+        Ok(())
     }
 }
 

@@ -129,18 +129,18 @@ fn dispatch(cli: Cli) -> i32 {
 pub fn load_plan(
     path: &Path,
     sets: &[String],
-    check_files: bool,
+    files: DataFiles,
 ) -> Result<(LoadedSpec, Plan), i32> {
-    load_plan_with(path, &OverrideLayers::new_run(sets), check_files)
+    load_plan_with(path, &OverrideLayers::new_run(sets), files)
 }
 
 /// Loads and resolves a run folder's pipeline.toml as it is: no `PIPE_*` variable or `--set`
 /// applies (they are for new runs), and a pretrained tokenizer is the one the run saved.
-pub fn load_run_plan(run: &RunDir, check_files: bool) -> Result<(LoadedSpec, Plan), i32> {
+pub fn load_run_plan(run: &RunDir, files: DataFiles) -> Result<(LoadedSpec, Plan), i32> {
     resolve_loaded(
         load_spec_with(&run.pipeline(), &OverrideLayers::default()),
         Some(run.vectorizer_dir()),
-        check_files,
+        files,
     )
 }
 
@@ -152,7 +152,7 @@ pub fn load_trained_plan(run: &RunDir) -> Result<(LoadedSpec, Plan), i32> {
     resolve_loaded(
         loaded.map(|l| with_saved_pretrained(l, run)),
         Some(run.vectorizer_dir()),
-        false,
+        DataFiles::Unread,
     )
 }
 
@@ -182,15 +182,15 @@ fn with_saved_pretrained(mut loaded: LoadedSpec, run: &RunDir) -> LoadedSpec {
 pub fn load_plan_with(
     path: &Path,
     layers: &OverrideLayers,
-    check_files: bool,
+    files: DataFiles,
 ) -> Result<(LoadedSpec, Plan), i32> {
-    resolve_loaded(load_spec_with(path, layers), None, check_files)
+    resolve_loaded(load_spec_with(path, layers), None, files)
 }
 
 fn resolve_loaded(
     loaded: Result<LoadedSpec, Diagnostics>,
     vectorizer_dir: Option<PathBuf>,
-    check_files: bool,
+    files: DataFiles,
 ) -> Result<(LoadedSpec, Plan), i32> {
     let report = |d: Diagnostics| {
         errln!("{d}");
@@ -199,11 +199,17 @@ fn resolve_loaded(
     let mut loaded = loaded.map_err(report)?;
     loaded.vectorizer_dir = vectorizer_dir.filter(|d| d.is_dir());
     let mut errors = std::mem::take(&mut loaded.errors);
-    infer_labels(&mut loaded, &mut errors);
-    if check_files {
+    infer_labels(&mut loaded, &mut errors, files);
+    if files != DataFiles::Unread {
         check_data_heads(&loaded, &mut errors);
     }
-    let plan = plan::resolve_with(&loaded, check_files);
+    let plan = plan::resolve_with(&loaded, files != DataFiles::Unread);
+    if plan.is_err() || !errors.is_empty() {
+        // A refused spec leaves nothing behind.
+        for dir in &loaded.created_dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
     match plan {
         Ok(plan) if errors.is_empty() => Ok((loaded, plan)),
         Ok(_) => Err(report(errors)),
@@ -246,13 +252,25 @@ fn check_data_heads(loaded: &LoadedSpec, errors: &mut Diagnostics) {
 /// A spec without `dataset.labels` takes the train file's classes; the test file must not
 /// hold others (its rows would have no output to go to). A train file that is absent is
 /// reported by the plan, once.
-pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
+pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics, files: DataFiles) {
     let dataset = &mut loaded.spec.dataset;
     if !dataset.labels.is_empty() || !Path::new(&dataset.train).exists() {
         return;
     }
     let why = "the classes come from the train file: `dataset.labels` is omitted";
-    let cache = loaded.spec.runtime.existing_data_cache();
+    let cache = match files {
+        DataFiles::Cached => loaded.spec.runtime.data_cache(),
+        _ => loaded.spec.runtime.existing_data_cache(),
+    };
+    if let Some(dir) = cache.as_deref().filter(|_| files == DataFiles::Cached) {
+        // The outermost folder that parsing will create, if any.
+        let missing = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists());
+        loaded
+            .created_dirs
+            .extend(missing.last().map(Path::to_path_buf));
+    }
     let dataset = &mut loaded.spec.dataset;
     match crate::data::infer_missing_labels(dataset, cache.as_deref()) {
         Ok(found) => loaded.inferred_labels = found,
@@ -267,6 +285,19 @@ pub(crate) fn infer_labels(loaded: &mut LoadedSpec, errors: &mut Diagnostics) {
     if let Err(e) = crate::data::check_rows_once(Path::new(test), dataset, cache.as_deref()) {
         errors.push(loaded.source.value("dataset.test"), format!("{e} ({why})"));
     }
+}
+
+/// How resolving a spec treats its data files.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DataFiles {
+    /// Neither read nor required to exist (`pipe summary`; a trained run's verbs).
+    Unread,
+    /// Read and checked, through the data cache where it already exists (check, sweep, bench):
+    /// a verb that only looks creates no folder.
+    Checked,
+    /// Read, checked and parsed into the data cache, created if need be: a new run then reads
+    /// each data file once.
+    Cached,
 }
 
 /// Common `--set` handling.

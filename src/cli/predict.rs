@@ -9,8 +9,7 @@ use anyhow::{Context, Result};
 
 use super::eval::{TrainedRun, Weights, argmax};
 use crate::backend::DeviceChoice;
-use crate::data::Example;
-use crate::run::atomic_write;
+use crate::data::EncodedSplit;
 
 #[derive(clap::Args, Debug)]
 #[command(
@@ -50,6 +49,13 @@ enum Sink {
     Csv,
 }
 
+/// Texts are read, encoded and classified this many at a time, so that a file or a stdin of any
+/// length streams through in bounded memory, each prediction written as its chunk is done.
+const CHUNK_TEXTS: usize = 8192;
+
+/// A chunk of inputs in order; `None` is a blank stdin line, answered by a blank line.
+type Chunk = Result<Vec<Option<String>>>;
+
 pub fn run(args: PredictArgs) -> Result<i32> {
     let sink = match args.out.as_deref().map(out_kind) {
         None if args.json => Sink::JsonLines,
@@ -64,68 +70,173 @@ pub fn run(args: PredictArgs) -> Result<i32> {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
-    // `None`: a blank input line, which gets a blank answer in its place.
-    let texts: Vec<Option<String>> = match &args.data {
-        Some(data) => {
-            let mut dataset = trained.loaded.spec.dataset.clone();
-            dataset.format = crate::data::format_of_file(data, &dataset.format);
-            let rows = crate::data::read_texts(data, &dataset)?;
-            rows.into_iter().map(|e| Some(e.text)).collect()
-        }
-        None => read_texts(&args.texts)?,
-    };
-    let examples: Vec<Example> = texts
-        .iter()
-        .flatten()
-        .map(|t| Example {
-            text: t.clone(),
-            label: 0,
-        })
-        .collect();
-    let probs = trained.probabilities(&examples, &args.device, args.batch_size)?;
+    let mut dataset = trained.loaded.spec.dataset.clone();
+    if let Some(data) = &args.data {
+        dataset.format = crate::data::format_of_file(data, &dataset.format);
+    }
     let labels = &trained.loaded.spec.dataset.labels;
-    // A text and its probabilities (one per text, in order), or `None` for a blank line.
-    let mut probs = probs.iter();
-    let rows: Vec<Row> = texts
-        .iter()
-        .map(|t| {
-            let text = t.as_deref()?;
-            Some((text, probs.next()?.as_slice()))
-        })
-        .collect();
-    match (&args.out, sink) {
-        (Some(out), Sink::Csv) => write_file(out, &csv_rows(labels, &rows)?)?,
-        (Some(out), _) => write_file(out, json_rows(labels, &rows).as_bytes())?,
-        (None, Sink::JsonLines) => out!("{}", json_rows(labels, &rows)),
-        (None, _) => {
-            for row in &rows {
-                outln!(
-                    "{}",
-                    row.map(|(_, p)| plain_line(labels, p)).unwrap_or_default()
-                );
+    let mut output = Output::open(args.out.as_deref(), sink, labels)?;
+    let (chunks, inputs) = std::sync::mpsc::sync_channel::<Chunk>(2);
+    std::thread::scope(|scope| -> Result<()> {
+        let (data, texts) = (args.data.as_deref(), &args.texts);
+        scope.spawn(move || read_inputs(data, &dataset, texts, &chunks));
+        // The chunks handed to the model, oldest first, until their predictions are written.
+        let pending = std::cell::RefCell::new(std::collections::VecDeque::new());
+        let vectorizer = &trained.vectorizer;
+        trained.probabilities_each(
+            &args.device,
+            args.batch_size,
+            &mut || {
+                let Ok(chunk) = inputs.recv() else {
+                    return Ok(None);
+                };
+                let chunk = chunk?;
+                let texts: Vec<&str> = chunk.iter().flatten().map(String::as_str).collect();
+                let split = EncodedSplit::encode(vectorizer, &texts, &vec![0; texts.len()]);
+                pending.borrow_mut().push_back(chunk);
+                Ok(Some(split))
+            },
+            &mut |probs| {
+                let chunk = pending.borrow_mut().pop_front().expect("a chunk per split");
+                output.write(&chunk, &probs)
+            },
+        )
+    })?;
+    output.finish()?;
+    Ok(0)
+}
+
+/// Sends the inputs in chunks: the rows of `data`, else `texts` with `-` read from stdin line
+/// by line. Stops early when the receiver is gone (the model failed).
+fn read_inputs(
+    data: Option<&Path>,
+    dataset: &crate::spec::dataset::DatasetSpec,
+    texts: &[String],
+    chunks: &std::sync::mpsc::SyncSender<Chunk>,
+) {
+    let mut chunk = Vec::with_capacity(CHUNK_TEXTS);
+    let mut push = |text: Option<String>| -> bool {
+        chunk.push(text);
+        if chunk.len() < CHUNK_TEXTS {
+            return true;
+        }
+        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_TEXTS));
+        chunks.send(Ok(full)).is_ok()
+    };
+    let read: Result<()> = match data {
+        Some(data) => {
+            let gone = || crate::data::DataError::Read {
+                path: data.to_path_buf(),
+                error: std::io::Error::other("nobody reads the predictions any more"),
+            };
+            crate::data::each_text(data, dataset, &mut |text| match push(Some(text)) {
+                true => Ok(()),
+                false => Err(gone()),
+            })
+            .map(drop)
+            .map_err(Into::into)
+        }
+        None => read_texts(texts, &mut push),
+    };
+    let _ = match read {
+        Ok(()) if chunk.is_empty() => Ok(()),
+        Ok(()) => chunks.send(Ok(chunk)),
+        Err(e) => chunks.send(Err(e)),
+    };
+}
+
+/// The texts given as arguments into `push`, with `-` read from stdin line by line (a blank
+/// line is `None`), until `push` says stop.
+fn read_texts(args: &[String], push: &mut dyn FnMut(Option<String>) -> bool) -> Result<()> {
+    for t in args {
+        if t != "-" {
+            if !push(Some(t.clone())) {
+                return Ok(());
+            }
+            continue;
+        }
+        for line in std::io::stdin().lock().lines() {
+            let line = line.context("reading stdin")?;
+            if !push((!line.trim().is_empty()).then_some(line)) {
+                return Ok(());
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 /// One input's text and class probabilities; `None` for a blank line.
 type Row<'a> = Option<(&'a str, &'a [f32])>;
 
-/// The texts given as arguments, with `-` read from stdin line by line.
-fn read_texts(args: &[String]) -> Result<Vec<Option<String>>> {
-    let mut texts = Vec::new();
-    for t in args {
-        if t != "-" {
-            texts.push(Some(t.clone()));
-            continue;
-        }
-        for line in std::io::stdin().lock().lines() {
-            let line = line.context("reading stdin")?;
-            texts.push((!line.trim().is_empty()).then_some(line));
-        }
+/// Where predictions are written as they come: stdout, or a temporary file beside `--out`
+/// renamed into place at the end (an interrupted predict leaves no half file).
+struct Output<'a> {
+    kind: Sink,
+    labels: &'a [String],
+    file: Option<(PathBuf, std::io::BufWriter<tempfile::NamedTempFile>)>,
+    /// Whether anything was written yet (a CSV's header goes first).
+    started: bool,
+}
+
+impl<'a> Output<'a> {
+    fn open(out: Option<&Path>, kind: Sink, labels: &'a [String]) -> Result<Self> {
+        let file = match out {
+            Some(path) => {
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                let tmp = crate::run::shared_temp_file(dir)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                Some((path.to_path_buf(), std::io::BufWriter::new(tmp)))
+            }
+            None => None,
+        };
+        Ok(Output {
+            kind,
+            labels,
+            file,
+            started: false,
+        })
     }
-    Ok(texts)
+
+    fn write(&mut self, chunk: &[Option<String>], probs: &[Vec<f32>]) -> Result<()> {
+        let mut probs = probs.iter();
+        let rows: Vec<Row> = (chunk.iter())
+            .map(|t| Some((t.as_deref()?, probs.next()?.as_slice())))
+            .collect();
+        let labels = self.labels;
+        let text = match self.kind {
+            Sink::Csv => csv_rows(labels, &rows, !self.started)?,
+            Sink::JsonLines => json_rows(labels, &rows),
+            Sink::Lines => (rows.iter())
+                .map(|row| row.map(|(_, p)| plain_line(labels, p)).unwrap_or_default() + "\n")
+                .collect(),
+        };
+        self.started = true;
+        match &mut self.file {
+            Some((path, file)) => std::io::Write::write_all(file, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?,
+            None => out!("{text}"),
+        }
+        Ok(())
+    }
+
+    /// Renames the file into place; a CSV of no rows still gets its header.
+    fn finish(mut self) -> Result<()> {
+        if self.kind == Sink::Csv && !self.started {
+            self.write(&[], &[])?;
+        }
+        let Some((path, file)) = self.file else {
+            return Ok(());
+        };
+        let named = |e: std::io::Error| anyhow::anyhow!("writing {}: {e}", path.display());
+        let file = file.into_inner().map_err(|e| named(e.into_error()))?;
+        file.as_file().sync_all().map_err(named)?;
+        file.persist(&path).map_err(|e| named(e.error))?;
+        errln!("wrote {}", path.display());
+        Ok(())
+    }
 }
 
 /// The kind of file `--out` names, by its extension.
@@ -141,12 +252,6 @@ fn out_kind(path: &Path) -> Result<Sink, String> {
             path.display()
         )),
     }
-}
-
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    atomic_write(path, bytes)?;
-    errln!("wrote {}", path.display());
-    Ok(())
 }
 
 /// `label<TAB>class=p class=p …`, as the terminal shows a prediction.
@@ -183,13 +288,16 @@ fn json_rows(labels: &[String], rows: &[Row]) -> String {
     out
 }
 
-/// A CSV with a header: `label`, one probability column per class, then `text`.
-fn csv_rows(labels: &[String], rows: &[Row]) -> Result<Vec<u8>> {
+/// CSV rows: `label`, one probability column per class, then `text`; with `header`, the
+/// column names first.
+fn csv_rows(labels: &[String], rows: &[Row], header: bool) -> Result<String> {
     let mut writer = csv::Writer::from_writer(Vec::new());
-    let header = std::iter::once("label")
-        .chain(labels.iter().map(String::as_str))
-        .chain(std::iter::once("text"));
-    writer.write_record(header)?;
+    if header {
+        let names = std::iter::once("label")
+            .chain(labels.iter().map(String::as_str))
+            .chain(std::iter::once("text"));
+        writer.write_record(names)?;
+    }
     for row in rows {
         let record: Vec<String> = match row {
             Some((text, p)) => std::iter::once(labels[argmax(p)].clone())
@@ -201,5 +309,6 @@ fn csv_rows(labels: &[String], rows: &[Row]) -> Result<Vec<u8>> {
         };
         writer.write_record(&record)?;
     }
-    Ok(writer.into_inner().map_err(|e| e.into_error())?)
+    let bytes = writer.into_inner().map_err(|e| e.into_error())?;
+    Ok(String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8"))
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{
-    EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides, load_plan_with,
-    load_run_plan, panic, progress,
+    DataFiles, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides,
+    load_plan_with, load_run_plan, panic, progress,
 };
 use crate::backend::{DeviceChoice, dispatch_with, set_cpu_threads};
 use crate::data::EncodedSplit;
@@ -104,10 +104,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
             .flags
             .push(("--devices".into(), "runtime.devices".into(), d.clone()));
     }
-    let (loaded, plan) = match load_plan_with(&spec_path, &layers, true) {
+    let (loaded, plan) = match load_plan_with(&spec_path, &layers, DataFiles::Cached) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
+    let mut created = CreatedDirs(loaded.created_dirs.clone());
     if loaded.spec.stages.is_empty() {
         errln!(
             "{}: error: the pipeline has no [[stages]] to run",
@@ -130,6 +131,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         None => RunDir::create(&runs_dir, &loaded.spec.name),
     }
     .with_context(|| format!("creating a run folder under {}", runs_dir.display()))?;
+    created.keep();
     start_log(&run, false)?;
     let record = RunRecord {
         status: RunStatus::Running,
@@ -163,6 +165,24 @@ pub fn run(args: RunArgs) -> Result<i32> {
     write_static_files(&run, &loaded, &plan)?;
     record.save(&run.run_json())?;
     drive(&args, &loaded, &plan, &run, &device, record, None)
+}
+
+/// The folders resolving a new run's spec created (its data cache), removed again when the run
+/// is refused before its own folder exists.
+struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    fn keep(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for dir in &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
@@ -209,7 +229,7 @@ fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
         }
     };
     // The run's own spec, as it is: overrides in the environment are for new runs.
-    let (loaded, plan) = match load_run_plan(&run, true) {
+    let (loaded, plan) = match load_run_plan(&run, DataFiles::Cached) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

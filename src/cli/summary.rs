@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::{Overrides, load_plan};
+use super::{DataFiles, Overrides, load_plan};
 use crate::graph::summary_table;
 
 #[derive(clap::Args, Debug)]
@@ -19,7 +19,7 @@ pub struct SummaryArgs {
 
 pub fn run(args: SummaryArgs) -> Result<i32> {
     // The table needs shapes, not data: do not insist that data files exist.
-    let (loaded, plan) = match load_plan(&args.spec, &args.overrides.sets, false) {
+    let (loaded, plan) = match load_plan(&args.spec, &args.overrides.sets, DataFiles::Unread) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

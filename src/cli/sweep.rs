@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::{EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides, load_plan};
+use super::{DataFiles, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides, load_plan};
 use crate::compare::{Format, build_table, load_runs, render};
 use crate::graph::plan;
 use crate::run::{RunRecord, RunStatus, atomic_write};
@@ -181,7 +181,7 @@ impl SweepRecord {
 pub fn run(mut args: SweepArgs) -> Result<i32> {
     // The product is the run folder: a reader that goes away must not stop the training.
     crate::console::keep_running_when_closed();
-    let (loaded, _) = match load_plan(&args.spec, &args.overrides.sets, true) {
+    let (loaded, _) = match load_plan(&args.spec, &args.overrides.sets, DataFiles::Checked) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
@@ -364,7 +364,7 @@ fn all_trials_check(args: &SweepArgs, trials: &[Trial]) -> bool {
             .collect();
         let result = load_spec(&args.spec, &sets).and_then(|mut l| {
             let mut errors = crate::error::Diagnostics::default();
-            super::infer_labels(&mut l, &mut errors);
+            super::infer_labels(&mut l, &mut errors, super::DataFiles::Cached);
             if !errors.is_empty() {
                 return Err(errors);
             }

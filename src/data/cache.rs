@@ -53,7 +53,7 @@ pub fn vectorizer_key(
 }
 
 /// Feeds the options that pick `path`'s rows and labels, and its contents, to `h`.
-fn source_identity(
+pub(super) fn source_identity(
     h: &mut blake3::Hasher,
     path: &Path,
     opts: &SourceOptions,
@@ -115,43 +115,6 @@ fn content_hash(path: &Path) -> std::io::Result<[u8; 32]> {
         seen.get_or_insert_default().insert(id, hash);
     }
     Ok(hash)
-}
-
-/// `compute`'s answer about `path`'s rows (as `opts` reads them), kept in `dir` as
-/// `<key>.<what>.json` so that later runs on the same file skip the pass over it: the classes a
-/// train file holds, or that a test file was checked. Without `dir`, or when the file cannot be
-/// hashed, it is computed.
-pub fn remembered<T: serde::Serialize + serde::de::DeserializeOwned>(
-    dir: Option<&Path>,
-    what: &str,
-    path: &Path,
-    opts: &SourceOptions,
-    compute: impl FnOnce() -> Result<T, super::DataError>,
-) -> Result<T, super::DataError> {
-    let key = dir.and_then(|_| {
-        let mut h = blake3::Hasher::new();
-        h.update(b"pipe data fact\0")
-            .update(what.as_bytes())
-            .update(b"\0");
-        source_identity(&mut h, path, opts).ok()?;
-        Some(*h.finalize().as_bytes())
-    });
-    let (Some(dir), Some(key)) = (dir, key) else {
-        return compute();
-    };
-    let file = file_of(dir, &key).with_extension(format!("{what}.json"));
-    let known = std::fs::read(&file).ok();
-    if let Some(value) = known.and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
-        return Ok(value);
-    }
-    let value = compute()?;
-    let json = serde_json::to_vec(&value).expect("a fact serialises");
-    let written =
-        std::fs::create_dir_all(dir).and_then(|()| crate::run::atomic_write(&file, &json));
-    if let Err(e) = written {
-        tracing::warn!(file = %file.display(), error = %e, "data fact not cached");
-    }
-    Ok(value)
 }
 
 /// The folder of the vectorizer cached under `key`.
@@ -225,11 +188,12 @@ pub fn store(dir: &Path, key: &[u8; 32], rows: EncodedRows, source: &Path) -> Ar
         return Arc::new(rows);
     }
     drop(rows);
+    crate::backend::release_free_memory();
     lookup(dir, key).expect("the file just written is whole")
 }
 
 /// The note beside a cache file (`<key>.json`): where its rows came from.
-fn write_note(path: &Path, source: &Path, rows: Option<usize>) -> std::io::Result<()> {
+pub(super) fn write_note(path: &Path, source: &Path, rows: Option<usize>) -> std::io::Result<()> {
     let note = serde_json::json!({
         "source": std::path::absolute(source).unwrap_or(source.to_path_buf()),
         "rows": rows,
@@ -255,14 +219,18 @@ pub fn entries(dir: &Path) -> Vec<Entry> {
     };
     let is = |e: &std::fs::DirEntry, x: &str| e.path().extension().is_some_and(|y| y == x);
     let mut out: Vec<Entry> = (read.flatten())
-        .filter(|e| is(e, EXTENSION) || is(e, VECTORIZER_EXTENSION))
+        .filter(|e| {
+            is(e, EXTENSION) || is(e, super::parsed::EXTENSION) || is(e, VECTORIZER_EXTENSION)
+        })
         .map(|e| {
             let meta = e.metadata().ok();
             let rows = std::fs::File::open(e.path()).ok().and_then(|mut f| {
                 let mut header = vec![0; super::encoded::HEADER_BYTES];
                 f.read_exact(&mut header).ok()?;
                 let word = u64::from_le_bytes(header[16..24].try_into().ok()?);
-                (&header[..8] == super::encoded::MAGIC).then_some(word as usize)
+                let magic = &header[..8];
+                (magic == super::encoded::MAGIC || magic == super::parsed::MAGIC)
+                    .then_some(word as usize)
             });
             let note = std::fs::read(e.path().with_extension("json")).ok();
             let note: Option<serde_json::Value> =

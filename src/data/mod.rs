@@ -5,6 +5,7 @@ pub mod cache;
 mod columnar;
 pub mod compressed;
 pub mod encoded;
+pub mod parsed;
 pub mod source;
 
 use std::path::{Path, PathBuf};
@@ -43,8 +44,8 @@ pub fn source_options(spec: &DatasetSpec, limit: Option<usize>) -> source::Sourc
 }
 
 /// Fills in `labels` from the train file when the spec omits them, returning the classes
-/// found with their row counts (`None` when the spec lists its labels). With `cache`, the
-/// classes found in the same file before are taken from there.
+/// found with their row counts (`None` when the spec lists its labels). With `cache`, the file
+/// is parsed into it (or was before), and the run's later passes read that.
 pub fn infer_missing_labels(
     spec: &mut DatasetSpec,
     cache: Option<&Path>,
@@ -53,9 +54,13 @@ pub fn infer_missing_labels(
         return Ok(None);
     }
     let (path, opts) = (Path::new(&spec.train), source_options(spec, spec.limit));
-    let found = cache::remembered(cache, "labels", path, &opts, || {
-        source::infer_labels(path, &opts)
-    })?;
+    let found = match cache {
+        Some(dir) => parsed::parse_once(dir, path, &opts)?
+            .classes(path, &opts)?
+            .1
+            .expect("no labels are listed, so they are inferred"),
+        None => source::infer_labels(path, &opts)?,
+    };
     spec.labels = found.iter().map(|c| c.label.clone()).collect();
     Ok(Some(found))
 }
@@ -77,10 +82,14 @@ pub fn format_of_file(path: &Path, pipeline: &DatasetFormat) -> DatasetFormat {
     }
 }
 
-/// The texts of a file to classify (`pipe predict --data`), with the dataset's text columns;
-/// labels are neither needed nor read.
-pub fn read_texts(path: &Path, spec: &DatasetSpec) -> Result<Vec<Example>, DataError> {
-    source::load_texts(path, &source_options(spec, None))
+/// The texts of a file to classify (`pipe predict --data`), with the dataset's text columns,
+/// one at a time into `sink`; labels are neither needed nor read.
+pub fn each_text(
+    path: &Path,
+    spec: &DatasetSpec,
+    sink: &mut dyn FnMut(String) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
+    source::each_text(path, &source_options(spec, None), sink)
 }
 
 /// Reads a file of the dataset's as a run does (`limit` applied) and checks every row,
@@ -89,14 +98,41 @@ pub fn check_rows(path: &Path, spec: &DatasetSpec) -> Result<usize, DataError> {
     source::each_row(path, &source_options(spec, spec.limit), &mut |_| Ok(()))
 }
 
-/// [`check_rows`], remembered in `cache` for the same file and options.
+/// [`check_rows`], through the parsed rows in `cache` (parsed there when missing).
 pub fn check_rows_once(
     path: &Path,
     spec: &DatasetSpec,
     cache: Option<&Path>,
 ) -> Result<usize, DataError> {
     let opts = source_options(spec, spec.limit);
-    cache::remembered(cache, "checked", path, &opts, || check_rows(path, spec))
+    match cache {
+        Some(dir) => {
+            let parsed = parsed::parse_once(dir, path, &opts)?;
+            parsed.classes(path, &opts)?;
+            Ok(parsed.rows())
+        }
+        None => check_rows(path, spec),
+    }
+}
+
+/// Each row of `path` as a run reads it, its text and class, in file order: from its parsed
+/// rows in `cache` (parsed there first when missing), else straight from the file. Returns the
+/// row count.
+fn each_labelled_row(
+    path: &Path,
+    opts: &source::SourceOptions,
+    cache: Option<&Path>,
+    sink: &mut dyn FnMut(&str, usize) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
+    match cache {
+        Some(dir) => {
+            let parsed = parsed::parse_once(dir, path, opts)?;
+            let (classes, _) = parsed.classes(path, opts)?;
+            parsed.each(&mut |text, value| sink(text, classes[value]))?;
+            Ok(parsed.rows())
+        }
+        None => source::each_row(path, opts, &mut |e| sink(&e.text, e.label)),
+    }
 }
 
 /// The vectorizer a new run fits: a learned vocabulary counts the words of the train rows
@@ -117,7 +153,7 @@ pub fn fit_vectorizer(
         _ => None,
     };
     let Some(dir) = cache else {
-        return learn_vectorizer(fitting, spec, fraction);
+        return learn_vectorizer(fitting, spec, fraction, None);
     };
     let opts = source_options(dataset, dataset.limit);
     let key = cache::vectorizer_key(path, &opts, &spec.vectorizer, fraction)?;
@@ -134,7 +170,7 @@ pub fn fit_vectorizer(
             }
         }
     }
-    let vectorizer = learn_vectorizer(fitting, spec, fraction)?;
+    let vectorizer = learn_vectorizer(fitting, spec, fraction, Some(dir))?;
     if let Err(e) = cache::store_vectorizer(dir, &key, path, |d| vectorizer.save(d)) {
         tracing::warn!(error = %e, "vectorizer not cached");
     }
@@ -145,27 +181,29 @@ fn learn_vectorizer(
     mut fitting: Fitting,
     spec: &crate::spec::Spec,
     fraction: Option<(f64, u64)>,
+    cache: Option<&Path>,
 ) -> anyhow::Result<Vectorizer> {
     let dataset = &spec.dataset;
     let path = Path::new(&dataset.train);
     let held_out = match fraction {
-        Some((f, seed)) => Some(validation_rows(check_rows(path, dataset)?, f, seed)),
+        Some((f, seed)) => Some(validation_rows(
+            check_rows_once(path, dataset, cache)?,
+            f,
+            seed,
+        )),
         None => None,
     };
     let mut row = 0;
     let mut failed = None;
-    source::each_row(
-        path,
-        &source_options(dataset, dataset.limit),
-        &mut |example| {
-            let held = held_out.as_ref().is_some_and(|h| h[row]);
-            row += 1;
-            if !held && failed.is_none() {
-                failed = fitting.add(&example.text).err();
-            }
-            Ok(())
-        },
-    )?;
+    let opts = source_options(dataset, dataset.limit);
+    each_labelled_row(path, &opts, cache, &mut |text, _| {
+        let held = held_out.as_ref().is_some_and(|h| h[row]);
+        row += 1;
+        if !held && failed.is_none() {
+            failed = fitting.add(text).err();
+        }
+        Ok(())
+    })?;
     match failed {
         Some(e) => Err(e),
         None => fitting.finish(),
@@ -222,9 +260,9 @@ pub fn encode_file(
         texts.clear();
         labels.clear();
     };
-    source::each_row(path, &opts, &mut |example| {
-        texts.push(example.text);
-        labels.push(example.label as i32);
+    each_labelled_row(path, &opts, cache, &mut |text, label| {
+        texts.push(text.to_string());
+        labels.push(label as i32);
         if texts.len() == ENCODE_CHUNK {
             encode(&mut texts, &mut labels, &mut builder);
         }

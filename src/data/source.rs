@@ -214,6 +214,12 @@ pub fn infer_labels(path: &Path, opts: &SourceOptions) -> Result<Vec<LabelCount>
     };
     // Only the label values are kept, not the texts.
     read_rows(path, opts, Some(&mut count), &mut |_| Ok(()))?;
+    Ok(class_order(counts))
+}
+
+/// Classes in the order a run numbers them: numerically when every value is an integer,
+/// else by text.
+fn class_order(counts: std::collections::BTreeMap<String, usize>) -> Vec<LabelCount> {
     let mut labels: Vec<LabelCount> = counts
         .into_iter()
         .map(|(label, rows)| LabelCount { label, rows })
@@ -221,7 +227,106 @@ pub fn infer_labels(path: &Path, opts: &SourceOptions) -> Result<Vec<LabelCount>
     if labels.iter().all(|l| l.label.parse::<i64>().is_ok()) {
         labels.sort_by_key(|l| l.label.parse::<i64>().expect("checked just above"));
     }
-    Ok(labels)
+    labels
+}
+
+/// A label value as a file writes it, with the rows that carry it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RawLabel {
+    pub value: String,
+    /// Written as a JSON number somewhere.
+    pub as_number: bool,
+    /// Written as text (a CSV field, a JSON string) somewhere.
+    pub as_text: bool,
+    pub rows: usize,
+}
+
+/// Reads every row as [`each_row`] does, but keeps each label as written instead of mapping it
+/// to a class: `sink` gets each row's text and the index of its label value in the returned
+/// list (values in order of first appearance). [`classes_of`] maps the values afterwards, so
+/// one pass serves a spec that lists its labels and one that infers them.
+pub fn each_row_raw(
+    path: &Path,
+    opts: &SourceOptions,
+    sink: &mut dyn FnMut(String, usize) -> Result<(), DataError>,
+) -> Result<(usize, Vec<RawLabel>), DataError> {
+    check_options(path, opts)?;
+    let mut values: Vec<RawLabel> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut intern = |value: &str, kind: LabelKind| {
+        let i = *index.entry(value.to_string()).or_insert_with(|| {
+            values.push(RawLabel {
+                value: value.to_string(),
+                as_number: false,
+                as_text: false,
+                rows: 0,
+            });
+            values.len() - 1
+        });
+        let v = &mut values[i];
+        v.rows += 1;
+        match kind {
+            LabelKind::Number => v.as_number = true,
+            LabelKind::Text => v.as_text = true,
+        }
+        Ok(i)
+    };
+    let rows = read_rows(path, opts, Some(&mut intern), &mut |e| {
+        sink(e.text, e.label)
+    })?;
+    Ok((rows, values))
+}
+
+/// The class of each label value [`each_row_raw`] found, for `opts.labels` (listed), or for
+/// the classes inferred from the values when `opts.labels` is empty (returned too). When a
+/// value is refused, the file is read again the usual way, so the error names its first bad
+/// row exactly as a run that reads it directly would.
+pub fn classes_of(
+    path: &Path,
+    opts: &SourceOptions,
+    values: &[RawLabel],
+) -> Result<(Vec<usize>, Option<Vec<LabelCount>>), DataError> {
+    let inferred = match opts.labels.is_empty() {
+        true => {
+            let integer = |v: &RawLabel| v.value.trim().parse::<i64>().is_ok();
+            let mixed = values.iter().any(|v| v.as_number)
+                && values.iter().any(|v| v.as_text && !integer(v));
+            let not_index = opts.format == Format::AgNewsCsv
+                && values.iter().any(|v| v.value.parse::<i64>().is_err());
+            if mixed || not_index {
+                return Err(reread_error(infer_labels(path, opts).err(), path));
+            }
+            let counts = values.iter().map(|v| (v.value.clone(), v.rows)).collect();
+            Some(class_order(counts))
+        }
+        false => None,
+    };
+    let labels: Vec<String> = match &inferred {
+        Some(found) => found.iter().map(|c| c.label.clone()).collect(),
+        None => opts.labels.clone(),
+    };
+    let class = |value: &str| match opts.format {
+        Format::AgNewsCsv => class_index(value, &labels),
+        _ => label_from_str(value, &labels),
+    };
+    match values.iter().map(|v| class(&v.value)).collect() {
+        Ok(classes) => Ok((classes, inferred)),
+        Err(_) => Err(reread_error(
+            each_row(path, opts, &mut |_| Ok(())).err(),
+            path,
+        )),
+    }
+}
+
+/// The error a second, direct reading gave; a reading that found nothing wrong contradicts the
+/// first and is reported as such.
+fn reread_error(error: Option<DataError>, path: &Path) -> DataError {
+    error.unwrap_or_else(|| {
+        options_error(
+            path,
+            "the file changed while it was read: its labels no longer match",
+        )
+    })
 }
 
 fn options_error(path: &Path, message: &str) -> DataError {
@@ -273,25 +378,15 @@ impl LabelKind {
 /// An empty or blank label is refused before it is asked: it is a missing value, not a class.
 pub(super) type ClassOf<'a> = dyn FnMut(&str, LabelKind) -> Result<usize, Problem> + 'a;
 
-/// The texts of a file to classify (`pipe predict --data`): the text columns as a run reads
-/// them, in file order; a label column is not needed, and ignored where present (every
-/// example's label is 0).
-pub fn load_texts(path: &Path, opts: &SourceOptions) -> Result<Vec<Example>, DataError> {
-    check_options(path, opts)?;
-    collect_rows(path, opts, None)
-}
-
-fn collect_rows(
+/// The texts of a file to classify (`pipe predict --data`), one at a time: the text columns
+/// as a run reads them, in file order; a label column is not needed, and ignored where present.
+pub fn each_text(
     path: &Path,
     opts: &SourceOptions,
-    class_of: Option<&mut ClassOf>,
-) -> Result<Vec<Example>, DataError> {
-    let mut examples = Vec::new();
-    read_rows(path, opts, class_of, &mut |e| {
-        examples.push(e);
-        Ok(())
-    })?;
-    Ok(examples)
+    sink: &mut dyn FnMut(String) -> Result<(), DataError>,
+) -> Result<usize, DataError> {
+    check_options(path, opts)?;
+    read_rows(path, opts, None, &mut |e| sink(e.text))
 }
 
 /// Reads the rows into `sink`, returning how many there were; `class_of` maps label values to

@@ -34,7 +34,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// A temporary file in `dir` that becomes readable as the user's umask says once renamed:
 /// tempfile's default mode is 0600, which would keep teammates on shared storage out of run
 /// folders that `File::create` (0666 less the umask) would have let them read.
-fn shared_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub fn shared_temp_file(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
     {

@@ -108,6 +108,10 @@ pub struct LoadedSpec {
     /// The classes read from the train file when the spec omits `dataset.labels` (they are
     /// then also in `spec.dataset.labels`), with their row counts.
     pub inferred_labels: Option<Vec<crate::spec::dataset::LabelCount>>,
+    /// Folders that resolving created: the data cache (and the runs dir above it) when a new
+    /// run parsed its data into them. A run refused before its folder exists removes them, so
+    /// that it leaves nothing behind.
+    pub created_dirs: Vec<std::path::PathBuf>,
 }
 
 /// Loads a spec, failing on any problem.
@@ -270,6 +274,7 @@ fn load_text(file: &str, text: &str, layers: &OverrideLayers) -> Result<LoadedSp
             errors: diags,
             vectorizer_dir: None,
             inferred_labels: None,
+            created_dirs: Vec::new(),
         }),
         None => Err(diags),
     }

@@ -139,6 +139,31 @@ fn eval_json_prints_the_report_and_threads_size_the_pool() {
         assert_eq!(support, 1900, "{printed}");
     }
 
+    // `predict --data` streams a file in chunks of 8,192 texts: a row of the second chunk gets
+    // what the same text alone gets.
+    let predictions = runs.join("predictions.csv");
+    let out = run(&[
+        "predict",
+        folder.to_str().unwrap(),
+        "--data",
+        "data/ag_news/train.csv",
+        "--out",
+        predictions.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let mut rows = csv::Reader::from_path(&predictions).unwrap();
+    let header = rows.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = rows.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 9999);
+    let row = &rows[9000];
+    let alone = run(&["predict", folder.to_str().unwrap(), &row[5], "--json"]);
+    let alone: serde_json::Value = serde_json::from_str(&text(&alone).0).unwrap();
+    assert_eq!(alone["label"], row[0]);
+    for (c, name) in header.iter().enumerate().skip(1).take(4) {
+        let p = alone["probabilities"][name].as_f64().unwrap();
+        assert_eq!(format!("{p:.6}"), row[c], "{name}");
+    }
+
     // The confusion matrix as a figure: a PNG of the size for 4 classes, an SVG with the names.
     for name in ["cm.png", "cm.svg"] {
         let plot = runs.join(name);

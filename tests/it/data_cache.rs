@@ -62,7 +62,10 @@ fn metrics_are_those_of_the_runs_before_the_encoded_cache() {
         let fresh = run_into(&runs, spec, sets, &format!("fresh{i}"));
         assert_eq!(metrics(&fresh), expected, "{spec}: encoded afresh");
         let log = std::fs::read_to_string(fresh.join("log.txt")).unwrap();
-        assert!(!log.contains("from the cache"), "{log}");
+        assert!(!log.contains("encoded rows from the cache"), "{log}");
+        // Each file was parsed once, while the spec was checked; the run's own passes read
+        // that parse.
+        assert!(log.contains("parsed rows from the cache"), "{log}");
         let cached = run_into(&runs, spec, sets, &format!("cached{i}"));
         assert_eq!(metrics(&cached), expected, "{spec}: from the cache");
         let log = std::fs::read_to_string(cached.join("log.txt")).unwrap();
@@ -80,6 +83,14 @@ fn metrics_are_those_of_the_runs_before_the_encoded_cache() {
         expected
     );
     assert!(cache_files(&bare).is_empty());
+    assert!(!bare.join(".data-cache").exists());
+    // One parse per data file and options: the three cases read five.
+    let parsed = std::fs::read_dir(runs.join(".data-cache"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "texts"))
+        .count();
+    assert_eq!(parsed, 5);
 }
 
 #[test]

@@ -86,8 +86,23 @@ fn parquet_batches(
         .map_err(|e| options_error(path, format!("not a readable Parquet file: {e}")))?;
     let path = path.to_path_buf();
     Ok(Box::new(reader.map(move |batch| {
-        batch.map_err(|e| options_error(&path, format!("cannot decode: {e}")))
+        batch.map_err(|e| options_error(&path, parquet_decode_error(&e.to_string())))
     })))
+}
+
+/// What to say when a Parquet batch does not decode: a codec this build leaves out is named,
+/// with the way to rewrite the file in one that it reads.
+fn parquet_decode_error(error: &str) -> String {
+    const LEFT_OUT: &str = "Disabled feature at compile time: ";
+    match error.find(LEFT_OUT) {
+        Some(at) => format!(
+            "compressed with {}, which pipe does not read (it reads Snappy, gzip, LZ4 or \
+             uncompressed Parquet); rewrite it with pyarrow: \
+             pq.write_table(pq.read_table(src), dst, compression=\"snappy\")",
+            error[at + LEFT_OUT.len()..].trim()
+        ),
+        None => format!("cannot decode: {error}"),
+    }
 }
 
 /// The Arrow files of a save_to_disk folder, in the order its state.json gives (else by name).
@@ -321,5 +336,66 @@ fn integer_at(column: &ArrayRef, row: usize) -> String {
         DataType::UInt64 => column.as_primitive::<UInt64Type>().value(row).to_string(),
         // Columns::of admits only strings and integers.
         other => unreachable!("label column of type {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::source::{self, Format};
+    use parquet::basic::{Compression, GzipLevel};
+
+    fn write_parquet(path: &Path, compression: Compression) {
+        let texts = arrow_array::StringArray::from(vec!["the cup final", "stocks fell", "é ü"]);
+        let labels = arrow_array::Int64Array::from(vec![1, 0, 1]);
+        let batch = RecordBatch::try_from_iter([
+            ("text", std::sync::Arc::new(texts) as ArrayRef),
+            ("label", std::sync::Arc::new(labels) as ArrayRef),
+        ])
+        .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(compression)
+            .build();
+        let file = std::fs::File::create(path).unwrap();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props)).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+
+    #[test]
+    fn every_codec_built_in_reads_the_same_rows_and_a_missing_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SourceOptions {
+            format: Format::Parquet,
+            text: vec!["text".into()],
+            label: "label".into(),
+            labels: vec!["other".into(), "sports".into()],
+            unescape_backslash: false,
+            limit: None,
+        };
+        for (name, codec) in [
+            ("none", Compression::UNCOMPRESSED),
+            ("snappy", Compression::SNAPPY),
+            ("gzip", Compression::GZIP(GzipLevel::default())),
+            ("lz4", Compression::LZ4_RAW),
+            ("lz4-hadoop", Compression::LZ4),
+        ] {
+            let path = dir.path().join(format!("{name}.parquet"));
+            write_parquet(&path, codec);
+            let rows = source::load(&path, &opts).unwrap();
+            let got: Vec<(&str, usize)> = rows.iter().map(|e| (e.text.as_str(), e.label)).collect();
+            assert_eq!(
+                got,
+                [("the cup final", 1), ("stocks fell", 0), ("é ü", 1)],
+                "{name}"
+            );
+        }
+        let message = parquet_decode_error("Parquet error: Disabled feature at compile time: zstd");
+        assert!(
+            message.starts_with("compressed with zstd, which pipe does not read")
+                && message.contains("compression=\"snappy\""),
+            "{message}"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod graph;
 pub mod layers;
 pub mod pretrained;
 pub mod run;
+pub mod serve;
 pub mod spec;
 pub mod sweep;
 pub mod text_table;

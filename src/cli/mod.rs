@@ -13,6 +13,7 @@ pub mod progress;
 pub mod run;
 pub mod runs;
 pub mod schema;
+pub mod serve;
 pub mod summary;
 pub mod sweep;
 
@@ -77,6 +78,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Classify texts with a run's final model.
     Predict(predict::PredictArgs),
+    /// Answer predictions over HTTP: JSON, batched, with limits, metrics and a token.
+    Serve(serve::ServeArgs),
     /// Write a run's model in another tool's format (`--format hf`: transformers).
     Export(export::ExportArgs),
     /// Show what a run's attention looks at for a text (terminal, heat-map or JSON).
@@ -107,6 +110,7 @@ fn dispatch(cli: Cli) -> i32 {
         Command::Schema(a) => schema::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Export(a) => export::run(a),
         Command::Attention(a) => attention::run(a),
         Command::Bench(a) => bench::run(a),

@@ -22,6 +22,7 @@ mod reliability;
 mod resume;
 mod run_folder;
 mod schema_and_pipelines;
+mod serve;
 mod spec_errors;
 mod sweep_compare;
 mod trained_tokenizers;

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::tensorboard::EventWriter;
+
 pub const METRICS_HEADER: [&str; 7] = ["stage", "epoch", "step", "split", "loss", "accuracy", "lr"];
 pub const TIMING_HEADER: [&str; 6] = [
     "stage",
@@ -75,6 +77,17 @@ pub struct MetricsLog {
     timing: csv::Writer<File>,
     json: bool,
     rows: usize,
+    /// The TensorBoard event file beside metrics.csv; `None` once writing it failed (the run
+    /// goes on: metrics.csv is the record).
+    events: Option<EventWriter>,
+}
+
+/// The TensorBoard event file in `metrics`' folder, or a warning.
+fn event_writer(metrics: &Path) -> Option<EventWriter> {
+    let dir = metrics.parent().unwrap_or(Path::new("."));
+    EventWriter::create(dir)
+        .inspect_err(|e| tracing::warn!(error = %e, "no TensorBoard event file"))
+        .ok()
 }
 
 impl MetricsLog {
@@ -90,11 +103,13 @@ impl MetricsLog {
             timing: t,
             json,
             rows: 0,
+            events: event_writer(metrics),
         })
     }
 
     /// Reopens the logs of a resumed run, keeping the header and the first `rows` rows: rows
-    /// logged after the resume point are dropped so none is duplicated or missing.
+    /// logged after the resume point are dropped so none is duplicated or missing. The event
+    /// file is written anew from the rows kept.
     pub fn reopen(metrics: &Path, timing: &Path, rows: usize, json: bool) -> std::io::Result<Self> {
         for path in [metrics, timing] {
             let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -102,6 +117,13 @@ impl MetricsLog {
             let mut out = kept.join("\n");
             out.push('\n');
             super::atomic_write(path, out.as_bytes())?;
+        }
+        let mut events = event_writer(metrics);
+        if let Some(writer) = &mut events
+            && let Err(e) = replay(metrics, timing, writer)
+        {
+            tracing::warn!(error = %e, "TensorBoard event file not rewritten");
+            events = None;
         }
         let open = |p: &Path| std::fs::OpenOptions::new().append(true).open(p);
         Ok(MetricsLog {
@@ -113,6 +135,7 @@ impl MetricsLog {
                 .from_writer(open(timing)?),
             json,
             rows,
+            events,
         })
     }
 
@@ -142,6 +165,12 @@ impl MetricsLog {
             format!("{:.3}", row.elapsed_s),
         ])?;
         self.timing.flush()?;
+        if let Some(events) = &mut self.events
+            && let Err(e) = events.log(row)
+        {
+            tracing::warn!(error = %e, "TensorBoard event file no longer written");
+            self.events = None;
+        }
         if self.json {
             let v = serde_json::json!({
                 "event": "metrics", "stage": row.stage, "epoch": row.epoch, "step": row.step,
@@ -152,4 +181,34 @@ impl MetricsLog {
         }
         Ok(())
     }
+}
+
+/// Logs the rows of metrics.csv (with timing.csv's throughput) to `events`.
+fn replay(metrics: &Path, timing: &Path, events: &mut EventWriter) -> std::io::Result<()> {
+    let bad = |e: csv::Error| std::io::Error::other(e.to_string());
+    let mut m = csv::Reader::from_path(metrics).map_err(bad)?;
+    let mut t = csv::Reader::from_path(timing).map_err(bad)?;
+    for (row, speed) in m.records().zip(t.records()) {
+        let (row, speed) = (row.map_err(bad)?, speed.map_err(bad)?);
+        let number = |r: &csv::StringRecord, i: usize| r.get(i).and_then(|v| v.parse().ok());
+        let score = Score {
+            loss: number(&row, 4).unwrap_or(f64::NAN),
+            accuracy: number(&row, 5).unwrap_or(f64::NAN),
+            macro_f1: None,
+        };
+        let at = (
+            number(&row, 1).unwrap_or(0.0) as usize,
+            number(&row, 2).unwrap_or(0.0) as usize,
+        );
+        events.log(&MetricRow::new(
+            row.get(0).unwrap_or_default(),
+            row.get(3).unwrap_or_default(),
+            at,
+            score,
+            number(&row, 6).unwrap_or(f64::NAN),
+            number(&speed, 4).unwrap_or(0.0),
+            number(&speed, 5).unwrap_or(0.0),
+        ))?;
+    }
+    Ok(())
 }

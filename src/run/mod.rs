@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod folder;
 pub mod metrics_log;
 pub mod record;
+pub mod tensorboard;
 
 use std::io::Write;
 use std::path::Path;

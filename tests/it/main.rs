@@ -25,4 +25,5 @@ mod schema_and_pipelines;
 mod serve;
 mod spec_errors;
 mod sweep_compare;
+mod tensorboard;
 mod trained_tokenizers;

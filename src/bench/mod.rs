@@ -231,7 +231,7 @@ fn run_case<B: AutodiffBackend>(case: Case<'_>, device: B::Device) -> Result<Vec
             timing,
         ));
         let t = Instant::now();
-        let cache = prefix.features(case.plan, case.data, 64, &device, None);
+        let cache = prefix.features(case.plan, case.data, 64, &device, None, &mut |_, _| {});
         errln!(
             "bench: {} rows' features encoded once in {:.1} s",
             case.data.len(),

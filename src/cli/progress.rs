@@ -16,6 +16,7 @@ pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
             bar: None,
             stage: String::new(),
             epochs: 0,
+            pass: PassLines::default(),
         })
     } else {
         Box::new(Lines {
@@ -24,6 +25,7 @@ pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
             steps: 0,
             last: None,
             epoch_start: Instant::now(),
+            pass: PassLines::default(),
         })
     }
 }
@@ -41,6 +43,37 @@ struct Bar {
     bar: Option<ProgressBar>,
     stage: String,
     epochs: usize,
+    pass: PassLines,
+}
+
+/// Lines for a pass that is not training, one every 10 s at most and one at its end, with
+/// rows/s and the time left.
+#[derive(Default)]
+struct PassLines {
+    /// The pass being reported, when it started and when it was last reported.
+    current: Option<(String, Instant, Instant)>,
+}
+
+impl PassLines {
+    fn line(&mut self, what: &str, done: usize, total: usize) -> Option<String> {
+        let now = Instant::now();
+        let fresh = !matches!(&self.current, Some((w, _, _)) if w == what);
+        if fresh {
+            self.current = Some((what.to_string(), now, now));
+        }
+        let (_, started, last) = self.current.as_mut().expect("set above");
+        let due = now.duration_since(*last).as_secs() >= 10 || done >= total;
+        if !due {
+            return None;
+        }
+        *last = now;
+        let seconds = now.duration_since(*started).as_secs_f64().max(1e-9);
+        let rate = done as f64 / seconds;
+        let eta = total.saturating_sub(done) as f64 / rate.max(1e-9);
+        Some(format!(
+            "{what}: {done}/{total} rows, {rate:.0} rows/s, ETA {eta:.0}s"
+        ))
+    }
 }
 
 impl Progress for Bar {
@@ -83,6 +116,14 @@ impl Progress for Bar {
             bar.finish_and_clear();
         }
     }
+    fn pass(&mut self, what: &str, done: usize, total: usize) {
+        if let Some(line) = self.pass.line(what, done, total) {
+            match &self.bar {
+                Some(bar) => bar.println(line),
+                None => errln!("{line}"),
+            }
+        }
+    }
 }
 
 struct Lines {
@@ -91,6 +132,7 @@ struct Lines {
     steps: usize,
     last: Option<Instant>,
     epoch_start: Instant,
+    pass: PassLines,
 }
 
 impl Progress for Lines {
@@ -130,4 +172,29 @@ impl Progress for Lines {
         );
     }
     fn finish(&mut self) {}
+    fn pass(&mut self, what: &str, done: usize, total: usize) {
+        if let Some(line) = self.pass.line(what, done, total) {
+            errln!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_reports_its_end_and_not_every_batch() {
+        let mut lines = PassLines::default();
+        assert_eq!(lines.line("frozen features", 64, 1000), None);
+        assert_eq!(lines.line("frozen features", 128, 1000), None);
+        let end = lines.line("frozen features", 1000, 1000).unwrap();
+        assert!(
+            end.starts_with("frozen features: 1000/1000 rows, "),
+            "{end}"
+        );
+        assert!(end.ends_with("ETA 0s"), "{end}");
+        // Another pass starts its own clock.
+        assert_eq!(lines.line("validation", 10, 20), None);
+    }
 }

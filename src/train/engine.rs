@@ -27,6 +27,9 @@ pub trait Progress {
     fn step(&mut self, epoch: usize, step: usize, loss: f64, accuracy: f64, samples_per_s: f64);
     fn epoch_end(&mut self, row: &MetricRow);
     fn finish(&mut self);
+    /// A pass over rows that is not training (the frozen encoder's features): `done` of
+    /// `total` rows so far.
+    fn pass(&mut self, _what: &str, _done: usize, _total: usize) {}
 }
 
 pub struct TrainJob<'a> {

@@ -59,6 +59,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         batch_size: usize,
         device: &B::Device,
         store: Option<&Path>,
+        progress: &mut dyn FnMut(usize, usize),
     ) -> FeatureCache {
         // Every vector output of the prefix is kept, so runs reading other outputs share it.
         let outputs: Vec<(usize, usize)> = (0..self.len)
@@ -76,7 +77,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
             .as_ref()
             .and_then(|f| read_columns(f, &outputs, split.len()))
             .unwrap_or_else(|| {
-                let computed = self.compute(split, batch_size, device, &outputs);
+                let computed = self.compute(split, batch_size, device, &outputs, progress);
                 if let Some(f) = &file
                     && let Err(e) = write_columns(f, &computed)
                 {
@@ -104,6 +105,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         batch_size: usize,
         device: &B::Device,
         outputs: &[(usize, usize)],
+        progress: &mut dyn FnMut(usize, usize),
     ) -> Vec<(usize, Vec<f32>)> {
         let mut columns: Vec<(usize, Vec<f32>)> = outputs.iter().map(|_| (0, Vec::new())).collect();
         // Rows sorted by length, so dynamically padded batches carry little padding.
@@ -113,6 +115,7 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         for v in by_row.iter_mut() {
             v.resize(split.len(), Vec::new());
         }
+        let mut done = 0;
         for chunk in order.chunks(batch_size.max(1)) {
             let (inputs, _) = split.batch::<B::InnerBackend>(chunk, device);
             let values = self.model.run_layers(&inputs, 0, self.len, Vec::new());
@@ -125,6 +128,8 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
                     by_row[k][r] = data[i * dim..(i + 1) * dim].to_vec();
                 }
             }
+            done += chunk.len();
+            progress(done, split.len());
         }
         for (k, rows) in by_row.into_iter().enumerate() {
             columns[k].1 = rows.concat();

@@ -177,17 +177,29 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
 
     /// The frozen prefix's outputs for the train and validation rows, computed once (or read
     /// from the feature cache).
-    fn cache_prefix(&self, prefix: &mut FrozenPrefix<B>, stage: &StageSpec, name: &str) {
+    fn cache_prefix(&mut self, prefix: &mut FrozenPrefix<B>, stage: &StageSpec, name: &str) {
         let t = Instant::now();
         let batch = stage.batch_size.max(64);
         let runtime = &self.spec.runtime;
         let store = (runtime.feature_cache)
             .then(|| std::path::PathBuf::from(&runtime.runs_dir).join(".feature-cache"));
         let (plan, device) = (self.plan, &self.rows.device);
-        prefix.train_cache =
-            Some(prefix.features(plan, self.rows.split, batch, device, store.as_deref()));
-        prefix.validation_cache = (self.validation.as_ref())
-            .map(|v| prefix.features(plan, v, batch, device, store.as_deref()));
+        // The pass can take minutes (a frozen BERT over every row): it reports as it goes.
+        let progress = &mut *self.progress;
+        let what = format!("{name}: frozen features of the train rows");
+        prefix.train_cache = Some(prefix.features(
+            plan,
+            self.rows.split,
+            batch,
+            device,
+            store.as_deref(),
+            &mut |done, total| progress.pass(&what, done, total),
+        ));
+        let what = format!("{name}: frozen features of the validation rows");
+        prefix.validation_cache = (self.validation.as_ref()).map(|v| {
+            let mut report = |done, total| progress.pass(&what, done, total);
+            prefix.features(plan, v, batch, device, store.as_deref(), &mut report)
+        });
         tracing::info!(stage = %name, layers = prefix.len, seconds = t.elapsed().as_secs_f64(), "frozen prefix features cached");
     }
 

@@ -218,7 +218,7 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
     let (dir, id) = create_sweep_dir(&runs_dir.join(&loaded.spec.name))?;
     let mut record = SweepRecord::new(id, &args, parallel, &trials, &dir);
     if let Some(Emit::Slurm) = args.emit {
-        return emit_slurm(&args, &trials, &mut record, &dir);
+        return emit_slurm(&args, &trials, &mut record, (&runs_dir, &dir));
     }
 
     errln!(
@@ -389,13 +389,22 @@ fn emit_slurm(
     args: &SweepArgs,
     trials: &[Trial],
     record: &mut SweepRecord,
-    dir: &Path,
+    (runs_dir, dir): (&Path, &Path),
 ) -> Result<i32> {
     for t in &mut record.trials {
         t.status = "emitted".into();
     }
     record.save(dir)?;
     let pipe = std::env::current_exe()?.display().to_string();
+    // Absolute, so that the jobs write where this sweep would have, whatever their folder.
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or(p.to_path_buf());
+    let workdir = std::env::current_dir()?;
+    let (runs_dir, sweep_dir) = (absolute(runs_dir), absolute(dir));
+    let places = crate::sweep::SlurmPlaces {
+        workdir: &workdir.display().to_string(),
+        runs_dir: &runs_dir.display().to_string(),
+        sweep_dir: &sweep_dir.display().to_string(),
+    };
     out!(
         "{}",
         slurm_script(
@@ -403,7 +412,7 @@ fn emit_slurm(
             &args.spec.display().to_string(),
             &args.overrides.sets,
             trials,
-            &dir.display().to_string()
+            &places
         )
     );
     errln!("sweep folder: {} ({} trials)", dir.display(), trials.len());

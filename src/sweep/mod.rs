@@ -164,13 +164,23 @@ pub fn parse_grid(arg: &str, grid: &mut BTreeMap<String, Vec<toml::Value>>) -> R
     Ok(())
 }
 
-/// A Slurm job array that runs trial k as `pipe run SPEC --set ... --trial k --into DIR`.
+/// Where a Slurm sweep's jobs run and write: the folder `pipe sweep` ran in (the spec's
+/// relative paths resolve from there), the runs dir (the trials' data and feature caches) and
+/// the sweep folder.
+pub struct SlurmPlaces<'a> {
+    pub workdir: &'a str,
+    pub runs_dir: &'a str,
+    pub sweep_dir: &'a str,
+}
+
+/// A Slurm job array that runs trial k as `pipe run SPEC --set ... --trial k --runs-dir RUNS
+/// --into DIR`, in the folder the sweep was emitted from.
 pub fn slurm_script(
     pipe: &str,
     spec: &str,
     base_sets: &[String],
     trials: &[Trial],
-    sweep_dir: &str,
+    places: &SlurmPlaces,
 ) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let mut out = String::new();
@@ -180,6 +190,7 @@ pub fn slurm_script(
         trials.len().saturating_sub(1)
     );
     out += "#SBATCH --output=slurm-%A_%a.out\n";
+    out += &format!("#SBATCH --chdir={}\n", places.workdir);
     out += "# One pipe run per array task; each writes its own run folder into the sweep folder.\n";
     out += "set -euo pipefail\n";
     out += "TRIALS=(\n";
@@ -193,10 +204,11 @@ pub fn slurm_script(
     }
     out += ")\n";
     out += &format!(
-        "eval \"{} run {} ${{TRIALS[$SLURM_ARRAY_TASK_ID]}} --trial $SLURM_ARRAY_TASK_ID --into {} --quiet\"\n",
+        "eval \"{} run {} ${{TRIALS[$SLURM_ARRAY_TASK_ID]}} --trial $SLURM_ARRAY_TASK_ID --runs-dir {} --into {} --quiet\"\n",
         pipe,
         quote(spec),
-        quote(sweep_dir)
+        quote(places.runs_dir),
+        quote(places.sweep_dir)
     );
     out
 }
@@ -310,9 +322,19 @@ mod tests {
                 overrides: vec!["seed=2".into()],
             },
         ];
-        let s = slurm_script("pipe", "p.toml", &[], &trials, "runs/x/sweep-1");
+        let places = SlurmPlaces {
+            workdir: "/home/u/project",
+            runs_dir: "/scratch/runs",
+            sweep_dir: "/scratch/runs/x/sweep-1",
+        };
+        let s = slurm_script("pipe", "p.toml", &[], &trials, &places);
         assert!(s.contains("#SBATCH --array=0-1"));
+        assert!(s.contains("#SBATCH --chdir=/home/u/project\n"), "{s}");
         assert!(s.contains("--trial $SLURM_ARRAY_TASK_ID"));
+        assert!(
+            s.contains("--runs-dir '/scratch/runs' --into '/scratch/runs/x/sweep-1'"),
+            "{s}"
+        );
         assert!(s.contains("'--set '\\''seed=2'\\'''"), "{s}");
     }
 }

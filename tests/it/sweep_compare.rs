@@ -153,6 +153,21 @@ fn grid_sweep_in_parallel_then_compare_table_csv_json_and_plot() {
         "{script}"
     );
     assert!(script.contains("--trial $SLURM_ARRAY_TASK_ID"));
+    // The jobs run where the sweep was emitted and write under its runs dir, as absolute paths.
+    let root = std::fs::canonicalize(common::root()).unwrap();
+    assert!(
+        script.contains(&format!("#SBATCH --chdir={}\n", root.display())),
+        "{script}"
+    );
+    let slurm_runs = std::path::absolute(runs.join("slurm")).unwrap();
+    assert!(
+        script.contains(&format!(
+            "--runs-dir '{}' --into '{}",
+            slurm_runs.display(),
+            slurm_runs.display()
+        )),
+        "{script}"
+    );
 }
 
 #[test]

@@ -28,7 +28,12 @@ use crate::sweep::{KeyType, Trial, expand, parse_grid, parse_range, slurm_script
     after_help = "Examples:\n  pipe sweep pipelines/agnews_transformer.toml --grid stages.train.optimizer.learning_rate=1e-3,3e-3 --parallel 2\n  pipe sweep pipelines/agnews_transformer.toml --random stages.train.optimizer.learning_rate=1e-4..1e-2:log --trials 8\n  pipe sweep pipelines/agnews_transformer.toml --grid seed=1,2,3 --emit slurm > sweep.sbatch\n  pipe sweep pipelines/sports_csv.toml --random stages.train.optimizer.learning_rate=1e-4..1e-1:log --trials 27 --prune asha --max-epochs 9"
 )]
 pub struct SweepArgs {
-    pub spec: PathBuf,
+    #[arg(required_unless_present = "status")]
+    pub spec: Option<PathBuf>,
+    /// Bring DIR/sweep.json up to date from its trials' run folders (a sweep emitted for
+    /// Slurm, or one whose controller stopped) and print each trial's state and the best.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["grid", "random", "emit", "prune"])]
+    pub status: Option<PathBuf>,
     /// `path=v1,v2,...`: every combination of the grids is a trial.
     #[arg(long = "grid", value_name = "PATH=V1,V2")]
     pub grid: Vec<String>,
@@ -72,6 +77,52 @@ pub struct SweepArgs {
     /// epochs over all stages; on a one-stage pipeline, sets that stage's epochs.
     #[arg(long, value_name = "N", requires = "prune")]
     pub max_epochs: Option<usize>,
+}
+
+impl SweepArgs {
+    /// The pipeline swept (clap requires it unless `--status` is given, which returns first).
+    fn spec(&self) -> &Path {
+        self.spec
+            .as_deref()
+            .expect("clap requires SPEC without --status")
+    }
+}
+
+/// `--status DIR`: the sweep's trials as their run folders tell, written back to sweep.json.
+fn status(dir: &Path) -> Result<i32> {
+    let trials = match crate::sweep::status::reconcile(dir) {
+        Ok(t) => t,
+        Err(e) => return Err(super::Invalid(format!("--status: {e:#}")).into()),
+    };
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &trials {
+        *counts.entry(t.status.as_str()).or_default() += 1;
+        let accuracy = t.accuracy.map_or("-".to_string(), |a| format!("{a:.4}"));
+        outln!(
+            "trial {:>3}  {:<11}  accuracy {accuracy:<6}  {}",
+            t.index,
+            t.status,
+            t.overrides.join(" ")
+        );
+    }
+    let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    errln!(
+        "{}: {} trials: {}",
+        dir.display(),
+        trials.len(),
+        summary.join(", ")
+    );
+    let best = (trials.iter().filter(|t| t.status == "completed"))
+        .filter_map(|t| Some((t, t.accuracy?)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((t, accuracy)) = best {
+        errln!(
+            "best so far: trial {} ({}), accuracy {accuracy:.4}",
+            t.index,
+            t.overrides.join(" ")
+        );
+    }
+    Ok(0)
 }
 
 /// `pipe sweep --prune`: the pruning schedulers.
@@ -148,7 +199,7 @@ impl SweepRecord {
     fn new(id: String, args: &SweepArgs, parallel: usize, trials: &[Trial], dir: &Path) -> Self {
         SweepRecord {
             id,
-            spec: args.spec.display().to_string(),
+            spec: args.spec().display().to_string(),
             base_overrides: args.overrides.sets.clone(),
             created_at: chrono::Utc::now().to_rfc3339(),
             parallel,
@@ -181,7 +232,10 @@ impl SweepRecord {
 pub fn run(mut args: SweepArgs) -> Result<i32> {
     // The product is the run folder: a reader that goes away must not stop the training.
     crate::console::keep_running_when_closed();
-    let (loaded, _) = match load_plan(&args.spec, &args.overrides.sets, DataFiles::Checked) {
+    if let Some(dir) = &args.status {
+        return status(dir);
+    }
+    let (loaded, _) = match load_plan(args.spec(), &args.overrides.sets, DataFiles::Checked) {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
@@ -277,7 +331,7 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
 fn swept_key_type(args: &SweepArgs, path: &str) -> KeyType {
     let mut sets = args.overrides.sets.clone();
     sets.push(format!("{path}=0.5"));
-    let diagnostics = match load_spec_with(&args.spec, &OverrideLayers::new_run(&sets)) {
+    let diagnostics = match load_spec_with(args.spec(), &OverrideLayers::new_run(&sets)) {
         Err(d) => d,
         Ok(probe) => {
             let mut d = probe.errors.clone();
@@ -362,7 +416,7 @@ fn all_trials_check(args: &SweepArgs, trials: &[Trial]) -> bool {
             .chain(&t.overrides)
             .cloned()
             .collect();
-        let result = load_spec(&args.spec, &sets).and_then(|mut l| {
+        let result = load_spec(args.spec(), &sets).and_then(|mut l| {
             let mut errors = crate::error::Diagnostics::default();
             super::infer_labels(&mut l, &mut errors, super::DataFiles::Cached);
             if !errors.is_empty() {
@@ -409,7 +463,7 @@ fn emit_slurm(
         "{}",
         slurm_script(
             &pipe,
-            &args.spec.display().to_string(),
+            &args.spec().display().to_string(),
             &args.overrides.sets,
             trials,
             &places
@@ -767,7 +821,7 @@ fn create_sweep_dir(parent: &Path) -> Result<(PathBuf, String)> {
 fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path, pause: Option<usize>) -> Result<Child> {
     let log = std::fs::File::create(dir.join(format!("trial-{}.log", trial.index)))?;
     let mut cmd = trial_command(args, pause)?;
-    cmd.arg(&args.spec);
+    cmd.arg(args.spec());
     for s in args.overrides.sets.iter().chain(&trial.overrides) {
         cmd.arg("--set").arg(s);
     }

@@ -620,3 +620,70 @@ fn a_sweep_table_in_the_spec_defines_the_trials() {
     );
     assert!(!bad.exists(), "nothing is created");
 }
+
+/// A sweep emitted for Slurm learns how its trials ended from their run folders: here trial 0
+/// runs as its array task would, trial 1 never does.
+#[test]
+fn sweep_status_reconciles_an_emitted_sweep_with_its_run_folders() {
+    let runs = scratch("sweepstatus");
+    let out = run(&[
+        "sweep",
+        "pipelines/sports_csv.toml",
+        "--grid",
+        "seed=1,2",
+        "--set=stages.train.epochs=1",
+        "--emit",
+        "slurm",
+        &format!("--runs-dir={}", runs.display()),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let sweep_dir = std::fs::read_dir(runs.join("sports_csv"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("sweep.json").is_file())
+        .unwrap();
+    let dir = sweep_dir.to_str().unwrap();
+    let runs_arg = format!("--runs-dir={}", runs.display());
+    let task = run(&[
+        "run",
+        "pipelines/sports_csv.toml",
+        "--set",
+        "stages.train.epochs=1",
+        "--set",
+        "seed=1",
+        "--trial",
+        "0",
+        &runs_arg,
+        "--into",
+        dir,
+        "--quiet",
+    ]);
+    assert!(task.status.success(), "{:?}", text(&task));
+    let out = run(&["sweep", "--status", dir]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("trial   0  completed") && lines[0].ends_with("seed=1"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("trial   1  emitted"), "{stdout}");
+    assert!(
+        stderr.contains("2 trials: 1 completed, 1 emitted"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("best so far: trial 0 (seed=1)"), "{stderr}");
+    let record = json(&sweep_dir.join("sweep.json"));
+    assert_eq!(record["trials"][0]["status"], "completed");
+    assert_eq!(record["trials"][1]["status"], "emitted");
+    // Not a sweep folder: one line, exit 2.
+    let out = run(&["sweep", "--status", runs.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("not a sweep folder"),
+        "{:?}",
+        text(&out)
+    );
+}

@@ -328,11 +328,4 @@ fn report_tables(report: &ClassReport) -> String {
     out
 }
 
-pub fn argmax(p: &[f32]) -> usize {
-    p.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-            if v > best.1 { (i, v) } else { best }
-        })
-        .0
-}
+pub use crate::train::metrics::argmax;

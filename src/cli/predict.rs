@@ -270,14 +270,7 @@ fn json_rows(labels: &[String], rows: &[Row]) -> String {
     let mut out = String::new();
     for row in rows {
         let value = match row {
-            Some((text, p)) => {
-                let map: serde_json::Map<String, serde_json::Value> = labels
-                    .iter()
-                    .zip(p.iter())
-                    .map(|(l, v)| (l.clone(), serde_json::json!(v)))
-                    .collect();
-                serde_json::json!({"text": text, "label": labels[argmax(p)], "probabilities": map})
-            }
+            Some((text, p)) => crate::serve::api::prediction(labels, text, p),
             None => {
                 serde_json::json!({"text": "", "label": null, "probabilities": null})
             }

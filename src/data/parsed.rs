@@ -80,15 +80,40 @@ pub fn parse_once(dir: &Path, path: &Path, opts: &SourceOptions) -> Result<Parse
         path: file.clone(),
         error,
     };
+    let records = out.records;
     out.finish(rows, &values, &key).map_err(cache_error)?;
     super::cache::write_note(&file, path, Some(rows)).map_err(cache_error)?;
     // Another run parsing the same file at once leaves the same bytes: either rename wins.
     tmp.persist(&file).map_err(|e| cache_error(e.error))?;
-    ParsedRows::open(&file, &key).ok_or_else(|| {
-        cache_error(std::io::Error::other(
-            "the parsed rows just written do not read back",
-        ))
-    })
+    // Its checksum was computed while writing: the file is not read back to check it.
+    let parsed = ParsedRows {
+        file: file.clone(),
+        rows,
+        records,
+        values,
+    };
+    checked(&file, Some(&parsed));
+    Ok(parsed)
+}
+
+/// The parsed rows of `file` whose checksum this process checked (or computed), unchanged
+/// since; with `now`, remembers those. A run opens its train file's rows up to four times
+/// (labels, row count, vocabulary, encoding), so the whole file is hashed once, not each time.
+fn checked(file: &Path, now: Option<&ParsedRows>) -> Option<ParsedRows> {
+    type Checked =
+        std::collections::HashMap<(PathBuf, u64, Option<std::time::SystemTime>), ParsedRows>;
+    static CHECKED: std::sync::Mutex<Option<Checked>> = std::sync::Mutex::new(None);
+    let meta = std::fs::metadata(file).ok()?;
+    let id = (file.to_path_buf(), meta.len(), meta.modified().ok());
+    let mut memo = CHECKED.lock().ok()?;
+    let memo = memo.get_or_insert_default();
+    match now {
+        Some(parsed) => {
+            memo.insert(id, parsed.clone());
+            None
+        }
+        None => memo.get(&id).cloned(),
+    }
 }
 
 /// Streams records after a placeholder header, hashing everything after the header, then
@@ -148,25 +173,14 @@ impl ParsedRows {
     /// The parsed rows in `file` when it is whole, of this version and of `key`; a damaged file
     /// is removed (for the caller to parse again).
     fn open(file: &Path, key: &[u8; 32]) -> Option<ParsedRows> {
-        // A run opens its train file's rows up to four times (labels, row count, vocabulary,
-        // encoding): the checksum is checked once per process, for the same file unchanged.
-        type Checked =
-            std::collections::HashMap<(PathBuf, u64, Option<std::time::SystemTime>), ParsedRows>;
-        static CHECKED: std::sync::Mutex<Option<Checked>> = std::sync::Mutex::new(None);
-        let meta = std::fs::metadata(file).ok()?;
-        let id = (file.to_path_buf(), meta.len(), meta.modified().ok());
-        let memo = CHECKED.lock().ok();
-        if let Some(known) = memo.as_ref().and_then(|m| m.as_ref()?.get(&id)) {
-            return Some(known.clone());
+        if let Some(known) = checked(file, None) {
+            return Some(known);
         }
-        drop(memo);
         let mut reader = std::fs::File::open(file).ok()?;
         let parsed = Self::read_checked(&mut reader, file, key);
         match &parsed {
             Some(p) => {
-                if let Ok(mut memo) = CHECKED.lock() {
-                    memo.get_or_insert_default().insert(id, p.clone());
-                }
+                checked(file, Some(p));
             }
             None => {
                 tracing::warn!(file = %file.display(), "parsed rows damaged or of another version: parsed again");

@@ -129,7 +129,7 @@ pub fn answer(shape: Shape, labels: &[String], texts: &[String], probs: &[Vec<f3
 
 /// One text's prediction as `pipe predict --json` prints it.
 pub fn prediction(labels: &[String], text: &str, p: &[f32]) -> Value {
-    let best = (0..p.len()).fold(0, |b, i| if p[i] > p[b] { i } else { b });
+    let best = crate::train::metrics::argmax(p);
     let map: serde_json::Map<String, Value> = (labels.iter().zip(p))
         .map(|(l, v)| (l.clone(), json!(v)))
         .collect();

@@ -242,11 +242,8 @@ async fn predict_tei(State(app): State<Arc<App>>, headers: HeaderMap, body: Body
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let ok = Ok((
-        StatusCode::OK,
-        serde_json::json!({"status": "ok"}).to_string(),
-    ));
-    app.answer(Instant::now(), ok.map(|(s, b)| json_response(s, b)))
+    let body = serde_json::json!({"status": "ok"}).to_string();
+    app.answer(Instant::now(), Ok(json_response(StatusCode::OK, body)))
 }
 
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

@@ -4,6 +4,16 @@ use burn::prelude::*;
 
 use crate::run::Score;
 
+/// The class with the highest probability (the first of equals).
+pub fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0
+}
+
 /// Mean sparse categorical cross-entropy of logits [n, c] against labels [n].
 /// (One fused operation: log-softmax and the pick in one node, with its own gradient.)
 pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {

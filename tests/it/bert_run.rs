@@ -176,18 +176,6 @@ fn bert_finetune_runs_both_stages_on_a_few_rows() {
     );
     let log = std::fs::read_to_string(dir.join("log.txt")).unwrap();
     assert!(log.contains("frozen prefix features cached"), "{log}");
-    // Without --quiet, a stderr that is not a terminal hears of the frozen-feature pass.
-    let loud_runs = scratch("tinyft-progress");
-    let loud: Vec<String> = (tiny_finetune(&loud_runs, 96).into_iter())
-        .filter(|a| a != "--quiet")
-        .collect();
-    let out = pipe().args(&loud).output().unwrap();
-    let (_, loud_stderr) = text(&out);
-    assert!(out.status.success(), "{loud_stderr}");
-    assert!(
-        loud_stderr.contains("features: frozen features of the train rows: 96/96 rows, "),
-        "{loud_stderr}"
-    );
     // The saved tokenizer is a tokenizers file: predict reloads it.
     let out = run(&[
         "predict",

@@ -17,6 +17,7 @@ pub mod export;
 pub mod fused;
 pub mod graph;
 pub mod layers;
+pub mod onnx;
 pub mod pretrained;
 pub mod run;
 pub mod serve;

@@ -12,6 +12,11 @@ pub enum ExportFormat {
     /// A Hugging Face `…ForSequenceClassification` folder: config.json, model.safetensors and
     /// the tokenizer files, for `AutoModelForSequenceClassification.from_pretrained(DIR)`.
     Hf,
+    /// `model.onnx` (opset 17; inputs `input_ids`, `attention_mask`, `token_type_ids` as the
+    /// model reads them, dynamic batch and sequence axes; outputs `logits` and
+    /// `probabilities`), the vectorizer's `tokenizer.json` and `pipe_onnx.json` (labels,
+    /// inputs, tokenizing rules), for onnxruntime and any other ONNX runtime.
+    Onnx,
 }
 
 #[derive(clap::Args, Debug)]
@@ -36,25 +41,25 @@ pub fn run(args: ExportArgs) -> Result<i32> {
         Ok(t) => t,
         Err(code) => return Ok(code),
     };
-    match args.format {
-        ExportFormat::Hf => {
-            let files = match crate::export::export_hf(
-                &trained.weights,
-                &trained.loaded.spec,
-                &trained.plan,
-                &trained.vectorizer,
-                &args.out,
-            ) {
-                Ok(files) => files,
-                Err(e) => {
-                    errln!("error: {}: {e:#}", args.run.display());
-                    return Ok(super::EXIT_INVALID);
-                }
-            };
-            for f in files {
-                outln!("wrote {}", f.display());
-            }
+    let export = match args.format {
+        ExportFormat::Hf => crate::export::export_hf,
+        ExportFormat::Onnx => crate::export::onnx::export_onnx,
+    };
+    let files = match export(
+        &trained.weights,
+        &trained.loaded.spec,
+        &trained.plan,
+        &trained.vectorizer,
+        &args.out,
+    ) {
+        Ok(files) => files,
+        Err(e) => {
+            errln!("error: {}: {e:#}", args.run.display());
+            return Ok(super::EXIT_INVALID);
         }
+    };
+    for f in files {
+        outln!("wrote {}", f.display());
     }
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! folder that transformers loads.
 
 pub mod hf;
+pub mod onnx;
 
 use std::path::Path;
 

@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{OnnxGraph, OnnxValue};
+
 use super::concatenate::require_mergeable;
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value};
 
@@ -56,6 +58,16 @@ impl<B: Backend> LayerForward<B> for Add {
             (a, b) => panic!("internal: add of {a:?} and {b:?} passed the shape check"),
         });
         vec![sum]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let rank = inputs[0].rank;
+        let names: Vec<&str> = inputs.iter().map(|v| v.name.as_str()).collect();
+        Ok(vec![OnnxValue::new(g.op("Sum", &names, vec![]), rank)])
     }
 }
 

@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind};
 
 /// Joins 2–16 inputs along their last (feature) dimension, in the order of `inputs`
@@ -95,6 +97,17 @@ impl<B: Backend> LayerForward<B> for Concatenate {
             )),
         };
         vec![out]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let rank = inputs[0].rank;
+        let names: Vec<&str> = inputs.iter().map(|v| v.name.as_str()).collect();
+        let out = g.op("Concat", &names, vec![("axis", Attr::Int(rank as i64 - 1))]);
+        Ok(vec![OnnxValue::new(out, rank)])
     }
 }
 

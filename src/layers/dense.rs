@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::fused;
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
 
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, require_rank};
 
@@ -175,6 +176,32 @@ impl<B: Backend> LayerForward<B> for Dense<B> {
             a => a,
         };
         self.apply(inputs, activation)
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        head: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = inputs.into_iter().next().expect("one input");
+        let y = g.linear(&x.name, &self.linear);
+        let activation = match (self.activation, head) {
+            (Activation::Softmax, true) => Activation::Linear,
+            (a, _) => a,
+        };
+        Ok(vec![OnnxValue::new(activate_onnx(g, &y, activation), x.rank)])
+    }
+}
+
+/// [`activate`] as ONNX nodes.
+pub fn activate_onnx(g: &mut OnnxGraph, x: &str, a: Activation) -> String {
+    match a {
+        Activation::Linear => x.to_string(),
+        Activation::Relu => g.op("Relu", &[x], vec![]),
+        Activation::Gelu => g.gelu(x),
+        Activation::Tanh => g.op("Tanh", &[x], vec![]),
+        Activation::Sigmoid => g.op("Sigmoid", &[x], vec![]),
+        Activation::Softmax => g.op("Softmax", &[x], vec![("axis", Attr::Int(-1))]),
     }
 }
 

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::fused;
+use crate::onnx::{OnnxGraph, OnnxValue};
 
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, rate};
 
@@ -57,6 +58,15 @@ impl<B: Backend> LayerForward<B> for Dropout {
         let x = inputs.into_iter().next().expect("one input");
         let p = self.inner.prob;
         vec![x.map_float(|t| fused::dropout(t, p), |t| fused::dropout(t, p))]
+    }
+    /// Identity: an exported model only predicts.
+    fn to_onnx(
+        &self,
+        _: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        Ok(inputs)
     }
 }
 

@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, ValueKind, init, positive,
 };
@@ -27,6 +29,12 @@ pub struct EmbeddingConfig {
 #[derive(Module, Debug)]
 pub struct Embedding<B: Backend> {
     embedding: BurnEmbedding<B>,
+}
+
+/// The table's rows of `ids` [batch, length] (int64): [batch, length, d].
+pub(crate) fn gather_rows<B: Backend>(g: &mut OnnxGraph, table: &BurnEmbedding<B>, ids: &str) -> String {
+    let weight = g.weight("embeddings", &table.weight.val());
+    g.op("Gather", &[&weight, ids], vec![("axis", Attr::Int(0))])
 }
 
 /// The check of the layers that read token ids: `inputs[0]` is (None, length) ids.
@@ -98,6 +106,15 @@ impl<B: Backend> LayerForward<B> for Embedding<B> {
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let ids = inputs.into_iter().next().expect("one input").ids();
         vec![Value::Sequence(self.embedding.forward(ids))]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let ids = &inputs[0].name;
+        Ok(vec![OnnxValue::new(gather_rows(g, &self.embedding, ids), 3)])
     }
 }
 

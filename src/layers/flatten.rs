@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{OnnxGraph, OnnxValue};
+
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_rank};
 
 /// A sequence of known length as one vector, its positions one after another (Keras'
@@ -63,6 +65,19 @@ impl<B: Backend> LayerForward<B> for Flatten {
             v => v,
         };
         vec![out]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = &inputs[0];
+        let out = match x.rank {
+            3 => g.reshape(&x.name, &[0, -1]),
+            _ => x.name.clone(),
+        };
+        Ok(vec![OnnxValue::new(out, 2)])
     }
 }
 

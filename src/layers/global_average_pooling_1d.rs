@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{OnnxGraph, OnnxValue};
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned,
     require_masked, require_rank,
@@ -77,6 +79,16 @@ impl<B: Backend> LayerForward<B> for GlobalAveragePooling1d {
             crate::fused::mean_pool(x, None)
         };
         vec![Value::Vector(pooled)]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let mask = self.masked.then(|| g.mask());
+        let pooled = g.mean_over_positions(&inputs[0].name, mask.as_deref());
+        Ok(vec![OnnxValue::new(pooled, 2)])
     }
 }
 

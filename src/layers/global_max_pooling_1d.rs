@@ -5,6 +5,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, require_aligned,
     require_masked, require_rank,
@@ -84,6 +86,34 @@ impl<B: Backend> LayerForward<B> for GlobalMaxPooling1d {
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Vector(self.apply(x, &ctx.mask))]
+    }
+    /// As [`GlobalMaxPooling1d::apply`].
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let mut x = inputs[0].name.clone();
+        if self.masked {
+            let mask = g.mask();
+            let one = g.scalar(1.0);
+            let padded = g.op("Sub", &[&one, &mask], vec![]);
+            let padded = g.unsqueeze(&padded, &[2]);
+            let axis = g.ints(&[1]);
+            let count = g.op("ReduceSum", &[&mask, &axis], vec![("keepdims", Attr::Int(1))]);
+            let has_tokens = g.op("Min", &[&count, &one], vec![]);
+            let has_tokens = g.unsqueeze(&has_tokens, &[2]);
+            let penalty = g.op("Mul", &[&padded, &has_tokens], vec![]);
+            let penalty = g.with_scalar("Mul", &penalty, 1e9);
+            x = g.op("Sub", &[&x, &penalty], vec![]);
+        }
+        let pooled = g.op(
+            "ReduceMax",
+            &[&x],
+            vec![("axes", Attr::Ints(vec![1])), ("keepdims", Attr::Int(0))],
+        );
+        Ok(vec![OnnxValue::new(pooled, 2)])
     }
 }
 

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::fused;
+use crate::onnx::{OnnxGraph, OnnxValue};
 
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive_real, require_rank,
@@ -77,6 +78,16 @@ impl<B: Backend> LayerForward<B> for LayerNormalization<B> {
             |t| fused::layer_norm_module(&self.norm, t, eps),
             |t| fused::layer_norm_module(&self.norm, t, eps),
         )]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = &inputs[0];
+        let y = g.layer_norm(&x.name, &self.norm, self.epsilon);
+        Ok(vec![OnnxValue::new(y, x.rank)])
     }
 }
 

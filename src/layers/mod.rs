@@ -41,6 +41,8 @@ use std::fmt;
 
 use burn::prelude::*;
 use schemars::JsonSchema;
+
+use crate::onnx::{OnnxGraph, OnnxValue};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// Element kind of a value flowing between layers.
@@ -259,6 +261,21 @@ pub trait LayerForward<B: Backend> {
     /// softmax, so that the loss can use a stable log-softmax (as Keras does).
     fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
         self.forward(inputs, ctx)
+    }
+    /// The forward pass as ONNX nodes appended to `g` (as [`forward_logits`] where `head`:
+    /// the model's last layer), reading `inputs` and [`OnnxGraph::mask`] for the mask; the
+    /// outputs in [`forward`]'s order. Errors say why this layer cannot be written in ONNX.
+    ///
+    /// [`forward_logits`]: LayerForward::forward_logits
+    /// [`forward`]: LayerForward::forward
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        head: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let _ = (g, inputs, head);
+        Err("has no ONNX form in pipe".into())
     }
     /// The weights of the layer's attention for these inputs, [batch, heads, queries, keys],
     /// each named within the layer (`""` for the layer's own, `encoder.N` in a BERT); none for

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::fused::{self, AttentionOptions};
+use crate::onnx::{OnnxGraph, OnnxValue};
 
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, rate,
@@ -201,6 +202,21 @@ pub fn attention_weights<B: Backend>(
 }
 
 impl<B: Backend> MultiHeadAttention<B> {
+    /// [`attend`](Self::attend) as ONNX nodes.
+    pub fn attend_onnx(&self, g: &mut OnnxGraph, query: &str, value: &str) -> String {
+        let options = self.options();
+        let q = g.linear(query, &self.query);
+        let k = g.linear(value, &self.key);
+        let v = g.linear(value, &self.value);
+        let bias = self.masked.then(|| {
+            let mask = g.mask();
+            g.key_bias(&mask, options.mask_penalty)
+        });
+        let scores = g.attention_scores(&q, &k, self.num_heads, options.scale);
+        let context = g.attend(&scores, &v, self.num_heads, bias.as_deref());
+        g.linear(&context, &self.attention_output)
+    }
+
     fn options(&self) -> AttentionOptions {
         AttentionOptions {
             num_heads: self.num_heads,
@@ -261,6 +277,16 @@ impl<B: Backend> LayerForward<B> for MultiHeadAttention<B> {
             .map(Value::sequence)
             .unwrap_or_else(|| query.clone());
         vec![Value::Sequence(self.attend(query, value, &ctx.mask))]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let query = &inputs[0].name;
+        let value = inputs.get(1).map_or(query, |v| &v.name);
+        Ok(vec![OnnxValue::new(self.attend_onnx(g, query, value), 3)])
     }
 }
 

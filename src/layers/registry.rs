@@ -78,6 +78,9 @@ macro_rules! registry {
             fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
                 match self { $(LayerModule::$variant(m) => m.forward_logits(inputs, ctx)),* }
             }
+            fn to_onnx(&self, g: &mut $crate::onnx::OnnxGraph, inputs: Vec<$crate::onnx::OnnxValue>, head: bool) -> Result<Vec<$crate::onnx::OnnxValue>, String> {
+                match self { $(LayerModule::$variant(m) => LayerForward::<B>::to_onnx(m, g, inputs, head)),* }
+            }
             fn attention_maps(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<(String, Tensor<B, 4>)> {
                 match self { $(LayerModule::$variant(m) => m.attention_maps(inputs, ctx)),* }
             }

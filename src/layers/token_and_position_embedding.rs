@@ -5,7 +5,9 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::embedding::{require_ids, table};
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+
+use super::embedding::{gather_rows, require_ids, table};
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive};
 
 /// A learned vector per token id plus a learned vector per position (the Keras transformer
@@ -107,6 +109,28 @@ impl<B: Backend> LayerForward<B> for TokenAndPositionEmbedding<B> {
         vec![Value::Sequence(
             self.token_emb.forward(ids) + self.pos_emb.forward(positions),
         )]
+    }
+    /// The position table's first `length` rows, added to every row of the batch.
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let ids = &inputs[0].name;
+        let tokens = gather_rows(g, &self.token_emb, ids);
+        let length = g.op(
+            "Shape",
+            &[ids],
+            vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
+        );
+        let table = g.weight("position_embeddings", &self.pos_emb.weight.val());
+        let (start, axis) = (g.ints(&[0]), g.ints(&[0]));
+        let positions = g.op("Slice", &[&table, &start, &length, &axis], vec![]);
+        Ok(vec![OnnxValue::new(
+            g.op("Add", &[&tokens, &positions], vec![]),
+            3,
+        )])
     }
 }
 

@@ -13,6 +13,7 @@ use super::{
     require_aligned, require_masked, require_rank,
 };
 use crate::fused;
+use crate::onnx::{OnnxGraph, OnnxValue};
 
 fn lesson_dropout() -> f64 {
     0.1
@@ -151,6 +152,23 @@ impl<B: Backend> LayerForward<B> for TransformerBlock<B> {
             sum2,
             self.epsilon,
         ))]
+    }
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = &inputs[0].name;
+        let attn = self.att.attend_onnx(g, x, x);
+        let sum1 = g.op("Add", &[x, &attn], vec![]);
+        let out1 = g.layer_norm(&sum1, &self.layernorm1, self.epsilon);
+        let hidden = g.linear(&out1, &self.ffn_1);
+        let hidden = g.op("Relu", &[&hidden], vec![]);
+        let ffn = g.linear(&hidden, &self.ffn_2);
+        let sum2 = g.op("Add", &[&out1, &ffn], vec![]);
+        let out = g.layer_norm(&sum2, &self.layernorm2, self.epsilon);
+        Ok(vec![OnnxValue::new(out, 3)])
     }
 }
 

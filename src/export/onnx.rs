@@ -113,6 +113,8 @@ impl BackendTask for OnnxModel<'_> {
             .map_err(anyhow::Error::msg)?;
         let model = checkpoint::load(model, &self.weights)?;
         let mut g = OnnxGraph::new();
+        g.max_length = (self.plan.ctx.sequence_length)
+            .ok_or_else(|| anyhow!("the vectorizer's longest sequence is not known"))?;
         let logits = write_graph(&mut g, self.plan, &model).map_err(|e| anyhow!(e))?;
         g.set_scope("");
         let probabilities = g.op("Softmax", &[&logits], vec![("axis", Attr::Int(-1))]);

@@ -33,6 +33,7 @@ use crate::pretrained::{
 
 mod disentangled;
 mod modernbert;
+mod onnx;
 
 /// A `bert` layer's default output: what `input = "<the layer>"` reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -888,6 +889,15 @@ impl<B: Backend> LayerForward<B> for HfEncoder<B> {
         let default = outputs.remove(self.pooling.output_index());
         outputs.insert(0, default);
         outputs
+    }
+
+    fn to_onnx(
+        &self,
+        g: &mut crate::onnx::OnnxGraph,
+        inputs: Vec<crate::onnx::OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<crate::onnx::OnnxValue>, String> {
+        self.write_onnx(g, &inputs[0].name)
     }
 
     /// # Shapes

@@ -68,6 +68,9 @@ pub struct OnnxGraph {
     pub initializers: Vec<TensorProto>,
     /// The graph inputs read so far.
     pub inputs: Vec<GraphInput>,
+    /// The longest sequence the model is given (the vectorizer truncates to it): the rows of
+    /// position-indexed tables written as constants (rotary angles, relative distances).
+    pub max_length: usize,
     /// The name prefix of what is written now (the layer's name), for readable graphs.
     scope: String,
     taken: HashMap<String, usize>,
@@ -85,6 +88,20 @@ impl OnnxGraph {
     /// Names written from now on start with `scope` (a layer's name).
     pub fn set_scope(&mut self, scope: &str) {
         self.scope = scope.to_string();
+    }
+
+    /// Names written from now on start with the scope, then `/part` (a sublayer).
+    pub fn push_scope(&mut self, part: &str) {
+        if !self.scope.is_empty() {
+            self.scope.push('/');
+        }
+        self.scope.push_str(part);
+    }
+
+    /// Back to the scope before the last [`push_scope`](Self::push_scope).
+    pub fn pop_scope(&mut self) {
+        let cut = self.scope.rfind('/').unwrap_or(0);
+        self.scope.truncate(cut);
     }
 
     /// A name not used before, under the current scope.
@@ -173,6 +190,19 @@ impl OnnxGraph {
         self.initializers.push(TensorProto {
             dims: dims.to_vec(),
             data_type: DataType::Float as i32,
+            raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            name: name.clone(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// An int64 initializer (a lookup table), under the scope.
+    pub fn int_table(&mut self, what: &str, values: &[i64]) -> String {
+        let name = self.fresh(what);
+        self.initializers.push(TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: DataType::Int64 as i32,
             raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             name: name.clone(),
             ..Default::default()
@@ -281,6 +311,31 @@ impl OnnxGraph {
         let one_plus = self.with_scalar("Add", &erf, 1.0);
         let y = self.op("Mul", &[x, &one_plus], vec![]);
         self.with_scalar("Mul", &y, 0.5)
+    }
+
+    /// The sequence length of `ids` [batch, length] as a 1-element int64 vector.
+    pub fn length_of(&mut self, x: &str) -> String {
+        self.op(
+            "Shape",
+            &[x],
+            vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
+        )
+    }
+
+    /// The first `length` (a 1-element int64 vector) rows of `table` (on axis `axis`).
+    pub fn first_rows(&mut self, table: &str, length: &str, axis: i64) -> String {
+        let zero = self.ints(&[0]);
+        let axes = self.ints(&[axis]);
+        self.op("Slice", &[table, &zero, length, &axes], vec![])
+    }
+
+    /// Positions `0..length` (int64 [length]) of a [batch, length] input.
+    pub fn positions(&mut self, x: &str) -> String {
+        let length = self.length_of(x);
+        let zero = self.ints(&[0]);
+        let length = self.op("Squeeze", &[&length, &zero], vec![]);
+        let (start, step) = (self.int_scalar(0), self.int_scalar(1));
+        self.op("Range", &[&start, &length, &step], vec![])
     }
 
     /// Gathers position `index` of axis 1: [batch, length, d] → [batch, d].

@@ -51,6 +51,16 @@ pub fn relative_index<B: Backend>(
     Tensor::from_data(TensorData::new(index, [len, len]), device)
 }
 
+/// The row of the relative embeddings for each distance query − key from −(len − 1) to
+/// len − 1 (entry `d + len − 1`): [`relative_index`] is this table read at i − j.
+pub fn relative_rows_by_distance(len: usize, r: &RelativeAttention) -> Vec<i64> {
+    let span = r.span as i64;
+    let len = len as i64;
+    (-(len - 1)..len)
+        .map(|d| (relative_bucket(d, r) + span).clamp(0, 2 * span - 1))
+        .collect()
+}
+
 /// One layer's projections: the content ones, and the position ones where the keys are not
 /// shared (`share_att_key` false).
 pub struct Projections<'a, B: Backend> {

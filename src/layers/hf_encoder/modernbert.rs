@@ -40,6 +40,13 @@ fn rotary_tables<B: Backend>(
     base: f64,
     device: &B::Device,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let (cos, sin) = rotary_values(len, head_dim, base);
+    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
+    (table(cos), table(sin))
+}
+
+/// The values of [`rotary_tables`], position by position: cos and sin, each [len · head_dim].
+pub fn rotary_values(len: usize, head_dim: usize, base: f64) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|k| 1.0 / (base as f32).powf((2 * k) as f32 / head_dim as f32))
@@ -55,8 +62,7 @@ fn rotary_tables<B: Backend>(
             sin.push((angle as f64).sin() as f32);
         }
     }
-    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
-    (table(cos), table(sin))
+    (cos, sin)
 }
 
 /// x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁) over the halves of the head.

@@ -17,6 +17,8 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{OnnxGraph, OnnxValue};
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive_real, rate,
     require_rank,
@@ -138,6 +140,28 @@ impl<B: Backend> LayerForward<B> for BatchNormalization<B> {
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input");
         vec![x.map_float(|t| self.apply_vector(t), |t| self.apply_sequence(t))]
+    }
+    /// As `normalize` in evaluation (the moving statistics), in its
+    /// order of operations: (x − mean) / √(variance + ε) · γ + β on the last (feature) axis,
+    /// the square root taken here as burn takes it.
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = inputs.into_iter().next().expect("one input");
+        let norm = &self.norm;
+        let mean = g.weight("moving_mean", &norm.running_mean.value());
+        let sd = norm.running_var.value().add_scalar(norm.epsilon).sqrt();
+        let sd = g.weight("moving_sd", &sd);
+        let gamma = g.weight("gamma", &norm.gamma.val());
+        let beta = g.weight("beta", &norm.beta.val());
+        let y = g.op("Sub", &[&x.name, &mean], vec![]);
+        let y = g.op("Div", &[&y, &sd], vec![]);
+        let y = g.op("Mul", &[&y, &gamma], vec![]);
+        let y = g.op("Add", &[&y, &beta], vec![]);
+        Ok(vec![OnnxValue::new(y, x.rank)])
     }
 }
 

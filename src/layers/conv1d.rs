@@ -8,7 +8,9 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::dense::{Activation, activate};
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+
+use super::dense::{Activation, activate, activate_onnx};
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, init, positive, require_rank,
 };
@@ -152,6 +154,60 @@ impl<B: Backend> LayerForward<B> for Conv1d<B> {
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Sequence(self.apply(x))]
+    }
+    /// As [`Conv1d::apply`]: an ONNX `Conv` on the channels-first layout, padded as burn's
+    /// `Same` pads (the odd one of an even window's padding at the end). The activation stays
+    /// as the layer's head too (it has no `forward_logits` of its own).
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = inputs.into_iter().next().expect("one input");
+        let [_, _, k] = self.conv.weight.dims();
+        let (stride, dilation) = (self.conv.stride as i64, self.conv.dilation as i64);
+        if self.conv.groups != 1 || dilation != 1 {
+            return Err("conv1d with groups or dilation has no ONNX form in pipe".into());
+        }
+        let (left, right) = match self.conv.padding {
+            PaddingConfig1d::Valid => (0, 0),
+            PaddingConfig1d::Explicit(left, right) => (left as i64, right as i64),
+            // Only with strides 1 (validated): k − 1 in all, the larger half at the end.
+            PaddingConfig1d::Same if stride == 1 => {
+                let total = k as i64 - 1;
+                (total / 2, total - total / 2)
+            }
+            PaddingConfig1d::Same => {
+                return Err(
+                    "conv1d `padding = \"same\"` with `strides` above 1 has no ONNX \
+                     form in pipe"
+                        .into(),
+                );
+            }
+        };
+        let channels_first = g.transpose(&x.name, &[0, 2, 1]);
+        let weight = g.weight("kernel", &self.conv.weight.val());
+        let mut conv_inputs = vec![channels_first, weight];
+        if let Some(bias) = &self.conv.bias {
+            conv_inputs.push(g.weight("bias", &bias.val()));
+        }
+        let refs: Vec<&str> = conv_inputs.iter().map(String::as_str).collect();
+        let y = g.op(
+            "Conv",
+            &refs,
+            vec![
+                ("kernel_shape", Attr::Ints(vec![k as i64])),
+                ("strides", Attr::Ints(vec![stride])),
+                ("pads", Attr::Ints(vec![left, right])),
+                ("dilations", Attr::Ints(vec![1])),
+            ],
+        );
+        let y = g.transpose(&y, &[0, 2, 1]);
+        Ok(vec![OnnxValue::new(
+            activate_onnx(g, &y, self.activation),
+            3,
+        )])
     }
 }
 

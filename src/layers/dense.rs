@@ -189,7 +189,10 @@ impl<B: Backend> LayerForward<B> for Dense<B> {
             (Activation::Softmax, true) => Activation::Linear,
             (a, _) => a,
         };
-        Ok(vec![OnnxValue::new(activate_onnx(g, &y, activation), x.rank)])
+        Ok(vec![OnnxValue::new(
+            activate_onnx(g, &y, activation),
+            x.rank,
+        )])
     }
 }
 

@@ -32,7 +32,11 @@ pub struct Embedding<B: Backend> {
 }
 
 /// The table's rows of `ids` [batch, length] (int64): [batch, length, d].
-pub(crate) fn gather_rows<B: Backend>(g: &mut OnnxGraph, table: &BurnEmbedding<B>, ids: &str) -> String {
+pub(crate) fn gather_rows<B: Backend>(
+    g: &mut OnnxGraph,
+    table: &BurnEmbedding<B>,
+    ids: &str,
+) -> String {
     let weight = g.weight("embeddings", &table.weight.val());
     g.op("Gather", &[&weight, ids], vec![("axis", Attr::Int(0))])
 }
@@ -114,7 +118,10 @@ impl<B: Backend> LayerForward<B> for Embedding<B> {
         _: bool,
     ) -> Result<Vec<OnnxValue>, String> {
         let ids = &inputs[0].name;
-        Ok(vec![OnnxValue::new(gather_rows(g, &self.embedding, ids), 3)])
+        Ok(vec![OnnxValue::new(
+            gather_rows(g, &self.embedding, ids),
+            3,
+        )])
     }
 }
 

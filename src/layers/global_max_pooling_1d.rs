@@ -101,7 +101,11 @@ impl<B: Backend> LayerForward<B> for GlobalMaxPooling1d {
             let padded = g.op("Sub", &[&one, &mask], vec![]);
             let padded = g.unsqueeze(&padded, &[2]);
             let axis = g.ints(&[1]);
-            let count = g.op("ReduceSum", &[&mask, &axis], vec![("keepdims", Attr::Int(1))]);
+            let count = g.op(
+                "ReduceSum",
+                &[&mask, &axis],
+                vec![("keepdims", Attr::Int(1))],
+            );
             let has_tokens = g.op("Min", &[&count, &one], vec![]);
             let has_tokens = g.unsqueeze(&has_tokens, &[2]);
             let penalty = g.op("Mul", &[&padded, &has_tokens], vec![]);

@@ -9,12 +9,15 @@
 //! `3·(d_in·u + u·u + 2u)` per direction, as Keras' with `reset_after = True` does. The weights
 //! start as burn's do (Xavier normal), not as Keras' (Glorot uniform, orthogonal recurrent kernel).
 
+use burn::nn::activation::Activation;
 use burn::nn::gru::{Gru as BurnGru, GruConfig as BurnGruConfig};
 use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::recurrent::{Recurrent, RecurrentConfig, Steps};
+use crate::onnx::{Attr, OnnxGraph};
+
+use super::recurrent::{Recurrent, RecurrentConfig, Steps, onnx_gate_weights, onnx_one_direction};
 use super::{InferCtx, LayerDef, TensorSpec};
 
 // `gru`'s keys: those of `RecurrentConfig` (a plain comment: a doc comment would wrap
@@ -32,6 +35,36 @@ impl<B: Backend> Steps<B> for BurnGru<B> {
     /// - x: [batch, length, d]; output: [batch, length, units]
     fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(x, None)
+    }
+    /// ONNX's `GRU` (forward, no `sequence_lens`: every step, as burn runs them), its gates in
+    /// the op's order update, reset, new; `linear_before_reset` is burn's `reset_after` (the
+    /// reset gate applied to the hidden transform with its bias, as here); sigmoid gates and a
+    /// tanh candidate are the op's defaults, as burn's.
+    fn steps_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String, String> {
+        let default_cell = self.clip.is_none()
+            && matches!(self.gate_activation, Activation::Sigmoid(_))
+            && matches!(self.hidden_activation, Activation::Tanh(_));
+        if !default_cell {
+            return Err(
+                "a gru cell with clip or other activations than burn's defaults has \
+                 no ONNX form in pipe"
+                    .into(),
+            );
+        }
+        let gates = [&self.update_gate, &self.reset_gate, &self.new_gate];
+        let [w, r, b] = onnx_gate_weights(g, &gates);
+        let y = g.op(
+            "GRU",
+            &[x, &w, &r, &b],
+            vec![
+                ("hidden_size", Attr::Int(self.d_hidden as i64)),
+                (
+                    "linear_before_reset",
+                    Attr::Int(i64::from(self.reset_after)),
+                ),
+            ],
+        );
+        Ok(onnx_one_direction(g, &y))
     }
 }
 

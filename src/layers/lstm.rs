@@ -8,12 +8,15 @@
 //! where Keras' holds `4·(d_in·u + u·u + u)`. The weights start as burn's do (Xavier normal),
 //! not as Keras' (Glorot uniform, orthogonal recurrent kernel, unit forget bias).
 
+use burn::nn::activation::Activation;
 use burn::nn::{Lstm as BurnLstm, LstmConfig as BurnLstmConfig};
 use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::recurrent::{Recurrent, RecurrentConfig, Steps};
+use crate::onnx::{Attr, OnnxGraph};
+
+use super::recurrent::{Recurrent, RecurrentConfig, Steps, onnx_gate_weights, onnx_one_direction};
 use super::{InferCtx, LayerDef, TensorSpec};
 
 // `lstm`'s keys: those of `RecurrentConfig` (a plain comment: a doc comment would wrap
@@ -31,6 +34,38 @@ impl<B: Backend> Steps<B> for BurnLstm<B> {
     /// - x: [batch, length, d]; output: [batch, length, units]
     fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward(x, None).0
+    }
+    /// ONNX's `LSTM` (forward, no `sequence_lens`: every step, as burn runs them), its gates in
+    /// the op's order input, output, forget, cell; sigmoid gates and tanh cell and hidden
+    /// activations are the op's defaults, as burn's.
+    fn steps_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String, String> {
+        let default_cell = !self.reverse
+            && self.batch_first
+            && self.clip.is_none()
+            && !self.input_forget
+            && matches!(self.gate_activation, Activation::Sigmoid(_))
+            && matches!(self.cell_activation, Activation::Tanh(_))
+            && matches!(self.hidden_activation, Activation::Tanh(_));
+        if !default_cell {
+            return Err(
+                "an lstm cell with clip, input_forget, reverse or other activations \
+                 than burn's defaults has no ONNX form in pipe"
+                    .into(),
+            );
+        }
+        let gates = [
+            &self.input_gate,
+            &self.output_gate,
+            &self.forget_gate,
+            &self.cell_gate,
+        ];
+        let [w, r, b] = onnx_gate_weights(g, &gates);
+        let y = g.op(
+            "LSTM",
+            &[x, &w, &r, &b],
+            vec![("hidden_size", Attr::Int(self.d_hidden as i64))],
+        );
+        Ok(onnx_one_direction(g, &y))
     }
 }
 

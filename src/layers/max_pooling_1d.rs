@@ -7,6 +7,8 @@ use burn::tensor::module::max_pool1d;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+
 use super::{
     ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive, require_rank,
 };
@@ -105,6 +107,28 @@ impl<B: Backend> LayerForward<B> for MaxPooling1d {
     fn forward(&self, inputs: Vec<Value<B>>, _: &ForwardCtx<B>) -> Vec<Value<B>> {
         let x = inputs.into_iter().next().expect("one input").sequence();
         vec![Value::Sequence(self.apply(x))]
+    }
+    /// As [`MaxPooling1d::apply`]: an ONNX `MaxPool` on the channels-first layout, whole
+    /// windows only.
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = inputs.into_iter().next().expect("one input");
+        let channels_first = g.transpose(&x.name, &[0, 2, 1]);
+        let pooled = g.op(
+            "MaxPool",
+            &[&channels_first],
+            vec![
+                ("kernel_shape", Attr::Ints(vec![self.pool_size as i64])),
+                ("strides", Attr::Ints(vec![self.strides as i64])),
+                ("pads", Attr::Ints(vec![0, 0])),
+                ("ceil_mode", Attr::Int(0)),
+            ],
+        );
+        Ok(vec![OnnxValue::new(g.transpose(&pooled, &[0, 2, 1]), 3)])
     }
 }
 

@@ -2,9 +2,13 @@
 //! a cell forwards (and, bidirectional, backwards) over each row's real tokens only, so that
 //! padding does not change the final state, picking the outputs Keras returns.
 
+use burn::nn::GateController;
 use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::onnx::proto::tensor_proto::DataType;
+use crate::onnx::{Attr, OnnxGraph, OnnxValue};
 
 use super::{
     ForwardCtx, InferCtx, LayerForward, TensorSpec, Value, positive, rate, require_aligned,
@@ -95,6 +99,13 @@ pub trait Steps<B: Backend> {
     /// # Shapes
     /// - x: [batch, length, d]; output: the hidden state after each step, [batch, length, units]
     fn steps(&self, x: Tensor<B, 3>) -> Tensor<B, 3>;
+    /// [`Steps::steps`] as ONNX nodes, on the time-major layout ONNX's recurrent ops read: one
+    /// forward pass over every step from a zero state. Errors name what of the cell ONNX
+    /// cannot express.
+    ///
+    /// # Shapes
+    /// - x: [length, batch, d]; output: [length, batch, units]
+    fn steps_onnx(&self, g: &mut OnnxGraph, x: &str) -> Result<String, String>;
 }
 
 /// An `lstm` or `gru` layer: a cell per direction.
@@ -133,6 +144,145 @@ impl<B: Backend, M: Module<B> + Steps<B>> LayerForward<B> for Recurrent<B, M> {
         );
         vec![out]
     }
+    /// As [`run`]: the forward cell over every step (padding included, as burn runs it), the
+    /// backward one over each row's real tokens reversed (`ReverseSequence` by the mask's
+    /// lengths, padding left in place, as [`reverse_index`]), the outputs picked at each row's
+    /// last real token or, per step, the backward ones put back in order.
+    fn to_onnx(
+        &self,
+        g: &mut OnnxGraph,
+        inputs: Vec<OnnxValue>,
+        _: bool,
+    ) -> Result<Vec<OnnxValue>, String> {
+        let x = inputs.into_iter().next().expect("one input");
+        let lengths = onnx_lengths(g, &x.name, self.masked);
+        let steps = g.transpose(&x.name, &[1, 0, 2]);
+        let mut outputs = vec![self.forward.steps_onnx(g, &steps)?];
+        if let Some(cell) = &self.backward {
+            let reversed = onnx_reverse(g, &steps, &lengths);
+            let back = cell.steps_onnx(g, &reversed)?;
+            outputs.push(match self.return_sequences {
+                true => onnx_reverse(g, &back, &lengths),
+                false => back,
+            });
+        }
+        let (outputs, axis, rank) = match self.return_sequences {
+            true => {
+                let outputs = outputs
+                    .iter()
+                    .map(|o| g.transpose(o, &[1, 0, 2]))
+                    .collect::<Vec<_>>();
+                (outputs, 2, 3)
+            }
+            false => {
+                let one = g.int_scalar(1);
+                let last = g.op("Sub", &[&lengths, &one], vec![]);
+                let zero = g.int_scalar(0);
+                let last = g.op("Max", &[&last, &zero], vec![]);
+                let at = g.unsqueeze(&last, &[1]);
+                let outputs = outputs
+                    .iter()
+                    .map(|o| {
+                        let rows = g.transpose(o, &[1, 0, 2]);
+                        g.op(
+                            "GatherND",
+                            &[&rows, &at],
+                            vec![("batch_dims", Attr::Int(1))],
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                (outputs, 1, 2)
+            }
+        };
+        let y = match outputs.as_slice() {
+            [one] => one.clone(),
+            both => {
+                let refs: Vec<&str> = both.iter().map(String::as_str).collect();
+                g.op("Concat", &refs, vec![("axis", Attr::Int(axis))])
+            }
+        };
+        Ok(vec![OnnxValue::new(y, rank)])
+    }
+}
+
+/// [`lengths`] as ONNX nodes: each row's real length [batch] (int64), the mask's sum or the
+/// whole length of `x` [batch, length, d].
+fn onnx_lengths(g: &mut OnnxGraph, x: &str, masked: bool) -> String {
+    if masked {
+        let mask = g.mask();
+        let axis = g.ints(&[1]);
+        let sum = g.op(
+            "ReduceSum",
+            &[&mask, &axis],
+            vec![("keepdims", Attr::Int(0))],
+        );
+        return g.op(
+            "Cast",
+            &[&sum],
+            vec![("to", Attr::Int(DataType::Int64 as i64))],
+        );
+    }
+    let length = g.op(
+        "Shape",
+        &[x],
+        vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
+    );
+    let batch = g.op(
+        "Shape",
+        &[x],
+        vec![("start", Attr::Int(0)), ("end", Attr::Int(1))],
+    );
+    g.op("Expand", &[&length, &batch], vec![])
+}
+
+/// [`gather_steps`] by [`reverse_index`] as ONNX nodes: each row's first `lengths` steps
+/// reversed, the rest in place, on the time-major layout [length, batch, d].
+fn onnx_reverse(g: &mut OnnxGraph, steps: &str, lengths: &str) -> String {
+    g.op(
+        "ReverseSequence",
+        &[steps, lengths],
+        vec![("batch_axis", Attr::Int(1)), ("time_axis", Attr::Int(0))],
+    )
+}
+
+/// The weights of ONNX's `LSTM` / `GRU` for one direction from burn's `gates`, in the op's gate
+/// order: `W` [1, gates·units, d] and `R` [1, gates·units, units] (burn's [d_in, d_out]
+/// kernels transposed), and `B` [1, 2·gates·units] (every input bias, then every hidden one;
+/// zeros where a transform has none).
+pub(super) fn onnx_gate_weights<B: Backend>(
+    g: &mut OnnxGraph,
+    gates: &[&GateController<B>],
+) -> [String; 3] {
+    let (mut w, mut r, mut biases, mut hidden_biases) = (vec![], vec![], vec![], vec![]);
+    for gate in gates {
+        w.push(gate.input_transform.weight.val().transpose());
+        r.push(gate.hidden_transform.weight.val().transpose());
+        biases.push(bias_or_zeros(&gate.input_transform));
+        hidden_biases.push(bias_or_zeros(&gate.hidden_transform));
+    }
+    biases.extend(hidden_biases);
+    let w = g.weight("W", &Tensor::cat(w, 0).unsqueeze::<3>());
+    let r = g.weight("R", &Tensor::cat(r, 0).unsqueeze::<3>());
+    let b = g.weight("B", &Tensor::cat(biases, 0).unsqueeze::<2>());
+    [w, r, b]
+}
+
+/// A linear transform's bias, or zeros [d_out] without one.
+fn bias_or_zeros<B: Backend>(linear: &burn::nn::Linear<B>) -> Tensor<B, 1> {
+    match &linear.bias {
+        Some(b) => b.val(),
+        None => {
+            let [_, units] = linear.weight.dims();
+            Tensor::zeros([units], &linear.weight.device())
+        }
+    }
+}
+
+/// The one direction's output `Y` [length, 1, batch, units] of ONNX's `LSTM` / `GRU` as
+/// [length, batch, units].
+pub(super) fn onnx_one_direction(g: &mut OnnxGraph, y: &str) -> String {
+    let axis = g.ints(&[1]);
+    g.op("Squeeze", &[y, &axis], vec![])
 }
 
 /// Each row's real length, [batch, 1]: the mask's sum, or the whole length without a mask.

@@ -326,6 +326,19 @@ fn each_family_trains_predicts_and_exports_under_its_own_tensor_names() {
         let tokenizer_config = json(&exported.join("tokenizer_config.json"));
         assert_eq!(tokenizer_config["model_max_length"], 32, "{family}");
         assert!(exported.join("tokenizer.json").is_file());
+        // As ONNX: token types only where the family has more than one; onnxruntime's
+        // probabilities are pipe predict's.
+        let inputs: &[&str] = match family {
+            "bert" | "electra" => &["input_ids", "attention_mask", "token_type_ids"],
+            _ => &["input_ids", "attention_mask"],
+        };
+        let rows = crate::onnx_export::test_rows(&scratch, 24);
+        crate::onnx_export::exports_and_matches_predict(
+            &run_dir,
+            &scratch.join("onnx"),
+            inputs,
+            &rows,
+        );
         // The exported encoder is the run's: read back as a pretrained `from`, it loads
         // under the family's names into the same weights.
         let config = EncoderConfig::load(&exported).unwrap();

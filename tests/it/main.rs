@@ -17,6 +17,7 @@ mod families;
 mod fuzz;
 mod layers_graph;
 mod newcomer;
+mod onnx_export;
 mod precision;
 mod reliability;
 mod resume;

@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{DataFiles, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_PAUSED, Overrides, load_plan};
 use crate::compare::{Format, build_table, load_runs, render};
@@ -21,6 +19,7 @@ use crate::spec::load::load_spec;
 use crate::spec::load::{OverrideLayers, load_spec_with};
 use crate::spec::policy::{MONITORS, Mode};
 use crate::sweep::asha::{self, Asha, Decision};
+use crate::sweep::executor::{self, Ending, Executor, TrialProcess, find_trial_run};
 use crate::sweep::{KeyType, Trial, expand, parse_grid, parse_range, slurm_script};
 
 #[derive(clap::Args, Debug)]
@@ -28,12 +27,30 @@ use crate::sweep::{KeyType, Trial, expand, parse_grid, parse_range, slurm_script
     after_help = "Examples:\n  pipe sweep pipelines/agnews_transformer.toml --grid stages.train.optimizer.learning_rate=1e-3,3e-3 --parallel 2\n  pipe sweep pipelines/agnews_transformer.toml --random stages.train.optimizer.learning_rate=1e-4..1e-2:log --trials 8\n  pipe sweep pipelines/agnews_transformer.toml --grid seed=1,2,3 --emit slurm > sweep.sbatch\n  pipe sweep pipelines/sports_csv.toml --random stages.train.optimizer.learning_rate=1e-4..1e-1:log --trials 27 --prune asha --max-epochs 9"
 )]
 pub struct SweepArgs {
-    #[arg(required_unless_present = "status")]
+    #[arg(required_unless_present_any = ["status", "resume"])]
     pub spec: Option<PathBuf>,
     /// Bring DIR/sweep.json up to date from its trials' run folders (a sweep emitted for
     /// Slurm, or one whose controller stopped) and print each trial's state and the best.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["grid", "random", "emit", "prune"])]
     pub status: Option<PathBuf>,
+    /// Take up the sweep in DIR whose controller stopped (killed, Ctrl-C, the login node
+    /// rebooted): watch its Slurm jobs again and go on deciding and submitting from its
+    /// sweep.json.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["spec", "grid", "random", "emit", "prune", "status"])]
+    pub resume: Option<PathBuf>,
+    /// Where the trials run: `local` (default; `--parallel` processes on this machine) or
+    /// `slurm` (each trial process an `sbatch` job, `--parallel` in Slurm at a time, watched
+    /// from here; with `--prune asha`, each rung's promotions are `--resume` jobs).
+    #[arg(long, value_enum, value_name = "WHERE")]
+    pub scheduler: Option<Scheduler>,
+    /// An option for every `sbatch` of `--scheduler slurm`, e.g. `--slurm-option=--partition=gpu`
+    /// or `--slurm-option=--time=2:00:00` (repeat for several).
+    #[arg(
+        long = "slurm-option",
+        value_name = "OPTION",
+        allow_hyphen_values = true
+    )]
+    pub slurm_options: Vec<String>,
     /// `path=v1,v2,...`: every combination of the grids is a trial.
     #[arg(long = "grid", value_name = "PATH=V1,V2")]
     pub grid: Vec<String>,
@@ -132,6 +149,17 @@ pub enum Prune {
     Asha,
 }
 
+/// `pipe sweep --scheduler`: where the trial processes run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scheduler {
+    /// Child processes of `pipe sweep` on this machine.
+    #[default]
+    Local,
+    /// One Slurm job per trial process, submitted and watched by `pipe sweep`.
+    Slurm,
+}
+
 /// `pipe sweep --emit`: the batch systems a sweep can be written out for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Emit {
@@ -139,7 +167,7 @@ pub enum Emit {
     Slurm,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct TrialRecord {
     index: usize,
     overrides: Vec<String>,
@@ -157,20 +185,23 @@ struct TrialRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     epochs: Option<usize>,
     /// The ranked metric at each rung the trial reached (pruned sweeps).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     rungs: Vec<RungResult>,
+    /// The Slurm job of the trial's latest process (`--scheduler slurm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct RungResult {
     epochs: usize,
     value: f64,
 }
 
 /// How a pruned sweep was scheduled, and what it decided.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct PruneRecord {
-    method: &'static str,
+    method: String,
     metric: String,
     mode: Mode,
     reduction: usize,
@@ -182,13 +213,25 @@ struct PruneRecord {
     epochs_unpruned: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct SweepRecord {
     id: String,
     spec: String,
     base_overrides: Vec<String>,
     created_at: String,
     parallel: usize,
+    #[serde(default)]
+    scheduler: Scheduler,
+    /// What a resumed controller needs to start the same processes: where `pipe sweep` ran
+    /// (trial jobs run there), the runs dir and device it passed on, and the sbatch options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    workdir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    runs_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    slurm_options: Vec<String>,
     trials: Vec<TrialRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prune: Option<PruneRecord>,
@@ -203,6 +246,11 @@ impl SweepRecord {
             base_overrides: args.overrides.sets.clone(),
             created_at: chrono::Utc::now().to_rfc3339(),
             parallel,
+            scheduler: args.scheduler.unwrap_or_default(),
+            workdir: None,
+            runs_dir: args.runs_dir.clone(),
+            device: args.device.clone(),
+            slurm_options: args.slurm_options.clone(),
             trials: trials
                 .iter()
                 .map(|t| TrialRecord {
@@ -215,10 +263,64 @@ impl SweepRecord {
                     log: dir.join(format!("trial-{}.log", t.index)),
                     epochs: None,
                     rungs: Vec::new(),
+                    job: None,
                 })
                 .collect(),
             prune: None,
         }
+    }
+
+    fn load(dir: &Path) -> Result<Self> {
+        let file = dir.join("sweep.json");
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("{}: not a sweep folder", dir.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}", file.display()))
+    }
+
+    /// `pipe run` as each trial process of this sweep runs it.
+    fn trial_command(&self, pause: Option<usize>) -> Vec<String> {
+        let mut args = vec!["run".to_string(), "--quiet".to_string()];
+        if let Some(d) = &self.device {
+            args.extend(["--device".to_string(), d.clone()]);
+        }
+        if let Some(n) = pause {
+            args.extend(["--pause-after-epochs".to_string(), n.to_string()]);
+        }
+        args
+    }
+
+    /// Trial `k`'s first process: the spec with the base and the trial's overrides, into `dir`.
+    fn start_process(&self, k: usize, dir: &Path, pause: Option<usize>) -> TrialProcess {
+        let t = &self.trials[k];
+        let mut args = self.trial_command(pause);
+        args.push(self.spec.clone());
+        for s in self.base_overrides.iter().chain(&t.overrides) {
+            args.extend(["--set".to_string(), s.clone()]);
+        }
+        // The trial's feature cache belongs under the sweep's runs dir too, not the spec's.
+        if let Some(r) = &self.runs_dir {
+            args.extend(["--runs-dir".to_string(), r.display().to_string()]);
+        }
+        args.extend(["--into".to_string(), dir.display().to_string()]);
+        args.extend(["--trial".to_string(), k.to_string()]);
+        TrialProcess {
+            args,
+            log: t.log.clone(),
+            append: false,
+        }
+    }
+
+    /// A paused trial's next process: `pipe run --resume RUN`, appending to its log.
+    fn resume_process(&self, k: usize, pause: Option<usize>) -> Result<TrialProcess> {
+        let t = &self.trials[k];
+        let run = t.run.as_ref().context("a paused trial has a run folder")?;
+        let mut args = self.trial_command(pause);
+        args.extend(["--resume".to_string(), run.display().to_string()]);
+        Ok(TrialProcess {
+            args,
+            log: t.log.clone(),
+            append: true,
+        })
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -234,6 +336,9 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
     crate::console::keep_running_when_closed();
     if let Some(dir) = &args.status {
         return status(dir);
+    }
+    if let Some(dir) = &args.resume {
+        return resume(dir);
     }
     let (loaded, _) = match load_plan(args.spec(), &args.overrides.sets, DataFiles::Checked) {
         Ok(v) => v,
@@ -269,18 +374,129 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
         .runs_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&loaded.spec.runtime.runs_dir));
-    let (dir, id) = create_sweep_dir(&runs_dir.join(&loaded.spec.name))?;
+    let (mut dir, id) = create_sweep_dir(&runs_dir.join(&loaded.spec.name))?;
+    let scheduler = args.scheduler.unwrap_or_default();
+    if scheduler == Scheduler::Slurm || args.emit.is_some() {
+        // Jobs run wherever Slurm puts them: every path they are given is absolute.
+        dir = std::path::absolute(&dir)?;
+        args.runs_dir = Some(std::path::absolute(&runs_dir)?);
+    }
     let mut record = SweepRecord::new(id, &args, parallel, &trials, &dir);
     if let Some(Emit::Slurm) = args.emit {
         return emit_slurm(&args, &trials, &mut record, (&runs_dir, &dir));
     }
-
+    if scheduler == Scheduler::Slurm {
+        record.workdir = Some(std::env::current_dir()?);
+    }
     errln!(
-        "sweep folder: {} ({} trials, {parallel} at a time)",
+        "sweep folder: {} ({} trials, {parallel} at a time{})",
         dir.display(),
-        trials.len()
+        trials.len(),
+        match scheduler {
+            Scheduler::Local => "",
+            Scheduler::Slurm => ", as Slurm jobs",
+        }
     );
     record.save(&dir)?;
+    let asha = pruning
+        .as_ref()
+        .map(|p| Asha::new(trials.len(), p.rungs.clone(), p.reduction, p.mode));
+    let executor = executor_for(&record, &dir)?;
+    drive_to_end(record, &dir, pruning, asha, executor)
+}
+
+/// `--resume DIR`: a Slurm sweep's controller taken up again from its sweep.json: the jobs it
+/// recorded are watched again, decisions go on from the rung results it recorded.
+fn resume(dir: &Path) -> Result<i32> {
+    let dir = std::path::absolute(dir)?;
+    let record = SweepRecord::load(&dir).map_err(|e| super::Invalid(format!("--resume: {e:#}")))?;
+    if record.scheduler != Scheduler::Slurm {
+        return Err(super::Invalid(format!(
+            "--resume: {} ran its trials as local processes, which ended with it; \
+             `pipe sweep --status {}` shows where they stopped",
+            dir.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    let (pruning, asha) = match &record.prune {
+        Some(p) => {
+            let pruning = Pruning {
+                metric: p.metric.clone(),
+                mode: p.mode,
+                reduction: p.reduction,
+                rungs: p.rungs.clone(),
+                epochs_override: None,
+            };
+            let results = (record.trials.iter())
+                .map(|t| t.rungs.iter().map(|r| r.value).collect())
+                .collect();
+            let asha = Asha::restore(
+                p.rungs.clone(),
+                p.reduction,
+                p.mode,
+                results,
+                p.decisions.clone(),
+            );
+            (Some(pruning), Some(asha))
+        }
+        None => (None, None),
+    };
+    let mut executor = executor_for(&record, &dir)?;
+    let mut watched = 0;
+    for t in record.trials.iter().filter(|t| t.status == "running") {
+        if let (Some(job), Some(slurm)) = (&t.job, executor.as_slurm()) {
+            slurm.attach(t.index, job.clone());
+            watched += 1;
+        }
+    }
+    errln!(
+        "sweep folder: {} resumed: {watched} job(s) in Slurm watched again",
+        dir.display()
+    );
+    drive_to_end(record, &dir, pruning, asha, executor)
+}
+
+/// Where `record`'s trial processes run.
+fn executor_for(record: &SweepRecord, dir: &Path) -> Result<Box<dyn Executor>> {
+    let binary = std::env::current_exe().context("locating the pipe binary")?;
+    Ok(match record.scheduler {
+        Scheduler::Local => Box::new(executor::Local::new(binary)),
+        Scheduler::Slurm => {
+            let sweep_dir = dir.to_path_buf();
+            Box::new(executor::Slurm::new(
+                binary,
+                record.workdir.clone().unwrap_or(std::env::current_dir()?),
+                record.slurm_options.clone(),
+                format!("pipe-{}", record.id),
+                Box::new(move |k| ending_from_run(&sweep_dir, k)),
+            ))
+        }
+    })
+}
+
+/// How a trial whose Slurm job is forgotten ended, as its run.json tells: no run folder, or
+/// one still `running`, means it died without a word.
+fn ending_from_run(dir: &Path, k: usize) -> Ending {
+    let status = find_trial_run(dir, k).and_then(|run| RunRecord::load(&run.join("run.json")).ok());
+    match status.map(|r| r.status) {
+        Some(RunStatus::Completed) => Ending::Exited(0),
+        Some(RunStatus::Paused) => Ending::Exited(EXIT_PAUSED),
+        Some(RunStatus::Interrupted) => Ending::Exited(EXIT_INTERRUPTED),
+        Some(RunStatus::Failed) => Ending::Exited(1),
+        _ => Ending::Killed(libc::SIGKILL),
+    }
+}
+
+/// Runs the sweep's processes to their end (or to a Ctrl-C), settles the pruning, records
+/// everything in sweep.json, prints the comparison and returns the exit code.
+fn drive_to_end(
+    mut record: SweepRecord,
+    dir: &Path,
+    pruning: Option<Pruning>,
+    mut asha: Option<Asha>,
+    mut executor: Box<dyn Executor>,
+) -> Result<i32> {
     let interrupted = Arc::new(AtomicBool::new(false));
     {
         let flag = interrupted.clone();
@@ -288,17 +504,20 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
             flag.store(true, Ordering::SeqCst);
         });
     }
-    let mut asha = pruning
-        .as_ref()
-        .map(|p| Asha::new(trials.len(), p.rungs.clone(), p.reduction, p.mode));
     let sweep = Sweep {
-        args: &args,
-        trials: &trials,
-        dir: &dir,
-        parallel,
+        dir,
+        parallel: record.parallel,
         pruning: pruning.as_ref(),
     };
-    sweep.drive(&mut record, asha.as_mut(), &interrupted)?;
+    let left_running = sweep.drive(&mut record, asha.as_mut(), executor.as_mut(), &interrupted)?;
+    if left_running > 0 {
+        errln!(
+            "{left_running} trial job(s) keep running in Slurm: `pipe sweep --resume {}` watches \
+             them and goes on",
+            dir.display()
+        );
+        return Ok(EXIT_INTERRUPTED);
+    }
     if let (Some(asha), Some(p)) = (asha.as_mut(), &pruning) {
         let stopped = interrupted.load(Ordering::SeqCst);
         record.prune = Some(finish_pruning(p, asha, &mut record.trials, stopped));
@@ -306,7 +525,7 @@ pub fn run(mut args: SweepArgs) -> Result<i32> {
     for t in record.trials.iter_mut().filter(|t| t.status == "pending") {
         t.status = "skipped".into();
     }
-    record.save(&dir)?;
+    record.save(dir)?;
     print_comparison(&record, pruning.as_ref())?;
     let failed = record
         .trials
@@ -560,7 +779,8 @@ impl Pruning {
         if args.emit.is_some() {
             return Err(
                 "--prune: error: a Slurm job array runs every trial to its end; pruning \
-                        needs `pipe sweep` to run the trials itself (drop --emit)"
+                        needs `pipe sweep` to watch the trials: use `--scheduler slurm` instead \
+                        of --emit (it submits each rung's jobs and promotes from here)"
                     .into(),
             );
         }
@@ -616,7 +836,7 @@ impl Pruning {
 
     fn record(&self, asha: &Asha, trials: &[TrialRecord]) -> PruneRecord {
         PruneRecord {
-            method: "asha",
+            method: "asha".into(),
             metric: self.metric.clone(),
             mode: self.mode,
             reduction: self.reduction,
@@ -636,10 +856,8 @@ enum Launch {
     Promote(usize, usize),
 }
 
-/// A sweep being run: its trials, `--parallel` processes at a time.
+/// A sweep being run: its trials, `parallel` processes at a time.
 struct Sweep<'a> {
-    args: &'a SweepArgs,
-    trials: &'a [Trial],
     dir: &'a Path,
     parallel: usize,
     pruning: Option<&'a Pruning>,
@@ -647,98 +865,100 @@ struct Sweep<'a> {
 
 impl Sweep<'_> {
     /// Starts trials (and, when pruning, promotions) while slots are free, until nothing is
-    /// running and nothing more can start; a Ctrl-C interrupts every running trial once.
+    /// running and nothing more can start. A Ctrl-C interrupts every local trial once; Slurm
+    /// jobs are left running, and their count is returned (0 otherwise).
     fn drive(
         &self,
         record: &mut SweepRecord,
         mut asha: Option<&mut Asha>,
+        executor: &mut dyn Executor,
         interrupted: &AtomicBool,
-    ) -> Result<()> {
-        let mut running: BTreeMap<usize, Child> = BTreeMap::new();
-        let mut next = 0;
+    ) -> Result<usize> {
+        // Trials start in order: the first pending one is next (a resumed sweep's too).
+        let mut next = (record.trials.iter())
+            .position(|t| t.status == "pending")
+            .unwrap_or(record.trials.len());
         let mut forwarded = false;
         loop {
             let stop = interrupted.load(Ordering::SeqCst);
             if stop && !forwarded {
-                // Each trial finishes its step, checkpoints and marks itself interrupted.
-                for child in running.values() {
-                    interrupt_trial(child);
-                }
                 forwarded = true;
+                // Local trials finish their step, checkpoint and mark themselves interrupted.
+                if !executor.interrupt() {
+                    record.save(self.dir)?;
+                    return Ok(executor.running());
+                }
             }
-            while !stop && running.len() < self.parallel {
+            while !stop && executor.running() < self.parallel {
                 let launch = match asha.as_deref_mut().and_then(Asha::promote) {
                     Some((k, epochs)) => Launch::Promote(k, epochs),
-                    None if next < self.trials.len() => {
+                    None if next < record.trials.len() => {
                         next += 1;
                         Launch::Start(next - 1)
                     }
                     None => break,
                 };
-                let k = self.launch(launch, record, asha.as_deref(), &mut running)?;
+                if let (Some(p), Some(a)) = (self.pruning, asha.as_deref()) {
+                    record.prune = Some(p.record(a, &record.trials));
+                }
+                let k = self.launch(launch, record, asha.as_deref(), executor)?;
                 record.trials[k].status = "running".into();
                 record.save(self.dir)?;
             }
-            if running.is_empty() {
-                return Ok(());
+            if executor.running() == 0 {
+                return Ok(0);
             }
-            let mut finished = Vec::new();
-            for (k, child) in running.iter_mut() {
-                if let Some(status) = child.try_wait()? {
-                    finished.push((*k, status));
-                }
-            }
-            for (k, status) in finished {
-                running.remove(&k);
-                self.finished(&mut record.trials[k], status, asha.as_deref_mut());
+            for (k, ending) in executor.poll()? {
+                self.finished(&mut record.trials[k], ending, asha.as_deref_mut());
                 if let (Some(p), Some(a)) = (self.pruning, asha.as_deref()) {
                     record.prune = Some(p.record(a, &record.trials));
                 }
                 record.save(self.dir)?;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(executor.poll_interval());
         }
     }
 
     fn launch(
         &self,
         launch: Launch,
-        record: &SweepRecord,
+        record: &mut SweepRecord,
         asha: Option<&Asha>,
-        running: &mut BTreeMap<usize, Child>,
+        executor: &mut dyn Executor,
     ) -> Result<usize> {
-        let (k, child) = match launch {
+        let (k, process) = match launch {
             Launch::Start(k) => {
-                let t = &self.trials[k];
                 let pause = asha
                     .zip(self.pruning)
                     .and_then(|(a, p)| p.pause_at(a.target(k)));
-                errln!("trial {k} started: {}", t.overrides.join(" "));
-                (k, spawn(self.args, t, self.dir, pause)?)
+                errln!(
+                    "trial {k} started: {}",
+                    record.trials[k].overrides.join(" ")
+                );
+                (k, record.start_process(k, self.dir, pause))
             }
             Launch::Promote(k, epochs) => {
-                let t = &record.trials[k];
-                let run = t.run.as_ref().context("a paused trial has a run folder")?;
                 let pause = self.pruning.and_then(|p| p.pause_at(epochs));
                 errln!("trial {k} promoted: continues to {epochs} epochs");
-                (k, spawn_resume(self.args, run, &t.log, pause)?)
+                (k, record.resume_process(k, pause)?)
             }
         };
-        running.insert(k, child);
+        let job = executor.start(k, &process)?;
+        if let Some(job) = &job {
+            errln!("trial {k}: Slurm job {job}");
+        }
+        record.trials[k].job = job;
         Ok(k)
     }
 
     /// Records how a trial process ended; when pruning, its rung result.
-    fn finished(
-        &self,
-        t: &mut TrialRecord,
-        status: std::process::ExitStatus,
-        asha: Option<&mut Asha>,
-    ) {
+    fn finished(&self, t: &mut TrialRecord, ending: Ending, asha: Option<&mut Asha>) {
         let k = t.index;
-        let ending = TrialEnding::of(status);
-        t.exit_code = status.code();
-        t.status = ending.status().into();
+        t.exit_code = match ending {
+            Ending::Exited(code) => Some(code),
+            Ending::Killed(_) => None,
+        };
+        t.status = status_of(&ending).into();
         t.signal = ending.signal_name();
         t.run = find_trial_run(self.dir, k);
         if let (Some(run), Some(signal)) = (&t.run, &t.signal) {
@@ -769,6 +989,18 @@ impl Sweep<'_> {
             ),
             None => errln!("trial {k} {} (see {})", t.status, t.log.display()),
         }
+    }
+}
+
+/// A trial's status from how its process ended. A trial interrupted by the sweep's Ctrl-C exits
+/// 130 itself (its handler checkpoints first); one that dies of a signal was killed from
+/// outside (the OOM killer, `kill -9`, `scancel`) and failed.
+fn status_of(ending: &Ending) -> &'static str {
+    match ending {
+        Ending::Exited(0) => "completed",
+        Ending::Exited(EXIT_INTERRUPTED) => "interrupted",
+        Ending::Exited(EXIT_PAUSED) => "paused",
+        _ => "failed",
     }
 }
 
@@ -818,144 +1050,6 @@ fn create_sweep_dir(parent: &Path) -> Result<(PathBuf, String)> {
     bail!("could not create a sweep folder under {}", parent.display())
 }
 
-fn spawn(args: &SweepArgs, trial: &Trial, dir: &Path, pause: Option<usize>) -> Result<Child> {
-    let log = std::fs::File::create(dir.join(format!("trial-{}.log", trial.index)))?;
-    let mut cmd = trial_command(args, pause)?;
-    cmd.arg(args.spec());
-    for s in args.overrides.sets.iter().chain(&trial.overrides) {
-        cmd.arg("--set").arg(s);
-    }
-    // The trial's feature cache belongs under the sweep's runs dir too, not the spec's.
-    if let Some(r) = &args.runs_dir {
-        cmd.arg("--runs-dir").arg(r);
-    }
-    cmd.arg("--into")
-        .arg(dir)
-        .arg("--trial")
-        .arg(trial.index.to_string());
-    start_logged(cmd, log)
-}
-
-/// A paused trial's next process: `pipe run --resume RUN`, its output appended to the trial's log.
-fn spawn_resume(args: &SweepArgs, run: &Path, log: &Path, pause: Option<usize>) -> Result<Child> {
-    let log = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(log)?;
-    let mut cmd = trial_command(args, pause)?;
-    cmd.arg("--resume").arg(run);
-    start_logged(cmd, log)
-}
-
-/// `pipe run` with what every trial process takes: the sweep's `--device` and a rung to
-/// pause at. Each trial leads its own process group: a Ctrl-C at the terminal reaches only
-/// the sweep, which then interrupts each trial exactly once (a second interrupt would make a
-/// trial exit at once).
-fn trial_command(args: &SweepArgs, pause: Option<usize>) -> Result<Command> {
-    let mut cmd = Command::new(std::env::current_exe().context("locating the pipe binary")?);
-    cmd.arg("run");
-    if let Some(d) = &args.device {
-        cmd.arg("--device").arg(d);
-    }
-    if let Some(n) = pause {
-        cmd.arg("--pause-after-epochs").arg(n.to_string());
-    }
-    #[cfg(unix)]
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    Ok(cmd)
-}
-
-/// Starts `cmd` quietly, with its stdout and stderr in `log`.
-fn start_logged(mut cmd: Command, log: std::fs::File) -> Result<Child> {
-    cmd.arg("--quiet")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    Ok(cmd.spawn()?)
-}
-
-/// SIGINT to a trial's process group (each trial leads its own, see [`spawn`]), so the trial
-/// and anything it started get the interrupt a terminal would have sent them.
-#[cfg(unix)]
-fn interrupt_trial(child: &Child) {
-    if let Ok(group) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: killpg only sends a signal; `group` is a process group this sweep created.
-        // A trial that already exited makes it fail with ESRCH, which is harmless here.
-        unsafe { libc::killpg(group, libc::SIGINT) };
-    }
-}
-
-/// No process groups to signal here: the trial shares the console and gets its Ctrl-C directly.
-#[cfg(not(unix))]
-fn interrupt_trial(child: &Child) {
-    let _ = child;
-}
-
-/// The run folder whose run.json names this trial.
-fn find_trial_run(dir: &Path, trial: usize) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            std::fs::read_to_string(p.join("run.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["trial"] == trial)
-        })
-}
-
-/// How a trial process ended. A trial interrupted by the sweep's Ctrl-C exits 130 itself
-/// (its handler checkpoints first); one that dies of a signal was killed from outside
-/// (the OOM killer, `kill -9`) and failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum TrialEnding {
-    Exited(i32),
-    Killed(i32),
-}
-
-impl TrialEnding {
-    fn of(status: std::process::ExitStatus) -> Self {
-        #[cfg(unix)]
-        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-            return TrialEnding::Killed(signal);
-        }
-        // Without a code or a signal (not on unix), nothing says it succeeded.
-        TrialEnding::Exited(status.code().unwrap_or(1))
-    }
-
-    fn status(&self) -> &'static str {
-        match self {
-            TrialEnding::Exited(0) => "completed",
-            TrialEnding::Exited(EXIT_INTERRUPTED) => "interrupted",
-            TrialEnding::Exited(EXIT_PAUSED) => "paused",
-            _ => "failed",
-        }
-    }
-
-    fn signal_name(&self) -> Option<String> {
-        let TrialEnding::Killed(n) = self else {
-            return None;
-        };
-        let name = match *n {
-            libc::SIGHUP => "SIGHUP",
-            libc::SIGINT => "SIGINT",
-            libc::SIGQUIT => "SIGQUIT",
-            libc::SIGILL => "SIGILL",
-            libc::SIGABRT => "SIGABRT",
-            libc::SIGBUS => "SIGBUS",
-            libc::SIGFPE => "SIGFPE",
-            libc::SIGKILL => "SIGKILL",
-            libc::SIGSEGV => "SIGSEGV",
-            libc::SIGPIPE => "SIGPIPE",
-            libc::SIGTERM => "SIGTERM",
-            libc::SIGXCPU => "SIGXCPU",
-            _ => return Some(format!("signal {n}")),
-        };
-        Some(name.to_string())
-    }
-}
-
 /// A trial's run.json still says `running` when a signal killed it: it now says `failed`, and why.
 fn mark_killed(run: &Path, signal: &str) {
     update_run_json(run, RunStatus::Running, |record| {
@@ -975,22 +1069,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_trial_killed_by_a_signal_failed_and_says_which() {
+    fn a_trial_killed_by_a_signal_failed() {
         // Raw wait statuses: a signal number alone, or the exit code shifted by 8.
-        let killed = TrialEnding::of(ExitStatus::from_raw(libc::SIGKILL));
-        assert_eq!(killed.status(), "failed");
-        assert_eq!(killed.signal_name().as_deref(), Some("SIGKILL"));
-        let interrupted = TrialEnding::of(ExitStatus::from_raw(EXIT_INTERRUPTED << 8));
-        assert_eq!(interrupted.status(), "interrupted");
-        assert_eq!(interrupted.signal_name(), None);
-        assert_eq!(
-            TrialEnding::of(ExitStatus::from_raw(0)).status(),
-            "completed"
-        );
-        assert_eq!(
-            TrialEnding::of(ExitStatus::from_raw(1 << 8)).status(),
-            "failed"
-        );
+        let ending = |raw| status_of(&Ending::of(ExitStatus::from_raw(raw)));
+        assert_eq!(ending(libc::SIGKILL), "failed");
+        assert_eq!(ending(EXIT_INTERRUPTED << 8), "interrupted");
+        assert_eq!(ending(EXIT_PAUSED << 8), "paused");
+        assert_eq!(ending(0), "completed");
+        assert_eq!(ending(1 << 8), "failed");
     }
 
     #[test]

@@ -83,6 +83,8 @@ fn client_config(spec: &Spec, vectorizer: &Vectorizer, inputs: &[GraphInput]) ->
         "inputs": inputs.iter().map(|i| i.name()).collect::<Vec<_>>(),
         "outputs": ["logits", "probabilities"],
         "labels": spec.dataset.labels,
+        // What the model read as one text: these columns of a row, joined by one space.
+        "text_columns": spec.dataset.text,
         "vectorizer": {
             "tokenizer": "tokenizer.json",
             "max_length": max_length,

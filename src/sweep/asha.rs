@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::spec::policy::Mode;
 
@@ -37,13 +37,13 @@ pub fn rungs(min_epochs: usize, reduction: usize, max_epochs: usize) -> Result<V
 }
 
 /// One decision at a rung, as sweep.json records it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub trial: usize,
     /// The rung's epochs.
     pub epochs: usize,
     /// `promoted` (to the next rung) or `pruned`.
-    pub decision: &'static str,
+    pub decision: String,
     pub value: f64,
     /// 1 = best of the trials that reached the rung so far.
     pub rank: usize,
@@ -72,6 +72,35 @@ impl Asha {
             results: vec![Vec::new(); trials],
             waiting: BTreeSet::new(),
             decisions: Vec::new(),
+        }
+    }
+
+    /// The scheduler as it was when `results` (each trial's value at the rungs it reached)
+    /// and `decisions` were recorded, for a controller that resumes: a trial waits where its
+    /// last rung below the top has no decision yet.
+    pub fn restore(
+        rungs: Vec<usize>,
+        reduction: usize,
+        mode: Mode,
+        results: Vec<Vec<f64>>,
+        decisions: Vec<Decision>,
+    ) -> Self {
+        let decided = |t: usize, epochs: usize| {
+            (decisions.iter()).any(|d| d.trial == t && d.epochs == epochs)
+        };
+        let waiting = (results.iter().enumerate())
+            .filter(|(t, r)| {
+                !r.is_empty() && r.len() < rungs.len() && !decided(*t, rungs[r.len() - 1])
+            })
+            .map(|(t, _)| t)
+            .collect();
+        Asha {
+            rungs,
+            reduction,
+            mode,
+            results,
+            waiting,
+            decisions,
         }
     }
 
@@ -124,7 +153,7 @@ impl Asha {
                 self.decisions.push(Decision {
                     trial,
                     epochs: self.rungs[k],
-                    decision: "promoted",
+                    decision: "promoted".into(),
                     value,
                     rank: rank + 1,
                     of: ranking.len(),
@@ -145,7 +174,7 @@ impl Asha {
             self.decisions.push(Decision {
                 trial,
                 epochs: self.rungs[k],
-                decision: "pruned",
+                decision: "pruned".into(),
                 value: self.results[trial][k],
                 rank: rank + 1,
                 of: ranking.len(),
@@ -187,6 +216,51 @@ mod tests {
         }
         asha.prune_waiting();
         epochs_trained
+    }
+
+    #[test]
+    fn a_restored_scheduler_decides_as_the_one_it_was_saved_from() {
+        let value = |t: usize, e: usize| ((t * 7919 + e * 31) % 97) as f64 / 97.0;
+        let mut whole = Asha::new(9, rungs(1, 3, 9).unwrap(), 3, Mode::Max);
+        simulate(&mut whole, 9, value);
+        // Saved after every number of events (a promotion or a start, then its report), as
+        // sweep.json saves it, restored, and run on to the end: the same decisions.
+        for cut in 0..20 {
+            let mut first = Asha::new(9, rungs(1, 3, 9).unwrap(), 3, Mode::Max);
+            let mut next = 0;
+            for _ in 0..cut {
+                let (trial, to) = match first.promote() {
+                    Some(p) => p,
+                    None if next < 9 => {
+                        next += 1;
+                        (next - 1, first.rungs[0])
+                    }
+                    None => break,
+                };
+                first.report(trial, value(trial, to));
+            }
+            let mut restored = Asha::restore(
+                first.rungs.clone(),
+                3,
+                Mode::Max,
+                first.results.clone(),
+                first.decisions.clone(),
+            );
+            assert_eq!(restored.waiting, first.waiting, "cut {cut}");
+            loop {
+                let (trial, to) = match restored.promote() {
+                    Some(p) => p,
+                    None if next < 9 => {
+                        next += 1;
+                        (next - 1, restored.rungs[0])
+                    }
+                    None => break,
+                };
+                restored.report(trial, value(trial, to));
+            }
+            restored.prune_waiting();
+            assert_eq!(restored.decisions, whole.decisions, "cut {cut}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `--set` overrides, and writing them as a Slurm job array.
 
 pub mod asha;
+pub mod executor;
 pub mod status;
 
 use std::collections::BTreeMap;

@@ -26,5 +26,6 @@ mod schema_and_pipelines;
 mod serve;
 mod spec_errors;
 mod sweep_compare;
+mod sweep_slurm;
 mod tensorboard;
 mod trained_tokenizers;

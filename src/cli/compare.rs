@@ -74,9 +74,21 @@ pub fn run(args: CompareArgs) -> Result<i32> {
         return Ok(super::EXIT_INVALID);
     }
     let format = args.format;
-    let paths: Vec<PathBuf> = args.runs.iter().flat_map(|p| expand(p)).collect();
+    // A sweep folder without run folders yet is no unreadable run: its trials are rows below.
+    let is_sweep_itself =
+        |p: &PathBuf| p.join("sweep.json").is_file() && !p.join("run.json").is_file();
+    let paths: Vec<PathBuf> = (args.runs.iter().flat_map(|p| expand(p)))
+        .filter(|p| !is_sweep_itself(p))
+        .collect();
     let runs = load_runs(&paths);
-    let table = build_table(&runs, args.sort.as_deref())?;
+    let mut table = build_table(&runs, args.sort.as_deref())?;
+    // A sweep folder's trials without a run folder yet are rows too, with their state.
+    for dir in args.runs.iter().filter(|p| p.join("sweep.json").is_file()) {
+        let states = crate::sweep::status::trial_states(dir).unwrap_or_default();
+        for t in states.iter().filter(|t| t.run.is_none()) {
+            table.push_trial_without_run(t.index, &t.status, &t.overrides);
+        }
+    }
     out!("{}", render(&table, format));
     if !matches!(format, Format::Table) {
         for (p, reason) in &table.unreadable {

@@ -66,6 +66,25 @@ pub fn build_table(runs: &[Loaded], sort: Option<&str>) -> anyhow::Result<Table>
     })
 }
 
+impl Table {
+    /// A row for a sweep's trial that has no run folder yet (emitted, pending, skipped, or
+    /// failed before it began): `trial N` as its name, its status, and the values of its
+    /// overrides in the columns of their keys.
+    pub fn push_trial_without_run(&mut self, index: usize, status: &str, overrides: &[String]) {
+        let row = (self.columns.iter().enumerate())
+            .map(|(i, column)| match i {
+                0 => format!("trial {index}"),
+                1 => status.to_string(),
+                _ => (overrides.iter())
+                    .find_map(|o| o.strip_prefix(column.as_str())?.strip_prefix('='))
+                    .unwrap_or(MISSING)
+                    .to_string(),
+            })
+            .collect();
+        self.rows.push(row);
+    }
+}
+
 /// One run's cells, in column order: the fixed columns, then `config_keys`, then `metric_keys`.
 fn row_of(run: &RunSummary, config_keys: &[String], metric_keys: &[&String]) -> Vec<String> {
     let mut row = vec![

@@ -24,6 +24,20 @@ pub struct TrialState {
 /// `dir` (the newest one of a trial, when it ran more than once), writes it back, and returns
 /// the trials.
 pub fn reconcile(dir: &Path) -> Result<Vec<TrialState>> {
+    let (record, states) = read_states(dir)?;
+    let mut text = serde_json::to_string_pretty(&record)?;
+    text.push('\n');
+    crate::run::atomic_write(&dir.join("sweep.json"), text.as_bytes())?;
+    Ok(states)
+}
+
+/// `dir`'s trials as their run folders tell, without writing anything (`pipe compare`).
+pub fn trial_states(dir: &Path) -> Result<Vec<TrialState>> {
+    read_states(dir).map(|(_, states)| states)
+}
+
+/// sweep.json brought up to date from the run folders, and the trials' states.
+fn read_states(dir: &Path) -> Result<(Value, Vec<TrialState>)> {
     let file = dir.join("sweep.json");
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("{}: not a sweep folder", dir.display()))?;
@@ -55,10 +69,7 @@ pub fn reconcile(dir: &Path) -> Result<Vec<TrialState>> {
             accuracy,
         });
     }
-    let mut text = serde_json::to_string_pretty(&record)?;
-    text.push('\n');
-    crate::run::atomic_write(&file, text.as_bytes())?;
-    Ok(states)
+    Ok((record, states))
 }
 
 /// The run folders in `dir` by trial index: (folder, status, metrics), the newest folder of a

@@ -678,6 +678,15 @@ fn sweep_status_reconciles_an_emitted_sweep_with_its_run_folders() {
     let record = json(&sweep_dir.join("sweep.json"));
     assert_eq!(record["trials"][0]["status"], "completed");
     assert_eq!(record["trials"][1]["status"], "emitted");
+    // pipe compare of the sweep folder: the run, and the trial without one with its state.
+    let out = run(&["compare", dir, "--format", "csv"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{stdout}");
+    assert_eq!(rows[1][1], "completed", "{stdout}");
+    assert_eq!(&rows[2][..2], ["trial 1", "emitted"], "{stdout}");
+    assert!(!stderr.contains("unreadable"), "{stderr}");
     // Not a sweep folder: one line, exit 2.
     let out = run(&["sweep", "--status", runs.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));

@@ -1,7 +1,7 @@
 //! Progress on stderr: an indicatif bar per stage on a terminal, plain lines otherwise.
 
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -46,33 +46,75 @@ struct Bar {
     pass: PassLines,
 }
 
-/// Lines for a pass that is not training, one every 10 s at most and one at its end, with
-/// rows/s and the time left.
-#[derive(Default)]
+/// Lines for a pass that is not training, one every 10 s at most, with rows/s and the time
+/// left; and one at its end: always for the frozen features (a pass once a stage), only after
+/// a long one for validation and test (they run every epoch, most in a second).
 struct PassLines {
-    /// The pass being reported, when it started and when it was last reported.
-    current: Option<(String, Instant, Instant)>,
+    every: Duration,
+    /// The pass being reported.
+    current: Option<Pass>,
+}
+
+struct Pass {
+    what: String,
+    started: Instant,
+    /// When it was last reported, if it was.
+    reported: Option<Instant>,
+}
+
+impl Default for PassLines {
+    fn default() -> Self {
+        PassLines {
+            every: Duration::from_secs(10),
+            current: None,
+        }
+    }
 }
 
 impl PassLines {
-    fn line(&mut self, what: &str, done: usize, total: usize) -> Option<String> {
+    /// The line due after `done` of `total` rows of pass `what`, if one is; `end_always`: its
+    /// end is reported even when the pass was short.
+    fn line(&mut self, what: &str, done: usize, total: usize, end_always: bool) -> Option<String> {
         let now = Instant::now();
-        let fresh = !matches!(&self.current, Some((w, _, _)) if w == what);
-        if fresh {
-            self.current = Some((what.to_string(), now, now));
+        if !matches!(&self.current, Some(p) if p.what == what) {
+            self.current = Some(Pass {
+                what: what.to_string(),
+                started: now,
+                reported: None,
+            });
         }
-        let (_, started, last) = self.current.as_mut().expect("set above");
-        let due = now.duration_since(*last).as_secs() >= 10 || done >= total;
+        let pass = self.current.as_mut().expect("set above");
+        let started = pass.started;
+        let ended = done >= total;
+        let due = match ended {
+            true => end_always || pass.reported.is_some(),
+            false => now.duration_since(pass.reported.unwrap_or(started)) >= self.every,
+        };
+        if due {
+            pass.reported = Some(now);
+        }
+        if ended {
+            // The next pass of the same name (the next epoch's validation) starts afresh.
+            self.current = None;
+        }
         if !due {
             return None;
         }
-        *last = now;
-        let seconds = now.duration_since(*started).as_secs_f64().max(1e-9);
-        let rate = done as f64 / seconds;
+        let rate = done as f64 / now.duration_since(started).as_secs_f64().max(1e-9);
         let eta = total.saturating_sub(done) as f64 / rate.max(1e-9);
         Some(format!(
             "{what}: {done}/{total} rows, {rate:.0} rows/s, ETA {eta:.0}s"
         ))
+    }
+}
+
+impl Bar {
+    /// A line above the bar, or alone without one.
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => errln!("{line}"),
+        }
     }
 }
 
@@ -117,11 +159,13 @@ impl Progress for Bar {
         }
     }
     fn pass(&mut self, what: &str, done: usize, total: usize) {
-        if let Some(line) = self.pass.line(what, done, total) {
-            match &self.bar {
-                Some(bar) => bar.println(line),
-                None => errln!("{line}"),
-            }
+        if let Some(line) = self.pass.line(what, done, total, true) {
+            self.println(line);
+        }
+    }
+    fn evaluation(&mut self, what: &str, done: usize, total: usize) {
+        if let Some(line) = self.pass.line(what, done, total, false) {
+            self.println(line);
         }
     }
 }
@@ -173,7 +217,12 @@ impl Progress for Lines {
     }
     fn finish(&mut self) {}
     fn pass(&mut self, what: &str, done: usize, total: usize) {
-        if let Some(line) = self.pass.line(what, done, total) {
+        if let Some(line) = self.pass.line(what, done, total, true) {
+            errln!("{line}");
+        }
+    }
+    fn evaluation(&mut self, what: &str, done: usize, total: usize) {
+        if let Some(line) = self.pass.line(what, done, total, false) {
             errln!("{line}");
         }
     }
@@ -186,15 +235,39 @@ mod tests {
     #[test]
     fn a_pass_reports_its_end_and_not_every_batch() {
         let mut lines = PassLines::default();
-        assert_eq!(lines.line("frozen features", 64, 1000), None);
-        assert_eq!(lines.line("frozen features", 128, 1000), None);
-        let end = lines.line("frozen features", 1000, 1000).unwrap();
+        assert_eq!(lines.line("frozen features", 64, 1000, true), None);
+        assert_eq!(lines.line("frozen features", 128, 1000, true), None);
+        let end = lines.line("frozen features", 1000, 1000, true).unwrap();
         assert!(
             end.starts_with("frozen features: 1000/1000 rows, "),
             "{end}"
         );
         assert!(end.ends_with("ETA 0s"), "{end}");
         // Another pass starts its own clock.
-        assert_eq!(lines.line("validation", 10, 20), None);
+        assert_eq!(lines.line("validation", 10, 20, false), None);
+    }
+
+    /// Validation and test report only a long pass: every `every` while it runs, then its
+    /// end; a short one says nothing, however often it runs.
+    #[test]
+    fn a_held_out_pass_is_reported_only_when_it_is_long() {
+        let mut lines = PassLines::default();
+        for _ in 0..3 {
+            assert_eq!(lines.line("train: validation", 10, 20, false), None);
+            assert_eq!(lines.line("train: validation", 20, 20, false), None);
+        }
+        let mut long = PassLines {
+            every: Duration::ZERO,
+            current: None,
+        };
+        let during = long.line("test", 10, 40, false).unwrap();
+        assert!(during.starts_with("test: 10/40 rows, "), "{during}");
+        assert!(during.contains(" rows/s, ETA "), "{during}");
+        let end = long.line("test", 40, 40, false).unwrap();
+        assert!(end.starts_with("test: 40/40 rows, "), "{end}");
+        // The next pass of the same name starts its own clock, unreported.
+        long.every = Duration::from_secs(3600);
+        assert_eq!(long.line("test", 10, 40, false), None);
+        assert_eq!(long.line("test", 40, 40, false), None);
     }
 }

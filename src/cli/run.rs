@@ -687,6 +687,12 @@ impl crate::train::engine::Progress for PanicAtStep {
     fn finish(&mut self) {
         self.inner.finish();
     }
+    fn pass(&mut self, what: &str, done: usize, total: usize) {
+        self.inner.pass(what, done, total);
+    }
+    fn evaluation(&mut self, what: &str, done: usize, total: usize) {
+        self.inner.evaluation(what, done, total);
+    }
 }
 
 #[cfg(test)]

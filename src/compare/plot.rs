@@ -12,13 +12,16 @@ use serde::Deserialize;
 use super::image::{Figure, ImageKind, PlotError, write_image};
 use super::load::{Loaded, RunSummary};
 use super::table::{FIXED_COLUMNS, MISSING, Table, is_metric_column};
+use crate::run::TRAIN_STEP;
 
 /// Pixel size of [`plot`]'s output (the SVG uses the same user units).
 pub const PLOT_SIZE: (u32, u32) = (1400, 640);
 
 /// Learning curves from metrics.csv of each readable run: two panels (loss, accuracy) vs. a
-/// global x = cumulative epoch across stages, one line per run and per split (train solid,
-/// validation dashed, test a dot), legend labelled by the differing config keys
+/// global x = optimizer steps counted across stages, one line per run and per split (train
+/// solid, from the `train_step` rows where the run has them, else from its epoch rows;
+/// validation dashed with a mark at each point; test a dot), legend labelled by the differing
+/// config keys
 /// (`k=v, k2=v2`, keys shortened to their shortest unambiguous dotted suffix, or the run name if
 /// nothing differs). Output format from the extension: .png or .svg; anything else → Err. Runs
 /// whose metrics.csv is missing/empty are skipped (not fatal); none to draw at all is an error.
@@ -49,7 +52,6 @@ pub fn plot_with_size(
 #[derive(Debug, Deserialize)]
 struct MetricRow {
     stage: String,
-    epoch: usize,
     step: usize,
     split: String,
     #[serde(default, deserialize_with = "csv::invalid_option")]
@@ -83,55 +85,49 @@ fn read_metrics(path: &Path) -> Vec<MetricRow> {
     reader.deserialize().filter_map(Result::ok).collect()
 }
 
-/// Places each row on one x axis spanning all stages: stage k starts where stage k-1's last
-/// epoch ended, and a validation row logged mid-epoch (`validate_every`) lands at the fraction
-/// of the epoch's optimizer steps done by then. Steps in metrics.csv count from the start of
-/// their stage, and each epoch's train row carries the step count at its end.
+/// Places each row on one x axis spanning all stages: the optimizer steps of the run so far
+/// (metrics.csv's `global_step`, worked out from `stage` and `step` so that files written
+/// before that column existed place alike). Steps in metrics.csv count from the start of their
+/// stage, and stage k starts where stage k-1's last step was. With the stages' starts.
 fn place_rows(rows: &[MetricRow]) -> (Vec<f64>, Vec<(String, f64)>) {
     let mut order: Vec<&str> = Vec::new();
-    let mut max_epoch: HashMap<&str, usize> = HashMap::new();
-    let mut epoch_end: HashMap<(&str, usize), usize> = HashMap::new();
+    let mut last_step: HashMap<&str, usize> = HashMap::new();
     for r in rows {
         if !order.contains(&r.stage.as_str()) {
             order.push(&r.stage);
         }
-        let m = max_epoch.entry(&r.stage).or_insert(0);
-        *m = (*m).max(r.epoch);
-        if r.split == "train" {
-            epoch_end.insert((&r.stage, r.epoch), r.step);
-        }
+        let m = last_step.entry(&r.stage).or_insert(0);
+        *m = (*m).max(r.step);
     }
-    let mut offsets: HashMap<&str, f64> = HashMap::new();
+    let mut offsets: HashMap<&str, usize> = HashMap::new();
     let mut stages = Vec::new();
-    let mut start = 0.0;
+    let mut start = 0;
     for s in &order {
         offsets.insert(s, start);
-        stages.push((s.to_string(), start));
-        start += max_epoch[s] as f64;
+        stages.push((s.to_string(), start as f64));
+        start += last_step[s];
     }
-    let xs = rows
-        .iter()
-        .map(|r| {
-            let offset = offsets[r.stage.as_str()];
-            if r.epoch == 0 {
-                return offset;
-            }
-            let end = epoch_end.get(&(r.stage.as_str(), r.epoch)).copied();
-            let begin = if r.epoch == 1 {
-                Some(0)
-            } else {
-                epoch_end.get(&(r.stage.as_str(), r.epoch - 1)).copied()
-            };
-            match (begin, end) {
-                (Some(b), Some(e)) if e > b && r.step < e => {
-                    let frac = r.step.saturating_sub(b) as f64 / (e - b) as f64;
-                    offset + (r.epoch - 1) as f64 + frac
-                }
-                _ => offset + r.epoch as f64,
-            }
-        })
+    let xs = (rows.iter())
+        .map(|r| (offsets[r.stage.as_str()] + r.step) as f64)
         .collect();
     (xs, stages)
+}
+
+/// Each split's points; a run with `train_step` rows draws its train line from them (the
+/// epoch's `train` row, its mean, would stand apart at the epoch's last step).
+fn split_points(rows: &[MetricRow], xs: &[f64]) -> BTreeMap<String, Vec<Point>> {
+    let mut splits: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for (r, &x) in rows.iter().zip(xs) {
+        splits.entry(r.split.clone()).or_default().push(Point {
+            x,
+            loss: r.loss,
+            accuracy: r.accuracy,
+        });
+    }
+    if let Some(steps) = splits.remove(TRAIN_STEP) {
+        splits.insert("train".to_string(), steps);
+    }
+    splits
 }
 
 fn collect_curves(runs: &[Loaded], table: &Table) -> Vec<RunCurves> {
@@ -161,17 +157,9 @@ fn collect_curves(runs: &[Loaded], table: &Table) -> Vec<RunCurves> {
                 return None;
             }
             let (xs, stages) = place_rows(&rows);
-            let mut splits: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-            for (r, x) in rows.iter().zip(xs) {
-                splits.entry(r.split.clone()).or_default().push(Point {
-                    x,
-                    loss: r.loss,
-                    accuracy: r.accuracy,
-                });
-            }
             Some(RunCurves {
                 label,
-                splits,
+                splits: split_points(&rows, &xs),
                 stages,
             })
         })
@@ -373,6 +361,7 @@ fn draw_legend<DB: DrawingBackend>(
     let x = left + 110;
     area.draw(&PathElement::new(vec![(x, y), (x + 9, y)], key))?;
     area.draw(&PathElement::new(vec![(x + 15, y), (x + 24, y)], key))?;
+    area.draw(&Circle::new((x + 12, y), 3, key))?;
     area.draw(&Text::new("validation", (x + 32, y), font.clone()))?;
     let x = x + 140;
     area.draw(&Circle::new((x + 12, y), 5, BLACK.mix(0.75).filled()))?;
@@ -442,10 +431,10 @@ fn draw_panel<DB: DrawingBackend>(
     }
     let mut chart = builder.build_cartesian_2d(0.0..x1, y0..y1)?;
     if text {
-        let x_fmt = |x: &f64| format!("{}", (x * 100.0).round() / 100.0);
+        let x_fmt = |x: &f64| format!("{}", (x * 10.0).round() / 10.0);
         chart
             .configure_mesh()
-            .x_desc("epoch (cumulative across stages)")
+            .x_desc("optimizer step (counted across stages)")
             .y_desc(metric.title())
             .x_label_formatter(&x_fmt)
             .light_line_style(BLACK.mix(0.04))
@@ -494,6 +483,12 @@ fn draw_panel<DB: DrawingBackend>(
             5,
             color.stroke_width(2),
         ))?;
+        // A mark at each validation: a one-epoch run has a single one, which no line shows.
+        chart.draw_series(
+            points("validation")
+                .into_iter()
+                .map(|c| Circle::new(c, 4, color.stroke_width(2))),
+        )?;
         chart.draw_series(
             points("test")
                 .into_iter()
@@ -511,26 +506,60 @@ mod tests {
     use crate::compare::table::build_table;
     use crate::compare::test_fixtures::fixture;
 
+    fn parse(text: &str) -> Vec<MetricRow> {
+        csv::Reader::from_reader(text.as_bytes())
+            .deserialize()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// A file written before the step columns: steps count on across stages all the same.
     #[test]
     fn global_x_spans_stages_and_mid_epoch_evaluations() {
-        let text = "stage,epoch,step,split,loss,accuracy,lr\n\
+        let rows = parse(
+            "stage,epoch,step,split,loss,accuracy,lr\n\
             features,1,4,train,1.38,0.30,1e-3\n\
             features,1,4,validation,1.38,0.25,1e-3\n\
             finetune,1,2,validation,1.37,0.33,7.5e-6\n\
             finetune,1,4,train,1.36,0.34,7.5e-6\n\
             finetune,1,4,validation,1.37,0.35,7.5e-6\n\
             finetune,2,8,train,1.30,0.40,7.5e-6\n\
-            finetune,2,8,test,1.30,0.41,0e0\n";
-        let rows: Vec<MetricRow> = csv::Reader::from_reader(text.as_bytes())
-            .deserialize()
-            .map(Result::unwrap)
-            .collect();
+            finetune,2,8,test,1.30,0.41,0e0\n",
+        );
         let (xs, stages) = place_rows(&rows);
-        assert_eq!(xs, [1.0, 1.0, 1.5, 2.0, 2.0, 3.0, 3.0]);
+        assert_eq!(xs, [4.0, 4.0, 6.0, 8.0, 8.0, 12.0, 12.0]);
         assert_eq!(
             stages,
-            [("features".to_string(), 0.0), ("finetune".to_string(), 1.0)]
+            [("features".to_string(), 0.0), ("finetune".to_string(), 4.0)]
         );
+    }
+
+    /// A one-epoch run with step rows draws a train line through them, not its one epoch
+    /// row; validation shares their axis.
+    #[test]
+    fn step_rows_draw_the_train_line() {
+        let rows = parse(
+            "stage,epoch,step,split,loss,accuracy,lr,global_step,samples\n\
+            train,1,2,train_step,1.30,0.40,1e-3,2,64\n\
+            train,1,3,validation,1.25,0.45,1e-3,3,96\n\
+            train,1,4,train_step,1.10,0.55,1e-3,4,128\n\
+            train,1,5,train_step,0.90,0.65,1e-3,5,150\n\
+            train,1,5,train,1.12,0.53,1e-3,5,150\n\
+            train,1,5,validation,0.95,0.60,1e-3,5,150\n\
+            train,1,5,test,0.97,0.59,0e0,5,150\n",
+        );
+        let (xs, _) = place_rows(&rows);
+        let splits = split_points(&rows, &xs);
+        let keys: Vec<&str> = splits.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["test", "train", "validation"]);
+        let train: Vec<(f64, Option<f64>)> =
+            (splits["train"].iter()).map(|p| (p.x, p.loss)).collect();
+        assert_eq!(
+            train,
+            [(2.0, Some(1.30)), (4.0, Some(1.10)), (5.0, Some(0.90))]
+        );
+        let validation: Vec<f64> = splits["validation"].iter().map(|p| p.x).collect();
+        assert_eq!(validation, [3.0, 5.0]);
     }
 
     #[test]

@@ -8,7 +8,17 @@ use serde::Serialize;
 
 use super::tensorboard::EventWriter;
 
-pub const METRICS_HEADER: [&str; 7] = ["stage", "epoch", "step", "split", "loss", "accuracy", "lr"];
+pub const METRICS_HEADER: [&str; 9] = [
+    "stage",
+    "epoch",
+    "step",
+    "split",
+    "loss",
+    "accuracy",
+    "lr",
+    "global_step",
+    "samples",
+];
 pub const TIMING_HEADER: [&str; 6] = [
     "stage",
     "epoch",
@@ -18,17 +28,38 @@ pub const TIMING_HEADER: [&str; 6] = [
     "elapsed_s",
 ];
 
+/// The split of a step row: the training batches of the optimizer steps since the previous
+/// step row (an epoch's `train` row covers the whole epoch). A split of its own, so that
+/// readers of `train` rows see the epoch rows they always saw.
+pub const TRAIN_STEP: &str = "train_step";
+
+/// Where training stood when a row was logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrainingPosition {
+    pub epoch: usize,
+    /// Optimizer steps completed in the stage.
+    pub step: usize,
+    /// Optimizer steps completed in the run, over all stages.
+    pub global_step: usize,
+    /// Training rows seen in the run, over all stages.
+    pub samples: usize,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct MetricRow {
     pub stage: String,
     pub epoch: usize,
     /// Optimizer steps completed in the stage.
     pub step: usize,
-    /// `train`, `validation` or `test`.
+    /// `train`, `train_step` ([`TRAIN_STEP`]), `validation` or `test`.
     pub split: String,
     pub loss: f64,
     pub accuracy: f64,
     pub lr: f64,
+    /// Optimizer steps completed in the run, over all stages.
+    pub global_step: usize,
+    /// Training rows seen in the run, over all stages.
+    pub samples: usize,
     #[serde(skip)]
     pub samples_per_s: f64,
     #[serde(skip)]
@@ -48,11 +79,11 @@ pub struct Score {
 }
 
 impl MetricRow {
-    /// A row of `split` after `step` optimizer steps of `epoch` in `stage`.
+    /// A row of `split` in `stage`, logged where training stood `at`.
     pub fn new(
         stage: &str,
         split: &str,
-        (epoch, step): (usize, usize),
+        at: TrainingPosition,
         score: Score,
         lr: f64,
         samples_per_s: f64,
@@ -60,12 +91,14 @@ impl MetricRow {
     ) -> Self {
         MetricRow {
             stage: stage.to_string(),
-            epoch,
-            step,
+            epoch: at.epoch,
+            step: at.step,
             split: split.to_string(),
             loss: score.loss,
             accuracy: score.accuracy,
             lr,
+            global_step: at.global_step,
+            samples: at.samples,
             samples_per_s,
             elapsed_s,
         }
@@ -111,12 +144,9 @@ impl MetricsLog {
     /// logged after the resume point are dropped so none is duplicated or missing. The event
     /// file is written anew from the rows kept.
     pub fn reopen(metrics: &Path, timing: &Path, rows: usize, json: bool) -> std::io::Result<Self> {
-        for path in [metrics, timing] {
+        for (path, header) in [(metrics, &METRICS_HEADER[..]), (timing, &TIMING_HEADER[..])] {
             let text = std::fs::read_to_string(path).unwrap_or_default();
-            let kept: Vec<&str> = text.lines().take(rows + 1).collect();
-            let mut out = kept.join("\n");
-            out.push('\n');
-            super::atomic_write(path, out.as_bytes())?;
+            super::atomic_write(path, kept_rows(&text, rows, header).as_bytes())?;
         }
         let mut events = event_writer(metrics);
         if let Some(writer) = &mut events
@@ -153,6 +183,8 @@ impl MetricsLog {
             format!("{:.6}", row.loss),
             format!("{:.6}", row.accuracy),
             format!("{:e}", row.lr),
+            row.global_step.to_string(),
+            row.samples.to_string(),
         ])?;
         self.metrics.flush()?;
         self.rows += 1;
@@ -175,12 +207,29 @@ impl MetricsLog {
             let v = serde_json::json!({
                 "event": "metrics", "stage": row.stage, "epoch": row.epoch, "step": row.step,
                 "split": row.split, "loss": row.loss, "accuracy": row.accuracy, "lr": row.lr,
+                "global_step": row.global_step, "samples": row.samples,
                 "samples_per_s": row.samples_per_s, "elapsed_s": row.elapsed_s,
             });
             outln!("{v}");
         }
         Ok(())
     }
+}
+
+/// The header and the first `rows` rows of a log's `text`, under the current `header`. A
+/// log begun by an older pipe, whose header lacked the last columns, keeps its rows with those
+/// fields empty, so that the rows appended after them have as many fields.
+fn kept_rows(text: &str, rows: usize, header: &[&str]) -> String {
+    let mut lines = text.lines();
+    let fields = (lines.next()).map_or(header.len(), |h| h.split(',').count());
+    let padding = ",".repeat(header.len().saturating_sub(fields));
+    let mut out = header.join(",") + "\n";
+    for line in lines.take(rows) {
+        out.push_str(line);
+        out.push_str(&padding);
+        out.push('\n');
+    }
+    out
 }
 
 /// Logs the rows of metrics.csv (with timing.csv's throughput) to `events`.
@@ -196,10 +245,13 @@ fn replay(metrics: &Path, timing: &Path, events: &mut EventWriter) -> std::io::R
             accuracy: number(&row, 5).unwrap_or(f64::NAN),
             macro_f1: None,
         };
-        let at = (
-            number(&row, 1).unwrap_or(0.0) as usize,
-            number(&row, 2).unwrap_or(0.0) as usize,
-        );
+        let count = |i: usize| number(&row, i).unwrap_or(0.0) as usize;
+        let at = TrainingPosition {
+            epoch: count(1),
+            step: count(2),
+            global_step: count(7),
+            samples: count(8),
+        };
         events.log(&MetricRow::new(
             row.get(0).unwrap_or_default(),
             row.get(3).unwrap_or_default(),
@@ -211,4 +263,68 @@ fn replay(metrics: &Path, timing: &Path, events: &mut EventWriter) -> std::io::R
         ))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(split: &str, step: usize) -> MetricRow {
+        let at = TrainingPosition {
+            epoch: 1,
+            step,
+            global_step: step + 10,
+            samples: 32 * step,
+        };
+        let score = Score {
+            loss: 0.5,
+            accuracy: 0.75,
+            macro_f1: None,
+        };
+        MetricRow::new("train", split, at, score, 1e-3, 100.0, 1.5)
+    }
+
+    #[test]
+    fn reopening_keeps_the_rows_before_the_resume_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let (metrics, timing) = (
+            dir.path().join("metrics.csv"),
+            dir.path().join("timing.csv"),
+        );
+        let mut log = MetricsLog::create(&metrics, &timing, false).unwrap();
+        for step in 1..=3 {
+            log.log(&row(TRAIN_STEP, step)).unwrap();
+        }
+        drop(log);
+        let mut log = MetricsLog::reopen(&metrics, &timing, 2, false).unwrap();
+        assert_eq!(log.rows(), 2);
+        log.log(&row("train", 3)).unwrap();
+        let text = std::fs::read_to_string(&metrics).unwrap();
+        assert_eq!(
+            text,
+            "stage,epoch,step,split,loss,accuracy,lr,global_step,samples\n\
+             train,1,1,train_step,0.500000,0.750000,1e-3,11,32\n\
+             train,1,2,train_step,0.500000,0.750000,1e-3,12,64\n\
+             train,1,3,train,0.500000,0.750000,1e-3,13,96\n"
+        );
+        assert_eq!(std::fs::read_to_string(&timing).unwrap().lines().count(), 4);
+    }
+
+    /// A run begun before the step columns existed, resumed: its rows keep their values, with
+    /// the new fields empty, and every line has the header's fields.
+    #[test]
+    fn a_log_of_an_older_header_gets_the_current_one() {
+        let old = "stage,epoch,step,split,loss,accuracy,lr\n\
+                   train,1,4,train,1.0,0.5,1e-3\n\
+                   train,1,4,validation,1.1,0.4,1e-3\n";
+        assert_eq!(
+            kept_rows(old, 1, &METRICS_HEADER),
+            "stage,epoch,step,split,loss,accuracy,lr,global_step,samples\n\
+             train,1,4,train,1.0,0.5,1e-3,,\n"
+        );
+        assert_eq!(
+            kept_rows("", 0, &TIMING_HEADER),
+            TIMING_HEADER.join(",") + "\n"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub use folder::RunDir;
-pub use metrics_log::{MetricRow, MetricsLog, Score};
+pub use metrics_log::{MetricRow, MetricsLog, Score, TRAIN_STEP, TrainingPosition};
 pub use record::{RunRecord, RunStatus};
 
 /// Writes `bytes` to `path` durably and atomically, for every file pipe keeps (run files,

@@ -1,6 +1,7 @@
 //! TensorBoard event files beside metrics.csv, so that `tensorboard --logdir runs/` shows every
 //! run: each metrics row becomes scalars (`<split>/loss`, `<split>/accuracy`, and for training
-//! rows `train/lr` and `train/samples_per_s`), at the row's step counted over all stages.
+//! rows, `train` and `train_step`, also `<split>/lr` and `<split>/samples_per_s`), at the row's
+//! step counted over all stages.
 //!
 //! The format is TFRecord: each record is its length (u64), the length's masked CRC32C, the
 //! bytes, and their masked CRC32C; the bytes are a `tensorflow.Event` protobuf. Only four
@@ -10,7 +11,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::metrics_log::MetricRow;
+use super::metrics_log::{MetricRow, TRAIN_STEP};
 
 /// The file-name prefix TensorBoard looks for.
 pub const PREFIX: &str = "events.out.tfevents.";
@@ -64,9 +65,11 @@ impl EventWriter {
             (format!("{split}/loss"), row.loss),
             (format!("{split}/accuracy"), row.accuracy),
         ];
-        if split == "train" {
-            scalars.push(("train/lr".to_string(), row.lr));
-            scalars.push(("train/samples_per_s".to_string(), row.samples_per_s));
+        // Step rows get tags of their own: an epoch's mean beside its last steps' window, at
+        // one step, would draw a spike in one curve.
+        if split == "train" || split == TRAIN_STEP {
+            scalars.push((format!("{split}/lr"), row.lr));
+            scalars.push((format!("{split}/samples_per_s"), row.samples_per_s));
         }
         let wall = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -241,7 +244,16 @@ fn parse_event(data: &[u8]) -> Result<Event, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::metrics_log::Score;
+    use crate::run::metrics_log::{Score, TrainingPosition};
+
+    /// Rows place their scalars by stage and step: the other fields do not matter here.
+    fn at(epoch: usize, step: usize) -> TrainingPosition {
+        TrainingPosition {
+            epoch,
+            step,
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn rows_read_back_as_scalars_with_steps_growing_over_stages() {
@@ -255,7 +267,7 @@ mod tests {
         w.log(&MetricRow::new(
             "frozen",
             "train",
-            (1, 10),
+            at(1, 10),
             score(1.5),
             1e-3,
             900.0,
@@ -265,7 +277,7 @@ mod tests {
         w.log(&MetricRow::new(
             "frozen",
             "validation",
-            (1, 10),
+            at(1, 10),
             score(1.25),
             1e-3,
             0.0,
@@ -274,8 +286,18 @@ mod tests {
         .unwrap();
         w.log(&MetricRow::new(
             "tune",
+            TRAIN_STEP,
+            at(1, 2),
+            score(0.875),
+            1e-5,
+            70.0,
+            8.0,
+        ))
+        .unwrap();
+        w.log(&MetricRow::new(
+            "tune",
             "train",
-            (1, 4),
+            at(1, 4),
             score(0.75),
             3e-5,
             80.0,
@@ -287,7 +309,7 @@ mod tests {
         assert_eq!(files.len(), 1);
         let events = read_scalars(&files[0]).unwrap();
         // The file-version event, then one event per row.
-        assert_eq!(events.len(), 4);
+        assert_eq!(events.len(), 5);
         assert!(events[0].1.is_empty());
         assert_eq!(events[1].0, 10);
         assert_eq!(events[1].1[0], ("train/loss".to_string(), 1.5));
@@ -295,10 +317,22 @@ mod tests {
         assert_eq!(events[2].1.len(), 2);
         assert_eq!(events[2].1[0], ("validation/loss".to_string(), 1.25));
         assert_eq!(
-            events[3].0, 14,
+            events[3].0, 12,
             "the second stage's steps follow the first's"
         );
-        assert_eq!(events[3].1[3], ("train/samples_per_s".to_string(), 80.0));
+        let step_tags: Vec<&str> = events[3].1.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            step_tags,
+            [
+                "train_step/loss",
+                "train_step/accuracy",
+                "train_step/lr",
+                "train_step/samples_per_s"
+            ]
+        );
+        assert_eq!(events[3].1[2], ("train_step/lr".to_string(), 1e-5));
+        assert_eq!(events[4].0, 14);
+        assert_eq!(events[4].1[3], ("train/samples_per_s".to_string(), 80.0));
         // A flipped byte is caught by the record's checksum; a new writer replaces the file.
         let mut bytes = std::fs::read(&files[0]).unwrap();
         let last = bytes.len() - 6;

@@ -52,6 +52,11 @@ pub struct StageSpec {
     /// Also validate every N steps within an epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validate_every: Option<usize>,
+    /// Append a `train_step` row to metrics.csv every N optimizer steps (and at each epoch's
+    /// last step): the loss and accuracy of the steps since the previous one. Default: about
+    /// 20 rows per epoch (`ceil(steps per epoch / 20)`); 0 writes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_every_steps: Option<usize>,
     #[serde(default)]
     pub loss: Loss,
     #[serde(default = "default_metrics")]
@@ -201,10 +206,48 @@ pub fn default_stage_name(index: usize) -> String {
     }
 }
 
+/// Step rows per epoch when `log_every_steps` is not set: a curve of about this many points
+/// per epoch, whatever the epoch's length (HF Trainer's fixed 500 steps draws nothing for a
+/// short epoch and floods a long one).
+pub const STEP_ROWS_PER_EPOCH: usize = 20;
+
 impl StageSpec {
     pub fn name_or_default(&self, index: usize) -> String {
         self.name
             .clone()
             .unwrap_or_else(|| default_stage_name(index))
+    }
+
+    /// Every how many optimizer steps a `train_step` row is logged, for epochs of
+    /// `steps_per_epoch` steps; `None` when `log_every_steps = 0` turns them off.
+    pub fn log_every(&self, steps_per_epoch: usize) -> Option<usize> {
+        match self.log_every_steps {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(steps_per_epoch.div_ceil(STEP_ROWS_PER_EPOCH).max(1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage(log_every_steps: Option<usize>) -> StageSpec {
+        let mut stage: StageSpec =
+            toml::from_str("optimizer = { type = \"adam\" }").expect("a minimal stage");
+        stage.log_every_steps = log_every_steps;
+        stage
+    }
+
+    #[test]
+    fn step_rows_default_to_about_twenty_an_epoch() {
+        // At most 20 rows an epoch, and at least one step apart.
+        assert_eq!(stage(None).log_every(1000), Some(50));
+        assert_eq!(stage(None).log_every(79), Some(4));
+        assert_eq!(stage(None).log_every(16), Some(1));
+        assert_eq!(stage(None).log_every(0), Some(1));
+        assert_eq!(stage(Some(7)).log_every(1000), Some(7));
+        assert_eq!(stage(Some(0)).log_every(1000), None);
     }
 }

@@ -30,6 +30,9 @@ pub trait Progress {
     /// A pass over rows that is not training (the frozen encoder's features): `done` of
     /// `total` rows so far.
     fn pass(&mut self, _what: &str, _done: usize, _total: usize) {}
+    /// A pass over held-out rows (validation, test): `done` of `total` rows so far. Most are
+    /// short; a long one (a large encoder, many rows) should still show it is alive.
+    fn evaluation(&mut self, _what: &str, _done: usize, _total: usize) {}
 }
 
 pub struct TrainJob<'a> {
@@ -109,6 +112,8 @@ pub(super) struct Trainer<'a, B: AutodiffBackend> {
     pub fingerprint: SpecFingerprint,
     pub last_point: Option<ResumeState>,
     pub outcome: TrainOutcome,
+    /// Training rows seen in the run so far, over all stages (metrics.csv's `samples`).
+    pub samples: usize,
 }
 
 fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<TrainOutcome> {
@@ -164,6 +169,7 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         fingerprint: SpecFingerprint::of(spec),
         last_point: resume.clone(),
         outcome: TrainOutcome::default(),
+        samples: resume.as_ref().map_or(0, |r| r.samples),
     };
     if let Some(state) = &resume {
         trainer.outcome.stages = state.stages[..state.stage].to_vec();
@@ -186,10 +192,13 @@ fn train<B: AutodiffBackend>(job: TrainJob<'_>, device: B::Device) -> Result<Tra
         let ended = TestAfter {
             spec,
             stages: &trainer.outcome.stages,
+            samples: trainer.samples,
             test_is_validation,
             started: trainer.started,
         };
-        let score = ended.evaluate(&model.valid(), test, trainer.log, &device)?;
+        let progress = &mut *trainer.progress;
+        let report = &mut |done, total| progress.evaluation("test", done, total);
+        let score = ended.evaluate(&model.valid(), test, trainer.log, &device, report)?;
         trainer.outcome.test = Some(score);
     }
     // Final weights without autodiff state, so they load on any backend; most often the same

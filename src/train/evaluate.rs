@@ -13,20 +13,22 @@ use crate::data::EncodedSplit;
 use crate::data::batch::Inputs;
 use crate::graph::Graph;
 use crate::run::record::StageRecord;
-use crate::run::{MetricRow, MetricsLog, Score};
+use crate::run::{MetricRow, MetricsLog, Score, TrainingPosition};
 use crate::spec::{Spec, StageSpec};
+
+/// Told the rows done and the rows of the whole pass, after each batch of an evaluation.
+pub type Report<'r> = &'r mut dyn FnMut(usize, usize);
 
 /// Mean loss and accuracy over (at most `max_batches` batches of) a split, without autodiff.
 pub fn evaluate<B: Backend>(
     model: &Graph<B>,
     split: &EncodedSplit,
-    batch_size: usize,
-    max_batches: Option<usize>,
+    (batch_size, max_batches): (usize, Option<usize>),
     device: &B::Device,
+    report: Report,
 ) -> Score {
-    evaluate_rows(split, batch_size, max_batches, device, |inputs, _| {
-        model.logits(inputs)
-    })
+    let logits_of = |inputs: &Inputs<B>, _: &[usize]| model.logits(inputs);
+    evaluate_rows(split, (batch_size, max_batches), device, logits_of, report)
 }
 
 /// [`evaluate`] of a stage's validation rows (its batch size and step cap), reusing the
@@ -37,25 +39,25 @@ pub(super) fn evaluate_with<B: AutodiffBackend>(
     stage: &StageSpec,
     device: &B::Device,
     prefix: Option<&FrozenPrefix<B>>,
+    report: Report,
 ) -> Score {
-    let (batch_size, max_batches) = (stage.batch_size, stage.validation_steps);
-    evaluate_rows::<B::InnerBackend>(split, batch_size, max_batches, device, |inputs, rows| {
-        match prefix {
-            None => model.logits(inputs),
-            Some(p) => {
-                let cache = p.validation_cache.as_ref();
-                model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
-            }
+    let batches = (stage.batch_size, stage.validation_steps);
+    let logits_of = |inputs: &Inputs<B::InnerBackend>, rows: &[usize]| match prefix {
+        None => model.logits(inputs),
+        Some(p) => {
+            let cache = p.validation_cache.as_ref();
+            model.logits_from(inputs, p.len, p.given_inner(split, cache, rows, device))
         }
-    })
+    };
+    evaluate_rows::<B::InnerBackend>(split, batches, device, logits_of, report)
 }
 
 fn evaluate_rows<B: Backend>(
     split: &EncodedSplit,
-    batch_size: usize,
-    max_batches: Option<usize>,
+    (batch_size, max_batches): (usize, Option<usize>),
     device: &B::Device,
     logits_of: impl Fn(&Inputs<B>, &[usize]) -> Tensor<B, 2>,
+    report: Report,
 ) -> Score {
     let mut running = Running::default();
     // Every row's label and prediction, for macro-F1 (a few bytes a row).
@@ -67,6 +69,7 @@ fn evaluate_rows<B: Backend>(
     if split.padding.dynamic && max_batches.is_none() {
         rows.sort_by_key(|&r| split.length(r));
     }
+    let total = max_batches.map_or(rows.len(), |n| rows.len().min(n * batch_size.max(1)));
     for chunk in rows
         .chunks(batch_size.max(1))
         .take(max_batches.unwrap_or(usize::MAX))
@@ -86,6 +89,7 @@ fn evaluate_rows<B: Backend>(
         running.add(loss, right, chunk.len());
         truth.extend(batch_truth);
         predicted.extend(batch_predicted);
+        report(running.seen, total);
     }
     let mut score = running.score();
     if !truth.is_empty() {
@@ -136,6 +140,8 @@ pub fn predict<B: Backend>(
 pub(super) struct TestAfter<'a> {
     pub spec: &'a Spec,
     pub stages: &'a [StageRecord],
+    /// Training rows seen in the run.
+    pub samples: usize,
     pub test_is_validation: bool,
     pub started: Instant,
 }
@@ -148,13 +154,14 @@ impl TestAfter<'_> {
         test: &EncodedSplit,
         log: &mut MetricsLog,
         device: &B::Device,
+        report: Report,
     ) -> Result<Score> {
         let (spec, t) = (self.spec, Instant::now());
         let batch = spec.stages.last().map(|s| s.batch_size).unwrap_or(32);
         let last = self.stages.last();
         // Evaluating 7,600 rows twice with the same weights would only cost time.
         let reused = self.last_validation();
-        let score = reused.unwrap_or_else(|| evaluate(model, test, batch, None, device));
+        let score = reused.unwrap_or_else(|| evaluate(model, test, (batch, None), device, report));
         let stage = spec
             .stages
             .len()
@@ -165,10 +172,12 @@ impl TestAfter<'_> {
             Some(_) => 0.0,
             None => test.len() as f64 / t.elapsed().as_secs_f64().max(1e-9),
         };
-        let at = (
-            last.map(|s| s.epochs_completed).unwrap_or(0),
-            last.map(|s| s.steps).unwrap_or(0),
-        );
+        let at = TrainingPosition {
+            epoch: last.map(|s| s.epochs_completed).unwrap_or(0),
+            step: last.map(|s| s.steps).unwrap_or(0),
+            global_step: self.stages.iter().map(|s| s.steps).sum(),
+            samples: self.samples,
+        };
         let elapsed = self.started.elapsed().as_secs_f64();
         log.log(&MetricRow::new(
             &stage,

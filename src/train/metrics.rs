@@ -33,7 +33,7 @@ pub fn correct<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> u
 }
 
 /// Running sums over an epoch or an evaluation.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Running {
     pub loss_sum: f64,
     pub correct: usize,

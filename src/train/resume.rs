@@ -49,6 +49,22 @@ pub struct ResumeState {
     /// The current stage's kept checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoints: Option<RetentionState>,
+    /// Training rows seen in the run, over all stages (points of older versions lack it: a run
+    /// resumed from one counts only the rows trained after its resumption).
+    #[serde(default)]
+    pub samples: usize,
+    /// The sums of the batches since the last `train_step` row, which the next one covers.
+    #[serde(default)]
+    pub window: Running,
+}
+
+/// What a point carries of the training so far: the epoch's running sums, those since the
+/// last `train_step` row, and the training rows seen in the run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PointSums {
+    pub epoch: Running,
+    pub window: Running,
+    pub samples: usize,
 }
 
 /// A stable fingerprint of a resolved spec: FNV-1a (64 bit) over its `key = value` lines in key
@@ -207,12 +223,12 @@ impl PointFiles {
 }
 
 impl ResumeState {
-    /// The point at `at`, with the epoch's running sums so far, the stage records (finished
-    /// ones, then the current one), the metrics.csv rows written, the policies' state and the
-    /// files it is saved in.
+    /// The point at `at`, with the running sums so far, the stage records (finished ones, then
+    /// the current one), the metrics.csv rows written, the policies' state and the files it is
+    /// saved in.
     pub fn new(
         at: ResumeAt,
-        running: Running,
+        sums: PointSums,
         stages: Vec<StageRecord>,
         metric_rows: usize,
         policies: PolicyState,
@@ -224,9 +240,9 @@ impl ResumeState {
             epoch: at.epoch,
             next_batch: at.next_batch,
             step: at.step,
-            loss_sum: running.loss_sum,
-            correct: running.correct,
-            seen: running.seen,
+            loss_sum: sums.epoch.loss_sum,
+            correct: sums.epoch.correct,
+            seen: sums.epoch.seen,
             best_score: policies.best_score,
             stages,
             metric_rows,
@@ -235,6 +251,8 @@ impl ResumeState {
             spec: Some(spec.clone()),
             early_stopping: policies.early_stopping,
             checkpoints: policies.checkpoints,
+            samples: sums.samples,
+            window: sums.window,
         }
     }
 

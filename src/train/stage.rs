@@ -24,14 +24,14 @@ use super::optim::StageOptimizer;
 use super::parallel::{ShardResult, worker_seed};
 use super::policies::StagePolicies;
 use super::prefix::FrozenPrefix;
-use super::resume::{PointFiles, ResumeAt, ResumeState};
+use super::resume::{PointFiles, PointSums, ResumeAt, ResumeState};
 use super::schedule::learning_rate;
 use crate::graph::Graph;
 use crate::graph::plan::glob_match;
 use crate::layers::LayerForward;
 use crate::layers::Value;
 use crate::run::record::StageRecord;
-use crate::run::{MetricRow, Score, checkpoint};
+use crate::run::{MetricRow, Score, TRAIN_STEP, TrainingPosition, checkpoint};
 use crate::spec::StageSpec;
 
 /// One stage in progress: its optimizer and frozen prefix, the optimizer steps taken, its
@@ -48,6 +48,8 @@ pub(super) struct StageRun<'s, B: AutodiffBackend> {
     total_steps: usize,
     base_lr: f64,
     step: usize,
+    /// Every how many optimizer steps a `train_step` row is logged (`None`: never).
+    log_every: Option<usize>,
     record: StageRecord,
     policies: StagePolicies,
 }
@@ -62,6 +64,11 @@ struct EpochRun {
     lr: f64,
     /// Set when early stopping ends the stage at a mid-epoch validation point.
     stopped_at: Option<Score>,
+    /// The batches since the last `train_step` row.
+    window: Running,
+    /// When the window was (re)started in this process, and its rows then: the rows of a
+    /// window resumed from a point were not timed here.
+    window_started: (Instant, usize),
 }
 
 /// What the end of an epoch decided.
@@ -168,6 +175,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             total_steps: steps_per_epoch * stage.epochs,
             base_lr: stage.optimizer.learning_rate(),
             step: resuming.map(|r| r.step).unwrap_or(0),
+            log_every: stage.log_every(steps_per_epoch),
             record,
             policies,
             name,
@@ -204,15 +212,48 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     }
 
     /// Validation of the current weights, through the stage's frozen prefix (and its cache).
-    fn validate(&self, model: &Graph<B>, stage: &StageRun<'a, B>) -> Option<Score> {
+    fn validate(&mut self, model: &Graph<B>, stage: &StageRun<'a, B>) -> Option<Score> {
         let split = self.validation?;
+        let progress = &mut *self.progress;
+        let what = format!("{}: validation", stage.name);
         Some(evaluate_with(
             &model.valid(),
             split,
             stage.spec,
             &self.rows.device,
             stage.prefix.as_ref(),
+            &mut |done, total| progress.evaluation(&what, done, total),
         ))
+    }
+
+    /// Where training stands in `stage`, in epoch `epoch`.
+    fn position(&self, stage: &StageRun<'a, B>, epoch: usize) -> TrainingPosition {
+        let before: usize = self.outcome.stages.iter().map(|s| s.steps).sum();
+        TrainingPosition {
+            epoch,
+            step: stage.step,
+            global_step: before + stage.step,
+            samples: self.samples,
+        }
+    }
+
+    /// The `train_step` row of the batches since the previous one (none when there were no
+    /// batches since, or step rows are off); its window starts again.
+    fn log_step_row(&mut self, stage: &StageRun<'a, B>, ep: &mut EpochRun) -> Result<()> {
+        if ep.window.seen == 0 || stage.log_every.is_none() {
+            return Ok(());
+        }
+        let (started, seen_then) = ep.window_started;
+        let timed = ep.window.seen.saturating_sub(seen_then);
+        let rate = timed as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let at = self.position(stage, ep.epoch);
+        let score = ep.window.score();
+        let row = MetricRow::new(&stage.name, TRAIN_STEP, at, score, ep.lr, rate, elapsed);
+        self.log.log(&row)?;
+        ep.window = Running::default();
+        ep.window_started = (Instant::now(), 0);
+        Ok(())
     }
 
     /// The gradients of one batch: on one worker, or split over the data-parallel workers and
@@ -256,6 +297,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let (si, spec) = (stage.index, stage.spec);
         let seed = epoch_seed(self.spec.seed, si, epoch);
         let batches = epoch_batches(self.rows.split, spec, seed, stage.batches_per_epoch);
+        let window = resumed.map(|r| r.window).unwrap_or_default();
         let mut ep = EpochRun {
             epoch,
             running: resumed.map(ResumeState::running).unwrap_or_default(),
@@ -263,6 +305,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             started: Instant::now(),
             lr: stage.learning_rate(),
             stopped_at: None,
+            window,
+            window_started: (Instant::now(), window.seen),
         };
         let skip = resumed.map(|r| r.next_batch).unwrap_or(0);
         let mut accumulator = GradientsAccumulator::<Graph<B>>::new();
@@ -271,6 +315,8 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             let seed = step_seed(self.spec.seed, si, epoch, bi);
             let batch = self.batch_gradients(&model, stage, rows, seed)?;
             ep.running.add(batch.loss, batch.correct, rows.len());
+            ep.window.add(batch.loss, batch.correct, rows.len());
+            self.samples += rows.len();
             accumulator.accumulate(&model, batch.grads);
             pending += 1;
             let last_batch = bi + 1 == batches.len();
@@ -285,6 +331,9 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             let in_epoch = stage.step - (epoch - 1) * stage.steps_per_epoch;
             let (loss, accuracy) = (ep.running.loss(), ep.running.accuracy());
             self.progress.step(epoch, in_epoch, loss, accuracy, rate);
+            if step_row_due(stage.log_every, in_epoch, last_batch) {
+                self.log_step_row(stage, &mut ep)?;
+            }
             if !last_batch && self.mid_epoch_validation(&model, stage, &mut ep, rate)? {
                 // The epoch end below ends the epoch here, then the stage.
                 break;
@@ -333,10 +382,11 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let Some(score) = self.validate(model, stage) else {
             return Ok(false);
         };
-        let at = (ep.epoch, stage.step);
+        let at = self.position(stage, ep.epoch);
         let elapsed = self.started.elapsed().as_secs_f64();
         let row = MetricRow::new(&stage.name, "validation", at, score, ep.lr, rate, elapsed);
         self.log.log(&row)?;
+        let at = (ep.epoch, stage.step);
         let stop = (stage.policies).at_validation(score, at, model, &self.checkpoints)?;
         if stop {
             ep.stopped_at = Some(score);
@@ -369,9 +419,14 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             next_batch,
             step,
         };
+        let sums = PointSums {
+            epoch: ep.running,
+            window: ep.window,
+            samples: self.samples,
+        };
         let point = ResumeState::new(
             at,
-            ep.running,
+            sums,
             stages,
             self.log.rows(),
             stage.policies.point_fields(true),
@@ -387,9 +442,12 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         &mut self,
         model: Graph<B>,
         stage: &mut StageRun<'a, B>,
-        ep: EpochRun,
+        mut ep: EpochRun,
     ) -> Result<(Graph<B>, AfterEpoch)> {
         let (si, epoch, step) = (stage.index, ep.epoch, stage.step);
+        // The epoch's last step logged its step row, unless early stopping ended the epoch
+        // before it: the steps since the last row get theirs here.
+        self.log_step_row(stage, &mut ep)?;
         let metrics = self.epoch_metrics(&model, stage, &ep)?;
         let stopped_mid = ep.stopped_at.is_some();
         let (model, stop) = stage.policies.at_epoch_end(
@@ -425,9 +483,13 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         let mut finished = stage.record.clone();
         finished.seconds = stage.started.elapsed().as_secs_f64();
         stages.push(finished);
+        let sums = PointSums {
+            samples: self.samples,
+            ..PointSums::default()
+        };
         let point = ResumeState::new(
             at,
-            Running::default(),
+            sums,
             stages,
             self.log.rows(),
             stage.policies.point_fields(same_stage),
@@ -470,7 +532,7 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
         stage: &StageRun<'a, B>,
         ep: &EpochRun,
     ) -> Result<BTreeMap<String, f64>> {
-        let at = (ep.epoch, stage.step);
+        let at = self.position(stage, ep.epoch);
         let elapsed = self.started.elapsed().as_secs_f64();
         let rate = ep.running.seen as f64 / ep.started.elapsed().as_secs_f64().max(1e-9);
         let train = ep.running.score();
@@ -526,6 +588,13 @@ impl<B: AutodiffBackend> StageRun<'_, B> {
         let schedule = &self.spec.schedule;
         learning_rate(schedule, self.base_lr, self.step, self.total_steps)
     }
+}
+
+/// Whether the optimizer step just taken, the `in_epoch`-th of its epoch, ends the window of
+/// a `train_step` row: every `every` steps of the epoch, and at its last step, so that the
+/// epoch's step rows cover all of its steps and the last one ends where the epoch does.
+fn step_row_due(every: Option<usize>, in_epoch: usize, last_of_epoch: bool) -> bool {
+    every.is_some_and(|n| last_of_epoch || in_epoch.is_multiple_of(n))
 }
 
 impl EpochRun {
@@ -604,4 +673,23 @@ fn to_device<B: Backend>(
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_row_due;
+
+    #[test]
+    fn step_rows_fall_every_n_steps_and_at_the_epoch_end() {
+        // 10 steps an epoch, a row every 4: after steps 4, 8 and the last, 10.
+        let due: Vec<usize> = (1..=10)
+            .filter(|&s| step_row_due(Some(4), s, s == 10))
+            .collect();
+        assert_eq!(due, [4, 8, 10]);
+        let every: Vec<usize> = (1..=3)
+            .filter(|&s| step_row_due(Some(1), s, s == 3))
+            .collect();
+        assert_eq!(every, [1, 2, 3]);
+        assert!(!step_row_due(None, 4, true), "log_every_steps = 0: none");
+    }
 }

@@ -383,11 +383,16 @@ pub fn metrics_rows(run: &Path) -> Vec<std::collections::BTreeMap<String, String
         .collect()
 }
 
-/// How many data rows (lines after the header) a run's metrics.csv has so far; 0 while it does
-/// not exist.
+/// How many rows of epoch ends and evaluations a run's metrics.csv has so far (its
+/// `train_step` rows, logged within epochs, not counted): at least one once its first epoch
+/// has ended; 0 while it does not exist.
 pub fn metrics_rows_so_far(run: &Path) -> usize {
     std::fs::read_to_string(run.join("metrics.csv"))
-        .map(|t| t.lines().count().saturating_sub(1))
+        .map(|t| {
+            (t.lines().skip(1))
+                .filter(|l| l.split(',').nth(3) != Some("train_step"))
+                .count()
+        })
         .unwrap_or(0)
 }
 

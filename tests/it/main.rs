@@ -16,6 +16,7 @@ mod early_stopping;
 mod families;
 mod fuzz;
 mod layers_graph;
+mod learning_curves;
 mod newcomer;
 mod onnx_export;
 mod precision;

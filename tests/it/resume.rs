@@ -43,13 +43,25 @@ fn kill_9_then_resume_equals_an_unbroken_run() {
     assert!(out.status.success(), "{:?}", text(&out));
     let a = only_run(&straight, "agnews_transformer");
 
-    // Kill the second run once it has a resume point inside the second stage, mid-epoch.
+    // Kill the second run once it has a resume point inside the second stage, mid-epoch, and
+    // inside the window of a train_step row (38 steps an epoch: a row every 2 steps, a point
+    // every 3).
     let broken = dir.join("broken");
     let child = pipe().args(args(&spec, &broken)).spawn().unwrap();
-    let b = common::wait_for_resume_point(&broken, "agnews_transformer", 1);
+    let b = common::wait_for_resume_point_where(&broken, "agnews_transformer", |state| {
+        let mid_epoch = state["next_batch"].as_u64().unwrap_or(0) > 0;
+        state["stage"] == 1 && mid_epoch && state["window"]["seen"].as_u64().unwrap_or(0) > 0
+    });
     let record = common::kill_then_resume(child, &b);
     assert_eq!(record["resumed_at"].as_array().unwrap().len(), 1);
     common::assert_same_end(&a, &b);
+    let rows = common::metrics_rows(&b);
+    let steps: Vec<u64> = (rows.iter())
+        .filter(|r| r["split"] == "train_step")
+        .map(|r| r["global_step"].parse().unwrap())
+        .collect();
+    assert!(steps.len() > 40, "{rows:?}");
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     assert_eq!(json(&a.join("run.json"))["metrics"], record["metrics"]);
 
     // A completed run is not resumed again.

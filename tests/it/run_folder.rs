@@ -126,10 +126,17 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
     let ma = std::fs::read_to_string(a.join("metrics.csv")).unwrap();
     let mb = std::fs::read_to_string(b.join("metrics.csv")).unwrap();
     assert!(
-        ma.starts_with("stage,epoch,step,split,loss,accuracy,lr\n"),
+        ma.starts_with("stage,epoch,step,split,loss,accuracy,lr,global_step,samples\n"),
         "{ma}"
     );
-    assert_eq!(ma.lines().count(), 1 + 2 * 2 + 1, "{ma}");
+    // A train and a validation row per epoch, the test row; and 300 rows / 32 = 10 steps an
+    // epoch, each with its train_step row (at most 20 an epoch: one every step).
+    let steps = ma.lines().filter(|l| l.contains(",train_step,")).count();
+    assert_eq!(
+        (ma.lines().count() - steps, steps),
+        (1 + 2 * 2 + 1, 20),
+        "{ma}"
+    );
     assert_eq!(ma, mb, "same spec and seed must give identical metrics.csv");
     let (wa, wb) = (
         tensors(&a.join("model/model.safetensors")),

@@ -37,10 +37,13 @@ fn a_resumed_run_has_one_event_file_holding_exactly_its_metrics_rows() {
                 "{split}/{tag}: {got} vs {csv}"
             );
         }
-        if split == "train" {
+        if split == "train" || split == "train_step" {
             let lr: f64 = row["lr"].parse().unwrap();
-            assert!((value("train/lr") - lr).abs() <= 1e-6 * lr);
-            assert!(value("train/samples_per_s") > 0.0);
+            assert!((value(&format!("{split}/lr")) - lr).abs() <= 1e-6 * lr);
+            assert!(value(&format!("{split}/samples_per_s")) > 0.0);
         }
     }
+    // The step rows (30 steps an epoch: a row every 2) are there, at their own steps.
+    let step_rows = rows.iter().filter(|r| r["split"] == "train_step").count();
+    assert_eq!(step_rows, 5 * 15, "{rows:?}");
 }

@@ -1,0 +1,161 @@
+//! A `Linear` layer's x·W + b and its gradients (dx, dW, db): split by rows over rayon's
+//! pool for small weights, one product that `gemm` threads itself for large ones.
+
+use burn::backend::Flex;
+use burn::tensor::TensorMetadata;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{Ft, Written, add_up, contiguous, is_f32, mm, mm_with, tensor, values};
+use crate::fused::reference;
+
+/// Rows per task of the linear kernels' row-parallel parts: at least 16 tasks where there
+/// are rows enough, at most 2,048 rows each. It depends on the shape alone, so partial sums
+/// add up in the same order on any number of threads.
+fn linear_rows(n: usize) -> usize {
+    n.div_ceil(16).clamp(64, 2048)
+}
+
+/// Weights this large go to gemm as one product that gemm threads itself (BERT's 384×1536);
+/// smaller ones (model A's 32×64) are split by rows, which gemm would not parallelise.
+fn gemm_threads_itself(d_in: usize, d_out: usize) -> bool {
+    d_in * d_out >= 1 << 16
+}
+
+pub fn linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
+    if !is_f32(&[&x, &weight, &bias]) {
+        return reference::linear::<Flex>(x, weight, bias);
+    }
+    let (x, w, b) = (contiguous(&x), contiguous(&weight), contiguous(&bias));
+    let (xv, wv, bv) = (values(&x), values(&w), values(&b));
+    let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], bv.len());
+    let whole = gemm_threads_itself(d_in, d_out);
+    let mut out = Written::new(n * d_out);
+    let out_ptr = out.ptr();
+    let per = linear_rows(n);
+    (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
+        let rows = c * per..((c + 1) * per).min(n);
+        // SAFETY: this task writes (the bias, then the product onto it) only its own rows.
+        unsafe {
+            let dst = out_ptr.get().add(rows.start * d_out);
+            for r in 0..rows.len() {
+                std::ptr::copy_nonoverlapping(bv.as_ptr(), dst.add(r * d_out), d_out);
+            }
+            if !whole {
+                mm(
+                    (rows.len(), d_out, d_in),
+                    (dst, d_out as isize, 1),
+                    (xv[rows.start * d_in..].as_ptr(), d_in as isize, 1),
+                    (wv.as_ptr(), d_out as isize, 1),
+                    1.0,
+                    true,
+                );
+            }
+        }
+    });
+    if whole {
+        // SAFETY: every row holds the bias now; the product is added onto all of them.
+        unsafe {
+            mm_with(
+                (n, d_out, d_in),
+                (out_ptr.get(), d_out as isize, 1),
+                (xv.as_ptr(), d_in as isize, 1),
+                (wv.as_ptr(), d_out as isize, 1),
+                1.0,
+                true,
+                Parallelism::Rayon(0),
+            );
+        }
+    }
+    // SAFETY: the row chunks cover all n rows.
+    tensor(unsafe { out.assume_written() }, &[n, d_out])
+}
+
+pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
+    if !is_f32(&[&x, &weight, &grad]) {
+        return reference::linear_backward::<Flex>(x, weight, grad);
+    }
+    let (x, w, g) = (contiguous(&x), contiguous(&weight), contiguous(&grad));
+    let (xv, wv, gv) = (values(&x), values(&w), values(&g));
+    let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], w.shape()[1]);
+    let whole = gemm_threads_itself(d_in, d_out);
+    let mut dx = Written::new(n * d_in);
+    let dx_ptr = dx.ptr();
+    // dx = g·Wᵀ, dW = xᵀ·g, db = Σ g: split by rows (partial dW and db added up in chunk
+    // order), or, for large weights, as two products that gemm threads itself.
+    let per = linear_rows(n);
+    let partials: Vec<(Option<Vec<f32>>, Vec<f32>)> = (0..n.div_ceil(per))
+        .into_par_iter()
+        .map(|c| {
+            let rows = c * per..((c + 1) * per).min(n);
+            let db = add_up(
+                gv[rows.start * d_out..rows.end * d_out].chunks_exact(d_out),
+                d_out,
+            );
+            if whole {
+                return (None, db);
+            }
+            let (x0, g0) = (
+                xv[rows.start * d_in..].as_ptr(),
+                gv[rows.start * d_out..].as_ptr(),
+            );
+            let mut dw = Written::new(d_in * d_out);
+            // SAFETY: dx rows of this chunk only; dw is this task's own buffer.
+            let dw = unsafe {
+                mm(
+                    (rows.len(), d_in, d_out),
+                    (dx_ptr.get().add(rows.start * d_in), d_in as isize, 1),
+                    (g0, d_out as isize, 1),
+                    (wv.as_ptr(), 1, d_out as isize),
+                    1.0,
+                    false,
+                );
+                mm(
+                    (d_in, d_out, rows.len()),
+                    (dw.ptr().get(), d_out as isize, 1),
+                    (x0, 1, d_in as isize),
+                    (g0, d_out as isize, 1),
+                    1.0,
+                    false,
+                );
+                dw.assume_written()
+            };
+            (Some(dw), db)
+        })
+        .collect();
+    let db = add_up(partials.iter().map(|p| &p.1), d_out);
+    let dw = if whole {
+        let mut dw = Written::new(d_in * d_out);
+        // SAFETY: whole-matrix products into dx and dw, which they fill.
+        unsafe {
+            mm_with(
+                (n, d_in, d_out),
+                (dx_ptr.get(), d_in as isize, 1),
+                (gv.as_ptr(), d_out as isize, 1),
+                (wv.as_ptr(), 1, d_out as isize),
+                1.0,
+                false,
+                Parallelism::Rayon(0),
+            );
+            mm_with(
+                (d_in, d_out, n),
+                (dw.ptr().get(), d_out as isize, 1),
+                (xv.as_ptr(), 1, d_in as isize),
+                (gv.as_ptr(), d_out as isize, 1),
+                1.0,
+                false,
+                Parallelism::Rayon(0),
+            );
+            dw.assume_written()
+        }
+    } else {
+        add_up(partials.into_iter().filter_map(|p| p.0), d_in * d_out)
+    };
+    // SAFETY: the row chunks (or the whole product) cover all n rows of dx.
+    let dx = unsafe { dx.assume_written() };
+    (
+        tensor(dx, &[n, d_in]),
+        tensor(dw, &[d_in, d_out]),
+        tensor(db, &[d_out]),
+    )
+}

@@ -1,0 +1,273 @@
+//! The fused operations on burn-flex's own storage: row-parallel over rayon's pool, `gemm`
+//! on strided views (no head split / merge copies), vectorised exp and erf.
+//!
+//! One file per operation family: `attention.rs`, `linear.rs`, `norm.rs` (LayerNorm),
+//! `activation.rs` (GELU, ReLU), `pooling.rs` (mean pooling), `dropout.rs` (dropout masks,
+//! residual dropout, the masked product). This file holds what they share (tensor
+//! wrapping, `contiguous` / `values`, the unzeroed output buffers and `par_filled`, the
+//! `gemm` wrapper, partial-sum adding) and `PipeOps for Flex`, which routes to them.
+//! Softmax cross-entropy has no flex kernel: `Flex` keeps the trait's default (decomposed)
+//! implementation.
+
+mod activation;
+mod attention;
+mod dropout;
+mod linear;
+mod norm;
+mod pooling;
+
+pub use activation::{gelu, gelu_backward, relu, relu_backward};
+pub use attention::{attention_backward, attention_forward};
+pub use dropout::{dropout_mask, multiply_tensors, residual};
+pub use linear::{linear, linear_backward};
+pub use norm::{layer_norm, layer_norm_backward};
+pub use pooling::{mean_pool, mean_pool_backward};
+
+use burn::backend::Flex;
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::tensor::{Bytes, DType, Shape};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::math::multiversion;
+use super::{AttentionOptions, PipeOps};
+
+type Ft = FlexTensor;
+
+fn is_f32(tensors: &[&Ft]) -> bool {
+    tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// A contiguous f32 view (copies only when the layout is strided or offset).
+pub(super) fn contiguous(t: &Ft) -> Ft {
+    t.to_contiguous()
+}
+
+pub(super) fn values(t: &Ft) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("contiguous f32 tensor after to_contiguous")
+}
+
+pub(super) fn tensor(data: Vec<f32>, dims: &[usize]) -> Ft {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(Shape::from(dims.to_vec())),
+        DType::F32,
+    )
+}
+
+/// A pointer that may cross into rayon tasks, each writing its own disjoint strided block.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (its own batch row and head columns).
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the whole `Shared`, not its raw field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// An output buffer that the kernels fill completely through raw pointers (gemm never reads
+/// its destination when not accumulating), so it is not zeroed first: zeroing the 67 MB of
+/// model A's attention weights cost 6 % of a training step.
+struct Written {
+    buffer: Vec<f32>,
+    len: usize,
+}
+
+impl Written {
+    fn new(len: usize) -> Self {
+        Written {
+            buffer: Vec::with_capacity(len),
+            len,
+        }
+    }
+    fn ptr(&mut self) -> Shared {
+        Shared(self.buffer.as_mut_ptr())
+    }
+    /// # Safety
+    /// All `len` elements must have been written.
+    unsafe fn assume_written(mut self) -> Vec<f32> {
+        unsafe { self.buffer.set_len(self.len) };
+        self.buffer
+    }
+}
+
+/// `len` values made by `fill(task, chunk)` over rayon's pool, `chunk` elements a task (the
+/// last one shorter), without zeroing the buffer first: `fill` must write every element of
+/// its chunk. A zeroed `vec!` is a memset on the calling thread before any task starts, and in
+/// a model A training step those memsets were a quarter of the time the main thread ran alone.
+fn par_filled(len: usize, chunk: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    par_filled_with(len, chunk, fill).0
+}
+
+/// [`par_filled`] where each task also returns a value (partial sums), in task order.
+fn par_filled_with<R: Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [f32]) -> R + Sync,
+) -> (Vec<f32>, Vec<R>) {
+    let mut out = Written::new(len);
+    let ptr = out.ptr();
+    let results = (0..len.div_ceil(chunk))
+        .into_par_iter()
+        .map(|task| {
+            let start = task * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: each task gets its own in-bounds range of the buffer.
+            fill(task, unsafe {
+                std::slice::from_raw_parts_mut(ptr.get().add(start), n)
+            })
+        })
+        .collect();
+    // SAFETY: the ranges cover the buffer and `fill` writes all of each.
+    (unsafe { out.assume_written() }, results)
+}
+
+/// `dst[m×n] (+)= beta · lhs[m×k] · rhs[k×n]`, all as (row stride, column stride) views.
+///
+/// # Safety
+/// The pointers must address the strided blocks they describe.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    shape: (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    beta: f32,
+    accumulate: bool,
+) {
+    unsafe { mm_with(shape, dst, lhs, rhs, beta, accumulate, Parallelism::None) }
+}
+
+/// [`mm`] with gemm's own threading.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_with(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    beta: f32,
+    accumulate: bool,
+    parallelism: Parallelism,
+) {
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.0,
+            dst.2,
+            dst.1,
+            accumulate,
+            lhs.0,
+            lhs.2,
+            lhs.1,
+            rhs.0,
+            rhs.2,
+            rhs.1,
+            1.0,
+            beta,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+multiversion! {
+    /// `out = a ⊙ b`, one pass.
+    fn multiply_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = x * y;
+        }
+    }
+}
+
+/// Adds equal-length rows (partial sums, or a matrix's rows) in order.
+fn add_up<R: AsRef<[f32]>>(rows: impl IntoIterator<Item = R>, len: usize) -> Vec<f32> {
+    let mut total = vec![0.0f32; len];
+    for row in rows {
+        for (s, v) in total.iter_mut().zip(row.as_ref()) {
+            *s += v;
+        }
+    }
+    total
+}
+
+const ELEMENTS_PER_TASK: usize = 16_384;
+
+impl PipeOps for Flex {
+    fn fused_attention_forward(
+        q: Ft,
+        k: Ft,
+        v: Ft,
+        key_mask: Option<Ft>,
+        dropout_mask: Option<Ft>,
+        options: AttentionOptions,
+    ) -> (Ft, Ft) {
+        let (out, probs) = attention_forward(q, k, v, key_mask, dropout_mask, options, true);
+        (out, probs.expect("kept"))
+    }
+    fn fused_attention(
+        q: Ft,
+        k: Ft,
+        v: Ft,
+        key_mask: Option<Ft>,
+        dropout_mask: Option<Ft>,
+        options: AttentionOptions,
+    ) -> Ft {
+        attention_forward(q, k, v, key_mask, dropout_mask, options, false).0
+    }
+    fn fused_attention_backward(
+        q: Ft,
+        k: Ft,
+        v: Ft,
+        probs: Ft,
+        dropout_mask: Option<Ft>,
+        grad: Ft,
+        options: AttentionOptions,
+    ) -> (Ft, Ft, Ft) {
+        attention_backward(q, k, v, probs, dropout_mask, grad, options)
+    }
+    fn fused_linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
+        linear(x, weight, bias)
+    }
+    fn fused_linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
+        linear_backward(x, weight, grad)
+    }
+    fn fused_layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, epsilon: f64) -> Ft {
+        layer_norm(x, gamma, beta, epsilon)
+    }
+    fn fused_layer_norm_backward(x: Ft, gamma: Ft, epsilon: f64, grad: Ft) -> (Ft, Ft, Ft) {
+        layer_norm_backward(x, gamma, epsilon, grad)
+    }
+    fn fused_mean_pool(x: Ft, mask: Option<Ft>) -> Ft {
+        mean_pool(x, mask)
+    }
+    fn fused_mean_pool_backward(mask: Option<Ft>, grad: Ft, length: usize) -> Ft {
+        mean_pool_backward(mask, grad, length)
+    }
+    fn fused_relu(x: Ft) -> Ft {
+        relu(x)
+    }
+    fn fused_relu_backward(output: Ft, grad: Ft) -> Ft {
+        relu_backward(output, grad)
+    }
+    fn fused_gelu(x: Ft) -> Ft {
+        gelu(x)
+    }
+    fn fused_residual(x: Ft, z: Ft, mask: Option<Ft>) -> Ft {
+        residual(x, z, mask)
+    }
+    fn fused_multiply(a: Ft, b: Ft) -> Ft {
+        multiply_tensors(a, b)
+    }
+    fn fused_gelu_backward(x: Ft, grad: Ft) -> Ft {
+        gelu_backward(x, grad)
+    }
+}

@@ -113,6 +113,22 @@ impl DeviceChoice {
     }
 }
 
+/// What `precision` runs as on this machine, for run.json: `bf16-mixed` says whether AMX
+/// does its products.
+pub fn precision_used(precision: Precision) -> String {
+    match precision {
+        Precision::F32 => "f32".into(),
+        Precision::F16 => "f16".into(),
+        Precision::Bf16 => "bf16".into(),
+        Precision::Bf16Mixed if crate::fused::amx::available() => {
+            "bf16-mixed: large linear layers' products on AMX tiles (bf16 operands, f32 sums); \
+             attention products and everything else in f32"
+                .into()
+        }
+        Precision::Bf16Mixed => "bf16-mixed without AMX: everything in f32".into(),
+    }
+}
+
 /// [`dispatch`] with a float precision; half precision is a CUDA feature.
 pub fn dispatch_with<T: BackendTask>(
     device: &DeviceChoice,
@@ -122,10 +138,14 @@ pub fn dispatch_with<T: BackendTask>(
     if precision != Precision::F32 && matches!(device, DeviceChoice::NdArray) {
         bail!("precision {precision:?} needs --device cpu or cuda; burn-ndarray trains in f32");
     }
+    if precision == Precision::Bf16Mixed && !matches!(device, DeviceChoice::Cpu) {
+        bail!("precision \"bf16-mixed\" runs on the CPU (AMX tiles); on CUDA use \"bf16\" for now");
+    }
     match device {
         DeviceChoice::Cpu => {
             let device = Default::default();
             set_float_precision::<burn::backend::Flex>(&device, precision)?;
+            crate::fused::amx::set_mixed(precision == Precision::Bf16Mixed);
             Ok(task.run::<Autodiff<burn::backend::Flex>>(device))
         }
         #[cfg(feature = "ndarray")]
@@ -155,7 +175,8 @@ pub fn dispatch_with<T: BackendTask>(
 /// so a second precision in the same process is an error rather than a silent mix.
 pub fn set_float_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<()> {
     let dtype = match precision {
-        Precision::F32 => FloatDType::F32,
+        // Mixed precision keeps every tensor in f32; only the products round their operands.
+        Precision::F32 | Precision::Bf16Mixed => FloatDType::F32,
         Precision::F16 => FloatDType::F16,
         Precision::Bf16 => FloatDType::BF16,
     };

@@ -106,6 +106,8 @@ pub struct PeerRun<'a> {
     pub warmup: usize,
     /// `cuda` or `cuda:N`; `None` on CPU (the scripts' default, and all the Keras ones take).
     pub gpu: Option<&'a str>,
+    /// `--autocast bf16` for the PyTorch scripts (`pipe bench --precision bf16-mixed`).
+    pub autocast: bool,
 }
 
 /// Runs one peer script and returns its JSON lines (default threading), each with the
@@ -139,6 +141,9 @@ pub fn run(
         .stderr(Stdio::piped());
     if let Some(gpu) = how.gpu {
         cmd.args(["--device", gpu]);
+    }
+    if how.autocast && script.file.starts_with("torch") {
+        cmd.args(["--autocast", "bf16"]);
     }
     if script.model == "a" {
         // The same real rows pipe's model-A case reads (shapes are fixed at 256 either way).

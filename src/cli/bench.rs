@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{DataFiles, load_plan};
-use crate::backend::{DeviceChoice, dispatch};
+use crate::backend::{DeviceChoice, dispatch_with};
 use crate::bench::peers::{self, PeerResult};
 use crate::bench::{Case, Measurement, Timing, median};
 use crate::data::EncodedSplit;
@@ -50,6 +50,26 @@ pub struct BenchArgs {
     /// Print JSON lines instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// `f32` (default) or `bf16-mixed`: pipe's large products on AMX tiles, beside PyTorch under
+    /// `torch.autocast(bfloat16)` (`--autocast bf16`; the Keras peers are left out).
+    #[arg(long, value_enum, default_value_t = BenchPrecision::F32)]
+    pub precision: BenchPrecision,
+}
+
+/// `pipe bench --precision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPrecision {
+    F32,
+    Bf16Mixed,
+}
+
+impl BenchPrecision {
+    fn runtime(self) -> crate::spec::runtime::Precision {
+        match self {
+            BenchPrecision::F32 => crate::spec::runtime::Precision::F32,
+            BenchPrecision::Bf16Mixed => crate::spec::runtime::Precision::Bf16Mixed,
+        }
+    }
 }
 
 /// `pipe bench --model`.
@@ -106,8 +126,9 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
             "bench: model A, train batch 128 / infer batch 256, length 256, {} real rows",
             data.len()
         );
-        results.extend(dispatch(
+        results.extend(dispatch_with(
             device,
+            args.precision.runtime(),
             Case {
                 model: "A",
                 variant: "lesson shapes",
@@ -146,8 +167,9 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
             "bench: MiniLM (bert_finetune), batch 32, {variant}, {} real rows",
             data.len()
         );
-        results.extend(dispatch(
+        results.extend(dispatch_with(
             device,
+            args.precision.runtime(),
             Case {
                 model: "B",
                 variant: &variant,
@@ -260,13 +282,20 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             for model in models {
                 ours.extend(pipe_cases(model, &args, &device)?);
                 let Some(py) = &python else { continue };
-                for script in peers::scripts_for(model, gpu.is_some()) {
+                let autocast = args.precision == BenchPrecision::Bf16Mixed;
+                let scripts = peers::scripts_for(model, gpu.is_some());
+                // Keras has no autocast to set beside bf16-mixed: PyTorch's alone then.
+                let scripts = scripts
+                    .iter()
+                    .filter(|s| !autocast || s.file.starts_with("torch"));
+                for script in scripts {
                     errln!("bench: round {round}/{rounds}, {}", script.file);
                     let (warmup, steps) = if *model == "a" { (3, 20) } else { (2, 8) };
                     let how = peers::PeerRun {
                         steps: args.steps.unwrap_or(steps),
                         warmup: args.warmup.unwrap_or(warmup),
                         gpu: gpu.as_deref(),
+                        autocast,
                     };
                     theirs.extend(peers::run(py, &args.peers_dir, script, &how, &scratch)?);
                 }

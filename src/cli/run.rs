@@ -146,6 +146,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
         seed: loaded.spec.seed,
         device: device.describe(),
         devices: devices_used(&loaded.spec.runtime),
+        precision: Some(crate::backend::precision_used(
+            loaded.spec.runtime.precision,
+        )),
         git_rev: git_rev(),
         pipe_version: env!("CARGO_PKG_VERSION").to_string(),
         burn_version: BURN_VERSION.to_string(),

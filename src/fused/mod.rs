@@ -12,6 +12,7 @@
 //! check, no unsafe casts) and to the reference formulas otherwise.
 
 pub mod adam;
+pub mod amx;
 mod autodiff;
 mod flex;
 pub mod math;

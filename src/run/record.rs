@@ -108,6 +108,9 @@ pub struct RunRecord {
     /// The data-parallel workers as used: their count on the CPU, the list of GPUs on CUDA.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub devices: serde_json::Value,
+    /// What the precision ran as (`bf16-mixed` on AMX tiles, or in f32 without them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_rev: Option<String>,
     pub pipe_version: String,

@@ -192,6 +192,8 @@ const OWN_VARIABLES: &[&str] = &[
     "fuzz_seed",
     "bin",
     "dist_profile",
+    "amx",
+    "slurm_poll_ms",
 ];
 
 /// `PIPE_SEED=7`, `PIPE_STAGES__TRAIN__EPOCHS=3`: figment's environment provider does the

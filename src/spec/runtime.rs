@@ -153,13 +153,25 @@ impl Default for RuntimeSpec {
     }
 }
 
+/// The float precision of a run (`[runtime] precision`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
+    /// Everything in f32.
     #[default]
     F32,
+    /// Pure f16 (Lightning's `16-true`): weights, activations, gradients and optimizer state.
+    #[serde(alias = "16-true")]
     F16,
+    /// Pure bf16 (Lightning's `bf16-true`), meant for CUDA.
+    #[serde(alias = "bf16-true")]
     Bf16,
+    /// Mixed (autocast's contract): weights, optimizer state, softmax, LayerNorm and the loss
+    /// in f32; on a CPU with AMX, the large linear layers' products (forward and backward)
+    /// take bf16 operands on AMX tiles and accumulate in f32. Elsewhere it runs in f32 and
+    /// says so.
+    #[serde(rename = "bf16-mixed")]
+    Bf16Mixed,
 }
 
 #[cfg(test)]

@@ -135,3 +135,71 @@ fn a_bf16_bert_loads_its_f32_weights_masks_padding_and_resumes_exactly() {
     let resumed = common::paused_then_resumed(spec, &sets, &dir.join("paused"));
     common::assert_same_end(&straight, &resumed);
 }
+
+/// The epoch rows of metrics.csv (step rows aside), as text: exact comparisons.
+fn epoch_rows(run: &Path) -> Vec<String> {
+    (std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines())
+    .filter(|row| !row.contains(",train_step,"))
+    .map(str::to_string)
+    .collect()
+}
+
+#[test]
+fn bf16_mixed_trains_like_f32_repeats_its_bits_and_falls_back_to_f32_without_amx() {
+    let dir = scratch("bf16mixed");
+    let spec = common::fixtures().join("precision/wide_dense.toml");
+    let train = |name: &str, precision: &str, amx: Option<&str>| {
+        let runs = dir.join(name);
+        let mut cmd = pipe();
+        cmd.arg("run")
+            .arg(&spec)
+            .arg("--quiet")
+            .arg(format!("--set=runtime.precision=\"{precision}\""))
+            .arg(format!("--runs-dir={}", runs.display()));
+        if let Some(v) = amx {
+            cmd.env("PIPE_AMX", v);
+        }
+        let out = cmd.output().unwrap();
+        let (_, stderr) = text(&out);
+        assert!(out.status.success(), "{stderr}");
+        (common::only_run(&runs, "wide_dense"), stderr)
+    };
+    let (f32_run, _) = train("f32", "f32", None);
+    let (mixed, _) = train("mixed", "bf16-mixed", None);
+    let (again, _) = train("again", "bf16-mixed", None);
+    // The same seed on the same CPU: the same bits.
+    assert_eq!(epoch_rows(&mixed), epoch_rows(&again));
+    // bf16 operands, f32 sums: close to f32, and (where AMX runs) not the same.
+    let (a, b) = (train_losses(&f32_run), train_losses(&mixed));
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 2e-2 * x.abs(),
+            "f32 {a:?} vs bf16-mixed {b:?}"
+        );
+    }
+    let said = json(&mixed.join("run.json"))["precision"].clone();
+    if pipe::fused::amx::available() {
+        assert!(said.as_str().unwrap().contains("AMX tiles"), "{said}");
+        assert_ne!(a, b, "the wide layer ran on AMX");
+    } else {
+        eprintln!("no AMX here: bf16-mixed ran in f32");
+    }
+    // Without AMX (simulated): one line says so, and the run is f32's, bit for bit.
+    let (fallback, stderr) = train("fallback", "bf16-mixed", Some("off"));
+    assert_eq!(
+        stderr
+            .matches("precision bf16-mixed: this CPU has no AMX-BF16")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        json(&fallback.join("run.json"))["precision"]
+            .as_str()
+            .unwrap()
+            .contains("without AMX")
+    );
+    assert_eq!(epoch_rows(&fallback), epoch_rows(&f32_run));
+}

@@ -7,7 +7,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{Ft, Written, add_up, contiguous, is_f32, mm, mm_with, tensor, values};
-use crate::fused::reference;
+use crate::fused::{amx, reference};
 
 /// Rows per task of the linear kernels' row-parallel parts: at least 16 tasks where there
 /// are rows enough, at most 2,048 rows each. It depends on the shape alone, so partial sums
@@ -53,7 +53,15 @@ pub fn linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
             }
         }
     });
-    if whole {
+    if whole && amx::mixed() {
+        // bf16-mixed: the product on AMX tiles, added onto the bias rows.
+        let product = amx::matmul(xv, wv, n, d_in, d_out, false);
+        // SAFETY: every row holds the bias now, and nothing else writes `out` here.
+        let all = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), n * d_out) };
+        all.par_chunks_mut(d_out)
+            .zip(product.par_chunks(d_out))
+            .for_each(|(o, p)| o.iter_mut().zip(p).for_each(|(o, p)| *o += p));
+    } else if whole {
         // SAFETY: every row holds the bias now; the product is added onto all of them.
         unsafe {
             mm_with(
@@ -124,7 +132,13 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
         })
         .collect();
     let db = add_up(partials.iter().map(|p| &p.1), d_out);
-    let dw = if whole {
+    let dw = if whole && amx::mixed() {
+        // bf16-mixed: dx = g·Wᵀ and dW = xᵀ·g on AMX tiles.
+        let product = amx::matmul(gv, wv, n, d_out, d_in, true);
+        // SAFETY: dx has room for n × d_in values, which this fills.
+        unsafe { std::ptr::copy_nonoverlapping(product.as_ptr(), dx_ptr.get(), n * d_in) };
+        amx::matmul_left_transposed(xv, gv, d_in, n, d_out)
+    } else if whole {
         let mut dw = Written::new(d_in * d_out);
         // SAFETY: whole-matrix products into dx and dw, which they fill.
         unsafe {

@@ -1,0 +1,478 @@
+//! bf16 matrix products on Intel AMX tiles, accumulated in f32: C = A · B with A [m, k] and
+//! B [k, n] given in f32, rounded to bf16 (round to nearest even) as they are packed, and
+//! multiplied by `TDPBF16PS` (16 × 16 f32 outputs per instruction, 32 products each).
+//!
+//! Stable Rust has no AMX intrinsics (rust-lang/rust#126622); the tile instructions are written
+//! with `asm!`. Linux hands out the tile state only to a process that asked for it
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), which [`available`] does once, after
+//! CPUID says the CPU has AMX-TILE and AMX-BF16.
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+/// `precision = "bf16-mixed"` is on (and AMX available): the large linear products use AMX.
+static MIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns bf16-mixed products on or off for this process; without AMX, on says so in one
+/// line and stays off.
+pub fn set_mixed(on: bool) {
+    if on && !available() {
+        errln!(
+            "precision bf16-mixed: this CPU has no AMX-BF16 (or Linux refused its tile state): \
+             the matrix products run in f32"
+        );
+    }
+    MIXED.store(on && available(), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether the large linear products run on AMX tiles now.
+pub fn mixed() -> bool {
+    MIXED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Rows of a tile, and f32 columns of an output tile.
+const TILE: usize = 16;
+/// bf16 values of the shared dimension per tile row (64 bytes).
+const KTILE: usize = 32;
+
+/// Whether this process can run the AMX kernels: the CPU has them and Linux granted the tile
+/// state. Checked once; `PIPE_AMX=off` says no, to test the fallback.
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        if std::env::var("PIPE_AMX").is_ok_and(|v| v == "off") {
+            return false;
+        }
+        cpu_has_amx() && request_tile_permission()
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn cpu_has_amx() -> bool {
+    // CPUID leaf 7, subleaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+    let leaf = std::arch::x86_64::__cpuid_count(7, 0);
+    leaf.edx & (1 << 22) != 0 && leaf.edx & (1 << 24) != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpu_has_amx() -> bool {
+    false
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_permission() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call with two integer arguments; it only changes which register
+    // state the kernel lets this process use.
+    unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        ) == 0
+    }
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn request_tile_permission() -> bool {
+    false
+}
+
+/// f32 → bf16, rounded to nearest even (as `VCVTNEPS2BF16` and PyTorch do); NaN stays NaN.
+pub fn to_bf16(x: f32) -> u16 {
+    let bits = x.to_bits();
+    if x.is_nan() {
+        return ((bits >> 16) | 0x40) as u16;
+    }
+    let rounding = 0x7fff + ((bits >> 16) & 1);
+    (bits.wrapping_add(rounding) >> 16) as u16
+}
+
+/// bf16 → f32 (exact).
+pub fn from_bf16(x: u16) -> f32 {
+    f32::from_bits((x as u32) << 16)
+}
+
+/// A [rows, cols] f32 matrix (row stride `stride`) packed in tiles for the kernel, zero-padded
+/// to whole tile pairs: `tiles[r][kb]` is 16 rows × 32 bf16 of the shared dimension.
+pub struct Packed {
+    data: Vec<u16>,
+    /// Tile rows (a multiple of 2) and tiles along the shared dimension.
+    row_tiles: usize,
+    k_tiles: usize,
+}
+
+impl Packed {
+    fn tile(&self, r: usize, kb: usize) -> *const u16 {
+        self.data[(r * self.k_tiles + kb) * TILE * KTILE..].as_ptr()
+    }
+
+    /// The left operand: row i of a tile holds A[i, kb·32 .. kb·32 + 32].
+    pub fn left(a: &[f32], m: usize, k: usize) -> Packed {
+        let row_tiles = m.div_ceil(2 * TILE) * 2;
+        let k_tiles = k.div_ceil(KTILE);
+        let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
+        data.par_chunks_mut(k_tiles * TILE * KTILE)
+            .enumerate()
+            .for_each(|(rt, panel)| {
+                for i in 0..TILE.min(m.saturating_sub(rt * TILE)) {
+                    let row = &a[(rt * TILE + i) * k..][..k];
+                    for kb in 0..k_tiles {
+                        let from = kb * KTILE;
+                        let part = &row[from..(from + KTILE).min(k)];
+                        let tile_row = &mut panel[(kb * TILE + i) * KTILE..][..part.len()];
+                        convert(part, tile_row);
+                    }
+                }
+            });
+        Packed {
+            data,
+            row_tiles,
+            k_tiles,
+        }
+    }
+
+    /// The left operand A [m, k] from its transpose `at` [k, m] stored row-major (xᵀ of a
+    /// weight gradient xᵀ·g): each tile row gathers one column of `at`.
+    pub fn left_transposed(at: &[f32], m: usize, k: usize) -> Packed {
+        let row_tiles = m.div_ceil(2 * TILE) * 2;
+        let k_tiles = k.div_ceil(KTILE);
+        let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
+        data.par_chunks_mut(k_tiles * TILE * KTILE)
+            .enumerate()
+            .for_each(|(rt, panel)| {
+                let rows = TILE.min(m.saturating_sub(rt * TILE));
+                if rows == 0 {
+                    return; // padding: zeros
+                }
+                let mut column = [0u16; TILE];
+                for kk in 0..k {
+                    // Row kk of `at` over this tile's rows of A, in bf16.
+                    convert(&at[kk * m + rt * TILE..][..rows], &mut column[..rows]);
+                    let (kb, c) = (kk / KTILE, kk % KTILE);
+                    for (i, &v) in column[..rows].iter().enumerate() {
+                        panel[(kb * TILE + i) * KTILE + c] = v;
+                    }
+                }
+            });
+        Packed {
+            data,
+            row_tiles,
+            k_tiles,
+        }
+    }
+
+    /// The right operand in the pair-interleaved (VNNI) layout `TDPBF16PS` reads: row r of a
+    /// tile holds, for each of 16 columns j, B[kb·32 + 2r, j] then B[kb·32 + 2r + 1, j].
+    /// `b` is [k, n]; `transposed`: `b` is given as [n, k] (Bᵀ stored row-major).
+    pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
+        let row_tiles = n.div_ceil(2 * TILE) * 2;
+        let k_tiles = k.div_ceil(KTILE);
+        let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
+        data.par_chunks_mut(k_tiles * TILE * KTILE)
+            .enumerate()
+            .for_each(|(ct, panel)| {
+                let columns = TILE.min(n.saturating_sub(ct * TILE));
+                if columns == 0 {
+                    return; // padding: zeros
+                }
+                let mut row = [0u16; TILE];
+                for kk in 0..k {
+                    // Row kk of B over this tile's columns, in bf16.
+                    match transposed {
+                        false => convert(&b[kk * n + ct * TILE..][..columns], &mut row[..columns]),
+                        true => {
+                            for (j, o) in row[..columns].iter_mut().enumerate() {
+                                *o = to_bf16(b[(ct * TILE + j) * k + kk]);
+                            }
+                        }
+                    }
+                    let (kb, r, p) = (kk / KTILE, kk % KTILE / 2, kk % 2);
+                    let tile_row = &mut panel[(kb * TILE + r) * KTILE..][..KTILE];
+                    for (j, &v) in row[..columns].iter().enumerate() {
+                        tile_row[2 * j + p] = v;
+                    }
+                }
+            });
+        Packed {
+            data,
+            row_tiles,
+            k_tiles,
+        }
+    }
+}
+
+/// `out[i] = bf16(src[i])`, 16 at a time with `VCVTNEPS2BF16` where the CPU has AVX512-BF16
+/// (every CPU with AMX-BF16 has), the same rounding as [`to_bf16`].
+fn convert(src: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512bf16") {
+        // SAFETY: the CPU has AVX512-F and AVX512-BF16 (checked just above).
+        unsafe { convert_avx512(src, out) };
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(src) {
+        *o = to_bf16(v);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn convert_avx512(src: &[f32], out: &mut [u16]) {
+    use std::arch::x86_64::*;
+    let whole = src.len().min(out.len()) / 16 * 16;
+    for (s, o) in src[..whole]
+        .chunks_exact(16)
+        .zip(out[..whole].chunks_exact_mut(16))
+    {
+        // SAFETY: `s` holds 16 f32 and `o` room for 16 bf16 (unaligned loads and stores).
+        unsafe {
+            let v = _mm512_loadu_ps(s.as_ptr());
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(o.as_mut_ptr().cast(), h);
+        }
+    }
+    for (o, &v) in out[whole..].iter_mut().zip(&src[whole..]) {
+        *o = to_bf16(v);
+    }
+}
+
+/// The tile configuration: palette 1, tiles 0–3 the 16 × 16 f32 outputs, 4–5 the left
+/// operand's 16 × 32 bf16 tiles, 6–7 the right operand's 16 × (16 pairs) tiles; all 16 rows
+/// of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn new() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette
+        for t in 0..8 {
+            // colsb (bytes per row) at 16 + 2t, rows at 48 + t.
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            c[48 + t] = TILE as u8;
+        }
+        TileConfig(c)
+    }
+}
+
+/// C [m, n] = A [m, k] · B: B is [k, n], or [n, k] where `b_transposed`. Every operand in f32;
+/// the products of their bf16 roundings are accumulated in f32. Needs [`available`].
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
+    assert!(available(), "AMX kernels called without AMX");
+    assert_eq!(a.len(), m * k);
+    assert_eq!(b.len(), k * n);
+    let left = Packed::left(a, m, k);
+    let right = Packed::right(b, k, n, b_transposed);
+    matmul_packed(&left, &right, m, n)
+}
+
+/// C [m, n] = Aᵀ · B with `at` = A stored as [k, m] and B [k, n]: the weight gradient xᵀ·g.
+pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    assert_eq!(at.len(), m * k);
+    assert_eq!(b.len(), k * n);
+    let left = Packed::left_transposed(at, m, k);
+    let right = Packed::right(b, k, n, false);
+    matmul_packed(&left, &right, m, n)
+}
+
+/// C [m, n] from operands packed before ([`Packed::left`] of A [m, k], [`Packed::right`] of B),
+/// so that an operand used in several products (a weight within a step) is packed once.
+pub fn matmul_packed(left: &Packed, right: &Packed, m: usize, n: usize) -> Vec<f32> {
+    assert!(available(), "AMX kernels called without AMX");
+    assert_eq!(
+        left.k_tiles, right.k_tiles,
+        "operands of different shared sizes"
+    );
+    assert!(left.row_tiles * TILE >= m && right.row_tiles * TILE >= n);
+    let mut c = vec![0f32; m * n];
+    // One task per pair of output tile rows (32 rows of C).
+    c.par_chunks_mut(2 * TILE * n)
+        .enumerate()
+        .for_each(|(pair, rows)| block_row(left, right, pair, rows, n));
+    c
+}
+
+/// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks.
+fn block_row(left: &Packed, right: &Packed, pair: usize, rows: &mut [f32], n: usize) {
+    let config = TileConfig::new();
+    let mut out = [[0f32; TILE * TILE]; 4];
+    // SAFETY: `available()` was checked by `matmul`; the configuration is valid for palette 1.
+    unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
+    let stride = (KTILE * 2) as isize;
+    for col_pair in 0..right.row_tiles / 2 {
+        let (r0, c0) = (2 * pair, 2 * col_pair);
+        // SAFETY: every tile pointer points at a whole 16 × 64-byte tile inside its packed
+        // buffer (both are padded to whole tile pairs); the stores go to four 16 × 16 f32
+        // tiles of `out`, or, for a whole block, to 32 rows × 32 columns inside `rows`.
+        unsafe {
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack)
+            );
+            for kb in 0..left.k_tiles {
+                std::arch::asm!(
+                    "tileloadd tmm4, [{a0} + {s}*1]",
+                    "tileloadd tmm5, [{a1} + {s}*1]",
+                    "tileloadd tmm6, [{b0} + {s}*1]",
+                    "tileloadd tmm7, [{b1} + {s}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) left.tile(r0, kb),
+                    a1 = in(reg) left.tile(r0 + 1, kb),
+                    b0 = in(reg) right.tile(c0, kb),
+                    b1 = in(reg) right.tile(c0 + 1, kb),
+                    s = in(reg) stride,
+                    options(nostack),
+                );
+            }
+            // A whole 32 × 32 block inside C is stored in place; an edge block through `out`.
+            let height = rows.len() / n;
+            let whole = height == 2 * TILE && (c0 + 2) * TILE <= n;
+            let (base, s) = match whole {
+                true => (rows[c0 * TILE..].as_mut_ptr(), (n * 4) as isize),
+                false => (out[0].as_mut_ptr(), (TILE * 4) as isize),
+            };
+            let (o0, o1, o2, o3) = match whole {
+                true => (
+                    base,
+                    base.add(TILE),
+                    base.add(TILE * n),
+                    base.add(TILE * n + TILE),
+                ),
+                false => (
+                    base,
+                    out[1].as_mut_ptr(),
+                    out[2].as_mut_ptr(),
+                    out[3].as_mut_ptr(),
+                ),
+            };
+            std::arch::asm!(
+                "tilestored [{o0} + {s}*1], tmm0",
+                "tilestored [{o1} + {s}*1], tmm1",
+                "tilestored [{o2} + {s}*1], tmm2",
+                "tilestored [{o3} + {s}*1], tmm3",
+                o0 = in(reg) o0,
+                o1 = in(reg) o1,
+                o2 = in(reg) o2,
+                o3 = in(reg) o3,
+                s = in(reg) s,
+                options(nostack),
+            );
+            if whole {
+                continue;
+            }
+        }
+        let height = rows.len() / n;
+        for (t, tile) in out.iter().enumerate() {
+            let (dr, dc) = (t / 2 * TILE, (c0 + t % 2) * TILE);
+            let width = TILE.min(n.saturating_sub(dc));
+            for i in 0..TILE.min(height.saturating_sub(dr)) {
+                if width > 0 {
+                    rows[(dr + i) * n + dc..][..width].copy_from_slice(&tile[i * TILE..][..width]);
+                }
+            }
+        }
+    }
+    // SAFETY: releases this thread's tile state, which `ldtilecfg` above took.
+    unsafe { std::arch::asm!("tilerelease", options(nostack)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// C = A · B in f64 from the bf16 roundings of A and B.
+    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let r = |x: f32| from_bf16(to_bf16(x)) as f64;
+        (0..m * n)
+            .map(|ij| {
+                (0..k)
+                    .map(|p| r(a[ij / n * k + p]) * r(b[p * n + ij % n]))
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn pattern(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3f80);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: to the even one, 1.
+        assert_eq!(to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+        assert_eq!(from_bf16(to_bf16(-2.5)), -2.5);
+    }
+
+    #[test]
+    fn products_match_an_f64_reference_on_odd_shapes() {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        for (m, k, n) in [
+            (1, 1, 1),
+            (17, 33, 15),
+            (64, 384, 96),
+            (45, 70, 50),
+            (128, 32, 32),
+        ] {
+            let (a, b) = (pattern(m * k, 1), pattern(k * n, 7));
+            let got = matmul(&a, &b, m, k, n, false);
+            let want = reference(&a, &b, m, k, n);
+            for (g, w) in got.iter().zip(&want) {
+                // Only the f32 accumulation differs from the f64 sum of the same bf16 products.
+                assert!(
+                    (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{m}x{k}x{n}: {g} vs {w}"
+                );
+            }
+            // Aᵀ given instead of A: the same products.
+            let at: Vec<f32> = (0..k * m).map(|pi| a[pi % m * k + pi / m]).collect();
+            assert_eq!(
+                matmul_left_transposed(&at, &b, m, k, n),
+                got,
+                "{m}x{k}x{n} Aᵀ"
+            );
+            // Bᵀ given instead of B: the same products.
+            let bt: Vec<f32> = (0..n * k).map(|jp| b[jp % k * n + jp / k]).collect();
+            assert_eq!(
+                matmul(&a, &bt, m, k, n, true),
+                got,
+                "{m}x{k}x{n} transposed"
+            );
+        }
+    }
+
+    #[test]
+    fn bf16_representable_operands_multiply_exactly() {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        // Small integers are exact in bf16, and so are their sums in f32.
+        let (m, k, n) = (33, 64, 40);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect();
+        let got = matmul(&a, &b, m, k, n, false);
+        let want = reference(&a, &b, m, k, n);
+        assert!(got.iter().zip(&want).all(|(g, w)| *g as f64 == *w));
+    }
+}

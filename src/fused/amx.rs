@@ -109,22 +109,19 @@ impl Packed {
         self.data[(r * self.k_tiles + kb) * TILE * KTILE..].as_ptr()
     }
 
-    /// The left operand: row i of a tile holds A[i, kb·32 .. kb·32 + 32].
-    pub fn left(a: &[f32], m: usize, k: usize) -> Packed {
-        let row_tiles = m.div_ceil(2 * TILE) * 2;
+    /// `rows` rows (A's, or B's columns) along a shared dimension of `k`, zero-padded to whole
+    /// tile pairs; `fill(tile_row, valid_rows, panel)` writes each panel of 16 rows, on rayon.
+    fn build(rows: usize, k: usize, fill: impl Fn(usize, usize, &mut [u16]) + Sync) -> Packed {
+        let row_tiles = rows.div_ceil(2 * TILE) * 2;
         let k_tiles = k.div_ceil(KTILE);
         let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
         data.par_chunks_mut(k_tiles * TILE * KTILE)
             .enumerate()
             .for_each(|(rt, panel)| {
-                for i in 0..TILE.min(m.saturating_sub(rt * TILE)) {
-                    let row = &a[(rt * TILE + i) * k..][..k];
-                    for kb in 0..k_tiles {
-                        let from = kb * KTILE;
-                        let part = &row[from..(from + KTILE).min(k)];
-                        let tile_row = &mut panel[(kb * TILE + i) * KTILE..][..part.len()];
-                        convert(part, tile_row);
-                    }
+                let valid = TILE.min(rows.saturating_sub(rt * TILE));
+                // Padding panels stay zero.
+                if valid > 0 {
+                    fill(rt, valid, panel);
                 }
             });
         Packed {
@@ -134,73 +131,57 @@ impl Packed {
         }
     }
 
+    /// The left operand: row i of a tile holds A[i, kb·32 .. kb·32 + 32].
+    pub fn left(a: &[f32], m: usize, k: usize) -> Packed {
+        Packed::build(m, k, |rt, rows, panel| {
+            for i in 0..rows {
+                let row = &a[(rt * TILE + i) * k..][..k];
+                for (kb, part) in row.chunks(KTILE).enumerate() {
+                    convert(part, &mut panel[(kb * TILE + i) * KTILE..][..part.len()]);
+                }
+            }
+        })
+    }
+
     /// The left operand A [m, k] from its transpose `at` [k, m] stored row-major (xᵀ of a
     /// weight gradient xᵀ·g): each tile row gathers one column of `at`.
     pub fn left_transposed(at: &[f32], m: usize, k: usize) -> Packed {
-        let row_tiles = m.div_ceil(2 * TILE) * 2;
-        let k_tiles = k.div_ceil(KTILE);
-        let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
-        data.par_chunks_mut(k_tiles * TILE * KTILE)
-            .enumerate()
-            .for_each(|(rt, panel)| {
-                let rows = TILE.min(m.saturating_sub(rt * TILE));
-                if rows == 0 {
-                    return; // padding: zeros
+        Packed::build(m, k, |rt, rows, panel| {
+            let mut column = [0u16; TILE];
+            for kk in 0..k {
+                // Row kk of `at` over this tile's rows of A, in bf16.
+                convert(&at[kk * m + rt * TILE..][..rows], &mut column[..rows]);
+                let (kb, c) = (kk / KTILE, kk % KTILE);
+                for (i, &v) in column[..rows].iter().enumerate() {
+                    panel[(kb * TILE + i) * KTILE + c] = v;
                 }
-                let mut column = [0u16; TILE];
-                for kk in 0..k {
-                    // Row kk of `at` over this tile's rows of A, in bf16.
-                    convert(&at[kk * m + rt * TILE..][..rows], &mut column[..rows]);
-                    let (kb, c) = (kk / KTILE, kk % KTILE);
-                    for (i, &v) in column[..rows].iter().enumerate() {
-                        panel[(kb * TILE + i) * KTILE + c] = v;
-                    }
-                }
-            });
-        Packed {
-            data,
-            row_tiles,
-            k_tiles,
-        }
+            }
+        })
     }
 
     /// The right operand in the pair-interleaved (VNNI) layout `TDPBF16PS` reads: row r of a
     /// tile holds, for each of 16 columns j, B[kb·32 + 2r, j] then B[kb·32 + 2r + 1, j].
     /// `b` is [k, n]; `transposed`: `b` is given as [n, k] (Bᵀ stored row-major).
     pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
-        let row_tiles = n.div_ceil(2 * TILE) * 2;
-        let k_tiles = k.div_ceil(KTILE);
-        let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
-        data.par_chunks_mut(k_tiles * TILE * KTILE)
-            .enumerate()
-            .for_each(|(ct, panel)| {
-                let columns = TILE.min(n.saturating_sub(ct * TILE));
-                if columns == 0 {
-                    return; // padding: zeros
-                }
-                let mut row = [0u16; TILE];
-                for kk in 0..k {
-                    // Row kk of B over this tile's columns, in bf16.
-                    match transposed {
-                        false => convert(&b[kk * n + ct * TILE..][..columns], &mut row[..columns]),
-                        true => {
-                            for (j, o) in row[..columns].iter_mut().enumerate() {
-                                *o = to_bf16(b[(ct * TILE + j) * k + kk]);
-                            }
+        Packed::build(n, k, |ct, columns, panel| {
+            let mut row = [0u16; TILE];
+            for kk in 0..k {
+                // Row kk of B over this tile's columns, in bf16.
+                match transposed {
+                    false => convert(&b[kk * n + ct * TILE..][..columns], &mut row[..columns]),
+                    true => {
+                        for (j, o) in row[..columns].iter_mut().enumerate() {
+                            *o = to_bf16(b[(ct * TILE + j) * k + kk]);
                         }
                     }
-                    let (kb, r, p) = (kk / KTILE, kk % KTILE / 2, kk % 2);
-                    let tile_row = &mut panel[(kb * TILE + r) * KTILE..][..KTILE];
-                    for (j, &v) in row[..columns].iter().enumerate() {
-                        tile_row[2 * j + p] = v;
-                    }
                 }
-            });
-        Packed {
-            data,
-            row_tiles,
-            k_tiles,
-        }
+                let (kb, r, p) = (kk / KTILE, kk % KTILE / 2, kk % 2);
+                let tile_row = &mut panel[(kb * TILE + r) * KTILE..][..KTILE];
+                for (j, &v) in row[..columns].iter().enumerate() {
+                    tile_row[2 * j + p] = v;
+                }
+            }
+        })
     }
 }
 

@@ -110,22 +110,37 @@ impl Packed {
     }
 
     /// `rows` rows (A's, or B's columns) along a shared dimension of `k`, zero-padded to whole
-    /// tile pairs; `fill(tile_row, valid_rows, panel)` writes each panel of 16 rows, on rayon.
-    fn build(rows: usize, k: usize, fill: impl Fn(usize, usize, &mut [u16]) + Sync) -> Packed {
+    /// tile pairs, in `buffer` (a reused allocation: every element is written here, so its old
+    /// contents do not matter); `fill(tile_row, valid_rows, panel)` writes each panel of 16
+    /// rows that holds data, on rayon, onto zeros where the panel is not full.
+    fn build(
+        mut buffer: Vec<u16>,
+        rows: usize,
+        k: usize,
+        fill: impl Fn(usize, usize, &mut [u16]) + Sync,
+    ) -> Packed {
         let row_tiles = rows.div_ceil(2 * TILE) * 2;
         let k_tiles = k.div_ceil(KTILE);
-        let mut data = vec![0u16; row_tiles * k_tiles * TILE * KTILE];
-        data.par_chunks_mut(k_tiles * TILE * KTILE)
+        let len = row_tiles * k_tiles * TILE * KTILE;
+        // Growing zeroes only the new part, once; a reused buffer is written over below.
+        if buffer.len() < len {
+            buffer.resize(len, 0);
+        }
+        buffer.truncate(len);
+        buffer
+            .par_chunks_mut(k_tiles * TILE * KTILE)
             .enumerate()
             .for_each(|(rt, panel)| {
                 let valid = TILE.min(rows.saturating_sub(rt * TILE));
-                // Padding panels stay zero.
+                if valid < TILE || k % KTILE != 0 {
+                    panel.fill(0);
+                }
                 if valid > 0 {
                     fill(rt, valid, panel);
                 }
             });
         Packed {
-            data,
+            data: buffer,
             row_tiles,
             k_tiles,
         }
@@ -133,7 +148,11 @@ impl Packed {
 
     /// The left operand: row i of a tile holds A[i, kb·32 .. kb·32 + 32].
     pub fn left(a: &[f32], m: usize, k: usize) -> Packed {
-        Packed::build(m, k, |rt, rows, panel| {
+        Packed::left_in(Vec::new(), a, m, k)
+    }
+
+    fn left_in(buffer: Vec<u16>, a: &[f32], m: usize, k: usize) -> Packed {
+        Packed::build(buffer, m, k, |rt, rows, panel| {
             for i in 0..rows {
                 let row = &a[(rt * TILE + i) * k..][..k];
                 for (kb, part) in row.chunks(KTILE).enumerate() {
@@ -145,8 +164,8 @@ impl Packed {
 
     /// The left operand A [m, k] from its transpose `at` [k, m] stored row-major (xᵀ of a
     /// weight gradient xᵀ·g): each tile row gathers one column of `at`.
-    pub fn left_transposed(at: &[f32], m: usize, k: usize) -> Packed {
-        Packed::build(m, k, |rt, rows, panel| {
+    fn left_transposed_in(buffer: Vec<u16>, at: &[f32], m: usize, k: usize) -> Packed {
+        Packed::build(buffer, m, k, |rt, rows, panel| {
             let mut column = [0u16; TILE];
             for kk in 0..k {
                 // Row kk of `at` over this tile's rows of A, in bf16.
@@ -163,7 +182,11 @@ impl Packed {
     /// tile holds, for each of 16 columns j, B[kb·32 + 2r, j] then B[kb·32 + 2r + 1, j].
     /// `b` is [k, n]; `transposed`: `b` is given as [n, k] (Bᵀ stored row-major).
     pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
-        Packed::build(n, k, |ct, columns, panel| {
+        Packed::right_in(Vec::new(), b, k, n, transposed)
+    }
+
+    fn right_in(buffer: Vec<u16>, b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
+        Packed::build(buffer, n, k, |ct, columns, panel| {
             let mut row = [0u16; TILE];
             for kk in 0..k {
                 // Row kk of B over this tile's columns, in bf16.
@@ -239,56 +262,200 @@ impl TileConfig {
     }
 }
 
-/// C [m, n] = A [m, k] · B: B is [k, n], or [n, k] where `b_transposed`. Every operand in f32;
-/// the products of their bf16 roundings are accumulated in f32. Needs [`available`].
-pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
+/// The left operand of a product: A [m, k] row-major, or given as Aᵀ [k, m].
+#[derive(Clone, Copy)]
+pub enum Left<'a> {
+    Rows(&'a [f32]),
+    Transposed(&'a [f32]),
+}
+
+thread_local! {
+    /// The calling thread's packing buffers, kept between products: fresh ones of this size
+    /// (MiniLM's 4,096 × 1,536 activations: 12 MB) cost more in page faults than packing.
+    static BUFFERS: std::cell::RefCell<[Vec<u16>; 2]> = Default::default();
+}
+
+/// C [m, n] = A · B, or C += A · B where `accumulate`: B is [k, n], or [n, k] where
+/// `b_transposed`. Every operand in f32; the products of their bf16 roundings are summed in
+/// f32. Needs [`available`].
+pub fn matmul_into(
+    c: &mut [f32],
+    accumulate: bool,
+    a: Left,
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    b_transposed: bool,
+) {
     assert!(available(), "AMX kernels called without AMX");
-    assert_eq!(a.len(), m * k);
+    assert_eq!(c.len(), m * n);
     assert_eq!(b.len(), k * n);
-    let left = Packed::left(a, m, k);
-    let right = Packed::right(b, k, n, b_transposed);
-    matmul_packed(&left, &right, m, n)
+    let [left_buffer, right_buffer] = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let left = match a {
+        Left::Rows(a) => Packed::left_in(left_buffer, a, m, k),
+        Left::Transposed(at) => Packed::left_transposed_in(left_buffer, at, m, k),
+    };
+    let right = Packed::right_in(right_buffer, b, k, n, b_transposed);
+    multiply(&left, &right, c, n, accumulate);
+    BUFFERS.with(|b| *b.borrow_mut() = [left.data, right.data]);
+}
+
+/// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).
+pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
+    assert_eq!(a.len(), m * k);
+    let mut c = vec![0f32; m * n];
+    matmul_into(&mut c, false, Left::Rows(a), b, (m, k, n), b_transposed);
+    c
 }
 
 /// C [m, n] = Aᵀ · B with `at` = A stored as [k, m] and B [k, n]: the weight gradient xᵀ·g.
 pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(at.len(), m * k);
-    assert_eq!(b.len(), k * n);
-    let left = Packed::left_transposed(at, m, k);
-    let right = Packed::right(b, k, n, false);
-    matmul_packed(&left, &right, m, n)
+    let mut c = vec![0f32; m * n];
+    matmul_into(&mut c, false, Left::Transposed(at), b, (m, k, n), false);
+    c
 }
 
 /// C [m, n] from operands packed before ([`Packed::left`] of A [m, k], [`Packed::right`] of B),
 /// so that an operand used in several products (a weight within a step) is packed once.
 pub fn matmul_packed(left: &Packed, right: &Packed, m: usize, n: usize) -> Vec<f32> {
     assert!(available(), "AMX kernels called without AMX");
+    assert!(left.row_tiles * TILE >= m);
+    let mut c = vec![0f32; m * n];
+    multiply(left, right, &mut c, n, false);
+    c
+}
+
+/// C (+)= left · right, one task per pair of output tile rows (32 rows of C).
+fn multiply(left: &Packed, right: &Packed, c: &mut [f32], n: usize, accumulate: bool) {
     assert_eq!(
         left.k_tiles, right.k_tiles,
         "operands of different shared sizes"
     );
-    assert!(left.row_tiles * TILE >= m && right.row_tiles * TILE >= n);
-    let mut c = vec![0f32; m * n];
-    // One task per pair of output tile rows (32 rows of C).
+    assert!(right.row_tiles * TILE >= n);
     c.par_chunks_mut(2 * TILE * n)
         .enumerate()
-        .for_each(|(pair, rows)| block_row(left, right, pair, rows, n));
-    c
+        .for_each(|(pair, rows)| block_row(left, right, pair, rows, n, accumulate));
 }
 
-/// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks.
-fn block_row(left: &Packed, right: &Packed, pair: usize, rows: &mut [f32], n: usize) {
+/// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks,
+/// each accumulated on top of what `rows` holds where `accumulate`, else from zero.
+fn block_row(
+    left: &Packed,
+    right: &Packed,
+    pair: usize,
+    rows: &mut [f32],
+    n: usize,
+    accumulate: bool,
+) {
     let config = TileConfig::new();
     let mut out = [[0f32; TILE * TILE]; 4];
-    // SAFETY: `available()` was checked by `matmul`; the configuration is valid for palette 1.
+    let height = rows.len() / n;
+    // SAFETY: `available()` was checked by the caller; the configuration is valid for palette 1.
     unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
-    let stride = (KTILE * 2) as isize;
     for col_pair in 0..right.row_tiles / 2 {
-        let (r0, c0) = (2 * pair, 2 * col_pair);
+        let c0 = 2 * col_pair;
+        // A whole 32 × 32 block inside C is loaded and stored in place; an edge one through
+        // `out`, which holds its part of C (zero-padded) or zeros.
+        let whole = height == 2 * TILE && (c0 + 2) * TILE <= n;
+        let block = match whole {
+            true => {
+                let base = rows[c0 * TILE..].as_mut_ptr();
+                // SAFETY: the block's four tiles lie inside `rows` (whole block).
+                let tiles = unsafe {
+                    [
+                        base,
+                        base.add(TILE),
+                        base.add(TILE * n),
+                        base.add(TILE * n + TILE),
+                    ]
+                };
+                (tiles, n * 4)
+            }
+            false => {
+                for (t, tile) in out.iter_mut().enumerate() {
+                    tile.fill(0.0);
+                    if accumulate {
+                        edge_tile(rows, n, height, t, c0, |c, o| o.copy_from_slice(c), tile);
+                    }
+                }
+                let [o0, o1, o2, o3] = &mut out;
+                (
+                    [
+                        o0.as_mut_ptr(),
+                        o1.as_mut_ptr(),
+                        o2.as_mut_ptr(),
+                        o3.as_mut_ptr(),
+                    ],
+                    TILE * 4,
+                )
+            }
+        };
         // SAFETY: every tile pointer points at a whole 16 × 64-byte tile inside its packed
-        // buffer (both are padded to whole tile pairs); the stores go to four 16 × 16 f32
-        // tiles of `out`, or, for a whole block, to 32 rows × 32 columns inside `rows`.
-        unsafe {
+        // buffer (both are padded to whole tile pairs); `block` points at four 16 × 16 f32
+        // tiles with row stride `block.1` bytes, in `rows` or in `out`.
+        unsafe { tile_products(left, right, 2 * pair, c0, block, accumulate || !whole) };
+        if !whole {
+            for (t, tile) in out.iter_mut().enumerate() {
+                edge_tile(rows, n, height, t, c0, |c, o| c.copy_from_slice(o), tile);
+            }
+        }
+    }
+    // SAFETY: releases this thread's tile state, which `ldtilecfg` above took.
+    unsafe { std::arch::asm!("tilerelease", options(nostack)) };
+}
+
+/// Applies `copy(part of C, part of the tile)` to the rows and columns of edge tile `t` of the
+/// block at tile column `c0` that lie inside C.
+fn edge_tile(
+    rows: &mut [f32],
+    n: usize,
+    height: usize,
+    t: usize,
+    c0: usize,
+    copy: impl Fn(&mut [f32], &mut [f32]),
+    tile: &mut [f32; TILE * TILE],
+) {
+    let (dr, dc) = (t / 2 * TILE, (c0 + t % 2) * TILE);
+    let width = TILE.min(n.saturating_sub(dc));
+    if width == 0 {
+        return;
+    }
+    for i in 0..TILE.min(height.saturating_sub(dr)) {
+        copy(
+            &mut rows[(dr + i) * n + dc..][..width],
+            &mut tile[i * TILE..][..width],
+        );
+    }
+}
+
+/// One 32 × 32 block: C tiles loaded from `block` (or zeroed unless `load`), the products over
+/// the whole shared dimension added, the tiles stored back.
+///
+/// # Safety
+/// The tile configuration is loaded; `block` holds four writable 16 × 16 f32 tiles with row
+/// stride `block.1` bytes; tile rows `r0`, `r0 + 1` of `left` and `c0`, `c0 + 1` of `right`
+/// exist.
+unsafe fn tile_products(
+    left: &Packed,
+    right: &Packed,
+    r0: usize,
+    c0: usize,
+    (c, stride): ([*mut f32; 4], usize),
+    load: bool,
+) {
+    let s = stride as isize;
+    unsafe {
+        if load {
+            std::arch::asm!(
+                "tileloadd tmm0, [{o0} + {s}*1]",
+                "tileloadd tmm1, [{o1} + {s}*1]",
+                "tileloadd tmm2, [{o2} + {s}*1]",
+                "tileloadd tmm3, [{o3} + {s}*1]",
+                o0 = in(reg) c[0], o1 = in(reg) c[1], o2 = in(reg) c[2], o3 = in(reg) c[3],
+                s = in(reg) s,
+                options(nostack),
+            );
+        } else {
             std::arch::asm!(
                 "tilezero tmm0",
                 "tilezero tmm1",
@@ -296,74 +463,36 @@ fn block_row(left: &Packed, right: &Packed, pair: usize, rows: &mut [f32], n: us
                 "tilezero tmm3",
                 options(nostack)
             );
-            for kb in 0..left.k_tiles {
-                std::arch::asm!(
-                    "tileloadd tmm4, [{a0} + {s}*1]",
-                    "tileloadd tmm5, [{a1} + {s}*1]",
-                    "tileloadd tmm6, [{b0} + {s}*1]",
-                    "tileloadd tmm7, [{b1} + {s}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    a0 = in(reg) left.tile(r0, kb),
-                    a1 = in(reg) left.tile(r0 + 1, kb),
-                    b0 = in(reg) right.tile(c0, kb),
-                    b1 = in(reg) right.tile(c0 + 1, kb),
-                    s = in(reg) stride,
-                    options(nostack),
-                );
-            }
-            // A whole 32 × 32 block inside C is stored in place; an edge block through `out`.
-            let height = rows.len() / n;
-            let whole = height == 2 * TILE && (c0 + 2) * TILE <= n;
-            let (base, s) = match whole {
-                true => (rows[c0 * TILE..].as_mut_ptr(), (n * 4) as isize),
-                false => (out[0].as_mut_ptr(), (TILE * 4) as isize),
-            };
-            let (o0, o1, o2, o3) = match whole {
-                true => (
-                    base,
-                    base.add(TILE),
-                    base.add(TILE * n),
-                    base.add(TILE * n + TILE),
-                ),
-                false => (
-                    base,
-                    out[1].as_mut_ptr(),
-                    out[2].as_mut_ptr(),
-                    out[3].as_mut_ptr(),
-                ),
-            };
+        }
+        let operand_stride = (KTILE * 2) as isize;
+        for kb in 0..left.k_tiles {
             std::arch::asm!(
-                "tilestored [{o0} + {s}*1], tmm0",
-                "tilestored [{o1} + {s}*1], tmm1",
-                "tilestored [{o2} + {s}*1], tmm2",
-                "tilestored [{o3} + {s}*1], tmm3",
-                o0 = in(reg) o0,
-                o1 = in(reg) o1,
-                o2 = in(reg) o2,
-                o3 = in(reg) o3,
-                s = in(reg) s,
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm5, [{a1} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
+                "tileloadd tmm7, [{b1} + {s}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                a0 = in(reg) left.tile(r0, kb),
+                a1 = in(reg) left.tile(r0 + 1, kb),
+                b0 = in(reg) right.tile(c0, kb),
+                b1 = in(reg) right.tile(c0 + 1, kb),
+                s = in(reg) operand_stride,
                 options(nostack),
             );
-            if whole {
-                continue;
-            }
         }
-        let height = rows.len() / n;
-        for (t, tile) in out.iter().enumerate() {
-            let (dr, dc) = (t / 2 * TILE, (c0 + t % 2) * TILE);
-            let width = TILE.min(n.saturating_sub(dc));
-            for i in 0..TILE.min(height.saturating_sub(dr)) {
-                if width > 0 {
-                    rows[(dr + i) * n + dc..][..width].copy_from_slice(&tile[i * TILE..][..width]);
-                }
-            }
-        }
+        std::arch::asm!(
+            "tilestored [{o0} + {s}*1], tmm0",
+            "tilestored [{o1} + {s}*1], tmm1",
+            "tilestored [{o2} + {s}*1], tmm2",
+            "tilestored [{o3} + {s}*1], tmm3",
+            o0 = in(reg) c[0], o1 = in(reg) c[1], o2 = in(reg) c[2], o3 = in(reg) c[3],
+            s = in(reg) s,
+            options(nostack),
+        );
     }
-    // SAFETY: releases this thread's tile state, which `ldtilecfg` above took.
-    unsafe { std::arch::asm!("tilerelease", options(nostack)) };
 }
 
 #[cfg(test)]
@@ -423,6 +552,15 @@ mod tests {
                 assert!(
                     (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
                     "{m}x{k}x{n}: {g} vs {w}"
+                );
+            }
+            // Accumulated onto what C holds: C + A·B.
+            let mut onto: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+            matmul_into(&mut onto, true, Left::Rows(&a), &b, (m, k, n), false);
+            for (i, (o, g)) in onto.iter().zip(&got).enumerate() {
+                assert!(
+                    (o - (i as f32 + g)).abs() <= 1e-4 * (1.0 + o.abs()),
+                    "{m}x{k}x{n} +="
                 );
             }
             // Aᵀ given instead of A: the same products.

@@ -54,13 +54,11 @@ pub fn linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
         }
     });
     if whole && amx::mixed() {
-        // bf16-mixed: the product on AMX tiles, added onto the bias rows.
-        let product = amx::matmul(xv, wv, n, d_in, d_out, false);
+        // bf16-mixed: the product on AMX tiles, accumulated onto the bias rows.
         // SAFETY: every row holds the bias now, and nothing else writes `out` here.
         let all = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), n * d_out) };
-        all.par_chunks_mut(d_out)
-            .zip(product.par_chunks(d_out))
-            .for_each(|(o, p)| o.iter_mut().zip(p).for_each(|(o, p)| *o += p));
+        let x = amx::Left::Rows(xv);
+        amx::matmul_into(all, true, x, wv, (n, d_in, d_out), false);
     } else if whole {
         // SAFETY: every row holds the bias now; the product is added onto all of them.
         unsafe {
@@ -134,9 +132,19 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
     let db = add_up(partials.iter().map(|p| &p.1), d_out);
     let dw = if whole && amx::mixed() {
         // bf16-mixed: dx = g·Wᵀ and dW = xᵀ·g on AMX tiles.
-        let product = amx::matmul(gv, wv, n, d_out, d_in, true);
-        // SAFETY: dx has room for n × d_in values, which this fills.
-        unsafe { std::ptr::copy_nonoverlapping(product.as_ptr(), dx_ptr.get(), n * d_in) };
+        // SAFETY: dx has room for n × d_in values, zeroed before the slice is made.
+        let dx_all = unsafe {
+            std::ptr::write_bytes(dx_ptr.get(), 0, n * d_in);
+            std::slice::from_raw_parts_mut(dx_ptr.get(), n * d_in)
+        };
+        amx::matmul_into(
+            dx_all,
+            false,
+            amx::Left::Rows(gv),
+            wv,
+            (n, d_out, d_in),
+            true,
+        );
         amx::matmul_left_transposed(xv, gv, d_in, n, d_out)
     } else if whole {
         let mut dw = Written::new(d_in * d_out);

@@ -132,7 +132,7 @@ impl Packed {
             .enumerate()
             .for_each(|(rt, panel)| {
                 let valid = TILE.min(rows.saturating_sub(rt * TILE));
-                if valid < TILE || k % KTILE != 0 {
+                if valid < TILE || !k.is_multiple_of(KTILE) {
                     panel.fill(0);
                 }
                 if valid > 0 {

@@ -19,7 +19,8 @@ use crate::spec::load::load_spec;
 use crate::spec::load::{OverrideLayers, load_spec_with};
 use crate::spec::policy::{MONITORS, Mode};
 use crate::sweep::asha::{self, Asha, Decision};
-use crate::sweep::executor::{self, Ending, Executor, TrialProcess, find_trial_run};
+use crate::sweep::executor::{self, Ending, Executor, TrialProcess};
+use crate::sweep::status::trial_run;
 use crate::sweep::{KeyType, Trial, expand, parse_grid, parse_range, slurm_script};
 
 #[derive(clap::Args, Debug)]
@@ -478,7 +479,7 @@ fn executor_for(record: &SweepRecord, dir: &Path) -> Result<Box<dyn Executor>> {
 /// How a trial whose Slurm job is forgotten ended, as its run.json tells: no run folder, or
 /// one still `running`, means it died without a word.
 fn ending_from_run(dir: &Path, k: usize) -> Ending {
-    let status = find_trial_run(dir, k).and_then(|run| RunRecord::load(&run.join("run.json")).ok());
+    let status = trial_run(dir, k).and_then(|run| RunRecord::load(&run.join("run.json")).ok());
     match status.map(|r| r.status) {
         Some(RunStatus::Completed) => Ending::Exited(0),
         Some(RunStatus::Paused) => Ending::Exited(EXIT_PAUSED),
@@ -960,7 +961,7 @@ impl Sweep<'_> {
         };
         t.status = status_of(&ending).into();
         t.signal = ending.signal_name();
-        t.run = find_trial_run(self.dir, k);
+        t.run = trial_run(self.dir, k);
         if let (Some(run), Some(signal)) = (&t.run, &t.signal) {
             // The trial could not write its own ending.
             mark_killed(run, signal);

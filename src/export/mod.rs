@@ -35,11 +35,7 @@ pub fn export_hf(
             "--format hf needs a tokenizer.json vectorizer (pretrained, wordpiece or bpe); this run's is text_vectorization"
         );
     };
-    let max_length = match &spec.vectorizer {
-        VectorizerSpec::Pretrained(p) => p.max_length,
-        VectorizerSpec::Wordpiece(t) | VectorizerSpec::Bpe(t) => t.max_length,
-        VectorizerSpec::TextVectorization(_) => unreachable!("refused above"),
-    };
+    let max_length = tokenizer.padding().len;
     let model_dir = layout.encoder_config.model_dir().map_err(|e| anyhow!(e))?;
     let encoder = EncoderConfig::load(&model_dir).map_err(|e| anyhow!(e))?;
     let source_config: serde_json::Value =

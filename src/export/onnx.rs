@@ -15,8 +15,7 @@ use crate::graph::plan::Source;
 use crate::layers::{LayerForward, ValueKind};
 use crate::onnx::{Attr, GraphInput, OPSET, OnnxGraph, OnnxValue};
 use crate::run::{atomic_write, checkpoint};
-use crate::spec::vectorizer::Padding;
-use crate::spec::{Spec, VectorizerSpec};
+use crate::spec::Spec;
 use crate::vectorize::Vectorizer;
 
 /// The model file's name in the output folder.
@@ -59,12 +58,8 @@ pub fn export_onnx(
 
 /// The model's inputs, labels and tokenizing rules, for a client of the ONNX file.
 fn client_config(spec: &Spec, vectorizer: &Vectorizer, inputs: &[GraphInput]) -> serde_json::Value {
+    // The vectorizer's own padding: its length, whether batches stop at their longest row.
     let padded = vectorizer.padding();
-    let (max_length, padding) = match &spec.vectorizer {
-        VectorizerSpec::TextVectorization(v) => (v.output_sequence_length, &v.padding),
-        VectorizerSpec::Pretrained(p) => (p.max_length, &p.padding),
-        VectorizerSpec::Wordpiece(t) | VectorizerSpec::Bpe(t) => (t.max_length, &t.padding),
-    };
     let rules = match vectorizer {
         Vectorizer::TextVectorization(_) => {
             "Keras TextVectorization: ASCII letters lowercased, the 32 ASCII punctuation \
@@ -87,11 +82,8 @@ fn client_config(spec: &Spec, vectorizer: &Vectorizer, inputs: &[GraphInput]) ->
         "text_columns": spec.dataset.text,
         "vectorizer": {
             "tokenizer": "tokenizer.json",
-            "max_length": max_length,
-            "padding": match padding {
-                Padding::MaxLength => "max_length",
-                Padding::Longest => "longest",
-            },
+            "max_length": padded.len,
+            "padding": if padded.dynamic { "longest" } else { "max_length" },
             "pad_id": padded.pad_id,
             "rules": rules,
         },

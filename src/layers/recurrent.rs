@@ -222,11 +222,7 @@ fn onnx_lengths(g: &mut OnnxGraph, x: &str, masked: bool) -> String {
             vec![("to", Attr::Int(DataType::Int64 as i64))],
         );
     }
-    let length = g.op(
-        "Shape",
-        &[x],
-        vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
-    );
+    let length = g.length_of(x);
     let batch = g.op(
         "Shape",
         &[x],

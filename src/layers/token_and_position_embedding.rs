@@ -5,7 +5,7 @@ use burn::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::onnx::{Attr, OnnxGraph, OnnxValue};
+use crate::onnx::{OnnxGraph, OnnxValue};
 
 use super::embedding::{gather_rows, require_ids, table};
 use super::{ForwardCtx, InferCtx, LayerDef, LayerForward, TensorSpec, Value, positive};
@@ -119,14 +119,9 @@ impl<B: Backend> LayerForward<B> for TokenAndPositionEmbedding<B> {
     ) -> Result<Vec<OnnxValue>, String> {
         let ids = &inputs[0].name;
         let tokens = gather_rows(g, &self.token_emb, ids);
-        let length = g.op(
-            "Shape",
-            &[ids],
-            vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
-        );
+        let length = g.length_of(ids);
         let table = g.weight("position_embeddings", &self.pos_emb.weight.val());
-        let (start, axis) = (g.ints(&[0]), g.ints(&[0]));
-        let positions = g.op("Slice", &[&table, &start, &length, &axis], vec![]);
+        let positions = g.first_rows(&table, &length, 0);
         Ok(vec![OnnxValue::new(
             g.op("Add", &[&tokens, &positions], vec![]),
             3,

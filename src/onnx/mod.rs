@@ -313,7 +313,7 @@ impl OnnxGraph {
         self.with_scalar("Mul", &y, 0.5)
     }
 
-    /// The sequence length of `ids` [batch, length] as a 1-element int64 vector.
+    /// The length (axis 1) of `x` [batch, length, ...] as a 1-element int64 vector.
     pub fn length_of(&mut self, x: &str) -> String {
         self.op(
             "Shape",
@@ -336,6 +336,15 @@ impl OnnxGraph {
         let length = self.op("Squeeze", &[&length, &zero], vec![]);
         let (start, step) = (self.int_scalar(0), self.int_scalar(1));
         self.op("Range", &[&start, &length, &step], vec![])
+    }
+
+    /// Query position − key position for every pair of positions of `x` [batch, length, ...]:
+    /// int64 [length, length] (relative-position tables and windows read it).
+    pub fn distances(&mut self, x: &str) -> String {
+        let positions = self.positions(x);
+        let queries = self.unsqueeze(&positions, &[1]);
+        let keys = self.unsqueeze(&positions, &[0]);
+        self.op("Sub", &[&queries, &keys], vec![])
     }
 
     /// Gathers position `index` of axis 1: [batch, length, d] → [batch, d].

@@ -4,10 +4,12 @@
 //! are free and learns how each ended.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
+
+use super::shell_quote;
 
 /// How a trial process ended: its exit code, or the signal that killed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -277,11 +279,6 @@ impl Slurm {
     }
 }
 
-/// `s` quoted for a POSIX shell.
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 impl Executor for Slurm {
     fn start(&mut self, trial: usize, process: &TrialProcess) -> Result<Option<String>> {
         // The job appends to the log, so a promotion continues its trial's log.
@@ -365,20 +362,6 @@ impl Executor for Slurm {
             .unwrap_or(2000);
         std::time::Duration::from_millis(ms)
     }
-}
-
-/// The folder a trial process writes its run into, named by its run.json's `trial`.
-pub fn find_trial_run(dir: &Path, trial: usize) -> Option<PathBuf> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            std::fs::read_to_string(p.join("run.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .is_some_and(|v| v["trial"] == trial)
-        })
 }
 
 #[cfg(all(test, unix))]

@@ -166,6 +166,11 @@ pub fn parse_grid(arg: &str, grid: &mut BTreeMap<String, Vec<toml::Value>>) -> R
     Ok(())
 }
 
+/// `s` quoted for a POSIX shell (the job scripts and `sbatch --wrap` commands).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Where a Slurm sweep's jobs run and write: the folder `pipe sweep` ran in (the spec's
 /// relative paths resolve from there), the runs dir (the trials' data and feature caches) and
 /// the sweep folder.
@@ -184,7 +189,6 @@ pub fn slurm_script(
     trials: &[Trial],
     places: &SlurmPlaces,
 ) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let mut out = String::new();
     out += "#!/bin/bash\n";
     out += &format!(
@@ -200,17 +204,17 @@ pub fn slurm_script(
         let sets: Vec<String> = base_sets
             .iter()
             .chain(&t.overrides)
-            .map(|s| format!("--set {}", quote(s)))
+            .map(|s| format!("--set {}", shell_quote(s)))
             .collect();
-        out += &format!("  {}\n", quote(&sets.join(" ")));
+        out += &format!("  {}\n", shell_quote(&sets.join(" ")));
     }
     out += ")\n";
     out += &format!(
         "eval \"{} run {} ${{TRIALS[$SLURM_ARRAY_TASK_ID]}} --trial $SLURM_ARRAY_TASK_ID --runs-dir {} --into {} --quiet\"\n",
         pipe,
-        quote(spec),
-        quote(places.runs_dir),
-        quote(places.sweep_dir)
+        shell_quote(spec),
+        shell_quote(places.runs_dir),
+        shell_quote(places.sweep_dir)
     );
     out
 }

@@ -72,6 +72,11 @@ fn read_states(dir: &Path) -> Result<(Value, Vec<TrialState>)> {
     Ok((record, states))
 }
 
+/// The run folder of trial `trial` in sweep folder `dir` (its newest, were there several).
+pub fn trial_run(dir: &Path, trial: usize) -> Option<PathBuf> {
+    trial_runs(dir).remove(&trial).map(|(folder, _, _)| folder)
+}
+
 /// The run folders in `dir` by trial index: (folder, status, metrics), the newest folder of a
 /// trial winning (folder names start with their UTC start time).
 fn trial_runs(dir: &Path) -> BTreeMap<usize, (PathBuf, String, serde_json::Map<String, Value>)> {

@@ -68,13 +68,8 @@ impl<B: Backend> HfEncoder<B> {
             let table = g.weight("position_embeddings", &table.weight.val());
             let positions = match self.positions {
                 Positions::FromZero => {
-                    let length = g.op(
-                        "Shape",
-                        &[ids],
-                        vec![("start", Attr::Int(1)), ("end", Attr::Int(2))],
-                    );
-                    let zero = g.ints(&[0]);
-                    g.op("Slice", &[&table, &zero, &length, &zero], vec![])
+                    let length = g.length_of(ids);
+                    g.first_rows(&table, &length, 0)
                 }
                 Positions::AfterPadding(pad) => {
                     // The mask's running count over real tokens, after the padding id.
@@ -213,9 +208,7 @@ impl<B: Backend> HfEncoder<B> {
         // index[i, j]: the relative row of distance i − j, from a table by distance.
         let rows = disentangled::relative_rows_by_distance(g.max_length, r);
         let table = g.int_table("relative_rows", &rows);
-        let positions = g.positions(x);
-        let (pi, pj) = (g.unsqueeze(&positions, &[1]), g.unsqueeze(&positions, &[0]));
-        let distance = g.op("Sub", &[&pi, &pj], vec![]);
+        let distance = g.distances(x);
         let offset = g.int_scalar(g.max_length as i64 - 1);
         let distance = g.op("Add", &[&distance, &offset], vec![]);
         let index = g.op("Gather", &[&table, &distance], vec![("axis", Attr::Int(0))]);
@@ -358,9 +351,7 @@ impl<B: Backend> HfEncoder<B> {
 /// A local layer's additive mask [batch, 1, length, length]: the lowest f32 where the key is
 /// padding or more than `half_window` positions from the query, else 0.
 fn window_bias(g: &mut OnnxGraph, mask: &str, half_window: usize) -> String {
-    let positions = g.positions(mask);
-    let (pi, pj) = (g.unsqueeze(&positions, &[1]), g.unsqueeze(&positions, &[0]));
-    let distance = g.op("Sub", &[&pi, &pj], vec![]);
+    let distance = g.distances(mask);
     let distance = g.op("Abs", &[&distance], vec![]);
     let window = g.int_scalar(half_window as i64);
     let inside = g.op("LessOrEqual", &[&distance, &window], vec![]);

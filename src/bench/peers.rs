@@ -108,7 +108,13 @@ pub struct PeerRun<'a> {
     pub gpu: Option<&'a str>,
     /// `--autocast bf16` for the PyTorch scripts (`pipe bench --precision bf16-mixed`).
     pub autocast: bool,
+    /// `pipe bench --checkpoint`: the BERT case runs scripts/torch_family_bench.py on this
+    /// folder instead of the peers' BERT of MiniLM's shape.
+    pub checkpoint: Option<&'a Path>,
 }
+
+/// The repo's PyTorch script for any checkpoint folder (`pipe bench --checkpoint`).
+const FAMILY_SCRIPT: &str = "scripts/torch_family_bench.py";
 
 /// Runs one peer script and returns its JSON lines (default threading), each with the
 /// process's cores busy. The frameworks' caches go to `scratch`, which the caller removes.
@@ -119,9 +125,17 @@ pub fn run(
     how: &PeerRun,
     scratch: &Path,
 ) -> Result<Vec<PeerResult>> {
-    let path = dir.join(script.file);
+    let checkpoint = how.checkpoint.filter(|_| script.model == "bert");
+    let path = match checkpoint {
+        Some(_) => PathBuf::from(FAMILY_SCRIPT),
+        None => dir.join(script.file),
+    };
     if !path.is_file() {
-        bail!("--peers-dir: {} not found", path.display());
+        let flag = match checkpoint {
+            Some(_) => "--checkpoint (run from the repository root)",
+            None => "--peers-dir",
+        };
+        bail!("{flag}: {} not found", path.display());
     }
     let mut cmd = Command::new(python);
     cmd.arg(&path)
@@ -141,6 +155,12 @@ pub fn run(
         .stderr(Stdio::piped());
     if let Some(gpu) = how.gpu {
         cmd.args(["--device", gpu]);
+    }
+    if let Some(folder) = checkpoint {
+        cmd.arg("--checkpoint")
+            .arg(folder)
+            .arg("--peers-dir")
+            .arg(dir);
     }
     if how.autocast && script.file.starts_with("torch") {
         cmd.args(["--autocast", "bf16"]);

@@ -34,6 +34,12 @@ pub struct BenchArgs {
     /// the tokenizer). Step times do not depend on the weights' values.
     #[arg(long)]
     pub random_weights: bool,
+    /// MiniLM cases on another checkpoint folder (config.json, model.safetensors, tokenizer
+    /// files; any family pipe loads): bert_finetune with its encoder and tokenizer read from
+    /// there, beside scripts/torch_family_bench.py on the same folder.
+    /// scripts/make_bench_checkpoints.py writes one of each family in MiniLM's shape.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: Option<PathBuf>,
     /// A python with PyTorch and Keras (../shared/peers/setup_venv.sh makes one): run the
     /// peers' scripts beside pipe in this call, A B A B. Default: $PIPE_PEERS_PYTHON.
     #[arg(long)]
@@ -154,15 +160,17 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
         ),
         ("dynamic padding, length buckets", vec![], true),
     ] {
-        let sets = minilm_sets(sets, args.random_weights);
+        let sets = minilm_sets(sets, args.random_weights, args.checkpoint.as_deref());
         let (loaded, plan, data) = encoded(spec, &sets, 512)?;
         let stage = loaded.spec.stages.last().context("a finetune stage")?;
         // The table says so: these figures are not the pretrained model's.
-        let variant = if args.random_weights {
-            format!("{variant}, random weights")
-        } else {
-            variant.to_string()
-        };
+        let mut variant = variant.to_string();
+        if let Some(dir) = &args.checkpoint {
+            variant = format!("{variant}, {}", checkpoint_family(dir)?);
+        }
+        if args.random_weights {
+            variant = format!("{variant}, random weights");
+        }
         errln!(
             "bench: MiniLM (bert_finetune), batch 32, {variant}, {} real rows",
             data.len()
@@ -192,12 +200,33 @@ fn pipe_cases(model: &str, args: &BenchArgs, device: &DeviceChoice) -> Result<Ve
     Ok(results)
 }
 
-/// The `--set`s of one MiniLM case, plus random weights in MiniLM's shape when asked for.
-fn minilm_sets(mut sets: Vec<String>, random_weights: bool) -> Vec<String> {
+/// The `--set`s of one MiniLM case, plus random weights in MiniLM's shape when asked for,
+/// and the encoder and tokenizer of `--checkpoint`.
+fn minilm_sets(
+    mut sets: Vec<String>,
+    random_weights: bool,
+    checkpoint: Option<&Path>,
+) -> Vec<String> {
     if random_weights {
         sets.push("model.bert.pretrained=false".into());
     }
+    if let Some(dir) = checkpoint {
+        let dir = serde_json::to_string(&dir.to_string_lossy()).expect("a string");
+        sets.push(format!("model.bert.from={dir}"));
+        sets.push(format!("vectorizer.from={dir}"));
+    }
     sets
+}
+
+/// `--checkpoint`'s `model_type`, for the table's variant column.
+fn checkpoint_family(dir: &Path) -> Result<String> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("--checkpoint: cannot read {}", path.display()))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--checkpoint: {} is not JSON", path.display()))?;
+    let family = config["model_type"].as_str().unwrap_or("no model_type");
+    Ok(format!("{family} checkpoint"))
 }
 
 /// `items` grouped by `key`, in order of first appearance.
@@ -296,6 +325,7 @@ pub fn run(args: BenchArgs) -> Result<i32> {
                         warmup: args.warmup.unwrap_or(warmup),
                         gpu: gpu.as_deref(),
                         autocast,
+                        checkpoint: args.checkpoint.as_deref(),
                     };
                     theirs.extend(peers::run(py, &args.peers_dir, script, &how, &scratch)?);
                 }
@@ -393,10 +423,22 @@ mod tests {
     #[test]
     fn random_weights_only_change_the_bert_layers_loading() {
         let base = vec!["vectorizer.padding=\"max_length\"".to_string()];
-        assert_eq!(minilm_sets(base.clone(), false), base);
+        assert_eq!(minilm_sets(base.clone(), false, None), base);
         assert_eq!(
-            minilm_sets(base.clone(), true),
+            minilm_sets(base.clone(), true, None),
             [base[0].clone(), "model.bert.pretrained=false".into()]
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_replaces_the_encoder_and_the_tokenizer() {
+        let sets = minilm_sets(vec![], false, Some(Path::new("/tmp/ck \"quoted\"")));
+        assert_eq!(
+            sets,
+            [
+                r#"model.bert.from="/tmp/ck \"quoted\"""#.to_string(),
+                r#"vectorizer.from="/tmp/ck \"quoted\"""#.to_string(),
+            ]
         );
     }
 }

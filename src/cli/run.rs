@@ -40,6 +40,11 @@ pub struct RunArgs {
     /// `cpu`, `ndarray`, `cuda` or `cuda:N` (overrides `runtime.device`).
     #[arg(long, value_parser = crate::backend::device_name)]
     pub device: Option<String>,
+    /// `f32`, `bf16-mixed` (autocast: bf16 products on AMX tiles, f32 master weights),
+    /// `bf16`/`bf16-true` or `f16`/`16-true` (pure half precision); overrides
+    /// `runtime.precision`.
+    #[arg(long, value_name = "PRECISION")]
+    pub precision: Option<String>,
     /// Where run folders go (overrides `runtime.runs_dir`).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
@@ -92,6 +97,11 @@ pub fn run(args: RunArgs) -> Result<i32> {
         layers
             .flags
             .push(("--device".into(), "runtime.device".into(), d.clone()));
+    }
+    if let Some(p) = &args.precision {
+        layers
+            .flags
+            .push(("--precision".into(), "runtime.precision".into(), p.clone()));
     }
     if let Some(r) = &args.runs_dir {
         let dir = r.display().to_string();
@@ -189,9 +199,14 @@ impl Drop for CreatedDirs {
 }
 
 fn resume(args: RunArgs, dir: &Path) -> Result<i32> {
-    if !args.overrides.sets.is_empty() || args.runs_dir.is_some() || args.devices.is_some() {
+    let changes = [
+        args.runs_dir.is_some(),
+        args.devices.is_some(),
+        args.precision.is_some(),
+    ];
+    if !args.overrides.sets.is_empty() || changes.contains(&true) {
         errln!(
-            "error: --resume continues a run exactly as it was set up; it takes no --set, --runs-dir or --devices"
+            "error: --resume continues a run exactly as it was set up; it takes no --set, --runs-dir, --devices or --precision"
         );
         return Ok(EXIT_INVALID);
     }

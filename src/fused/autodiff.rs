@@ -10,7 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
 use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{AttentionOptions, PipeOps};
+use super::{AttentionMasks, AttentionOptions, PipeOps, RelativeOptions};
 
 /// The node ids of an operation's tracked parents.
 macro_rules! ids {
@@ -24,65 +24,77 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        key_mask: Option<FloatTensor<Self>>,
-        dropout_mask: Option<FloatTensor<Self>>,
+        masks: AttentionMasks<FloatTensor<Self>>,
         options: AttentionOptions,
     ) -> FloatTensor<Self> {
+        // Parents q, k, v and, with a score bias, the bias: its gradient is the scores'.
+        let bias = masks.bias.clone();
+        let masks = masks.map(|m| m.primitive);
+        match bias {
+            Some(bias) => attention_node::<B, C, 4>(
+                AttentionBackward::<4>.prepare::<C>([
+                    q.node.clone(),
+                    k.node.clone(),
+                    v.node.clone(),
+                    bias.node.clone(),
+                ]),
+                [q.primitive, k.primitive, v.primitive],
+                masks,
+                options,
+            ),
+            None => attention_node::<B, C, 3>(
+                AttentionBackward::<3>.prepare::<C>([
+                    q.node.clone(),
+                    k.node.clone(),
+                    v.node.clone(),
+                ]),
+                [q.primitive, k.primitive, v.primitive],
+                masks,
+                options,
+            ),
+        }
+    }
+
+    fn fused_relative_scores(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        options: RelativeOptions,
+    ) -> FloatTensor<Self> {
         #[derive(Debug)]
-        struct AttentionBackward;
+        struct RelativeBackward;
 
-        type State<B> = (
-            [FloatTensor<B>; 4],
-            Option<FloatTensor<B>>,
-            AttentionOptions,
-        );
-
-        impl<B: PipeOps> Backward<B, 3> for AttentionBackward {
-            type State = State<B>;
+        impl<B: PipeOps> Backward<B, 2> for RelativeBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>, RelativeOptions);
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 3>,
+                ops: Ops<Self::State, 2>,
                 grads: &mut Gradients,
                 _: &mut Checkpointer,
             ) {
                 let grad = grads.consume::<B>(&ops.node);
-                let ([q, k, v, probs], dropout_mask, options) = ops.state;
-                let (dq, dk, dv) =
-                    B::fused_attention_backward(q, k, v, probs, dropout_mask, grad, options);
-                register_grads::<B, 3>(grads, ids!(ops.parents), [dq, dk, dv]);
+                let (x, table, options) = ops.state;
+                let (dx, dtable) = B::fused_relative_scores_backward(x, table, grad, options);
+                register_grads::<B, 2>(grads, ids!(ops.parents), [dx, dtable]);
             }
         }
 
-        let key_mask = key_mask.map(|m| m.primitive);
-        let dropout_mask = dropout_mask.map(|m| m.primitive);
-        match AttentionBackward
-            .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
+        match RelativeBackward
+            .prepare::<C>([x.node.clone(), table.node.clone()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (out, probs) = B::fused_attention_forward(
-                    q.primitive.clone(),
-                    k.primitive.clone(),
-                    v.primitive.clone(),
-                    key_mask,
-                    dropout_mask.clone(),
-                    options,
+                let out = B::fused_relative_scores(
+                    x.primitive.clone(),
+                    table.primitive.clone(),
+                    options.clone(),
                 );
-                let state = (
-                    [q.primitive, k.primitive, v.primitive, probs],
-                    dropout_mask,
-                    options,
-                );
-                prep.finish(state, out)
+                prep.finish((x.primitive, table.primitive, options), out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
-                q.primitive,
-                k.primitive,
-                v.primitive,
-                key_mask,
-                dropout_mask,
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_relative_scores(
+                x.primitive,
+                table.primitive,
                 options,
             )),
         }
@@ -367,6 +379,50 @@ fn register_grads<B: PipeOps, const N: usize>(
         if let Some(id) = id {
             grads.register::<B>(id, grad);
         }
+    }
+}
+
+/// Attention's node over its first `N` parents (q, k, v, score bias): dq, dk, dv and, with
+/// a bias, the scores' gradient.
+#[derive(Debug)]
+struct AttentionBackward<const N: usize>;
+
+/// q, k, v, the weights before dropout, the masks (the bias left out) and the options.
+type AttentionState<B> = (
+    [FloatTensor<B>; 4],
+    AttentionMasks<FloatTensor<B>>,
+    AttentionOptions,
+);
+
+impl<B: PipeOps, const N: usize> Backward<B, N> for AttentionBackward<N> {
+    type State = AttentionState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([q, k, v, probs], masks, options) = ops.state;
+        let g = B::fused_attention_backward(q, k, v, probs, masks, grad, options, N == 4);
+        let all = [g.q, g.k, g.v].into_iter().chain(g.bias);
+        register_grads::<B, N>(grads, ids!(ops.parents), all);
+    }
+}
+
+fn attention_node<B: PipeOps, C: CheckpointStrategy, const N: usize>(
+    prep: OpsPrep<AttentionBackward<N>, B, AttentionState<B>, C, N>,
+    [q, k, v]: [FloatTensor<B>; 3],
+    masks: AttentionMasks<FloatTensor<B>>,
+    options: AttentionOptions,
+) -> FloatTensor<Autodiff<B, C>> {
+    match prep.compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let (out, probs) =
+                B::fused_attention_forward(q.clone(), k.clone(), v.clone(), masks.clone(), options);
+            let saved = AttentionMasks {
+                bias: None,
+                ..masks
+            };
+            prep.finish(([q, k, v, probs], saved, options), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, masks, options)),
     }
 }
 

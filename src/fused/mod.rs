@@ -35,6 +35,26 @@ pub struct AttentionOptions {
     pub scale: f32,
     /// Added to the scores of padded keys (a large negative number).
     pub mask_penalty: f32,
+    /// Keys farther than this from their query (|i − j| > window) get the penalty too, once
+    /// (ModernBERT's local layers); `None`: every key is in reach.
+    pub window: Option<usize>,
+    /// Self-attention only: a padded query (by the key mask) attends evenly to every key and
+    /// passes no gradient back, as DeBERTa's `masked_fill` of whole rows does; otherwise a
+    /// padded query attends like any other.
+    pub even_padded_queries: bool,
+}
+
+impl AttentionOptions {
+    /// Every key in reach, padded queries attending like any other.
+    pub fn new(num_heads: usize, scale: f32, mask_penalty: f32) -> Self {
+        AttentionOptions {
+            num_heads,
+            scale,
+            mask_penalty,
+            window: None,
+            even_padded_queries: false,
+        }
+    }
 }
 
 /// `value` clamped to the finite range of `dtype`. A mask penalty such as −1e9 or `f32::MIN`
@@ -50,44 +70,114 @@ pub fn finite_in(dtype: DType, value: f64) -> f64 {
     value.clamp(-max, max)
 }
 
+/// DeBERTa's relative-position scores of one kind: content to position (the score of query
+/// i and key j reads x_i against the table row of their distance) or position to content
+/// (`transposed`: x_j).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelativeOptions {
+    pub num_heads: usize,
+    /// Multiplies every score.
+    pub scale: f32,
+    /// The table row each distance i − j reads, for −(length − 1) ..= length − 1 (entry
+    /// i − j + length − 1).
+    pub rows_by_distance: std::sync::Arc<[u32]>,
+    /// Position to content: (i, j) reads x_j.
+    pub transposed: bool,
+}
+
+impl RelativeOptions {
+    /// The first and the last table row any distance reads.
+    pub fn rows_used(&self) -> (usize, usize) {
+        let rows = self.rows_by_distance.iter().map(|&r| r as usize);
+        (rows.clone().min().unwrap_or(0), rows.max().unwrap_or(0))
+    }
+}
+
+/// What an attention call reads besides q, k and v (each optional; shapes in [`PipeOps`]).
+#[derive(Clone, Debug)]
+pub struct AttentionMasks<T> {
+    pub key_mask: Option<T>,
+    /// Added to the scaled scores before the masks (DeBERTa's position terms).
+    pub bias: Option<T>,
+    pub dropout_mask: Option<T>,
+}
+
+impl<T> AttentionMasks<T> {
+    /// The same masks as another tensor type (a backend's inner primitive, a cast).
+    pub fn map<U>(self, f: impl Fn(T) -> U) -> AttentionMasks<U> {
+        AttentionMasks {
+            key_mask: self.key_mask.map(&f),
+            bias: self.bias.map(&f),
+            dropout_mask: self.dropout_mask.map(&f),
+        }
+    }
+}
+
+/// Attention's gradients: dq, dk, dv and, where asked for, the score bias's.
+pub struct AttentionGrads<T> {
+    pub q: T,
+    pub k: T,
+    pub v: T,
+    pub bias: Option<T>,
+}
+
 /// A burn backend with pipe's fused operations. Tensors are primitives; shapes:
 /// q [b, lq, heads·dk], k [b, lk, heads·dk], v [b, lk, heads·dv], key mask [b, lk]
-/// (1 = token, 0 = padding), dropout mask [b, heads, lq, lk] ({0, 1/(1−p)}).
+/// (1 = token, 0 = padding), score bias [b, heads, lq, lk] (added to the scaled scores),
+/// dropout mask [b, heads, lq, lk] ({0, 1/(1−p)}).
 pub trait PipeOps: Backend {
     /// Multi-head attention output [b, lq, heads·dv].
     fn fused_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        key_mask: Option<FloatTensor<Self>>,
-        dropout_mask: Option<FloatTensor<Self>>,
+        masks: AttentionMasks<FloatTensor<Self>>,
         options: AttentionOptions,
     ) -> FloatTensor<Self> {
-        Self::fused_attention_forward(q, k, v, key_mask, dropout_mask, options).0
+        Self::fused_attention_forward(q, k, v, masks, options).0
     }
     /// Output and the attention weights before dropout [b, heads, lq, lk].
     fn fused_attention_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-        key_mask: Option<FloatTensor<Self>>,
-        dropout_mask: Option<FloatTensor<Self>>,
+        masks: AttentionMasks<FloatTensor<Self>>,
         options: AttentionOptions,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        reference::attention_forward::<Self>(q, k, v, key_mask, dropout_mask, options)
+        reference::attention_forward::<Self>(q, k, v, masks, options)
     }
-    /// Gradients (dq, dk, dv) from the output gradient.
+    /// Gradients (dq, dk, dv) from the output gradient, and the score bias's gradient (the
+    /// scores' own) where `bias_grad` asks for it. `masks.bias` is not read.
     #[allow(clippy::too_many_arguments)]
     fn fused_attention_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         probs: FloatTensor<Self>,
-        dropout_mask: Option<FloatTensor<Self>>,
+        masks: AttentionMasks<FloatTensor<Self>>,
         grad: FloatTensor<Self>,
         options: AttentionOptions,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        reference::attention_backward::<Self>(q, k, v, probs, dropout_mask, grad, options)
+        bias_grad: bool,
+    ) -> AttentionGrads<FloatTensor<Self>> {
+        reference::attention_backward::<Self>(q, k, v, probs, masks, grad, options, bias_grad)
+    }
+    /// Relative-position scores [b, heads, l, l] of x [b, l, heads·d] against the position
+    /// table [rows, heads·d] (see [`RelativeOptions`]).
+    fn fused_relative_scores(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        options: RelativeOptions,
+    ) -> FloatTensor<Self> {
+        reference::relative_scores::<Self>(x, table, &options)
+    }
+    /// Gradients (dx, dtable) from the scores' gradient.
+    fn fused_relative_scores_backward(
+        x: FloatTensor<Self>,
+        table: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        options: RelativeOptions,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        reference::relative_scores_backward::<Self>(x, table, grad, &options)
     }
     /// x·W + b for x [n, d_in], W [d_in, d_out], b [d_out].
     fn fused_linear(
@@ -228,6 +318,23 @@ pub fn attention<B: Backend>(
     dropout: f64,
     options: AttentionOptions,
 ) -> Tensor<B, 3> {
+    attention_with_bias(q, k, v, key_mask, None, dropout, options)
+}
+
+/// [`attention`] with a term added to the scaled scores before the masks, its gradient
+/// tracked: softmax(scale·QKᵀ + bias + penalties)·V.
+///
+/// # Shapes
+/// - as [`attention`]; bias: [batch, heads, lq, lk]
+pub fn attention_with_bias<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    key_mask: Option<Tensor<B, 2>>,
+    bias: Option<Tensor<B, 4>>,
+    dropout: f64,
+    options: AttentionOptions,
+) -> Tensor<B, 3> {
     let device = q.device();
     let [b, lq, _] = q.dims();
     let lk = k.dims()[1];
@@ -239,11 +346,35 @@ pub fn attention<B: Backend>(
         ))
     });
     let (q, k, v) = (unwrap(q), unwrap(k), unwrap(v));
-    let key_mask = key_mask.map(unwrap);
+    let masks = AttentionMasks {
+        key_mask: key_mask.map(unwrap),
+        bias: bias.map(unwrap),
+        dropout_mask,
+    };
     let out: FloatTensor<B> = route!(
         B,
-        fused_attention(q, k, v, key_mask, dropout_mask, options),
-        reference::attention_forward::<B>(q, k, v, key_mask, dropout_mask, options).0
+        fused_attention(q, k, v, masks, options),
+        reference::attention_forward::<B>(q, k, v, masks, options).0
+    );
+    wrap(out)
+}
+
+/// DeBERTa's relative-position scores of one kind (see [`RelativeOptions`]): one kernel per
+/// (batch row, head) on the CPU instead of a gather over the whole product.
+///
+/// # Shapes
+/// - x: [batch, length, heads·d]; table: [rows, heads·d]
+/// - output: [batch, heads, length, length]
+pub fn relative_scores<B: Backend>(
+    x: Tensor<B, 3>,
+    table: Tensor<B, 2>,
+    options: RelativeOptions,
+) -> Tensor<B, 4> {
+    let (x, table) = (unwrap(x), unwrap(table));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_relative_scores(x, table, options),
+        reference::relative_scores::<B>(x, table, &options)
     );
     wrap(out)
 }

@@ -7,7 +7,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Distribution, TensorPrimitive};
 
-use super::AttentionOptions;
+use super::{AttentionGrads, AttentionMasks, AttentionOptions, RelativeOptions};
 
 pub(super) fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -29,36 +29,76 @@ fn merge_heads<B: Backend>(t: Tensor<B, 4>) -> Tensor<B, 3> {
     t.swap_dims(1, 2).reshape([b, l, h * d])
 }
 
-/// Attention weights softmax(scale·QKᵀ + penalty) [b, h, lq, lk].
+/// 1 where key j is out of query i's reach (|i − j| > window), else 0: [lq, lk].
+fn outside_window<B: Backend>(
+    lq: usize,
+    lk: usize,
+    window: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let outside: Vec<f32> = (0..lq)
+        .flat_map(|i| (0..lk).map(move |j| f32::from(u8::from(i.abs_diff(j) > window))))
+        .collect();
+    Tensor::from_data(TensorData::new(outside, [lq, lk]), device)
+}
+
+/// Attention weights softmax(scale·QKᵀ + bias + penalties) [b, h, lq, lk], with the
+/// options' window and evenly attending padded queries.
 pub fn attention_probs<B: Backend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 3>,
     key_mask: Option<Tensor<B, 2>>,
+    bias: Option<Tensor<B, 4>>,
     o: AttentionOptions,
 ) -> Tensor<B, 4> {
     let q = split_heads(q, o.num_heads);
     let k = split_heads(k, o.num_heads);
     let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(o.scale);
-    if let Some(mask) = key_mask {
-        let penalty = super::finite_in(scores.dtype(), o.mask_penalty as f64);
-        let penalty = (mask.neg().add_scalar(1.0) * penalty)
-            .unsqueeze_dim::<3>(1)
-            .unsqueeze_dim::<4>(1);
-        scores = scores + penalty;
+    let [b, _, lq, lk] = scores.dims();
+    if let Some(bias) = bias {
+        scores = scores + bias;
     }
-    softmax(scores, 3)
+    let penalty = super::finite_in(scores.dtype(), o.mask_penalty as f64);
+    // Keys only: [b, 1, 1, lk].
+    let key_mask = key_mask.map(|m| m.unsqueeze_dim::<3>(1).unsqueeze_dim::<4>(1));
+    if let Some(mask) = &key_mask {
+        scores = scores + mask.clone().neg().add_scalar(1.0) * penalty;
+    }
+    if let Some(window) = o.window {
+        // Penalised once: keys already padded keep their single penalty.
+        let outside = outside_window::<B>(lq, lk, window, &scores.device()).reshape([1, 1, lq, lk]);
+        let outside = match &key_mask {
+            Some(mask) => outside * mask.clone(),
+            None => outside,
+        };
+        scores = scores + outside * penalty;
+    }
+    let probs = softmax(scores, 3);
+    match key_mask {
+        Some(mask) if o.even_padded_queries => {
+            let query = mask.reshape([b, 1, lq, 1]);
+            let even = query.clone().neg().add_scalar(1.0) / lk as f64;
+            probs * query + even
+        }
+        _ => probs,
+    }
 }
 
 pub fn attention_forward<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
-    key_mask: Option<FloatTensor<B>>,
-    dropout_mask: Option<FloatTensor<B>>,
+    masks: AttentionMasks<FloatTensor<B>>,
     o: AttentionOptions,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let probs = attention_probs(wrap(q), wrap(k), key_mask.map(wrap), o);
-    let weights = match dropout_mask {
+    let probs = attention_probs(
+        wrap(q),
+        wrap(k),
+        masks.key_mask.map(wrap),
+        masks.bias.map(wrap),
+        o,
+    );
+    let weights = match masks.dropout_mask {
         Some(m) => probs.clone() * wrap::<B, 4>(m),
         None => probs.clone(),
     };
@@ -66,15 +106,17 @@ pub fn attention_forward<B: Backend>(
     (unwrap(out), unwrap(probs))
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn attention_backward<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
     v: FloatTensor<B>,
     probs: FloatTensor<B>,
-    dropout_mask: Option<FloatTensor<B>>,
+    masks: AttentionMasks<FloatTensor<B>>,
     grad: FloatTensor<B>,
     o: AttentionOptions,
-) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    bias_grad: bool,
+) -> AttentionGrads<FloatTensor<B>> {
     let h = o.num_heads;
     let (q, k, v) = (
         split_heads(wrap(q), h),
@@ -83,7 +125,7 @@ pub fn attention_backward<B: Backend>(
     );
     let p: Tensor<B, 4> = wrap(probs);
     let g = split_heads(wrap(grad), h);
-    let mask = dropout_mask.map(wrap::<B, 4>);
+    let mask = masks.dropout_mask.map(wrap::<B, 4>);
     let weights = match &mask {
         Some(m) => p.clone() * m.clone(),
         None => p.clone(),
@@ -94,14 +136,125 @@ pub fn attention_backward<B: Backend>(
         dw = dw * m;
     }
     let row = (dw.clone() * p.clone()).sum_dim(3);
-    let ds = p * (dw - row);
+    let mut ds = p * (dw - row);
+    if let (Some(key_mask), true) = (masks.key_mask, o.even_padded_queries) {
+        // The even rows of padded queries do not depend on the scores.
+        let key_mask: Tensor<B, 2> = wrap(key_mask);
+        let [b, lq] = key_mask.dims();
+        ds = ds * key_mask.reshape([b, 1, lq, 1]);
+    }
     let dq = ds.clone().matmul(k).mul_scalar(o.scale);
-    let dk = ds.swap_dims(2, 3).matmul(q).mul_scalar(o.scale);
-    (
-        unwrap(merge_heads(dq)),
-        unwrap(merge_heads(dk)),
-        unwrap(merge_heads(dv)),
-    )
+    let dk = ds.clone().swap_dims(2, 3).matmul(q).mul_scalar(o.scale);
+    AttentionGrads {
+        q: unwrap(merge_heads(dq)),
+        k: unwrap(merge_heads(dk)),
+        v: unwrap(merge_heads(dv)),
+        bias: bias_grad.then(|| unwrap(ds)),
+    }
+}
+
+/// The table row of each (i, j) as an index over the product's columns: [l, l], rows
+/// counted from `first` (the first row any distance reads).
+fn relative_index<B: Backend>(
+    l: usize,
+    o: &RelativeOptions,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let (first, _) = o.rows_used();
+    let index: Vec<i64> = (0..l)
+        .flat_map(|i| {
+            (0..l).map(move |j| (o.rows_by_distance[i + l - 1 - j] as usize - first) as i64)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(index, [l, l]), device)
+}
+
+/// x's heads against the table rows the distances read: [b, h, l, used rows].
+fn relative_product<B: Backend>(
+    x: Tensor<B, 3>,
+    table: Tensor<B, 2>,
+    o: &RelativeOptions,
+) -> Tensor<B, 4> {
+    let [b, _, _] = x.dims();
+    let (first, last) = o.rows_used();
+    let [_, width] = table.dims();
+    let used = table
+        .slice([first..last + 1, 0..width])
+        .reshape([1, last + 1 - first, width]);
+    let table = split_heads(used, o.num_heads);
+    let [_, h, rows, d] = table.dims();
+    split_heads(x, o.num_heads).matmul(table.expand([b, h, rows, d]).swap_dims(2, 3))
+}
+
+pub fn relative_scores<B: Backend>(
+    x: FloatTensor<B>,
+    table: FloatTensor<B>,
+    o: &RelativeOptions,
+) -> FloatTensor<B> {
+    let x: Tensor<B, 3> = wrap(x);
+    let [b, l, _] = x.dims();
+    let h = o.num_heads;
+    let index = relative_index::<B>(l, o, &x.device());
+    let product = relative_product(x, wrap(table), o).mul_scalar(o.scale);
+    let scores = match o.transposed {
+        false => product.gather(3, index.reshape([1, 1, l, l]).expand([b, h, l, l])),
+        true => product
+            .gather(
+                3,
+                index
+                    .swap_dims(0, 1)
+                    .reshape([1, 1, l, l])
+                    .expand([b, h, l, l]),
+            )
+            .swap_dims(2, 3),
+    };
+    unwrap(scores)
+}
+
+pub fn relative_scores_backward<B: Backend>(
+    x: FloatTensor<B>,
+    table: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    o: &RelativeOptions,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (x, table): (Tensor<B, 3>, Tensor<B, 2>) = (wrap(x), wrap(table));
+    let [b, l, _] = x.dims();
+    let [rows, width] = table.dims();
+    let h = o.num_heads;
+    let (first, last) = o.rows_used();
+    let used = last + 1 - first;
+    let device = x.device();
+    let index = relative_index::<B>(l, o, &device);
+    let grad: Tensor<B, 4> = wrap::<B, 4>(grad).mul_scalar(o.scale);
+    // The gradient of the product: each score's gradient added at the column it read.
+    let (grad, index) = match o.transposed {
+        false => (grad, index),
+        true => (grad.swap_dims(2, 3), index.swap_dims(0, 1)),
+    };
+    let index = index.reshape([1, 1, l, l]).expand([b, h, l, l]);
+    let dproduct = Tensor::<B, 4>::zeros([b, h, l, used], &device).scatter(
+        3,
+        index,
+        grad,
+        burn::tensor::IndexingUpdateOp::Add,
+    );
+    let table_used = split_heads(
+        table
+            .slice([first..last + 1, 0..width])
+            .reshape([1, used, width]),
+        h,
+    );
+    let d = width / h;
+    let dx = dproduct.clone().matmul(table_used.expand([b, h, used, d]));
+    let dtable_used = dproduct
+        .swap_dims(2, 3)
+        .matmul(split_heads(x, h))
+        .sum_dim(0)
+        .swap_dims(1, 2)
+        .reshape([used, width]);
+    let dtable = Tensor::<B, 2>::zeros([rows, width], &device)
+        .slice_assign([first..last + 1, 0..width], dtable_used);
+    (unwrap(merge_heads(dx)), unwrap(dtable))
 }
 
 pub fn linear<B: Backend>(

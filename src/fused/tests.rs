@@ -60,55 +60,90 @@ fn key_mask(b: usize, lk: usize, pad: &[usize]) -> Tensor<Ad, 2> {
     Tensor::from_data(TensorData::new(data, [b, lk]), &Default::default())
 }
 
+/// What a family adds to plain attention: a score bias (DeBERTa), a window (ModernBERT's
+/// local layers), evenly attending padded queries (DeBERTa).
+#[derive(Clone, Copy, Default)]
+struct Extras {
+    bias: bool,
+    window: Option<usize>,
+    even: bool,
+}
+
 fn check_attention(dims: [usize; 6], masked: bool, dropout: bool) {
+    check_attention_with(dims, masked, dropout, Extras::default());
+}
+
+fn check_attention_with(dims: [usize; 6], masked: bool, dropout: bool, extras: Extras) {
     let [b, h, lq, lk, dk, dv] = dims;
     let options = AttentionOptions {
-        num_heads: h,
-        scale: 1.0 / (dk as f32).sqrt(),
-        mask_penalty: -1e9,
+        window: extras.window,
+        even_padded_queries: extras.even,
+        ..AttentionOptions::new(h, 1.0 / (dk as f32).sqrt(), -1e9)
     };
     let inputs = || {
         (
             random([b, lq, h * dk], 1).require_grad(),
             random([b, lk, h * dk], 2).require_grad(),
             random([b, lk, h * dv], 3).require_grad(),
+            random([b, h * lq, lk], 9)
+                .reshape([b, h, lq, lk])
+                .require_grad(),
         )
     };
     let mask = masked.then(|| key_mask(b, lk, &[0, lk / 2, lk - 1]));
     let drop =
         dropout.then(|| reference::dropout_mask::<Ad, 4>([b, h, lq, lk], 0.3, &Default::default()));
     let weights = random([b, lq, h * dv], 4);
+    let masks = |bias: &Tensor<Ad, 4>| AttentionMasks {
+        key_mask: mask.clone().map(unwrap),
+        bias: extras.bias.then(|| unwrap(bias.clone())),
+        dropout_mask: drop.clone().map(unwrap),
+    };
 
-    let (q, k, v) = inputs();
+    let (q, k, v, bias) = inputs();
     let fused: Tensor<Ad, 3> = wrap(<Ad as PipeOps>::fused_attention(
         unwrap(q.clone()),
         unwrap(k.clone()),
         unwrap(v.clone()),
-        mask.clone().map(unwrap),
-        drop.clone().map(unwrap),
+        masks(&bias),
         options,
     ));
     let grads = (fused.clone() * weights.clone()).sum().backward();
-    let fused_grads = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
+    let fused_grads = [
+        q.grad(&grads),
+        k.grad(&grads),
+        v.grad(&grads),
+        bias.grad(&grads).map(|g| g.reshape([b, h * lq, lk])),
+    ];
 
-    let (q, k, v) = inputs();
+    let (q, k, v, bias) = inputs();
     let (reference, _) = reference::attention_forward::<Ad>(
         unwrap(q.clone()),
         unwrap(k.clone()),
         unwrap(v.clone()),
-        mask.map(unwrap),
-        drop.map(unwrap),
+        masks(&bias),
         options,
     );
     let reference: Tensor<Ad, 3> = wrap(reference);
     let grads = (reference.clone() * weights).sum().backward();
-    let reference_grads = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
+    let reference_grads = [
+        q.grad(&grads),
+        k.grad(&grads),
+        v.grad(&grads),
+        bias.grad(&grads).map(|g| g.reshape([b, h * lq, lk])),
+    ];
 
-    let tag = format!("attention {dims:?} masked={masked} dropout={dropout}");
+    let tag = format!(
+        "attention {dims:?} masked={masked} dropout={dropout} bias={} window={:?} even={}",
+        extras.bias, extras.window, extras.even
+    );
     assert_close(&format!("{tag} output"), values(fused), values(reference));
-    for (name, (f, r)) in ["dq", "dk", "dv"]
+    let names = ["dq", "dk", "dv", "dbias"];
+    let wanted = if extras.bias { 4 } else { 3 };
+    for (name, (f, r)) in names
         .iter()
         .zip(fused_grads.into_iter().zip(reference_grads))
+        .take(wanted)
     {
         let (f, r) = (f.expect("fused grad"), r.expect("reference grad"));
         assert_close(
@@ -136,20 +171,61 @@ fn attention_matches_reference_with_dropout() {
     check_attention([2, 2, 6, 6, 4, 4], true, true);
 }
 
+/// DeBERTa's form: a tracked score bias and padded queries attending evenly, with dropout.
+#[test]
+fn attention_with_bias_and_even_padded_queries_matches_reference() {
+    let deberta = Extras {
+        bias: true,
+        even: true,
+        ..Extras::default()
+    };
+    check_attention_with([3, 2, 11, 11, 4, 4], true, false, deberta);
+    check_attention_with([2, 2, 6, 6, 4, 4], true, true, deberta);
+    let bias_only = Extras {
+        bias: true,
+        ..Extras::default()
+    };
+    check_attention_with([2, 3, 5, 13, 7, 2], false, false, bias_only);
+}
+
+/// ModernBERT's local layers: keys beyond the window penalised once, padded ones too.
+#[test]
+fn windowed_attention_matches_reference() {
+    let local = |w| Extras {
+        window: Some(w),
+        ..Extras::default()
+    };
+    check_attention_with([3, 2, 11, 11, 4, 4], true, false, local(2));
+    check_attention_with([2, 2, 9, 9, 4, 4], false, true, local(0));
+    check_attention_with([2, 1, 7, 7, 3, 3], true, false, local(10));
+}
+
 /// The inference kernel (no autodiff: weights not kept, rows of P·V normalised instead of
-/// the scores) against the reference, masked and unmasked, at odd shapes.
+/// the scores) against the reference, masked and unmasked, at odd shapes, and with each
+/// family's extras.
 #[test]
 fn inference_attention_matches_reference() {
-    for (dims, masked) in [
-        ([2, 2, 7, 9, 5, 3], false),
-        ([3, 2, 11, 11, 4, 4], true),
-        ([1, 3, 1, 13, 7, 2], true),
+    let deberta = Extras {
+        bias: true,
+        even: true,
+        window: None,
+    };
+    let local = Extras {
+        window: Some(3),
+        ..Extras::default()
+    };
+    for (dims, masked, extras) in [
+        ([2, 2, 7, 9, 5, 3], false, Extras::default()),
+        ([3, 2, 11, 11, 4, 4], true, Extras::default()),
+        ([1, 3, 1, 13, 7, 2], true, Extras::default()),
+        ([3, 2, 11, 11, 4, 4], true, deberta),
+        ([3, 2, 11, 11, 4, 4], true, local),
     ] {
         let [b, h, lq, lk, dk, dv] = dims;
         let options = AttentionOptions {
-            num_heads: h,
-            scale: 1.0 / (dk as f32).sqrt(),
-            mask_penalty: -1e9,
+            window: extras.window,
+            even_padded_queries: extras.even,
+            ..AttentionOptions::new(h, 1.0 / (dk as f32).sqrt(), -1e9)
         };
         let flex = |t: Tensor<Ad, 3>| t.inner();
         let (q, k, v) = (
@@ -157,26 +233,27 @@ fn inference_attention_matches_reference() {
             flex(random([b, lk, h * dk], 2)),
             flex(random([b, lk, h * dv], 3)),
         );
-        let mask = masked.then(|| key_mask(b, lk, &[0, lk / 2, lk - 1]).inner());
+        let bias = flex(random([b, h * lq, lk], 9)).reshape([b, h, lq, lk]);
+        let masks = AttentionMasks {
+            key_mask: masked.then(|| unwrap(key_mask(b, lk, &[0, lk / 2, lk - 1]).inner())),
+            bias: extras.bias.then(|| unwrap(bias)),
+            dropout_mask: None,
+        };
         let fused: Tensor<Flex, 3> = wrap(<Flex as PipeOps>::fused_attention(
             unwrap(q.clone()),
             unwrap(k.clone()),
             unwrap(v.clone()),
-            mask.clone().map(unwrap),
-            None,
+            masks.clone(),
             options,
         ));
-        let (reference, _) = reference::attention_forward::<Flex>(
-            unwrap(q),
-            unwrap(k),
-            unwrap(v),
-            mask.map(unwrap),
-            None,
-            options,
-        );
+        let (reference, _) =
+            reference::attention_forward::<Flex>(unwrap(q), unwrap(k), unwrap(v), masks, options);
         let reference: Tensor<Flex, 3> = wrap(reference);
         assert_close(
-            &format!("inference attention {dims:?} masked={masked}"),
+            &format!(
+                "inference attention {dims:?} masked={masked} bias={}",
+                extras.bias
+            ),
             values_flex(fused),
             values_flex(reference),
         );
@@ -187,11 +264,7 @@ fn inference_attention_matches_reference() {
 #[test]
 fn reference_attention_backward_matches_autodiff() {
     let (b, h, l, d) = (2, 2, 5, 3);
-    let options = AttentionOptions {
-        num_heads: h,
-        scale: 0.5,
-        mask_penalty: f32::MIN,
-    };
+    let options = AttentionOptions::new(h, 0.5, f32::MIN);
     let (q, k, v) = (
         random([b, l, h * d], 5).require_grad(),
         random([b, l, h * d], 6).require_grad(),
@@ -203,25 +276,110 @@ fn reference_attention_backward_matches_autodiff() {
         unwrap(q.clone()),
         unwrap(k.clone()),
         unwrap(v.clone()),
-        Some(unwrap(mask)),
-        None,
+        AttentionMasks {
+            key_mask: Some(unwrap(mask)),
+            bias: None,
+            dropout_mask: None,
+        },
         options,
     );
     let grads = (wrap::<Ad, 3>(out) * g.clone()).sum().backward();
     let inner = |t: Tensor<Ad, 3>| t.inner().into_primitive().tensor();
-    let (dq, dk, dv) = reference::attention_backward::<Flex>(
+    let no_masks = AttentionMasks {
+        key_mask: None,
+        bias: None,
+        dropout_mask: None,
+    };
+    let grads_got = reference::attention_backward::<Flex>(
         inner(q.clone()),
         inner(k.clone()),
         inner(v.clone()),
         wrap::<Ad, 4>(probs).inner().into_primitive().tensor(),
-        None,
+        no_masks,
         inner(g),
         options,
+        false,
     );
+    let (dq, dk, dv) = (grads_got.q, grads_got.k, grads_got.v);
     for (name, t, got) in [("dq", &q, dq), ("dk", &k, dk), ("dv", &v, dv)] {
         let want = t.grad(&grads).expect("grad").into_data().to_vec().unwrap();
         let got: Tensor<Flex, 3> = wrap(got);
         assert_close(name, got.into_data().to_vec().unwrap(), want);
+    }
+}
+
+/// DeBERTa's relative scores, both kinds: the kernel and the reference's explicit backward
+/// against burn-autodiff through the reference's gather, with rows no distance reads (their
+/// gradient zero) at both ends of the table and clamped distances.
+#[test]
+fn relative_scores_match_reference_and_autodiff() {
+    let (b, h, l, d, rows) = (2, 3, 7, 4, 20);
+    let rows_by_distance: std::sync::Arc<[u32]> = (-(l as i64 - 1)..l as i64)
+        .map(|dist| (dist + 10).clamp(5, 14) as u32)
+        .collect();
+    for transposed in [false, true] {
+        let options = RelativeOptions {
+            num_heads: h,
+            scale: 0.3,
+            rows_by_distance: rows_by_distance.clone(),
+            transposed,
+        };
+        let inputs = || {
+            (
+                random([b, l, h * d], 31).require_grad(),
+                random([rows, h * d], 32).require_grad(),
+            )
+        };
+        let weights = random([b * h, l, l], 33).reshape([b, h, l, l]);
+        let (x, table) = inputs();
+        let fused = relative_scores(x.clone(), table.clone(), options.clone());
+        let grads = (fused.clone() * weights.clone()).sum().backward();
+        let fused_grads = [
+            values(x.grad(&grads).map(Tensor::from_inner).unwrap()),
+            values(table.grad(&grads).map(Tensor::from_inner).unwrap()),
+        ];
+        let (x, table) = inputs();
+        let reference: Tensor<Ad, 4> = wrap(reference::relative_scores::<Ad>(
+            unwrap(x.clone()),
+            unwrap(table.clone()),
+            &options,
+        ));
+        let grads = (reference.clone() * weights.clone()).sum().backward();
+        let autodiff = [
+            values(x.grad(&grads).map(Tensor::from_inner).unwrap()),
+            values(table.grad(&grads).map(Tensor::from_inner).unwrap()),
+        ];
+        let tag = format!("relative scores transposed={transposed}");
+        assert_close(&format!("{tag} output"), values(fused), values(reference));
+        let (dx, dtable) = reference::relative_scores_backward::<Flex>(
+            unwrap(x.inner()),
+            unwrap(table.inner()),
+            unwrap(weights.clone().inner()),
+            &options,
+        );
+        let explicit = [
+            values_flex(wrap::<Flex, 3>(dx)),
+            values_flex(wrap::<Flex, 2>(dtable)),
+        ];
+        for (name, ((f, a), e)) in ["dx", "dtable"]
+            .iter()
+            .zip(fused_grads.into_iter().zip(autodiff).zip(explicit))
+        {
+            assert_close(&format!("{tag} {name} (kernel)"), f, a.clone());
+            assert_close(&format!("{tag} {name} (reference backward)"), e, a);
+        }
+        // The table rows no distance reads get exactly zero.
+        let (x, table) = inputs();
+        let grads = (relative_scores(x, table.clone(), options.clone()) * weights)
+            .sum()
+            .backward();
+        let dtable = values(table.grad(&grads).map(Tensor::from_inner).unwrap());
+        assert!(
+            dtable[..5 * h * d]
+                .iter()
+                .chain(&dtable[15 * h * d..])
+                .all(|&g| g == 0.0)
+        );
     }
 }
 
@@ -400,11 +558,7 @@ fn fused_ops_are_deterministic() {
             q.clone(),
             Some(key_mask(4, 33, &[3, 0])),
             0.0,
-            AttentionOptions {
-                num_heads: 2,
-                scale: 0.2,
-                mask_penalty: -1e9,
-            },
+            AttentionOptions::new(2, 0.2, -1e9),
         );
         let y = layer_norm(out, random([64], 52), Some(random([64], 53)), 1e-6);
         let grads = gelu(y).sum().backward();

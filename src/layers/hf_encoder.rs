@@ -559,12 +559,9 @@ impl<B: Backend> HfEncoder<B> {
     }
 
     fn attention_options(&self, hidden: usize) -> AttentionOptions {
-        AttentionOptions {
-            num_heads: self.num_heads,
-            scale: 1.0 / ((hidden / self.num_heads) as f32).sqrt(),
-            // transformers adds the most negative f32 to padded keys' scores.
-            mask_penalty: f32::MIN,
-        }
+        let scale = 1.0 / ((hidden / self.num_heads) as f32).sqrt();
+        // transformers adds the most negative f32 to padded keys' scores.
+        AttentionOptions::new(self.num_heads, scale, f32::MIN)
     }
 
     /// Each encoder layer's self-attention weights, `encoder.0` first.
@@ -596,16 +593,7 @@ impl<B: Backend> HfEncoder<B> {
             maps.push(match (&self.relative, &rel) {
                 (Some(r), Some(rel)) => {
                     let p = disentangled_projections(sa);
-                    let weights = disentangled::weights_and_values(
-                        x.clone(),
-                        rel.clone(),
-                        &mask,
-                        &p,
-                        self.num_heads,
-                        r,
-                        0.0,
-                    );
-                    weights.0
+                    disentangled::weights(x.clone(), rel.clone(), &mask, &p, self.num_heads, r)
                 }
                 _ => attention_weights(
                     sa.query.forward(x.clone()),
@@ -654,18 +642,15 @@ impl<B: Backend> HfEncoder<B> {
         let h = x.dims()[2];
         let sa = &layer.attention.self_attention;
         let context = match (&self.relative, rel) {
-            (Some(r), Some(rel)) => {
-                let (weights, values) = disentangled::weights_and_values(
-                    x.clone(),
-                    rel.clone(),
-                    mask,
-                    &disentangled_projections(sa),
-                    self.num_heads,
-                    r,
-                    sa.dropout.prob,
-                );
-                disentangled::context(weights, values)
-            }
+            (Some(r), Some(rel)) => disentangled::context(
+                x.clone(),
+                rel.clone(),
+                mask,
+                &disentangled_projections(sa),
+                self.num_heads,
+                r,
+                sa.dropout.prob,
+            ),
             _ => fused::attention(
                 fused::linear_seq(&sa.query, x.clone()),
                 fused::linear_seq(&sa.key, x.clone()),

@@ -218,12 +218,8 @@ impl<B: Backend> MultiHeadAttention<B> {
     }
 
     fn options(&self) -> AttentionOptions {
-        AttentionOptions {
-            num_heads: self.num_heads,
-            scale: 1.0 / (self.key_dim as f32).sqrt(),
-            // Keras' additive mask value for padded keys.
-            mask_penalty: -1e9,
-        }
+        // Keras' additive mask value for padded keys.
+        AttentionOptions::new(self.num_heads, 1.0 / (self.key_dim as f32).sqrt(), -1e9)
     }
 
     /// The attention weights [`attend`](Self::attend) applies.

@@ -153,10 +153,15 @@ fn bf16_mixed_trains_like_f32_repeats_its_bits_and_falls_back_to_f32_without_amx
     let train = |name: &str, precision: &str, amx: Option<&str>| {
         let runs = dir.join(name);
         let mut cmd = pipe();
+        // The flag and the key are one setting: "again" takes the flag.
+        let setting = match name {
+            "again" => format!("--precision={precision}"),
+            _ => format!("--set=runtime.precision=\"{precision}\""),
+        };
         cmd.arg("run")
             .arg(&spec)
             .arg("--quiet")
-            .arg(format!("--set=runtime.precision=\"{precision}\""))
+            .arg(setting)
             .arg(format!("--runs-dir={}", runs.display()));
         if let Some(v) = amx {
             cmd.env("PIPE_AMX", v);
@@ -202,4 +207,18 @@ fn bf16_mixed_trains_like_f32_repeats_its_bits_and_falls_back_to_f32_without_amx
             .contains("without AMX")
     );
     assert_eq!(epoch_rows(&fallback), epoch_rows(&f32_run));
+    // A precision pipe does not know is refused in one line naming the flag.
+    let out = pipe()
+        .args(["run", "--quiet", "--precision=f64"])
+        .arg(&spec)
+        .arg(format!("--runs-dir={}", dir.join("bad").display()))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--precision"), "{stderr}");
+    assert!(
+        !dir.join("bad").exists(),
+        "nothing written for a refused run"
+    );
 }

@@ -9,7 +9,26 @@ use std::cell::RefCell;
 
 use super::{Ft, Written, contiguous, is_f32, mm, multiply_into, tensor, values};
 use crate::fused::math::{self, multiversion};
-use crate::fused::{AttentionOptions, reference};
+use crate::fused::{AttentionGrads, AttentionMasks, AttentionOptions, reference};
+
+/// Which scores of a (batch row, head) block are masked, besides what the scores say.
+#[derive(Clone, Copy)]
+struct RowMasks<'a> {
+    /// (1 − mask)·penalty per key of this batch row.
+    key_penalty: Option<&'a [f32]>,
+    penalty: f32,
+    /// Keys farther than this from the query get `penalty` (once).
+    window: Option<usize>,
+    /// This batch row's mask over the queries when padded queries attend evenly.
+    even_queries: Option<&'a [f32]>,
+}
+
+impl RowMasks<'_> {
+    /// Nothing beyond the key penalties: the path model A and BERT take, bits unchanged.
+    fn keys_only(&self) -> bool {
+        self.window.is_none() && self.even_queries.is_none()
+    }
+}
 
 multiversion! {
     /// Scores row → e^(s − max) in place, with the key-padding penalty added first; each
@@ -25,6 +44,35 @@ multiversion! {
             let m = math::max(row);
             *inv = 1.0 / math::exp_shifted_sum(row, m);
         }
+    }
+}
+
+/// [`exp_rows`] with a window around each query and evenly attending padded queries.
+fn exp_rows_masked(scores: &mut [f32], lk: usize, masks: RowMasks, inv_sums: &mut [f32]) {
+    for (i, (row, inv)) in scores
+        .chunks_exact_mut(lk)
+        .zip(inv_sums.iter_mut())
+        .enumerate()
+    {
+        if masks.even_queries.is_some_and(|q| q[i] < 0.5) {
+            row.fill(1.0);
+            *inv = 1.0 / lk as f32;
+            continue;
+        }
+        if let Some(p) = masks.key_penalty {
+            for (s, &pen) in row.iter_mut().zip(p) {
+                *s += pen;
+            }
+        }
+        if let Some(w) = masks.window {
+            for (j, s) in row.iter_mut().enumerate() {
+                let padded = masks.key_penalty.is_some_and(|p| p[j] != 0.0);
+                if i.abs_diff(j) > w && !padded {
+                    *s += masks.penalty;
+                }
+            }
+        }
+        exp_rows(row, lk, None, std::slice::from_mut(inv));
     }
 }
 
@@ -91,6 +139,19 @@ fn dropped<'a>(probs: &'a [f32], mask: Option<&[f32]>, kept: &'a mut [f32]) -> &
     }
 }
 
+/// The key mask as the query mask [b, lq] where padded queries attend evenly.
+fn even_query_mask(key_mask: &Option<Ft>, d: &Dims, o: AttentionOptions) -> Option<Vec<f32>> {
+    if !o.even_padded_queries {
+        return None;
+    }
+    let m = contiguous(key_mask.as_ref()?);
+    assert_eq!(
+        d.lq, d.lk,
+        "evenly attending padded queries need self-attention"
+    );
+    Some(values(&m).to_vec())
+}
+
 /// Per batch row: (1 − mask)·penalty for each key.
 fn key_penalties(mask: Option<&Ft>, b: usize, lk: usize, penalty: f32) -> Option<Vec<f32>> {
     mask.map(|m| {
@@ -130,21 +191,31 @@ pub fn attention_forward(
     q: Ft,
     k: Ft,
     v: Ft,
-    key_mask: Option<Ft>,
-    dropout_mask: Option<Ft>,
+    masks: AttentionMasks<Ft>,
     o: AttentionOptions,
     keep_probs: bool,
 ) -> (Ft, Option<Ft>) {
-    if !is_f32(&[&q, &k, &v]) {
-        let (out, probs) = reference::attention_forward::<Flex>(q, k, v, key_mask, dropout_mask, o);
+    let bias_f32 = masks.bias.as_ref().is_none_or(|b| is_f32(&[b]));
+    if !is_f32(&[&q, &k, &v]) || !bias_f32 {
+        let (out, probs) = reference::attention_forward::<Flex>(q, k, v, masks, o);
         return (out, Some(probs));
     }
     let d = Dims::of(&q, &k, &v, o.num_heads);
     let (q, k, v) = (contiguous(&q), contiguous(&k), contiguous(&v));
     let (qv, kv, vv) = (values(&q), values(&k), values(&v));
-    let drop = dropout_mask.map(|m| contiguous(&m));
+    let drop = masks.dropout_mask.map(|m| contiguous(&m));
     let drop = drop.as_ref().map(values);
-    let pen = key_penalties(key_mask.as_ref(), d.b, d.lk, o.mask_penalty);
+    let bias = masks.bias.map(|m| contiguous(&m));
+    let bias = bias.as_ref().map(values);
+    if let Some(bias) = bias {
+        assert_eq!(
+            bias.len(),
+            d.b * d.h * d.lq * d.lk,
+            "score bias must be [b, heads, lq, lk]"
+        );
+    }
+    let query_mask = even_query_mask(&masks.key_mask, &d, o);
+    let pen = key_penalties(masks.key_mask.as_ref(), d.b, d.lk, o.mask_penalty);
     let block = d.lq * d.lk;
     let mut probs = keep_probs.then(|| Written::new(d.b * d.h * block));
     let mut out = Written::new(d.b * d.lq * d.h * d.dv);
@@ -159,8 +230,14 @@ pub fn attention_forward(
         let q0 = qv[bi * d.lq * d.h * d.dk + hi * d.dk..].as_ptr();
         let k0 = kv[bi * d.lk * d.h * d.dk + hi * d.dk..].as_ptr();
         let v0 = vv[bi * d.lk * d.h * d.dv + hi * d.dv..].as_ptr();
-        let penalty = pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]);
+        let row_masks = RowMasks {
+            key_penalty: pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]),
+            penalty: o.mask_penalty,
+            window: o.window,
+            even_queries: query_mask.as_ref().map(|x| &x[bi * d.lq..(bi + 1) * d.lq]),
+        };
         let mask = drop.map(|m| &m[bh * block..(bh + 1) * block]);
+        let bias = bias.map(|m| &m[bh * block..(bh + 1) * block]);
         let mut inv_sums = vec![0.0f32; d.lq];
         with_blocks(block, |scores, kept| {
             // SAFETY: views stay inside q, k, v and this task's probability block; the
@@ -170,17 +247,24 @@ pub fn attention_forward(
                     Some(all) => all.get().add(bh * block),
                     None => scores.as_mut_ptr(),
                 };
+                if let Some(bias) = bias {
+                    std::ptr::copy_nonoverlapping(bias.as_ptr(), p0, block);
+                }
                 mm(
                     (d.lq, d.lk, d.dk),
                     (p0, d.lk as isize, 1),
                     (q0, qw, 1),
                     (k0, 1, kw),
                     o.scale,
-                    false,
+                    bias.is_some(),
                 );
                 // gemm has written every element of this block.
                 let p = std::slice::from_raw_parts_mut(p0, block);
-                exp_rows(p, d.lk, penalty, &mut inv_sums);
+                if row_masks.keys_only() {
+                    exp_rows(p, d.lk, row_masks.key_penalty, &mut inv_sums);
+                } else {
+                    exp_rows_masked(p, d.lk, row_masks, &mut inv_sums);
+                }
                 // Weights kept for the backward pass or dropped out must be the true
                 // softmax; otherwise the rows of P·V are scaled instead (32 wide, not 256).
                 let normalise_scores = probs_ptr.is_some() || mask.is_some();
@@ -224,14 +308,16 @@ pub fn attention_backward(
     k: Ft,
     v: Ft,
     probs: Ft,
-    dropout_mask: Option<Ft>,
+    masks: AttentionMasks<Ft>,
     grad: Ft,
     o: AttentionOptions,
-) -> (Ft, Ft, Ft) {
+    bias_grad: bool,
+) -> AttentionGrads<Ft> {
     if !is_f32(&[&q, &k, &v, &grad]) {
-        return reference::attention_backward::<Flex>(q, k, v, probs, dropout_mask, grad, o);
+        return reference::attention_backward::<Flex>(q, k, v, probs, masks, grad, o, bias_grad);
     }
     let d = Dims::of(&q, &k, &v, o.num_heads);
+    let query_mask = even_query_mask(&masks.key_mask, &d, o);
     let (q, k, v, g, probs) = (
         contiguous(&q),
         contiguous(&k),
@@ -246,9 +332,11 @@ pub fn attention_backward(
         values(&g),
         values(&probs),
     );
-    let drop = dropout_mask.map(|m| contiguous(&m));
+    let drop = masks.dropout_mask.map(|m| contiguous(&m));
     let drop = drop.as_ref().map(values);
     let block = d.lq * d.lk;
+    let mut dbias = bias_grad.then(|| Written::new(d.b * d.h * block));
+    let dbias_ptr = dbias.as_mut().map(Written::ptr);
     let (qw, vw) = ((d.h * d.dk) as isize, (d.h * d.dv) as isize);
     let mut dq = Written::new(d.b * d.lq * d.h * d.dk);
     let mut dk = Written::new(d.b * d.lk * d.h * d.dk);
@@ -262,10 +350,16 @@ pub fn attention_backward(
         let g_off = bi * d.lq * d.h * d.dv + hi * d.dv;
         let p = &pv[bh * block..(bh + 1) * block];
         let m = drop.map(|m| &m[bh * block..(bh + 1) * block]);
+        let query_mask = query_mask.as_ref().map(|x| &x[bi * d.lq..(bi + 1) * d.lq]);
         with_blocks(block, |kept, ds| {
             let weights = dropped(p, m, kept);
-            // SAFETY: as in the forward pass, each task touches its own (batch row, head) block.
+            // SAFETY: as in the forward pass, each task touches its own (batch row, head) block
+            // (of dbias too, where the score gradient is written straight into it).
             unsafe {
+                let ds = match dbias_ptr {
+                    Some(all) => std::slice::from_raw_parts_mut(all.get().add(bh * block), block),
+                    None => ds,
+                };
                 // dV = Wᵀ · dO
                 mm(
                     (d.lk, d.dv, d.lq),
@@ -288,6 +382,14 @@ pub fn attention_backward(
                     multiply(ds, m);
                 }
                 softmax_backward_rows(ds, p, d.lk);
+                if let Some(queries) = query_mask {
+                    // The even rows of padded queries do not depend on the scores.
+                    for (row, &m) in ds.chunks_exact_mut(d.lk).zip(queries) {
+                        if m < 0.5 {
+                            row.fill(0.0);
+                        }
+                    }
+                }
                 // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
                 mm(
                     (d.lq, d.dk, d.lk),
@@ -308,17 +410,20 @@ pub fn attention_backward(
             }
         });
     });
-    // SAFETY: each task wrote its head's columns of its batch row in all three.
-    let (dq, dk, dv) = unsafe {
+    // SAFETY: each task wrote its head's columns of its batch row in all three, and its whole
+    // block of dbias (the dW product wrote every element before the in-place steps).
+    let (dq, dk, dv, dbias) = unsafe {
         (
             dq.assume_written(),
             dk.assume_written(),
             dv.assume_written(),
+            dbias.map(|x| x.assume_written()),
         )
     };
-    (
-        tensor(dq, &[d.b, d.lq, d.h * d.dk]),
-        tensor(dk, &[d.b, d.lk, d.h * d.dk]),
-        tensor(dv, &[d.b, d.lk, d.h * d.dv]),
-    )
+    AttentionGrads {
+        q: tensor(dq, &[d.b, d.lq, d.h * d.dk]),
+        k: tensor(dk, &[d.b, d.lk, d.h * d.dk]),
+        v: tensor(dv, &[d.b, d.lk, d.h * d.dv]),
+        bias: dbias.map(|x| tensor(x, &[d.b, d.h, d.lq, d.lk])),
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! One file per operation family: `attention.rs`, `linear.rs`, `norm.rs` (LayerNorm),
 //! `activation.rs` (GELU, ReLU), `pooling.rs` (mean pooling), `dropout.rs` (dropout masks,
-//! residual dropout, the masked product). This file holds what they share (tensor
+//! residual dropout, the masked product), `relative.rs` (DeBERTa's relative-position scores). This file holds what they share (tensor
 //! wrapping, `contiguous` / `values`, the unzeroed output buffers and `par_filled`, the
 //! `gemm` wrapper, partial-sum adding) and `PipeOps for Flex`, which routes to them.
 //! Softmax cross-entropy has no flex kernel: `Flex` keeps the trait's default (decomposed)
@@ -15,6 +15,7 @@ mod dropout;
 mod linear;
 mod norm;
 mod pooling;
+mod relative;
 
 pub use activation::{gelu, gelu_backward, relu, relu_backward};
 pub use attention::{attention_backward, attention_forward};
@@ -22,6 +23,7 @@ pub use dropout::{dropout_mask, multiply_tensors, residual};
 pub use linear::{linear, linear_backward};
 pub use norm::{layer_norm, layer_norm_backward};
 pub use pooling::{mean_pool, mean_pool_backward};
+pub use relative::{relative_scores, relative_scores_backward};
 
 use burn::backend::Flex;
 use burn::backend::flex::{FlexTensor, Layout};
@@ -30,7 +32,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::math::multiversion;
-use super::{AttentionOptions, PipeOps};
+use super::{AttentionGrads, AttentionMasks, AttentionOptions, PipeOps, RelativeOptions};
 
 type Ft = FlexTensor;
 
@@ -206,33 +208,43 @@ impl PipeOps for Flex {
         q: Ft,
         k: Ft,
         v: Ft,
-        key_mask: Option<Ft>,
-        dropout_mask: Option<Ft>,
+        masks: AttentionMasks<Ft>,
         options: AttentionOptions,
     ) -> (Ft, Ft) {
-        let (out, probs) = attention_forward(q, k, v, key_mask, dropout_mask, options, true);
+        let (out, probs) = attention_forward(q, k, v, masks, options, true);
         (out, probs.expect("kept"))
     }
     fn fused_attention(
         q: Ft,
         k: Ft,
         v: Ft,
-        key_mask: Option<Ft>,
-        dropout_mask: Option<Ft>,
+        masks: AttentionMasks<Ft>,
         options: AttentionOptions,
     ) -> Ft {
-        attention_forward(q, k, v, key_mask, dropout_mask, options, false).0
+        attention_forward(q, k, v, masks, options, false).0
     }
     fn fused_attention_backward(
         q: Ft,
         k: Ft,
         v: Ft,
         probs: Ft,
-        dropout_mask: Option<Ft>,
+        masks: AttentionMasks<Ft>,
         grad: Ft,
         options: AttentionOptions,
-    ) -> (Ft, Ft, Ft) {
-        attention_backward(q, k, v, probs, dropout_mask, grad, options)
+        bias_grad: bool,
+    ) -> AttentionGrads<Ft> {
+        attention_backward(q, k, v, probs, masks, grad, options, bias_grad)
+    }
+    fn fused_relative_scores(x: Ft, table: Ft, options: RelativeOptions) -> Ft {
+        relative_scores(x, table, &options)
+    }
+    fn fused_relative_scores_backward(
+        x: Ft,
+        table: Ft,
+        grad: Ft,
+        options: RelativeOptions,
+    ) -> (Ft, Ft) {
+        relative_scores_backward(x, table, grad, &options)
     }
     fn fused_linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
         linear(x, weight, bias)

@@ -8,7 +8,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::fused;
+use crate::fused::{self, AttentionOptions, RelativeOptions};
 use crate::pretrained::RelativeAttention;
 
 /// The bucket of the distance `d` = query − key: itself up to half the buckets, then
@@ -32,27 +32,8 @@ pub fn relative_bucket(d: i64, r: &RelativeAttention) -> i64 {
     log_pos * d.signum()
 }
 
-/// For query `i` and key `j`: the row of the relative embeddings their distance reads,
-/// clamp(bucket(i − j) + span, 0, 2·span − 1).
-///
-/// # Shapes
-/// - output: [len, len]
-pub fn relative_index<B: Backend>(
-    len: usize,
-    r: &RelativeAttention,
-    device: &B::Device,
-) -> Tensor<B, 2, Int> {
-    let span = r.span as i64;
-    let index: Vec<i64> = (0..len as i64)
-        .flat_map(|i| {
-            (0..len as i64).map(move |j| (relative_bucket(i - j, r) + span).clamp(0, 2 * span - 1))
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(index, [len, len]), device)
-}
-
 /// The row of the relative embeddings for each distance query − key from −(len − 1) to
-/// len − 1 (entry `d + len − 1`): [`relative_index`] is this table read at i − j.
+/// len − 1 (entry `d + len − 1`): clamp(bucket(d) + span, 0, 2·span − 1).
 pub fn relative_rows_by_distance(len: usize, r: &RelativeAttention) -> Vec<i64> {
     let span = r.span as i64;
     let len = len as i64;
@@ -77,13 +58,77 @@ fn heads<B: Backend>(x: Tensor<B, 3>, num_heads: usize) -> Tensor<B, 4> {
     x.reshape([b, l, num_heads, h / num_heads]).swap_dims(1, 2)
 }
 
-/// The attention weights and the values they weigh.
+/// One layer's content projections and its position terms.
+struct Terms<B: Backend> {
+    /// [batch, length, heads·d] each.
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    /// (c2p + p2c) · scale: [batch, heads, length, length]; `None` without position terms.
+    position_bias: Option<Tensor<B, 4>>,
+    /// 1 / √(d × (1 + the number of position terms)).
+    scale: f32,
+}
+
+/// The content projections and the position terms, as transformers computes them.
 ///
 /// # Shapes
-/// - x: [batch, length, hidden]; rel: [2·span, hidden] (normalised where the config says);
-///   mask: [batch, length]
-/// - output: weights [batch, heads, length, length], values [batch, heads, length, head size]
-pub fn weights_and_values<B: Backend>(
+/// - x: [batch, length, hidden]; rel: [2·span, hidden] (normalised where the config says)
+fn terms<B: Backend>(
+    x: Tensor<B, 3>,
+    rel: Tensor<B, 2>,
+    p: &Projections<B>,
+    num_heads: usize,
+    r: &RelativeAttention,
+) -> Terms<B> {
+    let [_, l, h] = x.dims();
+    let d = h / num_heads;
+    let q = fused::linear_seq(p.query, x.clone());
+    let k = fused::linear_seq(p.key, x.clone());
+    let v = fused::linear_seq(p.value, x);
+    let factor = 1 + usize::from(r.c2p) + usize::from(r.p2c);
+    let scale = 1.0 / ((d * factor) as f32).sqrt();
+    let rows = rel.dims()[0];
+    let rel = rel.reshape([1, rows, h]);
+    let rows_by_distance: std::sync::Arc<[u32]> = relative_rows_by_distance(l, r)
+        .into_iter()
+        .map(|row| row as u32)
+        .collect();
+    // Positions projected like the content (the same weights when keys are shared).
+    let positions =
+        |projection: &Linear<B>| fused::linear_seq(projection, rel.clone()).reshape([rows, h]);
+    let options = |transposed| RelativeOptions {
+        num_heads,
+        scale,
+        rows_by_distance: rows_by_distance.clone(),
+        transposed,
+    };
+    let mut terms: Vec<Tensor<B, 4>> = Vec::new();
+    if r.c2p {
+        let pos_key = positions(p.pos_key.unwrap_or(p.key));
+        terms.push(fused::relative_scores(q.clone(), pos_key, options(false)));
+    }
+    if r.p2c {
+        // p2c[i, j] = K_j · Pq[row(i − j)].
+        let pos_query = positions(p.pos_query.unwrap_or(p.query));
+        terms.push(fused::relative_scores(k.clone(), pos_query, options(true)));
+    }
+    Terms {
+        q,
+        k,
+        v,
+        position_bias: terms.into_iter().reduce(|a, b| a + b),
+        scale,
+    }
+}
+
+/// The layer's attended values, heads joined: the fused attention kernel with the position
+/// terms as its score bias, padded queries attending evenly.
+///
+/// # Shapes
+/// - x: [batch, length, hidden]; rel: [2·span, hidden]; mask: [batch, length]
+/// - output: [batch, length, hidden]
+pub fn context<B: Backend>(
     x: Tensor<B, 3>,
     rel: Tensor<B, 2>,
     mask: &Tensor<B, 2>,
@@ -91,54 +136,39 @@ pub fn weights_and_values<B: Backend>(
     num_heads: usize,
     r: &RelativeAttention,
     dropout: f64,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let [b, l, h] = x.dims();
-    let d = h / num_heads;
-    let device = x.device();
-    let q = heads(fused::linear_seq(p.query, x.clone()), num_heads);
-    let k = heads(fused::linear_seq(p.key, x.clone()), num_heads);
-    let v = heads(fused::linear_seq(p.value, x), num_heads);
-    let factor = 1 + usize::from(r.c2p) + usize::from(r.p2c);
-    let scale = ((d * factor) as f32).sqrt();
-    let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3));
-    let rows = rel.dims()[0];
-    let rel = rel.reshape([1, rows, h]);
-    let index = relative_index::<B>(l, r, &device)
-        .reshape([1, 1, l, l])
-        .expand([b, num_heads, l, l]);
-    // Positions projected like the content (the same weights when keys are shared).
-    let positions = |projection: &Linear<B>| {
-        heads(fused::linear_seq(projection, rel.clone()), num_heads).expand([b, num_heads, rows, d])
+) -> Tensor<B, 3> {
+    let t = terms(x, rel, p, num_heads, r);
+    let options = AttentionOptions {
+        even_padded_queries: true,
+        ..AttentionOptions::new(num_heads, t.scale, f32::MIN)
     };
-    if r.c2p {
-        let pos_key = positions(p.pos_key.unwrap_or(p.key));
-        let all = q.matmul(pos_key.swap_dims(2, 3));
-        scores = scores + all.gather(3, index.clone());
-    }
-    if r.p2c {
-        let pos_query = positions(p.pos_query.unwrap_or(p.query));
-        // p2c[i, j] = K_j · Pq[index[i, j]]: gathered per key, then turned to [query, key].
-        let all = k.matmul(pos_query.swap_dims(2, 3));
-        scores = scores + all.gather(3, index.swap_dims(2, 3)).swap_dims(2, 3);
-    }
-    let scores = scores / scale;
-    let valid = mask.clone().reshape([b, 1, l, 1]) * mask.clone().reshape([b, 1, 1, l]);
-    let scores = scores.mask_fill(valid.lower_elem(0.5).expand([b, num_heads, l, l]), f32::MIN);
-    let weights = fused::dropout(softmax(scores, 3), dropout);
-    (weights, v)
+    let mask = Some(mask.clone());
+    fused::attention_with_bias(t.q, t.k, t.v, mask, t.position_bias, dropout, options)
 }
 
-/// The attended values, heads joined again.
+/// The layer's attention weights (for `pipe attention`), as transformers computes them:
+/// padded queries' and keys' scores replaced by the lowest f32.
 ///
 /// # Shapes
-/// - weights: [batch, heads, length, length]; values: [batch, heads, length, head size]
-/// - output: [batch, length, hidden]
-pub fn context<B: Backend>(weights: Tensor<B, 4>, values: Tensor<B, 4>) -> Tensor<B, 3> {
-    let [b, n, l, d] = values.dims();
-    weights
-        .matmul(values)
-        .swap_dims(1, 2)
-        .reshape([b, l, n * d])
+/// - as [`context`]; output: [batch, heads, length, length]
+pub fn weights<B: Backend>(
+    x: Tensor<B, 3>,
+    rel: Tensor<B, 2>,
+    mask: &Tensor<B, 2>,
+    p: &Projections<B>,
+    num_heads: usize,
+    r: &RelativeAttention,
+) -> Tensor<B, 4> {
+    let [b, l, _] = x.dims();
+    let t = terms(x, rel, p, num_heads, r);
+    let (q, k) = (heads(t.q, num_heads), heads(t.k, num_heads));
+    let mut scores = q.matmul(k.swap_dims(2, 3)) * t.scale;
+    if let Some(bias) = t.position_bias {
+        scores = scores + bias;
+    }
+    let valid = mask.clone().reshape([b, 1, l, 1]) * mask.clone().reshape([b, 1, 1, l]);
+    let scores = scores.mask_fill(valid.lower_elem(0.5).expand([b, num_heads, l, l]), f32::MIN);
+    softmax(scores, 3)
 }
 
 #[cfg(test)]

@@ -208,21 +208,14 @@ impl<'a, B: Backend> Pass<'a, B> {
         let (q, k, v) = self.qkv(layer, index, self.attn_input(layer, x.clone()));
         let d = q.dims()[3];
         let dropout = layer.attention_dropout.prob;
-        let context = if self.options.global_layers[index] {
-            let options = AttentionOptions {
-                num_heads: self.num_heads,
-                scale: 1.0 / (d as f32).sqrt(),
-                mask_penalty: f32::MIN,
-            };
-            let (q, k, v) = (join_heads(q), join_heads(k), join_heads(v));
-            fused::attention(q, k, v, Some(self.mask.clone()), dropout, options)
-        } else {
-            let [b, n, l, _] = q.dims();
-            let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
-            let scores = scores + self.window_mask().expand([b, n, l, l]);
-            let weights = fused::dropout(softmax(scores, 3), dropout);
-            join_heads(weights.matmul(v))
+        // Local layers: keys beyond the window get the lowest f32 too (once, as transformers'
+        // product of the two masks does), inside the fused kernel.
+        let options = AttentionOptions {
+            window: (!self.options.global_layers[index]).then_some(self.options.half_window),
+            ..AttentionOptions::new(self.num_heads, 1.0 / (d as f32).sqrt(), f32::MIN)
         };
+        let (q, k, v) = (join_heads(q), join_heads(k), join_heads(v));
+        let context = fused::attention(q, k, v, Some(self.mask.clone()), dropout, options);
         let attended = fused::dropout(fused::linear_seq(&layer.attention_output, context), dropout);
         let x = x + attended;
         let normed = fused::layer_norm_module(&layer.mlp_norm, x.clone(), self.eps);

@@ -184,7 +184,7 @@ impl<B: Backend> HfEncoder<B> {
         Some(out)
     }
 
-    /// As [`disentangled::weights_and_values`] then [`disentangled::context`]: content scores
+    /// As [`disentangled::context`]: content scores
     /// plus content-to-position and position-to-content scores read at each pair's relative
     /// row, padded pairs set to the lowest f32.
     fn disentangled_onnx(

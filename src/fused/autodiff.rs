@@ -10,7 +10,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, OpsPrep};
 use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{AttentionMasks, AttentionOptions, PipeOps, RelativeOptions};
+use super::{AttentionMasks, AttentionOptions, PartOptions, PipeOps, RelativeOptions};
 
 /// The node ids of an operation's tracked parents.
 macro_rules! ids {
@@ -97,6 +97,70 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
                 table.primitive,
                 options,
             )),
+        }
+    }
+
+    fn fused_packed_part(x: FloatTensor<Self>, options: PartOptions) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct PartBackward;
+
+        impl<B: PipeOps> Backward<B, 1> for PartBackward {
+            type State = PartOptions;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let dx = B::fused_packed_part_backward(grad, ops.state);
+                register_grads::<B, 1>(grads, ids!(ops.parents), [dx]);
+            }
+        }
+
+        match PartBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_packed_part(x.primitive, options.clone());
+                prep.finish(options, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_packed_part(x.primitive, options)),
+        }
+    }
+
+    fn fused_geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GegluBackward;
+
+        impl<B: PipeOps> Backward<B, 1> for GegluBackward {
+            type State = FloatTensor<B>;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let dx = B::fused_geglu_backward(ops.state, grad);
+                register_grads::<B, 1>(grads, ids!(ops.parents), [dx]);
+            }
+        }
+
+        match GegluBackward
+            .prepare::<C>([x.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::fused_geglu(x.primitive.clone());
+                prep.finish(x.primitive, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_geglu(x.primitive)),
         }
     }
 

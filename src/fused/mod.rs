@@ -93,6 +93,24 @@ impl RelativeOptions {
     }
 }
 
+/// Rotary position tables in the rotate-half layout: cos and sin of each position's angles,
+/// `head_dim` values a position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rotary {
+    pub cos: std::sync::Arc<[f32]>,
+    pub sin: std::sync::Arc<[f32]>,
+    pub head_dim: usize,
+}
+
+/// One part of a packed projection [b, l, parts·w] (query | key | value): which, and the
+/// rotary table its heads are rotated by, if any.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartOptions {
+    pub part: usize,
+    pub parts: usize,
+    pub rotary: Option<Rotary>,
+}
+
 /// What an attention call reads besides q, k and v (each optional; shapes in [`PipeOps`]).
 #[derive(Clone, Debug)]
 pub struct AttentionMasks<T> {
@@ -178,6 +196,25 @@ pub trait PipeOps: Backend {
         options: RelativeOptions,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         reference::relative_scores_backward::<Self>(x, table, grad, &options)
+    }
+    /// Part `options.part` of x [b, l, parts·w]: [b, l, w], its heads rotated where the
+    /// options have a rotary table.
+    fn fused_packed_part(x: FloatTensor<Self>, options: PartOptions) -> FloatTensor<Self> {
+        reference::packed_part::<Self>(x, &options)
+    }
+    /// dx [b, l, parts·w] from the part's gradient (zero outside the part).
+    fn fused_packed_part_backward(
+        grad: FloatTensor<Self>,
+        options: PartOptions,
+    ) -> FloatTensor<Self> {
+        reference::packed_part_backward::<Self>(grad, &options)
+    }
+    /// GeGLU over the last dimension: x [..., 2w] → gelu(x[..., :w]) · x[..., w:] (exact GELU).
+    fn fused_geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::geglu::<Self>(x)
+    }
+    fn fused_geglu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        reference::geglu_backward::<Self>(x, grad)
     }
     /// x·W + b for x [n, d_in], W [d_in, d_out], b [d_out].
     fn fused_linear(
@@ -376,6 +413,30 @@ pub fn relative_scores<B: Backend>(
         fused_relative_scores(x, table, options),
         reference::relative_scores::<B>(x, table, &options)
     );
+    wrap(out)
+}
+
+/// One part of a packed projection (see [`PartOptions`]), rotated where the options say.
+///
+/// # Shapes
+/// - x: [batch, length, parts·w]; output: [batch, length, w]
+pub fn packed_part<B: Backend>(x: Tensor<B, 3>, options: PartOptions) -> Tensor<B, 3> {
+    let x = unwrap(x);
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_packed_part(x, options),
+        reference::packed_part::<B>(x, &options)
+    );
+    wrap(out)
+}
+
+/// GeGLU: gelu(input) · gate over x = input | gate (exact GELU).
+///
+/// # Shapes
+/// - x: [..., 2w]; output: [..., w]
+pub fn geglu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = unwrap(x);
+    let out: FloatTensor<B> = route!(B, fused_geglu(x), reference::geglu::<B>(x));
     wrap(out)
 }
 

@@ -5,9 +5,11 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Distribution, TensorPrimitive};
+use burn::tensor::{Distribution, TensorMetadata, TensorPrimitive};
 
-use super::{AttentionGrads, AttentionMasks, AttentionOptions, RelativeOptions};
+use super::{
+    AttentionGrads, AttentionMasks, AttentionOptions, PartOptions, RelativeOptions, Rotary,
+};
 
 pub(super) fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
@@ -340,6 +342,95 @@ pub fn gelu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
 
 pub fn gelu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
     B::gelu_backward(x, grad)
+}
+
+/// cos and sin of a rotary table as [1, length, 1, head_dim] tensors.
+fn rotary_tensors<B: Backend>(
+    t: &Rotary,
+    l: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let d = t.head_dim;
+    let table =
+        |v: &[f32]| Tensor::from_data(TensorData::new(v[..l * d].to_vec(), [1, l, 1, d]), device);
+    (table(&t.cos), table(&t.sin))
+}
+
+/// rotate_half over the last dimension: (−x₂, x₁); with `transpose`, (x₂, −x₁).
+fn rotate_half<B: Backend>(x: Tensor<B, 4>, transpose: bool) -> Tensor<B, 4> {
+    let [b, l, n, d] = x.dims();
+    let first = x.clone().slice([0..b, 0..l, 0..n, 0..d / 2]);
+    let second = x.slice([0..b, 0..l, 0..n, d / 2..d]);
+    match transpose {
+        false => Tensor::cat(vec![second.neg(), first], 3),
+        true => Tensor::cat(vec![second, first.neg()], 3),
+    }
+}
+
+pub fn packed_part<B: Backend>(x: FloatTensor<B>, o: &PartOptions) -> FloatTensor<B> {
+    let x: Tensor<B, 3> = wrap(x);
+    let [b, l, full] = x.dims();
+    let w = full / o.parts;
+    let part = x.slice([0..b, 0..l, o.part * w..(o.part + 1) * w]);
+    let Some(t) = &o.rotary else {
+        return unwrap(part);
+    };
+    let (cos, sin) = rotary_tensors::<B>(t, l, &part.device());
+    let heads = part.reshape([b, l, w / t.head_dim, t.head_dim]);
+    let out = heads.clone() * cos + rotate_half(heads, false) * sin;
+    unwrap(out.reshape([b, l, w]))
+}
+
+pub fn packed_part_backward<B: Backend>(grad: FloatTensor<B>, o: &PartOptions) -> FloatTensor<B> {
+    let g: Tensor<B, 3> = wrap(grad);
+    let [b, l, w] = g.dims();
+    let device = g.device();
+    let d_part = match &o.rotary {
+        Some(t) => {
+            let (cos, sin) = rotary_tensors::<B>(t, l, &device);
+            let heads = g.reshape([b, l, w / t.head_dim, t.head_dim]);
+            let d = heads.clone() * cos + rotate_half(heads * sin, true);
+            d.reshape([b, l, w])
+        }
+        None => g,
+    };
+    let dx = Tensor::<B, 3>::zeros([b, l, w * o.parts], &device)
+        .slice_assign([0..b, 0..l, o.part * w..(o.part + 1) * w], d_part);
+    unwrap(dx)
+}
+
+/// x as [rows, last dimension], and its shape.
+fn rows_of<B: Backend>(x: FloatTensor<B>) -> (Tensor<B, 2>, Vec<usize>) {
+    let dims = x.shape().to_vec();
+    let last = *dims.last().expect("a last dimension");
+    let rows = dims.iter().product::<usize>() / last.max(1);
+    (wrap::<B, 2>(B::float_reshape(x, [rows, last].into())), dims)
+}
+
+pub fn geglu<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let (x, mut dims) = rows_of::<B>(x);
+    let [n, full] = x.dims();
+    let w = full / 2;
+    let input = x.clone().slice([0..n, 0..w]);
+    let gate = x.slice([0..n, w..full]);
+    let y: Tensor<B, 2> = wrap::<B, 2>(gelu::<B>(unwrap(input))) * gate;
+    *dims.last_mut().expect("a last dimension") = w;
+    B::float_reshape(unwrap(y), dims.into())
+}
+
+pub fn geglu_backward<B: Backend>(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let (x, dims) = rows_of::<B>(x);
+    let (g, _) = rows_of::<B>(grad);
+    let [n, full] = x.dims();
+    let w = full / 2;
+    let input = x.clone().slice([0..n, 0..w]);
+    let gate = x.slice([0..n, w..full]);
+    let d_input: Tensor<B, 2> = wrap(gelu_backward::<B>(
+        unwrap(input.clone()),
+        unwrap(g.clone() * gate),
+    ));
+    let d_gate = wrap::<B, 2>(gelu::<B>(unwrap(input))) * g;
+    B::float_reshape(unwrap(Tensor::cat(vec![d_input, d_gate], 1)), dims.into())
 }
 
 /// `x + z ⊙ mask`, or `x + z` without a mask.

@@ -383,6 +383,69 @@ fn relative_scores_match_reference_and_autodiff() {
     }
 }
 
+/// Compares a fused operation on one input with the reference through burn-autodiff: the
+/// output and the input's gradient under random output weights.
+fn check_against_reference<const D: usize, const E: usize>(
+    tag: &str,
+    x: Tensor<Ad, D>,
+    fused: impl Fn(Tensor<Ad, D>) -> Tensor<Ad, E>,
+    reference: impl Fn(Tensor<Ad, D>) -> Tensor<Ad, E>,
+) {
+    let run = |f: &dyn Fn(Tensor<Ad, D>) -> Tensor<Ad, E>| {
+        let x = x.clone().detach().require_grad();
+        let y = f(x.clone());
+        let n: usize = y.dims().iter().product();
+        let weights = random([n], 77).reshape(y.dims());
+        let grads = (y.clone() * weights).sum().backward();
+        (
+            values(y),
+            values(x.grad(&grads).map(Tensor::from_inner).unwrap()),
+        )
+    };
+    let (fy, fdx) = run(&fused);
+    let (ry, rdx) = run(&reference);
+    assert_close(&format!("{tag} output"), fy, ry);
+    assert_close(&format!("{tag} dx"), fdx, rdx);
+}
+
+/// ModernBERT's query | key | value parts, rotated or not, and its GeGLU.
+#[test]
+fn packed_parts_and_geglu_match_reference() {
+    let (b, l, heads, d) = (2, 5, 3, 4);
+    let (cos, sin): (Vec<f32>, Vec<f32>) = (0..l * d)
+        .map(|i| ((i as f32 * 0.37).cos(), (i as f32 * 0.37).sin()))
+        .unzip();
+    let rotary = Rotary {
+        cos: cos.into(),
+        sin: sin.into(),
+        head_dim: d,
+    };
+    for (part, rotary) in [(0, Some(rotary.clone())), (1, Some(rotary)), (2, None)] {
+        let options = PartOptions {
+            part,
+            parts: 3,
+            rotary,
+        };
+        let tag = format!("packed part {part}");
+        check_against_reference(
+            &tag,
+            random([b, l, 3 * heads * d], 61),
+            |x| packed_part(x, options.clone()),
+            |x| wrap(reference::packed_part::<Ad>(unwrap(x), &options)),
+        );
+    }
+    check_against_reference(
+        "geglu",
+        random([b, l, 2 * 7], 62),
+        geglu,
+        |x| {
+            let [b, l, _] = x.dims();
+            let input = x.clone().slice([0..b, 0..l, 0..7]);
+            burn::tensor::activation::gelu(input) * x.slice([0..b, 0..l, 7..14])
+        },
+    );
+}
+
 fn check_layer_norm(shape: [usize; 3], with_beta: bool) {
     let eps = 1e-6;
     let d = shape[2];

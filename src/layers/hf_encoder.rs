@@ -499,7 +499,15 @@ impl<B: Backend> HfEncoder<B> {
         mut x: Tensor<B, 3>,
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 3>> {
-        let pass = modernbert::Pass::new(m, self.num_heads, x.dims()[2], self.layer_norm_eps, mask);
+        let exact_gelu = self.activation == HiddenActivation::Gelu;
+        let pass = modernbert::Pass::new(
+            m,
+            self.num_heads,
+            x.dims()[2],
+            self.layer_norm_eps,
+            mask,
+            exact_gelu,
+        );
         let mut states = Vec::with_capacity(self.encoder.pre_norm_layer.len());
         for (i, layer) in self.encoder.pre_norm_layer.iter().enumerate() {
             x = pass.layer(layer, i, x, |t| self.act(t));
@@ -578,7 +586,9 @@ impl<B: Backend> HfEncoder<B> {
         let mut x = self.embed(ids, token_types, &mask);
         if let Some(m) = &self.modern {
             let h = x.dims()[2];
-            let pass = modernbert::Pass::new(m, self.num_heads, h, self.layer_norm_eps, mask);
+            let exact_gelu = self.activation == HiddenActivation::Gelu;
+            let pass =
+                modernbert::Pass::new(m, self.num_heads, h, self.layer_norm_eps, mask, exact_gelu);
             let mut maps = Vec::new();
             for (i, layer) in self.encoder.pre_norm_layer.iter().enumerate() {
                 maps.push(pass.attention_weights(layer, i, x.clone()));

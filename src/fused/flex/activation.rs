@@ -10,7 +10,7 @@ use crate::fused::math::{self, multiversion};
 use crate::fused::reference;
 
 multiversion! {
-    fn gelu_slice(x: &[f32], y: &mut [f32]) {
+    pub(super) fn gelu_slice(x: &[f32], y: &mut [f32]) {
         for (yi, &xi) in y.iter_mut().zip(x) {
             *yi = 0.5 * xi * (1.0 + math::erf(xi * std::f32::consts::FRAC_1_SQRT_2));
         }
@@ -18,7 +18,7 @@ multiversion! {
 }
 
 multiversion! {
-    fn gelu_backward_slice(x: &[f32], g: &[f32], dx: &mut [f32]) {
+    pub(super) fn gelu_backward_slice(x: &[f32], g: &[f32], dx: &mut [f32]) {
         // d/dx x·Φ(x) = Φ(x) + x·φ(x)
         const INV_SQRT_2PI: f32 = 0.398_942_3;
         for ((di, &xi), &gi) in dx.iter_mut().zip(x).zip(g) {

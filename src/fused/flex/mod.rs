@@ -3,7 +3,8 @@
 //!
 //! One file per operation family: `attention.rs`, `linear.rs`, `norm.rs` (LayerNorm),
 //! `activation.rs` (GELU, ReLU), `pooling.rs` (mean pooling), `dropout.rs` (dropout masks,
-//! residual dropout, the masked product), `relative.rs` (DeBERTa's relative-position scores). This file holds what they share (tensor
+//! residual dropout, the masked product), `relative.rs` (DeBERTa's relative-position scores), `packed.rs` (parts of a packed
+//! projection, rotary positions, GeGLU). This file holds what they share (tensor
 //! wrapping, `contiguous` / `values`, the unzeroed output buffers and `par_filled`, the
 //! `gemm` wrapper, partial-sum adding) and `PipeOps for Flex`, which routes to them.
 //! Softmax cross-entropy has no flex kernel: `Flex` keeps the trait's default (decomposed)
@@ -14,6 +15,7 @@ mod attention;
 mod dropout;
 mod linear;
 mod norm;
+mod packed;
 mod pooling;
 mod relative;
 
@@ -22,6 +24,7 @@ pub use attention::{attention_backward, attention_forward};
 pub use dropout::{dropout_mask, multiply_tensors, residual};
 pub use linear::{linear, linear_backward};
 pub use norm::{layer_norm, layer_norm_backward};
+pub use packed::{geglu, geglu_backward, packed_part, packed_part_backward};
 pub use pooling::{mean_pool, mean_pool_backward};
 pub use relative::{relative_scores, relative_scores_backward};
 
@@ -32,7 +35,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::math::multiversion;
-use super::{AttentionGrads, AttentionMasks, AttentionOptions, PipeOps, RelativeOptions};
+use super::{
+    AttentionGrads, AttentionMasks, AttentionOptions, PartOptions, PipeOps, RelativeOptions,
+};
 
 type Ft = FlexTensor;
 
@@ -245,6 +250,18 @@ impl PipeOps for Flex {
         options: RelativeOptions,
     ) -> (Ft, Ft) {
         relative_scores_backward(x, table, grad, &options)
+    }
+    fn fused_packed_part(x: Ft, options: PartOptions) -> Ft {
+        packed_part(x, &options)
+    }
+    fn fused_packed_part_backward(grad: Ft, options: PartOptions) -> Ft {
+        packed_part_backward(grad, &options)
+    }
+    fn fused_geglu(x: Ft) -> Ft {
+        geglu(x)
+    }
+    fn fused_geglu_backward(x: Ft, grad: Ft) -> Ft {
+        geglu_backward(x, grad)
     }
     fn fused_linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
         linear(x, weight, bias)

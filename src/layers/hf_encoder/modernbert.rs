@@ -8,7 +8,7 @@ use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-use crate::fused::{self, AttentionOptions};
+use crate::fused::{self, AttentionOptions, PartOptions, Rotary};
 use crate::pretrained::encoder_config::ModernBertOptions;
 
 /// One ModernBERT layer, named after its Hugging Face tensors.
@@ -29,23 +29,18 @@ pub struct PreNormLayer<B: Backend> {
     pub mlp_dropout: Dropout,
 }
 
-/// cos and sin of the rotary angles position · base^(−2k/d), each half repeated (rotate-half
-/// layout), computed as transformers does in f32.
-///
-/// # Shapes
-/// - output: cos, sin [1, 1, len, head_dim]
-fn rotary_tables<B: Backend>(
-    len: usize,
-    head_dim: usize,
-    base: f64,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
+/// The rotary table of one base: cos and sin of the angles position · base^(−2k/d), each half
+/// repeated (rotate-half layout), computed as transformers does in f32.
+fn rotary_table(len: usize, head_dim: usize, base: f64) -> Rotary {
     let (cos, sin) = rotary_values(len, head_dim, base);
-    let table = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, len, head_dim]), device);
-    (table(cos), table(sin))
+    Rotary {
+        cos: cos.into(),
+        sin: sin.into(),
+        head_dim,
+    }
 }
 
-/// The values of [`rotary_tables`], position by position: cos and sin, each [len · head_dim].
+/// The values of [`rotary_table`], position by position: cos and sin, each [len · head_dim].
 pub fn rotary_values(len: usize, head_dim: usize, base: f64) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
@@ -65,26 +60,10 @@ pub fn rotary_values(len: usize, head_dim: usize, base: f64) -> (Vec<f32>, Vec<f
     (cos, sin)
 }
 
-/// x·cos + rotate_half(x)·sin, rotate_half(x) = (−x₂, x₁) over the halves of the head.
-///
-/// # Shapes
-/// - x: [batch, heads, length, head_dim]; cos, sin: [1, 1, length, head_dim]
-fn rotate<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, n, l, d] = x.dims();
-    let first = x.clone().slice([0..b, 0..n, 0..l, 0..d / 2]);
-    let second = x.clone().slice([0..b, 0..n, 0..l, d / 2..d]);
-    let rotated = Tensor::cat(vec![second.neg(), first], 3);
-    x * cos.clone().expand([b, n, l, d]) + rotated * sin.clone().expand([b, n, l, d])
-}
-
-/// [batch, length, heads·d] → [batch, heads, length, d] and back.
+/// [batch, length, heads·d] → [batch, heads, length, d].
 fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
     let [b, l, h] = x.dims();
     x.reshape([b, l, heads, h / heads]).swap_dims(1, 2)
-}
-fn join_heads<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 3> {
-    let [b, n, l, d] = x.dims();
-    x.swap_dims(1, 2).reshape([b, l, n * d])
 }
 
 /// What every layer of one forward pass shares.
@@ -93,9 +72,11 @@ pub struct Pass<'a, B: Backend> {
     pub num_heads: usize,
     pub eps: f64,
     /// Rotary tables of the global and the local layers.
-    pub global: (Tensor<B, 4>, Tensor<B, 4>),
-    pub local: (Tensor<B, 4>, Tensor<B, 4>),
+    pub global: Rotary,
+    pub local: Rotary,
     pub mask: Tensor<B, 2>,
+    /// The feed-forward's activation is exact GELU: GeGLU runs as one fused operation.
+    pub exact_gelu: bool,
 }
 
 impl<'a, B: Backend> Pass<'a, B> {
@@ -107,46 +88,46 @@ impl<'a, B: Backend> Pass<'a, B> {
         hidden: usize,
         eps: f64,
         mask: Tensor<B, 2>,
+        exact_gelu: bool,
     ) -> Self {
-        let (len, device) = (mask.dims()[1], mask.device());
+        let len = mask.dims()[1];
         let head_dim = hidden / num_heads;
         Pass {
-            global: rotary_tables(len, head_dim, options.global_rope_theta, &device),
-            local: rotary_tables(len, head_dim, options.local_rope_theta, &device),
+            global: rotary_table(len, head_dim, options.global_rope_theta),
+            local: rotary_table(len, head_dim, options.local_rope_theta),
             options,
             num_heads,
             eps,
             mask,
+            exact_gelu,
         }
     }
 
-    /// Queries and keys rotated, values as they are, for layer `index`.
+    /// Queries and keys rotated, values as they are, for layer `index`: the parts of the
+    /// packed projection, each [batch, length, hidden].
     ///
     /// # Shapes
-    /// - x: [batch, length, hidden] (normalised); output: three [batch, heads, length, d]
+    /// - x: [batch, length, hidden] (normalised); output: three [batch, length, hidden]
     fn qkv(
         &self,
         layer: &PreNormLayer<B>,
         index: usize,
         x: Tensor<B, 3>,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
-        let [b, l, h] = x.dims();
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>) {
         let qkv = fused::linear_seq(&layer.qkv, x);
-        let part = |i: usize| {
-            split_heads(
-                qkv.clone().slice([0..b, 0..l, i * h..(i + 1) * h]),
-                self.num_heads,
-            )
-        };
-        let (cos, sin) = match self.options.global_layers[index] {
+        let rotary = match self.options.global_layers[index] {
             true => &self.global,
             false => &self.local,
         };
-        (
-            rotate(part(0), cos, sin),
-            rotate(part(1), cos, sin),
-            part(2),
-        )
+        let part = |part: usize, rotary: Option<&Rotary>| {
+            let options = PartOptions {
+                part,
+                parts: 3,
+                rotary: rotary.cloned(),
+            };
+            fused::packed_part(qkv.clone(), options)
+        };
+        (part(0, Some(rotary)), part(1, Some(rotary)), part(2, None))
     }
 
     /// A local layer's additive mask: the lowest f32 for padded keys and keys beyond the
@@ -178,6 +159,10 @@ impl<'a, B: Backend> Pass<'a, B> {
     ) -> Tensor<B, 4> {
         let x = self.attn_input(layer, x);
         let (q, k, _) = self.qkv(layer, index, x);
+        let (q, k) = (
+            split_heads(q, self.num_heads),
+            split_heads(k, self.num_heads),
+        );
         let [b, n, l, d] = q.dims();
         let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
         let mask = match self.options.global_layers[index] {
@@ -206,7 +191,7 @@ impl<'a, B: Backend> Pass<'a, B> {
         act: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> Tensor<B, 3> {
         let (q, k, v) = self.qkv(layer, index, self.attn_input(layer, x.clone()));
-        let d = q.dims()[3];
+        let d = q.dims()[2] / self.num_heads;
         let dropout = layer.attention_dropout.prob;
         // Local layers: keys beyond the window get the lowest f32 too (once, as transformers'
         // product of the two masks does), inside the fused kernel.
@@ -214,17 +199,20 @@ impl<'a, B: Backend> Pass<'a, B> {
             window: (!self.options.global_layers[index]).then_some(self.options.half_window),
             ..AttentionOptions::new(self.num_heads, 1.0 / (d as f32).sqrt(), f32::MIN)
         };
-        let (q, k, v) = (join_heads(q), join_heads(k), join_heads(v));
         let context = fused::attention(q, k, v, Some(self.mask.clone()), dropout, options);
         let attended = fused::dropout(fused::linear_seq(&layer.attention_output, context), dropout);
         let x = x + attended;
         let normed = fused::layer_norm_module(&layer.mlp_norm, x.clone(), self.eps);
         let both = fused::linear_seq(&layer.mlp_input, normed);
-        let [b, l, two_i] = both.dims();
-        let i = two_i / 2;
-        let input = both.clone().slice([0..b, 0..l, 0..i]);
-        let gate = both.slice([0..b, 0..l, i..two_i]);
-        let inner = fused::dropout(act(input) * gate, layer.mlp_dropout.prob);
+        let gated = if self.exact_gelu {
+            fused::geglu(both)
+        } else {
+            let [b, l, two_i] = both.dims();
+            let i = two_i / 2;
+            let input = both.clone().slice([0..b, 0..l, 0..i]);
+            act(input) * both.slice([0..b, 0..l, i..two_i])
+        };
+        let inner = fused::dropout(gated, layer.mlp_dropout.prob);
         x + fused::linear_seq(&layer.mlp_output, inner)
     }
 }

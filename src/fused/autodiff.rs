@@ -196,45 +196,25 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LinearBackward;
-
-        impl<B: PipeOps> Backward<B, 3> for LinearBackward {
-            type State = (FloatTensor<B>, FloatTensor<B>);
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 3>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let (x, weight) = ops.state;
-                let (dx, dw, db) = B::fused_linear_backward(x, weight, grad);
-                register_grads::<B, 3>(grads, ids!(ops.parents), [dx, dw, db]);
+        // Parents x, W and b, or x and W alone (a layer without a bias).
+        let (nodes, x, weight, bias) = (
+            [x.node.clone(), weight.node.clone()],
+            x.primitive,
+            weight.primitive,
+            bias,
+        );
+        match bias {
+            Some(b) => linear_node::<B, C, 3>(
+                LinearBackward::<3>.prepare::<C>([nodes[0].clone(), nodes[1].clone(), b.node]),
+                x,
+                weight,
+                Some(b.primitive),
+            ),
+            None => {
+                linear_node::<B, C, 2>(LinearBackward::<2>.prepare::<C>(nodes), x, weight, None)
             }
-        }
-
-        match LinearBackward
-            .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::fused_linear(
-                    x.primitive.clone(),
-                    weight.primitive.clone(),
-                    bias.primitive,
-                );
-                prep.finish((x.primitive, weight.primitive), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(
-                x.primitive,
-                weight.primitive,
-                bias.primitive,
-            )),
         }
     }
 
@@ -487,6 +467,38 @@ fn attention_node<B: PipeOps, C: CheckpointStrategy, const N: usize>(
             prep.finish(([q, k, v, probs], saved, options), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, masks, options)),
+    }
+}
+
+/// A linear layer's node over its first `N` parents (x, W, b): dx, dW and, with b, db.
+#[derive(Debug)]
+struct LinearBackward<const N: usize>;
+
+type LinearState<B> = (FloatTensor<B>, FloatTensor<B>);
+
+impl<B: PipeOps, const N: usize> Backward<B, N> for LinearBackward<N> {
+    type State = LinearState<B>;
+
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, weight) = ops.state;
+        let (dx, dw, db) = B::fused_linear_backward(x, weight, grad);
+        register_grads::<B, N>(grads, ids!(ops.parents), [dx, dw, db]);
+    }
+}
+
+fn linear_node<B: PipeOps, C: CheckpointStrategy, const N: usize>(
+    prep: OpsPrep<LinearBackward<N>, B, LinearState<B>, C, N>,
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match prep.compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let out = B::fused_linear(x.clone(), weight.clone(), bias);
+            prep.finish((x, weight), out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(B::fused_linear(x, weight, bias)),
     }
 }
 

@@ -216,15 +216,15 @@ pub trait PipeOps: Backend {
     fn fused_geglu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         reference::geglu_backward::<Self>(x, grad)
     }
-    /// x·W + b for x [n, d_in], W [d_in, d_out], b [d_out].
+    /// x·W (+ b) for x [n, d_in], W [d_in, d_out], b [d_out].
     fn fused_linear(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
         reference::linear::<Self>(x, weight, bias)
     }
-    /// Gradients (dx, dW, db).
+    /// Gradients (dx, dW, db); db is Σ of the gradient's rows whether or not there is a bias.
     fn fused_linear_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -567,15 +567,13 @@ pub fn linear_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> T
 }
 
 /// A `Linear` layer as one fused operation (product and bias in one pass, the bias gradient
-/// summed with the weight gradient); layers without a bias use burn's.
+/// summed with the weight gradient), with or without a bias (ModernBERT has none).
 ///
 /// # Shapes
 /// - x: [n, d_in]; output: [n, d_out]
 pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let Some(bias) = &layer.bias else {
-        return layer.forward(x);
-    };
-    let (x, weight, bias) = (unwrap(x), unwrap(layer.weight.val()), unwrap(bias.val()));
+    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
+    let (x, weight) = (unwrap(x), unwrap(layer.weight.val()));
     let out: FloatTensor<B> = route!(
         B,
         fused_linear(x, weight, bias),

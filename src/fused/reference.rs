@@ -262,10 +262,13 @@ pub fn relative_scores_backward<B: Backend>(
 pub fn linear<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
-    bias: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
 ) -> FloatTensor<B> {
-    let y = wrap::<B, 2>(x).matmul(wrap(weight)) + wrap::<B, 1>(bias).unsqueeze::<2>();
-    unwrap(y)
+    let y = wrap::<B, 2>(x).matmul(wrap(weight));
+    match bias {
+        Some(b) => unwrap(y + wrap::<B, 1>(b).unsqueeze::<2>()),
+        None => unwrap(y),
+    }
 }
 
 pub fn linear_backward<B: Backend>(

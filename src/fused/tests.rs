@@ -434,16 +434,11 @@ fn packed_parts_and_geglu_match_reference() {
             |x| wrap(reference::packed_part::<Ad>(unwrap(x), &options)),
         );
     }
-    check_against_reference(
-        "geglu",
-        random([b, l, 2 * 7], 62),
-        geglu,
-        |x| {
-            let [b, l, _] = x.dims();
-            let input = x.clone().slice([0..b, 0..l, 0..7]);
-            burn::tensor::activation::gelu(input) * x.slice([0..b, 0..l, 7..14])
-        },
-    );
+    check_against_reference("geglu", random([b, l, 2 * 7], 62), geglu, |x| {
+        let [b, l, _] = x.dims();
+        let input = x.clone().slice([0..b, 0..l, 0..7]);
+        burn::tensor::activation::gelu(input) * x.slice([0..b, 0..l, 7..14])
+    });
 }
 
 fn check_layer_norm(shape: [usize; 3], with_beta: bool) {
@@ -672,11 +667,13 @@ fn values_flex<const D: usize>(t: Tensor<Flex, D>) -> Vec<f32> {
 
 #[test]
 fn linear_matches_reference() {
-    for (n, d_in, d_out) in [(5, 3, 4), (4100, 33, 7)] {
+    // Row-split and whole-product (a weight of 65,536 or more) paths, with and without a bias.
+    let shapes = [(5, 3, 4), (4100, 33, 7), (70, 256, 300)];
+    for ((n, d_in, d_out), with_bias) in shapes.into_iter().flat_map(|s| [(s, true), (s, false)]) {
         let run = |fused: bool| {
             let layer = burn::nn::Linear::<Ad> {
                 weight: burn::module::Param::from_tensor(random([d_in, d_out], 61)),
-                bias: Some(burn::module::Param::from_tensor(random([d_out], 62))),
+                bias: with_bias.then(|| burn::module::Param::from_tensor(random([d_out], 62))),
             };
             let x = random([n, d_in], 63).require_grad();
             let y = if fused {
@@ -686,16 +683,24 @@ fn linear_matches_reference() {
             };
             let grads = (y.clone() * random([n, d_out], 64)).sum().backward();
             let w = layer.weight.val();
-            let b = layer.bias.as_ref().unwrap().val();
-            vec![
+            let mut all = vec![
                 values(y),
                 values(Tensor::from_inner(x.grad(&grads).unwrap())),
                 values(Tensor::from_inner(w.grad(&grads).unwrap())),
-                values(Tensor::from_inner(b.grad(&grads).unwrap())),
-            ]
+            ];
+            if let Some(b) = &layer.bias {
+                all.push(values(Tensor::from_inner(b.val().grad(&grads).unwrap())));
+            }
+            all
         };
-        for (i, (f, r)) in run(true).into_iter().zip(run(false)).enumerate() {
-            assert_close(&format!("linear {n}x{d_in}x{d_out} #{i}"), f, r);
+        let (fused, burns) = (run(true), run(false));
+        assert_eq!(fused.len(), burns.len());
+        for (i, (f, r)) in fused.into_iter().zip(burns).enumerate() {
+            assert_close(
+                &format!("linear {n}x{d_in}x{d_out} bias={with_bias} #{i}"),
+                f,
+                r,
+            );
         }
     }
 }

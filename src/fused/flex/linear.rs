@@ -22,24 +22,31 @@ fn gemm_threads_itself(d_in: usize, d_out: usize) -> bool {
     d_in * d_out >= 1 << 16
 }
 
-pub fn linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
-    if !is_f32(&[&x, &weight, &bias]) {
+pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
+    if !is_f32(&[&x, &weight]) || bias.as_ref().is_some_and(|b| !is_f32(&[b])) {
         return reference::linear::<Flex>(x, weight, bias);
     }
-    let (x, w, b) = (contiguous(&x), contiguous(&weight), contiguous(&bias));
-    let (xv, wv, bv) = (values(&x), values(&w), values(&b));
-    let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], bv.len());
+    let (x, w) = (contiguous(&x), contiguous(&weight));
+    let b = bias.map(|b| contiguous(&b));
+    let (xv, wv, bv) = (values(&x), values(&w), b.as_ref().map(values));
+    let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], w.shape()[1]);
     let whole = gemm_threads_itself(d_in, d_out);
     let mut out = Written::new(n * d_out);
     let out_ptr = out.ptr();
     let per = linear_rows(n);
     (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
         let rows = c * per..((c + 1) * per).min(n);
-        // SAFETY: this task writes (the bias, then the product onto it) only its own rows.
+        // SAFETY: this task writes (the bias or zeros, then the product onto them) only its
+        // own rows.
         unsafe {
             let dst = out_ptr.get().add(rows.start * d_out);
-            for r in 0..rows.len() {
-                std::ptr::copy_nonoverlapping(bv.as_ptr(), dst.add(r * d_out), d_out);
+            match bv {
+                Some(bv) => {
+                    for r in 0..rows.len() {
+                        std::ptr::copy_nonoverlapping(bv.as_ptr(), dst.add(r * d_out), d_out);
+                    }
+                }
+                None => std::ptr::write_bytes(dst, 0, rows.len() * d_out),
             }
             if !whole {
                 mm(

@@ -263,7 +263,7 @@ impl PipeOps for Flex {
     fn fused_geglu_backward(x: Ft, grad: Ft) -> Ft {
         geglu_backward(x, grad)
     }
-    fn fused_linear(x: Ft, weight: Ft, bias: Ft) -> Ft {
+    fn fused_linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
         linear(x, weight, bias)
     }
     fn fused_linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {

@@ -148,15 +148,17 @@ impl Packed {
 
     /// The left operand: row i of a tile holds A[i, kb·32 .. kb·32 + 32].
     pub fn left(a: &[f32], m: usize, k: usize) -> Packed {
-        Packed::left_in(Vec::new(), a, m, k)
+        Packed::left_in(Vec::new(), &mut Vec::new(), a, m, k)
     }
 
-    fn left_in(buffer: Vec<u16>, a: &[f32], m: usize, k: usize) -> Packed {
+    fn left_in(buffer: Vec<u16>, staging: &mut Vec<u16>, a: &[f32], m: usize, k: usize) -> Packed {
+        convert_all(a, k, staging);
+        let a = &staging[..];
         Packed::build(buffer, m, k, |rt, rows, panel| {
             for i in 0..rows {
                 let row = &a[(rt * TILE + i) * k..][..k];
                 for (kb, part) in row.chunks(KTILE).enumerate() {
-                    convert(part, &mut panel[(kb * TILE + i) * KTILE..][..part.len()]);
+                    panel[(kb * TILE + i) * KTILE..][..part.len()].copy_from_slice(part);
                 }
             }
         })
@@ -164,14 +166,21 @@ impl Packed {
 
     /// The left operand A [m, k] from its transpose `at` [k, m] stored row-major (xᵀ of a
     /// weight gradient xᵀ·g): each tile row gathers one column of `at`.
-    fn left_transposed_in(buffer: Vec<u16>, at: &[f32], m: usize, k: usize) -> Packed {
+    fn left_transposed_in(
+        buffer: Vec<u16>,
+        staging: &mut Vec<u16>,
+        at: &[f32],
+        m: usize,
+        k: usize,
+    ) -> Packed {
+        convert_all(at, m, staging);
+        let at = &staging[..];
         Packed::build(buffer, m, k, |rt, rows, panel| {
-            let mut column = [0u16; TILE];
             for kk in 0..k {
-                // Row kk of `at` over this tile's rows of A, in bf16.
-                convert(&at[kk * m + rt * TILE..][..rows], &mut column[..rows]);
+                // Row kk of `at` over this tile's rows of A.
+                let column = &at[kk * m + rt * TILE..][..rows];
                 let (kb, c) = (kk / KTILE, kk % KTILE);
-                for (i, &v) in column[..rows].iter().enumerate() {
+                for (i, &v) in column.iter().enumerate() {
                     panel[(kb * TILE + i) * KTILE + c] = v;
                 }
             }
@@ -182,30 +191,54 @@ impl Packed {
     /// tile holds, for each of 16 columns j, B[kb·32 + 2r, j] then B[kb·32 + 2r + 1, j].
     /// `b` is [k, n]; `transposed`: `b` is given as [n, k] (Bᵀ stored row-major).
     pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
-        Packed::right_in(Vec::new(), b, k, n, transposed)
+        Packed::right_in(Vec::new(), &mut Vec::new(), b, k, n, transposed)
     }
 
-    fn right_in(buffer: Vec<u16>, b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
+    fn right_in(
+        buffer: Vec<u16>,
+        staging: &mut Vec<u16>,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        transposed: bool,
+    ) -> Packed {
+        convert_all(b, if transposed { k } else { n }, staging);
+        let b = &staging[..];
         Packed::build(buffer, n, k, |ct, columns, panel| {
-            let mut row = [0u16; TILE];
+            // B[kk, ct·16 + j] sits at `b[kk·n + ct·16 + j]`, or at `b[(ct·16 + j)·k + kk]`.
+            let at = |kk: usize, j: usize| match transposed {
+                false => b[kk * n + ct * TILE + j],
+                true => b[(ct * TILE + j) * k + kk],
+            };
             for kk in 0..k {
-                // Row kk of B over this tile's columns, in bf16.
-                match transposed {
-                    false => convert(&b[kk * n + ct * TILE..][..columns], &mut row[..columns]),
-                    true => {
-                        for (j, o) in row[..columns].iter_mut().enumerate() {
-                            *o = to_bf16(b[(ct * TILE + j) * k + kk]);
-                        }
-                    }
-                }
                 let (kb, r, p) = (kk / KTILE, kk % KTILE / 2, kk % 2);
                 let tile_row = &mut panel[(kb * TILE + r) * KTILE..][..KTILE];
-                for (j, &v) in row[..columns].iter().enumerate() {
-                    tile_row[2 * j + p] = v;
+                for j in 0..columns {
+                    tile_row[2 * j + p] = at(kk, j);
                 }
             }
         })
     }
+}
+
+/// `src` [rows, cols] in bf16 into `out` (a reused allocation, resized to `src.len()`), a
+/// block of rows per rayon task: one conversion call per row, not per 16-value piece of a
+/// tile (those calls cost more than the conversions).
+fn convert_all(src: &[f32], cols: usize, out: &mut Vec<u16>) {
+    // Growing zeroes only the new part, once; every element is written below.
+    if out.len() < src.len() {
+        out.resize(src.len(), 0);
+    }
+    out.truncate(src.len());
+    let cols = cols.max(1);
+    let per = (16_384 / cols).max(1) * cols;
+    out.par_chunks_mut(per)
+        .zip(src.par_chunks(per))
+        .for_each(|(o, s)| {
+            for (o, s) in o.chunks_mut(cols).zip(s.chunks(cols)) {
+                convert(s, o);
+            }
+        });
 }
 
 /// `out[i] = bf16(src[i])`, 16 at a time with `VCVTNEPS2BF16` where the CPU has AVX512-BF16
@@ -272,7 +305,7 @@ pub enum Left<'a> {
 thread_local! {
     /// The calling thread's packing buffers, kept between products: fresh ones of this size
     /// (MiniLM's 4,096 × 1,536 activations: 12 MB) cost more in page faults than packing.
-    static BUFFERS: std::cell::RefCell<[Vec<u16>; 2]> = Default::default();
+    static BUFFERS: std::cell::RefCell<[Vec<u16>; 3]> = Default::default();
 }
 
 /// C [m, n] = A · B, or C += A · B where `accumulate`: B is [k, n], or [n, k] where
@@ -289,14 +322,15 @@ pub fn matmul_into(
     assert!(available(), "AMX kernels called without AMX");
     assert_eq!(c.len(), m * n);
     assert_eq!(b.len(), k * n);
-    let [left_buffer, right_buffer] = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let [left_buffer, right_buffer, mut staging] =
+        BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let left = match a {
-        Left::Rows(a) => Packed::left_in(left_buffer, a, m, k),
-        Left::Transposed(at) => Packed::left_transposed_in(left_buffer, at, m, k),
+        Left::Rows(a) => Packed::left_in(left_buffer, &mut staging, a, m, k),
+        Left::Transposed(at) => Packed::left_transposed_in(left_buffer, &mut staging, at, m, k),
     };
-    let right = Packed::right_in(right_buffer, b, k, n, b_transposed);
+    let right = Packed::right_in(right_buffer, &mut staging, b, k, n, b_transposed);
     multiply(&left, &right, c, n, accumulate);
-    BUFFERS.with(|b| *b.borrow_mut() = [left.data, right.data]);
+    BUFFERS.with(|b| *b.borrow_mut() = [left.data, right.data, staging]);
 }
 
 /// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).

@@ -298,6 +298,13 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     if args.rounds == 0 {
         return invalid("--rounds", &0, "must be at least 1");
     }
+    if let Some(dir) = &args.checkpoint
+        && !dir.join("config.json").is_file()
+    {
+        let message = "no config.json there (a checkpoint folder holds config.json, \
+                       model.safetensors and the tokenizer files)";
+        return invalid("--checkpoint", &dir.display(), message);
+    }
     let python = peers::python(args.peers_python.clone());
     let gpu = match device {
         DeviceChoice::Cuda(i) => Some(format!("cuda:{i}")),
@@ -341,6 +348,11 @@ pub fn run(args: BenchArgs) -> Result<i32> {
             peer_medians(&theirs),
             format!("same run, median of {rounds} interleaved rounds"),
         ),
+        // The stored figures are PyTorch's BERT of MiniLM's shape, not this checkpoint's model.
+        None if args.checkpoint.is_some() => (
+            Vec::new(),
+            "no stored figures for --checkpoint (give --peers-python)".into(),
+        ),
         None => (
             peers::load(&args.peers),
             format!("stored figures, not this run: {}", args.peers.display()),
@@ -353,7 +365,9 @@ pub fn run(args: BenchArgs) -> Result<i32> {
         return Ok(0);
     }
     print_table(&results, &peer_results, &source, gpu.is_some());
-    if peer_results.is_empty() {
+    if peer_results.is_empty() && args.checkpoint.is_some() && python.is_none() {
+        outln!("(--checkpoint without --peers-python: ratios omitted)");
+    } else if peer_results.is_empty() {
         outln!(
             "(no peer figures at {}: ratios omitted)",
             args.peers.display()

@@ -58,6 +58,76 @@ fn minilm_cases_run_on_random_weights_from_a_config_alone() {
     }
 }
 
+/// `pipe bench --checkpoint DIR`: the MiniLM cases on another family's checkpoint (the tiny
+/// DeBERTa-v2, whose relative positions reach the bench's length 128 once its config says so),
+/// the variant naming the family; a folder without config.json is refused naming the flag.
+#[test]
+fn minilm_cases_run_on_another_familys_checkpoint() {
+    let root = scratch("bench-checkpoint");
+    let dir = root.join("deberta");
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = fixtures().join("families/deberta_v2");
+    for file in [
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(source.join(file), dir.join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(source.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["max_position_embeddings"] = 512.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let bench = |checkpoint: &std::path::Path| {
+        pipe()
+            .args([
+                "bench", "--model", "bert", "--steps", "1", "--warmup", "0", "--json",
+            ])
+            .args(["--peers", "/nonexistent.jsonl", "--checkpoint"])
+            .arg(checkpoint)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&dir);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6, "{stdout}");
+    for m in lines.iter().take(4) {
+        let variant = m["variant"].as_str().unwrap();
+        assert!(variant.contains("deberta-v2 checkpoint"), "{m}");
+        assert!(m["samples_per_s"].as_f64().unwrap() > 0.0, "{m}");
+    }
+    // Without --peers-python, the stored figures (MiniLM's BERT) are not set beside it.
+    let stored = root.join("stored.jsonl");
+    let peer = r#"{"framework":"pytorch","version":"2","model":"B","phase":"train","threads":"default","samples_per_s":20.0}"#;
+    std::fs::write(&stored, format!("{peer}\n")).unwrap();
+    let out = pipe()
+        .args(["bench", "--model", "bert", "--steps", "1", "--warmup", "0"])
+        .arg("--peers")
+        .arg(&stored)
+        .arg("--checkpoint")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("--checkpoint without --peers-python: ratios omitted"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("pytorch"), "{stdout}");
+    let out = bench(&root.join("nowhere"));
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("--checkpoint "), "{stderr}");
+    assert!(stderr.contains("no config.json"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 /// `pipe bench --model a` on a couple of steps: one train and one infer measurement at the
 /// lesson's shapes, whose throughput is the batch over the median step time, set beside the
 /// stored peer figures that match it (same model, phase, default threads, CPU) as a ratio.

@@ -179,7 +179,7 @@ pub fn run(
     if !output.status.success() {
         let err = String::from_utf8_lossy(&output.stderr);
         let last = err.lines().last().unwrap_or("(no message)");
-        bail!("{} failed ({}): {last}", script.file, output.status);
+        bail!("{} failed ({}): {last}", path.display(), output.status);
     }
     let mut results: Vec<PeerResult> = String::from_utf8_lossy(&output.stdout)
         .lines()

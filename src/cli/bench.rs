@@ -298,6 +298,10 @@ pub fn run(args: BenchArgs) -> Result<i32> {
     if args.rounds == 0 {
         return invalid("--rounds", &0, "must be at least 1");
     }
+    if args.checkpoint.is_some() && args.model != BenchModel::Bert {
+        let message = "applies to the MiniLM cases: give --model bert";
+        return invalid("--checkpoint", &"with --model a or all", message);
+    }
     if let Some(dir) = &args.checkpoint
         && !dir.join("config.json").is_file()
     {

@@ -141,7 +141,8 @@ pub struct AttentionGrads<T> {
 
 /// A burn backend with pipe's fused operations. Tensors are primitives; shapes:
 /// q [b, lq, heads·dk], k [b, lk, heads·dk], v [b, lk, heads·dv], key mask [b, lk]
-/// (1 = token, 0 = padding), score bias [b, heads, lq, lk] (added to the scaled scores),
+/// (1 = token, 0 = padding), score bias [b, heads, lq, lk] (added to the scaled scores; the
+/// full shape, not a broadcast one: its gradient comes back in that shape),
 /// dropout mask [b, heads, lq, lk] ({0, 1/(1−p)}).
 pub trait PipeOps: Backend {
     /// Multi-head attention output [b, lq, heads·dv].

@@ -126,6 +126,15 @@ fn minilm_cases_run_on_another_familys_checkpoint() {
     assert!(stderr.starts_with("--checkpoint "), "{stderr}");
     assert!(stderr.contains("no config.json"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Model A has no checkpoint to swap: refused rather than ignored.
+    let out = pipe()
+        .args(["bench", "--model", "a", "--checkpoint"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.starts_with("--checkpoint "), "{stderr}");
 }
 
 /// `pipe bench --model a` on a couple of steps: one train and one infer measurement at the

@@ -152,6 +152,16 @@ fn even_query_mask(key_mask: &Option<Ft>, d: &Dims, o: AttentionOptions) -> Opti
     Some(values(&m).to_vec())
 }
 
+/// Zeroes the score-gradient rows of padded queries: their even rows do not depend on the
+/// scores.
+fn zero_padded_rows(ds: &mut [f32], lk: usize, queries: &[f32]) {
+    for (row, &m) in ds.chunks_exact_mut(lk).zip(queries) {
+        if m < 0.5 {
+            row.fill(0.0);
+        }
+    }
+}
+
 /// Per batch row: (1 − mask)·penalty for each key.
 fn key_penalties(mask: Option<&Ft>, b: usize, lk: usize, penalty: f32) -> Option<Vec<f32>> {
     mask.map(|m| {
@@ -383,12 +393,7 @@ pub fn attention_backward(
                 }
                 softmax_backward_rows(ds, p, d.lk);
                 if let Some(queries) = query_mask {
-                    // The even rows of padded queries do not depend on the scores.
-                    for (row, &m) in ds.chunks_exact_mut(d.lk).zip(queries) {
-                        if m < 0.5 {
-                            row.fill(0.0);
-                        }
-                    }
+                    zero_padded_rows(ds, d.lk, queries);
                 }
                 // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
                 mm(

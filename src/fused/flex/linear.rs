@@ -61,13 +61,13 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
         }
     });
     if whole && amx::mixed() {
-        // bf16-mixed: the product on AMX tiles, accumulated onto the bias rows.
-        // SAFETY: every row holds the bias now, and nothing else writes `out` here.
+        // bf16-mixed: the product on AMX tiles, accumulated onto the bias (or zero) rows.
+        // SAFETY: every row holds the bias or zeros now, and nothing else writes `out` here.
         let all = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), n * d_out) };
         let x = amx::Left::Rows(xv);
         amx::matmul_into(all, true, x, wv, (n, d_in, d_out), false);
     } else if whole {
-        // SAFETY: every row holds the bias now; the product is added onto all of them.
+        // SAFETY: every row holds the bias or zeros now; the product is added onto all of them.
         unsafe {
             mm_with(
                 (n, d_out, d_in),

@@ -3,10 +3,11 @@
 //!
 //! One file per operation family: `attention.rs`, `linear.rs`, `norm.rs` (LayerNorm),
 //! `activation.rs` (GELU, ReLU), `pooling.rs` (mean pooling), `dropout.rs` (dropout masks,
-//! residual dropout, the masked product), `relative.rs` (DeBERTa's relative-position scores), `packed.rs` (parts of a packed
-//! projection, rotary positions, GeGLU). This file holds what they share (tensor
-//! wrapping, `contiguous` / `values`, the unzeroed output buffers and `par_filled`, the
-//! `gemm` wrapper, partial-sum adding) and `PipeOps for Flex`, which routes to them.
+//! residual dropout, the masked product), `relative.rs` (DeBERTa's relative-position scores),
+//! `packed.rs` (parts of a packed projection, rotary positions, GeGLU). This file holds what
+//! they share (tensor wrapping, `contiguous` / `values`, the unzeroed output buffers and
+//! `par_filled`, the `gemm` wrapper, partial-sum adding) and `PipeOps for Flex`, which routes
+//! to them.
 //! Softmax cross-entropy has no flex kernel: `Flex` keeps the trait's default (decomposed)
 //! implementation.
 

@@ -45,6 +45,7 @@ pub fn packed_part(x: Ft, o: &PartOptions) -> Ft {
     let dims = x.shape().to_vec();
     let (l, full) = (dims[1], dims[2]);
     let w = full / o.parts;
+    check_part(full, o);
     let x = contiguous(&x);
     let xv = values(&x);
     let per = rows_per_task(w);
@@ -72,6 +73,7 @@ pub fn packed_part_backward(grad: Ft, o: &PartOptions) -> Ft {
     let dims = grad.shape().to_vec();
     let (l, w) = (dims[1], dims[2]);
     let full = w * o.parts;
+    check_part(full, o);
     let g = contiguous(&grad);
     let gv = values(&g);
     let per = rows_per_task(full);
@@ -95,10 +97,28 @@ pub fn packed_part_backward(grad: Ft, o: &PartOptions) -> Ft {
     tensor(dx, &[dims[0], l, full])
 }
 
+/// The shapes the row loops rely on: whole parts, whole heads of even size, every position
+/// in the table (otherwise rows would be left unwritten or read out of bounds).
+fn check_part(full: usize, o: &PartOptions) {
+    assert!(
+        o.parts > 0 && o.part < o.parts && full.is_multiple_of(o.parts),
+        "packed part {o:?} of width {full}"
+    );
+    if let Some(t) = &o.rotary {
+        let w = full / o.parts;
+        assert!(
+            t.head_dim.is_multiple_of(2) && t.head_dim > 0 && w.is_multiple_of(t.head_dim),
+            "rotary heads of {w}"
+        );
+        assert_eq!(t.cos.len(), t.sin.len(), "rotary table");
+    }
+}
+
 impl Rotary {
     /// cos and sin of position `p`, each `head_dim` long.
     fn at(&self, p: usize) -> (&[f32], &[f32]) {
         let d = self.head_dim;
+        // Slices are bounds-checked: a table shorter than the sequence panics here.
         (&self.cos[p * d..][..d], &self.sin[p * d..][..d])
     }
 }
@@ -139,6 +159,10 @@ pub fn geglu(x: Ft) -> Ft {
     }
     let mut dims = x.shape().to_vec();
     let full = *dims.last().expect("a last dimension");
+    assert!(
+        full.is_multiple_of(2),
+        "GeGLU needs an even last dimension (input | gate), not {full}"
+    );
     let w = full / 2;
     let x = contiguous(&x);
     let xv = values(&x);
@@ -158,6 +182,10 @@ pub fn geglu_backward(x: Ft, grad: Ft) -> Ft {
     }
     let dims = x.shape().to_vec();
     let full = *dims.last().expect("a last dimension");
+    assert!(
+        full.is_multiple_of(2),
+        "GeGLU needs an even last dimension (input | gate), not {full}"
+    );
     let w = full / 2;
     let (x, g) = (contiguous(&x), contiguous(&grad));
     let (xv, gv) = (values(&x), values(&g));

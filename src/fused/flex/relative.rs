@@ -1,6 +1,7 @@
-//! DeBERTa's relative-position scores, forward and backward: one rayon task per (batch row,
-//! head) block; `gemm` of the block's rows against the position rows its distances read, then
-//! each score picked from that product by its distance (burn's gather over the whole
+//! DeBERTa's relative-position scores, forward and backward: forward, one rayon task per
+//! (batch row, head) block, `gemm` of the block's rows against the position rows its distances
+//! read, then each score picked from that product by its distance; backward, one task per
+//! head over its batch rows (burn's gather over the whole
 //! [batch, heads, length, 2·span] product ran on one core and took most of a DeBERTa step).
 
 use burn::backend::Flex;
@@ -21,9 +22,19 @@ struct Dims {
 }
 
 impl Dims {
-    fn of(x: &Ft, o: &RelativeOptions) -> Self {
+    /// The sizes, checked against the table: the gemm views below read (and the backward
+    /// writes) rows first..=last of a [rows, heads·d] table.
+    fn of(x: &Ft, table: &Ft, o: &RelativeOptions) -> Self {
         let s = x.shape();
         let (first, last) = o.rows_used();
+        let t = table.shape();
+        assert_eq!(t[1], s[2], "position table width");
+        assert!(last < t[0], "distances read table row {last} of {}", t[0]);
+        assert_eq!(
+            o.rows_by_distance.len(),
+            2 * s[1] - 1,
+            "one table row per distance"
+        );
         Dims {
             b: s[0],
             h: o.num_heads,
@@ -46,7 +57,7 @@ pub fn relative_scores(x: Ft, table: Ft, o: &RelativeOptions) -> Ft {
     if !is_f32(&[&x, &table]) {
         return reference::relative_scores::<Flex>(x, table, o);
     }
-    let d = Dims::of(&x, o);
+    let d = Dims::of(&x, &table, o);
     let (x, table) = (contiguous(&x), contiguous(&table));
     let (xv, tv) = (values(&x), values(&table));
     let w = (d.h * d.d) as isize;
@@ -82,7 +93,7 @@ pub fn relative_scores_backward(x: Ft, table: Ft, grad: Ft, o: &RelativeOptions)
     if !is_f32(&[&x, &table, &grad]) {
         return reference::relative_scores_backward::<Flex>(x, table, grad, o);
     }
-    let d = Dims::of(&x, o);
+    let d = Dims::of(&x, &table, o);
     let rows = table.shape()[0];
     let (x, table, grad) = (contiguous(&x), contiguous(&table), contiguous(&grad));
     let (xv, tv, gv) = (values(&x), values(&table), values(&grad));
@@ -105,8 +116,9 @@ pub fn relative_scores_backward(x: Ft, table: Ft, grad: Ft, o: &RelativeOptions)
                 }
             }
             let x0 = bi * d.l * d.h * d.d + hi * d.d;
-            // SAFETY: dx's columns of head `hi` in batch row `bi`, and the table gradient's
-            // columns of head `hi`, belong to this task alone.
+            // SAFETY: dx's columns of head `hi` (every batch row) and the table gradient's
+            // columns of head `hi` belong to this task alone; rows first..first + used exist
+            // (checked in Dims::of).
             unsafe {
                 // dx = scale · dP · table
                 mm(
@@ -129,7 +141,7 @@ pub fn relative_scores_backward(x: Ft, table: Ft, grad: Ft, o: &RelativeOptions)
             }
         }
     });
-    // SAFETY: each (batch row, head) task wrote its head's columns of its batch row of dx.
+    // SAFETY: each head's task wrote its columns of every batch row of dx.
     let dx = unsafe { dx.assume_written() };
     (
         tensor(dx, &[d.b, d.l, d.h * d.d]),

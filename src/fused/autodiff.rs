@@ -133,35 +133,7 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
     }
 
     fn fused_geglu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GegluBackward;
-
-        impl<B: PipeOps> Backward<B, 1> for GegluBackward {
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                let dx = B::fused_geglu_backward(ops.state, grad);
-                register_grads::<B, 1>(grads, ids!(ops.parents), [dx]);
-            }
-        }
-
-        match GegluBackward
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::fused_geglu(x.primitive.clone());
-                prep.finish(x.primitive, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_geglu(x.primitive)),
-        }
+        keeps_input_node::<B, C>(x, B::fused_geglu, B::fused_geglu_backward)
     }
 
     fn fused_layer_norm(
@@ -294,38 +266,7 @@ impl<B: PipeOps, C: CheckpointStrategy> PipeOps for Autodiff<B, C> {
     }
 
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluBackward;
-
-        impl<B: PipeOps> Backward<B, 1> for GeluBackward {
-            type State = FloatTensor<B>;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _: &mut Checkpointer,
-            ) {
-                let grad = grads.consume::<B>(&ops.node);
-                register_grads::<B, 1>(
-                    grads,
-                    ids!(ops.parents),
-                    [B::fused_gelu_backward(ops.state, grad)],
-                );
-            }
-        }
-
-        match GeluBackward
-            .prepare::<C>([x.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::fused_gelu(x.primitive.clone());
-                prep.finish(x.primitive, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x.primitive)),
-        }
+        keeps_input_node::<B, C>(x, B::fused_gelu, B::fused_gelu_backward)
     }
 
     fn fused_residual(
@@ -467,6 +408,41 @@ fn attention_node<B: PipeOps, C: CheckpointStrategy, const N: usize>(
             prep.finish(([q, k, v, probs], saved, options), out)
         }
         OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(q, k, v, masks, options)),
+    }
+}
+
+/// The backward pass of a one-input operation that keeps its input: dx = f(x, grad).
+type FromInput<B> = fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>;
+
+/// The node of a one-input operation whose backward pass reads its input (GELU, GeGLU).
+#[derive(Debug)]
+struct KeepsInputBackward<B: PipeOps>(FromInput<B>);
+
+impl<B: PipeOps> Backward<B, 1> for KeepsInputBackward<B> {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let dx = (self.0)(ops.state, grad);
+        register_grads::<B, 1>(grads, ids!(ops.parents), [dx]);
+    }
+}
+
+fn keeps_input_node<B: PipeOps, C: CheckpointStrategy>(
+    x: FloatTensor<Autodiff<B, C>>,
+    forward: fn(FloatTensor<B>) -> FloatTensor<B>,
+    backward: FromInput<B>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match KeepsInputBackward(backward)
+        .prepare::<C>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = forward(x.primitive.clone());
+            prep.finish(x.primitive, out)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive)),
     }
 }
 

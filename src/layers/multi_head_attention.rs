@@ -184,21 +184,7 @@ pub fn attention_weights<B: Backend>(
     mask: Option<Tensor<B, 2>>,
     options: AttentionOptions,
 ) -> Tensor<B, 4> {
-    let heads = options.num_heads;
-    let split = |x: Tensor<B, 3>| {
-        let [b, l, d] = x.dims();
-        x.reshape([b, l, heads, d / heads]).swap_dims(1, 2)
-    };
-    let scores = split(q).matmul(split(k).transpose()) * options.scale;
-    let scores = match mask {
-        Some(mask) => {
-            let [b, lk] = mask.dims();
-            let padded = mask.neg().add_scalar(1.0).reshape([b, 1, 1, lk]);
-            scores + padded * options.mask_penalty
-        }
-        None => scores,
-    };
-    burn::tensor::activation::softmax(scores, 3)
+    crate::fused::reference::attention_probs(q, k, mask, None, options)
 }
 
 impl<B: Backend> MultiHeadAttention<B> {

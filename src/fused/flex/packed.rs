@@ -52,14 +52,7 @@ pub fn packed_part(x: Ft, o: &PartOptions) -> Ft {
     let out = par_filled(dims[0] * l * w, per * w, |task, chunk| {
         for (i, row) in chunk.chunks_exact_mut(w).enumerate() {
             let r = task * per + i;
-            let src = &xv[r * full + o.part * w..][..w];
-            match &o.rotary {
-                Some(t) => {
-                    let (cos, sin) = t.at(r % l);
-                    rotate_row(src, cos, sin, row, false);
-                }
-                None => row.copy_from_slice(src),
-            }
+            rotate_or_copy(&xv[r * full + o.part * w..][..w], row, r % l, o, false);
         }
     });
     tensor(out, &[dims[0], l, w])
@@ -85,16 +78,22 @@ pub fn packed_part_backward(grad: Ft, o: &PartOptions) -> Ft {
             let (part, after) = rest.split_at_mut(w);
             before.fill(0.0);
             after.fill(0.0);
-            match &o.rotary {
-                Some(t) => {
-                    let (cos, sin) = t.at(r % l);
-                    rotate_row(src, cos, sin, part, true);
-                }
-                None => part.copy_from_slice(src),
-            }
+            rotate_or_copy(src, part, r % l, o, true);
         }
     });
     tensor(dx, &[dims[0], l, full])
+}
+
+/// One row of a part at `position`: rotated (or, `inverse`, its gradient rotated back) where
+/// the part has a rotary table, else copied.
+fn rotate_or_copy(src: &[f32], out: &mut [f32], position: usize, o: &PartOptions, inverse: bool) {
+    match &o.rotary {
+        Some(t) => {
+            let (cos, sin) = t.at(position);
+            rotate_row(src, cos, sin, out, inverse);
+        }
+        None => out.copy_from_slice(src),
+    }
 }
 
 /// The shapes the row loops rely on: whole parts, whole heads of even size, every position

@@ -6,7 +6,6 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use crate::fused::{self, AttentionOptions, RelativeOptions};
 use crate::pretrained::RelativeAttention;
@@ -50,12 +49,6 @@ pub struct Projections<'a, B: Backend> {
     pub value: &'a Linear<B>,
     pub pos_query: Option<&'a Linear<B>>,
     pub pos_key: Option<&'a Linear<B>>,
-}
-
-/// [batch, length, heads·d] → [batch, heads, length, d].
-fn heads<B: Backend>(x: Tensor<B, 3>, num_heads: usize) -> Tensor<B, 4> {
-    let [b, l, h] = x.dims();
-    x.reshape([b, l, num_heads, h / num_heads]).swap_dims(1, 2)
 }
 
 /// One layer's content projections and its position terms.
@@ -122,6 +115,17 @@ fn terms<B: Backend>(
     }
 }
 
+impl<B: Backend> Terms<B> {
+    /// The attention kernel's options: this scale, the lowest f32 for padded keys, padded
+    /// queries attending evenly.
+    fn options(&self, num_heads: usize) -> AttentionOptions {
+        AttentionOptions {
+            even_padded_queries: true,
+            ..AttentionOptions::new(num_heads, self.scale, f32::MIN)
+        }
+    }
+}
+
 /// The layer's attended values, heads joined: the fused attention kernel with the position
 /// terms as its score bias, padded queries attending evenly.
 ///
@@ -138,16 +142,13 @@ pub fn context<B: Backend>(
     dropout: f64,
 ) -> Tensor<B, 3> {
     let t = terms(x, rel, p, num_heads, r);
-    let options = AttentionOptions {
-        even_padded_queries: true,
-        ..AttentionOptions::new(num_heads, t.scale, f32::MIN)
-    };
+    let options = t.options(num_heads);
     let mask = Some(mask.clone());
     fused::attention_with_bias(t.q, t.k, t.v, mask, t.position_bias, dropout, options)
 }
 
-/// The layer's attention weights (for `pipe attention`), as transformers computes them:
-/// padded queries' and keys' scores replaced by the lowest f32.
+/// The layer's attention weights (for `pipe attention`), as [`context`] weighs the values:
+/// padded keys get none, padded queries attend evenly (transformers' masked_fill).
 ///
 /// # Shapes
 /// - as [`context`]; output: [batch, heads, length, length]
@@ -159,16 +160,9 @@ pub fn weights<B: Backend>(
     num_heads: usize,
     r: &RelativeAttention,
 ) -> Tensor<B, 4> {
-    let [b, l, _] = x.dims();
     let t = terms(x, rel, p, num_heads, r);
-    let (q, k) = (heads(t.q, num_heads), heads(t.k, num_heads));
-    let mut scores = q.matmul(k.swap_dims(2, 3)) * t.scale;
-    if let Some(bias) = t.position_bias {
-        scores = scores + bias;
-    }
-    let valid = mask.clone().reshape([b, 1, l, 1]) * mask.clone().reshape([b, 1, 1, l]);
-    let scores = scores.mask_fill(valid.lower_elem(0.5).expand([b, num_heads, l, l]), f32::MIN);
-    softmax(scores, 3)
+    let options = t.options(num_heads);
+    fused::reference::attention_probs(t.q, t.k, Some(mask.clone()), t.position_bias, options)
 }
 
 #[cfg(test)]

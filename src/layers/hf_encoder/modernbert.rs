@@ -6,7 +6,6 @@
 
 use burn::nn::{Dropout, LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use crate::fused::{self, AttentionOptions, PartOptions, Rotary};
 use crate::pretrained::encoder_config::ModernBertOptions;
@@ -58,12 +57,6 @@ pub fn rotary_values(len: usize, head_dim: usize, base: f64) -> (Vec<f32>, Vec<f
         }
     }
     (cos, sin)
-}
-
-/// [batch, length, heads·d] → [batch, heads, length, d].
-fn split_heads<B: Backend>(x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
-    let [b, l, h] = x.dims();
-    x.reshape([b, l, heads, h / heads]).swap_dims(1, 2)
 }
 
 /// What every layer of one forward pass shares.
@@ -130,21 +123,14 @@ impl<'a, B: Backend> Pass<'a, B> {
         (part(0, Some(rotary)), part(1, Some(rotary)), part(2, None))
     }
 
-    /// A local layer's additive mask: the lowest f32 for padded keys and keys beyond the
-    /// window (as transformers builds it, so a query with no key left attends evenly).
-    ///
-    /// # Shapes
-    /// - output: [batch, 1, length, length]
-    fn window_mask(&self) -> Tensor<B, 4> {
-        let [b, l] = self.mask.dims();
-        let w = self.options.half_window;
-        let inside: Vec<f32> = (0..l)
-            .flat_map(|i| (0..l).map(move |j| if i.abs_diff(j) <= w { 1.0 } else { 0.0 }))
-            .collect();
-        let inside =
-            Tensor::<B, 2>::from_data(TensorData::new(inside, [l, l]), &self.mask.device());
-        let keep = inside.reshape([1, 1, l, l]) * self.mask.clone().reshape([b, 1, 1, l]);
-        (keep.ones_like() - keep) * f32::MIN
+    /// The attention options of layer `index`: local layers mask keys beyond the window too
+    /// (once, as transformers' product of the two masks does).
+    fn attention_options(&self, index: usize, hidden: usize) -> AttentionOptions {
+        let d = hidden / self.num_heads;
+        AttentionOptions {
+            window: (!self.options.global_layers[index]).then_some(self.options.half_window),
+            ..AttentionOptions::new(self.num_heads, 1.0 / (d as f32).sqrt(), f32::MIN)
+        }
     }
 
     /// Attention weights of layer `index`.
@@ -158,18 +144,9 @@ impl<'a, B: Backend> Pass<'a, B> {
         x: Tensor<B, 3>,
     ) -> Tensor<B, 4> {
         let x = self.attn_input(layer, x);
+        let options = self.attention_options(index, x.dims()[2]);
         let (q, k, _) = self.qkv(layer, index, x);
-        let (q, k) = (
-            split_heads(q, self.num_heads),
-            split_heads(k, self.num_heads),
-        );
-        let [b, n, l, d] = q.dims();
-        let scores = q.matmul(k.swap_dims(2, 3)) / (d as f32).sqrt();
-        let mask = match self.options.global_layers[index] {
-            true => (self.mask.ones_like() - self.mask.clone()).reshape([b, 1, 1, l]) * f32::MIN,
-            false => self.window_mask(),
-        };
-        softmax(scores + mask.expand([b, n, l, l]), 3)
+        fused::reference::attention_probs(q, k, Some(self.mask.clone()), None, options)
     }
 
     fn attn_input(&self, layer: &PreNormLayer<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
@@ -190,15 +167,9 @@ impl<'a, B: Backend> Pass<'a, B> {
         x: Tensor<B, 3>,
         act: impl Fn(Tensor<B, 3>) -> Tensor<B, 3>,
     ) -> Tensor<B, 3> {
+        let options = self.attention_options(index, x.dims()[2]);
         let (q, k, v) = self.qkv(layer, index, self.attn_input(layer, x.clone()));
-        let d = q.dims()[2] / self.num_heads;
         let dropout = layer.attention_dropout.prob;
-        // Local layers: keys beyond the window get the lowest f32 too (once, as transformers'
-        // product of the two masks does), inside the fused kernel.
-        let options = AttentionOptions {
-            window: (!self.options.global_layers[index]).then_some(self.options.half_window),
-            ..AttentionOptions::new(self.num_heads, 1.0 / (d as f32).sqrt(), f32::MIN)
-        };
         let context = fused::attention(q, k, v, Some(self.mask.clone()), dropout, options);
         let attended = fused::dropout(fused::linear_seq(&layer.attention_output, context), dropout);
         let x = x + attended;

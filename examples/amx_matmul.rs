@@ -1,20 +1,43 @@
 //! The AMX bf16 product (src/fused/amx.rs) beside gemm's f32 product, on MiniLM's shapes
-//! (32 texts × 128 tokens = 4,096 rows; hidden 384, feed-forward 1,536), all cores:
+//! (32 texts × 128 tokens = 4,096 rows; hidden 384, feed-forward 1,536), forward and the two
+//! backward products of the FFN's up projection, all cores:
 //!
 //!     cargo run --release --example amx_matmul [ROUNDS]
 //!
 //! Each round times every shape once each way, alternating; the medians are printed with the
 //! largest relative difference between the two results. "AMX bf16" includes rounding and
 //! packing both operands (what a product costs when nothing is packed in advance); "AMX
-//! prepacked" is the tile products alone, on operands packed before.
+//! prepacked" is the tile products alone, on operands packed before. Every output is written
+//! into the same allocation each round, so that no side pays the page faults of a fresh one.
 
 use std::time::Instant;
 
 use pipe::fused::amx;
 
-fn gemm_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    // SAFETY: a, b and c are dense row-major [m, k], [k, n] and [m, n].
+/// How a product's operands are stored: as a forward pass, a backward dx = g·Wᵀ, or a
+/// backward dW = xᵀ·g has them.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Plain,
+    BTransposed,
+    ATransposed,
+}
+
+impl Layout {
+    /// (row stride, column stride) of A [m, k] and of B [k, n] as stored.
+    fn strides(self, m: usize, k: usize, n: usize) -> [(isize, isize); 2] {
+        let (m, k, n) = (m as isize, k as isize, n as isize);
+        match self {
+            Layout::Plain => [(k, 1), (n, 1)],
+            Layout::BTransposed => [(k, 1), (1, k)],
+            Layout::ATransposed => [(1, m), (n, 1)],
+        }
+    }
+}
+
+fn gemm_f32(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize), layout: Layout) {
+    let [(ra, ca), (rb, cb)] = layout.strides(m, k, n);
+    // SAFETY: a, b and c are dense [m, k], [k, n] and [m, n] with these strides.
     unsafe {
         gemm::gemm(
             m,
@@ -25,11 +48,11 @@ fn gemm_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
             n as isize,
             false,
             a.as_ptr(),
-            1,
-            k as isize,
+            ca,
+            ra,
             b.as_ptr(),
-            1,
-            n as isize,
+            cb,
+            rb,
             0.0,
             1.0,
             false,
@@ -38,7 +61,6 @@ fn gemm_f32(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
             gemm::Parallelism::Rayon(0),
         )
     };
-    c
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -57,11 +79,18 @@ fn main() {
         ("FFN up (4096×384·384×1536)", 4096, 384, 1536),
         ("FFN down (4096×1536·1536×384)", 4096, 1536, 384),
         ("model A dense (32768×32·32×64)", 32768, 32, 64),
+        ("FFN up dx (4096×1536·(384×1536)ᵀ)", 4096, 1536, 384),
+        ("FFN up dW ((4096×384)ᵀ·4096×1536)", 384, 4096, 1536),
     ];
     println!(
         "shape                               gemm f32 ms   AMX bf16 ms   speed-up   AMX prepacked ms   speed-up   max rel diff"
     );
     for (name, m, k, n) in shapes {
+        let layout = match name {
+            _ if name.contains(" dx ") => Layout::BTransposed,
+            _ if name.contains(" dW ") => Layout::ATransposed,
+            _ => Layout::Plain,
+        };
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
             .collect();
@@ -69,20 +98,27 @@ fn main() {
             .map(|i| ((i * 104_729) % 1000) as f32 / 500.0 - 1.0)
             .collect();
         let (mut f32_ms, mut amx_ms, mut packed_ms) = (Vec::new(), Vec::new(), Vec::new());
+        let source = match layout {
+            Layout::ATransposed => amx::Source::Transposed(&a),
+            _ => amx::Source::Rows(&a),
+        };
+        let b_transposed = layout == Layout::BTransposed;
         let (left, right) = (
-            amx::Packed::left(&a, m, k),
-            amx::Packed::right(&b, k, n, false),
+            amx::Packed::left(source, m, k),
+            amx::Packed::right(&b, k, n, b_transposed),
         );
         let mut diff = 0f64;
+        let (mut want, mut got, mut prepacked) =
+            (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
         for _ in 0..rounds {
             let t = Instant::now();
-            let want = gemm_f32(&a, &b, m, k, n);
+            gemm_f32(&a, &b, &mut want, (m, k, n), layout);
             f32_ms.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            let got = amx::matmul(&a, &b, m, k, n, false);
+            amx::matmul_into(&mut got, false, source, &b, (m, k, n), b_transposed);
             amx_ms.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            let prepacked = amx::matmul_packed(&left, &right, m, n);
+            amx::matmul_packed(&left, &right, &mut prepacked, m, n);
             packed_ms.push(t.elapsed().as_secs_f64() * 1e3);
             assert_eq!(prepacked, got);
             let scale = want.iter().fold(0f64, |s, w| s.max(w.abs() as f64));

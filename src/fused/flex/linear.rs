@@ -64,7 +64,7 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
         // bf16-mixed: the product on AMX tiles, accumulated onto the bias (or zero) rows.
         // SAFETY: every row holds the bias or zeros now, and nothing else writes `out` here.
         let all = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), n * d_out) };
-        let x = amx::Left::Rows(xv);
+        let x = amx::Source::Rows(xv);
         amx::matmul_into(all, true, x, wv, (n, d_in, d_out), false);
     } else if whole {
         // SAFETY: every row holds the bias or zeros now; the product is added onto all of them.
@@ -147,7 +147,7 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
         amx::matmul_into(
             dx_all,
             false,
-            amx::Left::Rows(gv),
+            amx::Source::Rows(gv),
             wv,
             (n, d_out, d_in),
             true,

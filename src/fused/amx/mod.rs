@@ -7,9 +7,14 @@
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`), which [`available`] does once, after
 //! CPUID says the CPU has AMX-TILE and AMX-BF16.
 
+mod pack;
+
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
+
+use pack::{Line, Side};
+pub use pack::{Packed, Source};
 
 /// `precision = "bf16-mixed"` is on (and AMX available): the large linear products use AMX.
 static MIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -44,7 +49,9 @@ pub fn available() -> bool {
         if std::env::var("PIPE_AMX").is_ok_and(|v| v == "off") {
             return false;
         }
-        cpu_has_amx() && request_tile_permission()
+        // Every CPU with AMX-BF16 has AVX512-BF16, which packing uses to round; checked all the
+        // same, as a hypervisor may hide one and not the other.
+        cpu_has_amx() && packing_instructions() && request_tile_permission()
     })
 }
 
@@ -53,6 +60,17 @@ fn cpu_has_amx() -> bool {
     // CPUID leaf 7, subleaf 0: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
     let leaf = std::arch::x86_64::__cpuid_count(7, 0);
     leaf.edx & (1 << 22) != 0 && leaf.edx & (1 << 24) != 0
+}
+
+#[cfg(target_arch = "x86_64")]
+fn packing_instructions() -> bool {
+    std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn packing_instructions() -> bool {
+    false
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -95,187 +113,6 @@ pub fn from_bf16(x: u16) -> f32 {
     f32::from_bits((x as u32) << 16)
 }
 
-/// A [rows, cols] f32 matrix (row stride `stride`) packed in tiles for the kernel, zero-padded
-/// to whole tile pairs: `tiles[r][kb]` is 16 rows × 32 bf16 of the shared dimension.
-pub struct Packed {
-    data: Vec<u16>,
-    /// Tile rows (a multiple of 2) and tiles along the shared dimension.
-    row_tiles: usize,
-    k_tiles: usize,
-}
-
-impl Packed {
-    fn tile(&self, r: usize, kb: usize) -> *const u16 {
-        self.data[(r * self.k_tiles + kb) * TILE * KTILE..].as_ptr()
-    }
-
-    /// `rows` rows (A's, or B's columns) along a shared dimension of `k`, zero-padded to whole
-    /// tile pairs, in `buffer` (a reused allocation: every element is written here, so its old
-    /// contents do not matter); `fill(tile_row, valid_rows, panel)` writes each panel of 16
-    /// rows that holds data, on rayon, onto zeros where the panel is not full.
-    fn build(
-        mut buffer: Vec<u16>,
-        rows: usize,
-        k: usize,
-        fill: impl Fn(usize, usize, &mut [u16]) + Sync,
-    ) -> Packed {
-        let row_tiles = rows.div_ceil(2 * TILE) * 2;
-        let k_tiles = k.div_ceil(KTILE);
-        let len = row_tiles * k_tiles * TILE * KTILE;
-        // Growing zeroes only the new part, once; a reused buffer is written over below.
-        if buffer.len() < len {
-            buffer.resize(len, 0);
-        }
-        buffer.truncate(len);
-        buffer
-            .par_chunks_mut(k_tiles * TILE * KTILE)
-            .enumerate()
-            .for_each(|(rt, panel)| {
-                let valid = TILE.min(rows.saturating_sub(rt * TILE));
-                if valid < TILE || !k.is_multiple_of(KTILE) {
-                    panel.fill(0);
-                }
-                if valid > 0 {
-                    fill(rt, valid, panel);
-                }
-            });
-        Packed {
-            data: buffer,
-            row_tiles,
-            k_tiles,
-        }
-    }
-
-    /// The left operand: row i of a tile holds A[i, kb·32 .. kb·32 + 32].
-    pub fn left(a: &[f32], m: usize, k: usize) -> Packed {
-        Packed::left_in(Vec::new(), &mut Vec::new(), a, m, k)
-    }
-
-    fn left_in(buffer: Vec<u16>, staging: &mut Vec<u16>, a: &[f32], m: usize, k: usize) -> Packed {
-        convert_all(a, k, staging);
-        let a = &staging[..];
-        Packed::build(buffer, m, k, |rt, rows, panel| {
-            for i in 0..rows {
-                let row = &a[(rt * TILE + i) * k..][..k];
-                for (kb, part) in row.chunks(KTILE).enumerate() {
-                    panel[(kb * TILE + i) * KTILE..][..part.len()].copy_from_slice(part);
-                }
-            }
-        })
-    }
-
-    /// The left operand A [m, k] from its transpose `at` [k, m] stored row-major (xᵀ of a
-    /// weight gradient xᵀ·g): each tile row gathers one column of `at`.
-    fn left_transposed_in(
-        buffer: Vec<u16>,
-        staging: &mut Vec<u16>,
-        at: &[f32],
-        m: usize,
-        k: usize,
-    ) -> Packed {
-        convert_all(at, m, staging);
-        let at = &staging[..];
-        Packed::build(buffer, m, k, |rt, rows, panel| {
-            for kk in 0..k {
-                // Row kk of `at` over this tile's rows of A.
-                let column = &at[kk * m + rt * TILE..][..rows];
-                let (kb, c) = (kk / KTILE, kk % KTILE);
-                for (i, &v) in column.iter().enumerate() {
-                    panel[(kb * TILE + i) * KTILE + c] = v;
-                }
-            }
-        })
-    }
-
-    /// The right operand in the pair-interleaved (VNNI) layout `TDPBF16PS` reads: row r of a
-    /// tile holds, for each of 16 columns j, B[kb·32 + 2r, j] then B[kb·32 + 2r + 1, j].
-    /// `b` is [k, n]; `transposed`: `b` is given as [n, k] (Bᵀ stored row-major).
-    pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
-        Packed::right_in(Vec::new(), &mut Vec::new(), b, k, n, transposed)
-    }
-
-    fn right_in(
-        buffer: Vec<u16>,
-        staging: &mut Vec<u16>,
-        b: &[f32],
-        k: usize,
-        n: usize,
-        transposed: bool,
-    ) -> Packed {
-        convert_all(b, if transposed { k } else { n }, staging);
-        let b = &staging[..];
-        Packed::build(buffer, n, k, |ct, columns, panel| {
-            // B[kk, ct·16 + j] sits at `b[kk·n + ct·16 + j]`, or at `b[(ct·16 + j)·k + kk]`.
-            let at = |kk: usize, j: usize| match transposed {
-                false => b[kk * n + ct * TILE + j],
-                true => b[(ct * TILE + j) * k + kk],
-            };
-            for kk in 0..k {
-                let (kb, r, p) = (kk / KTILE, kk % KTILE / 2, kk % 2);
-                let tile_row = &mut panel[(kb * TILE + r) * KTILE..][..KTILE];
-                for j in 0..columns {
-                    tile_row[2 * j + p] = at(kk, j);
-                }
-            }
-        })
-    }
-}
-
-/// `src` [rows, cols] in bf16 into `out` (a reused allocation, resized to `src.len()`), a
-/// block of rows per rayon task: one conversion call per row, not per 16-value piece of a
-/// tile (those calls cost more than the conversions).
-fn convert_all(src: &[f32], cols: usize, out: &mut Vec<u16>) {
-    // Growing zeroes only the new part, once; every element is written below.
-    if out.len() < src.len() {
-        out.resize(src.len(), 0);
-    }
-    out.truncate(src.len());
-    let cols = cols.max(1);
-    let per = (16_384 / cols).max(1) * cols;
-    out.par_chunks_mut(per)
-        .zip(src.par_chunks(per))
-        .for_each(|(o, s)| {
-            for (o, s) in o.chunks_mut(cols).zip(s.chunks(cols)) {
-                convert(s, o);
-            }
-        });
-}
-
-/// `out[i] = bf16(src[i])`, 16 at a time with `VCVTNEPS2BF16` where the CPU has AVX512-BF16
-/// (every CPU with AMX-BF16 has), the same rounding as [`to_bf16`].
-fn convert(src: &[f32], out: &mut [u16]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bf16") {
-        // SAFETY: the CPU has AVX512-F and AVX512-BF16 (checked just above).
-        unsafe { convert_avx512(src, out) };
-        return;
-    }
-    for (o, &v) in out.iter_mut().zip(src) {
-        *o = to_bf16(v);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-unsafe fn convert_avx512(src: &[f32], out: &mut [u16]) {
-    use std::arch::x86_64::*;
-    let whole = src.len().min(out.len()) / 16 * 16;
-    for (s, o) in src[..whole]
-        .chunks_exact(16)
-        .zip(out[..whole].chunks_exact_mut(16))
-    {
-        // SAFETY: `s` holds 16 f32 and `o` room for 16 bf16 (unaligned loads and stores).
-        unsafe {
-            let v = _mm512_loadu_ps(s.as_ptr());
-            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-            _mm256_storeu_si256(o.as_mut_ptr().cast(), h);
-        }
-    }
-    for (o, &v) in out[whole..].iter_mut().zip(&src[whole..]) {
-        *o = to_bf16(v);
-    }
-}
-
 /// The tile configuration: palette 1, tiles 0–3 the 16 × 16 f32 outputs, 4–5 the left
 /// operand's 16 × 32 bf16 tiles, 6–7 the right operand's 16 × (16 pairs) tiles; all 16 rows
 /// of 64 bytes.
@@ -295,26 +132,20 @@ impl TileConfig {
     }
 }
 
-/// The left operand of a product: A [m, k] row-major, or given as Aᵀ [k, m].
-#[derive(Clone, Copy)]
-pub enum Left<'a> {
-    Rows(&'a [f32]),
-    Transposed(&'a [f32]),
-}
-
 thread_local! {
     /// The calling thread's packing buffers, kept between products: fresh ones of this size
     /// (MiniLM's 4,096 × 1,536 activations: 12 MB) cost more in page faults than packing.
-    static BUFFERS: std::cell::RefCell<[Vec<u16>; 3]> = Default::default();
+    static BUFFERS: std::cell::RefCell<(Vec<Line>, Vec<Line>)> = Default::default();
 }
 
-/// C [m, n] = A · B, or C += A · B where `accumulate`: B is [k, n], or [n, k] where
+/// C [m, n] = A · B, or C += A · B where `accumulate`: A is `Source::Rows(A [m, k])` or
+/// `Source::Transposed(Aᵀ [k, m])` (the xᵀ of a weight gradient); B is [k, n], or [n, k] where
 /// `b_transposed`. Every operand in f32; the products of their bf16 roundings are summed in
 /// f32. Needs [`available`].
 pub fn matmul_into(
     c: &mut [f32],
     accumulate: bool,
-    a: Left,
+    a: Source,
     b: &[f32],
     (m, k, n): (usize, usize, usize),
     b_transposed: bool,
@@ -322,22 +153,23 @@ pub fn matmul_into(
     assert!(available(), "AMX kernels called without AMX");
     assert_eq!(c.len(), m * n);
     assert_eq!(b.len(), k * n);
-    let [left_buffer, right_buffer, mut staging] =
-        BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let left = match a {
-        Left::Rows(a) => Packed::left_in(left_buffer, &mut staging, a, m, k),
-        Left::Transposed(at) => Packed::left_transposed_in(left_buffer, &mut staging, at, m, k),
+    let (left_buffer, right_buffer) = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let left = Packed::new(left_buffer, Side::Left, a, m, k);
+    // M of the right operand is Bᵀ: B [k, n] is Mᵀ, and B given transposed is M.
+    let b = match b_transposed {
+        true => Source::Rows(b),
+        false => Source::Transposed(b),
     };
-    let right = Packed::right_in(right_buffer, &mut staging, b, k, n, b_transposed);
+    let right = Packed::new(right_buffer, Side::Right, b, n, k);
     multiply(&left, &right, c, n, accumulate);
-    BUFFERS.with(|b| *b.borrow_mut() = [left.data, right.data, staging]);
+    BUFFERS.with(|b| *b.borrow_mut() = (left.into_buffer(), right.into_buffer()));
 }
 
 /// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
     assert_eq!(a.len(), m * k);
     let mut c = vec![0f32; m * n];
-    matmul_into(&mut c, false, Left::Rows(a), b, (m, k, n), b_transposed);
+    matmul_into(&mut c, false, Source::Rows(a), b, (m, k, n), b_transposed);
     c
 }
 
@@ -345,18 +177,17 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: 
 pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(at.len(), m * k);
     let mut c = vec![0f32; m * n];
-    matmul_into(&mut c, false, Left::Transposed(at), b, (m, k, n), false);
+    matmul_into(&mut c, false, Source::Transposed(at), b, (m, k, n), false);
     c
 }
 
 /// C [m, n] from operands packed before ([`Packed::left`] of A [m, k], [`Packed::right`] of B),
 /// so that an operand used in several products (a weight within a step) is packed once.
-pub fn matmul_packed(left: &Packed, right: &Packed, m: usize, n: usize) -> Vec<f32> {
+pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: usize) {
     assert!(available(), "AMX kernels called without AMX");
     assert!(left.row_tiles * TILE >= m);
-    let mut c = vec![0f32; m * n];
-    multiply(left, right, &mut c, n, false);
-    c
+    assert_eq!(c.len(), m * n);
+    multiply(left, right, c, n, false);
 }
 
 /// C (+)= left · right, one task per pair of output tile rows (32 rows of C).
@@ -382,7 +213,7 @@ fn block_row(
     accumulate: bool,
 ) {
     let config = TileConfig::new();
-    let mut out = [[0f32; TILE * TILE]; 4];
+    let mut out = [OutputTile([0f32; TILE * TILE]); 4];
     let height = rows.len() / n;
     // SAFETY: `available()` was checked by the caller; the configuration is valid for palette 1.
     unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
@@ -406,7 +237,7 @@ fn block_row(
                 (tiles, n * 4)
             }
             false => {
-                for (t, tile) in out.iter_mut().enumerate() {
+                for (t, OutputTile(tile)) in out.iter_mut().enumerate() {
                     tile.fill(0.0);
                     if accumulate {
                         edge_tile(rows, n, height, t, c0, |c, o| o.copy_from_slice(c), tile);
@@ -415,10 +246,10 @@ fn block_row(
                 let [o0, o1, o2, o3] = &mut out;
                 (
                     [
-                        o0.as_mut_ptr(),
-                        o1.as_mut_ptr(),
-                        o2.as_mut_ptr(),
-                        o3.as_mut_ptr(),
+                        o0.0.as_mut_ptr(),
+                        o1.0.as_mut_ptr(),
+                        o2.0.as_mut_ptr(),
+                        o3.0.as_mut_ptr(),
                     ],
                     TILE * 4,
                 )
@@ -429,7 +260,7 @@ fn block_row(
         // tiles with row stride `block.1` bytes, in `rows` or in `out`.
         unsafe { tile_products(left, right, 2 * pair, c0, block, accumulate || !whole) };
         if !whole {
-            for (t, tile) in out.iter_mut().enumerate() {
+            for (t, OutputTile(tile)) in out.iter_mut().enumerate() {
                 edge_tile(rows, n, height, t, c0, |c, o| c.copy_from_slice(o), tile);
             }
         }
@@ -437,6 +268,11 @@ fn block_row(
     // SAFETY: releases this thread's tile state, which `ldtilecfg` above took.
     unsafe { std::arch::asm!("tilerelease", options(nostack)) };
 }
+
+/// A 16 × 16 f32 output tile outside C, its rows on cache lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct OutputTile([f32; TILE * TILE]);
 
 /// Applies `copy(part of C, part of the tile)` to the rows and columns of edge tile `t` of the
 /// block at tile column `c0` that lie inside C.
@@ -590,7 +426,7 @@ mod tests {
             }
             // Accumulated onto what C holds: C + A·B.
             let mut onto: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
-            matmul_into(&mut onto, true, Left::Rows(&a), &b, (m, k, n), false);
+            matmul_into(&mut onto, true, Source::Rows(&a), &b, (m, k, n), false);
             for (i, (o, g)) in onto.iter().zip(&got).enumerate() {
                 assert!(
                     (o - (i as f32 + g)).abs() <= 1e-4 * (1.0 + o.abs()),

@@ -1,0 +1,323 @@
+//! Operands laid out in AMX tiles, rounded from f32 to bf16 on the way (`VCVTNE2PS2BF16`, round
+//! to nearest even, as [`super::to_bf16`]).
+//!
+//! Both operands are packed from the matrix whose rows are the tile rows: the left operand A
+//! [m, k] itself, and the right operand's transpose Bᵀ [n, k]. Call that matrix M [r, k]. A left
+//! tile holds 16 rows of M along 32 of k, row i = M[16t + i, 32kb ..]; `TDPBF16PS` wants a right
+//! tile in pairs: row p, pair j = (M[16t + j, 32kb + 2p], M[16t + j, 32kb + 2p + 1]). The two
+//! are each other's transposes as 16 × 16 matrices of 32-bit pairs. M comes either row-major
+//! (`Source::Rows`) or as Mᵀ [k, r] row-major (`Source::Transposed`: the activations x of a
+//! weight gradient xᵀ·g, or a weight W [d_in, d_out] as B); from rows one makes left tiles a
+//! line at a time, from Mᵀ right tiles (two rows of Mᵀ interleaved per line), and the other kind
+//! by transposing the tile in registers.
+
+use rayon::prelude::*;
+
+use super::{KTILE, TILE};
+
+/// One tile row: 32 bf16 (64 bytes) on a cache line of its own. A tile whose rows straddle two
+/// lines loads several times slower (measured here: `TILELOADD` of 16-byte-aligned tiles ran
+/// at a sixth of the aligned rate, and a whole product at half).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub(super) struct Line([u16; KTILE]);
+
+/// The f32 matrix M [r, k] an operand is packed from (see the module's note).
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// M stored row-major.
+    Rows(&'a [f32]),
+    /// Mᵀ [k, r] stored row-major.
+    Transposed(&'a [f32]),
+}
+
+/// Which side of the product a packed operand is.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Side {
+    Left,
+    Right,
+}
+
+/// An operand packed in tiles for the kernel, zero-padded to whole tile pairs: tile (t, kb) is
+/// 16 lines at `data[(t · k_tiles + kb) · 16 ..]`.
+pub struct Packed {
+    data: Vec<Line>,
+    /// Tile rows (a multiple of 2) and tiles along the shared dimension.
+    pub(super) row_tiles: usize,
+    pub(super) k_tiles: usize,
+}
+
+impl Packed {
+    /// The left operand A [m, k] of A · B from A row-major (`Source::Rows`) or from Aᵀ [k, m]
+    /// (`Source::Transposed`).
+    pub fn left(a: Source, m: usize, k: usize) -> Packed {
+        Packed::new(Vec::new(), Side::Left, a, m, k)
+    }
+
+    /// The right operand B [k, n] of A · B from B row-major, or from Bᵀ [n, k] where
+    /// `transposed`.
+    pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
+        let source = match transposed {
+            true => Source::Rows(b),
+            false => Source::Transposed(b),
+        };
+        Packed::new(Vec::new(), Side::Right, source, n, k)
+    }
+
+    /// M [rows, k] from `source` packed as `side`'s tiles into `buffer` (a reused allocation:
+    /// only grown, never shrunk, so that alternating shapes do not zero it again), one rayon
+    /// task per tile row.
+    pub(super) fn new(
+        mut buffer: Vec<Line>,
+        side: Side,
+        source: Source,
+        rows: usize,
+        k: usize,
+    ) -> Packed {
+        assert!(
+            std::arch::is_x86_feature_detected!("avx512bf16")
+                && std::arch::is_x86_feature_detected!("avx512bw"),
+            "AMX packing needs AVX512-BF16 and AVX512-BW"
+        );
+        let (Source::Rows(values) | Source::Transposed(values)) = source;
+        assert_eq!(values.len(), rows * k, "operand of the wrong size");
+        let row_tiles = rows.div_ceil(2 * TILE) * 2;
+        let k_tiles = k.div_ceil(KTILE);
+        let len = row_tiles * k_tiles * TILE;
+        if buffer.len() < len {
+            buffer.resize(len, Line::default());
+        }
+        let transpose = matches!(
+            (side, source),
+            (Side::Left, Source::Transposed(_)) | (Side::Right, Source::Rows(_))
+        );
+        buffer[..len]
+            .par_chunks_mut(k_tiles * TILE)
+            .enumerate()
+            .for_each(|(t, panel)| {
+                for (kb, tile) in panel.chunks_exact_mut(TILE).enumerate() {
+                    // SAFETY: the CPU has AVX512-F/BW/BF16 (asserted above); `values` holds
+                    // M [rows, k] (or its transpose), and the helpers read only inside it.
+                    unsafe { fill_tile(tile, source, (rows, k), (t, kb), transpose) };
+                }
+            });
+        Packed {
+            data: buffer,
+            row_tiles,
+            k_tiles,
+        }
+    }
+
+    /// Tile (t, kb): 16 lines of 64 bytes, each on its own cache line.
+    pub(super) fn tile(&self, t: usize, kb: usize) -> *const u16 {
+        self.data[(t * self.k_tiles + kb) * TILE..].as_ptr().cast()
+    }
+
+    /// The allocation, to be reused for the next operand.
+    pub(super) fn into_buffer(self) -> Vec<Line> {
+        self.data
+    }
+}
+
+/// Tile (t, kb) of M [rows, k] from `source`: lines as the source gives them (rows of M, or
+/// pairs of rows of Mᵀ), transposed after where the side wants the other kind.
+///
+/// # Safety
+/// AVX512-F/BW/BF16 are available; `source` holds rows × k values.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn fill_tile(
+    tile: &mut [Line],
+    source: Source,
+    (rows, k): (usize, usize),
+    (t, kb): (usize, usize),
+    transpose: bool,
+) {
+    let k0 = kb * KTILE;
+    match source {
+        Source::Rows(m) => {
+            let valid = KTILE.min(k - k0);
+            for (i, line) in tile.iter_mut().enumerate() {
+                let row = t * TILE + i;
+                *line = match row < rows {
+                    // SAFETY: row < rows and k0 + valid <= k: inside `m`.
+                    true => unsafe { row_line(m.as_ptr().add(row * k + k0), valid) },
+                    false => Line::default(),
+                };
+            }
+        }
+        Source::Transposed(mt) => {
+            let c0 = t * TILE;
+            let valid = TILE.min(rows.saturating_sub(c0));
+            for (p, line) in tile.iter_mut().enumerate() {
+                let (even, odd) = (k0 + 2 * p, k0 + 2 * p + 1);
+                // SAFETY: rows `even`/`odd` of Mᵀ are read only where they exist (< k), and
+                // columns c0 .. c0 + valid of them lie inside.
+                *line = unsafe {
+                    pair_line(
+                        (even < k).then(|| mt.as_ptr().add(even * rows + c0)),
+                        (odd < k).then(|| mt.as_ptr().add(odd * rows + c0)),
+                        valid,
+                    )
+                };
+            }
+        }
+    }
+    if transpose {
+        // SAFETY: the tile is 16 lines; AVX-512 is available.
+        unsafe { transpose_pairs(tile) };
+    }
+}
+
+/// `valid` (≤ 32) f32 from `src` rounded to bf16, zeros after them.
+///
+/// # Safety
+/// AVX512-F/BF16; `src` holds `valid` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn row_line(src: *const f32, valid: usize) -> Line {
+    use std::arch::x86_64::*;
+    let low = mask(valid.min(TILE));
+    let high = mask(valid.saturating_sub(TILE));
+    // SAFETY: masked loads read only the `valid` values (masked-off lanes do not fault).
+    unsafe {
+        let lo = _mm512_maskz_loadu_ps(low, src);
+        let hi = _mm512_maskz_loadu_ps(high, src.add(TILE));
+        std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo))
+    }
+}
+
+/// Line of interleaved pairs: (even[j], odd[j]) for the first `valid` (≤ 16) columns, zeros
+/// after them and for a missing row.
+///
+/// # Safety
+/// AVX512-F/BW/BF16; each row given holds `valid` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_line(even: Option<*const f32>, odd: Option<*const f32>, valid: usize) -> Line {
+    use std::arch::x86_64::*;
+    let m = mask(valid);
+    // SAFETY: masked loads read only the `valid` values of a row that exists.
+    unsafe {
+        let load = |row: Option<*const f32>| {
+            row.map_or(_mm512_setzero_ps(), |r| _mm512_maskz_loadu_ps(m, r))
+        };
+        // Words 0–15 the even row, 16–31 the odd one; then word 2j ← j, 2j + 1 ← 16 + j.
+        let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(load(odd), load(even)));
+        let order = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        std::mem::transmute(_mm512_permutexvar_epi16(order, both))
+    }
+}
+
+/// The lowest `n` (≤ 16) lanes.
+fn mask(n: usize) -> u16 {
+    ((1u32 << n) - 1) as u16
+}
+
+/// The 16 × 16 matrix of 32-bit pairs in `tile` transposed in place: unpack 32- and 64-bit
+/// halves within 128-bit lanes, then gather the lanes (the usual AVX-512 transpose).
+///
+/// # Safety
+/// AVX512-F; `tile` is 16 lines.
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_pairs(tile: &mut [Line]) {
+    use std::arch::x86_64::*;
+    assert_eq!(tile.len(), TILE);
+    // SAFETY: each line is 64 aligned bytes.
+    unsafe {
+        let r: [__m512i; 16] =
+            std::array::from_fn(|i| _mm512_load_si512(tile[i].0.as_ptr().cast()));
+        // t[2i] = rows 2i, 2i+1 interleaved by 32 bits (columns 0, 1 of each lane), t[2i+1] the
+        // same for columns 2, 3.
+        let t: [__m512i; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            match i % 2 {
+                0 => _mm512_unpacklo_epi32(a, b),
+                _ => _mm512_unpackhi_epi32(a, b),
+            }
+        });
+        // u[4g + c]: rows 4g .. 4g+4 of column c (+ 4·lane) in each 128-bit lane.
+        let u: [__m512i; 16] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let (a, b) = (t[4 * g + c / 2], t[4 * g + c / 2 + 2]);
+            match c % 2 {
+                0 => _mm512_unpacklo_epi64(a, b),
+                _ => _mm512_unpackhi_epi64(a, b),
+            }
+        });
+        for c in 0..4 {
+            let v0 = _mm512_shuffle_i32x4::<0x88>(u[c], u[4 + c]);
+            let v1 = _mm512_shuffle_i32x4::<0xDD>(u[c], u[4 + c]);
+            let v2 = _mm512_shuffle_i32x4::<0x88>(u[8 + c], u[12 + c]);
+            let v3 = _mm512_shuffle_i32x4::<0xDD>(u[8 + c], u[12 + c]);
+            let out = [
+                (c, _mm512_shuffle_i32x4::<0x88>(v0, v2)),
+                (c + 8, _mm512_shuffle_i32x4::<0xDD>(v0, v2)),
+                (c + 4, _mm512_shuffle_i32x4::<0x88>(v1, v3)),
+                (c + 12, _mm512_shuffle_i32x4::<0xDD>(v1, v3)),
+            ];
+            for (row, v) in out {
+                _mm512_store_si512(tile[row].0.as_mut_ptr().cast(), v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{available, to_bf16};
+    use super::*;
+
+    fn pattern(len: usize) -> Vec<f32> {
+        (0..len).map(|i| (i as f32 * 0.37).sin()).collect()
+    }
+
+    /// The tile (t, kb) as the kernel reads it, 16 × 32 words.
+    fn tile_words(p: &Packed, t: usize, kb: usize) -> Vec<u16> {
+        p.data[(t * p.k_tiles + kb) * TILE..][..TILE]
+            .iter()
+            .flat_map(|l| l.0)
+            .collect()
+    }
+
+    #[test]
+    fn tiles_hold_what_the_kernel_reads_from_every_source() {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        // Odd sizes: partial tiles along both dimensions, an odd k (a lone last pair).
+        let (r, k) = (37, 71);
+        let m = pattern(r * k);
+        let mt: Vec<f32> = (0..k * r).map(|i| m[i % r * k + i / r]).collect();
+        let at = |row: usize, kk: usize| match row < r && kk < k {
+            true => to_bf16(m[row * k + kk]),
+            false => 0,
+        };
+        for side in [Side::Left, Side::Right] {
+            let from_rows = Packed::new(Vec::new(), side, Source::Rows(&m), r, k);
+            let from_transposed = Packed::new(Vec::new(), side, Source::Transposed(&mt), r, k);
+            assert_eq!((from_rows.row_tiles, from_rows.k_tiles), (4, 3));
+            for t in 0..4 {
+                for kb in 0..3 {
+                    let want: Vec<u16> = (0..TILE * KTILE)
+                        .map(|w| {
+                            let (line, word) = (w / KTILE, w % KTILE);
+                            match side {
+                                Side::Left => at(t * TILE + line, kb * KTILE + word),
+                                Side::Right => {
+                                    at(t * TILE + word / 2, kb * KTILE + 2 * line + word % 2)
+                                }
+                            }
+                        })
+                        .collect();
+                    assert!(tile_words(&from_rows, t, kb) == want, "rows, tile {t},{kb}");
+                    assert!(
+                        tile_words(&from_transposed, t, kb) == want,
+                        "Mᵀ, tile {t},{kb}"
+                    );
+                }
+            }
+        }
+    }
+}

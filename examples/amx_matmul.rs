@@ -115,7 +115,14 @@ fn main() {
             gemm_f32(&a, &b, &mut want, (m, k, n), layout);
             f32_ms.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
-            amx::matmul_into(&mut got, false, source, &b, (m, k, n), b_transposed);
+            amx::matmul_into(
+                &mut got,
+                amx::Start::Zero,
+                source,
+                &b,
+                (m, k, n),
+                b_transposed,
+            );
             amx_ms.push(t.elapsed().as_secs_f64() * 1e3);
             let t = Instant::now();
             amx::matmul_packed(&left, &right, &mut prepacked, m, n);

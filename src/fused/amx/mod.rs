@@ -138,20 +138,50 @@ thread_local! {
     static BUFFERS: std::cell::RefCell<(Vec<Line>, Vec<Line>)> = Default::default();
 }
 
-/// C [m, n] = A · B, or C += A · B where `accumulate`: A is `Source::Rows(A [m, k])` or
+/// What a product is added onto.
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    /// Nothing: C = A · B, and C's old contents are never read.
+    Zero,
+    /// C's own values: C += A · B.
+    Onto,
+    /// A bias [n] in every row: C = bias + A · B, loaded into the tiles as they start (a
+    /// tile load with row stride 0), so C is not filled with it first.
+    Bias(&'a [f32]),
+}
+
+/// C [m, n] (+)= A · B, starting from `start`: A is `Source::Rows(A [m, k])` or
 /// `Source::Transposed(Aᵀ [k, m])` (the xᵀ of a weight gradient); B is [k, n], or [n, k] where
 /// `b_transposed`. Every operand in f32; the products of their bf16 roundings are summed in
 /// f32. Needs [`available`].
 pub fn matmul_into(
     c: &mut [f32],
-    accumulate: bool,
+    start: Start,
+    a: Source,
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    b_transposed: bool,
+) {
+    assert_eq!(c.len(), m * n);
+    // SAFETY: `c` is m × n initialized values, borrowed mutably for the call.
+    unsafe { matmul_raw(c.as_mut_ptr(), start, a, b, (m, k, n), b_transposed) }
+}
+
+/// [`matmul_into`] into a raw output, which may be uninitialized unless `start` is
+/// [`Start::Onto`]: every one of its m × n values is written.
+///
+/// # Safety
+/// `c` points at m × n f32 that nothing else reads or writes during the call, initialized where
+/// `start` is [`Start::Onto`].
+pub unsafe fn matmul_raw(
+    c: *mut f32,
+    start: Start,
     a: Source,
     b: &[f32],
     (m, k, n): (usize, usize, usize),
     b_transposed: bool,
 ) {
     assert!(available(), "AMX kernels called without AMX");
-    assert_eq!(c.len(), m * n);
     assert_eq!(b.len(), k * n);
     let (left_buffer, right_buffer) = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let left = Packed::new(left_buffer, Side::Left, a, m, k);
@@ -161,7 +191,8 @@ pub fn matmul_into(
         false => Source::Transposed(b),
     };
     let right = Packed::new(right_buffer, Side::Right, b, n, k);
-    multiply(&left, &right, c, n, accumulate);
+    // SAFETY: the caller's contract.
+    unsafe { multiply(&left, &right, Output { c, m, n }, start) };
     BUFFERS.with(|b| *b.borrow_mut() = (left.into_buffer(), right.into_buffer()));
 }
 
@@ -169,7 +200,14 @@ pub fn matmul_into(
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
     assert_eq!(a.len(), m * k);
     let mut c = vec![0f32; m * n];
-    matmul_into(&mut c, false, Source::Rows(a), b, (m, k, n), b_transposed);
+    matmul_into(
+        &mut c,
+        Start::Zero,
+        Source::Rows(a),
+        b,
+        (m, k, n),
+        b_transposed,
+    );
     c
 }
 
@@ -177,7 +215,14 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: 
 pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     assert_eq!(at.len(), m * k);
     let mut c = vec![0f32; m * n];
-    matmul_into(&mut c, false, Source::Transposed(at), b, (m, k, n), false);
+    matmul_into(
+        &mut c,
+        Start::Zero,
+        Source::Transposed(at),
+        b,
+        (m, k, n),
+        false,
+    );
     c
 }
 
@@ -185,83 +230,126 @@ pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usiz
 /// so that an operand used in several products (a weight within a step) is packed once.
 pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: usize) {
     assert!(available(), "AMX kernels called without AMX");
-    assert!(left.row_tiles * TILE >= m);
     assert_eq!(c.len(), m * n);
-    multiply(left, right, c, n, false);
+    let c = Output {
+        c: c.as_mut_ptr(),
+        m,
+        n,
+    };
+    // SAFETY: `c` is m × n values borrowed mutably for the call.
+    unsafe { multiply(left, right, c, Start::Zero) };
 }
 
-/// C (+)= left · right, one task per pair of output tile rows (32 rows of C).
-fn multiply(left: &Packed, right: &Packed, c: &mut [f32], n: usize, accumulate: bool) {
+/// Where a product goes: C [m, n] row-major, shared by the tasks that write its row blocks.
+#[derive(Clone, Copy)]
+struct Output {
+    c: *mut f32,
+    m: usize,
+    n: usize,
+}
+// SAFETY: each task reads and writes only its own 32 rows of C.
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+/// 16 f32 on a cache line of their own: a bias segment, or a row of an output tile outside C.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct F32Line([f32; TILE]);
+
+/// C (+)= left · right from `start`, one task per pair of output tile rows (32 rows of C).
+///
+/// # Safety
+/// As [`matmul_raw`].
+unsafe fn multiply(left: &Packed, right: &Packed, c: Output, start: Start) {
     assert_eq!(
         left.k_tiles, right.k_tiles,
         "operands of different shared sizes"
     );
-    assert!(right.row_tiles * TILE >= n);
-    c.par_chunks_mut(2 * TILE * n)
-        .enumerate()
-        .for_each(|(pair, rows)| block_row(left, right, pair, rows, n, accumulate));
+    assert!(left.row_tiles * TILE >= c.m && right.row_tiles * TILE >= c.n);
+    // The bias on cache lines, zero-padded to whole tiles, one line per tile column.
+    let bias: Option<Vec<F32Line>> = match start {
+        Start::Bias(b) => {
+            assert_eq!(b.len(), c.n, "bias of the wrong size");
+            let mut lines = vec![F32Line::default(); right.row_tiles];
+            for (line, part) in lines.iter_mut().zip(b.chunks(TILE)) {
+                line.0[..part.len()].copy_from_slice(part);
+            }
+            Some(lines)
+        }
+        _ => None,
+    };
+    (0..c.m.div_ceil(2 * TILE))
+        .into_par_iter()
+        // SAFETY: each task has its own 32 rows of C (the caller's contract for the rest).
+        .for_each(|pair| unsafe { block_row(left, right, c, pair, start, bias.as_deref()) });
 }
 
-/// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks,
-/// each accumulated on top of what `rows` holds where `accumulate`, else from zero.
-fn block_row(
+/// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks.
+///
+/// # Safety
+/// This task alone reads and writes those rows of C; `bias` is the padded bias where `start`
+/// is one.
+unsafe fn block_row(
     left: &Packed,
     right: &Packed,
+    c: Output,
     pair: usize,
-    rows: &mut [f32],
-    n: usize,
-    accumulate: bool,
+    start: Start,
+    bias: Option<&[F32Line]>,
 ) {
     let config = TileConfig::new();
-    let mut out = [OutputTile([0f32; TILE * TILE]); 4];
-    let height = rows.len() / n;
+    let mut out = [[F32Line::default(); TILE]; 4];
+    let height = (2 * TILE).min(c.m - pair * 2 * TILE);
+    // SAFETY: the block row starts inside C.
+    let rows = unsafe { c.c.add(pair * 2 * TILE * c.n) };
     // SAFETY: `available()` was checked by the caller; the configuration is valid for palette 1.
     unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
     for col_pair in 0..right.row_tiles / 2 {
         let c0 = 2 * col_pair;
+        let edge = EdgeBlock {
+            rows,
+            n: c.n,
+            height,
+            c0,
+        };
         // A whole 32 × 32 block inside C is loaded and stored in place; an edge one through
-        // `out`, which holds its part of C (zero-padded) or zeros.
-        let whole = height == 2 * TILE && (c0 + 2) * TILE <= n;
-        let block = match whole {
-            true => {
-                let base = rows[c0 * TILE..].as_mut_ptr();
-                // SAFETY: the block's four tiles lie inside `rows` (whole block).
-                let tiles = unsafe {
-                    [
-                        base,
-                        base.add(TILE),
-                        base.add(TILE * n),
-                        base.add(TILE * n + TILE),
-                    ]
-                };
-                (tiles, n * 4)
+        // `out`, which starts as its part of C, the bias or zeros.
+        let whole = height == 2 * TILE && (c0 + 2) * TILE <= c.n;
+        // Inside this task's rows of C for a whole block (wrapping: an edge block's may not be).
+        let in_c =
+            [0, TILE, TILE * c.n, TILE * c.n + TILE].map(|o| rows.wrapping_add(c0 * TILE + o));
+        let out_tiles = out.each_mut().map(|t| t.as_mut_ptr().cast::<f32>());
+        let stored = match whole {
+            true => (in_c, c.n * 4),
+            false => (out_tiles, TILE * 4),
+        };
+        let init = match (start, whole) {
+            (Start::Zero, true) => None,
+            (Start::Onto, true) => Some((in_c.map(|p| p.cast_const()), c.n * 4)),
+            (Start::Bias(_), _) => {
+                let b = bias.expect("a padded bias");
+                let line = |t: usize| b[c0 + t % 2].0.as_ptr();
+                Some(([0, 1, 2, 3].map(line), 0))
             }
-            false => {
-                for (t, OutputTile(tile)) in out.iter_mut().enumerate() {
-                    tile.fill(0.0);
-                    if accumulate {
-                        edge_tile(rows, n, height, t, c0, |c, o| o.copy_from_slice(c), tile);
+            (_, false) => {
+                for (t, tile) in out.iter_mut().enumerate() {
+                    tile.fill(F32Line::default());
+                    if matches!(start, Start::Onto) {
+                        // SAFETY: the block's part of C, in this task's rows.
+                        unsafe { edge.copy(t, tile, true) };
                     }
                 }
-                let [o0, o1, o2, o3] = &mut out;
-                (
-                    [
-                        o0.0.as_mut_ptr(),
-                        o1.0.as_mut_ptr(),
-                        o2.0.as_mut_ptr(),
-                        o3.0.as_mut_ptr(),
-                    ],
-                    TILE * 4,
-                )
+                Some((out_tiles.map(|p| p.cast_const()), TILE * 4))
             }
         };
-        // SAFETY: every tile pointer points at a whole 16 × 64-byte tile inside its packed
-        // buffer (both are padded to whole tile pairs); `block` points at four 16 × 16 f32
-        // tiles with row stride `block.1` bytes, in `rows` or in `out`.
-        unsafe { tile_products(left, right, 2 * pair, c0, block, accumulate || !whole) };
+        // SAFETY: every operand tile lies inside its packed buffer (both are padded to whole
+        // tile pairs); `init` and `stored` point at four 16 × 16 f32 tiles with their row
+        // strides, in C, in `out` or in the bias lines (stride 0: one line for every row).
+        unsafe { tile_products(left, right, 2 * pair, c0, init, stored) };
         if !whole {
-            for (t, OutputTile(tile)) in out.iter_mut().enumerate() {
-                edge_tile(rows, n, height, t, c0, |c, o| c.copy_from_slice(o), tile);
+            for (t, tile) in out.iter_mut().enumerate() {
+                // SAFETY: the block's part of C, in this task's rows.
+                unsafe { edge.copy(t, tile, false) };
             }
         }
     }
@@ -269,70 +357,74 @@ fn block_row(
     unsafe { std::arch::asm!("tilerelease", options(nostack)) };
 }
 
-/// A 16 × 16 f32 output tile outside C, its rows on cache lines.
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct OutputTile([f32; TILE * TILE]);
-
-/// Applies `copy(part of C, part of the tile)` to the rows and columns of edge tile `t` of the
-/// block at tile column `c0` that lie inside C.
-fn edge_tile(
-    rows: &mut [f32],
+/// A 32 × 32 block at tile column `c0` of the block row at `rows` (`height` rows of C) that
+/// does not lie whole inside C.
+struct EdgeBlock {
+    rows: *mut f32,
     n: usize,
     height: usize,
-    t: usize,
     c0: usize,
-    copy: impl Fn(&mut [f32], &mut [f32]),
-    tile: &mut [f32; TILE * TILE],
-) {
-    let (dr, dc) = (t / 2 * TILE, (c0 + t % 2) * TILE);
-    let width = TILE.min(n.saturating_sub(dc));
-    if width == 0 {
-        return;
-    }
-    for i in 0..TILE.min(height.saturating_sub(dr)) {
-        copy(
-            &mut rows[(dr + i) * n + dc..][..width],
-            &mut tile[i * TILE..][..width],
-        );
+}
+
+impl EdgeBlock {
+    /// Copies the part of tile `t` that lies inside C from C into `tile` (`into_tile`) or back.
+    ///
+    /// # Safety
+    /// `rows` is this task's block row of C.
+    unsafe fn copy(&self, t: usize, tile: &mut [F32Line; TILE], into_tile: bool) {
+        let (dr, dc) = (t / 2 * TILE, (self.c0 + t % 2) * TILE);
+        let width = TILE.min(self.n.saturating_sub(dc));
+        for (i, line) in tile
+            .iter_mut()
+            .enumerate()
+            .take(self.height.saturating_sub(dr))
+        {
+            // SAFETY: row dr + i < height and columns dc .. dc + width < n: inside C.
+            unsafe {
+                let at = self.rows.add((dr + i) * self.n + dc);
+                match into_tile {
+                    true => std::ptr::copy_nonoverlapping(at, line.0.as_mut_ptr(), width),
+                    false => std::ptr::copy_nonoverlapping(line.0.as_ptr(), at, width),
+                }
+            }
+        }
     }
 }
 
-/// One 32 × 32 block: C tiles loaded from `block` (or zeroed unless `load`), the products over
-/// the whole shared dimension added, the tiles stored back.
+/// One 32 × 32 block: the four C tiles loaded from `init` (pointers and row stride in bytes)
+/// or zeroed, the products over the whole shared dimension added, the tiles stored to
+/// `stored`.
 ///
 /// # Safety
-/// The tile configuration is loaded; `block` holds four writable 16 × 16 f32 tiles with row
-/// stride `block.1` bytes; tile rows `r0`, `r0 + 1` of `left` and `c0`, `c0 + 1` of `right`
-/// exist.
+/// The tile configuration is loaded; `init` and `stored` hold four 16 × 16 f32 tiles with
+/// their row strides, readable and writable; tile rows `r0`, `r0 + 1` of `left` and `c0`,
+/// `c0 + 1` of `right` exist.
 unsafe fn tile_products(
     left: &Packed,
     right: &Packed,
     r0: usize,
     c0: usize,
+    init: Option<([*const f32; 4], usize)>,
     (c, stride): ([*mut f32; 4], usize),
-    load: bool,
 ) {
-    let s = stride as isize;
     unsafe {
-        if load {
-            std::arch::asm!(
+        match init {
+            Some((i, s)) => std::arch::asm!(
                 "tileloadd tmm0, [{o0} + {s}*1]",
                 "tileloadd tmm1, [{o1} + {s}*1]",
                 "tileloadd tmm2, [{o2} + {s}*1]",
                 "tileloadd tmm3, [{o3} + {s}*1]",
-                o0 = in(reg) c[0], o1 = in(reg) c[1], o2 = in(reg) c[2], o3 = in(reg) c[3],
+                o0 = in(reg) i[0], o1 = in(reg) i[1], o2 = in(reg) i[2], o3 = in(reg) i[3],
                 s = in(reg) s,
                 options(nostack),
-            );
-        } else {
-            std::arch::asm!(
+            ),
+            None => std::arch::asm!(
                 "tilezero tmm0",
                 "tilezero tmm1",
                 "tilezero tmm2",
                 "tilezero tmm3",
                 options(nostack)
-            );
+            ),
         }
         let operand_stride = (KTILE * 2) as isize;
         for kb in 0..left.k_tiles {
@@ -359,7 +451,7 @@ unsafe fn tile_products(
             "tilestored [{o2} + {s}*1], tmm2",
             "tilestored [{o3} + {s}*1], tmm3",
             o0 = in(reg) c[0], o1 = in(reg) c[1], o2 = in(reg) c[2], o3 = in(reg) c[3],
-            s = in(reg) s,
+            s = in(reg) stride,
             options(nostack),
         );
     }
@@ -426,11 +518,46 @@ mod tests {
             }
             // Accumulated onto what C holds: C + A·B.
             let mut onto: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
-            matmul_into(&mut onto, true, Source::Rows(&a), &b, (m, k, n), false);
+            matmul_into(
+                &mut onto,
+                Start::Onto,
+                Source::Rows(&a),
+                &b,
+                (m, k, n),
+                false,
+            );
             for (i, (o, g)) in onto.iter().zip(&got).enumerate() {
                 assert!(
                     (o - (i as f32 + g)).abs() <= 1e-4 * (1.0 + o.abs()),
                     "{m}x{k}x{n} +="
+                );
+            }
+            // From zero, whatever C held before.
+            let mut over = vec![f32::NAN; m * n];
+            matmul_into(
+                &mut over,
+                Start::Zero,
+                Source::Rows(&a),
+                &b,
+                (m, k, n),
+                false,
+            );
+            assert_eq!(over, got, "{m}x{k}x{n} over NaN");
+            // Started from a bias row under every row (whatever C held): bias + A·B.
+            let bias: Vec<f32> = (0..n).map(|j| j as f32 - 3.5).collect();
+            let mut biased = vec![f32::NAN; m * n];
+            matmul_into(
+                &mut biased,
+                Start::Bias(&bias),
+                Source::Rows(&a),
+                &b,
+                (m, k, n),
+                false,
+            );
+            for (i, (o, g)) in biased.iter().zip(&got).enumerate() {
+                assert!(
+                    (o - (bias[i % n] + g)).abs() <= 1e-4 * (1.0 + o.abs()),
+                    "{m}x{k}x{n} bias"
                 );
             }
             // Aᵀ given instead of A: the same products.

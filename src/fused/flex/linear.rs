@@ -33,6 +33,16 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
     let whole = gemm_threads_itself(d_in, d_out);
     let mut out = Written::new(n * d_out);
     let out_ptr = out.ptr();
+    if whole && amx::mixed() {
+        // bf16-mixed: the product on AMX tiles, its tiles starting from the bias (or zero).
+        let start = bv.map_or(amx::Start::Zero, amx::Start::Bias);
+        let x = amx::Source::Rows(xv);
+        // SAFETY: `out` has room for n × d_out values, all written by the product.
+        unsafe {
+            amx::matmul_raw(out_ptr.get(), start, x, wv, (n, d_in, d_out), false);
+            return tensor(out.assume_written(), &[n, d_out]);
+        }
+    }
     let per = linear_rows(n);
     (0..n.div_ceil(per)).into_par_iter().for_each(|c| {
         let rows = c * per..((c + 1) * per).min(n);
@@ -60,13 +70,7 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
             }
         }
     });
-    if whole && amx::mixed() {
-        // bf16-mixed: the product on AMX tiles, accumulated onto the bias (or zero) rows.
-        // SAFETY: every row holds the bias or zeros now, and nothing else writes `out` here.
-        let all = unsafe { std::slice::from_raw_parts_mut(out_ptr.get(), n * d_out) };
-        let x = amx::Source::Rows(xv);
-        amx::matmul_into(all, true, x, wv, (n, d_in, d_out), false);
-    } else if whole {
+    if whole {
         // SAFETY: every row holds the bias or zeros now; the product is added onto all of them.
         unsafe {
             mm_with(
@@ -139,19 +143,18 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
     let db = add_up(partials.iter().map(|p| &p.1), d_out);
     let dw = if whole && amx::mixed() {
         // bf16-mixed: dx = g·Wᵀ and dW = xᵀ·g on AMX tiles.
-        // SAFETY: dx has room for n × d_in values, zeroed before the slice is made.
-        let dx_all = unsafe {
-            std::ptr::write_bytes(dx_ptr.get(), 0, n * d_in);
-            std::slice::from_raw_parts_mut(dx_ptr.get(), n * d_in)
+        let g = amx::Source::Rows(gv);
+        // SAFETY: dx has room for n × d_in values, all written by the product.
+        unsafe {
+            amx::matmul_raw(
+                dx_ptr.get(),
+                amx::Start::Zero,
+                g,
+                wv,
+                (n, d_out, d_in),
+                true,
+            )
         };
-        amx::matmul_into(
-            dx_all,
-            false,
-            amx::Source::Rows(gv),
-            wv,
-            (n, d_out, d_in),
-            true,
-        );
         amx::matmul_left_transposed(xv, gv, d_in, n, d_out)
     } else if whole {
         let mut dw = Written::new(d_in * d_out);

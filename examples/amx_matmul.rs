@@ -99,8 +99,8 @@ fn main() {
             .collect();
         let (mut f32_ms, mut amx_ms, mut packed_ms) = (Vec::new(), Vec::new(), Vec::new());
         let source = match layout {
-            Layout::ATransposed => amx::Source::Transposed(&a),
-            _ => amx::Source::Rows(&a),
+            Layout::ATransposed => amx::Source::transposed(&a),
+            _ => amx::Source::rows(&a),
         };
         let b_transposed = layout == Layout::BTransposed;
         let (left, right) = (
@@ -139,5 +139,106 @@ fn main() {
             f / x,
             f / p
         );
+    }
+    attention_blocks(rounds);
+}
+
+/// Attention's per-head products as the fused kernel runs them: 32 × 12 (batch row, head)
+/// blocks on rayon, each QKᵀ [128 × 32 · 32 × 128] then P·V [128 × 128 · 128 × 32] on one
+/// thread, from [batch, 128, 384] q / k / v (MiniLM), and 32 × 2 blocks of 256 tokens with
+/// 32-wide heads from [batch, 256, 64] (model A).
+fn attention_blocks(rounds: usize) {
+    use rayon::prelude::*;
+    for (name, b, h, l, d) in [
+        ("MiniLM attention", 32, 12, 128, 32),
+        ("model A attention", 32, 2, 256, 32),
+    ] {
+        let width = h * d;
+        let qkv: Vec<f32> = (0..b * l * width)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let mut scores = vec![0f32; b * h * l * l];
+        let mut out = vec![0f32; b * l * width];
+        let run = |mixed: bool, scores: &mut [f32], out: &mut [f32]| {
+            let (sp, op) = (scores.as_mut_ptr() as usize, out.as_mut_ptr() as usize);
+            (0..b * h).into_par_iter().for_each(|bh| {
+                let (bi, hi) = (bh / h, bh % h);
+                let head = &qkv[bi * l * width + hi * d..][..(l - 1) * width + d];
+                let p = (sp as *mut f32).wrapping_add(bh * l * l);
+                let o = (op as *mut f32).wrapping_add(bi * l * width + hi * d);
+                // SAFETY: each block writes its own scores and its head's output columns.
+                let probs = unsafe { std::slice::from_raw_parts(p, l * l) };
+                if mixed {
+                    let q = amx::Source::rows(head).with_stride(width);
+                    unsafe {
+                        amx::block_product((p, l), amx::Start::Zero, q, q, (l, d, l));
+                        let v = amx::Source::transposed(head).with_stride(width);
+                        amx::block_product(
+                            (o, width),
+                            amx::Start::Zero,
+                            amx::Source::rows(probs),
+                            v,
+                            (l, l, d),
+                        );
+                    }
+                } else {
+                    unsafe {
+                        gemm::gemm(
+                            l,
+                            l,
+                            d,
+                            p,
+                            1,
+                            l as isize,
+                            false,
+                            head.as_ptr(),
+                            1,
+                            width as isize,
+                            head.as_ptr(),
+                            width as isize,
+                            1,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                        gemm::gemm(
+                            l,
+                            d,
+                            l,
+                            o,
+                            1,
+                            width as isize,
+                            false,
+                            probs.as_ptr(),
+                            1,
+                            l as isize,
+                            head.as_ptr(),
+                            1,
+                            width as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        );
+                    }
+                }
+            });
+        };
+        let (mut f32_ms, mut amx_ms) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let t = Instant::now();
+            run(false, &mut scores, &mut out);
+            f32_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            run(true, &mut scores, &mut out);
+            amx_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (f, x) = (median(f32_ms), median(amx_ms));
+        println!("{name:<36}{f:>10.2}{x:>14.2}{:>10.2}×", f / x);
     }
 }

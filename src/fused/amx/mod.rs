@@ -150,8 +150,8 @@ pub enum Start<'a> {
     Bias(&'a [f32]),
 }
 
-/// C [m, n] (+)= A · B, starting from `start`: A is `Source::Rows(A [m, k])` or
-/// `Source::Transposed(Aᵀ [k, m])` (the xᵀ of a weight gradient); B is [k, n], or [n, k] where
+/// C [m, n] (+)= A · B, starting from `start`: A is `Source::rows(A [m, k])` or
+/// `Source::transposed(Aᵀ [k, m])` (the xᵀ of a weight gradient); B is [k, n], or [n, k] where
 /// `b_transposed`. Every operand in f32; the products of their bf16 roundings are summed in
 /// f32. Needs [`available`].
 pub fn matmul_into(
@@ -181,18 +181,52 @@ pub unsafe fn matmul_raw(
     (m, k, n): (usize, usize, usize),
     b_transposed: bool,
 ) {
-    assert!(available(), "AMX kernels called without AMX");
-    assert_eq!(b.len(), k * n);
-    let (left_buffer, right_buffer) = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let left = Packed::new(left_buffer, Side::Left, a, m, k);
     // M of the right operand is Bᵀ: B [k, n] is Mᵀ, and B given transposed is M.
     let b = match b_transposed {
-        true => Source::Rows(b),
-        false => Source::Transposed(b),
+        true => Source::rows(b),
+        false => Source::transposed(b),
     };
-    let right = Packed::new(right_buffer, Side::Right, b, n, k);
+    let c = Output { c, m, n, stride: n };
     // SAFETY: the caller's contract.
-    unsafe { multiply(&left, &right, Output { c, m, n }, start) };
+    unsafe { product(c, start, a, b, k, true) }
+}
+
+/// One small product inside a task of its own (an attention block), on this thread alone:
+/// C [m, n] (+)= A · B with C's rows `c_stride` apart; `a` is A (or Aᵀ), `bt` is Bᵀ [n, k]
+/// ([`Source::rows`]) or B [k, n] ([`Source::transposed`]), either with strides.
+///
+/// # Safety
+/// As [`matmul_raw`], with C's rows `c_stride` (≥ n) apart.
+pub unsafe fn block_product(
+    (c, c_stride): (*mut f32, usize),
+    start: Start,
+    a: Source,
+    bt: Source,
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(c_stride >= n, "output rows overlap");
+    let c = Output {
+        c,
+        m,
+        n,
+        stride: c_stride,
+    };
+    // SAFETY: the caller's contract.
+    unsafe { product(c, start, a, bt, k, false) }
+}
+
+/// C (+)= A · B from `a` (A or Aᵀ) and `bt` (Bᵀ or B), packed in this thread's buffers, on
+/// rayon where `parallel`.
+///
+/// # Safety
+/// As [`matmul_raw`].
+unsafe fn product(c: Output, start: Start, a: Source, bt: Source, k: usize, parallel: bool) {
+    assert!(available(), "AMX kernels called without AMX");
+    let (left_buffer, right_buffer) = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let left = Packed::new(left_buffer, Side::Left, a, (c.m, k), parallel);
+    let right = Packed::new(right_buffer, Side::Right, bt, (c.n, k), parallel);
+    // SAFETY: the caller's contract.
+    unsafe { multiply(&left, &right, c, start, parallel) };
     BUFFERS.with(|b| *b.borrow_mut() = (left.into_buffer(), right.into_buffer()));
 }
 
@@ -203,7 +237,7 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: 
     matmul_into(
         &mut c,
         Start::Zero,
-        Source::Rows(a),
+        Source::rows(a),
         b,
         (m, k, n),
         b_transposed,
@@ -218,7 +252,7 @@ pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usiz
     matmul_into(
         &mut c,
         Start::Zero,
-        Source::Transposed(at),
+        Source::transposed(at),
         b,
         (m, k, n),
         false,
@@ -235,17 +269,20 @@ pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: 
         c: c.as_mut_ptr(),
         m,
         n,
+        stride: n,
     };
     // SAFETY: `c` is m × n values borrowed mutably for the call.
-    unsafe { multiply(left, right, c, Start::Zero) };
+    unsafe { multiply(left, right, c, Start::Zero, true) };
 }
 
-/// Where a product goes: C [m, n] row-major, shared by the tasks that write its row blocks.
+/// Where a product goes: C [m, n] with rows `stride` apart, shared by the tasks that write its
+/// row blocks.
 #[derive(Clone, Copy)]
 struct Output {
     c: *mut f32,
     m: usize,
     n: usize,
+    stride: usize,
 }
 // SAFETY: each task reads and writes only its own 32 rows of C.
 unsafe impl Send for Output {}
@@ -256,11 +293,12 @@ unsafe impl Sync for Output {}
 #[repr(C, align(64))]
 struct F32Line([f32; TILE]);
 
-/// C (+)= left · right from `start`, one task per pair of output tile rows (32 rows of C).
+/// C (+)= left · right from `start`, one task per pair of output tile rows (32 rows of C) on
+/// rayon where `parallel`, else one after the other.
 ///
 /// # Safety
 /// As [`matmul_raw`].
-unsafe fn multiply(left: &Packed, right: &Packed, c: Output, start: Start) {
+unsafe fn multiply(left: &Packed, right: &Packed, c: Output, start: Start, parallel: bool) {
     assert_eq!(
         left.k_tiles, right.k_tiles,
         "operands of different shared sizes"
@@ -278,10 +316,13 @@ unsafe fn multiply(left: &Packed, right: &Packed, c: Output, start: Start) {
         }
         _ => None,
     };
-    (0..c.m.div_ceil(2 * TILE))
-        .into_par_iter()
-        // SAFETY: each task has its own 32 rows of C (the caller's contract for the rest).
-        .for_each(|pair| unsafe { block_row(left, right, c, pair, start, bias.as_deref()) });
+    // SAFETY: each task has its own 32 rows of C (the caller's contract for the rest).
+    let row = |pair| unsafe { block_row(left, right, c, pair, start, bias.as_deref()) };
+    let pairs = 0..c.m.div_ceil(2 * TILE);
+    match parallel {
+        true => pairs.into_par_iter().for_each(row),
+        false => pairs.for_each(row),
+    }
 }
 
 /// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks.
@@ -301,7 +342,7 @@ unsafe fn block_row(
     let mut out = [[F32Line::default(); TILE]; 4];
     let height = (2 * TILE).min(c.m - pair * 2 * TILE);
     // SAFETY: the block row starts inside C.
-    let rows = unsafe { c.c.add(pair * 2 * TILE * c.n) };
+    let rows = unsafe { c.c.add(pair * 2 * TILE * c.stride) };
     // SAFETY: `available()` was checked by the caller; the configuration is valid for palette 1.
     unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
     for col_pair in 0..right.row_tiles / 2 {
@@ -309,6 +350,7 @@ unsafe fn block_row(
         let edge = EdgeBlock {
             rows,
             n: c.n,
+            stride: c.stride,
             height,
             c0,
         };
@@ -316,16 +358,16 @@ unsafe fn block_row(
         // `out`, which starts as its part of C, the bias or zeros.
         let whole = height == 2 * TILE && (c0 + 2) * TILE <= c.n;
         // Inside this task's rows of C for a whole block (wrapping: an edge block's may not be).
-        let in_c =
-            [0, TILE, TILE * c.n, TILE * c.n + TILE].map(|o| rows.wrapping_add(c0 * TILE + o));
+        let in_c = [0, TILE, TILE * c.stride, TILE * c.stride + TILE]
+            .map(|o| rows.wrapping_add(c0 * TILE + o));
         let out_tiles = out.each_mut().map(|t| t.as_mut_ptr().cast::<f32>());
         let stored = match whole {
-            true => (in_c, c.n * 4),
+            true => (in_c, c.stride * 4),
             false => (out_tiles, TILE * 4),
         };
         let init = match (start, whole) {
             (Start::Zero, true) => None,
-            (Start::Onto, true) => Some((in_c.map(|p| p.cast_const()), c.n * 4)),
+            (Start::Onto, true) => Some((in_c.map(|p| p.cast_const()), c.stride * 4)),
             (Start::Bias(_), _) => {
                 let b = bias.expect("a padded bias");
                 let line = |t: usize| b[c0 + t % 2].0.as_ptr();
@@ -357,11 +399,12 @@ unsafe fn block_row(
     unsafe { std::arch::asm!("tilerelease", options(nostack)) };
 }
 
-/// A 32 × 32 block at tile column `c0` of the block row at `rows` (`height` rows of C) that
-/// does not lie whole inside C.
+/// A 32 × 32 block at tile column `c0` of the block row at `rows` (`height` rows of C, `n`
+/// wide, `stride` apart) that does not lie whole inside C.
 struct EdgeBlock {
     rows: *mut f32,
     n: usize,
+    stride: usize,
     height: usize,
     c0: usize,
 }
@@ -381,7 +424,7 @@ impl EdgeBlock {
         {
             // SAFETY: row dr + i < height and columns dc .. dc + width < n: inside C.
             unsafe {
-                let at = self.rows.add((dr + i) * self.n + dc);
+                let at = self.rows.add((dr + i) * self.stride + dc);
                 match into_tile {
                     true => std::ptr::copy_nonoverlapping(at, line.0.as_mut_ptr(), width),
                     false => std::ptr::copy_nonoverlapping(line.0.as_ptr(), at, width),
@@ -521,7 +564,7 @@ mod tests {
             matmul_into(
                 &mut onto,
                 Start::Onto,
-                Source::Rows(&a),
+                Source::rows(&a),
                 &b,
                 (m, k, n),
                 false,
@@ -537,7 +580,7 @@ mod tests {
             matmul_into(
                 &mut over,
                 Start::Zero,
-                Source::Rows(&a),
+                Source::rows(&a),
                 &b,
                 (m, k, n),
                 false,
@@ -549,7 +592,7 @@ mod tests {
             matmul_into(
                 &mut biased,
                 Start::Bias(&bias),
-                Source::Rows(&a),
+                Source::rows(&a),
                 &b,
                 (m, k, n),
                 false,
@@ -573,6 +616,73 @@ mod tests {
                 matmul(&a, &bt, m, k, n, true),
                 got,
                 "{m}x{k}x{n} transposed"
+            );
+        }
+    }
+
+    #[test]
+    fn block_products_read_strided_operands_and_write_strided_rows() {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        let (m, k, n) = (45, 40, 37);
+        let (a, b) = (pattern(m * k, 3), pattern(k * n, 5));
+        let want = matmul(&a, &b, m, k, n, false);
+        // `rows` rows of `width` values `stride` apart, NaN between them (never read).
+        let wide = |rows: usize, width: usize, stride: usize, at: &dyn Fn(usize, usize) -> f32| {
+            (0..rows * stride)
+                .map(|i| match i % stride < width {
+                    true => at(i / stride, i % stride),
+                    false => f32::NAN,
+                })
+                .collect::<Vec<f32>>()
+        };
+        let a_rows = wide(m, k, 50, &|i, p| a[i * k + p]);
+        let a_cols = wide(k, m, 47, &|p, i| a[i * k + p]);
+        let b_rows = wide(k, n, 39, &|p, j| b[p * n + j]);
+        let b_cols = wide(n, k, 48, &|j, p| b[p * n + j]);
+        for (name, left, right) in [
+            (
+                "A, Bᵀ",
+                Source::rows(&a_rows).with_stride(50),
+                Source::rows(&b_cols).with_stride(48),
+            ),
+            (
+                "Aᵀ, B",
+                Source::transposed(&a_cols).with_stride(47),
+                Source::transposed(&b_rows).with_stride(39),
+            ),
+        ] {
+            let mut c = vec![f32::NAN; m * 41];
+            // SAFETY: c holds m rows 41 apart, each n ≤ 41 wide.
+            unsafe { block_product((c.as_mut_ptr(), 41), Start::Zero, left, right, (m, k, n)) };
+            for i in 0..m {
+                assert_eq!(
+                    &c[i * 41..i * 41 + n],
+                    &want[i * n..(i + 1) * n],
+                    "{name}, row {i}"
+                );
+                assert!(
+                    c[i * 41 + n..(i + 1) * 41].iter().all(|x| x.is_nan()),
+                    "{name}: wrote past n"
+                );
+            }
+            // A scale of 1/4 (exact in bf16) on the left operand: a quarter of every value.
+            let mut scaled = vec![0f32; m * n];
+            // SAFETY: m × n values, rows n apart.
+            unsafe {
+                block_product(
+                    (scaled.as_mut_ptr(), n),
+                    Start::Zero,
+                    left.scaled(0.25),
+                    right,
+                    (m, k, n),
+                )
+            };
+            assert!(
+                scaled.iter().zip(&want).all(|(s, w)| *s == w * 0.25),
+                "{name} scaled"
             );
         }
     }

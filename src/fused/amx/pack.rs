@@ -6,7 +6,7 @@
 //! tile holds 16 rows of M along 32 of k, row i = M[16t + i, 32kb ..]; `TDPBF16PS` wants a right
 //! tile in pairs: row p, pair j = (M[16t + j, 32kb + 2p], M[16t + j, 32kb + 2p + 1]). The two
 //! are each other's transposes as 16 × 16 matrices of 32-bit pairs. M comes either row-major
-//! (`Source::Rows`) or as Mᵀ [k, r] row-major (`Source::Transposed`: the activations x of a
+//! ([`Source::rows`]) or as Mᵀ [k, r] row-major ([`Source::transposed`]: the activations x of a
 //! weight gradient xᵀ·g, or a weight W [d_in, d_out] as B); from rows one makes left tiles a
 //! line at a time, from Mᵀ right tiles (two rows of Mᵀ interleaved per line), and the other kind
 //! by transposing the tile in registers.
@@ -22,13 +22,67 @@ use super::{KTILE, TILE};
 #[repr(C, align(64))]
 pub(super) struct Line([u16; KTILE]);
 
-/// The f32 matrix M [r, k] an operand is packed from (see the module's note).
+/// The f32 matrix M [r, k] an operand is packed from (see the module's note): M row-major,
+/// or Mᵀ [k, r] row-major, dense or with rows `stride` values apart (one head's columns of
+/// [batch, length, heads · d]), each value multiplied by `scale` before it is rounded.
 #[derive(Clone, Copy)]
-pub enum Source<'a> {
+pub struct Source<'a> {
+    values: &'a [f32],
+    transposed: bool,
+    stride: Option<usize>,
+    scale: f32,
+}
+
+impl<'a> Source<'a> {
     /// M stored row-major.
-    Rows(&'a [f32]),
+    pub fn rows(values: &'a [f32]) -> Self {
+        Source {
+            values,
+            transposed: false,
+            stride: None,
+            scale: 1.0,
+        }
+    }
+
     /// Mᵀ [k, r] stored row-major.
-    Transposed(&'a [f32]),
+    pub fn transposed(values: &'a [f32]) -> Self {
+        Source {
+            transposed: true,
+            ..Source::rows(values)
+        }
+    }
+
+    /// Rows (of M, or of Mᵀ) `stride` values apart.
+    pub fn with_stride(self, stride: usize) -> Self {
+        Source {
+            stride: Some(stride),
+            ..self
+        }
+    }
+
+    /// Every value times `scale` before rounding (attention's 1/√d folded into its queries).
+    pub fn scaled(self, scale: f32) -> Self {
+        Source { scale, ..self }
+    }
+
+    /// Values between rows (of M, or of Mᵀ), checked against the slice: M [rows, k].
+    fn checked_stride(&self, rows: usize, k: usize) -> usize {
+        let (outer, inner) = match self.transposed {
+            true => (k, rows),
+            false => (rows, k),
+        };
+        let stride = self.stride.unwrap_or(inner);
+        assert!(stride >= inner, "rows overlap");
+        let extent = match outer * inner {
+            0 => 0,
+            _ => (outer - 1) * stride + inner,
+        };
+        match self.stride {
+            None => assert_eq!(self.values.len(), rows * k, "operand of the wrong size"),
+            Some(_) => assert!(self.values.len() >= extent, "operand shorter than its rows"),
+        }
+        stride
+    }
 }
 
 /// Which side of the product a packed operand is.
@@ -48,59 +102,64 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// The left operand A [m, k] of A · B from A row-major (`Source::Rows`) or from Aᵀ [k, m]
-    /// (`Source::Transposed`).
+    /// The left operand A [m, k] of A · B from A ([`Source::rows`]) or from Aᵀ [k, m]
+    /// ([`Source::transposed`]).
     pub fn left(a: Source, m: usize, k: usize) -> Packed {
-        Packed::new(Vec::new(), Side::Left, a, m, k)
+        Packed::new(Vec::new(), Side::Left, a, (m, k), true)
     }
 
     /// The right operand B [k, n] of A · B from B row-major, or from Bᵀ [n, k] where
     /// `transposed`.
     pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
         let source = match transposed {
-            true => Source::Rows(b),
-            false => Source::Transposed(b),
+            true => Source::rows(b),
+            false => Source::transposed(b),
         };
-        Packed::new(Vec::new(), Side::Right, source, n, k)
+        Packed::new(Vec::new(), Side::Right, source, (n, k), true)
     }
 
     /// M [rows, k] from `source` packed as `side`'s tiles into `buffer` (a reused allocation:
     /// only grown, never shrunk, so that alternating shapes do not zero it again), one rayon
-    /// task per tile row.
+    /// task per tile row where `parallel` (not inside a task of its own, as attention's blocks).
     pub(super) fn new(
         mut buffer: Vec<Line>,
         side: Side,
         source: Source,
-        rows: usize,
-        k: usize,
+        (rows, k): (usize, usize),
+        parallel: bool,
     ) -> Packed {
         assert!(
             std::arch::is_x86_feature_detected!("avx512bf16")
                 && std::arch::is_x86_feature_detected!("avx512bw"),
             "AMX packing needs AVX512-BF16 and AVX512-BW"
         );
-        let (Source::Rows(values) | Source::Transposed(values)) = source;
-        assert_eq!(values.len(), rows * k, "operand of the wrong size");
+        let stride = source.checked_stride(rows, k);
         let row_tiles = rows.div_ceil(2 * TILE) * 2;
         let k_tiles = k.div_ceil(KTILE);
         let len = row_tiles * k_tiles * TILE;
         if buffer.len() < len {
             buffer.resize(len, Line::default());
         }
-        let transpose = matches!(
-            (side, source),
-            (Side::Left, Source::Transposed(_)) | (Side::Right, Source::Rows(_))
-        );
-        buffer[..len]
-            .par_chunks_mut(k_tiles * TILE)
-            .enumerate()
-            .for_each(|(t, panel)| {
-                for (kb, tile) in panel.chunks_exact_mut(TILE).enumerate() {
-                    // SAFETY: the CPU has AVX512-F/BW/BF16 (asserted above); `values` holds
-                    // M [rows, k] (or its transpose), and the helpers read only inside it.
-                    unsafe { fill_tile(tile, source, (rows, k), (t, kb), transpose) };
-                }
-            });
+        // Left tiles are made from rows of M, right ones from pairs of rows of Mᵀ.
+        let transpose = source.transposed == (side == Side::Left);
+        let fill_panel = |t: usize, panel: &mut [Line]| {
+            for (kb, tile) in panel.chunks_exact_mut(TILE).enumerate() {
+                // SAFETY: the CPU has AVX512-F/BW/BF16 (asserted above); `stride` was checked
+                // against the values, and the helpers read only M [rows, k] (or Mᵀ).
+                unsafe { fill_tile(tile, &source, stride, (rows, k), (t, kb), transpose) };
+            }
+        };
+        let panel = k_tiles * TILE;
+        match parallel {
+            true => buffer[..len]
+                .par_chunks_mut(panel)
+                .enumerate()
+                .for_each(|(t, p)| fill_panel(t, p)),
+            false => buffer[..len]
+                .chunks_mut(panel)
+                .enumerate()
+                .for_each(|(t, p)| fill_panel(t, p)),
+        }
         Packed {
             data: buffer,
             row_tiles,
@@ -119,33 +178,35 @@ impl Packed {
     }
 }
 
-/// Tile (t, kb) of M [rows, k] from `source`: lines as the source gives them (rows of M, or
-/// pairs of rows of Mᵀ), transposed after where the side wants the other kind.
+/// Tile (t, kb) of M [rows, k] from `source` (rows `stride` apart): lines as the source
+/// gives them (rows of M, or pairs of rows of Mᵀ), transposed after where the side wants the
+/// other kind.
 ///
 /// # Safety
-/// AVX512-F/BW/BF16 are available; `source` holds rows × k values.
+/// AVX512-F/BW/BF16 are available; `stride` is `source`'s, checked against its values.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn fill_tile(
     tile: &mut [Line],
-    source: Source,
+    source: &Source,
+    stride: usize,
     (rows, k): (usize, usize),
     (t, kb): (usize, usize),
     transpose: bool,
 ) {
-    let k0 = kb * KTILE;
-    match source {
-        Source::Rows(m) => {
+    let (k0, values, scale) = (kb * KTILE, source.values.as_ptr(), source.scale);
+    match source.transposed {
+        false => {
             let valid = KTILE.min(k - k0);
             for (i, line) in tile.iter_mut().enumerate() {
                 let row = t * TILE + i;
                 *line = match row < rows {
-                    // SAFETY: row < rows and k0 + valid <= k: inside `m`.
-                    true => unsafe { row_line(m.as_ptr().add(row * k + k0), valid) },
+                    // SAFETY: row < rows and k0 + valid <= k: inside the values.
+                    true => unsafe { row_line(values.add(row * stride + k0), valid, scale) },
                     false => Line::default(),
                 };
             }
         }
-        Source::Transposed(mt) => {
+        true => {
             let c0 = t * TILE;
             let valid = TILE.min(rows.saturating_sub(c0));
             for (p, line) in tile.iter_mut().enumerate() {
@@ -154,9 +215,10 @@ unsafe fn fill_tile(
                 // columns c0 .. c0 + valid of them lie inside.
                 *line = unsafe {
                     pair_line(
-                        (even < k).then(|| mt.as_ptr().add(even * rows + c0)),
-                        (odd < k).then(|| mt.as_ptr().add(odd * rows + c0)),
+                        (even < k).then(|| values.add(even * stride + c0)),
+                        (odd < k).then(|| values.add(odd * stride + c0)),
                         valid,
+                        scale,
                     )
                 };
             }
@@ -168,36 +230,45 @@ unsafe fn fill_tile(
     }
 }
 
-/// `valid` (≤ 32) f32 from `src` rounded to bf16, zeros after them.
+/// `valid` (≤ 32) f32 from `src` times `scale`, rounded to bf16, zeros after them.
 ///
 /// # Safety
 /// AVX512-F/BF16; `src` holds `valid` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn row_line(src: *const f32, valid: usize) -> Line {
+unsafe fn row_line(src: *const f32, valid: usize, scale: f32) -> Line {
     use std::arch::x86_64::*;
     let low = mask(valid.min(TILE));
     let high = mask(valid.saturating_sub(TILE));
     // SAFETY: masked loads read only the `valid` values (masked-off lanes do not fault).
     unsafe {
-        let lo = _mm512_maskz_loadu_ps(low, src);
-        let hi = _mm512_maskz_loadu_ps(high, src.add(TILE));
+        let scale = _mm512_set1_ps(scale);
+        let lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(low, src), scale);
+        let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(high, src.add(TILE)), scale);
         std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo))
     }
 }
 
-/// Line of interleaved pairs: (even[j], odd[j]) for the first `valid` (≤ 16) columns, zeros
-/// after them and for a missing row.
+/// Line of interleaved pairs: (even[j], odd[j]) times `scale` for the first `valid` (≤ 16)
+/// columns, zeros after them and for a missing row.
 ///
 /// # Safety
 /// AVX512-F/BW/BF16; each row given holds `valid` values.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn pair_line(even: Option<*const f32>, odd: Option<*const f32>, valid: usize) -> Line {
+unsafe fn pair_line(
+    even: Option<*const f32>,
+    odd: Option<*const f32>,
+    valid: usize,
+    scale: f32,
+) -> Line {
     use std::arch::x86_64::*;
     let m = mask(valid);
     // SAFETY: masked loads read only the `valid` values of a row that exists.
     unsafe {
+        let scale = _mm512_set1_ps(scale);
         let load = |row: Option<*const f32>| {
-            row.map_or(_mm512_setzero_ps(), |r| _mm512_maskz_loadu_ps(m, r))
+            row.map_or(_mm512_setzero_ps(), |r| {
+                _mm512_mul_ps(_mm512_maskz_loadu_ps(m, r), scale)
+            })
         };
         // Words 0–15 the even row, 16–31 the odd one; then word 2j ← j, 2j + 1 ← 16 + j.
         let both: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(load(odd), load(even)));
@@ -295,8 +366,9 @@ mod tests {
             false => 0,
         };
         for side in [Side::Left, Side::Right] {
-            let from_rows = Packed::new(Vec::new(), side, Source::Rows(&m), r, k);
-            let from_transposed = Packed::new(Vec::new(), side, Source::Transposed(&mt), r, k);
+            let from_rows = Packed::new(Vec::new(), side, Source::rows(&m), (r, k), true);
+            let from_transposed =
+                Packed::new(Vec::new(), side, Source::transposed(&mt), (r, k), false);
             assert_eq!((from_rows.row_tiles, from_rows.k_tiles), (4, 3));
             for t in 0..4 {
                 for kb in 0..3 {

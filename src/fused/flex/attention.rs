@@ -7,7 +7,7 @@ use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use super::{Ft, Written, contiguous, is_f32, mm, multiply_into, tensor, values};
+use super::{Ft, Written, contiguous, is_f32, mm_mixed, multiply_into, tensor, values};
 use crate::fused::math::{self, multiversion};
 use crate::fused::{AttentionGrads, AttentionMasks, AttentionOptions, reference};
 
@@ -260,7 +260,7 @@ pub fn attention_forward(
                 if let Some(bias) = bias {
                     std::ptr::copy_nonoverlapping(bias.as_ptr(), p0, block);
                 }
-                mm(
+                mm_mixed(
                     (d.lq, d.lk, d.dk),
                     (p0, d.lk as isize, 1),
                     (q0, qw, 1),
@@ -283,7 +283,7 @@ pub fn attention_forward(
                 }
                 let weights = dropped(p, mask, kept);
                 let o0 = out_ptr.get().add(bi * d.lq * d.h * d.dv + hi * d.dv);
-                mm(
+                mm_mixed(
                     (d.lq, d.dv, d.lk),
                     (o0, vw, 1),
                     (weights.as_ptr(), d.lk as isize, 1),
@@ -371,7 +371,7 @@ pub fn attention_backward(
                     None => ds,
                 };
                 // dV = Wᵀ · dO
-                mm(
+                mm_mixed(
                     (d.lk, d.dv, d.lq),
                     (dv_ptr.get().add(v_off), vw, 1),
                     (weights.as_ptr(), 1, d.lk as isize),
@@ -380,7 +380,7 @@ pub fn attention_backward(
                     false,
                 );
                 // dW = dO · Vᵀ
-                mm(
+                mm_mixed(
                     (d.lq, d.lk, d.dv),
                     (ds.as_mut_ptr(), d.lk as isize, 1),
                     (gv[g_off..].as_ptr(), vw, 1),
@@ -396,7 +396,7 @@ pub fn attention_backward(
                     zero_padded_rows(ds, d.lk, queries);
                 }
                 // dQ = scale · dS · K ; dK = scale · dSᵀ · Q
-                mm(
+                mm_mixed(
                     (d.lq, d.dk, d.lk),
                     (dq_ptr.get().add(q_off), qw, 1),
                     (ds.as_ptr(), d.lk as isize, 1),
@@ -404,7 +404,7 @@ pub fn attention_backward(
                     o.scale,
                     false,
                 );
-                mm(
+                mm_mixed(
                     (d.lk, d.dk, d.lq),
                     (dk_ptr.get().add(k_off), qw, 1),
                     (ds.as_ptr(), 1, d.lk as isize),

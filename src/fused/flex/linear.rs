@@ -36,7 +36,7 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
     if whole && amx::mixed() {
         // bf16-mixed: the product on AMX tiles, its tiles starting from the bias (or zero).
         let start = bv.map_or(amx::Start::Zero, amx::Start::Bias);
-        let x = amx::Source::Rows(xv);
+        let x = amx::Source::rows(xv);
         // SAFETY: `out` has room for n × d_out values, all written by the product.
         unsafe {
             amx::matmul_raw(out_ptr.get(), start, x, wv, (n, d_in, d_out), false);
@@ -143,7 +143,7 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
     let db = add_up(partials.iter().map(|p| &p.1), d_out);
     let dw = if whole && amx::mixed() {
         // bf16-mixed: dx = g·Wᵀ and dW = xᵀ·g on AMX tiles.
-        let g = amx::Source::Rows(gv);
+        let g = amx::Source::rows(gv);
         // SAFETY: dx has room for n × d_in values, all written by the product.
         unsafe {
             amx::matmul_raw(

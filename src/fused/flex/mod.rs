@@ -35,6 +35,7 @@ use burn::tensor::{Bytes, DType, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::amx;
 use super::math::multiversion;
 use super::{
     AttentionGrads, AttentionMasks, AttentionOptions, PartOptions, PipeOps, RelativeOptions,
@@ -185,6 +186,72 @@ unsafe fn mm_with(
             parallelism,
         )
     }
+}
+
+/// [`mm`] on AMX tiles where bf16-mixed is on (attention's per-head products, inside their
+/// own rayon tasks), else [`mm`] itself. `beta` scales the left operand as it is rounded.
+///
+/// # Safety
+/// As [`mm`]; the destination's column stride is 1, and each operand has one stride 1.
+unsafe fn mm_mixed(
+    (m, n, k): (usize, usize, usize),
+    dst: (*mut f32, isize, isize),
+    lhs: (*const f32, isize, isize),
+    rhs: (*const f32, isize, isize),
+    beta: f32,
+    accumulate: bool,
+) {
+    if amx::mixed() && m * n * k >= MIXED_MIN_PRODUCT && dst.2 == 1 {
+        // SAFETY: the caller's contract (each operand's extent follows from its strides).
+        if let Some((a, bt)) = unsafe { mixed_operands(lhs, rhs, (m, n, k)) } {
+            let start = match accumulate {
+                true => amx::Start::Onto,
+                false => amx::Start::Zero,
+            };
+            let c = (dst.0, dst.1 as usize);
+            // SAFETY: the caller's contract.
+            unsafe { amx::block_product(c, start, a.scaled(beta), bt, (m, k, n)) };
+            return;
+        }
+    }
+    unsafe { mm((m, n, k), dst, lhs, rhs, beta, accumulate) }
+}
+
+/// Per-head products smaller than this (m·n·k) stay in f32.
+const MIXED_MIN_PRODUCT: usize = 1 << 16;
+
+/// A [m, k] and B [k, n] given by pointer and (row, column) strides as the AMX packer's
+/// sources: A itself or Aᵀ, and Bᵀ or B; `None` where neither stride of one is 1.
+///
+/// # Safety
+/// Each operand's elements lie in one allocation, from its pointer to its last element.
+unsafe fn mixed_operands<'a>(
+    (a, ra, ca): (*const f32, isize, isize),
+    (b, rb, cb): (*const f32, isize, isize),
+    (m, n, k): (usize, usize, usize),
+) -> Option<(amx::Source<'a>, amx::Source<'a>)> {
+    let extent = |rows: usize, rs: isize, cols: usize, cs: isize| {
+        (rows.max(1) - 1) * rs as usize + (cols.max(1) - 1) * cs as usize + 1
+    };
+    // SAFETY: the caller's contract: the extents stay inside each operand.
+    let (av, bv) = unsafe {
+        (
+            std::slice::from_raw_parts(a, extent(m, ra, k, ca)),
+            std::slice::from_raw_parts(b, extent(k, rb, n, cb)),
+        )
+    };
+    let a = match (ra, ca) {
+        (_, 1) => amx::Source::rows(av).with_stride(ra as usize),
+        (1, _) => amx::Source::transposed(av).with_stride(ca as usize),
+        _ => return None,
+    };
+    // The packer's right operand is Bᵀ [n, k]: its rows are B's columns.
+    let bt = match (rb, cb) {
+        (1, _) => amx::Source::rows(bv).with_stride(cb as usize),
+        (_, 1) => amx::Source::transposed(bv).with_stride(rb as usize),
+        _ => return None,
+    };
+    Some((a, bt))
 }
 
 multiversion! {

@@ -1,6 +1,6 @@
-//! The AMX bf16 product (src/fused/amx.rs) beside gemm's f32 product, on MiniLM's shapes
+//! The AMX bf16 product (src/fused/amx/) beside gemm's f32 product, on MiniLM's shapes
 //! (32 texts × 128 tokens = 4,096 rows; hidden 384, feed-forward 1,536), forward and the two
-//! backward products of the FFN's up projection, all cores:
+//! backward products of the FFN's up projection, and attention's per-head blocks, all cores:
 //!
 //!     cargo run --release --example amx_matmul [ROUNDS]
 //!

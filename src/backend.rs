@@ -121,8 +121,8 @@ pub fn precision_used(precision: Precision) -> String {
         Precision::F16 => "f16".into(),
         Precision::Bf16 => "bf16".into(),
         Precision::Bf16Mixed if crate::fused::amx::available() => {
-            "bf16-mixed: large linear layers' products on AMX tiles (bf16 operands, f32 sums); \
-             attention products and everything else in f32"
+            "bf16-mixed: large linear layers' and attention's products on AMX tiles (bf16 \
+             operands, f32 sums); everything else in f32"
                 .into()
         }
         Precision::Bf16Mixed => "bf16-mixed without AMX: everything in f32".into(),

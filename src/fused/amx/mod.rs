@@ -136,6 +136,28 @@ thread_local! {
     /// The calling thread's packing buffers, kept between products: fresh ones of this size
     /// (MiniLM's 4,096 × 1,536 activations: 12 MB) cost more in page faults than packing.
     static BUFFERS: std::cell::RefCell<(Vec<Line>, Vec<Line>)> = Default::default();
+    /// The calling task's panels of the left operand (see [`LeftOperand::ByRows`]).
+    static PANELS: std::cell::RefCell<Vec<Line>> = Default::default();
+}
+
+/// The left operand of a product: packed before, or packed 32 rows at a time by the task that
+/// multiplies them, so that its f32 rows are read once and the packed panels (24–96 KB) stay
+/// in the core's caches instead of going to memory and back (rounding and packing MiniLM's
+/// activations were 13 % of an inference step, bound on memory).
+#[derive(Clone, Copy)]
+enum LeftOperand<'a> {
+    Packed(&'a Packed),
+    /// A (or Aᵀ) from `Source`, with the shared dimension k.
+    ByRows(Source<'a>, usize),
+}
+
+impl LeftOperand<'_> {
+    fn k_tiles(&self) -> usize {
+        match self {
+            LeftOperand::Packed(p) => p.k_tiles,
+            LeftOperand::ByRows(_, k) => k.div_ceil(KTILE),
+        }
+    }
 }
 
 /// What a product is added onto.
@@ -222,12 +244,11 @@ pub unsafe fn block_product(
 /// As [`matmul_raw`].
 unsafe fn product(c: Output, start: Start, a: Source, bt: Source, k: usize, parallel: bool) {
     assert!(available(), "AMX kernels called without AMX");
-    let (left_buffer, right_buffer) = BUFFERS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-    let left = Packed::new(left_buffer, Side::Left, a, (c.m, k), parallel);
+    let right_buffer = BUFFERS.with(|b| std::mem::take(&mut b.borrow_mut().1));
     let right = Packed::new(right_buffer, Side::Right, bt, (c.n, k), parallel);
     // SAFETY: the caller's contract.
-    unsafe { multiply(&left, &right, c, start, parallel) };
-    BUFFERS.with(|b| *b.borrow_mut() = (left.into_buffer(), right.into_buffer()));
+    unsafe { multiply(LeftOperand::ByRows(a, k), &right, c, start, parallel) };
+    BUFFERS.with(|b| b.borrow_mut().1 = right.into_buffer());
 }
 
 /// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).
@@ -271,8 +292,9 @@ pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: 
         n,
         stride: n,
     };
+    assert!(left.row_tiles * TILE >= m);
     // SAFETY: `c` is m × n values borrowed mutably for the call.
-    unsafe { multiply(left, right, c, Start::Zero, true) };
+    unsafe { multiply(LeftOperand::Packed(left), right, c, Start::Zero, true) };
 }
 
 /// Where a product goes: C [m, n] with rows `stride` apart, shared by the tasks that write its
@@ -298,12 +320,13 @@ struct F32Line([f32; TILE]);
 ///
 /// # Safety
 /// As [`matmul_raw`].
-unsafe fn multiply(left: &Packed, right: &Packed, c: Output, start: Start, parallel: bool) {
+unsafe fn multiply(left: LeftOperand, right: &Packed, c: Output, start: Start, parallel: bool) {
     assert_eq!(
-        left.k_tiles, right.k_tiles,
+        left.k_tiles(),
+        right.k_tiles,
         "operands of different shared sizes"
     );
-    assert!(left.row_tiles * TILE >= c.m && right.row_tiles * TILE >= c.n);
+    assert!(right.row_tiles * TILE >= c.n);
     // The bias on cache lines, zero-padded to whole tiles, one line per tile column.
     let bias: Option<Vec<F32Line>> = match start {
         Start::Bias(b) => {
@@ -331,16 +354,45 @@ unsafe fn multiply(left: &Packed, right: &Packed, c: Output, start: Start, paral
 /// This task alone reads and writes those rows of C; `bias` is the padded bias where `start`
 /// is one.
 unsafe fn block_row(
-    left: &Packed,
+    left: LeftOperand,
     right: &Packed,
     c: Output,
     pair: usize,
     start: Start,
     bias: Option<&[F32Line]>,
 ) {
+    let height = (2 * TILE).min(c.m - pair * 2 * TILE);
+    match left {
+        // SAFETY: the caller's contract.
+        LeftOperand::Packed(p) => unsafe {
+            block_row_packed((p, 2 * pair), right, c, pair, start, bias)
+        },
+        LeftOperand::ByRows(a, k) => {
+            let buffer = PANELS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+            let rows = a.from_row(pair * 2 * TILE, (c.m, k));
+            let panels = Packed::new(buffer, Side::Left, rows, (height, k), false);
+            // SAFETY: the caller's contract; these rows are tile rows 0 and 1 of `panels`.
+            unsafe { block_row_packed((&panels, 0), right, c, pair, start, bias) };
+            PANELS.with(|b| *b.borrow_mut() = panels.into_buffer());
+        }
+    }
+}
+
+/// [`block_row`] with its rows of the left operand at tile rows `r0`, `r0 + 1` of `left`.
+///
+/// # Safety
+/// As [`block_row`].
+unsafe fn block_row_packed(
+    (left, r0): (&Packed, usize),
+    right: &Packed,
+    c: Output,
+    pair: usize,
+    start: Start,
+    bias: Option<&[F32Line]>,
+) {
+    let height = (2 * TILE).min(c.m - pair * 2 * TILE);
     let config = TileConfig::new();
     let mut out = [[F32Line::default(); TILE]; 4];
-    let height = (2 * TILE).min(c.m - pair * 2 * TILE);
     // SAFETY: the block row starts inside C.
     let rows = unsafe { c.c.add(pair * 2 * TILE * c.stride) };
     // SAFETY: `available()` was checked by the caller; the configuration is valid for palette 1.
@@ -387,7 +439,7 @@ unsafe fn block_row(
         // SAFETY: every operand tile lies inside its packed buffer (both are padded to whole
         // tile pairs); `init` and `stored` point at four 16 × 16 f32 tiles with their row
         // strides, in C, in `out` or in the bias lines (stride 0: one line for every row).
-        unsafe { tile_products(left, right, 2 * pair, c0, init, stored) };
+        unsafe { tile_products(left, right, r0, c0, init, stored) };
         if !whole {
             for (t, tile) in out.iter_mut().enumerate() {
                 // SAFETY: the block's part of C, in this task's rows.

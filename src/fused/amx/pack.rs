@@ -65,6 +65,20 @@ impl<'a> Source<'a> {
         Source { scale, ..self }
     }
 
+    /// Rows `row0 ..` of M [rows, k] as a source of their own: the rows one task packs.
+    pub(super) fn from_row(&self, row0: usize, (rows, k): (usize, usize)) -> Source<'a> {
+        let stride = self.checked_stride(rows, k);
+        let offset = match self.transposed {
+            false => row0 * stride,
+            true => row0,
+        };
+        Source {
+            values: &self.values[offset..],
+            stride: Some(stride),
+            ..*self
+        }
+    }
+
     /// Values between rows (of M, or of Mᵀ), checked against the slice: M [rows, k].
     fn checked_stride(&self, rows: usize, k: usize) -> usize {
         let (outer, inner) = match self.transposed {

@@ -225,6 +225,15 @@ pub trait PipeOps: Backend {
     ) -> FloatTensor<Self> {
         reference::linear::<Self>(x, weight, bias)
     }
+    /// GELU(x·W + b), the feed-forward's first half: the two operations one after the other
+    /// (through their own autodiff nodes where training); the CPU fuses them under bf16-mixed.
+    fn fused_linear_gelu(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: Option<FloatTensor<Self>>,
+    ) -> FloatTensor<Self> {
+        Self::fused_gelu(Self::fused_linear(x, weight, bias))
+    }
     /// Gradients (dx, dW, db); db is Σ of the gradient's rows whether or not there is a bias.
     fn fused_linear_backward(
         x: FloatTensor<Self>,
@@ -581,6 +590,24 @@ pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tenso
         reference::linear::<B>(x, weight, bias)
     );
     wrap(out)
+}
+
+/// GELU(x·W + b) of a `Linear` layer over a sequence, fused where the backend can.
+///
+/// # Shapes
+/// - x: [batch, length, d_in]; output: [batch, length, d_out]
+pub fn linear_gelu_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, l, d] = x.dims();
+    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
+    let (x, weight) = (unwrap(x.reshape([b * l, d])), unwrap(layer.weight.val()));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_linear_gelu(x, weight, bias),
+        reference::gelu::<B>(reference::linear::<B>(x, weight, bias))
+    );
+    let y: Tensor<B, 2> = wrap(out);
+    let out = y.dims()[1];
+    y.reshape([b, l, out])
 }
 
 /// Inverted dropout while training (an autodiff backend); the identity otherwise.

@@ -676,10 +676,11 @@ impl<B: Backend> HfEncoder<B> {
             &ao.layer_norm,
             fused::residual_dropout(x, projected, ao.dropout.prob),
         );
-        let inner = self.act(fused::linear_seq(
-            &layer.intermediate.dense,
-            attended.clone(),
-        ));
+        let up = &layer.intermediate.dense;
+        let inner = match self.activation {
+            HiddenActivation::Gelu => fused::linear_gelu_seq(up, attended.clone()),
+            _ => self.act(fused::linear_seq(up, attended.clone())),
+        };
         let o = &layer.output;
         let output = fused::linear_seq(&o.dense, inner);
         self.norm(

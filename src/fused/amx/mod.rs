@@ -186,17 +186,22 @@ pub fn matmul_into(
 ) {
     assert_eq!(c.len(), m * n);
     // SAFETY: `c` is m × n initialized values, borrowed mutably for the call.
-    unsafe { matmul_raw(c.as_mut_ptr(), start, a, b, (m, k, n), b_transposed) }
+    unsafe { matmul_raw((c.as_mut_ptr(), None), start, a, b, (m, k, n), b_transposed) }
 }
 
+/// What to do with each row of C once its products are done (while it is still in the
+/// core's caches): the activation that follows a linear layer.
+pub type RowsThen<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+
 /// [`matmul_into`] into a raw output, which may be uninitialized unless `start` is
-/// [`Start::Onto`]: every one of its m × n values is written.
+/// [`Start::Onto`]: every one of its m × n values is written, and then passed through `then`
+/// where given, 32 rows at a time by the task that wrote them.
 ///
 /// # Safety
 /// `c` points at m × n f32 that nothing else reads or writes during the call, initialized where
 /// `start` is [`Start::Onto`].
 pub unsafe fn matmul_raw(
-    c: *mut f32,
+    (c, then): (*mut f32, Option<RowsThen>),
     start: Start,
     a: Source,
     b: &[f32],
@@ -208,7 +213,13 @@ pub unsafe fn matmul_raw(
         true => Source::rows(b),
         false => Source::transposed(b),
     };
-    let c = Output { c, m, n, stride: n };
+    let c = Output {
+        c,
+        m,
+        n,
+        stride: n,
+        then,
+    };
     // SAFETY: the caller's contract.
     unsafe { product(c, start, a, b, k, true) }
 }
@@ -232,6 +243,7 @@ pub unsafe fn block_product(
         m,
         n,
         stride: c_stride,
+        then: None,
     };
     // SAFETY: the caller's contract.
     unsafe { product(c, start, a, bt, k, false) }
@@ -291,6 +303,7 @@ pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: 
         m,
         n,
         stride: n,
+        then: None,
     };
     assert!(left.row_tiles * TILE >= m);
     // SAFETY: `c` is m × n values borrowed mutably for the call.
@@ -298,17 +311,18 @@ pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: 
 }
 
 /// Where a product goes: C [m, n] with rows `stride` apart, shared by the tasks that write its
-/// row blocks.
+/// row blocks, and what each task does with its rows after.
 #[derive(Clone, Copy)]
-struct Output {
+struct Output<'a> {
     c: *mut f32,
     m: usize,
     n: usize,
     stride: usize,
+    then: Option<RowsThen<'a>>,
 }
 // SAFETY: each task reads and writes only its own 32 rows of C.
-unsafe impl Send for Output {}
-unsafe impl Sync for Output {}
+unsafe impl Send for Output<'_> {}
+unsafe impl Sync for Output<'_> {}
 
 /// 16 f32 on a cache line of their own: a bias segment, or a row of an output tile outside C.
 #[derive(Clone, Copy, Default)]
@@ -369,7 +383,7 @@ unsafe fn block_row(
         },
         LeftOperand::ByRows(a, k) => {
             let buffer = PANELS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            let rows = a.from_row(pair * 2 * TILE, (c.m, k));
+            let rows = a.rows_after(pair * 2 * TILE, (c.m, k));
             let panels = Packed::new(buffer, Side::Left, rows, (height, k), false);
             // SAFETY: the caller's contract; these rows are tile rows 0 and 1 of `panels`.
             unsafe { block_row_packed((&panels, 0), right, c, pair, start, bias) };
@@ -449,6 +463,12 @@ unsafe fn block_row_packed(
     }
     // SAFETY: releases this thread's tile state, which `ldtilecfg` above took.
     unsafe { std::arch::asm!("tilerelease", options(nostack)) };
+    if let Some(then) = c.then {
+        for i in 0..height {
+            // SAFETY: row i of this task's rows, all of it written above.
+            then(unsafe { std::slice::from_raw_parts_mut(rows.add(i * c.stride), c.n) });
+        }
+    }
 }
 
 /// A 32 × 32 block at tile column `c0` of the block row at `rows` (`height` rows of C, `n`
@@ -737,6 +757,28 @@ mod tests {
                 "{name} scaled"
             );
         }
+    }
+
+    #[test]
+    fn rows_pass_through_then_once_each_after_their_products() {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        let (m, k, n) = (70, 64, 50);
+        let (a, b) = (pattern(m * k, 11), pattern(k * n, 13));
+        let want: Vec<f32> = matmul(&a, &b, m, k, n, false)
+            .iter()
+            .map(|v| v * 2.0 + 1.0)
+            .collect();
+        let mut got = vec![f32::NAN; m * n];
+        let then = |row: &mut [f32]| row.iter_mut().for_each(|v| *v = *v * 2.0 + 1.0);
+        // SAFETY: got holds m × n values.
+        unsafe {
+            let c = (got.as_mut_ptr(), Some(&then as RowsThen));
+            matmul_raw(c, Start::Zero, Source::rows(&a), &b, (m, k, n), false);
+        }
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -66,7 +66,7 @@ impl<'a> Source<'a> {
     }
 
     /// Rows `row0 ..` of M [rows, k] as a source of their own: the rows one task packs.
-    pub(super) fn from_row(&self, row0: usize, (rows, k): (usize, usize)) -> Source<'a> {
+    pub(super) fn rows_after(&self, row0: usize, (rows, k): (usize, usize)) -> Source<'a> {
         let stride = self.checked_stride(rows, k);
         let offset = match self.transposed {
             false => row0 * stride,

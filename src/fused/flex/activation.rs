@@ -18,6 +18,15 @@ multiversion! {
 }
 
 multiversion! {
+    /// [`gelu_slice`] in place (the same formula, so the same values).
+    pub(super) fn gelu_in_place(x: &mut [f32]) {
+        for v in x.iter_mut() {
+            *v = 0.5 * *v * (1.0 + math::erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+multiversion! {
     pub(super) fn gelu_backward_slice(x: &[f32], g: &[f32], dx: &mut [f32]) {
         // d/dx x·Φ(x) = Φ(x) + x·φ(x)
         const INV_SQRT_2PI: f32 = 0.398_942_3;

@@ -6,6 +6,7 @@ use burn::tensor::TensorMetadata;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::activation::{gelu, gelu_in_place};
 use super::{Ft, Written, add_up, contiguous, is_f32, mm, mm_with, tensor, values};
 use crate::fused::{amx, reference};
 
@@ -23,6 +24,23 @@ fn gemm_threads_itself(d_in: usize, d_out: usize) -> bool {
 }
 
 pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
+    linear_then(x, weight, bias, None)
+}
+
+/// GELU(x·W + b): under bf16-mixed with a large weight, GELU runs on each 32-row block of the
+/// product as soon as it is written (still in the core's caches), instead of reading the
+/// [n, d_out] output back from memory; otherwise the two operations one after the other.
+pub fn linear_gelu(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
+    let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
+    let f32_bias = bias.as_ref().is_none_or(|b| is_f32(&[b]));
+    // The same conditions as linear_then's AMX path, which alone applies `then`.
+    match amx::mixed() && gemm_threads_itself(d_in, d_out) && is_f32(&[&x, &weight]) && f32_bias {
+        true => linear_then(x, weight, bias, Some(&gelu_in_place)),
+        false => gelu(linear(x, weight, bias)),
+    }
+}
+
+fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>) -> Ft {
     if !is_f32(&[&x, &weight]) || bias.as_ref().is_some_and(|b| !is_f32(&[b])) {
         return reference::linear::<Flex>(x, weight, bias);
     }
@@ -39,7 +57,7 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
         let x = amx::Source::rows(xv);
         // SAFETY: `out` has room for n × d_out values, all written by the product.
         unsafe {
-            amx::matmul_raw(out_ptr.get(), start, x, wv, (n, d_in, d_out), false);
+            amx::matmul_raw((out_ptr.get(), then), start, x, wv, (n, d_in, d_out), false);
             return tensor(out.assume_written(), &[n, d_out]);
         }
     }
@@ -147,7 +165,7 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
         // SAFETY: dx has room for n × d_in values, all written by the product.
         unsafe {
             amx::matmul_raw(
-                dx_ptr.get(),
+                (dx_ptr.get(), None),
                 amx::Start::Zero,
                 g,
                 wv,

@@ -166,12 +166,13 @@ fn attention_blocks(rounds: usize) {
                 let head = &qkv[bi * l * width + hi * d..][..(l - 1) * width + d];
                 let p = (sp as *mut f32).wrapping_add(bh * l * l);
                 let o = (op as *mut f32).wrapping_add(bi * l * width + hi * d);
-                // SAFETY: each block writes its own scores and its head's output columns.
-                let probs = unsafe { std::slice::from_raw_parts(p, l * l) };
+                // SAFETY: each block writes its own scores and its head's output columns; the
+                // scores are read as a slice only after they are written.
                 if mixed {
                     let q = amx::Source::rows(head).with_stride(width);
                     unsafe {
                         amx::block_product((p, l), amx::Start::Zero, q, q, (l, d, l));
+                        let probs = std::slice::from_raw_parts(p, l * l);
                         let v = amx::Source::transposed(head).with_stride(width);
                         amx::block_product(
                             (o, width),
@@ -212,7 +213,7 @@ fn attention_blocks(rounds: usize) {
                             1,
                             width as isize,
                             false,
-                            probs.as_ptr(),
+                            p,
                             1,
                             l as isize,
                             head.as_ptr(),

@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use pack::{Line, Side};
 pub use pack::{Packed, Source};
 
-/// `precision = "bf16-mixed"` is on (and AMX available): the large linear products use AMX.
+/// `precision = "bf16-mixed"` is on (and AMX available): the large linear products and
+/// attention's per-head products use AMX.
 static MIXED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Turns bf16-mixed products on or off for this process; without AMX, on says so in one
@@ -31,7 +32,7 @@ pub fn set_mixed(on: bool) {
     MIXED.store(on && available(), std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Whether the large linear products run on AMX tiles now.
+/// Whether the large linear products and attention's per-head products run on AMX tiles now.
 pub fn mixed() -> bool {
     MIXED.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -133,9 +134,10 @@ impl TileConfig {
 }
 
 thread_local! {
-    /// The calling thread's packing buffers, kept between products: fresh ones of this size
-    /// (MiniLM's 4,096 × 1,536 activations: 12 MB) cost more in page faults than packing.
-    static BUFFERS: std::cell::RefCell<(Vec<Line>, Vec<Line>)> = Default::default();
+    /// The calling thread's packed right operand, kept between products: fresh buffers of
+    /// several MB (a 4,096 × 1,536 gradient as B of xᵀ·g: 12 MB) cost more in page faults
+    /// than packing.
+    static RIGHT: std::cell::RefCell<Vec<Line>> = Default::default();
     /// The calling task's panels of the left operand (see [`LeftOperand::ByRows`]).
     static PANELS: std::cell::RefCell<Vec<Line>> = Default::default();
 }
@@ -256,11 +258,11 @@ pub unsafe fn block_product(
 /// As [`matmul_raw`].
 unsafe fn product(c: Output, start: Start, a: Source, bt: Source, k: usize, parallel: bool) {
     assert!(available(), "AMX kernels called without AMX");
-    let right_buffer = BUFFERS.with(|b| std::mem::take(&mut b.borrow_mut().1));
+    let right_buffer = RIGHT.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let right = Packed::new(right_buffer, Side::Right, bt, (c.n, k), parallel);
     // SAFETY: the caller's contract.
     unsafe { multiply(LeftOperand::ByRows(a, k), &right, c, start, parallel) };
-    BUFFERS.with(|b| b.borrow_mut().1 = right.into_buffer());
+    RIGHT.with(|b| *b.borrow_mut() = right.into_buffer());
 }
 
 /// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).
@@ -757,6 +759,25 @@ mod tests {
                 "{name} scaled"
             );
         }
+    }
+
+    #[test]
+    fn a_single_row_with_any_stride_and_an_empty_shared_dimension() {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+            return;
+        }
+        // Attention's dV with one key: a 1-row left operand whose row stride is 1.
+        let (k, n) = (40, 20);
+        let (a, b) = (pattern(k, 17), pattern(k * n, 19));
+        let want = matmul(&a, &b, 1, k, n, false);
+        let mut got = vec![f32::NAN; n];
+        let (left, right) = (Source::rows(&a).with_stride(1), Source::transposed(&b));
+        // SAFETY: got holds 1 × n values.
+        unsafe { block_product((got.as_mut_ptr(), n), Start::Zero, left, right, (1, k, n)) };
+        assert_eq!(got, want);
+        // k = 0: the product is the start, here zero.
+        assert_eq!(matmul(&[], &[], 3, 0, 5, false), vec![0.0; 15]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Operands laid out in AMX tiles, rounded from f32 to bf16 on the way (`VCVTNE2PS2BF16`, round
-//! to nearest even, as [`super::to_bf16`]).
+//! to nearest even, as [`super::to_bf16`]; unlike it, the instruction flushes subnormal inputs
+//! to zero, which `TDPBF16PS` does to its operands anyway).
 //!
 //! Both operands are packed from the matrix whose rows are the tile rows: the left operand A
 //! [m, k] itself, and the right operand's transpose Bᵀ [n, k]. Call that matrix M [r, k]. A left
@@ -86,7 +87,8 @@ impl<'a> Source<'a> {
             false => (rows, k),
         };
         let stride = self.stride.unwrap_or(inner);
-        assert!(stride >= inner, "rows overlap");
+        // One row (attention's dV with a single key) has no neighbour to overlap.
+        assert!(outer <= 1 || stride >= inner, "rows overlap");
         let extent = match outer * inner {
             0 => 0,
             _ => (outer - 1) * stride + inner,
@@ -163,7 +165,8 @@ impl Packed {
                 unsafe { fill_tile(tile, &source, stride, (rows, k), (t, kb), transpose) };
             }
         };
-        let panel = k_tiles * TILE;
+        // At least one line, so that k = 0 (nothing to pack) makes no zero-sized chunks.
+        let panel = (k_tiles * TILE).max(1);
         match parallel {
             true => buffer[..len]
                 .par_chunks_mut(panel)
@@ -229,8 +232,9 @@ unsafe fn fill_tile(
                 // columns c0 .. c0 + valid of them lie inside.
                 *line = unsafe {
                     pair_line(
-                        (even < k).then(|| values.add(even * stride + c0)),
-                        (odd < k).then(|| values.add(odd * stride + c0)),
+                        // Wrapping: a padding tile's columns (c0 ≥ rows) are never read.
+                        (even < k).then(|| values.wrapping_add(even * stride + c0)),
+                        (odd < k).then(|| values.wrapping_add(odd * stride + c0)),
                         valid,
                         scale,
                     )
@@ -257,7 +261,8 @@ unsafe fn row_line(src: *const f32, valid: usize, scale: f32) -> Line {
     unsafe {
         let scale = _mm512_set1_ps(scale);
         let lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(low, src), scale);
-        let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(high, src.add(TILE)), scale);
+        // Wrapping: with `valid` ≤ 16 the second half is all masked off, maybe past the end.
+        let hi = _mm512_mul_ps(_mm512_maskz_loadu_ps(high, src.wrapping_add(TILE)), scale);
         std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo))
     }
 }

@@ -1,6 +1,7 @@
 //! Multi-head scaled dot-product attention, forward and backward: one rayon task per
-//! (batch row, head) block, `gemm` on the strided per-head views of q, k, v, the softmax
-//! and its gradient in place in per-thread block buffers.
+//! (batch row, head) block, `gemm` (or AMX tiles under bf16-mixed, see `mm_mixed`) on the
+//! strided per-head views of q, k, v, the softmax and its gradient in place in per-thread
+//! block buffers.
 
 use burn::backend::Flex;
 use burn::tensor::TensorMetadata;
@@ -268,7 +269,7 @@ pub fn attention_forward(
                     o.scale,
                     bias.is_some(),
                 );
-                // gemm has written every element of this block.
+                // The product has written every element of this block.
                 let p = std::slice::from_raw_parts_mut(p0, block);
                 if row_masks.keys_only() {
                     exp_rows(p, d.lk, row_masks.key_penalty, &mut inv_sums);

@@ -40,6 +40,8 @@ pub fn linear_gelu(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
     }
 }
 
+/// x·W + b, then `then` on each row where given (only by [`linear_gelu`], which has checked
+/// the conditions of the AMX path: a `then` takes that path whatever `mixed()` says by now).
 fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>) -> Ft {
     if !is_f32(&[&x, &weight]) || bias.as_ref().is_some_and(|b| !is_f32(&[b])) {
         return reference::linear::<Flex>(x, weight, bias);
@@ -51,7 +53,7 @@ fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>)
     let whole = gemm_threads_itself(d_in, d_out);
     let mut out = Written::new(n * d_out);
     let out_ptr = out.ptr();
-    if whole && amx::mixed() {
+    if whole && (then.is_some() || amx::mixed()) {
         // bf16-mixed: the product on AMX tiles, its tiles starting from the bias (or zero).
         let start = bv.map_or(amx::Start::Zero, amx::Start::Bias);
         let x = amx::Source::rows(xv);

@@ -210,11 +210,7 @@ pub unsafe fn matmul_raw(
     (m, k, n): (usize, usize, usize),
     b_transposed: bool,
 ) {
-    // M of the right operand is Bᵀ: B [k, n] is Mᵀ, and B given transposed is M.
-    let b = match b_transposed {
-        true => Source::rows(b),
-        false => Source::transposed(b),
-    };
+    let b = Source::of_b(b, b_transposed);
     let c = Output {
         c,
         m,
@@ -575,8 +571,16 @@ unsafe fn tile_products(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// Says so and returns true where this machine cannot run the AMX kernels.
+    pub(in crate::fused::amx) fn no_amx() -> bool {
+        if !available() {
+            eprintln!("skipped: no AMX here");
+        }
+        !available()
+    }
 
     /// C = A · B in f64 from the bf16 roundings of A and B.
     fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
@@ -612,8 +616,7 @@ mod tests {
 
     #[test]
     fn products_match_an_f64_reference_on_odd_shapes() {
-        if !available() {
-            eprintln!("skipped: no AMX here");
+        if no_amx() {
             return;
         }
         for (m, k, n) in [
@@ -696,8 +699,7 @@ mod tests {
 
     #[test]
     fn block_products_read_strided_operands_and_write_strided_rows() {
-        if !available() {
-            eprintln!("skipped: no AMX here");
+        if no_amx() {
             return;
         }
         let (m, k, n) = (45, 40, 37);
@@ -763,8 +765,7 @@ mod tests {
 
     #[test]
     fn a_single_row_with_any_stride_and_an_empty_shared_dimension() {
-        if !available() {
-            eprintln!("skipped: no AMX here");
+        if no_amx() {
             return;
         }
         // Attention's dV with one key: a 1-row left operand whose row stride is 1.
@@ -782,8 +783,7 @@ mod tests {
 
     #[test]
     fn rows_pass_through_then_once_each_after_their_products() {
-        if !available() {
-            eprintln!("skipped: no AMX here");
+        if no_amx() {
             return;
         }
         let (m, k, n) = (70, 64, 50);
@@ -804,8 +804,7 @@ mod tests {
 
     #[test]
     fn bf16_representable_operands_multiply_exactly() {
-        if !available() {
-            eprintln!("skipped: no AMX here");
+        if no_amx() {
             return;
         }
         // Small integers are exact in bf16, and so are their sums in f32.

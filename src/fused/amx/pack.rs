@@ -53,6 +53,15 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// The right operand's source from B [k, n] row-major, or from Bᵀ [n, k] where
+    /// `transposed`: the packer's M is Bᵀ, so B itself is Mᵀ.
+    pub fn of_b(b: &'a [f32], transposed: bool) -> Self {
+        match transposed {
+            true => Source::rows(b),
+            false => Source::transposed(b),
+        }
+    }
+
     /// Rows (of M, or of Mᵀ) `stride` values apart.
     pub fn with_stride(self, stride: usize) -> Self {
         Source {
@@ -127,11 +136,13 @@ impl Packed {
     /// The right operand B [k, n] of A · B from B row-major, or from Bᵀ [n, k] where
     /// `transposed`.
     pub fn right(b: &[f32], k: usize, n: usize, transposed: bool) -> Packed {
-        let source = match transposed {
-            true => Source::rows(b),
-            false => Source::transposed(b),
-        };
-        Packed::new(Vec::new(), Side::Right, source, (n, k), true)
+        Packed::new(
+            Vec::new(),
+            Side::Right,
+            Source::of_b(b, transposed),
+            (n, k),
+            true,
+        )
     }
 
     /// M [rows, k] from `source` packed as `side`'s tiles into `buffer` (a reused allocation:
@@ -355,7 +366,8 @@ unsafe fn transpose_pairs(tile: &mut [Line]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{available, to_bf16};
+    use super::super::tests::no_amx;
+    use super::super::to_bf16;
     use super::*;
 
     fn pattern(len: usize) -> Vec<f32> {
@@ -372,8 +384,7 @@ mod tests {
 
     #[test]
     fn tiles_hold_what_the_kernel_reads_from_every_source() {
-        if !available() {
-            eprintln!("skipped: no AMX here");
+        if no_amx() {
             return;
         }
         // Odd sizes: partial tiles along both dimensions, an odd k (a lone last pair).

@@ -23,7 +23,7 @@ use std::any::{Any, TypeId};
 use burn::backend::{Autodiff, Flex};
 use burn::prelude::*;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{DType, FloatDType, TensorPrimitive};
+use burn::tensor::{DType, FloatDType, TensorMetadata, TensorPrimitive};
 
 use reference::{unwrap, wrap};
 
@@ -233,6 +233,26 @@ pub trait PipeOps: Backend {
         bias: Option<FloatTensor<Self>>,
     ) -> FloatTensor<Self> {
         Self::fused_gelu(Self::fused_linear(x, weight, bias))
+    }
+    /// LayerNorm(residual + x·W + b) over the last dimension: a projection added to the
+    /// residual stream and normalised, as a post-norm sublayer ends (without dropout). x is
+    /// [n, d_in]; the residual has n rows of d_out, in any shape, which the output takes.
+    /// The three operations one after the other (their own autodiff nodes where training);
+    /// the CPU fuses them under bf16-mixed.
+    fn fused_linear_residual_norm(
+        (x, weight, bias): (
+            FloatTensor<Self>,
+            FloatTensor<Self>,
+            Option<FloatTensor<Self>>,
+        ),
+        residual: FloatTensor<Self>,
+        (gamma, beta): (FloatTensor<Self>, Option<FloatTensor<Self>>),
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let projected = Self::fused_linear(x, weight, bias);
+        let projected = Self::float_reshape(projected, residual.shape());
+        let sum = Self::fused_residual(residual, projected, None);
+        Self::fused_layer_norm(sum, gamma, beta, epsilon)
     }
     /// Gradients (dx, dW, db); db is Σ of the gradient's rows whether or not there is a bias.
     fn fused_linear_backward(
@@ -608,6 +628,48 @@ pub fn linear_gelu_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>)
     let y: Tensor<B, 2> = wrap(out);
     let out = y.dims()[1];
     y.reshape([b, l, out])
+}
+
+/// LayerNorm(residual + dropout(x·W + b)) of a `Linear` layer and a `LayerNorm` module over
+/// a sequence: how a post-norm encoder sublayer ends. Fused where the backend can, when
+/// dropout is off (inference); [`residual_dropout`] and [`layer_norm_module`] otherwise.
+///
+/// # Shapes
+/// - x: [batch, length, d_in]; residual: [batch, length, d_out]; output: [batch, length, d_out]
+pub fn linear_residual_norm_seq<B: Backend>(
+    layer: &burn::nn::Linear<B>,
+    x: Tensor<B, 3>,
+    residual: Tensor<B, 3>,
+    (norm, epsilon): (&burn::nn::LayerNorm<B>, f64),
+    dropout: f64,
+) -> Tensor<B, 3> {
+    let [b, l, d] = x.dims();
+    if dropout > 0.0 && B::ad_enabled(&x.device()) {
+        let projected = linear_seq(layer, x);
+        return layer_norm_module(
+            norm,
+            residual_dropout(residual, projected, dropout),
+            epsilon,
+        );
+    }
+    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
+    let (x, weight) = (unwrap(x.reshape([b * l, d])), unwrap(layer.weight.val()));
+    let (gamma, beta) = (
+        unwrap(norm.gamma.val()),
+        norm.beta.as_ref().map(|b| unwrap(b.val())),
+    );
+    let residual = unwrap(residual);
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_linear_residual_norm((x, weight, bias), residual, (gamma, beta), epsilon),
+        {
+            let projected = reference::linear::<B>(x, weight, bias);
+            let projected = B::float_reshape(projected, residual.shape());
+            let sum = reference::residual::<B>(residual, projected, None);
+            reference::layer_norm::<B>(sum, gamma, beta, epsilon)
+        }
+    );
+    wrap(out)
 }
 
 /// Inverted dropout while training (an autodiff backend); the identity otherwise.

@@ -671,22 +671,17 @@ impl<B: Backend> HfEncoder<B> {
             ),
         };
         let ao = &layer.attention.output;
-        let projected = fused::linear_seq(&ao.dense, context);
-        let attended = self.norm(
-            &ao.layer_norm,
-            fused::residual_dropout(x, projected, ao.dropout.prob),
-        );
+        let norm = (&ao.layer_norm, self.layer_norm_eps);
+        let attended =
+            fused::linear_residual_norm_seq(&ao.dense, context, x, norm, ao.dropout.prob);
         let up = &layer.intermediate.dense;
         let inner = match self.activation {
             HiddenActivation::Gelu => fused::linear_gelu_seq(up, attended.clone()),
             _ => self.act(fused::linear_seq(up, attended.clone())),
         };
         let o = &layer.output;
-        let output = fused::linear_seq(&o.dense, inner);
-        self.norm(
-            &o.layer_norm,
-            fused::residual_dropout(attended, output, o.dropout.prob),
-        )
+        let norm = (&o.layer_norm, self.layer_norm_eps);
+        fused::linear_residual_norm_seq(&o.dense, inner, attended, norm, o.dropout.prob)
     }
 
     /// The family's pooler: act(dense(h[:, 0])), the first position's hidden state

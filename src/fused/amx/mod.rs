@@ -191,9 +191,10 @@ pub fn matmul_into(
     unsafe { matmul_raw((c.as_mut_ptr(), None), start, a, b, (m, k, n), b_transposed) }
 }
 
-/// What to do with each row of C once its products are done (while it is still in the
-/// core's caches): the activation that follows a linear layer.
-pub type RowsThen<'a> = &'a (dyn Fn(&mut [f32]) + Sync);
+/// What to do with each row of C (its index, its values) once its products are done, while
+/// it is still in the core's caches: the activation that follows a linear layer, or the
+/// residual connection and LayerNorm that follow a projection.
+pub type RowsThen<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
 
 /// [`matmul_into`] into a raw output, which may be uninitialized unless `start` is
 /// [`Start::Onto`]: every one of its m × n values is written, and then passed through `then`
@@ -464,7 +465,8 @@ unsafe fn block_row_packed(
     if let Some(then) = c.then {
         for i in 0..height {
             // SAFETY: row i of this task's rows, all of it written above.
-            then(unsafe { std::slice::from_raw_parts_mut(rows.add(i * c.stride), c.n) });
+            let row = unsafe { std::slice::from_raw_parts_mut(rows.add(i * c.stride), c.n) };
+            then(pair * 2 * TILE + i, row);
         }
     }
 }
@@ -571,11 +573,11 @@ unsafe fn tile_products(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Says so and returns true where this machine cannot run the AMX kernels.
-    pub(in crate::fused::amx) fn no_amx() -> bool {
+    pub(crate) fn no_amx() -> bool {
         if !available() {
             eprintln!("skipped: no AMX here");
         }
@@ -790,10 +792,12 @@ pub(super) mod tests {
         let (a, b) = (pattern(m * k, 11), pattern(k * n, 13));
         let want: Vec<f32> = matmul(&a, &b, m, k, n, false)
             .iter()
-            .map(|v| v * 2.0 + 1.0)
+            .enumerate()
+            .map(|(j, v)| v * 2.0 + (j / n) as f32)
             .collect();
         let mut got = vec![f32::NAN; m * n];
-        let then = |row: &mut [f32]| row.iter_mut().for_each(|v| *v = *v * 2.0 + 1.0);
+        let then =
+            |i: usize, row: &mut [f32]| row.iter_mut().for_each(|v| *v = *v * 2.0 + i as f32);
         // SAFETY: got holds m × n values.
         unsafe {
             let c = (got.as_mut_ptr(), Some(&then as RowsThen));

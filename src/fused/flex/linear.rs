@@ -2,11 +2,13 @@
 //! pool for small weights, one product that `gemm` threads itself for large ones.
 
 use burn::backend::Flex;
-use burn::tensor::TensorMetadata;
+use burn::tensor::ops::FloatTensorOps;
+use burn::tensor::{Shape, TensorMetadata};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::activation::{gelu, gelu_in_place};
+use super::norm::{layer_norm, residual_norm_row};
 use super::{Ft, Written, add_up, contiguous, is_f32, mm, mm_with, tensor, values};
 use crate::fused::{amx, reference};
 
@@ -27,17 +29,64 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
     linear_then(x, weight, bias, None)
 }
 
+/// Whether x·W + b takes the AMX path, the one that applies a `then` to each row block:
+/// bf16-mixed, a weight large enough, every operand in f32.
+fn rows_fuse(x: &Ft, weight: &Ft, bias: Option<&Ft>) -> bool {
+    let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
+    let f32_bias = bias.is_none_or(|b| is_f32(&[b]));
+    amx::mixed() && gemm_threads_itself(d_in, d_out) && is_f32(&[x, weight]) && f32_bias
+}
+
 /// GELU(x·W + b): under bf16-mixed with a large weight, GELU runs on each 32-row block of the
 /// product as soon as it is written (still in the core's caches), instead of reading the
 /// [n, d_out] output back from memory; otherwise the two operations one after the other.
 pub fn linear_gelu(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
-    let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
-    let f32_bias = bias.as_ref().is_none_or(|b| is_f32(&[b]));
-    // The same conditions as linear_then's AMX path, which alone applies `then`.
-    match amx::mixed() && gemm_threads_itself(d_in, d_out) && is_f32(&[&x, &weight]) && f32_bias {
-        true => linear_then(x, weight, bias, Some(&gelu_in_place)),
+    match rows_fuse(&x, &weight, bias.as_ref()) {
+        true => linear_then(x, weight, bias, Some(&|_, row| gelu_in_place(row))),
         false => gelu(linear(x, weight, bias)),
     }
+}
+
+/// LayerNorm(residual + x·W + b) over rows of d_out: under bf16-mixed with a large weight,
+/// the residual is added and each row normalised as soon as its product is written (the
+/// projection's output is never read back from memory, and the sum never written); otherwise
+/// the three operations one after the other. The same values either way.
+pub fn linear_residual_norm(
+    (x, weight, bias): (Ft, Ft, Option<Ft>),
+    residual: Ft,
+    (gamma, beta): (Ft, Option<Ft>),
+    eps: f64,
+) -> Ft {
+    let d_out = weight.shape()[1];
+    let rows = x.shape()[0];
+    let fits = residual.shape().num_elements() == rows * d_out && gamma.shape()[0] == d_out;
+    let norm_f32 = is_f32(&[&residual, &gamma]) && beta.as_ref().is_none_or(|b| is_f32(&[b]));
+    let dims = Shape::from(residual.shape().to_vec());
+    if !(fits && norm_f32 && rows_fuse(&x, &weight, bias.as_ref())) {
+        let projected = Flex::float_reshape(linear(x, weight, bias), dims);
+        return layer_norm(super::residual(residual, projected, None), gamma, beta, eps);
+    }
+    normalised_on_rows((x, weight, bias), residual, (gamma, beta), eps)
+}
+
+/// [`linear_residual_norm`]'s fused path: the AMX product, each row finished by
+/// [`residual_norm_row`]. Needs AMX and f32 operands of matching sizes.
+fn normalised_on_rows(
+    (x, weight, bias): (Ft, Ft, Option<Ft>),
+    residual: Ft,
+    (gamma, beta): (Ft, Option<Ft>),
+    eps: f64,
+) -> Ft {
+    let d_out = weight.shape()[1];
+    let dims = Shape::from(residual.shape().to_vec());
+    let (residual, gamma) = (contiguous(&residual), contiguous(&gamma));
+    let beta = beta.map(|b| contiguous(&b));
+    let (rv, gv, bv) = (values(&residual), values(&gamma), beta.as_ref().map(values));
+    let then = |i: usize, row: &mut [f32]| {
+        residual_norm_row(row, &rv[i * d_out..][..d_out], gv, bv, eps as f32)
+    };
+    let out = linear_then(x, weight, bias, Some(&then));
+    Flex::float_reshape(out, dims)
 }
 
 /// x·W + b, then `then` on each row where given (only by [`linear_gelu`], which has checked
@@ -210,4 +259,47 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
         tensor(dw, &[d_in, d_out]),
         tensor(db, &[d_out]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fused::amx::tests::no_amx;
+
+    fn pattern(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn residual_and_norm_on_the_products_rows_equal_the_three_operations() {
+        if no_amx() {
+            return;
+        }
+        // 70 rows: two whole 32-row blocks and an edge one; 300 columns: an edge tile column.
+        let (b, l, d_in, d_out) = (2, 35, 256, 300);
+        let n = b * l;
+        let x = || tensor(pattern(n * d_in, 1), &[n, d_in]);
+        let w = || tensor(pattern(d_in * d_out, 2), &[d_in, d_out]);
+        let bias = || Some(tensor(pattern(d_out, 3), &[d_out]));
+        let residual = || tensor(pattern(n * d_out, 4), &[b, l, d_out]);
+        let gamma = || tensor(pattern(d_out, 5), &[d_out]);
+        for beta in [None, Some(tensor(pattern(d_out, 6), &[d_out]))] {
+            let got = normalised_on_rows(
+                (x(), w(), bias()),
+                residual(),
+                (gamma(), beta.clone()),
+                1e-5,
+            );
+            // The same AMX product (a `then` that does nothing takes the AMX path), then the
+            // two row-wise operations on their own.
+            let projected = linear_then(x(), w(), bias(), Some(&|_, _| {}));
+            let projected = Flex::float_reshape(projected, Shape::from(vec![b, l, d_out]));
+            let sum = super::super::residual(residual(), projected, None);
+            let want = layer_norm(sum, gamma(), beta, 1e-5);
+            assert_eq!(got.shape(), want.shape());
+            assert_eq!(values(&got), values(&want));
+        }
+    }
 }

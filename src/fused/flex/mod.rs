@@ -23,7 +23,7 @@ mod relative;
 pub use activation::{gelu, gelu_backward, relu, relu_backward};
 pub use attention::{attention_backward, attention_forward};
 pub use dropout::{dropout_mask, multiply_tensors, residual};
-pub use linear::{linear, linear_backward, linear_gelu};
+pub use linear::{linear, linear_backward, linear_gelu, linear_residual_norm};
 pub use norm::{layer_norm, layer_norm_backward};
 pub use packed::{geglu, geglu_backward, packed_part, packed_part_backward};
 pub use pooling::{mean_pool, mean_pool_backward};
@@ -339,6 +339,14 @@ impl PipeOps for Flex {
     }
     fn fused_linear_gelu(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
         linear_gelu(x, weight, bias)
+    }
+    fn fused_linear_residual_norm(
+        linear: (Ft, Ft, Option<Ft>),
+        residual: Ft,
+        norm: (Ft, Option<Ft>),
+        epsilon: f64,
+    ) -> Ft {
+        linear_residual_norm(linear, residual, norm, epsilon)
     }
     fn fused_layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, epsilon: f64) -> Ft {
         layer_norm(x, gamma, beta, epsilon)

@@ -14,6 +14,26 @@ fn rows_per_task(width: usize) -> usize {
     (16_384 / width.max(1)).max(1)
 }
 
+/// The rest of a row's normalisation once `yr` holds x − mean: y ← y·rstd·γ + β.
+#[inline(always)]
+fn scale_centred(yr: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
+    let d = gamma.len();
+    let var = math::dot(yr, yr) / d as f32;
+    let rstd = 1.0 / (var + eps).sqrt();
+    match beta {
+        Some(b) => {
+            for ((yi, &g), &bi) in yr.iter_mut().zip(gamma).zip(b) {
+                *yi = *yi * rstd * g + bi;
+            }
+        }
+        None => {
+            for (yi, &g) in yr.iter_mut().zip(gamma) {
+                *yi = *yi * rstd * g;
+            }
+        }
+    }
+}
+
 multiversion! {
     fn layer_norm_rows(x: &[f32], y: &mut [f32], gamma: &[f32], beta: Option<&[f32]>, eps: f32) {
         let d = gamma.len();
@@ -22,21 +42,29 @@ multiversion! {
             for (yi, &xi) in yr.iter_mut().zip(xr) {
                 *yi = xi - mean;
             }
-            let var = math::dot(yr, yr) / d as f32;
-            let rstd = 1.0 / (var + eps).sqrt();
-            match beta {
-                Some(b) => {
-                    for ((yi, &g), &bi) in yr.iter_mut().zip(gamma).zip(b) {
-                        *yi = *yi * rstd * g + bi;
-                    }
-                }
-                None => {
-                    for (yi, &g) in yr.iter_mut().zip(gamma) {
-                        *yi = *yi * rstd * g;
-                    }
-                }
-            }
+            scale_centred(yr, gamma, beta, eps);
         }
+    }
+}
+
+multiversion! {
+    /// LayerNorm(residual + row) in place: the same operations, in the same order, as
+    /// [`super::residual`] and then [`layer_norm`], so the same values.
+    pub(super) fn residual_norm_row(
+        row: &mut [f32],
+        residual: &[f32],
+        gamma: &[f32],
+        beta: Option<&[f32]>,
+        eps: f32,
+    ) {
+        for (v, &r) in row.iter_mut().zip(residual) {
+            *v += r; // r + v: addition commutes exactly
+        }
+        let mean = math::sum(row) / gamma.len() as f32;
+        for v in row.iter_mut() {
+            *v -= mean;
+        }
+        scale_centred(row, gamma, beta, eps);
     }
 }
 

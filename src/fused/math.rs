@@ -42,7 +42,7 @@ pub fn exp(x: f32) -> f32 {
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
     const P: [f32; 6] = [
-        1.128_379_1,
+        std::f32::consts::FRAC_2_SQRT_PI, // erf′(0)
         0.189_912_9,
         0.052_666_318,
         0.003_741_368_4,

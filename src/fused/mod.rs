@@ -225,6 +225,18 @@ pub trait PipeOps: Backend {
     ) -> FloatTensor<Self> {
         reference::linear::<Self>(x, weight, bias)
     }
+    /// x·W_i + b_i for several layers of one input x [n, d_in] (a layer's query, key and
+    /// value projections): one [`fused_linear`](PipeOps::fused_linear) each (their own
+    /// autodiff nodes where training); the CPU packs x once for all of them under bf16-mixed.
+    fn fused_linears(
+        x: FloatTensor<Self>,
+        layers: Vec<(FloatTensor<Self>, Option<FloatTensor<Self>>)>,
+    ) -> Vec<FloatTensor<Self>> {
+        layers
+            .into_iter()
+            .map(|(weight, bias)| Self::fused_linear(x.clone(), weight, bias))
+            .collect()
+    }
     /// GELU(x·W + b), the feed-forward's first half: the two operations one after the other
     /// (through their own autodiff nodes where training); the CPU fuses them under bf16-mixed.
     fn fused_linear_gelu(
@@ -610,6 +622,42 @@ pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tenso
         reference::linear::<B>(x, weight, bias)
     );
     wrap(out)
+}
+
+/// Several `Linear` layers applied to the same sequence (a layer's query, key and value
+/// projections), each as [`linear_seq`]; the CPU reads and rounds x once for all of them
+/// under bf16-mixed.
+///
+/// # Shapes
+/// - x: [batch, length, d_in]; outputs: [batch, length, d_out] of each layer
+pub fn linears_seq<B: Backend>(
+    layers: &[&burn::nn::Linear<B>],
+    x: Tensor<B, 3>,
+) -> Vec<Tensor<B, 3>> {
+    let [b, l, d] = x.dims();
+    let x = unwrap(x.reshape([b * l, d]));
+    let params: Vec<(FloatTensor<B>, Option<FloatTensor<B>>)> = layers
+        .iter()
+        .map(|layer| {
+            let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
+            (unwrap(layer.weight.val()), bias)
+        })
+        .collect();
+    let outs: Vec<FloatTensor<B>> = route!(
+        B,
+        fused_linears(x, params),
+        params
+            .into_iter()
+            .map(|(weight, bias)| reference::linear::<B>(x.clone(), weight, bias))
+            .collect()
+    );
+    outs.into_iter()
+        .map(|out| {
+            let y: Tensor<B, 2> = wrap(out);
+            let d_out = y.dims()[1];
+            y.reshape([b, l, d_out])
+        })
+        .collect()
 }
 
 /// GELU(x·W + b) of a `Linear` layer over a sequence, fused where the backend can.

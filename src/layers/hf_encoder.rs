@@ -661,14 +661,13 @@ impl<B: Backend> HfEncoder<B> {
                 r,
                 sa.dropout.prob,
             ),
-            _ => fused::attention(
-                fused::linear_seq(&sa.query, x.clone()),
-                fused::linear_seq(&sa.key, x.clone()),
-                fused::linear_seq(&sa.value, x.clone()),
-                Some(mask.clone()),
-                sa.dropout.prob,
-                self.attention_options(h),
-            ),
+            _ => {
+                let projections = [&sa.query, &sa.key, &sa.value];
+                let [q, k, v] = <[_; 3]>::try_from(fused::linears_seq(&projections, x.clone()))
+                    .unwrap_or_else(|_| unreachable!("three layers, three outputs"));
+                let options = self.attention_options(h);
+                fused::attention(q, k, v, Some(mask.clone()), sa.dropout.prob, options)
+            }
         };
         let ao = &layer.attention.output;
         let norm = (&ao.layer_norm, self.layer_norm_eps);

@@ -140,6 +140,8 @@ thread_local! {
     static RIGHT: std::cell::RefCell<Vec<Line>> = Default::default();
     /// The calling task's panels of the left operand (see [`LeftOperand::ByRows`]).
     static PANELS: std::cell::RefCell<Vec<Line>> = Default::default();
+    /// The calling thread's packed right operands of [`products_sharing_left`].
+    static RIGHTS: std::cell::RefCell<Vec<Vec<Line>>> = Default::default();
 }
 
 /// The left operand of a product: packed before, or packed 32 rows at a time by the task that
@@ -262,6 +264,72 @@ unsafe fn product(c: Output, start: Start, a: Source, bt: Source, k: usize, para
     RIGHT.with(|b| *b.borrow_mut() = right.into_buffer());
 }
 
+/// One product of [`products_sharing_left`]: C [m, n] (rows n apart) = A · B [k, n]
+/// (row-major) from `start`.
+#[derive(Clone, Copy)]
+pub struct OfSharedLeft<'a> {
+    pub c: *mut f32,
+    pub b: &'a [f32],
+    pub n: usize,
+    pub start: Start<'a>,
+}
+
+/// Several products of one left operand, C_i [m, n_i] = A · B_i from their starts, A being
+/// `Source::rows(A [m, k])`: each task rounds and packs its 32 rows of A once for all of them,
+/// while they are in its caches (a layer's queries, keys and values, all from the same x).
+///
+/// # Safety
+/// As [`matmul_raw`] for each C_i, which may be uninitialized (no start is [`Start::Onto`]).
+pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products: &[OfSharedLeft]) {
+    assert!(available(), "AMX kernels called without AMX");
+    let mut buffers = RIGHTS.take();
+    buffers.resize_with(buffers.len().max(products.len()), Vec::new);
+    let rights: Vec<Packed> = products
+        .iter()
+        .zip(buffers.drain(..))
+        .map(|(p, buffer)| {
+            assert!(
+                !matches!(p.start, Start::Onto),
+                "products start from zero or a bias"
+            );
+            Packed::new(
+                buffer,
+                Side::Right,
+                Source::of_b(p.b, false),
+                (p.n, k),
+                true,
+            )
+        })
+        .collect();
+    let targets: Vec<(Output, Start, Option<Vec<F32Line>>)> = products
+        .iter()
+        .zip(&rights)
+        .map(|(p, right)| {
+            let c = Output {
+                c: p.c,
+                m,
+                n: p.n,
+                stride: p.n,
+                then: None,
+            };
+            (c, p.start, bias_lines(p.start, right, p.n))
+        })
+        .collect();
+    let rows = |pair: usize| {
+        let height = (2 * TILE).min(m - pair * 2 * TILE);
+        let a_rows = a.rows_after(pair * 2 * TILE, (m, k));
+        let panels = Packed::new(PANELS.take(), Side::Left, a_rows, (height, k), false);
+        for ((c, start, bias), right) in targets.iter().zip(&rights) {
+            // SAFETY: the caller's contract; this task writes rows 32·pair .. of each C alone.
+            unsafe { block_row_packed((&panels, 0), right, *c, pair, *start, bias.as_deref()) };
+        }
+        PANELS.set(panels.into_buffer());
+    };
+    (0..m.div_ceil(2 * TILE)).into_par_iter().for_each(rows);
+    buffers.extend(rights.into_iter().map(Packed::into_buffer));
+    RIGHTS.set(buffers);
+}
+
 /// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
     assert_eq!(a.len(), m * k);
@@ -340,18 +408,7 @@ unsafe fn multiply(left: LeftOperand, right: &Packed, c: Output, start: Start, p
         "operands of different shared sizes"
     );
     assert!(right.row_tiles * TILE >= c.n);
-    // The bias on cache lines, zero-padded to whole tiles, one line per tile column.
-    let bias: Option<Vec<F32Line>> = match start {
-        Start::Bias(b) => {
-            assert_eq!(b.len(), c.n, "bias of the wrong size");
-            let mut lines = vec![F32Line::default(); right.row_tiles];
-            for (line, part) in lines.iter_mut().zip(b.chunks(TILE)) {
-                line.0[..part.len()].copy_from_slice(part);
-            }
-            Some(lines)
-        }
-        _ => None,
-    };
+    let bias = bias_lines(start, right, c.n);
     // SAFETY: each task has its own 32 rows of C (the caller's contract for the rest).
     let row = |pair| unsafe { block_row(left, right, c, pair, start, bias.as_deref()) };
     let pairs = 0..c.m.div_ceil(2 * TILE);
@@ -359,6 +416,18 @@ unsafe fn multiply(left: LeftOperand, right: &Packed, c: Output, start: Start, p
         true => pairs.into_par_iter().for_each(row),
         false => pairs.for_each(row),
     }
+}
+
+/// A [`Start::Bias`] [n] on cache lines, zero-padded to whole tiles, one line per tile column
+/// of `right`.
+fn bias_lines(start: Start, right: &Packed, n: usize) -> Option<Vec<F32Line>> {
+    let Start::Bias(b) = start else { return None };
+    assert_eq!(b.len(), n, "bias of the wrong size");
+    let mut lines = vec![F32Line::default(); right.row_tiles];
+    for (line, part) in lines.iter_mut().zip(b.chunks(TILE)) {
+        line.0[..part.len()].copy_from_slice(part);
+    }
+    Some(lines)
 }
 
 /// Output rows 32·pair .. 32·pair + 32 (fewer at the end), every column, in 32 × 32 blocks.

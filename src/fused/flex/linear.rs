@@ -89,6 +89,53 @@ fn normalised_on_rows(
     Flex::float_reshape(out, dims)
 }
 
+/// x·W_i + b_i for several `Linear` layers of the same input width: under bf16-mixed with
+/// large weights, one pass over x's rows, each task rounding and packing its rows once for
+/// every product (a layer's query, key and value projections); otherwise one [`linear`] each.
+pub fn linears(x: Ft, layers: Vec<(Ft, Option<Ft>)>) -> Vec<Ft> {
+    let d_in = x.shape()[1];
+    let shared = layers
+        .iter()
+        .all(|(w, b)| w.shape()[0] == d_in && rows_fuse(&x, w, b.as_ref()));
+    if !shared || layers.len() < 2 {
+        return layers
+            .into_iter()
+            .map(|(w, b)| linear(x.clone(), w, b))
+            .collect();
+    }
+    let n = x.shape()[0];
+    let x = contiguous(&x);
+    let layers: Vec<(Ft, Option<Ft>)> = layers
+        .into_iter()
+        .map(|(w, b)| (contiguous(&w), b.map(|b| contiguous(&b))))
+        .collect();
+    let mut outs: Vec<Written> = layers
+        .iter()
+        .map(|(w, _)| Written::new(n * w.shape()[1]))
+        .collect();
+    let products: Vec<amx::OfSharedLeft> = layers
+        .iter()
+        .zip(outs.iter_mut())
+        .map(|((w, b), out)| amx::OfSharedLeft {
+            c: out.ptr().get(),
+            b: values(w),
+            n: w.shape()[1],
+            start: b
+                .as_ref()
+                .map(values)
+                .map_or(amx::Start::Zero, amx::Start::Bias),
+        })
+        .collect();
+    // SAFETY: each output has room for n × d_out values, all written by its product.
+    unsafe {
+        amx::products_sharing_left(amx::Source::rows(values(&x)), (n, d_in), &products);
+        outs.into_iter()
+            .zip(&layers)
+            .map(|(out, (w, _))| tensor(out.assume_written(), &[n, w.shape()[1]]))
+            .collect()
+    }
+}
+
 /// x·W + b, then `then` on each row where given (only by [`linear_gelu`], which has checked
 /// the conditions of the AMX path: a `then` takes that path whatever `mixed()` says by now).
 fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>) -> Ft {
@@ -300,6 +347,56 @@ mod tests {
             let want = layer_norm(sum, gamma(), beta, 1e-5);
             assert_eq!(got.shape(), want.shape());
             assert_eq!(values(&got), values(&want));
+        }
+    }
+
+    #[test]
+    fn products_sharing_their_input_equal_one_product_each() {
+        if no_amx() {
+            return;
+        }
+        let (n, d_in) = (70, 256);
+        let x = || tensor(pattern(n * d_in, 1), &[n, d_in]);
+        let layer = |d_out: usize, seed: u32, bias: bool| {
+            let w = tensor(pattern(d_in * d_out, seed), &[d_in, d_out]);
+            (w, bias.then(|| tensor(pattern(d_out, seed + 1), &[d_out])))
+        };
+        let layers = || {
+            vec![
+                layer(300, 2, true),
+                layer(256, 4, false),
+                layer(290, 6, true),
+            ]
+        };
+        let (x, all) = (x(), layers());
+        // SAFETY: the products write every value of their outputs.
+        let outs = unsafe {
+            let mut outs: Vec<Written> = all
+                .iter()
+                .map(|(w, _)| Written::new(n * w.shape()[1]))
+                .collect();
+            let products: Vec<amx::OfSharedLeft> = all
+                .iter()
+                .zip(outs.iter_mut())
+                .map(|((w, b), out)| amx::OfSharedLeft {
+                    c: out.ptr().get(),
+                    b: values(w),
+                    n: w.shape()[1],
+                    start: b
+                        .as_ref()
+                        .map(values)
+                        .map_or(amx::Start::Zero, amx::Start::Bias),
+                })
+                .collect();
+            amx::products_sharing_left(amx::Source::rows(values(&x)), (n, d_in), &products);
+            outs.into_iter()
+                .map(|o| o.assume_written())
+                .collect::<Vec<_>>()
+        };
+        for (got, (w, b)) in outs.iter().zip(layers()) {
+            // One product on AMX (a row function that does nothing takes that path).
+            let want = linear_then(x.clone(), w, b, Some(&|_, _| {}));
+            assert_eq!(got, values(&want));
         }
     }
 }

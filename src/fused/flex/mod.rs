@@ -23,7 +23,7 @@ mod relative;
 pub use activation::{gelu, gelu_backward, relu, relu_backward};
 pub use attention::{attention_backward, attention_forward};
 pub use dropout::{dropout_mask, multiply_tensors, residual};
-pub use linear::{linear, linear_backward, linear_gelu, linear_residual_norm};
+pub use linear::{linear, linear_backward, linear_gelu, linear_residual_norm, linears};
 pub use norm::{layer_norm, layer_norm_backward};
 pub use packed::{geglu, geglu_backward, packed_part, packed_part_backward};
 pub use pooling::{mean_pool, mean_pool_backward};
@@ -339,6 +339,9 @@ impl PipeOps for Flex {
     }
     fn fused_linear_gelu(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
         linear_gelu(x, weight, bias)
+    }
+    fn fused_linears(x: Ft, layers: Vec<(Ft, Option<Ft>)>) -> Vec<Ft> {
+        linears(x, layers)
     }
     fn fused_linear_residual_norm(
         linear: (Ft, Ft, Option<Ft>),

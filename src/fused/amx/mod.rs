@@ -279,7 +279,8 @@ pub struct OfSharedLeft<'a> {
 /// while they are in its caches (a layer's queries, keys and values, all from the same x).
 ///
 /// # Safety
-/// As [`matmul_raw`] for each C_i, which may be uninitialized (no start is [`Start::Onto`]).
+/// As [`matmul_raw`] for each C_i, which may be uninitialized (no start is [`Start::Onto`]);
+/// the C_i overlap neither each other nor A or any B_i.
 pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products: &[OfSharedLeft]) {
     assert!(available(), "AMX kernels called without AMX");
     let mut buffers = RIGHTS.take();

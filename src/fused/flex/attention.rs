@@ -35,10 +35,17 @@ impl RowMasks<'_> {
 /// 1 / Σ goes to `inv_sums`. Normalising is left to the caller, who may scale the much
 /// narrower output rows instead.
 fn exp_rows(scores: &mut [f32], lk: usize, penalty: Option<&[f32]>, inv_sums: &mut [f32]) {
+    assert_eq!(
+        scores.len(),
+        lk * inv_sums.len(),
+        "whole rows, one 1/Σ each"
+    );
+    assert!(
+        penalty.is_none_or(|p| p.len() >= lk),
+        "a penalty for every key"
+    );
     #[cfg(target_arch = "x86_64")]
     if math::simd_level() == 2 {
-        assert_eq!(scores.len(), lk * inv_sums.len());
-        assert!(penalty.is_none_or(|p| p.len() >= lk));
         // SAFETY: the CPU has AVX-512 (checked); the sizes are checked above.
         return unsafe { exp_rows_avx512(scores, lk, penalty, inv_sums) };
     }
@@ -108,9 +115,11 @@ fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     const LOW: f32 = -87.336_55;
     let input = x;
+    // The bound first: MAXPS/MINPS return their second operand when one is NaN, and a NaN
+    // must stay one, as f32::clamp keeps it.
     let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(LOW)),
         _mm512_set1_ps(88.376_26),
+        _mm512_max_ps(_mm512_set1_ps(LOW), x),
     );
     // x·log2(e) rounded to an integer by adding and subtracting 1.5·2^23, as math::exp does.
     let round = _mm512_set1_ps(12_582_912.0);
@@ -574,7 +583,11 @@ mod tests {
             let mut scores: Vec<f32> = (0..rows * lk)
                 .map(|i| ((i as u32).wrapping_mul(2_654_435_761) % 16_000) as f32 / 100.0 - 120.0)
                 .collect();
+            // One −∞, a NaN and a +∞ score, and a row of −∞ only (its maximum: −∞ − −∞ = NaN).
             scores[3] = f32::NEG_INFINITY;
+            scores[lk + 1] = f32::NAN;
+            scores[2 * lk + 2] = f32::INFINITY;
+            scores[3 * lk..4 * lk].fill(f32::NEG_INFINITY);
             let penalty: Vec<f32> = (0..lk)
                 .map(|j| if j % 7 == 3 { -10_000.0 } else { 0.0 })
                 .collect();

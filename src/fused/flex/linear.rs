@@ -136,16 +136,23 @@ pub fn linears(x: Ft, layers: Vec<(Ft, Option<Ft>)>) -> Vec<Ft> {
     }
 }
 
-/// x·W + b, then `then` on each row where given (only by [`linear_gelu`], which has checked
-/// the conditions of the AMX path: a `then` takes that path whatever `mixed()` says by now).
+/// x·W + b, then `then` on each row where given: a `then` takes the AMX path whatever
+/// `mixed()` says by now, so its callers ([`linear_gelu`], [`linear_residual_norm`]) check
+/// [`rows_fuse`] first; without the AMX path's operands it is refused, not left out.
 fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>) -> Ft {
-    if !is_f32(&[&x, &weight]) || bias.as_ref().is_some_and(|b| !is_f32(&[b])) {
+    let f32_operands = is_f32(&[&x, &weight]) && bias.as_ref().is_none_or(|b| is_f32(&[b]));
+    let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
+    assert!(
+        then.is_none() || (f32_operands && gemm_threads_itself(d_in, d_out)),
+        "a row function needs the AMX path's operands (see rows_fuse)"
+    );
+    if !f32_operands {
         return reference::linear::<Flex>(x, weight, bias);
     }
     let (x, w) = (contiguous(&x), contiguous(&weight));
     let b = bias.map(|b| contiguous(&b));
     let (xv, wv, bv) = (values(&x), values(&w), b.as_ref().map(values));
-    let (n, d_in, d_out) = (x.shape()[0], x.shape()[1], w.shape()[1]);
+    let n = x.shape()[0];
     let whole = gemm_threads_itself(d_in, d_out);
     let mut out = Written::new(n * d_out);
     let out_ptr = out.ptr();

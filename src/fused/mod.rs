@@ -608,14 +608,22 @@ pub fn linear_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> T
     y.reshape([b, l, out])
 }
 
+/// A `Linear` layer's weight [d_in, d_out] and bias [d_out] as backend tensors.
+fn linear_params<B: Backend>(
+    layer: &burn::nn::Linear<B>,
+) -> (FloatTensor<B>, Option<FloatTensor<B>>) {
+    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
+    (unwrap(layer.weight.val()), bias)
+}
+
 /// A `Linear` layer as one fused operation (product and bias in one pass, the bias gradient
 /// summed with the weight gradient), with or without a bias (ModernBERT has none).
 ///
 /// # Shapes
 /// - x: [n, d_in]; output: [n, d_out]
 pub fn linear<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
-    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
-    let (x, weight) = (unwrap(x), unwrap(layer.weight.val()));
+    let (weight, bias) = linear_params(layer);
+    let x = unwrap(x);
     let out: FloatTensor<B> = route!(
         B,
         fused_linear(x, weight, bias),
@@ -636,13 +644,8 @@ pub fn linears_seq<B: Backend>(
 ) -> Vec<Tensor<B, 3>> {
     let [b, l, d] = x.dims();
     let x = unwrap(x.reshape([b * l, d]));
-    let params: Vec<(FloatTensor<B>, Option<FloatTensor<B>>)> = layers
-        .iter()
-        .map(|layer| {
-            let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
-            (unwrap(layer.weight.val()), bias)
-        })
-        .collect();
+    let params: Vec<(FloatTensor<B>, Option<FloatTensor<B>>)> =
+        layers.iter().map(|layer| linear_params(layer)).collect();
     let outs: Vec<FloatTensor<B>> = route!(
         B,
         fused_linears(x, params),
@@ -666,8 +669,8 @@ pub fn linears_seq<B: Backend>(
 /// - x: [batch, length, d_in]; output: [batch, length, d_out]
 pub fn linear_gelu_seq<B: Backend>(layer: &burn::nn::Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     let [b, l, d] = x.dims();
-    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
-    let (x, weight) = (unwrap(x.reshape([b * l, d])), unwrap(layer.weight.val()));
+    let (weight, bias) = linear_params(layer);
+    let x = unwrap(x.reshape([b * l, d]));
     let out: FloatTensor<B> = route!(
         B,
         fused_linear_gelu(x, weight, bias),
@@ -700,8 +703,8 @@ pub fn linear_residual_norm_seq<B: Backend>(
             epsilon,
         );
     }
-    let bias = layer.bias.as_ref().map(|b| unwrap(b.val()));
-    let (x, weight) = (unwrap(x.reshape([b * l, d])), unwrap(layer.weight.val()));
+    let (weight, bias) = linear_params(layer);
+    let x = unwrap(x.reshape([b * l, d]));
     let (gamma, beta) = (
         unwrap(norm.gamma.val()),
         norm.beta.as_ref().map(|b| unwrap(b.val())),

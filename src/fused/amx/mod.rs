@@ -317,14 +317,13 @@ pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products:
         })
         .collect();
     let rows = |pair: usize| {
-        let height = (2 * TILE).min(m - pair * 2 * TILE);
-        let a_rows = a.rows_after(pair * 2 * TILE, (m, k));
-        let panels = Packed::new(PANELS.take(), Side::Left, a_rows, (height, k), false);
-        for ((c, start, bias), right) in targets.iter().zip(&rights) {
-            // SAFETY: the caller's contract; this task writes rows 32·pair .. of each C alone.
-            unsafe { block_row_packed((&panels, 0), right, *c, pair, *start, bias.as_deref()) };
-        }
-        PANELS.set(panels.into_buffer());
+        with_row_panels(a, pair, (m, k), |panels| {
+            for ((c, start, bias), right) in targets.iter().zip(&rights) {
+                // SAFETY: the caller's contract; this task writes rows 32·pair .. of each C
+                // alone.
+                unsafe { block_row_packed((panels, 0), right, *c, pair, *start, bias.as_deref()) };
+            }
+        })
     };
     (0..m.div_ceil(2 * TILE)).into_par_iter().for_each(rows);
     buffers.extend(rights.into_iter().map(Packed::into_buffer));
@@ -333,31 +332,19 @@ pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products:
 
 /// C [m, n] = A · B: B is [k, n], or [n, k] where `b_transposed` (see [`matmul_into`]).
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_transposed: bool) -> Vec<f32> {
-    assert_eq!(a.len(), m * k);
-    let mut c = vec![0f32; m * n];
-    matmul_into(
-        &mut c,
-        Start::Zero,
-        Source::rows(a),
-        b,
-        (m, k, n),
-        b_transposed,
-    );
-    c
+    fresh_product(Source::rows(a), b, (m, k, n), b_transposed)
 }
 
 /// C [m, n] = Aᵀ · B with `at` = A stored as [k, m] and B [k, n]: the weight gradient xᵀ·g.
 pub fn matmul_left_transposed(at: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    assert_eq!(at.len(), m * k);
+    fresh_product(Source::transposed(at), b, (m, k, n), false)
+}
+
+/// [`matmul_into`] a new C [m, n] from zero; A's source holds m × k values.
+fn fresh_product(a: Source, b: &[f32], (m, k, n): (usize, usize, usize), bt: bool) -> Vec<f32> {
+    assert_eq!(a.len(), m * k);
     let mut c = vec![0f32; m * n];
-    matmul_into(
-        &mut c,
-        Start::Zero,
-        Source::transposed(at),
-        b,
-        (m, k, n),
-        false,
-    );
+    matmul_into(&mut c, Start::Zero, a, b, (m, k, n), bt);
     c
 }
 
@@ -444,21 +431,26 @@ unsafe fn block_row(
     start: Start,
     bias: Option<&[F32Line]>,
 ) {
-    let height = (2 * TILE).min(c.m - pair * 2 * TILE);
     match left {
         // SAFETY: the caller's contract.
         LeftOperand::Packed(p) => unsafe {
             block_row_packed((p, 2 * pair), right, c, pair, start, bias)
         },
-        LeftOperand::ByRows(a, k) => {
-            let buffer = PANELS.with(|b| std::mem::take(&mut *b.borrow_mut()));
-            let rows = a.rows_after(pair * 2 * TILE, (c.m, k));
-            let panels = Packed::new(buffer, Side::Left, rows, (height, k), false);
+        LeftOperand::ByRows(a, k) => with_row_panels(a, pair, (c.m, k), |panels| {
             // SAFETY: the caller's contract; these rows are tile rows 0 and 1 of `panels`.
-            unsafe { block_row_packed((&panels, 0), right, c, pair, start, bias) };
-            PANELS.with(|b| *b.borrow_mut() = panels.into_buffer());
-        }
+            unsafe { block_row_packed((panels, 0), right, c, pair, start, bias) }
+        }),
     }
+}
+
+/// Runs `f` on rows 32·pair .. 32·pair + 32 (fewer at the end) of A [m, k] from `a`, packed as
+/// tile rows 0 and 1 of this thread's panels (see [`LeftOperand::ByRows`]).
+fn with_row_panels(a: Source, pair: usize, (m, k): (usize, usize), f: impl FnOnce(&Packed)) {
+    let height = (2 * TILE).min(m - pair * 2 * TILE);
+    let rows = a.rows_after(pair * 2 * TILE, (m, k));
+    let panels = Packed::new(PANELS.take(), Side::Left, rows, (height, k), false);
+    f(&panels);
+    PANELS.set(panels.into_buffer());
 }
 
 /// [`block_row`] with its rows of the left operand at tile rows `r0`, `r0 + 1` of `left`.

@@ -62,6 +62,11 @@ impl<'a> Source<'a> {
         }
     }
 
+    /// How many values the source's slice holds.
+    pub(super) fn len(&self) -> usize {
+        self.values.len()
+    }
+
     /// Rows (of M, or of Mᵀ) `stride` values apart.
     pub fn with_stride(self, stride: usize) -> Self {
         Source {

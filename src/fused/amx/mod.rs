@@ -142,6 +142,8 @@ thread_local! {
     static PANELS: std::cell::RefCell<Vec<Line>> = Default::default();
     /// The calling thread's packed right operands of [`products_sharing_left`].
     static RIGHTS: std::cell::RefCell<Vec<Vec<Line>>> = Default::default();
+    /// The calling thread's left operand written by its caller ([`with_left_rows`]).
+    static WRITTEN: std::cell::RefCell<Vec<Line>> = Default::default();
 }
 
 /// The left operand of a product: packed before, or packed 32 rows at a time by the task that
@@ -222,7 +224,7 @@ pub unsafe fn matmul_raw(
         then,
     };
     // SAFETY: the caller's contract.
-    unsafe { product(c, start, a, b, k, true) }
+    unsafe { product(c, start, Left::Rows(a), b, k, true) }
 }
 
 /// One small product inside a task of its own (an attention block), on this thread alone:
@@ -247,7 +249,50 @@ pub unsafe fn block_product(
         then: None,
     };
     // SAFETY: the caller's contract.
-    unsafe { product(c, start, a, bt, k, false) }
+    unsafe { product(c, start, Left::Rows(a), bt, k, false) }
+}
+
+/// [`block_product`] from zero with a left operand A [m, k] packed before, as
+/// [`with_left_rows`] lets its caller write one.
+///
+/// # Safety
+/// As [`block_product`].
+pub unsafe fn block_product_left_packed(
+    (c, c_stride): (*mut f32, usize),
+    left: &Packed,
+    bt: Source,
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(c_stride >= n, "output rows overlap");
+    assert!(left.row_tiles * TILE >= m, "a left operand of fewer rows");
+    let c = Output {
+        c,
+        m,
+        n,
+        stride: c_stride,
+        then: None,
+    };
+    // SAFETY: the caller's contract.
+    unsafe { product(c, Start::Zero, Left::Packed(left), bt, k, false) }
+}
+
+/// Runs `f` with a left operand A [m, k] in this thread's buffer for `f` to write, row by row
+/// in bf16 ([`Packed::line_mut`]): softmax's weights rounded as they are computed, instead of
+/// written in f32 and read back to be rounded and packed. Rows past m (up to the next 32) are
+/// left as they were: an output row depends on its own row of A alone, and the products store
+/// only rows below m.
+pub fn with_left_rows<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> R) -> R {
+    let mut left = Packed::unfilled(WRITTEN.take(), (m, k));
+    let result = f(&mut left);
+    WRITTEN.set(left.into_buffer());
+    result
+}
+
+/// A product's left operand: packed while multiplying, from f32 rows, or packed before.
+#[derive(Clone, Copy)]
+enum Left<'a> {
+    Rows(Source<'a>),
+    Packed(&'a Packed),
 }
 
 /// C (+)= A · B from `a` (A or Aᵀ) and `bt` (Bᵀ or B), packed in this thread's buffers, on
@@ -255,12 +300,16 @@ pub unsafe fn block_product(
 ///
 /// # Safety
 /// As [`matmul_raw`].
-unsafe fn product(c: Output, start: Start, a: Source, bt: Source, k: usize, parallel: bool) {
+unsafe fn product(c: Output, start: Start, a: Left, bt: Source, k: usize, parallel: bool) {
     assert!(available(), "AMX kernels called without AMX");
     let right_buffer = RIGHT.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let right = Packed::new(right_buffer, Side::Right, bt, (c.n, k), parallel);
+    let left = match a {
+        Left::Rows(a) => LeftOperand::ByRows(a, k),
+        Left::Packed(p) => LeftOperand::Packed(p),
+    };
     // SAFETY: the caller's contract.
-    unsafe { multiply(LeftOperand::ByRows(a, k), &right, c, start, parallel) };
+    unsafe { multiply(left, &right, c, start, parallel) };
     RIGHT.with(|b| *b.borrow_mut() = right.into_buffer());
 }
 

@@ -200,6 +200,32 @@ impl Packed {
         }
     }
 
+    /// Room for M [rows, k] as tiles in `buffer` (grown where too short; see [`Packed::new`]),
+    /// its lines as they were.
+    pub(super) fn unfilled(mut buffer: Vec<Line>, (rows, k): (usize, usize)) -> Packed {
+        let row_tiles = rows.div_ceil(2 * TILE) * 2;
+        let k_tiles = k.div_ceil(KTILE);
+        let len = row_tiles * k_tiles * TILE;
+        if buffer.len() < len {
+            buffer.resize(len, Line::default());
+        }
+        Packed {
+            data: buffer,
+            row_tiles,
+            k_tiles,
+        }
+    }
+
+    /// The 32 bf16 values of row `row` along k-tile `kb` of a left operand, to write.
+    pub fn line_mut(&mut self, row: usize, kb: usize) -> &mut [u16; KTILE] {
+        assert!(
+            row < self.row_tiles * TILE && kb < self.k_tiles,
+            "outside the operand"
+        );
+        let line = ((row / TILE) * self.k_tiles + kb) * TILE + row % TILE;
+        &mut self.data[line].0
+    }
+
     /// Tile (t, kb): 16 lines of 64 bytes, each on its own cache line.
     pub(super) fn tile(&self, t: usize, kb: usize) -> *const u16 {
         self.data[(t * self.k_tiles + kb) * TILE..].as_ptr().cast()

@@ -8,7 +8,10 @@ use burn::tensor::TensorMetadata;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
-use super::{Ft, Written, contiguous, is_f32, mm_mixed, multiply_into, tensor, values};
+use super::{
+    Ft, MIXED_MIN_PRODUCT, Written, contiguous, is_f32, mm_mixed, multiply_into, tensor, values,
+};
+use crate::fused::amx;
 use crate::fused::math::{self, multiversion};
 use crate::fused::{AttentionGrads, AttentionMasks, AttentionOptions, reference};
 
@@ -71,25 +74,11 @@ unsafe fn exp_rows_avx512(
     use std::arch::x86_64::*;
     let whole = lk / 16 * 16;
     for (row, inv) in scores.chunks_exact_mut(lk).zip(inv_sums.iter_mut()) {
+        // SAFETY: AVX-512F (the caller's contract); the penalty holds lk values.
+        let m = unsafe { penalised_max_avx512(row, penalty) };
         let at = row.as_mut_ptr();
-        // SAFETY (the whole block): vectors at j < whole lie inside the row (and the penalty).
+        // SAFETY (the whole block): vectors at j < whole lie inside the row.
         unsafe {
-            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-            for j in (0..whole).step_by(16) {
-                let mut v = _mm512_loadu_ps(at.add(j));
-                if let Some(p) = penalty {
-                    v = _mm512_add_ps(v, _mm512_loadu_ps(p.as_ptr().add(j)));
-                    _mm512_storeu_ps(at.add(j), v);
-                }
-                max = _mm512_max_ps(v, max);
-            }
-            let mut m = _mm512_reduce_max_ps(max);
-            for j in whole..lk {
-                if let Some(p) = penalty {
-                    row[j] += p[j];
-                }
-                m = m.max(row[j]);
-            }
             let mut sum = _mm512_setzero_ps();
             for j in (0..whole).step_by(16) {
                 let x = _mm512_sub_ps(_mm512_loadu_ps(at.add(j)), _mm512_set1_ps(m));
@@ -103,6 +92,82 @@ unsafe fn exp_rows_avx512(
                 rest += *x;
             }
             *inv = 1.0 / (fold_sum(sum) + rest);
+        }
+    }
+}
+
+/// The row's largest score after its penalty is added (and written back), as the first pass
+/// of [`exp_rows_avx512`].
+///
+/// # Safety
+/// AVX-512F; `penalty` holds at least `row.len()` values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn penalised_max_avx512(row: &mut [f32], penalty: Option<&[f32]>) -> f32 {
+    use std::arch::x86_64::*;
+    let (lk, at) = (row.len(), row.as_mut_ptr());
+    let whole = lk / 16 * 16;
+    // SAFETY: vectors at j < whole lie inside the row (and the penalty).
+    unsafe {
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for j in (0..whole).step_by(16) {
+            let mut v = _mm512_loadu_ps(at.add(j));
+            if let Some(p) = penalty {
+                v = _mm512_add_ps(v, _mm512_loadu_ps(p.as_ptr().add(j)));
+                _mm512_storeu_ps(at.add(j), v);
+            }
+            max = _mm512_max_ps(v, max);
+        }
+        let mut m = _mm512_reduce_max_ps(max);
+        for j in whole..lk {
+            if let Some(p) = penalty {
+                row[j] += p[j];
+            }
+            m = m.max(row[j]);
+        }
+        m
+    }
+}
+
+/// [`exp_rows`] for rows a multiple of 32 long, with the weights e^(s − max) rounded to bf16
+/// straight into the left operand of P·V (row i, keys 32·kb .. into its line (i, kb)) instead
+/// of written back in f32: the same values and 1 / Σ as [`exp_rows_avx512`] (the same sums in
+/// the same order), rounded as packing them would. The scores are left penalised.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16; `scores` is whole rows of `lk` (a multiple of 32), one per
+/// `inv_sums`, and `probs` a left operand of at least as many rows and lk columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma")]
+unsafe fn exp_rows_into_tiles(
+    scores: &mut [f32],
+    lk: usize,
+    penalty: Option<&[f32]>,
+    (inv_sums, probs): (&mut [f32], &mut amx::Packed),
+) {
+    use std::arch::x86_64::*;
+    assert!(lk.is_multiple_of(32) && scores.len() == lk * inv_sums.len());
+    assert!(penalty.is_none_or(|p| p.len() >= lk));
+    for (i, (row, inv)) in scores
+        .chunks_exact_mut(lk)
+        .zip(inv_sums.iter_mut())
+        .enumerate()
+    {
+        // SAFETY: AVX-512F; the penalty holds lk values (asserted).
+        let m = unsafe { penalised_max_avx512(row, penalty) };
+        let at = row.as_ptr();
+        // SAFETY: the 16-value vectors at j, j + 16 < lk lie inside the row.
+        unsafe {
+            let mut sum = _mm512_setzero_ps();
+            for j in (0..lk).step_by(32) {
+                let shifted =
+                    |j: usize| _mm512_sub_ps(_mm512_loadu_ps(at.add(j)), _mm512_set1_ps(m));
+                let (low, high) = (exp16(shifted(j)), exp16(shifted(j + 16)));
+                sum = _mm512_add_ps(_mm512_add_ps(sum, low), high);
+                let line: [u16; 32] = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
+                *probs.line_mut(i, j / 32) = line;
+            }
+            *inv = 1.0 / (fold_sum(sum) + 0.0);
         }
     }
 }
@@ -305,6 +370,94 @@ fn key_penalties(mask: Option<&Ft>, b: usize, lk: usize, penalty: f32) -> Option
     })
 }
 
+/// How a block's scores become the weights of P·V.
+#[derive(Clone, Copy)]
+struct BlockWeights<'a> {
+    masks: RowMasks<'a>,
+    /// The block's dropout mask (already scaled), while training.
+    dropout: Option<&'a [f32]>,
+    /// Normalise the weights themselves (kept for the backward pass, or dropped out), not the
+    /// output rows after.
+    normalise: bool,
+}
+
+/// O [lq, dv] (rows `stride` apart) = weights · V for one block's scores S [lq, lk] in
+/// `scores` (`kept`: room for the dropped-out weights): softmax's e^(S − max) with each row's
+/// 1 / Σ to `inv_sums`, normalised and dropped out as `weights` says; unnormalised otherwise
+/// (the caller scales the output rows). V [lk, dv] is `v`, rows `stride` apart.
+///
+/// # Safety
+/// `out` has lq rows of dv values `stride` apart that no other task reads or writes.
+unsafe fn softmax_times_values(
+    (scores, kept, inv_sums): (&mut [f32], &mut [f32], &mut [f32]),
+    weights: BlockWeights,
+    v: &[f32],
+    (out, stride): (*mut f32, usize),
+    d: &Dims,
+) {
+    let masks = weights.masks;
+    if !weights.normalise && masks.keys_only() && weights_in_tiles(d) {
+        let v = amx::Source::transposed(v).with_stride(stride);
+        // SAFETY: `weights_in_tiles` checked AMX and AVX-512; the caller's contract.
+        unsafe { weights_times_values((scores, masks.key_penalty, inv_sums), v, (out, stride), d) };
+        return;
+    }
+    match masks.keys_only() {
+        true => exp_rows(scores, d.lk, masks.key_penalty, inv_sums),
+        false => exp_rows_masked(scores, d.lk, masks, inv_sums),
+    }
+    if weights.normalise {
+        scale_rows(scores, d.lk, d.lk, inv_sums);
+    }
+    let p = dropped(scores, weights.dropout, kept);
+    // SAFETY: the caller's contract; V's rows lie inside `v`.
+    unsafe {
+        mm_mixed(
+            (d.lq, d.dv, d.lk),
+            (out, stride as isize, 1),
+            (p.as_ptr(), d.lk as isize, 1),
+            (v.as_ptr(), stride as isize, 1),
+            1.0,
+            false,
+        )
+    };
+}
+
+/// Whether a block's softmax weights go straight into AMX tiles for P·V
+/// ([`weights_times_values`]): bf16-mixed, P·V large enough for the tiles (as [`mm_mixed`]
+/// decides), whole 32-key lines, AVX-512.
+fn weights_in_tiles(d: &Dims) -> bool {
+    let avx512 = math::simd_level() == 2 && cfg!(target_arch = "x86_64");
+    amx::mixed() && avx512 && d.lk.is_multiple_of(32) && d.lq * d.dv * d.lk >= MIXED_MIN_PRODUCT
+}
+
+/// O [lq, dv] (rows `stride` apart) = e^(S − max) · V for one block's scores S [lq, lk] with
+/// their key penalties: the weights rounded to bf16 into the left operand of P·V as they are
+/// computed ([`exp_rows_into_tiles`]), each row's 1 / Σ to `inv_sums`; the rows are left
+/// unnormalised, as the caller scales them. The same values as [`exp_rows`] then [`mm_mixed`]
+/// on AMX.
+///
+/// # Safety
+/// AMX and AVX-512 are available ([`weights_in_tiles`]); `out` has lq rows of dv values
+/// `stride` apart that no other task reads or writes; `v` is V [lk, dv] as the packer's Bᵀ
+/// source.
+unsafe fn weights_times_values(
+    (scores, penalty, inv_sums): (&mut [f32], Option<&[f32]>, &mut [f32]),
+    v: amx::Source,
+    out: (*mut f32, usize),
+    d: &Dims,
+) {
+    amx::with_left_rows((d.lq, d.lk), |probs| {
+        // SAFETY: the caller's contract (AVX-512 and AVX512-BF16 come with AMX here; the
+        // kernels assert the sizes); `out` as the caller's.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            exp_rows_into_tiles(scores, d.lk, penalty, (inv_sums, probs));
+            amx::block_product_left_packed(out, probs, v, (d.lq, d.lk, d.dv));
+        }
+    })
+}
+
 struct Dims {
     b: usize,
     h: usize,
@@ -372,7 +525,6 @@ pub fn attention_forward(
         let (bi, hi) = (bh / d.h, bh % d.h);
         let q0 = qv[bi * d.lq * d.h * d.dk + hi * d.dk..].as_ptr();
         let k0 = kv[bi * d.lk * d.h * d.dk + hi * d.dk..].as_ptr();
-        let v0 = vv[bi * d.lk * d.h * d.dv + hi * d.dv..].as_ptr();
         let row_masks = RowMasks {
             key_penalty: pen.as_ref().map(|x| &x[bi * d.lk..(bi + 1) * d.lk]),
             penalty: o.mask_penalty,
@@ -403,27 +555,18 @@ pub fn attention_forward(
                 );
                 // The product has written every element of this block.
                 let p = std::slice::from_raw_parts_mut(p0, block);
-                if row_masks.keys_only() {
-                    exp_rows(p, d.lk, row_masks.key_penalty, &mut inv_sums);
-                } else {
-                    exp_rows_masked(p, d.lk, row_masks, &mut inv_sums);
-                }
                 // Weights kept for the backward pass or dropped out must be the true
                 // softmax; otherwise the rows of P·V are scaled instead (32 wide, not 256).
                 let normalise_scores = probs_ptr.is_some() || mask.is_some();
-                if normalise_scores {
-                    scale_rows(p, d.lk, d.lk, &inv_sums);
-                }
-                let weights = dropped(p, mask, kept);
                 let o0 = out_ptr.get().add(bi * d.lq * d.h * d.dv + hi * d.dv);
-                mm_mixed(
-                    (d.lq, d.dv, d.lk),
-                    (o0, vw, 1),
-                    (weights.as_ptr(), d.lk as isize, 1),
-                    (v0, vw, 1),
-                    1.0,
-                    false,
-                );
+                let v =
+                    &vv[bi * d.lk * d.h * d.dv + hi * d.dv..][..(d.lk - 1) * vw as usize + d.dv];
+                let weights = BlockWeights {
+                    masks: row_masks,
+                    dropout: mask,
+                    normalise: normalise_scores,
+                };
+                softmax_times_values((p, kept, &mut inv_sums), weights, v, (o0, vw as usize), &d);
                 if !normalise_scores {
                     let rows = (d.lq - 1) * vw as usize + d.dv;
                     scale_rows(
@@ -601,6 +744,56 @@ mod tests {
                 assert_eq!(bits(&fast), bits(&plain), "lk {lk}");
                 assert_eq!(bits(&fast_inv), bits(&plain_inv), "lk {lk}");
             }
+        }
+    }
+
+    #[test]
+    fn weights_rounded_into_tiles_give_the_packed_products_values() {
+        if crate::fused::amx::tests::no_amx() || math::simd_level() < 2 {
+            return;
+        }
+        // 40 queries: a whole 32-row block and an edge one; V's rows 3 values apart from a
+        // head's 2 columns, as in [batch, length, heads · dv].
+        let (lq, lk, dv, stride) = (40, 96, 2, 5);
+        let d = Dims {
+            b: 1,
+            h: 1,
+            lq,
+            lk,
+            dk: 1,
+            dv,
+        };
+        let scores: Vec<f32> = (0..lq * lk)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) % 2_000) as f32 / 100.0 - 10.0)
+            .collect();
+        let v: Vec<f32> = (0..(lk - 1) * stride + dv)
+            .map(|i| (i as f32 * 0.37).sin())
+            .collect();
+        let v = amx::Source::transposed(&v).with_stride(stride);
+        let penalty: Vec<f32> = (0..lk)
+            .map(|j| if j % 5 == 1 { -1e4 } else { 0.0 })
+            .collect();
+        for pen in [None, Some(&penalty[..])] {
+            let (mut tiled, mut plain) = (scores.clone(), scores.clone());
+            let (mut tiled_inv, mut plain_inv) = (vec![0.0; lq], vec![0.0; lq]);
+            let (mut got, mut want) = (vec![0.0; lq * 7], vec![0.0; lq * 7]);
+            // SAFETY: AMX and AVX-512 checked above; outputs of lq rows of dv, 7 apart.
+            unsafe {
+                let out = (got.as_mut_ptr(), 7);
+                weights_times_values((&mut tiled, pen, &mut tiled_inv), v, out, &d);
+                exp_rows(&mut plain, lk, pen, &mut plain_inv);
+                let probs = amx::Source::rows(&plain);
+                amx::block_product(
+                    (want.as_mut_ptr(), 7),
+                    amx::Start::Zero,
+                    probs,
+                    v,
+                    (lq, lk, dv),
+                );
+            }
+            assert_eq!(tiled_inv, plain_inv);
+            assert_eq!(got, want);
+            assert!(got.iter().any(|&x| x != 0.0));
         }
     }
 }

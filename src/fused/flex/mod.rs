@@ -218,7 +218,7 @@ unsafe fn mm_mixed(
 }
 
 /// Per-head products smaller than this (m·n·k) stay in f32.
-const MIXED_MIN_PRODUCT: usize = 1 << 16;
+pub(super) const MIXED_MIN_PRODUCT: usize = 1 << 16;
 
 /// A [m, k] and B [k, n] given by pointer and (row, column) strides as the AMX packer's
 /// sources: A itself or Aᵀ, and Bᵀ or B; `None` where neither stride of one is 1.

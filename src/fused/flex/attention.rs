@@ -427,7 +427,10 @@ unsafe fn softmax_times_values(
 /// ([`weights_times_values`]): bf16-mixed, P·V large enough for the tiles (as [`mm_mixed`]
 /// decides), whole 32-key lines, AVX-512.
 fn weights_in_tiles(d: &Dims) -> bool {
-    let avx512 = math::simd_level() == 2 && cfg!(target_arch = "x86_64");
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = math::simd_level() == 2;
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
     amx::mixed() && avx512 && d.lk.is_multiple_of(32) && d.lq * d.dv * d.lk >= MIXED_MIN_PRODUCT
 }
 
@@ -454,6 +457,11 @@ unsafe fn weights_times_values(
         unsafe {
             exp_rows_into_tiles(scores, d.lk, penalty, (inv_sums, probs));
             amx::block_product_left_packed(out, probs, v, (d.lq, d.lk, d.dv));
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (scores, penalty, inv_sums, probs, v, out);
+            unreachable!("weights_in_tiles is false off x86-64");
         }
     })
 }
@@ -748,6 +756,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn weights_rounded_into_tiles_give_the_packed_products_values() {
         if crate::fused::amx::tests::no_amx() || math::simd_level() < 2 {
             return;
@@ -773,6 +782,15 @@ mod tests {
         let penalty: Vec<f32> = (0..lk)
             .map(|j| if j % 5 == 1 { -1e4 } else { 0.0 })
             .collect();
+        // NaN in every line of this thread's reused operand first: rows 40–63 stay so, and must
+        // not reach the output.
+        amx::with_left_rows((64, lk), |stale| {
+            for row in 0..64 {
+                for kb in 0..lk / 32 {
+                    *stale.line_mut(row, kb) = [0x7fc0; 32];
+                }
+            }
+        });
         for pen in [None, Some(&penalty[..])] {
             let (mut tiled, mut plain) = (scores.clone(), scores.clone());
             let (mut tiled_inv, mut plain_inv) = (vec![0.0; lq], vec![0.0; lq]);

@@ -224,7 +224,7 @@ pub unsafe fn matmul_raw(
         then,
     };
     // SAFETY: the caller's contract.
-    unsafe { product(c, start, Left::Rows(a), b, k, true) }
+    unsafe { product(c, start, LeftOperand::ByRows(a, k), b, k, true) }
 }
 
 /// One small product inside a task of its own (an attention block), on this thread alone:
@@ -234,22 +234,14 @@ pub unsafe fn matmul_raw(
 /// # Safety
 /// As [`matmul_raw`], with C's rows `c_stride` (≥ n) apart.
 pub unsafe fn block_product(
-    (c, c_stride): (*mut f32, usize),
+    c: (*mut f32, usize),
     start: Start,
     a: Source,
     bt: Source,
     (m, k, n): (usize, usize, usize),
 ) {
-    assert!(c_stride >= n, "output rows overlap");
-    let c = Output {
-        c,
-        m,
-        n,
-        stride: c_stride,
-        then: None,
-    };
     // SAFETY: the caller's contract.
-    unsafe { product(c, start, Left::Rows(a), bt, k, false) }
+    unsafe { block_on_thread(c, start, LeftOperand::ByRows(a, k), bt, (m, k, n)) }
 }
 
 /// [`block_product`] from zero with a left operand A [m, k] packed before, as
@@ -258,13 +250,28 @@ pub unsafe fn block_product(
 /// # Safety
 /// As [`block_product`].
 pub unsafe fn block_product_left_packed(
-    (c, c_stride): (*mut f32, usize),
+    c: (*mut f32, usize),
     left: &Packed,
     bt: Source,
     (m, k, n): (usize, usize, usize),
 ) {
-    assert!(c_stride >= n, "output rows overlap");
     assert!(left.row_tiles * TILE >= m, "a left operand of fewer rows");
+    // SAFETY: the caller's contract.
+    unsafe { block_on_thread(c, Start::Zero, LeftOperand::Packed(left), bt, (m, k, n)) }
+}
+
+/// [`block_product`] with either kind of left operand.
+///
+/// # Safety
+/// As [`block_product`].
+unsafe fn block_on_thread(
+    (c, c_stride): (*mut f32, usize),
+    start: Start,
+    left: LeftOperand,
+    bt: Source,
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(c_stride >= n, "output rows overlap");
     let c = Output {
         c,
         m,
@@ -273,7 +280,7 @@ pub unsafe fn block_product_left_packed(
         then: None,
     };
     // SAFETY: the caller's contract.
-    unsafe { product(c, Start::Zero, Left::Packed(left), bt, k, false) }
+    unsafe { product(c, start, left, bt, k, false) }
 }
 
 /// Runs `f` with a left operand A [m, k] in this thread's buffer for `f` to write, row by row
@@ -288,26 +295,22 @@ pub fn with_left_rows<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> 
     result
 }
 
-/// A product's left operand: packed while multiplying, from f32 rows, or packed before.
-#[derive(Clone, Copy)]
-enum Left<'a> {
-    Rows(Source<'a>),
-    Packed(&'a Packed),
-}
-
 /// C (+)= A · B from `a` (A or Aᵀ) and `bt` (Bᵀ or B), packed in this thread's buffers, on
 /// rayon where `parallel`.
 ///
 /// # Safety
 /// As [`matmul_raw`].
-unsafe fn product(c: Output, start: Start, a: Left, bt: Source, k: usize, parallel: bool) {
+unsafe fn product(
+    c: Output,
+    start: Start,
+    left: LeftOperand,
+    bt: Source,
+    k: usize,
+    parallel: bool,
+) {
     assert!(available(), "AMX kernels called without AMX");
     let right_buffer = RIGHT.with(|b| std::mem::take(&mut *b.borrow_mut()));
     let right = Packed::new(right_buffer, Side::Right, bt, (c.n, k), parallel);
-    let left = match a {
-        Left::Rows(a) => LeftOperand::ByRows(a, k),
-        Left::Packed(p) => LeftOperand::Packed(p),
-    };
     // SAFETY: the caller's contract.
     unsafe { multiply(left, &right, c, start, parallel) };
     RIGHT.with(|b| *b.borrow_mut() = right.into_buffer());

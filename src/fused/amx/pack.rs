@@ -154,7 +154,7 @@ impl Packed {
     /// only grown, never shrunk, so that alternating shapes do not zero it again), one rayon
     /// task per tile row where `parallel` (not inside a task of its own, as attention's blocks).
     pub(super) fn new(
-        mut buffer: Vec<Line>,
+        buffer: Vec<Line>,
         side: Side,
         source: Source,
         (rows, k): (usize, usize),
@@ -166,12 +166,8 @@ impl Packed {
             "AMX packing needs AVX512-BF16 and AVX512-BW"
         );
         let stride = source.checked_stride(rows, k);
-        let row_tiles = rows.div_ceil(2 * TILE) * 2;
-        let k_tiles = k.div_ceil(KTILE);
-        let len = row_tiles * k_tiles * TILE;
-        if buffer.len() < len {
-            buffer.resize(len, Line::default());
-        }
+        let mut packed = Packed::unfilled(buffer, (rows, k));
+        let len = packed.row_tiles * packed.k_tiles * TILE;
         // Left tiles are made from rows of M, right ones from pairs of rows of Mᵀ.
         let transpose = source.transposed == (side == Side::Left);
         let fill_panel = |t: usize, panel: &mut [Line]| {
@@ -182,22 +178,19 @@ impl Packed {
             }
         };
         // At least one line, so that k = 0 (nothing to pack) makes no zero-sized chunks.
-        let panel = (k_tiles * TILE).max(1);
+        let panel = (packed.k_tiles * TILE).max(1);
+        let lines = &mut packed.data[..len];
         match parallel {
-            true => buffer[..len]
+            true => lines
                 .par_chunks_mut(panel)
                 .enumerate()
                 .for_each(|(t, p)| fill_panel(t, p)),
-            false => buffer[..len]
+            false => lines
                 .chunks_mut(panel)
                 .enumerate()
                 .for_each(|(t, p)| fill_panel(t, p)),
         }
-        Packed {
-            data: buffer,
-            row_tiles,
-            k_tiles,
-        }
+        packed
     }
 
     /// Room for M [rows, k] as tiles in `buffer` (grown where too short; see [`Packed::new`]),

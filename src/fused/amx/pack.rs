@@ -31,6 +31,8 @@ pub struct Source<'a> {
     values: &'a [f32],
     transposed: bool,
     stride: Option<usize>,
+    // Read only by the x86-64 packing helpers; off x86-64 nothing packs.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     scale: f32,
 }
 
@@ -161,8 +163,7 @@ impl Packed {
         parallel: bool,
     ) -> Packed {
         assert!(
-            std::arch::is_x86_feature_detected!("avx512bf16")
-                && std::arch::is_x86_feature_detected!("avx512bw"),
+            super::packing_instructions(),
             "AMX packing needs AVX512-BF16 and AVX512-BW"
         );
         let stride = source.checked_stride(rows, k);
@@ -220,6 +221,7 @@ impl Packed {
     }
 
     /// Tile (t, kb): 16 lines of 64 bytes, each on its own cache line.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) fn tile(&self, t: usize, kb: usize) -> *const u16 {
         self.data[(t * self.k_tiles + kb) * TILE..].as_ptr().cast()
     }
@@ -236,6 +238,7 @@ impl Packed {
 ///
 /// # Safety
 /// AVX512-F/BW/BF16 are available; `stride` is `source`'s, checked against its values.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn fill_tile(
     tile: &mut [Line],
@@ -283,10 +286,25 @@ unsafe fn fill_tile(
     }
 }
 
+/// Off x86-64 there is nothing to pack with: [`Packed::new`] refuses first, as
+/// [`super::packing_instructions`] says no there.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn fill_tile(
+    _: &mut [Line],
+    _: &Source,
+    _: usize,
+    _: (usize, usize),
+    _: (usize, usize),
+    _: bool,
+) {
+    unreachable!("AMX packing off x86-64")
+}
+
 /// `valid` (≤ 32) f32 from `src` times `scale`, rounded to bf16, zeros after them.
 ///
 /// # Safety
 /// AVX512-F/BF16; `src` holds `valid` values.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn row_line(src: *const f32, valid: usize, scale: f32) -> Line {
     use std::arch::x86_64::*;
@@ -307,6 +325,7 @@ unsafe fn row_line(src: *const f32, valid: usize, scale: f32) -> Line {
 ///
 /// # Safety
 /// AVX512-F/BW/BF16; each row given holds `valid` values.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pair_line(
     even: Option<*const f32>,
@@ -335,6 +354,7 @@ unsafe fn pair_line(
 }
 
 /// The lowest `n` (≤ 16) lanes.
+#[cfg(target_arch = "x86_64")]
 fn mask(n: usize) -> u16 {
     ((1u32 << n) - 1) as u16
 }
@@ -344,6 +364,7 @@ fn mask(n: usize) -> u16 {
 ///
 /// # Safety
 /// AVX512-F; `tile` is 16 lines.
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_pairs(tile: &mut [Line]) {
     use std::arch::x86_64::*;

@@ -95,6 +95,7 @@ pub fn dispatch<T: BackendTask>(device: &DeviceChoice, task: T) -> Result<T::Out
 }
 
 const NO_NDARRAY: &str = "this pipe was built without the ndarray backend; rebuild with `cargo build --release --features ndarray`";
+#[cfg(not(feature = "cuda"))]
 const NO_CUDA: &str = "this pipe was built without CUDA; rebuild with `cargo build --release --features cuda` (needs an NVIDIA driver at run time, no toolkit at build time)";
 
 impl DeviceChoice {
@@ -113,13 +114,18 @@ impl DeviceChoice {
     }
 }
 
-/// What `precision` runs as on this machine, for run.json: `bf16-mixed` says whether AMX
-/// does its products.
-pub fn precision_used(precision: Precision) -> String {
+/// What `precision` runs as on this device and machine, for run.json: `bf16-mixed` says where
+/// its products run (AMX tiles, or the GPU), or that it fell back to f32 (a CPU without AMX).
+pub fn precision_used(precision: Precision, device: &DeviceChoice) -> String {
     match precision {
         Precision::F32 => "f32".into(),
         Precision::F16 => "f16".into(),
         Precision::Bf16 => "bf16".into(),
+        Precision::Bf16Mixed if matches!(device, DeviceChoice::Cuda(_)) => {
+            "bf16-mixed: linear layers' and attention's products in bf16 on the GPU (f32 sums), \
+             their results back in f32; weights, optimizer state and everything else in f32"
+                .into()
+        }
         Precision::Bf16Mixed if crate::fused::amx::available() => {
             "bf16-mixed: large linear layers' and attention's products on AMX tiles (bf16 \
              operands, f32 sums); everything else in f32"
@@ -137,9 +143,6 @@ pub fn dispatch_with<T: BackendTask>(
 ) -> Result<T::Output> {
     if precision != Precision::F32 && matches!(device, DeviceChoice::NdArray) {
         bail!("precision {precision:?} needs --device cpu or cuda; burn-ndarray trains in f32");
-    }
-    if precision == Precision::Bf16Mixed && !matches!(device, DeviceChoice::Cpu) {
-        bail!("precision \"bf16-mixed\" runs on the CPU (AMX tiles); on CUDA use \"bf16\" for now");
     }
     match device {
         DeviceChoice::Cpu => {
@@ -159,6 +162,7 @@ pub fn dispatch_with<T: BackendTask>(
             probe_cuda()?;
             let device = burn::backend::cuda::CudaDevice::new(*i);
             set_float_precision::<burn::backend::Cuda>(&device, precision)?;
+            crate::fused::set_autocast_bf16(precision == Precision::Bf16Mixed);
             Ok(task.run::<Autodiff<burn::backend::Cuda>>(device))
         }
         #[cfg(not(feature = "cuda"))]

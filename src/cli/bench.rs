@@ -56,8 +56,9 @@ pub struct BenchArgs {
     /// Print JSON lines instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// `f32` (default) or `bf16-mixed`: pipe's large products on AMX tiles, beside PyTorch under
-    /// `torch.autocast(bfloat16)` (`--autocast bf16`; the Keras peers are left out).
+    /// `f32` (default) or `bf16-mixed`: pipe's large products on AMX tiles (on CUDA, its linear
+    /// and attention products in bf16), beside PyTorch under `torch.autocast(bfloat16)`
+    /// (`--autocast bf16`; the Keras peers are left out).
     #[arg(long, value_enum, default_value_t = BenchPrecision::F32)]
     pub precision: BenchPrecision,
 }

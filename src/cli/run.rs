@@ -40,7 +40,7 @@ pub struct RunArgs {
     /// `cpu`, `ndarray`, `cuda` or `cuda:N` (overrides `runtime.device`).
     #[arg(long, value_parser = crate::backend::device_name)]
     pub device: Option<String>,
-    /// `f32`, `bf16-mixed` (autocast: bf16 products on AMX tiles, f32 master weights),
+    /// `f32`, `bf16-mixed` (autocast: bf16 products on AMX tiles or the GPU, f32 master weights),
     /// `bf16`/`bf16-true` or `f16`/`16-true` (pure half precision); overrides
     /// `runtime.precision`.
     #[arg(long, value_name = "PRECISION")]
@@ -158,6 +158,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         devices: devices_used(&loaded.spec.runtime),
         precision: Some(crate::backend::precision_used(
             loaded.spec.runtime.precision,
+            &device,
         )),
         git_rev: git_rev(),
         pipe_version: env!("CARGO_PKG_VERSION").to_string(),

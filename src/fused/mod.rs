@@ -57,6 +57,24 @@ impl AttentionOptions {
     }
 }
 
+/// Whether the backends without kernels of their own (CUDA) run bf16-mixed, see
+/// [`set_autocast_bf16`].
+static AUTOCAST_BF16: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// bf16-mixed on the backends that take the [`reference`] formulas (CUDA), for this process:
+/// the products of linear layers and of attention (QKᵀ and weights·V) round their f32
+/// operands to bf16 and return f32, as PyTorch's autocast does; their backward products
+/// follow through the casts. Parameters, optimizer state, softmax, LayerNorm and the loss stay
+/// in f32. burn-flex has its own switch, [`amx::set_mixed`].
+pub fn set_autocast_bf16(on: bool) {
+    AUTOCAST_BF16.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`set_autocast_bf16`] is on.
+pub fn autocast_bf16() -> bool {
+    AUTOCAST_BF16.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// `value` clamped to the finite range of `dtype`. A mask penalty such as −1e9 or `f32::MIN`
 /// rounds to −∞ in f16 (`f32::MIN` in bf16 too), and the kept positions' 0·∞ is NaN. Half
 /// precisions get half their range, so that adding a score to the penalty stays finite too.

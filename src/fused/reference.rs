@@ -5,7 +5,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Distribution, TensorMetadata, TensorPrimitive};
+use burn::tensor::{DType, Distribution, FloatDType, TensorMetadata, TensorPrimitive};
 
 use super::{
     AttentionGrads, AttentionMasks, AttentionOptions, PartOptions, RelativeOptions, Rotary,
@@ -17,6 +17,30 @@ pub(super) fn wrap<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D
 
 pub(super) fn unwrap<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<B> {
     t.into_primitive().tensor()
+}
+
+/// a · b, under [`super::autocast_bf16`] from f32 operands rounded to bf16: the backend sums
+/// the products in f32 (CubeCL's matmul accumulates half types in f32) and rounds the result
+/// to bf16, which comes back as f32, as a product under PyTorch's autocast does. Through
+/// autodiff the casts' backward rounds the gradient too, so the backward products run in bf16
+/// as well.
+fn product<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    product_as(a, b, super::autocast_bf16())
+}
+
+/// [`product`] with bf16 operands where `bf16` (and both are f32), so that the tests need not
+/// turn the process-wide switch on under the other tests' feet.
+fn product_as<B: Backend, const D: usize>(
+    a: Tensor<B, D>,
+    b: Tensor<B, D>,
+    bf16: bool,
+) -> Tensor<B, D> {
+    let f32_operands = a.dtype() == DType::F32 && b.dtype() == DType::F32;
+    if !(f32_operands && bf16) {
+        return a.matmul(b);
+    }
+    let product = a.cast(FloatDType::BF16).matmul(b.cast(FloatDType::BF16));
+    product.cast(FloatDType::F32)
 }
 
 /// [b, l, heads·d] → [b, heads, l, d]
@@ -55,7 +79,7 @@ pub fn attention_probs<B: Backend>(
 ) -> Tensor<B, 4> {
     let q = split_heads(q, o.num_heads);
     let k = split_heads(k, o.num_heads);
-    let mut scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(o.scale);
+    let mut scores = product(q, k.swap_dims(2, 3)).mul_scalar(o.scale);
     let [b, _, lq, lk] = scores.dims();
     if let Some(bias) = bias {
         scores = scores + bias;
@@ -104,7 +128,7 @@ pub fn attention_forward<B: Backend>(
         Some(m) => probs.clone() * wrap::<B, 4>(m),
         None => probs.clone(),
     };
-    let out = merge_heads(weights.matmul(split_heads(wrap(v), o.num_heads)));
+    let out = merge_heads(product(weights, split_heads(wrap(v), o.num_heads)));
     (unwrap(out), unwrap(probs))
 }
 
@@ -185,7 +209,10 @@ fn relative_product<B: Backend>(
         .reshape([1, last + 1 - first, width]);
     let table = split_heads(used, o.num_heads);
     let [_, h, rows, d] = table.dims();
-    split_heads(x, o.num_heads).matmul(table.expand([b, h, rows, d]).swap_dims(2, 3))
+    product(
+        split_heads(x, o.num_heads),
+        table.expand([b, h, rows, d]).swap_dims(2, 3),
+    )
 }
 
 pub fn relative_scores<B: Backend>(
@@ -264,7 +291,7 @@ pub fn linear<B: Backend>(
     weight: FloatTensor<B>,
     bias: Option<FloatTensor<B>>,
 ) -> FloatTensor<B> {
-    let y = wrap::<B, 2>(x).matmul(wrap(weight));
+    let y = product(wrap::<B, 2>(x), wrap(weight));
     match bias {
         Some(b) => unwrap(y + wrap::<B, 1>(b).unsqueeze::<2>()),
         None => unwrap(y),
@@ -525,4 +552,97 @@ pub fn mean_pool_backward<B: Backend>(
         }
     };
     unwrap(dx)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::{Autodiff, Flex};
+
+    use super::*;
+    use crate::fused::amx::{from_bf16, to_bf16};
+
+    type Ad = Autodiff<Flex>;
+
+    fn pattern(len: usize, phase: f32) -> Vec<f32> {
+        (0..len)
+            .map(|i| (i as f32 * 0.37 + phase).sin() * 1.7)
+            .collect()
+    }
+
+    fn rounded(x: f32) -> f64 {
+        f64::from(from_bf16(to_bf16(x)))
+    }
+
+    fn values<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
+        assert_eq!(t.dtype(), DType::F32, "a result in f32");
+        t.into_data().to_vec::<f32>().expect("f32 data")
+    }
+
+    /// Each of `got` a bf16 value within one bf16 rounding (2⁻⁸ relative, of the largest) of
+    /// `want`, computed in f64.
+    #[track_caller]
+    fn assert_bf16_close(got: &[f32], want: &[f64]) {
+        let scale = want.iter().fold(0f64, |m, w| m.max(w.abs()));
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.to_bits() & 0xffff, 0, "{g} is not a bf16 value");
+            assert!(
+                (f64::from(*g) - w).abs() <= scale / 256.0,
+                "{g} against {w}"
+            );
+        }
+    }
+
+    /// Under autocast a product is the bf16 roundings' products summed and rounded to bf16,
+    /// given back in f32; through autodiff the gradients come back in f32 from bf16 products
+    /// of the rounded incoming gradient. Off, it is the plain f32 product.
+    #[test]
+    fn autocast_products_run_on_bf16_operands_and_give_f32_back() {
+        let (m, k, n) = (5, 37, 3);
+        let (av, bv, wv) = (
+            pattern(m * k, 0.0),
+            pattern(k * n, 1.0),
+            pattern(m * n, 2.0),
+        );
+        let device = Default::default();
+        let tensor = |v: &[f32], shape: [usize; 2]| {
+            Tensor::<Ad, 2>::from_data(TensorData::new(v.to_vec(), shape), &device)
+        };
+        let (a, b) = (
+            tensor(&av, [m, k]).require_grad(),
+            tensor(&bv, [k, n]).require_grad(),
+        );
+        let y = product_as(a.clone(), b.clone(), true);
+        let want: Vec<f64> = (0..m * n)
+            .map(|ij| {
+                let (i, j) = (ij / n, ij % n);
+                (0..k)
+                    .map(|p| rounded(av[i * k + p]) * rounded(bv[p * n + j]))
+                    .sum()
+            })
+            .collect();
+        assert_bf16_close(&values(y.clone()), &want);
+        let plain = values(product_as(a.clone(), b.clone(), false));
+        assert!(plain.iter().any(|v| v.to_bits() & 0xffff != 0), "f32 off");
+
+        // d(Σ y·w)/dA = w·Bᵀ and /dB = Aᵀ·w, each from bf16 roundings.
+        let grads = (y * tensor(&wv, [m, n])).sum().backward();
+        let da: Vec<f64> = (0..m * k)
+            .map(|ip| {
+                let (i, p) = (ip / k, ip % k);
+                (0..n)
+                    .map(|j| rounded(wv[i * n + j]) * rounded(bv[p * n + j]))
+                    .sum()
+            })
+            .collect();
+        let db: Vec<f64> = (0..k * n)
+            .map(|pj| {
+                let (p, j) = (pj / n, pj % n);
+                (0..m)
+                    .map(|i| rounded(av[i * k + p]) * rounded(wv[i * n + j]))
+                    .sum()
+            })
+            .collect();
+        assert_bf16_close(&values(a.grad(&grads).expect("dA")), &da);
+        assert_bf16_close(&values(b.grad(&grads).expect("dB")), &db);
+    }
 }

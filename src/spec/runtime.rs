@@ -168,8 +168,8 @@ pub enum Precision {
     Bf16,
     /// Mixed (autocast's contract): weights, optimizer state, softmax, LayerNorm and the loss
     /// in f32; on a CPU with AMX, the large linear layers' products (forward and backward)
-    /// take bf16 operands on AMX tiles and accumulate in f32. Elsewhere it runs in f32 and
-    /// says so.
+    /// take bf16 operands on AMX tiles and accumulate in f32; on CUDA, the linear layers' and
+    /// attention's products do, on the GPU. A CPU without AMX runs in f32 and says so.
     #[serde(rename = "bf16-mixed")]
     Bf16Mixed,
 }

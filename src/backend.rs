@@ -122,8 +122,9 @@ pub fn precision_used(precision: Precision, device: &DeviceChoice) -> String {
         Precision::F16 => "f16".into(),
         Precision::Bf16 => "bf16".into(),
         Precision::Bf16Mixed if matches!(device, DeviceChoice::Cuda(_)) => {
-            "bf16-mixed: linear layers' and attention's products in bf16 on the GPU (f32 sums), \
-             their results back in f32; weights, optimizer state and everything else in f32"
+            "bf16-mixed: linear layers' (not BERT's pooler) and attention's products in bf16 on \
+             the GPU (f32 sums), their results back in f32; weights, optimizer state and \
+             everything else in f32"
                 .into()
         }
         Precision::Bf16Mixed if crate::fused::amx::available() => {
@@ -149,6 +150,8 @@ pub fn dispatch_with<T: BackendTask>(
             let device = Default::default();
             set_float_precision::<burn::backend::Flex>(&device, precision)?;
             crate::fused::amx::set_mixed(precision == Precision::Bf16Mixed);
+            // burn-flex has kernels of its own; the generic formulas' switch is CUDA's.
+            crate::fused::set_autocast_bf16(false);
             Ok(task.run::<Autodiff<burn::backend::Flex>>(device))
         }
         #[cfg(feature = "ndarray")]

@@ -256,17 +256,22 @@ fi
 # significant bits: 2e-2 relative after 3 steps. f16 keeps 11, but without loss scaling Adam's
 # v underflows for gradients below 2.4e-4 and those steps differ from f32's (measured on the
 # CPU: 4 % at step 2), so 5e-2: what it catches is NaN, mixed dtypes, wrong weights.
+first_steps() { # PRECISION DEVICE: model A's first steps from the same weights, into half-PRECISION
+    limit 90 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device "$2" --set "runtime.precision=\"$1\"" \
+        --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-$1" --init-weights "$WORK/a-init.safetensors" \
+        > "$WORK/half-$1.log" 2>&1 || fail "model A in $1 on $2: $(tail -1 "$WORK/half-$1.log")"
+}
+against_f32() { # PRECISION TOLERANCE DEVICE: those steps' losses against f32's
+    [ -n "$(only_run "$WORK/half-$1")" ] && compare_losses "model A first steps in $1 on $3" \
+        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$1")" "$2" "f32 and $1"
+}
 HALF_DEVICE=cpu
 [ "$GPU" = 1 ] && HALF_DEVICE=cuda
 for prec in f32 bf16 f16; do
-    limit 90 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device "$HALF_DEVICE" --set "runtime.precision=\"$prec\"" \
-        --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-$prec" --init-weights "$WORK/a-init.safetensors" \
-        > "$WORK/half-$prec.log" 2>&1 || fail "model A in $prec on $HALF_DEVICE: $(tail -1 "$WORK/half-$prec.log")"
+    first_steps "$prec" "$HALF_DEVICE"
 done
 for prec_tol in bf16:2e-2 f16:5e-2; do
-    prec=${prec_tol%:*}
-    [ -n "$(only_run "$WORK/half-$prec")" ] && compare_losses "model A first steps in $prec on $HALF_DEVICE" \
-        "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-$prec")" "${prec_tol#*:}" "f32 and $prec"
+    against_f32 "${prec_tol%:*}" "${prec_tol#*:}" "$HALF_DEVICE"
 done
 
 # --- 3. model A, the lesson's epoch ------------------------------------------------------
@@ -335,12 +340,8 @@ fi
 # round of the bench beside PyTorch under autocast. Skipped, not failed, when too little of the
 # budget is left for them: the checks above come first.
 if [ "$GPU" = 1 ] && [ $((BUDGET_S - ($(date +%s) - started))) -ge 120 ]; then
-    limit 90 $BIN run pipelines/agnews_transformer.toml "${A_PARITY[@]}" --device cuda --set 'runtime.precision="bf16-mixed"' \
-        --set stages.train.optimizer.epsilon=1e-4 --runs-dir "$WORK/half-bf16-mixed" --init-weights "$WORK/a-init.safetensors" \
-        > "$WORK/half-bf16-mixed.log" 2>&1 || fail "model A in bf16-mixed on CUDA: $(tail -1 "$WORK/half-bf16-mixed.log")"
-    [ -n "$(only_run "$WORK/half-bf16-mixed")" ] && [ -n "$(only_run "$WORK/half-f32")" ] \
-        && compare_losses "model A first steps in bf16-mixed on CUDA" \
-            "$(only_run "$WORK/half-f32")" "$(only_run "$WORK/half-bf16-mixed")" 2e-2 "f32 and bf16-mixed"
+    first_steps bf16-mixed cuda
+    [ -n "$(only_run "$WORK/half-f32")" ] && against_f32 bf16-mixed 2e-2 cuda
     MIXED_PEERS=()
     [ ${#PEERS[@]} -gt 0 ] && MIXED_PEERS=(--peers-python python3 --peers-dir "$PEERS_DIR" --rounds 1)
     limit 150 $BIN bench --device cuda --precision bf16-mixed --model "$BENCH_MODEL" "${BENCH_WEIGHTS[@]}" "${MIXED_PEERS[@]}" \

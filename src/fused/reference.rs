@@ -559,7 +559,7 @@ mod tests {
     use burn::backend::{Autodiff, Flex};
 
     use super::*;
-    use crate::fused::amx::{from_bf16, to_bf16};
+    use crate::fused::amx::tests::reference;
 
     type Ad = Autodiff<Flex>;
 
@@ -569,8 +569,11 @@ mod tests {
             .collect()
     }
 
-    fn rounded(x: f32) -> f64 {
-        f64::from(from_bf16(to_bf16(x)))
+    /// M [rows, cols] → Mᵀ [cols, rows], both row-major.
+    fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| m[i % rows * cols + i / rows])
+            .collect()
     }
 
     fn values<B: Backend>(t: Tensor<B, 2>) -> Vec<f32> {
@@ -612,36 +615,14 @@ mod tests {
             tensor(&bv, [k, n]).require_grad(),
         );
         let y = product_as(a.clone(), b.clone(), true);
-        let want: Vec<f64> = (0..m * n)
-            .map(|ij| {
-                let (i, j) = (ij / n, ij % n);
-                (0..k)
-                    .map(|p| rounded(av[i * k + p]) * rounded(bv[p * n + j]))
-                    .sum()
-            })
-            .collect();
-        assert_bf16_close(&values(y.clone()), &want);
+        assert_bf16_close(&values(y.clone()), &reference(&av, &bv, m, k, n));
         let plain = values(product_as(a.clone(), b.clone(), false));
         assert!(plain.iter().any(|v| v.to_bits() & 0xffff != 0), "f32 off");
 
         // d(Σ y·w)/dA = w·Bᵀ and /dB = Aᵀ·w, each from bf16 roundings.
         let grads = (y * tensor(&wv, [m, n])).sum().backward();
-        let da: Vec<f64> = (0..m * k)
-            .map(|ip| {
-                let (i, p) = (ip / k, ip % k);
-                (0..n)
-                    .map(|j| rounded(wv[i * n + j]) * rounded(bv[p * n + j]))
-                    .sum()
-            })
-            .collect();
-        let db: Vec<f64> = (0..k * n)
-            .map(|pj| {
-                let (p, j) = (pj / n, pj % n);
-                (0..m)
-                    .map(|i| rounded(av[i * k + p]) * rounded(wv[i * n + j]))
-                    .sum()
-            })
-            .collect();
+        let da = reference(&wv, &transposed(&bv, k, n), m, n, k);
+        let db = reference(&transposed(&av, m, k), &wv, k, m, n);
         assert_bf16_close(&values(a.grad(&grads).expect("dA")), &da);
         assert_bf16_close(&values(b.grad(&grads).expect("dB")), &db);
     }

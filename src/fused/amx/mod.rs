@@ -723,7 +723,7 @@ pub(crate) mod tests {
     }
 
     /// C = A · B in f64 from the bf16 roundings of A and B.
-    fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
+    pub(crate) fn reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
         let r = |x: f32| from_bf16(to_bf16(x)) as f64;
         (0..m * n)
             .map(|ij| {

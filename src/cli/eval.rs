@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 
 use super::load_trained_plan;
-use crate::backend::{BackendTask, DeviceChoice, dispatch};
+use crate::backend::{BackendTask, DeviceChoice, dispatch_with};
 use crate::compare::{ImageKind, plot_confusion};
 use crate::data::EncodedSplit;
 use crate::data::encode_file;
@@ -15,6 +15,7 @@ use crate::graph::{Graph, Plan};
 use crate::run::{RunDir, atomic_write, checkpoint};
 use crate::spec::LoadedSpec;
 use crate::spec::dataset::DatasetFormat;
+use crate::spec::runtime::Precision;
 use crate::text_table::{self, Align};
 use crate::train::evaluate::predict;
 use crate::train::metrics::{ClassReport, class_report};
@@ -36,9 +37,8 @@ pub struct EvalArgs {
     /// others in the pipeline's format.
     #[arg(long, value_enum)]
     pub format: Option<DatasetFormat>,
-    /// Device for inference: `cpu`, `ndarray`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub inference: Inference,
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
     /// Print the report as JSON on stdout (what eval.json holds) instead of the tables.
@@ -48,6 +48,50 @@ pub struct EvalArgs {
     /// .png or .svg file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+}
+
+/// `--device` and `--precision`, shared by the verbs that run a trained model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Inference {
+    /// `cpu`, `ndarray`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
+    pub device: DeviceChoice,
+    /// `run`: bf16-mixed where the run trained in it, else f32. Or `f32`, `bf16-mixed`, `bf16`
+    /// (`bf16-true`) or `f16` (`16-true`), as `runtime.precision` means them.
+    #[arg(long, value_enum, default_value_t = InferencePrecision::Run)]
+    pub precision: InferencePrecision,
+}
+
+/// `--precision` of the verbs that run a trained model.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum InferencePrecision {
+    /// bf16-mixed where the run trained in it (its weights are f32: autocast's products, the
+    /// speed the run was set up for), f32 otherwise: a pure bf16 or f16 run's weights are read
+    /// exactly in f32, which burn-flex runs several times faster than half precision.
+    Run,
+    F32,
+    Bf16Mixed,
+    #[value(alias = "bf16-true")]
+    Bf16,
+    #[value(alias = "16-true")]
+    F16,
+}
+
+impl Inference {
+    /// The precision to run a model in that trained in `trained`.
+    pub fn precision(&self, trained: Precision) -> Precision {
+        match self.precision {
+            // burn-ndarray runs f32 only, and trained the run in f32 where it trained it.
+            InferencePrecision::Run if matches!(self.device, DeviceChoice::NdArray) => {
+                Precision::F32
+            }
+            InferencePrecision::Run if trained == Precision::Bf16Mixed => Precision::Bf16Mixed,
+            InferencePrecision::Run | InferencePrecision::F32 => Precision::F32,
+            InferencePrecision::Bf16Mixed => Precision::Bf16Mixed,
+            InferencePrecision::Bf16 => Precision::Bf16,
+            InferencePrecision::F16 => Precision::F16,
+        }
+    }
 }
 
 /// Which weights of a run a verb uses.
@@ -171,12 +215,12 @@ impl TrainedRun {
     pub fn probabilities_of(
         &self,
         split: &EncodedSplit,
-        device: &DeviceChoice,
+        inference: &Inference,
         batch_size: usize,
     ) -> Result<Vec<Vec<f32>>> {
         let mut next = Some(split.clone());
         let mut out = Vec::new();
-        self.probabilities_each(device, batch_size, &mut || Ok(next.take()), &mut |p| {
+        self.probabilities_each(inference, batch_size, &mut || Ok(next.take()), &mut |p| {
             out = p;
             Ok(())
         })?;
@@ -185,15 +229,17 @@ impl TrainedRun {
 
     /// Class probabilities of one split after another, on one model loaded once: `next` hands
     /// the splits over until it gives `None`, `done` gets each one's probabilities in row order.
+    /// The model runs in [`Inference::precision`] of the run's own.
     pub fn probabilities_each(
         &self,
-        device: &DeviceChoice,
+        inference: &Inference,
         batch_size: usize,
         next: &mut dyn FnMut() -> Result<Option<EncodedSplit>>,
         done: &mut dyn FnMut(Vec<Vec<f32>>) -> Result<()>,
     ) -> Result<()> {
-        dispatch(
-            device,
+        dispatch_with(
+            &inference.device,
+            inference.precision(self.loaded.spec.runtime.precision),
             Infer {
                 plan: &self.plan,
                 weights: self.weights.clone(),
@@ -249,7 +295,7 @@ pub fn run(args: EvalArgs) -> Result<i32> {
     let cache = trained.loaded.spec.runtime.existing_data_cache();
     let rows = encode_file(&args.data, &dataset, &trained.vectorizer, cache.as_deref())?;
     let split = EncodedSplit::new(rows, trained.vectorizer.padding());
-    let probs = trained.probabilities_of(&split, &args.device, args.batch_size)?;
+    let probs = trained.probabilities_of(&split, &args.inference, args.batch_size)?;
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
     let truth: Vec<usize> = (0..split.len()).map(|r| split.label(r) as usize).collect();
     let report = class_report(&truth, &predicted, &dataset.labels);

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::eval::{TrainedRun, Weights, argmax};
-use crate::backend::DeviceChoice;
+use super::eval::{Inference, TrainedRun, Weights, argmax};
 use crate::data::EncodedSplit;
 
 #[derive(clap::Args, Debug)]
@@ -31,9 +30,8 @@ pub struct PredictArgs {
     pub out: Option<PathBuf>,
     #[command(flatten)]
     pub weights: Weights,
-    /// `cpu`, `ndarray`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub inference: Inference,
     /// One JSON object per text.
     #[arg(long)]
     pub json: bool,
@@ -84,7 +82,7 @@ pub fn run(args: PredictArgs) -> Result<i32> {
         let pending = std::cell::RefCell::new(std::collections::VecDeque::new());
         let vectorizer = &trained.vectorizer;
         trained.probabilities_each(
-            &args.device,
+            &args.inference,
             args.batch_size,
             &mut || {
                 let Ok(chunk) = inputs.recv() else {

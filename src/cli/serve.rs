@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use super::eval::{TrainedRun, Weights};
-use crate::backend::DeviceChoice;
+use super::eval::{Inference, TrainedRun, Weights};
 use crate::data::EncodedSplit;
 use crate::serve::batcher::Batching;
 
@@ -60,9 +59,8 @@ pub struct ServeArgs {
     pub max_connections: u32,
     #[command(flatten)]
     pub weights: Weights,
-    /// `cpu`, `ndarray`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "cpu", value_parser = DeviceChoice::parse)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub inference: Inference,
 }
 
 pub fn run(args: ServeArgs) -> Result<i32> {
@@ -84,7 +82,7 @@ pub fn run(args: ServeArgs) -> Result<i32> {
         );
         return Ok(super::EXIT_INVALID);
     }
-    if let Err(e) = args.device.usable() {
+    if let Err(e) = args.inference.device.usable() {
         errln!("--device: error: {e}");
         return Ok(super::EXIT_INVALID);
     }
@@ -121,11 +119,11 @@ pub fn run(args: ServeArgs) -> Result<i32> {
         (None, true) => 16,
         (None, false) => args.max_batch as usize,
     };
-    let (device, batch_size) = (args.device.clone(), model_batch);
+    let (inference, batch_size) = (args.inference.clone(), model_batch);
     let model: crate::serve::RunModel = Box::new(move |next, done| {
         let vectorizer = trained.vectorizer.clone();
         trained.probabilities_each(
-            &device,
+            &inference,
             batch_size,
             &mut || {
                 let Some(texts) = next()? else {

@@ -146,6 +146,58 @@ fn epoch_rows(run: &Path) -> Vec<String> {
     .collect()
 }
 
+/// `pipe predict` on 64 test rows of `run`, with `flags` (and PIPE_AMX=`amx`): every class
+/// probability of every row.
+fn probabilities(run: &Path, flags: &[&str], amx: Option<&str>, dir: &Path) -> Vec<f64> {
+    let data = dir.join("rows-64.csv");
+    if !data.exists() {
+        let test = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
+        let rows: Vec<&str> = test.lines().take(64).collect();
+        std::fs::write(&data, rows.join("\n") + "\n").unwrap();
+    }
+    let mut cmd = pipe();
+    cmd.arg("predict")
+        .arg(run)
+        .arg("--json")
+        .arg("--data")
+        .arg(&data);
+    cmd.args(flags);
+    if let Some(v) = amx {
+        cmd.env("PIPE_AMX", v);
+    }
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 64);
+    let probs = |l: &serde_json::Value| -> Vec<f64> {
+        let map = l["probabilities"].as_object().unwrap().clone();
+        map.values().map(|p| p.as_f64().unwrap()).collect()
+    };
+    lines.iter().flat_map(probs).collect()
+}
+
+/// A bf16-mixed run predicts in bf16-mixed by default (the speed it was set up for), in f32
+/// with `--precision f32`, and in f32 on a CPU without AMX.
+fn predict_runs_in_the_runs_precision(mixed: &Path, dir: &Path) {
+    let default = probabilities(mixed, &[], None, dir);
+    let f32 = probabilities(mixed, &["--precision=f32"], None, dir);
+    assert_eq!(
+        default,
+        probabilities(mixed, &["--precision", "bf16-mixed"], None, dir)
+    );
+    for (a, b) in default.iter().zip(&f32) {
+        assert!((a - b).abs() <= 1e-2, "bf16-mixed {a} vs f32 {b}");
+    }
+    if pipe::fused::amx::available() {
+        assert_ne!(default, f32, "predict ran the wide layer on AMX");
+    }
+    assert_eq!(probabilities(mixed, &[], Some("off"), dir), f32);
+}
+
 #[test]
 fn bf16_mixed_trains_like_f32_repeats_its_bits_and_falls_back_to_f32_without_amx() {
     let dir = scratch("bf16mixed");
@@ -207,6 +259,7 @@ fn bf16_mixed_trains_like_f32_repeats_its_bits_and_falls_back_to_f32_without_amx
             .contains("without AMX")
     );
     assert_eq!(epoch_rows(&fallback), epoch_rows(&f32_run));
+    predict_runs_in_the_runs_precision(&mixed, &dir);
     // A precision pipe does not know is refused in one line naming the flag.
     let out = pipe()
         .args(["run", "--quiet", "--precision=f64"])

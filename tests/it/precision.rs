@@ -76,6 +76,19 @@ fn half_precisions_follow_f32_from_the_same_weights_and_their_runs_evaluate_in_f
             "{tested} vs {evaluated}"
         );
     }
+    // bf16-mixed from the same weights: model A's projections (32 wide, over 65,536 rows) and
+    // its attention on AMX tiles where the CPU has them, f32 weights; close to f32.
+    let mixed = train_losses(&model_a_first_steps(
+        "bf16-mixed",
+        &load,
+        &dir.join("mixed"),
+    ));
+    for (a, b) in reference.iter().zip(&mixed) {
+        assert!((a - b).abs() <= 2e-2 * a, "{mixed:?} vs f32 {reference:?}");
+    }
+    if pipe::fused::amx::available() {
+        assert_ne!(mixed, reference, "bf16-mixed computed in f32");
+    }
 }
 
 #[test]

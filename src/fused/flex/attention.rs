@@ -131,8 +131,9 @@ unsafe fn penalised_max_avx512(row: &mut [f32], penalty: Option<&[f32]>) -> f32 
 
 /// [`exp_rows`] for rows a multiple of 32 long, with the weights e^(s − max) rounded to bf16
 /// straight into the left operand of P·V (row i, keys 32·kb .. into its line (i, kb)) instead
-/// of written back in f32: the same values and 1 / Σ as [`exp_rows_avx512`] (the same sums in
-/// the same order), rounded as packing them would. The scores are left penalised.
+/// of written back in f32: [`exp_rows_avx512`]'s sums in its order, of an exp good to 4e-6
+/// ([`exp16_rounded_after`]: the weights are rounded to bf16 next, 2e-3), rounded as packing
+/// them would. The scores are left penalised.
 ///
 /// # Safety
 /// AVX-512F and AVX512-BF16; `scores` is whole rows of `lk` (a multiple of 32), one per
@@ -162,7 +163,10 @@ unsafe fn exp_rows_into_tiles(
             for j in (0..lk).step_by(32) {
                 let shifted =
                     |j: usize| _mm512_sub_ps(_mm512_loadu_ps(at.add(j)), _mm512_set1_ps(m));
-                let (low, high) = (exp16(shifted(j)), exp16(shifted(j + 16)));
+                let (low, high) = (
+                    exp16_rounded_after(shifted(j)),
+                    exp16_rounded_after(shifted(j + 16)),
+                );
                 sum = _mm512_add_ps(_mm512_add_ps(sum, low), high);
                 let line: [u16; 32] = std::mem::transmute(_mm512_cvtne2ps_pbh(high, low));
                 *probs.line_mut(i, j / 32) = line;
@@ -212,6 +216,30 @@ fn exp16(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     );
     let normal = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(input, _mm512_set1_ps(LOW));
     _mm512_maskz_scalef_ps(normal, e, n)
+}
+
+/// e^x of 16 lanes x ≤ 0 (softmax's shifted scores) to a relative 4e-6, for weights rounded to
+/// bf16 right after (half its ulp: 2e-3): a degree-4 polynomial after a one-constant reduction,
+/// 10 operations where [`exp16`]'s f32 accuracy takes 16. Zero below the smallest normal
+/// result, as [`exp16`]; a NaN stays one.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp16_rounded_after(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    const LOW: f32 = -87.336_55;
+    // MAXPS returns its second operand where one is NaN: the NaN.
+    let clamped = _mm512_max_ps(_mm512_set1_ps(LOW), x);
+    let round = _mm512_set1_ps(12_582_912.0);
+    let t = _mm512_fmadd_ps(clamped, _mm512_set1_ps(std::f32::consts::LOG2_E), round);
+    let n = _mm512_sub_ps(t, round);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(std::f32::consts::LN_2), clamped);
+    // Relative-error minimax fit of e^r on [−ln 2 / 2, ln 2 / 2]: 2.9e-6 evaluated in f32.
+    let mut p = _mm512_set1_ps(0.041_513_75);
+    for c in [0.167_874_6, 0.500_030_16, 0.999_966_86, 1.0] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let normal = _mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, _mm512_set1_ps(LOW));
+    _mm512_maskz_scalef_ps(normal, p, n)
 }
 
 /// The 16 lanes' sum in [`math::sum`]'s order: 8 + 8, 4 + 4, 2 + 2, 1 + 1.
@@ -438,8 +466,8 @@ fn weights_in_tiles(d: &Dims) -> bool {
 /// O [lq, dv] (rows `stride` apart) = e^(S − max) · V for one block's scores S [lq, lk] with
 /// their key penalties: the weights rounded to bf16 into the left operand of P·V as they are
 /// computed ([`exp_rows_into_tiles`]), each row's 1 / Σ to `inv_sums`; the rows are left
-/// unnormalised, as the caller scales them. The same values as [`exp_rows`] then [`mm_mixed`]
-/// on AMX.
+/// unnormalised, as the caller scales them. [`exp_rows`] then [`mm_mixed`] on AMX give the
+/// same within the exp's 4e-6.
 ///
 /// # Safety
 /// AMX and AVX-512 are available ([`weights_in_tiles`]); `out` has lq rows of dv values
@@ -758,6 +786,57 @@ mod tests {
 
     #[test]
     #[cfg(target_arch = "x86_64")]
+    fn the_exp_rounded_after_is_within_4e_6_and_keeps_zeros_and_nan() {
+        if math::simd_level() < 2 {
+            eprintln!("skipped: no AVX-512 here");
+            return;
+        }
+        let exp = |x: [f32; 16]| -> [f32; 16] {
+            // SAFETY: AVX-512 checked above.
+            unsafe {
+                use std::arch::x86_64::*;
+                let v = exp16_rounded_after(_mm512_loadu_ps(x.as_ptr()));
+                std::mem::transmute::<__m512, [f32; 16]>(v)
+            }
+        };
+        let mut worst = 0.0f64;
+        for i in 0..100_000 {
+            // Softmax's shifted scores: from −87 up to 0.
+            let x0 = -87.0 * i as f32 / 100_000.0;
+            let x: [f32; 16] = std::array::from_fn(|j| x0 - j as f32 * 1e-4);
+            for (got, xi) in exp(x).iter().zip(x) {
+                let want = (xi as f64).exp();
+                worst = worst.max(((*got as f64 - want) / want).abs());
+            }
+        }
+        assert!(worst <= 4e-6, "worst relative error {worst}");
+        let edges = exp([
+            0.0,
+            -1e4,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -88.0,
+            -87.3,
+            -1.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+        ]);
+        assert_eq!(edges[0], 1.0);
+        assert_eq!(&edges[1..3], &[0.0, 0.0], "masked keys weigh nothing");
+        assert!(edges[3].is_nan());
+        assert_eq!(edges[4], 0.0, "below the smallest normal result");
+        assert!(edges[5] > 0.0 && edges[5].is_normal());
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
     fn weights_rounded_into_tiles_give_the_packed_products_values() {
         if crate::fused::amx::tests::no_amx() || math::simd_level() < 2 {
             return;
@@ -810,9 +889,18 @@ mod tests {
                     (lq, lk, dv),
                 );
             }
-            assert_eq!(tiled_inv, plain_inv);
-            assert_eq!(got, want);
-            assert!(got.iter().any(|&x| x != 0.0));
+            // The tiles' exp is good to 4e-6 (the weights are rounded to bf16 after it): the
+            // sums within that, and the products within a bf16 rounding of the weights.
+            for (a, b) in tiled_inv.iter().zip(&plain_inv) {
+                assert!((a - b).abs() <= 4e-6 * b.abs(), "1/Σ {a} vs {b}");
+            }
+            let scale: f32 = want.iter().map(|x| x.abs()).fold(0.0, f32::max);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() <= 4e-3 * scale, "{a} vs {b}");
+            }
+            assert_ne!(got, vec![0.0; got.len()]);
+            // The rows past 40 held NaN: none reached the output.
+            assert!(got.iter().all(|x| x.is_finite()));
         }
     }
 }

@@ -133,6 +133,25 @@ impl TileConfig {
         }
         TileConfig(c)
     }
+
+    /// Loads this configuration into the calling thread's tile state.
+    ///
+    /// # Safety
+    /// The CPU has AMX and Linux granted it ([`available`]); [`TileConfig::release`] follows
+    /// on the same thread.
+    unsafe fn load(&self) {
+        // SAFETY: the caller's contract; the configuration is valid for palette 1.
+        unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+    }
+
+    /// Releases the calling thread's tile state.
+    ///
+    /// # Safety
+    /// A configuration was loaded on this thread.
+    unsafe fn release() {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::asm!("tilerelease", options(nostack)) };
+    }
 }
 
 thread_local! {
@@ -370,16 +389,31 @@ pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products:
             (c, p.start, bias_lines(p.start, right, p.n))
         })
         .collect();
-    let rows = |pair: usize| {
-        with_row_panels(a, pair, (m, k), |panels| {
-            for ((c, start, bias), right) in targets.iter().zip(&rights) {
-                // SAFETY: the caller's contract; this task writes rows 32·pair .. of each C
-                // alone.
-                unsafe { block_row_packed((panels, 0), right, *c, pair, *start, bias.as_deref()) };
-            }
-        })
+    let pairs = m.div_ceil(2 * TILE);
+    let width: usize = rights.iter().map(|r| r.row_tiles).sum();
+    let k_tiles = rights.first().map_or(1, |r| r.k_tiles);
+    let per_task = pairs_per_task(pairs, width / 2 * k_tiles);
+    let rows = |task: usize, edges: &mut EdgeTiles| {
+        for pair in task * per_task..((task + 1) * per_task).min(pairs) {
+            with_row_panels(a, pair, (m, k), |panels| {
+                for ((c, start, bias), right) in targets.iter().zip(&rights) {
+                    // SAFETY: the caller's contract; this task writes rows 32·pair .. of each
+                    // C alone; the tiles are configured (`in_tile_tasks`).
+                    unsafe {
+                        block_row_packed(
+                            (panels, 0),
+                            right,
+                            *c,
+                            (pair, *start),
+                            bias.as_deref(),
+                            edges,
+                        )
+                    };
+                }
+            })
+        }
     };
-    (0..m.div_ceil(2 * TILE)).into_par_iter().for_each(rows);
+    in_tile_tasks(pairs.div_ceil(per_task), true, rows);
     buffers.extend(rights.into_iter().map(Packed::into_buffer));
     RIGHTS.set(buffers);
 }
@@ -453,12 +487,53 @@ unsafe fn multiply(left: LeftOperand, right: &Packed, c: Output, start: Start, p
     );
     assert!(right.row_tiles * TILE >= c.n);
     let bias = bias_lines(start, right, c.n);
-    // SAFETY: each task has its own 32 rows of C (the caller's contract for the rest).
-    let row = |pair| unsafe { block_row(left, right, c, pair, start, bias.as_deref()) };
-    let pairs = 0..c.m.div_ceil(2 * TILE);
+    let pairs = c.m.div_ceil(2 * TILE);
+    let per_task = match parallel {
+        true => pairs_per_task(pairs, right.row_tiles / 2 * right.k_tiles),
+        false => pairs.max(1),
+    };
+    let rows = |task: usize, edges: &mut EdgeTiles| {
+        for pair in task * per_task..((task + 1) * per_task).min(pairs) {
+            // SAFETY: each task has its own 32-row blocks of C (the caller's contract for the
+            // rest); the tiles are configured (`in_tile_tasks`).
+            unsafe { block_row(left, right, c, (pair, start), bias.as_deref(), edges) };
+        }
+    };
+    in_tile_tasks(pairs.div_ceil(per_task), parallel, rows);
+}
+
+/// 32-row blocks of C per task: enough for some 256 tile products (model A's 32-wide
+/// products have 4 a block, where loading the tile configuration, releasing it and clearing
+/// the edge tiles for each block cost as much as its products), at most a sixteenth of them.
+fn pairs_per_task(pairs: usize, products_per_block: usize) -> usize {
+    let wanted = 256usize.div_ceil(4 * products_per_block.max(1));
+    wanted.clamp(1, pairs.div_ceil(16).max(1))
+}
+
+/// The four 16 × 16 f32 tiles an edge block goes through (see [`block_row_packed`]).
+type EdgeTiles = [[F32Line; TILE]; 4];
+
+/// Runs `task(t, edges)` for t in 0..tasks, on rayon where `parallel`: each task on its
+/// thread with the tile configuration loaded before and released after, and edge tiles of
+/// its own.
+fn in_tile_tasks(tasks: usize, parallel: bool, task: impl Fn(usize, &mut EdgeTiles) + Sync) {
+    let configured = |t: usize| {
+        let mut edges = [[F32Line::default(); TILE]; 4];
+        // SAFETY: `available()` was checked by the callers; released below on this thread.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            TileConfig::new().load()
+        };
+        task(t, &mut edges);
+        // SAFETY: releases the tile state loaded above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            TileConfig::release()
+        };
+    };
     match parallel {
-        true => pairs.into_par_iter().for_each(row),
-        false => pairs.for_each(row),
+        true => (0..tasks).into_par_iter().for_each(configured),
+        false => (0..tasks).for_each(configured),
     }
 }
 
@@ -478,23 +553,23 @@ fn bias_lines(start: Start, right: &Packed, n: usize) -> Option<Vec<F32Line>> {
 ///
 /// # Safety
 /// This task alone reads and writes those rows of C; `bias` is the padded bias where `start`
-/// is one.
+/// is one; this thread's tiles are configured ([`in_tile_tasks`]).
 unsafe fn block_row(
     left: LeftOperand,
     right: &Packed,
     c: Output,
-    pair: usize,
-    start: Start,
+    (pair, start): (usize, Start),
     bias: Option<&[F32Line]>,
+    edges: &mut EdgeTiles,
 ) {
     match left {
         // SAFETY: the caller's contract.
         LeftOperand::Packed(p) => unsafe {
-            block_row_packed((p, 2 * pair), right, c, pair, start, bias)
+            block_row_packed((p, 2 * pair), right, c, (pair, start), bias, edges)
         },
         LeftOperand::ByRows(a, k) => with_row_panels(a, pair, (c.m, k), |panels| {
             // SAFETY: the caller's contract; these rows are tile rows 0 and 1 of `panels`.
-            unsafe { block_row_packed((panels, 0), right, c, pair, start, bias) }
+            unsafe { block_row_packed((panels, 0), right, c, (pair, start), bias, edges) }
         }),
     }
 }
@@ -508,9 +583,9 @@ unsafe fn block_row_packed(
     _: (&Packed, usize),
     _: &Packed,
     _: Output,
-    _: usize,
-    _: Start,
+    _: (usize, Start),
     _: Option<&[F32Line]>,
+    _: &mut EdgeTiles,
 ) {
     unreachable!("AMX tile products off x86-64")
 }
@@ -525,7 +600,8 @@ fn with_row_panels(a: Source, pair: usize, (m, k): (usize, usize), f: impl FnOnc
     PANELS.set(panels.into_buffer());
 }
 
-/// [`block_row`] with its rows of the left operand at tile rows `r0`, `r0 + 1` of `left`.
+/// [`block_row`] with its rows of the left operand at tile rows `r0`, `r0 + 1` of `left`;
+/// `out` is where an edge block goes through.
 ///
 /// # Safety
 /// As [`block_row`].
@@ -534,17 +610,13 @@ unsafe fn block_row_packed(
     (left, r0): (&Packed, usize),
     right: &Packed,
     c: Output,
-    pair: usize,
-    start: Start,
+    (pair, start): (usize, Start),
     bias: Option<&[F32Line]>,
+    out: &mut EdgeTiles,
 ) {
     let height = (2 * TILE).min(c.m - pair * 2 * TILE);
-    let config = TileConfig::new();
-    let mut out = [[F32Line::default(); TILE]; 4];
     // SAFETY: the block row starts inside C.
     let rows = unsafe { c.c.add(pair * 2 * TILE * c.stride) };
-    // SAFETY: `available()` was checked by the caller; the configuration is valid for palette 1.
-    unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
     for col_pair in 0..right.row_tiles / 2 {
         let c0 = 2 * col_pair;
         let edge = EdgeBlock {
@@ -595,8 +667,6 @@ unsafe fn block_row_packed(
             }
         }
     }
-    // SAFETY: releases this thread's tile state, which `ldtilecfg` above took.
-    unsafe { std::arch::asm!("tilerelease", options(nostack)) };
     if let Some(then) = c.then {
         for i in 0..height {
             // SAFETY: row i of this task's rows, all of it written above.

@@ -393,27 +393,25 @@ pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products:
     let width: usize = rights.iter().map(|r| r.row_tiles).sum();
     let k_tiles = rights.first().map_or(1, |r| r.k_tiles);
     let per_task = pairs_per_task(pairs, width / 2 * k_tiles);
-    let rows = |task: usize, edges: &mut EdgeTiles| {
-        for pair in task * per_task..((task + 1) * per_task).min(pairs) {
-            with_row_panels(a, pair, (m, k), |panels| {
-                for ((c, start, bias), right) in targets.iter().zip(&rights) {
-                    // SAFETY: the caller's contract; this task writes rows 32·pair .. of each
-                    // C alone; the tiles are configured (`in_tile_tasks`).
-                    unsafe {
-                        block_row_packed(
-                            (panels, 0),
-                            right,
-                            *c,
-                            (pair, *start),
-                            bias.as_deref(),
-                            edges,
-                        )
-                    };
-                }
-            })
-        }
+    let rows = |pair: usize, edges: &mut EdgeTiles| {
+        with_row_panels(a, pair, (m, k), |panels| {
+            for ((c, start, bias), right) in targets.iter().zip(&rights) {
+                // SAFETY: the caller's contract; this task writes rows 32·pair .. of each C
+                // alone; the tiles are configured (`in_tile_tasks`).
+                unsafe {
+                    block_row_packed(
+                        (panels, 0),
+                        right,
+                        *c,
+                        (pair, *start),
+                        bias.as_deref(),
+                        edges,
+                    )
+                };
+            }
+        })
     };
-    in_tile_tasks(pairs.div_ceil(per_task), true, rows);
+    in_tile_tasks((pairs, per_task), true, rows);
     buffers.extend(rights.into_iter().map(Packed::into_buffer));
     RIGHTS.set(buffers);
 }
@@ -492,14 +490,12 @@ unsafe fn multiply(left: LeftOperand, right: &Packed, c: Output, start: Start, p
         true => pairs_per_task(pairs, right.row_tiles / 2 * right.k_tiles),
         false => pairs.max(1),
     };
-    let rows = |task: usize, edges: &mut EdgeTiles| {
-        for pair in task * per_task..((task + 1) * per_task).min(pairs) {
-            // SAFETY: each task has its own 32-row blocks of C (the caller's contract for the
-            // rest); the tiles are configured (`in_tile_tasks`).
-            unsafe { block_row(left, right, c, (pair, start), bias.as_deref(), edges) };
-        }
+    // SAFETY: each task has its own 32-row blocks of C (the caller's contract for the rest);
+    // the tiles are configured (`in_tile_tasks`).
+    let row = |pair, edges: &mut EdgeTiles| unsafe {
+        block_row(left, right, c, (pair, start), bias.as_deref(), edges)
     };
-    in_tile_tasks(pairs.div_ceil(per_task), parallel, rows);
+    in_tile_tasks((pairs, per_task), parallel, row);
 }
 
 /// 32-row blocks of C per task: enough for some 256 tile products (model A's 32-wide
@@ -513,10 +509,14 @@ fn pairs_per_task(pairs: usize, products_per_block: usize) -> usize {
 /// The four 16 × 16 f32 tiles an edge block goes through (see [`block_row_packed`]).
 type EdgeTiles = [[F32Line; TILE]; 4];
 
-/// Runs `task(t, edges)` for t in 0..tasks, on rayon where `parallel`: each task on its
-/// thread with the tile configuration loaded before and released after, and edge tiles of
-/// its own.
-fn in_tile_tasks(tasks: usize, parallel: bool, task: impl Fn(usize, &mut EdgeTiles) + Sync) {
+/// Runs `block(pair, edges)` for each of `pairs` 32-row blocks, `per_task` blocks to a task,
+/// on rayon where `parallel`: each task on its thread with the tile configuration loaded
+/// before its blocks and released after, and edge tiles of its own.
+fn in_tile_tasks(
+    (pairs, per_task): (usize, usize),
+    parallel: bool,
+    block: impl Fn(usize, &mut EdgeTiles) + Sync,
+) {
     let configured = |t: usize| {
         let mut edges = [[F32Line::default(); TILE]; 4];
         // SAFETY: `available()` was checked by the callers; released below on this thread.
@@ -524,13 +524,16 @@ fn in_tile_tasks(tasks: usize, parallel: bool, task: impl Fn(usize, &mut EdgeTil
         unsafe {
             TileConfig::new().load()
         };
-        task(t, &mut edges);
+        for pair in t * per_task..((t + 1) * per_task).min(pairs) {
+            block(pair, &mut edges);
+        }
         // SAFETY: releases the tile state loaded above.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             TileConfig::release()
         };
     };
+    let tasks = pairs.div_ceil(per_task);
     match parallel {
         true => (0..tasks).into_par_iter().for_each(configured),
         false => (0..tasks).for_each(configured),

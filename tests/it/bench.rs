@@ -42,10 +42,7 @@ fn minilm_cases_run_on_random_weights_from_a_config_alone() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(!dir.join("model.safetensors").exists());
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&stdout);
     // length 128: train, infer; dynamic padding: train, infer and two frozen-head phases.
     assert_eq!(lines.len(), 6, "{stdout}");
     for m in &lines {
@@ -91,10 +88,7 @@ fn minilm_cases_run_on_another_familys_checkpoint() {
     let out = bench(&dir);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&stdout);
     assert_eq!(lines.len(), 6, "{stdout}");
     for m in lines.iter().take(4) {
         let variant = m["variant"].as_str().unwrap();
@@ -175,9 +169,7 @@ fn model_a_measures_train_and_infer_and_divides_by_the_matching_stored_peers() {
     let out = bench(&["--json"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    let lines: Vec<serde_json::Value> = (stdout.lines())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&stdout);
     let phases: Vec<(&str, u64)> = (lines.iter())
         .map(|m| (m["phase"].as_str().unwrap(), m["batch"].as_u64().unwrap()))
         .collect();

@@ -293,13 +293,28 @@ pub fn assert_same_end(a: &Path, b: &Path) {
     );
 }
 
+/// The first `n` rows of the repository's AG News test split, as a headerless CSV in `dir`
+/// (`test-<n>.csv`).
+pub fn test_rows(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join(format!("test-{n}.csv"));
+    let all = std::fs::read_to_string(root().join("data/ag_news/test.csv")).unwrap();
+    let rows: Vec<&str> = all.lines().take(n).collect();
+    std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+    path
+}
+
+/// Each line of `stdout` parsed as JSON (`--json` output, one object per line).
+pub fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// `pipe eval RUN --json` on the first `rows` rows of the repo's AG News test split (written to
 /// `scratch`): the rows a run with `dataset.limit = rows` tested on. The printed JSON.
 pub fn eval_first_test_rows(run: &Path, rows: usize, scratch: &Path) -> serde_json::Value {
-    let file = scratch.join(format!("test-{rows}.csv"));
-    let test = std::fs::read_to_string(root().join("data/ag_news/test.csv")).unwrap();
-    let first: Vec<&str> = test.lines().take(rows).collect();
-    std::fs::write(&file, first.join("\n") + "\n").unwrap();
+    let file = test_rows(scratch, rows);
     let out = pipe()
         .args(["eval", run.to_str().unwrap(), "--json", "--data"])
         .arg(&file)
@@ -480,9 +495,7 @@ pub fn predict_json(run: &Path, texts: &[String]) -> Vec<serde_json::Value> {
     writer.join().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    let lines: Vec<serde_json::Value> = (stdout.lines())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&stdout);
     assert_eq!(lines.len(), texts.len(), "one line per text");
     lines
 }

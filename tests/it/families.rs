@@ -332,7 +332,7 @@ fn each_family_trains_predicts_and_exports_under_its_own_tensor_names() {
             "bert" | "electra" => &["input_ids", "attention_mask", "token_type_ids"],
             _ => &["input_ids", "attention_mask"],
         };
-        let rows = crate::onnx_export::test_rows(&scratch, 24);
+        let rows = common::test_rows(&scratch, 24);
         crate::onnx_export::exports_and_matches_predict(
             &run_dir,
             &scratch.join("onnx"),
@@ -634,13 +634,7 @@ fn a_pretrained_run_serves_its_model_after_the_source_is_gone() {
     let after = common::predict_json(&run_dir, &["Stocks fell sharply".to_string()]);
     assert_eq!(before, after);
     let run_text = run_dir.to_str().unwrap();
-    let rows = scratch.join("rows.csv");
-    let test = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
-    std::fs::write(
-        &rows,
-        test.lines().take(20).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
+    let rows = common::test_rows(&scratch, 20);
     let out = run(&["eval", run_text, "--data", rows.to_str().unwrap(), "--json"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let exported = scratch.join("exported");

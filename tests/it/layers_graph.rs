@@ -164,10 +164,7 @@ fn dag_with_named_inputs_trains_with_every_training_option() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     // One JSON object per logged event, then the end event.
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = common::json_lines(&stdout);
     assert_eq!(events.last().unwrap()["event"], "end");
     assert_eq!(events.last().unwrap()["status"], "completed");
     // 128 train rows / 16 = 8 batches = 4 optimizer steps per epoch (accumulating 2): validation

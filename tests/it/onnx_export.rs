@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::common;
-use common::{json, pipe, quick, scratch, text, trained};
+use common::{json, pipe, quick, scratch, test_rows, text, trained};
 
 use pipe::onnx::proto::tensor_shape_proto::dimension::Value as Dim;
 use pipe::onnx::proto::type_proto::Value as TypeValue;
@@ -124,15 +124,6 @@ pub fn exports_and_matches_predict(run: &Path, out: &Path, inputs: &[&str], rows
         run.display()
     );
     assert!(stdout.contains("labels differing 0"), "{stdout}");
-}
-
-/// The first `n` rows of the repository's AG News test split, as a headerless CSV.
-pub fn test_rows(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("rows.csv");
-    let all = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
-    let rows: Vec<&str> = all.lines().take(n).collect();
-    std::fs::write(&path, rows.join("\n") + "\n").unwrap();
-    path
 }
 
 #[test]

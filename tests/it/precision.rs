@@ -162,12 +162,7 @@ fn epoch_rows(run: &Path) -> Vec<String> {
 /// `pipe predict` on 64 test rows of `run`, with `flags` (and PIPE_AMX=`amx`): every class
 /// probability of every row.
 fn probabilities(run: &Path, flags: &[&str], amx: Option<&str>, dir: &Path) -> Vec<f64> {
-    let data = dir.join("rows-64.csv");
-    if !data.exists() {
-        let test = std::fs::read_to_string(common::root().join("data/ag_news/test.csv")).unwrap();
-        let rows: Vec<&str> = test.lines().take(64).collect();
-        std::fs::write(&data, rows.join("\n") + "\n").unwrap();
-    }
+    let data = common::test_rows(dir, 64);
     let mut cmd = pipe();
     cmd.arg("predict")
         .arg(run)
@@ -181,10 +176,7 @@ fn probabilities(run: &Path, flags: &[&str], amx: Option<&str>, dir: &Path) -> V
     let out = cmd.output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    let lines: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&stdout);
     assert_eq!(lines.len(), 64);
     let probs = |l: &serde_json::Value| -> Vec<f64> {
         let map = l["probabilities"].as_object().unwrap().clone();

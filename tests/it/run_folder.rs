@@ -245,9 +245,7 @@ fn run_folder_is_complete_and_deterministic_and_serves_eval_and_predict() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     // One line out per line in: the blank one answers with no label.
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
-    let lines: Vec<serde_json::Value> = (stdout.lines())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = common::json_lines(&stdout);
     assert_eq!(lines[0]["text"], "one text");
     assert_eq!(lines[2]["label"], serde_json::Value::Null, "{stdout}");
     assert_eq!(lines[3]["text"], "third");

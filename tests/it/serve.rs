@@ -161,9 +161,7 @@ fn a_served_model_answers_as_predict_does_and_refuses_what_it_must() {
         .args(texts)
         .output()
         .unwrap();
-    let predicted: Vec<serde_json::Value> = (text(&predicted).0.lines())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let predicted = common::json_lines(&text(&predicted).0);
     for (s, p) in served["predictions"]
         .as_array()
         .unwrap()

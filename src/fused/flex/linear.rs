@@ -226,8 +226,9 @@ fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>)
 /// layer of model A, where memcpy took 13 % of its inference step).
 const BIAS_BLOCK: usize = 4096;
 
-/// `bias` in each of `rows` rows at `dst` (rows `bias.len()` apart): one row, doubled until a
-/// block of about [`BIAS_BLOCK`] values, then that block (in the core's L1) copied along.
+/// `bias` in each of `rows` rows at `dst` (rows `bias.len()` apart): one row, then copies of
+/// the rows written so far, doubling up to a block of at most [`BIAS_BLOCK`] values (in the
+/// core's L1), then that block copied along.
 ///
 /// # Safety
 /// `dst` has room for `rows` × `bias.len()` values that nothing else reads or writes.
@@ -236,19 +237,14 @@ unsafe fn bias_rows(dst: *mut f32, bias: &[f32], rows: usize) {
     if rows == 0 || width == 0 {
         return;
     }
+    let block_rows = (BIAS_BLOCK / width).max(1);
     // SAFETY (the whole block): every copy reads rows written before it and writes rows below
     // `rows`, never overlapping what it reads.
     unsafe {
         std::ptr::copy_nonoverlapping(bias.as_ptr(), dst, width);
-        let mut block = 1;
-        while block < rows && 2 * block * width <= BIAS_BLOCK {
-            let n = block.min(rows - block);
-            std::ptr::copy_nonoverlapping(dst, dst.add(block * width), n * width);
-            block += n;
-        }
-        let mut done = block;
+        let mut done = 1;
         while done < rows {
-            let n = block.min(rows - done);
+            let n = done.min(block_rows).min(rows - done);
             std::ptr::copy_nonoverlapping(dst, dst.add(done * width), n * width);
             done += n;
         }
@@ -368,6 +364,22 @@ mod tests {
         (0..len as u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()
+    }
+
+    #[test]
+    fn bias_rows_fill_every_row_through_the_doubling_and_the_blocks() {
+        // Widths below, at and above a block; row counts below, at and past one block.
+        for width in [1, 7, 300, BIAS_BLOCK, BIAS_BLOCK + 3] {
+            let bias = pattern(width, 5);
+            for rows in [0, 1, 2, 13, 14, 1000] {
+                let mut out = vec![f32::NAN; rows * width];
+                // SAFETY: `out` holds rows × width values.
+                unsafe { bias_rows(out.as_mut_ptr(), &bias, rows) };
+                for (r, row) in out.chunks(width).enumerate() {
+                    assert_eq!(row, &bias[..], "width {width}, row {r} of {rows}");
+                }
+            }
+        }
     }
 
     #[test]

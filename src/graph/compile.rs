@@ -13,6 +13,9 @@ pub struct Graph<B: Backend> {
     pub layers: Vec<LayerModule<B>>,
     #[module(skip)]
     routes: Vec<Vec<Source>>,
+    /// Per layer, which of its outputs a later layer (or, for the last, the loss) reads.
+    #[module(skip)]
+    read: Vec<Vec<bool>>,
 }
 
 impl<B: Backend> Graph<B> {
@@ -33,6 +36,7 @@ impl<B: Backend> Graph<B> {
         let graph = Graph {
             layers,
             routes: plan.layers.iter().map(|l| l.sources.clone()).collect(),
+            read: outputs_read(plan),
         };
         Ok(stable_param_ids(graph))
     }
@@ -114,14 +118,35 @@ impl<B: Backend> Graph<B> {
             let args = self.layer_args(inputs, i, &outputs);
             let layer = &self.layers[i];
             let out = if i == last {
-                layer.forward_logits(args, &ctx)
+                layer
+                    .forward_logits(args, &ctx)
+                    .into_iter()
+                    .map(Some)
+                    .collect()
             } else {
-                layer.forward(args, &ctx)
+                layer.forward_read(args, &ctx, &self.read[i])
             };
-            outputs.push(out.into_iter().map(Some).collect());
+            outputs.push(out);
         }
         outputs
     }
+}
+
+/// Per layer, which of its outputs a later layer reads; the last layer's first output is the
+/// model's.
+fn outputs_read(plan: &Plan) -> Vec<Vec<bool>> {
+    let mut read: Vec<Vec<bool>> = (plan.layers.iter())
+        .map(|l| vec![false; l.outputs.len()])
+        .collect();
+    for source in plan.layers.iter().flat_map(|l| &l.sources) {
+        if let Source::Layer { layer, output } = *source {
+            read[layer][output] = true;
+        }
+    }
+    if let Some(first) = read.last_mut().and_then(|r| r.first_mut()) {
+        *first = true;
+    }
+    read
 }
 
 fn final_value<B: Backend>(outputs: Vec<Vec<Option<Value<B>>>>) -> Value<B> {

@@ -48,6 +48,10 @@ pub enum Pooling {
     None,
 }
 
+/// The outputs before `encoder_outputs.N`: `pooled_output`, `sequence_output`, `cls_output`,
+/// `mean_output`.
+const FIXED_OUTPUTS: usize = 4;
+
 impl Pooling {
     /// Where the default output stands among the outputs in their fixed order
     /// (`pooled_output`, `sequence_output`, `cls_output`, `mean_output`, `encoder_outputs.N`).
@@ -475,14 +479,39 @@ impl<B: Backend> HfEncoder<B> {
         token_types: Tensor<B, 2, Int>,
         mask: Tensor<B, 2>,
     ) -> Vec<Tensor<B, 3>> {
+        self.encode_states(ids, token_types, mask, false)
+    }
+
+    /// [`encode`](Self::encode), with the last layer's output at the first position alone
+    /// ([batch, 1, hidden]) where `first_only`: all its pooler reads, so the last layer's
+    /// query, attention, projections and feed-forward run on one row in `length` instead of
+    /// all (its keys and values still on every row). Only the families whose layers are
+    /// [`layer_forward`](Self::layer_forward)'s take it; the others encode every position.
+    ///
+    /// # Shapes
+    /// - ids, token_types, mask: [batch, length]
+    /// - output: one [batch, length, hidden] per encoder layer (the last [batch, 1, hidden]
+    ///   where `first_only` was taken)
+    fn encode_states(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        token_types: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+        first_only: bool,
+    ) -> Vec<Tensor<B, 3>> {
         let mut x = self.embed(ids, token_types, &mask);
         if let Some(m) = &self.modern {
             return self.encode_modern(m, x, mask);
         }
         let rel = self.relative_embeddings();
+        let first_only = first_only && self.relative.is_none();
+        let last = self.encoder.layer.len().saturating_sub(1);
         let mut states = Vec::with_capacity(self.encoder.layer.len());
-        for layer in &self.encoder.layer {
-            x = self.layer_forward(layer, x, &mask, rel.as_ref());
+        for (i, layer) in self.encoder.layer.iter().enumerate() {
+            x = match first_only && i == last {
+                true => self.first_position_forward(layer, x, &mask),
+                false => self.layer_forward(layer, x, &mask, rel.as_ref()),
+            };
             states.push(x.clone());
         }
         states
@@ -669,6 +698,44 @@ impl<B: Backend> HfEncoder<B> {
                 fused::attention(q, k, v, Some(mask.clone()), sa.dropout.prob, options)
             }
         };
+        self.after_attention(layer, context, x)
+    }
+
+    /// One encoder layer's output at the first position alone: the first position's query
+    /// attends over every position's keys and values, and the rest of the layer runs on that
+    /// one row. Each output row depends on its own row alone after attention, so the row is
+    /// what [`layer_forward`](Self::layer_forward) gives at position 0.
+    ///
+    /// # Shapes
+    /// - x: [batch, length, hidden]; mask: [batch, length]; output: [batch, 1, hidden]
+    fn first_position_forward(
+        &self,
+        layer: &EncoderLayer<B>,
+        x: Tensor<B, 3>,
+        mask: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        let [b, _, h] = x.dims();
+        let sa = &layer.attention.self_attention;
+        let [k, v] = <[_; 2]>::try_from(fused::linears_seq(&[&sa.key, &sa.value], x.clone()))
+            .unwrap_or_else(|_| unreachable!("two layers, two outputs"));
+        let first = x.slice([0..b, 0..1, 0..h]);
+        let q = fused::linear_seq(&sa.query, first.clone());
+        let options = self.attention_options(h);
+        let context = fused::attention(q, k, v, Some(mask.clone()), sa.dropout.prob, options);
+        self.after_attention(layer, context, first)
+    }
+
+    /// The rest of an encoder layer after its self-attention: the output projection with the
+    /// residual `x` and LayerNorm, then the feed-forward with its own.
+    ///
+    /// # Shapes
+    /// - context, x: [batch, rows, hidden]; output: [batch, rows, hidden]
+    fn after_attention(
+        &self,
+        layer: &EncoderLayer<B>,
+        context: Tensor<B, 3>,
+        x: Tensor<B, 3>,
+    ) -> Tensor<B, 3> {
         let ao = &layer.attention.output;
         let norm = (&ao.layer_norm, self.layer_norm_eps);
         let attended =
@@ -681,6 +748,21 @@ impl<B: Backend> HfEncoder<B> {
         let o = &layer.output;
         let norm = (&o.layer_norm, self.layer_norm_eps);
         fused::linear_residual_norm_seq(&o.dense, inner, attended, norm, o.dropout.prob)
+    }
+
+    /// Encoder layers, whatever the family calls them.
+    fn layer_count(&self) -> usize {
+        self.encoder.layer.len() + self.encoder.pre_norm_layer.len()
+    }
+
+    /// Flags in [`forward`](LayerForward::forward)'s order (the default output first) put
+    /// back in the outputs' fixed order.
+    fn in_fixed_order(&self, read: &[bool]) -> Vec<bool> {
+        assert_eq!(read.len(), FIXED_OUTPUTS + self.layer_count());
+        let mut fixed = read.to_vec();
+        let default = fixed.remove(0);
+        fixed.insert(self.pooling.output_index(), default);
+        fixed
     }
 
     /// The family's pooler: act(dense(h[:, 0])), the first position's hidden state
@@ -865,17 +947,44 @@ impl<B: Backend> LayerForward<B> for HfEncoder<B> {
     /// - output: `pooled_output`, `cls_output`, `mean_output` [batch, hidden];
     ///   `sequence_output`, `encoder_outputs.N` [batch, length, hidden]
     fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
+        let read = vec![true; FIXED_OUTPUTS + self.layer_count()];
+        (self.forward_read(inputs, ctx, &read).into_iter())
+            .map(|v| v.expect("every output read"))
+            .collect()
+    }
+
+    /// Where only `pooled_output` (on h[:, 0]) and `cls_output` are read, the last layer runs
+    /// for the first position alone ([`HfEncoder::encode_states`]): a classifier's usual
+    /// graph, which needs one row of the last layer's output in `length`.
+    ///
+    /// # Shapes
+    /// As [`forward`](LayerForward::forward), the outputs not read left out.
+    fn forward_read(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+        read: &[bool],
+    ) -> Vec<Option<Value<B>>> {
+        let read = self.in_fixed_order(read);
+        // The last hidden states are read whole by sequence_output, mean_output, the last
+        // encoder_outputs.N, and ModernBERT's mean-pooling head.
+        let mean_pooled = matches!(&self.modern, Some(m) if m.mean_pooling);
+        let whole_last =
+            read[1] || read[3] || read.last() == Some(&true) || (read[0] && mean_pooled);
         let ids = inputs.into_iter().next().expect("ids").ids();
-        let states = self.encode(ids, ctx.token_type_ids.clone(), ctx.mask.clone());
+        let (types, mask) = (ctx.token_type_ids.clone(), ctx.mask.clone());
+        let states = self.encode_states(ids, types, mask, !whole_last);
         let sequence = states.last().expect("at least one layer").clone();
         let [b, _, h] = sequence.dims();
         let mut outputs = vec![
-            Value::Vector(self.pool(&sequence, &ctx.mask)),
-            Value::Sequence(sequence.clone()),
-            Value::Vector(sequence.clone().slice([0..b, 0..1, 0..h]).reshape([b, h])),
-            Value::Vector(masked_mean(sequence, ctx.mask.clone())),
+            read[0].then(|| Value::Vector(self.pool(&sequence, &ctx.mask))),
+            read[1].then(|| Value::Sequence(sequence.clone())),
+            read[2]
+                .then(|| Value::Vector(sequence.clone().slice([0..b, 0..1, 0..h]).reshape([b, h]))),
+            read[3].then(|| Value::Vector(masked_mean(sequence, ctx.mask.clone()))),
         ];
-        outputs.extend(states.into_iter().map(Value::Sequence));
+        let each_layer = states.into_iter().zip(&read[FIXED_OUTPUTS..]);
+        outputs.extend(each_layer.map(|(state, &r)| r.then(|| Value::Sequence(state))));
         let default = outputs.remove(self.pooling.output_index());
         outputs.insert(0, default);
         outputs
@@ -1180,6 +1289,46 @@ mod tests {
         let unmasked = outputs(&bert, &IDS, &TYPES, &all);
         let unmasked_changed = outputs(&bert, &other_ids, &other_types, &all);
         assert!((unmasked[0].iter().zip(&unmasked_changed[0])).any(|(a, b)| (a - b).abs() > 1e-4));
+    }
+
+    #[test]
+    fn reading_only_the_first_position_gives_forwards_values_and_leaves_the_rest_out() {
+        let c = tiny_config("gelu");
+        let bert = hand_set(&c, Pooling::Cls);
+        let all = outputs(&bert, &IDS, &TYPES, &MASK);
+        let ctx = forward_ctx(&MASK, &TYPES);
+        let read_only = |read: &[usize]| {
+            let flags: Vec<bool> = (0..FIXED_OUTPUTS + c.num_hidden_layers)
+                .map(|i| read.contains(&i))
+                .collect();
+            bert.forward_read(vec![Value::Ids(ids(&IDS))], &ctx, &flags)
+        };
+        // pooled_output and cls_output: the last layer on the first position alone.
+        let first = read_only(&[0, 2]);
+        for (i, value) in first.iter().enumerate() {
+            match (i, value) {
+                (0 | 2, Some(Value::Vector(t))) => assert_close(&values(t.clone()), &all[i], 1e-6),
+                (0 | 2, _) => panic!("output {i} was read"),
+                (_, v) => assert!(v.is_none(), "output {i} was not read"),
+            }
+        }
+        let states = bert.encode_states(ids(&IDS), ids(&TYPES), ctx.mask.clone(), true);
+        assert_eq!(states[0].dims(), [2, 4, 4]);
+        assert_eq!(
+            states[1].dims(),
+            [2, 1, 4],
+            "the last layer on one position"
+        );
+        // Whoever reads the last hidden states gets every position.
+        for whole in [1, 3, FIXED_OUTPUTS + 1] {
+            let out = read_only(&[0, whole]);
+            let got = match &out[whole] {
+                Some(Value::Sequence(t)) => values(t.clone()),
+                Some(Value::Vector(t)) => values(t.clone()),
+                _ => panic!("output {whole} was read"),
+            };
+            assert_eq!(got, all[whole], "output {whole}");
+        }
     }
 
     #[test]

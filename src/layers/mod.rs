@@ -257,6 +257,21 @@ pub trait LayerForward<B: Backend> {
         let _ = parts;
         self
     }
+    /// The forward pass when only the outputs marked in `read` (one flag per output, in
+    /// [`forward`]'s order) are read afterwards: those are `Some`, the others may be `None`,
+    /// so that a layer can leave out work that only they need (an encoder whose pooler reads
+    /// the first position alone). By default every output, as [`forward`].
+    ///
+    /// [`forward`]: LayerForward::forward
+    fn forward_read(
+        &self,
+        inputs: Vec<Value<B>>,
+        ctx: &ForwardCtx<B>,
+        read: &[bool],
+    ) -> Vec<Option<Value<B>>> {
+        let _ = read;
+        self.forward(inputs, ctx).into_iter().map(Some).collect()
+    }
     /// The forward pass as a classification head: pre-softmax logits where the layer ends in a
     /// softmax, so that the loss can use a stable log-softmax (as Keras does).
     fn forward_logits(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {

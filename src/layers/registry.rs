@@ -72,6 +72,9 @@ macro_rules! registry {
             fn forward(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>) -> Vec<Value<B>> {
                 match self { $(LayerModule::$variant(m) => m.forward(inputs, ctx)),* }
             }
+            fn forward_read(&self, inputs: Vec<Value<B>>, ctx: &ForwardCtx<B>, read: &[bool]) -> Vec<Option<Value<B>>> {
+                match self { $(LayerModule::$variant(m) => m.forward_read(inputs, ctx, read)),* }
+            }
             fn freeze_parts(self, parts: &[String]) -> Self {
                 match self { $(LayerModule::$variant(m) => LayerModule::$variant(LayerForward::<B>::freeze_parts(m, parts))),* }
             }

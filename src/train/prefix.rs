@@ -61,23 +61,15 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
         store: Option<&Path>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> FeatureCache {
-        // Every vector output of the prefix is kept, so runs reading other outputs share it.
-        let outputs: Vec<(usize, usize)> = (0..self.len)
-            .flat_map(|l| {
-                plan.layers[l]
-                    .outputs
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (_, s))| s.kind == ValueKind::Float && s.rank() == 1)
-                    .map(move |(o, _)| (l, o))
-            })
-            .collect();
-        let file = store.map(|dir| dir.join(format!("{}.f32", self.key(plan, split, &outputs))));
-        let all = file
+        // Only the outputs read past the prefix: an encoder whose pooler alone is read runs its
+        // last layer for the first position only (`LayerForward::forward_read`).
+        let outputs = &self.needed;
+        let file = store.map(|dir| dir.join(format!("{}.f32", self.key(plan, split, outputs))));
+        let columns = file
             .as_ref()
-            .and_then(|f| read_columns(f, &outputs, split.len()))
+            .and_then(|f| read_columns(f, outputs, split.len()))
             .unwrap_or_else(|| {
-                let computed = self.compute(split, batch_size, device, &outputs, progress);
+                let computed = self.compute(split, batch_size, device, outputs, progress);
                 if let Some(f) = &file
                     && let Err(e) = write_columns(f, &computed)
                 {
@@ -85,17 +77,6 @@ impl<B: AutodiffBackend> FrozenPrefix<B> {
                 }
                 computed
             });
-        let columns = self
-            .needed
-            .iter()
-            .map(|n| {
-                all[outputs
-                    .iter()
-                    .position(|o| o == n)
-                    .expect("needed outputs are vectors")]
-                .clone()
-            })
-            .collect();
         FeatureCache { columns }
     }
 

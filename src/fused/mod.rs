@@ -284,6 +284,19 @@ pub trait PipeOps: Backend {
         let sum = Self::fused_residual(residual, projected, None);
         Self::fused_layer_norm(sum, gamma, beta, epsilon)
     }
+    /// LayerNorm(x + GELU(x·W1 + b1)·W2 + b2) over rows of x [n, d]: a post-norm encoder's
+    /// feed-forward sublayer (without dropout). The two operations above one after the other;
+    /// the CPU keeps the inner activations in bf16 tiles under bf16-mixed.
+    fn fused_feed_forward_norm(
+        x: FloatTensor<Self>,
+        (w1, b1): (FloatTensor<Self>, Option<FloatTensor<Self>>),
+        (w2, b2): (FloatTensor<Self>, Option<FloatTensor<Self>>),
+        norm: (FloatTensor<Self>, Option<FloatTensor<Self>>),
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let inner = Self::fused_linear_gelu(x.clone(), w1, b1);
+        Self::fused_linear_residual_norm((inner, w2, b2), x, norm, epsilon)
+    }
     /// Gradients (dx, dW, db); db is Σ of the gradient's rows whether or not there is a bias.
     fn fused_linear_backward(
         x: FloatTensor<Self>,
@@ -739,6 +752,44 @@ pub fn linear_residual_norm_seq<B: Backend>(
         }
     );
     wrap(out)
+}
+
+/// LayerNorm(x + dropout(GELU(x·W1 + b1)·W2 + b2)) of two `Linear` layers and a `LayerNorm`
+/// module over a sequence: a post-norm encoder's feed-forward sublayer with exact GELU. One
+/// operation where dropout is off (inference), which the CPU fuses under bf16-mixed;
+/// [`linear_gelu_seq`] and [`linear_residual_norm_seq`] otherwise.
+///
+/// # Shapes
+/// - x: [batch, length, d]; output: [batch, length, d]
+pub fn feed_forward_norm_seq<B: Backend>(
+    (up, down): (&burn::nn::Linear<B>, &burn::nn::Linear<B>),
+    x: Tensor<B, 3>,
+    (norm, epsilon): (&burn::nn::LayerNorm<B>, f64),
+    dropout: f64,
+) -> Tensor<B, 3> {
+    if dropout > 0.0 && B::ad_enabled(&x.device()) {
+        let inner = linear_gelu_seq(up, x.clone());
+        return linear_residual_norm_seq(down, inner, x, (norm, epsilon), dropout);
+    }
+    let [b, l, d] = x.dims();
+    let (up, down) = (linear_params(up), linear_params(down));
+    let gamma_beta = (
+        unwrap(norm.gamma.val()),
+        norm.beta.as_ref().map(|b| unwrap(b.val())),
+    );
+    let rows = unwrap(x.reshape([b * l, d]));
+    let out: FloatTensor<B> = route!(
+        B,
+        fused_feed_forward_norm(rows, up, down, gamma_beta, epsilon),
+        {
+            let inner = reference::gelu::<B>(reference::linear::<B>(rows.clone(), up.0, up.1));
+            let projected = reference::linear::<B>(inner, down.0, down.1);
+            let sum = reference::residual::<B>(rows, projected, None);
+            reference::layer_norm::<B>(sum, gamma_beta.0, gamma_beta.1, epsilon)
+        }
+    );
+    let y: Tensor<B, 2> = wrap(out);
+    y.reshape([b, l, d])
 }
 
 /// Inverted dropout while training (an autodiff backend); the identity otherwise.

@@ -740,13 +740,12 @@ impl<B: Backend> HfEncoder<B> {
         let norm = (&ao.layer_norm, self.layer_norm_eps);
         let attended =
             fused::linear_residual_norm_seq(&ao.dense, context, x, norm, ao.dropout.prob);
-        let up = &layer.intermediate.dense;
-        let inner = match self.activation {
-            HiddenActivation::Gelu => fused::linear_gelu_seq(up, attended.clone()),
-            _ => self.act(fused::linear_seq(up, attended.clone())),
-        };
-        let o = &layer.output;
+        let (up, o) = (&layer.intermediate.dense, &layer.output);
         let norm = (&o.layer_norm, self.layer_norm_eps);
+        if self.activation == HiddenActivation::Gelu {
+            return fused::feed_forward_norm_seq((up, &o.dense), attended, norm, o.dropout.prob);
+        }
+        let inner = self.act(fused::linear_seq(up, attended.clone()));
         fused::linear_residual_norm_seq(&o.dense, inner, attended, norm, o.dropout.prob)
     }
 

@@ -13,8 +13,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+pub use pack::{LeftRows, Packed, Source};
 use pack::{Line, Side};
-pub use pack::{Packed, Source};
 
 /// `precision = "bf16-mixed"` is on (and AMX available): the large linear products and
 /// attention's per-head products use AMX.
@@ -165,6 +165,11 @@ thread_local! {
     static RIGHTS: std::cell::RefCell<Vec<Vec<Line>>> = Default::default();
     /// The calling thread's left operand written by its caller ([`with_left_rows`]).
     static WRITTEN: std::cell::RefCell<Vec<Line>> = Default::default();
+    /// The calling thread's left operand written by a product before ([`with_left_operand`]).
+    static INNER: std::cell::RefCell<Vec<Line>> = Default::default();
+    /// The calling task's 32 rows of a product that only its row function reads
+    /// ([`matmul_rows_then`]).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = Default::default();
 }
 
 /// The left operand of a product: packed before, or packed 32 rows at a time by the task that
@@ -243,8 +248,34 @@ pub unsafe fn matmul_raw(
         n,
         stride: n,
         then,
+        scratch: false,
     };
     // SAFETY: the caller's contract.
+    unsafe { product(c, start, LeftOperand::ByRows(a, k), b, k, true) }
+}
+
+/// C [m, n] = A · B from `start`, A from `a` ([`Source::rows`]) and B [k, n] row-major, where
+/// only `then` reads C: each task's 32 rows go to a scratch of its own, are passed to `then`,
+/// and are never stored (a feed-forward's inner activations, which `then` rounds into the
+/// next product's tiles).
+pub fn matmul_rows_then(
+    then: RowsThen,
+    start: Start,
+    a: Source,
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(!matches!(start, Start::Onto), "there is no C to add onto");
+    let b = Source::of_b(b, false);
+    let c = Output {
+        c: std::ptr::null_mut(),
+        m,
+        n,
+        stride: n,
+        then: Some(then),
+        scratch: true,
+    };
+    // SAFETY: C is each task's own scratch (`scratch`); `start` never reads it.
     unsafe { product(c, start, LeftOperand::ByRows(a, k), b, k, true) }
 }
 
@@ -299,6 +330,7 @@ unsafe fn block_on_thread(
         n,
         stride: c_stride,
         then: None,
+        scratch: false,
     };
     // SAFETY: the caller's contract.
     unsafe { product(c, start, left, bt, k, false) }
@@ -314,6 +346,43 @@ pub fn with_left_rows<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> 
     let result = f(&mut left);
     WRITTEN.set(left.into_buffer());
     result
+}
+
+/// Runs `f` with room for a left operand A [m, k] in this thread's buffer, to be written row
+/// by row by the tasks of a product ([`Packed::rows_writer`]) and then multiplied
+/// ([`matmul_raw_left_packed`]): a feed-forward's inner activations go to bf16 tiles as they
+/// are computed, instead of to memory in f32 and back to be rounded.
+pub fn with_left_operand<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> R) -> R {
+    let mut left = Packed::unfilled(INNER.take(), (m, k));
+    let result = f(&mut left);
+    INNER.set(left.into_buffer());
+    result
+}
+
+/// [`matmul_raw`] with A [m, k] packed before ([`with_left_operand`]) and B [k, n]
+/// row-major.
+///
+/// # Safety
+/// As [`matmul_raw`]; A's rows below m are written.
+pub unsafe fn matmul_raw_left_packed(
+    (c, then): (*mut f32, Option<RowsThen>),
+    start: Start,
+    left: &Packed,
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(left.row_tiles * TILE >= m, "a left operand of fewer rows");
+    let b = Source::of_b(b, false);
+    let c = Output {
+        c,
+        m,
+        n,
+        stride: n,
+        then,
+        scratch: false,
+    };
+    // SAFETY: the caller's contract.
+    unsafe { product(c, start, LeftOperand::Packed(left), b, k, true) }
 }
 
 /// C (+)= A · B from `a` (A or Aᵀ) and `bt` (Bᵀ or B), packed in this thread's buffers, on
@@ -385,6 +454,7 @@ pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products:
                 n: p.n,
                 stride: p.n,
                 then: None,
+                scratch: false,
             };
             (c, p.start, bias_lines(p.start, right, p.n))
         })
@@ -445,6 +515,7 @@ pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: 
         n,
         stride: n,
         then: None,
+        scratch: false,
     };
     assert!(left.row_tiles * TILE >= m);
     // SAFETY: `c` is m × n values borrowed mutably for the call.
@@ -462,6 +533,9 @@ struct Output<'a> {
     n: usize,
     stride: usize,
     then: Option<RowsThen<'a>>,
+    /// Each task writes its 32 rows to a scratch of its own (rows `stride` apart) for `then`,
+    /// and C itself is never written (`c` is unused).
+    scratch: bool,
 }
 // SAFETY: each task reads and writes only its own 32 rows of C.
 unsafe impl Send for Output<'_> {}
@@ -618,8 +692,18 @@ unsafe fn block_row_packed(
     out: &mut EdgeTiles,
 ) {
     let height = (2 * TILE).min(c.m - pair * 2 * TILE);
-    // SAFETY: the block row starts inside C.
-    let rows = unsafe { c.c.add(pair * 2 * TILE * c.stride) };
+    let mut scratch = match c.scratch {
+        true => SCRATCH.take(),
+        false => Vec::new(),
+    };
+    let rows = match c.scratch {
+        true => {
+            scratch.resize(2 * TILE * c.stride, 0.0);
+            scratch.as_mut_ptr()
+        }
+        // SAFETY: the block row starts inside C.
+        false => unsafe { c.c.add(pair * 2 * TILE * c.stride) },
+    };
     for col_pair in 0..right.row_tiles / 2 {
         let c0 = 2 * col_pair;
         let edge = EdgeBlock {
@@ -676,6 +760,9 @@ unsafe fn block_row_packed(
             let row = unsafe { std::slice::from_raw_parts_mut(rows.add(i * c.stride), c.n) };
             then(pair * 2 * TILE + i, row);
         }
+    }
+    if c.scratch {
+        SCRATCH.set(scratch);
     }
 }
 

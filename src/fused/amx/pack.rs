@@ -220,6 +220,22 @@ impl Packed {
         &mut self.data[line].0
     }
 
+    /// The operand's rows open to writing from several tasks at once, as a left operand A
+    /// [m, k] ([`LeftRows::write`]); `k` is A's, which this operand's k-tiles hold.
+    pub fn rows_writer(&mut self, k: usize) -> LeftRows {
+        assert_eq!(
+            k.div_ceil(KTILE),
+            self.k_tiles,
+            "a left operand of another width"
+        );
+        LeftRows {
+            lines: self.data.as_mut_ptr(),
+            rows: self.row_tiles * TILE,
+            k_tiles: self.k_tiles,
+            k,
+        }
+    }
+
     /// Tile (t, kb): 16 lines of 64 bytes, each on its own cache line.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) fn tile(&self, t: usize, kb: usize) -> *const u16 {
@@ -229,6 +245,47 @@ impl Packed {
     /// The allocation, to be reused for the next operand.
     pub(super) fn into_buffer(self) -> Vec<Line> {
         self.data
+    }
+}
+
+/// A left operand's lines written a row at a time by the tasks that compute the rows (a
+/// feed-forward's inner activations, rounded as the product before them writes them), from
+/// [`Packed::rows_writer`].
+#[derive(Clone, Copy)]
+pub struct LeftRows {
+    lines: *mut Line,
+    rows: usize,
+    k_tiles: usize,
+    k: usize,
+}
+// SAFETY: each task writes only its own rows (`write`'s contract).
+unsafe impl Send for LeftRows {}
+unsafe impl Sync for LeftRows {}
+
+impl LeftRows {
+    /// Rounds row `row` of A (its k values) into its lines, as [`Packed::new`] does from A's
+    /// rows: the same bf16 values, zeros past k.
+    ///
+    /// # Safety
+    /// The [`Packed`] this came from is neither moved, dropped nor otherwise used meanwhile,
+    /// and no other task writes row `row` at the same time.
+    pub unsafe fn write(&self, row: usize, values: &[f32]) {
+        assert!(
+            row < self.rows && values.len() == self.k,
+            "outside the operand"
+        );
+        for kb in 0..self.k_tiles {
+            let k0 = kb * KTILE;
+            let at = ((row / TILE) * self.k_tiles + kb) * TILE + row % TILE;
+            // SAFETY: `at` is within the operand's lines (row < rows, kb < k_tiles); the
+            // packer asserted AVX512-BF16 when the operand was made; k0 + valid <= k values.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                *self.lines.add(at) = row_line(values.as_ptr().add(k0), KTILE.min(self.k - k0), 1.0)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("no operand is packed off x86-64 ({at})");
+        }
     }
 }
 

@@ -29,7 +29,7 @@ fn gemm_threads_itself(d_in: usize, d_out: usize) -> bool {
 /// (at least one whole k-tile wide) over rows enough. Model A's 32×64 projections over 65,536
 /// rows ran its inference 5 % faster on the tiles than gemm's f32 (4 alternated pairs,
 /// docs/benchmarks.md); its 32×20 layer after pooling (256 rows) stays in f32.
-fn on_tiles(n: usize, d_in: usize, d_out: usize) -> bool {
+pub(super) fn on_tiles(n: usize, d_in: usize, d_out: usize) -> bool {
     gemm_threads_itself(d_in, d_out) || (d_in >= 32 && n * d_in * d_out >= 1 << 24)
 }
 
@@ -39,7 +39,7 @@ pub fn linear(x: Ft, weight: Ft, bias: Option<Ft>) -> Ft {
 
 /// Whether x·W + b takes the AMX path, the one that applies a `then` to each row block:
 /// bf16-mixed, a weight large enough, every operand in f32.
-fn rows_fuse(x: &Ft, weight: &Ft, bias: Option<&Ft>) -> bool {
+pub(super) fn rows_fuse(x: &Ft, weight: &Ft, bias: Option<&Ft>) -> bool {
     let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
     let f32_bias = bias.is_none_or(|b| is_f32(&[b]));
     amx::mixed() && on_tiles(x.shape()[0], d_in, d_out) && is_f32(&[x, weight]) && f32_bias
@@ -79,7 +79,7 @@ pub fn linear_residual_norm(
 
 /// [`linear_residual_norm`]'s fused path: the AMX product, each row finished by
 /// [`residual_norm_row`]. Needs AMX and f32 operands of matching sizes.
-fn normalised_on_rows(
+pub(super) fn normalised_on_rows(
     (x, weight, bias): (Ft, Ft, Option<Ft>),
     residual: Ft,
     (gamma, beta): (Ft, Option<Ft>),
@@ -153,7 +153,7 @@ fn sharing_input(x: Ft, layers: Vec<(Ft, Option<Ft>)>) -> Vec<Ft> {
 /// x·W + b, then `then` on each row where given: a `then` takes the AMX path whatever
 /// `mixed()` says by now, so its callers ([`linear_gelu`], [`linear_residual_norm`]) check
 /// [`rows_fuse`] first; without the AMX path's operands it is refused, not left out.
-fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>) -> Ft {
+pub(super) fn linear_then(x: Ft, weight: Ft, bias: Option<Ft>, then: Option<amx::RowsThen>) -> Ft {
     let f32_operands = is_f32(&[&x, &weight]) && bias.as_ref().is_none_or(|b| is_f32(&[b]));
     let (d_in, d_out) = (weight.shape()[0], weight.shape()[1]);
     assert!(

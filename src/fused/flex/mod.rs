@@ -14,6 +14,7 @@
 mod activation;
 mod attention;
 mod dropout;
+mod feed_forward;
 mod linear;
 mod norm;
 mod packed;
@@ -23,6 +24,7 @@ mod relative;
 pub use activation::{gelu, gelu_backward, relu, relu_backward};
 pub use attention::{attention_backward, attention_forward};
 pub use dropout::{dropout_mask, multiply_tensors, residual};
+pub use feed_forward::feed_forward_norm;
 pub use linear::{linear, linear_backward, linear_gelu, linear_residual_norm, linears};
 pub use norm::{layer_norm, layer_norm_backward};
 pub use packed::{geglu, geglu_backward, packed_part, packed_part_backward};
@@ -350,6 +352,15 @@ impl PipeOps for Flex {
         epsilon: f64,
     ) -> Ft {
         linear_residual_norm(linear, residual, norm, epsilon)
+    }
+    fn fused_feed_forward_norm(
+        x: Ft,
+        up: (Ft, Option<Ft>),
+        down: (Ft, Option<Ft>),
+        norm: (Ft, Option<Ft>),
+        epsilon: f64,
+    ) -> Ft {
+        feed_forward_norm(x, up, down, norm, epsilon)
     }
     fn fused_layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, epsilon: f64) -> Ft {
         layer_norm(x, gamma, beta, epsilon)

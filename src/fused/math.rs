@@ -34,6 +34,25 @@ pub fn exp(x: f32) -> f32 {
     if input < -87.336_55 { 0.0 } else { e * scale }
 }
 
+/// [`erf`]'s rational fit on [-4, 4], x·P(x²)/Q(x²): numerator and denominator coefficients
+/// from x⁰ up.
+pub(crate) const ERF_P: [f32; 6] = [
+    std::f32::consts::FRAC_2_SQRT_PI, // erf′(0)
+    0.189_912_9,
+    0.052_666_318,
+    0.003_741_368_4,
+    0.000_283_743_4,
+    2.044_655e-6,
+];
+pub(crate) const ERF_Q: [f32; 6] = [
+    1.0,
+    0.501_638_77,
+    0.113_889_895,
+    0.014_919_092,
+    0.001_155_689_7,
+    3.797_954_2e-5,
+];
+
 /// erf(x) with an absolute error under 5e-7 in f32: x·P(x²)/Q(x²) with P and Q of degree 5,
 /// fitted to erf on [0, 4] (iterated weighted least squares on the relative error, 8e-8 in
 /// exact arithmetic), x clamped to ±4 where erf rounds to ±1 in f32. Ten multiply-adds and a
@@ -41,29 +60,13 @@ pub fn exp(x: f32) -> f32 {
 /// 8 % of a bf16-mixed MiniLM inference step in.
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
-    const P: [f32; 6] = [
-        std::f32::consts::FRAC_2_SQRT_PI, // erf′(0)
-        0.189_912_9,
-        0.052_666_318,
-        0.003_741_368_4,
-        0.000_283_743_4,
-        2.044_655e-6,
-    ];
-    const Q: [f32; 6] = [
-        1.0,
-        0.501_638_77,
-        0.113_889_895,
-        0.014_919_092,
-        0.001_155_689_7,
-        3.797_954_2e-5,
-    ];
     let x = x.clamp(-4.0, 4.0);
     let s = x * x;
-    let mut p = P[5];
-    let mut q = Q[5];
+    let mut p = ERF_P[5];
+    let mut q = ERF_Q[5];
     for i in (0..5).rev() {
-        p = p.mul_add(s, P[i]);
-        q = q.mul_add(s, Q[i]);
+        p = p.mul_add(s, ERF_P[i]);
+        q = q.mul_add(s, ERF_Q[i]);
     }
     // The fit overshoots 1 by up to 2 ulp above x ≈ 3.65.
     (x * p / q).clamp(-1.0, 1.0)

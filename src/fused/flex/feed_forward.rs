@@ -3,7 +3,7 @@
 
 use burn::tensor::TensorMetadata;
 
-use super::activation::gelu_in_place;
+use super::activation::gelu_in_place_rounded_after;
 use super::linear::{linear_gelu, linear_residual_norm, on_tiles, rows_fuse};
 use super::norm::residual_norm_row;
 use super::{Ft, Written, contiguous, is_f32, tensor, values};
@@ -14,7 +14,8 @@ use crate::fused::amx;
 /// 32-row block of the first product gets its GELU and is rounded into the second product's
 /// tiles while still in the core's caches, and the second product adds the residual and
 /// normalises each row as it writes it. Otherwise the two operations one after the other.
-/// The same values either way: the rounding is the packer's.
+/// The fused path rounds as the packer does, after a GELU within 1.2e-7 · |x| of
+/// [`linear_gelu`]'s ([`gelu_in_place_rounded_after`]).
 pub fn feed_forward_norm(
     x: Ft,
     (w1, b1): (Ft, Option<Ft>),
@@ -60,7 +61,7 @@ fn inner_in_tiles(
     amx::with_left_operand((n, d_ff), |inner| {
         let rows = inner.rows_writer(d_ff);
         let gelu_rounded = |i: usize, row: &mut [f32]| {
-            gelu_in_place(row);
+            gelu_in_place_rounded_after(row);
             // SAFETY: row i is this task's alone; `inner` is not used otherwise until the
             // first product returns.
             unsafe { rows.write(i, row) };
@@ -97,6 +98,7 @@ mod tests {
 
     use super::*;
     use crate::fused::amx::tests::no_amx;
+    use crate::fused::flex::activation::gelu_in_place_rounded_after;
     use crate::fused::flex::linear::{linear_then, normalised_on_rows};
 
     fn pattern(len: usize, seed: u32) -> Vec<f32> {
@@ -123,7 +125,8 @@ mod tests {
             let got = inner_in_tiles(x(), up(), down(), (gamma(), beta.clone()), 1e-5);
             // The AMX products with their row functions, the inner activations in f32 between.
             let (w1, b1) = up();
-            let inner = linear_then(x(), w1, b1, Some(&|_, row| gelu_in_place(row)));
+            let gelu = |_: usize, row: &mut [f32]| gelu_in_place_rounded_after(row);
+            let inner = linear_then(x(), w1, b1, Some(&gelu));
             let (w2, b2) = down();
             let residual = Flex::float_reshape(x(), Shape::from(vec![n, d]));
             let want = normalised_on_rows((inner, w2, b2), residual, (gamma(), beta), 1e-5);

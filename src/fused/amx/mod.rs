@@ -692,12 +692,10 @@ unsafe fn block_row_packed(
     out: &mut EdgeTiles,
 ) {
     let height = (2 * TILE).min(c.m - pair * 2 * TILE);
-    let mut scratch = match c.scratch {
-        true => SCRATCH.take(),
-        false => Vec::new(),
-    };
+    let mut scratch = Vec::new();
     let rows = match c.scratch {
         true => {
+            scratch = SCRATCH.take();
             scratch.resize(2 * TILE * c.stride, 0.0);
             scratch.as_mut_ptr()
         }

@@ -99,13 +99,8 @@ mod tests {
     use super::*;
     use crate::fused::amx::tests::no_amx;
     use crate::fused::flex::activation::gelu_in_place_rounded_after;
+    use crate::fused::flex::linear::tests::pattern;
     use crate::fused::flex::linear::{linear_then, normalised_on_rows};
-
-    fn pattern(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
-            .collect()
-    }
 
     #[test]
     fn inner_rows_rounded_into_tiles_equal_the_two_operations() {

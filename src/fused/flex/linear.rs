@@ -356,11 +356,12 @@ pub fn linear_backward(x: Ft, weight: Ft, grad: Ft) -> (Ft, Ft, Ft) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::fused::amx::tests::no_amx;
 
-    fn pattern(len: usize, seed: u32) -> Vec<f32> {
+    /// Values in [-1, 1) spread by a multiplicative hash, another spread for each seed.
+    pub(crate) fn pattern(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 500.0 - 1.0)
             .collect()

@@ -741,6 +741,13 @@ unsafe fn block_row_packed(
                 Some((out_tiles.map(|p| p.cast_const()), TILE * 4))
             }
         };
+        if !c.scratch {
+            let next = match c0 + 2 < right.row_tiles {
+                true => rows.wrapping_add((c0 + 2) * TILE),
+                false => rows.wrapping_add(2 * TILE * c.stride),
+            };
+            lines_for_writing(next, c.stride);
+        }
         // SAFETY: every operand tile lies inside its packed buffer (both are padded to whole
         // tile pairs); `init` and `stored` point at four 16 × 16 f32 tiles with their row
         // strides, in C, in `out` or in the bias lines (stride 0: one line for every row).
@@ -761,6 +768,25 @@ unsafe fn block_row_packed(
     }
     if c.scratch {
         SCRATCH.set(scratch);
+    }
+}
+
+/// Asks for the cache lines of the 32 × 32 block of C at `at` (rows `stride` apart) for
+/// writing (`PREFETCHW`), while the block before it is multiplied: a fresh output of
+/// megabytes is in no cache of this core, and each of a block's tile stores otherwise waits
+/// for its 16 lines to be read for ownership, one block after another (measured: attention's
+/// P·V, whose output rows lie 1,536 bytes apart, spent over half its time in tile stores).
+/// A hint: addresses outside C (past its last block) are never faulted on.
+#[cfg(target_arch = "x86_64")]
+fn lines_for_writing(at: *mut f32, stride: usize) {
+    use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
+    for i in 0..2 * TILE {
+        let row = at.wrapping_add(i * stride).cast::<i8>().cast_const();
+        // 128 bytes from any 4-byte boundary lie on at most three lines.
+        for offset in [0, 64, 124] {
+            // SAFETY: a prefetch only hints; it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_ET0>(row.wrapping_add(offset)) };
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod activation;
 mod attention;
 mod dropout;
 mod feed_forward;
+mod huge_pages;
 mod linear;
 mod norm;
 mod packed;
@@ -47,6 +48,19 @@ type Ft = FlexTensor;
 
 fn is_f32(tensors: &[&Ft]) -> bool {
     tensors.iter().all(|t| t.dtype() == DType::F32)
+}
+
+/// A weight of the plain backend's fused linears (inference: autodiff's training ops do not
+/// come here), asked onto 2 MB pages where bf16-mixed packs it for the tiles
+/// ([`huge_pages`]). Only a weight stored contiguously: a strided view is copied afresh by
+/// each product, and moving each copy would cost more than it saves.
+fn inference_weight(w: Ft) -> Ft {
+    if amx::mixed()
+        && let Some(values) = w.as_slice::<f32>()
+    {
+        huge_pages::weights(&[values]);
+    }
+    w
 }
 
 /// A contiguous f32 view (copies only when the layout is strided or offset).
@@ -343,6 +357,10 @@ impl PipeOps for Flex {
         linear_gelu(x, weight, bias)
     }
     fn fused_linears(x: Ft, layers: Vec<(Ft, Option<Ft>)>) -> Vec<Ft> {
+        let layers: Vec<_> = layers
+            .into_iter()
+            .map(|(w, b)| (inference_weight(w), b))
+            .collect();
         linears(x, layers)
     }
     fn fused_linear_residual_norm(
@@ -351,7 +369,8 @@ impl PipeOps for Flex {
         norm: (Ft, Option<Ft>),
         epsilon: f64,
     ) -> Ft {
-        linear_residual_norm(linear, residual, norm, epsilon)
+        let (x, w, b) = linear;
+        linear_residual_norm((x, inference_weight(w), b), residual, norm, epsilon)
     }
     fn fused_feed_forward_norm(
         x: Ft,
@@ -360,6 +379,10 @@ impl PipeOps for Flex {
         norm: (Ft, Option<Ft>),
         epsilon: f64,
     ) -> Ft {
+        let (up, down) = (
+            (inference_weight(up.0), up.1),
+            (inference_weight(down.0), down.1),
+        );
         feed_forward_norm(x, up, down, norm, epsilon)
     }
     fn fused_layer_norm(x: Ft, gamma: Ft, beta: Option<Ft>, epsilon: f64) -> Ft {

@@ -242,14 +242,7 @@ pub unsafe fn matmul_raw(
     b_transposed: bool,
 ) {
     let b = Source::of_b(b, b_transposed);
-    let c = Output {
-        c,
-        m,
-        n,
-        stride: n,
-        then,
-        scratch: false,
-    };
+    let c = Output::dense(c, (m, n), then);
     // SAFETY: the caller's contract.
     unsafe { product(c, start, LeftOperand::ByRows(a, k), b, k, true) }
 }
@@ -268,12 +261,8 @@ pub fn matmul_rows_then(
     assert!(!matches!(start, Start::Onto), "there is no C to add onto");
     let b = Source::of_b(b, false);
     let c = Output {
-        c: std::ptr::null_mut(),
-        m,
-        n,
-        stride: n,
-        then: Some(then),
         scratch: true,
+        ..Output::dense(std::ptr::null_mut(), (m, n), Some(then))
     };
     // SAFETY: C is each task's own scratch (`scratch`); `start` never reads it.
     unsafe { product(c, start, LeftOperand::ByRows(a, k), b, k, true) }
@@ -325,12 +314,8 @@ unsafe fn block_on_thread(
 ) {
     assert!(c_stride >= n, "output rows overlap");
     let c = Output {
-        c,
-        m,
-        n,
         stride: c_stride,
-        then: None,
-        scratch: false,
+        ..Output::dense(c, (m, n), None)
     };
     // SAFETY: the caller's contract.
     unsafe { product(c, start, left, bt, k, false) }
@@ -342,9 +327,19 @@ unsafe fn block_on_thread(
 /// left as they were: an output row depends on its own row of A alone, and the products store
 /// only rows below m.
 pub fn with_left_rows<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> R) -> R {
-    let mut left = Packed::unfilled(WRITTEN.take(), (m, k));
-    let result = f(&mut left);
-    WRITTEN.set(left.into_buffer());
+    with_unfilled(&WRITTEN, (m, k), f)
+}
+
+/// Runs `f` on room for M [m, k] in tiles, in the calling thread's `buffer`, which gets the
+/// allocation back after (grown where it was too short).
+fn with_unfilled<R>(
+    buffer: &'static std::thread::LocalKey<std::cell::RefCell<Vec<Line>>>,
+    (m, k): (usize, usize),
+    f: impl FnOnce(&mut Packed) -> R,
+) -> R {
+    let mut operand = Packed::unfilled(buffer.take(), (m, k));
+    let result = f(&mut operand);
+    buffer.set(operand.into_buffer());
     result
 }
 
@@ -353,10 +348,7 @@ pub fn with_left_rows<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> 
 /// ([`matmul_raw_left_packed`]): a feed-forward's inner activations go to bf16 tiles as they
 /// are computed, instead of to memory in f32 and back to be rounded.
 pub fn with_left_operand<R>((m, k): (usize, usize), f: impl FnOnce(&mut Packed) -> R) -> R {
-    let mut left = Packed::unfilled(INNER.take(), (m, k));
-    let result = f(&mut left);
-    INNER.set(left.into_buffer());
-    result
+    with_unfilled(&INNER, (m, k), f)
 }
 
 /// [`matmul_raw`] with A [m, k] packed before ([`with_left_operand`]) and B [k, n]
@@ -373,14 +365,7 @@ pub unsafe fn matmul_raw_left_packed(
 ) {
     assert!(left.row_tiles * TILE >= m, "a left operand of fewer rows");
     let b = Source::of_b(b, false);
-    let c = Output {
-        c,
-        m,
-        n,
-        stride: n,
-        then,
-        scratch: false,
-    };
+    let c = Output::dense(c, (m, n), then);
     // SAFETY: the caller's contract.
     unsafe { product(c, start, LeftOperand::Packed(left), b, k, true) }
 }
@@ -448,14 +433,7 @@ pub unsafe fn products_sharing_left(a: Source, (m, k): (usize, usize), products:
         .iter()
         .zip(&rights)
         .map(|(p, right)| {
-            let c = Output {
-                c: p.c,
-                m,
-                n: p.n,
-                stride: p.n,
-                then: None,
-                scratch: false,
-            };
+            let c = Output::dense(p.c, (m, p.n), None);
             (c, p.start, bias_lines(p.start, right, p.n))
         })
         .collect();
@@ -509,14 +487,7 @@ fn fresh_product(a: Source, b: &[f32], (m, k, n): (usize, usize, usize), bt: boo
 pub fn matmul_packed(left: &Packed, right: &Packed, c: &mut [f32], m: usize, n: usize) {
     assert!(available(), "AMX kernels called without AMX");
     assert_eq!(c.len(), m * n);
-    let c = Output {
-        c: c.as_mut_ptr(),
-        m,
-        n,
-        stride: n,
-        then: None,
-        scratch: false,
-    };
+    let c = Output::dense(c.as_mut_ptr(), (m, n), None);
     assert!(left.row_tiles * TILE >= m);
     // SAFETY: `c` is m × n values borrowed mutably for the call.
     unsafe { multiply(LeftOperand::Packed(left), right, c, Start::Zero, true) };
@@ -537,6 +508,20 @@ struct Output<'a> {
     /// and C itself is never written (`c` is unused).
     scratch: bool,
 }
+impl<'a> Output<'a> {
+    /// C [m, n] itself, rows n apart, each task's rows passed to `then` where given.
+    fn dense(c: *mut f32, (m, n): (usize, usize), then: Option<RowsThen<'a>>) -> Self {
+        Output {
+            c,
+            m,
+            n,
+            stride: n,
+            then,
+            scratch: false,
+        }
+    }
+}
+
 // SAFETY: each task reads and writes only its own 32 rows of C.
 unsafe impl Send for Output<'_> {}
 unsafe impl Sync for Output<'_> {}

@@ -767,26 +767,25 @@ pub fn feed_forward_norm_seq<B: Backend>(
     (norm, epsilon): (&burn::nn::LayerNorm<B>, f64),
     dropout: f64,
 ) -> Tensor<B, 3> {
-    if dropout > 0.0 && B::ad_enabled(&x.device()) {
+    // Where the one operation is not taken: the two, each routed on its own.
+    let two_operations = |x: Tensor<B, 3>| {
         let inner = linear_gelu_seq(up, x.clone());
-        return linear_residual_norm_seq(down, inner, x, (norm, epsilon), dropout);
+        linear_residual_norm_seq(down, inner, x, (norm, epsilon), dropout)
+    };
+    if dropout > 0.0 && B::ad_enabled(&x.device()) {
+        return two_operations(x);
     }
     let [b, l, d] = x.dims();
-    let (up, down) = (linear_params(up), linear_params(down));
+    let (up_params, down_params) = (linear_params(up), linear_params(down));
     let gamma_beta = (
         unwrap(norm.gamma.val()),
         norm.beta.as_ref().map(|b| unwrap(b.val())),
     );
-    let rows = unwrap(x.reshape([b * l, d]));
+    let rows = unwrap(x.clone().reshape([b * l, d]));
     let out: FloatTensor<B> = route!(
         B,
-        fused_feed_forward_norm(rows, up, down, gamma_beta, epsilon),
-        {
-            let inner = reference::gelu::<B>(reference::linear::<B>(rows.clone(), up.0, up.1));
-            let projected = reference::linear::<B>(inner, down.0, down.1);
-            let sum = reference::residual::<B>(rows, projected, None);
-            reference::layer_norm::<B>(sum, gamma_beta.0, gamma_beta.1, epsilon)
-        }
+        fused_feed_forward_norm(rows, up_params, down_params, gamma_beta, epsilon),
+        return two_operations(x)
     );
     let y: Tensor<B, 2> = wrap(out);
     y.reshape([b, l, d])
